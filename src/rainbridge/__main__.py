@@ -1,0 +1,5 @@
+"""``python -m rainbridge``."""
+
+from .cli import main
+
+main()

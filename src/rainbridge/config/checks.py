@@ -1,0 +1,165 @@
+"""Checks that need more than types: provider families, URLs, names, store/cluster rules."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from .families import FAMILIES, KNOWN_PROVIDERS, provider_family
+from .schema import Config, ProviderConfig
+from .validate import Problem, child
+
+
+def semantic_problems(config: Config) -> list[Problem]:
+    out: list[Problem] = []
+    for name, provider in config.providers.items():
+        _check_provider(name, provider, child("$.providers", name), out)
+    for section in ("config_store", "logs_store"):
+        store = getattr(config, section)
+        if store is not None and store.enabled and store.type == "postgres":
+            settings = store.config
+            if not settings.dsn and not settings.host:
+                out.append(
+                    Problem(f"$.{section}.config", "postgres needs either dsn or host")
+                )
+    _check_cluster(config, out)
+    return out
+
+
+def valid_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Problem]) -> None:
+    if "/" in name or not name:
+        out.append(Problem(path, "provider names must be non-empty and contain no '/'"))
+    custom = provider.custom_provider_config
+    family = provider_family(name, provider.type, custom.base_provider_type if custom else None)
+    if family is None:
+        where = "type" if provider.type else "custom_provider_config.base_provider_type"
+        if provider.type or custom:
+            bad = provider.type or (custom.base_provider_type if custom else "")
+            out.append(
+                Problem(
+                    child(path, where) if provider.type else f"{path}.{where}",
+                    f"unknown provider type {bad!r}; use one of {', '.join(FAMILIES)} "
+                    "or a known provider name",
+                )
+            )
+        else:
+            out.append(
+                Problem(
+                    path,
+                    f"unknown provider {name!r}: set \"type\": \"openai\" (any OpenAI-compatible "
+                    "endpoint), \"anthropic\" or \"azure\", with network_config.base_url",
+                )
+            )
+        return
+    base_url = provider.network_config.base_url
+    if base_url is not None and not valid_http_url(base_url):
+        out.append(
+            Problem(f"{path}.network_config.base_url", f"not an http(s) URL: {base_url!r}")
+        )
+    known = KNOWN_PROVIDERS.get(provider.type or name)
+    is_custom = provider.type is not None or custom is not None
+    if base_url is None and family != "azure":
+        if (is_custom and name not in KNOWN_PROVIDERS) or (known and known.base_url is None):
+            out.append(
+                Problem(
+                    f"{path}.network_config.base_url",
+                    "required: this provider has no public endpoint",
+                )
+            )
+    net = provider.network_config
+    if net.retry_backoff_max < net.retry_backoff_initial:
+        out.append(
+            Problem(
+                f"{path}.network_config.retry_backoff_max",
+                f"must be >= retry_backoff_initial ({net.retry_backoff_initial} ms)",
+            )
+        )
+    seen: dict[str, int] = {}
+    for i, key in enumerate(provider.keys):
+        kpath = child(f"{path}.keys", i)
+        if key.name:
+            if key.name in seen:
+                out.append(
+                    Problem(f"{kpath}.name", f"duplicate key name {key.name!r} (also keys[{seen[key.name]}])")
+                )
+            seen.setdefault(key.name, i)
+        keyless = (known is not None and not known.needs_key) or (custom is not None and custom.is_key_less)
+        if not key.value and not keyless and family != "azure":
+            out.append(Problem(f"{kpath}.value", "empty API key"))
+        if family == "azure":
+            azure = key.azure_key_config
+            endpoint = (azure.endpoint if azure else "") or base_url
+            if not endpoint:
+                out.append(
+                    Problem(
+                        f"{kpath}.azure_key_config.endpoint",
+                        "required for azure (or set network_config.base_url)",
+                    )
+                )
+            elif not valid_http_url(endpoint):
+                out.append(
+                    Problem(f"{kpath}.azure_key_config.endpoint", f"not an http(s) URL: {endpoint!r}")
+                )
+            if not key.value:
+                out.append(Problem(f"{kpath}.value", "empty API key"))
+        if key.models == []:
+            out.append(Problem(f"{kpath}.models", "empty list: this key serves no model", "warning"))
+    if not provider.keys:
+        keyless = (known is not None and not known.needs_key) or (custom is not None and custom.is_key_less)
+        if not keyless:
+            out.append(
+                Problem(f"{path}.keys", "no keys: requests go upstream without an API key", "warning")
+            )
+
+
+def _check_cluster(config: Config, out: list[Problem]) -> None:
+    cluster = config.cluster_config
+    if not cluster.enabled:
+        return
+    store = config.config_store
+    if store is None or not store.enabled or store.type != "postgres":
+        out.append(
+            Problem(
+                "$.cluster_config.enabled",
+                "cluster mode needs the PostgreSQL config store: set config_store to "
+                '{"enabled": true, "type": "postgres", "config": {"host": ..., "db_name": ...}}',
+            )
+        )
+    discovery = cluster.discovery
+    if not cluster.peers and not discovery.enabled:
+        out.append(
+            Problem("$.cluster_config", "cluster mode needs peers or discovery.enabled: true")
+        )
+    if discovery.enabled and discovery.type is None:
+        out.append(Problem("$.cluster_config.discovery.type", "required when discovery is enabled"))
+    if discovery.type in ("consul", "etcd", "udp") and not discovery.service_name:
+        out.append(
+            Problem(
+                "$.cluster_config.discovery.service_name",
+                f"required for {discovery.type} discovery",
+            )
+        )
+    for i, cidr in enumerate(discovery.allowed_address_space):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            out.append(
+                Problem(
+                    child("$.cluster_config.discovery.allowed_address_space", i),
+                    f"not a CIDR: {cidr!r}",
+                )
+            )
+    for i, peer in enumerate(cluster.peers):
+        host, sep, port = peer.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            out.append(
+                Problem(child("$.cluster_config.peers", i), f"expected host:port, got {peer!r}")
+            )

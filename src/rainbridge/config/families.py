@@ -1,0 +1,49 @@
+"""Which provider names rainbridge knows, the API family each speaks, and its public endpoint.
+
+Bifrost's convention: ``base_url`` is scheme, host and port (plus a fixed prefix some vendors
+need), without the API version path; the adapter appends ``/v1/chat/completions`` etc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FAMILIES = ("openai", "azure", "anthropic")
+
+
+@dataclass(frozen=True, slots=True)
+class KnownProvider:
+    family: str
+    base_url: str | None  # None: there is no public endpoint, base_url is required
+    needs_key: bool = True
+
+
+KNOWN_PROVIDERS: dict[str, KnownProvider] = {
+    "openai": KnownProvider("openai", "https://api.openai.com"),
+    "azure": KnownProvider("azure", None),
+    "anthropic": KnownProvider("anthropic", "https://api.anthropic.com"),
+    "groq": KnownProvider("openai", "https://api.groq.com/openai"),
+    "mistral": KnownProvider("openai", "https://api.mistral.ai"),
+    "openrouter": KnownProvider("openai", "https://openrouter.ai/api"),
+    "together": KnownProvider("openai", "https://api.together.xyz"),
+    "fireworks": KnownProvider("openai", "https://api.fireworks.ai/inference"),
+    "deepseek": KnownProvider("openai", "https://api.deepseek.com"),
+    "xai": KnownProvider("openai", "https://api.x.ai"),
+    "cerebras": KnownProvider("openai", "https://api.cerebras.ai"),
+    "ollama": KnownProvider("openai", None, needs_key=False),
+    "vllm": KnownProvider("openai", None, needs_key=False),
+    "sgl": KnownProvider("openai", None, needs_key=False),
+    "lmstudio": KnownProvider("openai", "http://localhost:1234", needs_key=False),
+}
+
+
+def provider_family(name: str, explicit_type: str | None, custom_base: str | None) -> str | None:
+    """The API family of a configured provider, or None when it cannot be told."""
+    if explicit_type:
+        known = KNOWN_PROVIDERS.get(explicit_type)
+        return known.family if known else None
+    if custom_base:
+        known = KNOWN_PROVIDERS.get(custom_base)
+        return known.family if known else None
+    known = KNOWN_PROVIDERS.get(name)
+    return known.family if known else None

@@ -1,0 +1,206 @@
+"""Typed schema of Bifrost's ``config.json`` (snake_case), as rainbridge reads it.
+
+Every field is documented where it is defined, with units and defaults; the Helm chart's
+``values.yaml`` comments use the same words. Fields Bifrost knows but rainbridge does not
+use yet are declared so that a Bifrost file loads without warnings; anything else is
+reported as an unknown key (a warning, never silently dropped).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+NonNegInt = Annotated[int, Meta(ge=0)]
+PosInt = Annotated[int, Meta(ge=1)]
+NonNegFloat = Annotated[float, Meta(ge=0)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+
+
+class Base(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Unknown fields are tolerated by msgspec; the validator reports them as warnings."""
+
+
+# --------------------------------------------------------------------------- client
+
+
+class HeaderFilterConfig(Base):
+    allowlist: list[str] = []  # only these x-bf-eh-* headers are forwarded (empty: all)
+    denylist: list[str] = []  # never forward these x-bf-eh-* headers
+
+
+class ClientConfig(Base):
+    initial_pool_size: PosInt = 300  # Bifrost's worker pool per provider; informational here
+    drop_excess_requests: bool = False  # provider queue full -> 429 at once instead of waiting
+    enable_logging: bool = False  # write every request to the logs store
+    disable_content_logging: bool = False  # log metadata only, never message content
+    log_retention_days: PosInt = 365  # days request logs are kept
+    logging_headers: list[str] = []  # request headers copied into log metadata
+    max_request_body_size_mb: PosInt = 100  # larger request bodies get 413
+    allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])  # CORS ("*" = any)
+    allowed_headers: list[str] = []  # extra CORS request headers to allow
+    prometheus_labels: list[str] = []  # extra metric labels
+    enforce_governance_header: bool = False  # deprecated Bifrost name of enforce_auth_on_inference
+    enforce_auth_on_inference: bool = False  # inference needs a virtual key
+    admin_token: str | None = None  # bearer token for /api/* (or RAINBRIDGE_ADMIN_TOKEN)
+    header_filter_config: HeaderFilterConfig | None = None
+    disable_db_pings_in_health: bool = False  # /health does not ping the store
+    dump_errors_in_console_logs: bool = False  # log provider error bodies (never keys)
+
+
+# --------------------------------------------------------------------------- providers
+
+
+class AzureKeyConfig(Base):
+    endpoint: str = ""  # https://<resource>.openai.azure.com (falls back to network_config.base_url)
+    deployments: dict[str, str] = {}  # model name -> deployment name (default: the model name)
+    api_version: str | None = None  # Azure api-version query parameter (default 2024-10-21)
+
+
+class KeyConfig(Base):
+    id: str | None = None  # stable id (management API); defaults to the name
+    name: str = ""  # unique per provider; used in logs and virtual key pins
+    value: str = ""  # the API key, or env.VAR_NAME; never logged
+    # Models this key serves: ["*"] = all (the default when absent); [] = none.
+    models: list[str] | None = None
+    blacklisted_models: list[str] = []  # models this key must never serve
+    weight: NonNegFloat = 1.0  # relative share in weighted random key choice
+    azure_key_config: AzureKeyConfig | None = None
+    openai_key_config: dict[str, Any] | None = None  # accepted, unused
+    vertex_key_config: dict[str, Any] | None = None  # accepted, provider not supported
+    bedrock_key_config: dict[str, Any] | None = None  # accepted, provider not supported
+    aliases: dict[str, str] = {}  # model alias -> upstream model name for this key
+    use_for_batch_api: bool = False  # accepted, unused
+
+
+class NetworkConfig(Base):
+    # scheme://host[:port] without the API version path; the adapter appends /v1/...
+    # Missing: the provider's public endpoint.
+    base_url: str | None = None
+    extra_headers: dict[str, str] = {}  # sent with every upstream request
+    default_request_timeout_in_seconds: PosInt = 30  # whole non-streaming request
+    max_retries: NonNegInt = 0  # retries after the first attempt, per provider
+    retry_backoff_initial: NonNegInt = 500  # ms; backoff = min(initial * 2^n, max) +-20 %
+    retry_backoff_max: NonNegInt = 5000  # ms
+    stream_idle_timeout_in_seconds: PosInt = 60  # max silence between two stream chunks
+    max_conns_per_host: NonNegInt = 0  # pooled connections per upstream host (0 = 1000)
+    insecure_skip_verify: bool = False  # do not verify upstream TLS certificates
+    ca_cert_pem: str | None = None  # extra CA certificate (PEM) for upstream TLS
+
+
+class ConcurrencyAndBufferSize(Base):
+    concurrency: PosInt = 1000  # upstream requests in flight per provider
+    buffer_size: NonNegInt = 5000  # requests that may wait for a slot
+
+
+class CustomProviderConfig(Base):
+    base_provider_type: str = "openai"  # the API family this custom provider speaks
+    is_key_less: bool = False  # no API key is sent
+    allowed_requests: dict[str, bool] = {}  # accepted, unused
+
+
+class ProviderConfig(Base):
+    # rainbridge extension: the API family ("openai", "azure", "anthropic") for a provider
+    # under a name of your choice; Bifrost's custom_provider_config.base_provider_type works too.
+    type: str | None = None
+    keys: list[KeyConfig] = []
+    network_config: NetworkConfig = msgspec.field(default_factory=NetworkConfig)
+    concurrency_and_buffer_size: ConcurrencyAndBufferSize = msgspec.field(
+        default_factory=ConcurrencyAndBufferSize
+    )
+    custom_provider_config: CustomProviderConfig | None = None
+    proxy_config: dict[str, Any] | None = None  # accepted, unused
+    send_back_raw_response: bool = False  # accepted, unused
+    send_back_raw_request: bool = False  # accepted, unused
+
+
+# --------------------------------------------------------------------------- stores
+
+
+class StoreSettings(Base):
+    path: str | None = None  # sqlite file (default <app-dir>/config.db or logs.db)
+    dsn: str | None = None  # postgres://user:pass@host:port/db (instead of the fields below)
+    host: str | None = None
+    port: Port = 5432
+    user: str | None = None
+    password: str | None = None  # env.VAR allowed; never logged
+    db_name: str | None = None
+    ssl_mode: str = "disable"  # disable | allow | prefer | require | verify-ca | verify-full
+    max_open_conns: PosInt = 20  # pool size
+    max_idle_conns: NonNegInt = 5  # connections kept open when idle
+
+
+class StoreConfig(Base):
+    enabled: bool = True
+    type: Literal["sqlite", "postgres"] = "sqlite"
+    config: StoreSettings = msgspec.field(default_factory=StoreSettings)
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+class GossipTimingConfig(Base):
+    timeout_seconds: PosInt = 10  # probe round budget before a member is suspected
+    success_threshold: PosInt = 3  # consecutive good probes before a member counts as ready
+    failure_threshold: PosInt = 3  # suspicion multiplier: how many probe rounds before dead
+
+
+class GossipConfig(Base):
+    port: Port = 7946  # UDP + TCP
+    bind_address: str | None = None  # default: the HTTP host (all interfaces for 0.0.0.0)
+    advertise_address: str | None = None  # default: bind address when specific, else pod IP
+    profile: Literal["lan", "wan", "local"] = "lan"  # memberlist timing preset
+    label: str | None = None  # cluster label bound to every packet
+    encryption_keys: list[str] = []  # base64 AES keys; the first encrypts, all decrypt
+    config: GossipTimingConfig = msgspec.field(default_factory=GossipTimingConfig)
+
+
+class DiscoveryConfig(Base):
+    enabled: bool = False
+    type: Literal["kubernetes", "dns", "static", "consul", "etcd", "udp", "mdns"] | None = None
+    service_name: str | None = None  # consul / etcd / udp / mdns service name
+    k8s_namespace: str | None = None
+    k8s_label_selector: str | None = None
+    dns_names: list[str] = []  # headless service names whose A/AAAA records are peers
+    consul_address: str | None = None  # host:port of the Consul agent
+    etcd_endpoints: list[str] = []
+    mdns_service: str | None = None  # e.g. _bifrost._tcp
+    udp_broadcast_port: Port | None = None
+    allowed_address_space: list[str] = []  # CIDRs every peer address must fall in
+
+
+class ClusterConfig(Base):
+    enabled: bool = False
+    node_name: str | None = None  # stable name; default the host name
+    region: str | None = None
+    peers: list[str] = []  # host:port; may include this node
+    gossip: GossipConfig = msgspec.field(default_factory=GossipConfig)
+    discovery: DiscoveryConfig = msgspec.field(default_factory=DiscoveryConfig)
+
+
+# --------------------------------------------------------------------------- root
+
+
+class Config(Base):
+    schema_url: str | None = msgspec.field(default=None, name="$schema")
+    version: Literal[1, 2] = 2  # 2: an empty models list serves none; 1: empty serves all
+    encryption_key: str | None = None  # secrets at rest; env.VAR allowed
+    client: ClientConfig = msgspec.field(default_factory=ClientConfig)
+    providers: dict[str, ProviderConfig] = {}
+    config_store: StoreConfig | None = None
+    logs_store: StoreConfig | None = None
+    governance: dict[str, Any] | None = None  # virtual keys, teams, customers, budgets
+    plugins: list[Any] | dict[str, Any] | None = None
+    cluster_config: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
+    # Bifrost sections rainbridge accepts without using:
+    auth_config: Any = None
+    framework: Any = None
+    mcp: Any = None
+    vector_store: Any = None
+    guardrails_config: Any = None
+    source_of_truth: str | None = None
+    env_label: str | None = None
+    server: Any = None
+    websocket: Any = None

@@ -1,0 +1,114 @@
+"""Everything one worker owns: config, the pooled upstream session, providers, router, store.
+
+There is no module-level state: each worker process builds one ``Gateway``; tests build
+their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import aiohttp
+
+from ..config.load import LoadedConfig
+from ..errors import GatewayError
+from ..store import Store, StoreUnavailable, open_store
+from .provider import Provider, build_providers
+from .router import Router
+from .routing import Routes
+
+log = logging.getLogger("rainbridge.gateway")
+
+MODELS_TTL_S = 60.0
+
+
+class Gateway:
+    def __init__(self, loaded: LoadedConfig, app_dir: Path | str):
+        self.loaded = loaded
+        self.config = loaded.config
+        self.app_dir = Path(app_dir)
+        client = self.config.client
+        self.max_body_bytes = client.max_request_body_size_mb * 1024 * 1024
+        self.session: aiohttp.ClientSession | None = None
+        self.providers: dict[str, Provider] = {}
+        self.routes = Routes({})
+        self.router = Router()
+        self.store: Store | None = None
+        self._models_cache: tuple[float, list[dict]] | None = None
+
+    async def start(self) -> None:
+        per_host = max((pc.network_config.max_conns_per_host for pc in self.config.providers.values()), default=0)
+        connector = aiohttp.TCPConnector(
+            limit=0,  # per-provider queues bound concurrency; the pool never adds a second queue
+            limit_per_host=per_host or 1000,
+            ttl_dns_cache=300,
+            keepalive_timeout=60,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        self.providers = build_providers(self.config, self.session)
+        self.routes = Routes(self.providers)
+        self.store = open_store(self.config.config_store, self.app_dir)
+        if self.store is not None:
+            await self.store.open()
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        if self.store is not None:
+            await self.store.close()
+
+    async def health(self) -> tuple[bool, dict]:
+        components: dict[str, dict] = {}
+        ok = True
+        if self.store is None:
+            components["store"] = {"status": "disabled"}
+        elif self.config.client.disable_db_pings_in_health:
+            components["store"] = {"status": "ok", "type": self.store.kind, "checked": False}
+        else:
+            try:
+                await self.store.ping()
+                components["store"] = {"status": "ok", "type": self.store.kind}
+            except StoreUnavailable as exc:
+                ok = False
+                components["store"] = {"status": "failing", "type": self.store.kind, "error": str(exc)}
+        components["providers"] = {
+            "status": "ok",
+            "configured": sorted(self.providers),
+        }
+        return ok, {"status": "ok" if ok else "failing", "components": components}
+
+    async def list_models(self) -> list[dict]:
+        """Every configured provider's models as ``provider/model`` ids (cached for a minute)."""
+        now = time.monotonic()
+        if self._models_cache and now - self._models_cache[0] < MODELS_TTL_S:
+            return self._models_cache[1]
+        results = await asyncio.gather(*(self._provider_models(p) for p in self.providers.values()))
+        models = [m for group in results for m in group]
+        self._models_cache = (now, models)
+        return models
+
+    async def _provider_models(self, provider: Provider) -> list[dict]:
+        names: set[str] = set()
+        wildcard_key = None
+        for key in provider.keys.keys:
+            if key.models is None:
+                wildcard_key = wildcard_key or key
+            else:
+                names.update(key.models)
+        if wildcard_key is not None:
+            try:
+                names.update(await provider.adapter.list_models(wildcard_key))  # type: ignore[attr-defined]
+            except GatewayError as exc:
+                log.warning("listing models of provider %s failed: %s", provider.name, exc.message)
+        return [
+            {"id": f"{provider.name}/{name}", "object": "model", "created": 0, "owned_by": provider.name}
+            for name in sorted(names)
+        ]

@@ -1,0 +1,41 @@
+"""A provider as one worker runs it: adapter, keys, queue and retry settings together."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from ..config.schema import Config, ProviderConfig
+from ..providers.http import HttpAdapter
+from ..providers.registry import build_adapter, build_keys
+from .keys import KeyPool
+from .queue import ProviderQueue
+
+
+class Provider:
+    __slots__ = ("adapter", "backoff_initial_ms", "backoff_max_ms", "keys", "max_retries", "name", "queue")
+
+    def __init__(self, name: str, adapter: HttpAdapter, keys: KeyPool, queue: ProviderQueue, pc: ProviderConfig):
+        self.name = name
+        self.adapter = adapter
+        self.keys = keys
+        self.queue = queue
+        net = pc.network_config
+        self.max_retries = net.max_retries
+        self.backoff_initial_ms = float(net.retry_backoff_initial)
+        self.backoff_max_ms = float(net.retry_backoff_max)
+
+    @property
+    def family(self) -> str:
+        return self.adapter.family  # type: ignore[attr-defined]
+
+
+def build_providers(config: Config, session: aiohttp.ClientSession) -> dict[str, Provider]:
+    providers = {}
+    drop = config.client.drop_excess_requests
+    for name, pc in config.providers.items():
+        adapter = build_adapter(name, pc, session)
+        keys = KeyPool(build_keys(pc, adapter, config.version))
+        cb = pc.concurrency_and_buffer_size
+        queue = ProviderQueue(name, cb.concurrency, cb.buffer_size, drop)
+        providers[name] = Provider(name, adapter, keys, queue, pc)
+    return providers

@@ -1,0 +1,78 @@
+"""Which provider and upstream model a request's ``model`` (and ``fallbacks``) name.
+
+``provider/model`` picks the provider by prefix (model ids may contain more slashes:
+``openrouter/meta-llama/llama-3``). A bare model goes to the first provider whose keys
+list it explicitly, else the route's default provider (``openai`` for OpenAI routes,
+``anthropic`` for the Anthropic route), else the only configured provider.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..errors import InvalidRequest, NotFound
+from .provider import Provider
+
+_CACHE_LIMIT = 4096
+
+
+class Target(NamedTuple):
+    provider: Provider
+    model: str  # the model name as the provider knows it
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.name}/{self.model}"
+
+
+class Routes:
+    def __init__(self, providers: dict[str, Provider]):
+        self.providers = providers
+        self._cache: dict[tuple[str, str], Target] = {}
+
+    def resolve(self, model: str, default: str, param: str = "model") -> Target:
+        hit = self._cache.get((model, default))
+        if hit is not None:
+            return hit
+        target = self._resolve(model, default, param)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[(model, default)] = target
+        return target
+
+    def _resolve(self, model: str, default: str, param: str) -> Target:
+        if not model:
+            raise InvalidRequest("model must not be empty; use 'provider/model'", param=param, code="invalid_model")
+        prefix, sep, rest = model.partition("/")
+        if sep and rest and prefix in self.providers:
+            return Target(self.providers[prefix], rest)
+        for provider in self.providers.values():
+            models = [k.models for k in provider.keys.keys]
+            if any(m is not None and model in m for m in models):
+                return Target(provider, model)
+        if default in self.providers:
+            return Target(self.providers[default], model)
+        if len(self.providers) == 1:
+            return Target(next(iter(self.providers.values())), model)
+        names = ", ".join(sorted(self.providers)) or "none configured"
+        if sep:
+            message = f"unknown provider {prefix!r} in model {model!r}; configured providers: {names}"
+        else:
+            message = f"model {model!r} has no provider; use 'provider/model' with one of: {names}"
+        raise NotFound(message, param=param, code="model_not_found")
+
+    def targets(self, model: object, fallbacks: object, default: str) -> list[Target]:
+        if not isinstance(model, str):
+            if model is None:
+                raise InvalidRequest("missing required field 'model'", param="model", code="missing_field")
+            raise InvalidRequest("'model' must be a string", param="model", code="invalid_type")
+        targets = [self.resolve(model, default)]
+        if fallbacks is None:
+            return targets
+        if not isinstance(fallbacks, list):
+            raise InvalidRequest("'fallbacks' must be a list of 'provider/model' strings", param="fallbacks", code="invalid_type")
+        for i, fb in enumerate(fallbacks):
+            if not isinstance(fb, str):
+                raise InvalidRequest(f"fallbacks[{i}] must be a string", param=f"fallbacks[{i}]", code="invalid_type")
+            targets.append(self.resolve(fb, default, f"fallbacks[{i}]"))
+        return targets

@@ -1,0 +1,211 @@
+"""What every provider adapter shares: keys, the call description, replies, upstream errors.
+
+An adapter turns one attempt (a body, a key) into one upstream HTTP exchange. It does not
+retry, choose keys or queue: the gateway's router does that around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from ..errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+
+
+class ProviderKey:
+    """One API key of a provider, with the headers it sends prebuilt (never logged)."""
+
+    __slots__ = ("aliases", "azure", "blacklist", "headers", "models", "name", "value", "weight")
+
+    def __init__(
+        self,
+        name: str,
+        value: str,
+        models: frozenset[str] | None,
+        weight: float,
+        aliases: dict[str, str] | None = None,
+        blacklist: frozenset[str] = frozenset(),
+        azure: object | None = None,
+    ):
+        self.name = name
+        self.value = value
+        self.models = models  # None: every model
+        self.weight = weight
+        self.aliases = aliases or {}
+        self.blacklist = blacklist
+        self.azure = azure
+        self.headers: dict[str, str] = {}
+
+    def serves(self, model: str) -> bool:
+        if model in self.blacklist:
+            return False
+        return self.models is None or model in self.models
+
+    def __repr__(self) -> str:  # never the value
+        return f"ProviderKey({self.name!r})"
+
+
+@dataclass(slots=True)
+class Call:
+    """One upstream attempt: the request body (model already upstream's name) and the key."""
+
+    body: dict
+    key: ProviderKey
+    extra_headers: dict[str, str] | None = None  # from the client's x-bf-eh-* headers
+    raw_headers: dict[str, str] | None = None  # client headers an adapter may pass on natively
+
+
+class Reply:
+    """A complete upstream answer. ``body`` is what the client gets; ``data`` its parsed form."""
+
+    __slots__ = ("_data", "body")
+
+    def __init__(self, body: bytes, data: dict | None = None):
+        self.body = body
+        self._data = data
+
+    @property
+    def data(self) -> dict:
+        if self._data is None:
+            self._data = orjson.loads(self.body)
+        return self._data
+
+
+class UpstreamStream:
+    """An open upstream stream. Iterate it for payloads; ``close()`` must always run.
+
+    The upstream response (and the provider queue slot) must be released even when the
+    iterator was never started, which an async generator's ``finally`` cannot promise.
+    """
+
+    __slots__ = ("_closers", "_iter", "closed")
+
+    def __init__(self, iterator: AsyncIterator, closer: Callable[[], None]):
+        self._iter = iterator
+        self._closers = [closer]
+        self.closed = False
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        self._closers.append(closer)
+
+    def __aiter__(self) -> AsyncIterator:
+        return self._iter
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self._iter.aclose()  # type: ignore[attr-defined]
+        finally:
+            for closer in self._closers:
+                closer()
+
+
+class StreamError(Exception):
+    """The upstream stream broke after it started; becomes an SSE error event."""
+
+    def __init__(self, message: str, type_: str = "upstream_stream_error"):
+        super().__init__(message)
+        self.message = message
+        self.type = type_
+
+
+class UnsupportedOperation(InvalidRequest):
+    type = "unsupported_operation"
+
+
+def error_message(body: bytes) -> tuple[str, str | None, str | None]:
+    """(message, type, code) from an OpenAI- or Anthropic-shaped error body."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body[:300].decode("utf-8", "replace").strip()
+        return text or "no error message", None, None
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        code = err.get("code")
+        return str(err.get("message") or err), err.get("type"), str(code) if code else None
+    if isinstance(err, str):
+        return err, None, None
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return data["message"], None, None
+    return body[:300].decode("utf-8", "replace"), None, None
+
+
+def scrub(text: str, key: ProviderKey) -> str:
+    """Remove the key's value from upstream text (some providers echo it back)."""
+    if key.value and key.value in text:
+        text = text.replace(key.value, "***")
+    if len(key.value) > 8:
+        text = text.replace(key.value[:8], "***")
+    return text
+
+
+def upstream_error(provider: str, status: int, body: bytes, key: ProviderKey, retry_after: str | None) -> UpstreamError:
+    message, type_, code = error_message(body)
+    return UpstreamError(
+        f"{provider}: {scrub(message, key)}",
+        provider=provider,
+        status=status,
+        type=type_ or "provider_error",
+        code=code,
+        retry_after=retry_after,
+    )
+
+
+def network_error(provider: str, exc: BaseException, timeout_s: float | None = None) -> UpstreamUnreachable:
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        after = f" after {timeout_s:g}s" if timeout_s else ""
+        return UpstreamTimeout(f"provider {provider} did not answer{after}", provider=provider)
+    reason = type(exc).__name__
+    detail = str(exc).split("[")[0].strip() if isinstance(exc, aiohttp.ClientConnectorError) else ""
+    return UpstreamUnreachable(
+        f"provider {provider} is unreachable ({reason}{': ' + detail if detail else ''})",
+        provider=provider,
+    )
+
+
+async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[bytes, bytes]]:
+    """Yield (event, data) of each server-sent event; event is b"" when not named."""
+    buf = b""
+    async for chunk in content.iter_any():
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        buf = buf + chunk if buf else chunk
+        while True:
+            end = buf.find(b"\n\n")
+            if end < 0:
+                break
+            block = buf[:end]
+            buf = buf[end + 2 :]
+            if block.startswith(b"data: ") and b"\n" not in block:
+                yield b"", block[6:]
+                continue
+            event, data = _parse_block(block)
+            if data is not None:
+                yield event, data
+    if buf.strip():
+        event, data = _parse_block(buf.strip(b"\n"))
+        if data is not None:
+            yield event, data
+
+
+def _parse_block(block: bytes) -> tuple[bytes, bytes | None]:
+    event = b""
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            data.append(value)
+        elif name == b"event":
+            event = value
+    return event, (b"\n".join(data) if data else None)

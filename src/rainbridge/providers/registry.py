@@ -1,0 +1,58 @@
+"""Build the runtime providers of one worker from the configuration."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from ..config.families import KNOWN_PROVIDERS, provider_family
+from ..config.schema import Config, ProviderConfig
+from .anthropic import AnthropicAdapter
+from .azure import AzureAdapter
+from .base import ProviderKey
+from .http import HttpAdapter
+from .openai import OpenAIAdapter
+
+ADAPTERS: dict[str, type[HttpAdapter]] = {
+    "openai": OpenAIAdapter,
+    "azure": AzureAdapter,
+    "anthropic": AnthropicAdapter,
+}
+
+
+def build_adapter(name: str, pc: ProviderConfig, session: aiohttp.ClientSession) -> HttpAdapter:
+    custom = pc.custom_provider_config
+    family = provider_family(name, pc.type, custom.base_provider_type if custom else None)
+    if family is None:  # config validation rejects this earlier
+        raise ValueError(f"provider {name}: unknown type")
+    known = KNOWN_PROVIDERS.get(pc.type or name) or KNOWN_PROVIDERS.get(family)
+    base_url = pc.network_config.base_url or (known.base_url if known else None) or ""
+    return ADAPTERS[family](name, base_url, session, pc.network_config)
+
+
+def build_keys(pc: ProviderConfig, adapter: HttpAdapter, version: int) -> list[ProviderKey]:
+    keys = []
+    for i, kc in enumerate(pc.keys):
+        models = kc.models
+        if models is None or "*" in models or (version == 1 and not models):
+            allowed = None
+        else:
+            allowed = frozenset(models)
+        key = ProviderKey(
+            name=kc.name or kc.id or f"key-{i}",
+            value=kc.value,
+            models=allowed,
+            weight=kc.weight,
+            aliases=dict(kc.aliases),
+            blacklist=frozenset(kc.blacklisted_models),
+            azure=kc.azure_key_config,
+        )
+        keys.append(key)
+    if not keys:
+        keys.append(ProviderKey("keyless", "", None, 1.0))
+    for key in keys:
+        key.headers = adapter.key_headers(key)  # type: ignore[attr-defined]
+    return keys
+
+
+def configured_names(config: Config) -> list[str]:
+    return list(config.providers)

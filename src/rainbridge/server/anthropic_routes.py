@@ -1,0 +1,108 @@
+"""``POST /anthropic/v1/messages``: the Anthropic Messages API, routed to any provider.
+
+Anthropic providers get the request natively; every other provider gets it translated to
+OpenAI chat, and its answer (or stream) is translated back to Messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..errors import InvalidRequest
+from ..gateway.router import Job
+from ..providers.base import StreamError, UpstreamStream
+from ..translate import ChatStreamToMessages, chat_response_to_message
+from .http import parse_object, read_body, require, send_json, stream_flag
+from .openai_routes import extra_headers
+from .sse import stream_events
+
+if TYPE_CHECKING:
+    from ..gateway.gateway import Gateway
+
+# Client headers that a native Anthropic upstream should see.
+NATIVE_HEADERS = (b"anthropic-version", b"anthropic-beta")
+
+
+def validate_messages(req: dict) -> None:
+    require(req, "max_tokens", int, "an integer")
+    messages = require(req, "messages", list, "a non-empty array of messages")
+    if not messages:
+        raise InvalidRequest("'messages' must contain at least one message", param="messages", code="empty_messages")
+    for i, message in enumerate(messages):
+        if type(message) is not dict or message.get("role") not in ("user", "assistant"):
+            raise InvalidRequest(
+                f"messages[{i}] must be an object with role 'user' or 'assistant'",
+                param=f"messages[{i}].role",
+                code="invalid_type",
+            )
+
+
+def native_headers(scope: dict) -> dict[str, str] | None:
+    found = None
+    for name, value in scope["headers"]:
+        if name in NATIVE_HEADERS:
+            if found is None:
+                found = {}
+            found[name.decode()] = value.decode("latin-1")
+    return found
+
+
+async def handle(gateway: Gateway, scope: dict, receive: Any, send: Any) -> None:
+    req = parse_object(await read_body(receive, gateway.max_body_bytes))
+    validate_messages(req)
+    stream = stream_flag(req)
+    model = req.get("model")
+    targets = gateway.routes.targets(model, req.pop("fallbacks", None), "anthropic")
+    job = Job("messages", req, stream, extra_headers(scope), native_headers(scope))
+    result, target = await gateway.router.run(job, targets)
+    native = target.provider.adapter.native_messages  # type: ignore[attr-defined]
+    if type(result) is UpstreamStream:
+        frames = _native_frames(result) if native else _translated_frames(result, str(model))
+        await stream_events(receive, send, result, frames, _error_frame)
+        return
+    body = result.body if native else orjson.dumps(chat_response_to_message(result.data, str(model)))
+    await send_json(send, 200, body)
+
+
+def _event(name: bytes, data: bytes) -> bytes:
+    return b"event: " + name + b"\ndata: " + data + b"\n\n"
+
+
+async def _native_frames(upstream: UpstreamStream) -> AsyncIterator[bytes]:
+    async for event, data in upstream:
+        if not event:
+            try:
+                event = orjson.loads(data).get("type", "").encode()
+            except (orjson.JSONDecodeError, AttributeError):
+                event = b"message"
+        yield _event(event, data)
+
+
+async def _translated_frames(upstream: UpstreamStream, model: str) -> AsyncIterator[bytes]:
+    translator = ChatStreamToMessages(model)
+    async for payload in upstream:
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise StreamError("provider sent a malformed stream chunk") from None
+        if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
+            err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+            raise StreamError(str(err.get("message", "upstream error")), str(err.get("type") or "api_error"))
+        for name, data in translator.feed(chunk):
+            yield _event(name.encode(), orjson.dumps(data))
+    for name, data in translator.finish():
+        yield _event(name.encode(), orjson.dumps(data))
+
+
+def _error_frame(exc: StreamError) -> bytes:
+    body = orjson.dumps({"type": "error", "error": {"type": _anthropic_type(exc.type), "message": exc.message}})
+    return _event(b"error", body)
+
+
+def _anthropic_type(type_: str) -> str:
+    known = {"invalid_request_error", "authentication_error", "permission_error", "not_found_error",
+             "rate_limit_error", "api_error", "overloaded_error", "request_too_large"}
+    return type_ if type_ in known else "api_error"

@@ -1,0 +1,140 @@
+"""The ASGI application: an exact-match route table in front of small handlers.
+
+The proxy routes are raw ASGI (one dict lookup, no framework layers); every error becomes
+the JSON error shape with its status. Nothing here holds module-level state: ``create_app``
+builds one app around one ``Gateway``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import orjson
+
+from ..errors import GatewayError, MethodNotAllowed, NotFound
+from ..gateway.gateway import Gateway
+from . import anthropic_routes, openai_routes
+from .http import ClientDisconnected, check_content_length, send_error, send_json
+
+log = logging.getLogger("rainbridge.server")
+
+Handler = Callable[[dict, Any, Any], Awaitable[None]]
+
+
+class App:
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.started = False
+        self.routes: dict[str, tuple[frozenset[str], Handler]] = {}
+        post = frozenset({"POST"})
+        get = frozenset({"GET", "HEAD"})
+        for prefix in ("/v1", "/openai/v1", "/openai"):
+            self.routes[f"{prefix}/chat/completions"] = (post, partial(openai_routes.handle, gateway, "chat"))
+            self.routes[f"{prefix}/completions"] = (post, partial(openai_routes.handle, gateway, "completions"))
+            self.routes[f"{prefix}/embeddings"] = (post, partial(openai_routes.handle, gateway, "embeddings"))
+            self.routes[f"{prefix}/models"] = (get, partial(openai_routes.models, gateway))
+        self.routes["/anthropic/v1/messages"] = (post, partial(anthropic_routes.handle, gateway))
+        self.routes["/health"] = (get, self.health)
+        origins = gateway.config.client.allowed_origins
+        self.cors_any = "*" in origins
+        self.cors_origins = frozenset(o.encode() for o in origins)
+        allowed = ["authorization", "content-type", "x-api-key", "api-key", "x-bf-vk",
+                   "anthropic-version", "anthropic-beta", *gateway.config.client.allowed_headers]
+        self.cors_allow_headers = ", ".join(allowed).encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def http(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope["path"]
+        route = self.routes.get(path)
+        if route is None and path.endswith("/") and len(path) > 1:
+            route = self.routes.get(path.rstrip("/"))
+        cors = self._cors_headers(scope)
+        if cors is not None:
+            send = _with_headers(send, cors)
+        method = scope["method"]
+        try:
+            if route is None:
+                raise NotFound(f"no route for {method} {path}", code="unknown_route")
+            methods, handler = route
+            if method not in methods:
+                if method == "OPTIONS" and cors is not None:
+                    await self._preflight(send)
+                    return
+                raise MethodNotAllowed(
+                    f"{method} is not allowed on {path}; use {' or '.join(sorted(methods))}",
+                    code="method_not_allowed",
+                    headers=[(b"allow", ", ".join(sorted(methods)).encode())],
+                )
+            if method == "POST":
+                check_content_length(scope["headers"], self.gateway.max_body_bytes)
+            await handler(scope, receive, send)
+        except GatewayError as error:
+            await send_error(send, error)
+        except ClientDisconnected:
+            return
+        except Exception:  # a bug: log it, answer without a traceback
+            log.exception("unhandled error on %s %s", method, path)
+            await send_error(send, GatewayError("internal error; see the gateway log", code="internal_error"))
+
+    def _cors_headers(self, scope: dict) -> list[tuple[bytes, bytes]] | None:
+        if not self.cors_origins:
+            return None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                if self.cors_any or value in self.cors_origins:
+                    return [(b"access-control-allow-origin", b"*" if self.cors_any else value), (b"vary", b"origin")]
+                return None
+        return None
+
+    async def _preflight(self, send: Any) -> None:
+        headers = [
+            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+            (b"access-control-allow-headers", self.cors_allow_headers),
+            (b"access-control-max-age", b"600"),
+            (b"content-length", b"0"),
+        ]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def health(self, scope: dict, receive: Any, send: Any) -> None:
+        ok, report = await self.gateway.health()
+        await send_json(send, 200 if ok else 503, orjson.dumps(report))
+
+    async def lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.start()
+                except Exception as exc:
+                    log.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                self.started = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _with_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
+    async def wrapped(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return wrapped
+
+
+def create_app(gateway: Gateway) -> App:
+    return App(gateway)

@@ -1,0 +1,102 @@
+"""Small ASGI helpers for the hot path: read a bounded body, parse it, send JSON or an error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..errors import GatewayError, InvalidRequest, RequestTooLarge
+
+JSON = b"application/json"
+
+
+class ClientDisconnected(Exception):
+    """The client went away before we finished reading its request."""
+
+
+async def read_body(receive: Any, limit: int) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    parts = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"request body is larger than {limit // (1024 * 1024)} MB (client.max_request_body_size_mb)",
+        code="request_too_large",
+    )
+
+
+def check_content_length(headers: list[tuple[bytes, bytes]], limit: int) -> None:
+    for name, value in headers:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise _too_large(limit)
+            return
+
+
+def parse_object(body: bytes) -> dict:
+    if not body:
+        raise InvalidRequest("request body is empty; send a JSON object", code="invalid_json")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if type(data) is not dict:
+        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    return data
+
+
+async def send_json(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    out = [(b"content-type", JSON), (b"content-length", b"%d" % len(body))]
+    if headers:
+        out.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Any, error: GatewayError, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    extra = list(error.headers)
+    if headers:
+        extra.extend(headers)
+    await send_json(send, error.status, error.body(), extra)
+
+
+def require(req: dict, field: str, kind: type | tuple[type, ...], what: str) -> Any:
+    """The value of a required field of the expected JSON type, else a 400 naming it."""
+    value = req.get(field)
+    if value is None:
+        raise InvalidRequest(f"missing required field '{field}'", param=field, code="missing_field")
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+        raise InvalidRequest(f"'{field}' must be {what}", param=field, code="invalid_type")
+    return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def stream_flag(req: dict) -> bool:
+    value = req.get("stream", False)
+    if value is None or value is False:
+        return False
+    if value is True:
+        return True
+    raise InvalidRequest("'stream' must be a boolean", param="stream", code="invalid_type")

@@ -1,0 +1,237 @@
+"""Run the gateway: one worker in this process, or N worker processes sharing the port.
+
+Each worker binds the port itself with SO_REUSEPORT, so the kernel spreads connections
+across them and a worker that dies takes only its own connections down. Every worker is a
+full gateway with its own upstream pool (and, later, its own cluster membership).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config.load import ConfigError, LoadedConfig, empty_config, load_file
+
+log = logging.getLogger("rainbridge")
+
+SERVERS = ("uvicorn", "granian")
+
+
+@dataclass(slots=True)
+class ServeOptions:
+    config_path: str | None = None
+    app_dir: str = "./data"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    log_level: str = "info"
+    server: str = "uvicorn"
+    graceful_timeout: float = 30.0
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def config_path(opts: ServeOptions) -> Path | None:
+    if opts.config_path:
+        return Path(opts.config_path)
+    for name in ("config.json", "config.yaml", "config.yml"):
+        candidate = Path(opts.app_dir) / name
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load_config(opts: ServeOptions, announce: bool = True) -> LoadedConfig:
+    """Load and validate; a broken file raises ``ConfigError`` with every problem."""
+    path = config_path(opts)
+    if path is None:
+        if announce:
+            log.info(
+                "no config file (%s/config.json): starting with no providers and a SQLite store in %s",
+                opts.app_dir,
+                opts.app_dir,
+            )
+        return empty_config()
+    if opts.config_path and not path.exists():
+        from ..config.validate import Problem
+
+        raise ConfigError([Problem("$", "file not found")], str(path))
+    loaded = load_file(path)
+    if announce:
+        for warning in loaded.warnings:
+            log.warning("config %s: %s", path, warning)
+        log.info("config %s: %d provider(s): %s", path, len(loaded.config.providers), ", ".join(loaded.config.providers) or "none")
+    return loaded
+
+
+def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def build_app(opts: ServeOptions, loaded: LoadedConfig):
+    from ..gateway.gateway import Gateway
+    from .app import create_app
+
+    return create_app(Gateway(loaded, opts.app_dir))
+
+
+def run_worker(opts: ServeOptions, loaded: LoadedConfig | None = None, sock: socket.socket | None = None) -> None:
+    """Serve on this process until SIGINT/SIGTERM."""
+    if loaded is None:
+        loaded = load_config(opts, announce=False)
+    if sock is None:
+        sock = bind_socket(opts.host, opts.port, reuse_port=True)
+    app = build_app(opts, loaded)
+    port = sock.getsockname()[1]
+    if opts.server == "granian":
+        _run_granian(app, opts, sock)
+        return
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        loop="uvloop" if _has_uvloop() else "asyncio",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        log_config=None,
+        log_level=opts.log_level,
+        timeout_graceful_shutdown=opts.graceful_timeout,
+        backlog=4096,
+    )
+    server = uvicorn.Server(config)
+    log.info("worker %d serving on http://%s:%d", os.getpid(), _display_host(opts.host), port)
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(3)
+
+
+def _run_granian(app, opts: ServeOptions, sock: socket.socket) -> None:
+    # Granian binds its own socket; release ours first so it can take the port.
+    from granian.constants import Interfaces, Loops
+    from granian.server.embed import Server
+
+    port = sock.getsockname()[1]
+    sock.close()
+    server = Server(app, address=opts.host, port=port, interface=Interfaces.ASGI, loop=Loops.uvloop, log_access=False)
+    asyncio.run(server.serve())
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _display_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _worker_main(opts: ServeOptions) -> None:
+    setup_logging(opts.log_level)
+    run_worker(opts)
+
+
+def serve(opts: ServeOptions) -> int:
+    """Entry point of ``rainbridge serve``; returns the exit code."""
+    try:
+        loaded = load_config(opts)
+    except ConfigError as exc:
+        print(f"rainbridge: {exc}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem.severity}: {problem}", file=sys.stderr)
+        return 2
+    try:
+        sock = bind_socket(opts.host, opts.port, reuse_port=True)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", opts.host, opts.port, exc.strerror)
+        return 1
+    opts.port = sock.getsockname()[1]
+    log.info(
+        "rainbridge listening on http://%s:%d (%d worker%s, %s)",
+        _display_host(opts.host), opts.port, opts.workers, "s" if opts.workers != 1 else "", opts.server,
+    )
+    if opts.workers <= 1:
+        run_worker(opts, loaded, sock)
+        return 0
+    return Supervisor(opts, sock).run()
+
+
+class Supervisor:
+    """Starts N worker processes, restarts one that dies, stops them all on a signal."""
+
+    MAX_RESTARTS = 5  # within RESTART_WINDOW_S, then give up
+    RESTART_WINDOW_S = 60.0
+
+    def __init__(self, opts: ServeOptions, reserved: socket.socket):
+        self.opts = opts
+        self.reserved = reserved  # bound, never listening: keeps the port ours
+        self.ctx = multiprocessing.get_context("spawn")
+        self.workers: list[multiprocessing.Process] = []
+        self.stopping = False
+        self.restarts: list[float] = []
+
+    def _spawn(self) -> multiprocessing.Process:
+        proc = self.ctx.Process(target=_worker_main, args=(self.opts,), daemon=False)
+        proc.start()
+        return proc
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        self.workers = [self._spawn() for _ in range(self.opts.workers)]
+        code = 0
+        while not self.stopping:
+            time.sleep(0.2)
+            for i, proc in enumerate(self.workers):
+                if proc.is_alive() or self.stopping:
+                    continue
+                log.error("worker %d exited with code %s", proc.pid, proc.exitcode)
+                now = time.monotonic()
+                self.restarts = [t for t in self.restarts if now - t < self.RESTART_WINDOW_S] + [now]
+                if len(self.restarts) > self.MAX_RESTARTS:
+                    log.error("workers keep dying; stopping")
+                    self.stopping = True
+                    code = 1
+                    break
+                self.workers[i] = self._spawn()
+        for proc in self.workers:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.opts.graceful_timeout + 5
+        for proc in self.workers:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        self.reserved.close()
+        return code

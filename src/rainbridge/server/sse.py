@@ -1,0 +1,69 @@
+"""Server-sent events out to the client: one ``send`` per event, nothing buffered.
+
+While the stream runs a small task waits on ``receive()``; when the client disconnects it
+cancels the handler at once, so the upstream request is closed (and its queue slot
+released) immediately instead of at the next chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from ..providers.base import StreamError, UpstreamStream
+
+log = logging.getLogger("rainbridge.sse")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: do not buffer
+]
+
+
+async def _watch_disconnect(receive: Any, handler: asyncio.Task, state: dict) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            state["disconnected"] = True
+            handler.cancel()
+            return
+
+
+async def stream_events(
+    receive: Any,
+    send: Any,
+    upstream: UpstreamStream,
+    frames: AsyncIterator[bytes],
+    error_frame: Callable[[StreamError], bytes],
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> bool:
+    """Send ``frames`` as an SSE response. Returns False when the client went away."""
+    state = {"disconnected": False}
+    handler = asyncio.current_task()
+    assert handler is not None
+    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, handler, state))
+    try:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + (headers or [])}
+        )
+        try:
+            async for frame in frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except StreamError as exc:
+            log.warning("upstream stream failed: %s", exc.message)
+            await send({"type": "http.response.body", "body": error_frame(exc), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
+    except asyncio.CancelledError:
+        if state["disconnected"]:
+            handler.uncancel()
+            return False
+        raise
+    except OSError:  # the server reports a closed client socket this way
+        return False
+    finally:
+        watcher.cancel()
+        await upstream.close()

@@ -1,0 +1,25 @@
+"""Translation between the wire formats the gateway speaks (pure code on parsed JSON)."""
+
+from .anthropic_openai import (
+    TranslationError,
+    UpstreamStreamError,
+    chat_response_to_message,
+    error_to_anthropic,
+    error_to_openai,
+    message_response_to_chat,
+)
+from .anthropic_openai_request import chat_request_to_messages, messages_request_to_chat
+from .anthropic_openai_stream import ChatStreamToMessages, MessagesStreamToChat
+
+__all__ = [
+    "ChatStreamToMessages",
+    "MessagesStreamToChat",
+    "TranslationError",
+    "UpstreamStreamError",
+    "chat_request_to_messages",
+    "chat_response_to_message",
+    "error_to_anthropic",
+    "error_to_openai",
+    "message_response_to_chat",
+    "messages_request_to_chat",
+]
