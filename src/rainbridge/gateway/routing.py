@@ -1,9 +1,10 @@
 """Which provider and upstream model a request's ``model`` (and ``fallbacks``) name.
 
 ``provider/model`` picks the provider by prefix (model ids may contain more slashes:
-``openrouter/meta-llama/llama-3``). A bare model goes to the first provider whose keys
-list it explicitly, else the route's default provider (``openai`` for OpenAI routes,
-``anthropic`` for the Anthropic route), else the only configured provider.
+``openrouter/meta-llama/llama-3``). A model whose exact name a provider's keys list goes
+to that provider. Otherwise a bare model goes to the route's default provider (``openai``
+for OpenAI routes, ``anthropic`` for the Anthropic route), else to the only configured
+provider; an unknown ``x/`` prefix is an error naming the configured providers.
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ class Routes:
             models = [k.models for k in provider.keys.keys]
             if any(m is not None and model in m for m in models):
                 return Target(provider, model)
-        if default in self.providers:
-            return Target(self.providers[default], model)
-        if len(self.providers) == 1:
-            return Target(next(iter(self.providers.values())), model)
+        if not sep:  # a bare model; "x/y" with an unknown x is a mistake, as in Bifrost
+            if default in self.providers:
+                return Target(self.providers[default], model)
+            if len(self.providers) == 1:
+                return Target(next(iter(self.providers.values())), model)
         names = ", ".join(sorted(self.providers)) or "none configured"
         if sep:
             message = f"unknown provider {prefix!r} in model {model!r}; configured providers: {names}"

@@ -7,6 +7,7 @@ retry, choose keys or queue: the gateway's router does that around it.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -137,13 +138,17 @@ def error_message(body: bytes) -> tuple[str, str | None, str | None]:
     return body[:300].decode("utf-8", "replace"), None, None
 
 
+_MASKED = re.compile(r"[^\s'\"]*\*{3,}[^\s'\".,]*")
+
+
 def scrub(text: str, key: ProviderKey) -> str:
-    """Remove the key's value from upstream text (some providers echo it back)."""
-    if key.value and key.value in text:
+    """Remove the key from upstream text: some providers echo it whole or masked
+    (``sk-abc****wxyz``), and even a masked key does not belong in our errors."""
+    if key.value:
         text = text.replace(key.value, "***")
-    if len(key.value) > 8:
-        text = text.replace(key.value[:8], "***")
-    return text
+        if len(key.value) > 8:
+            text = text.replace(key.value[:8], "***")
+    return _MASKED.sub("***", text)
 
 
 def upstream_error(provider: str, status: int, body: bytes, key: ProviderKey, retry_after: str | None) -> UpstreamError:

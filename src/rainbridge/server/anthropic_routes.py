@@ -15,16 +15,11 @@ from ..errors import InvalidRequest
 from ..gateway.router import Job
 from ..providers.base import StreamError, UpstreamStream
 from ..translate import ChatStreamToMessages, chat_response_to_message
-from .http import parse_object, read_body, require, send_json, stream_flag
-from .openai_routes import extra_headers
+from .http import Headers, parse_object, read_body, require, send_json, stream_flag
 from .sse import stream_events
 
 if TYPE_CHECKING:
     from ..gateway.gateway import Gateway
-
-# Client headers that a native Anthropic upstream should see.
-NATIVE_HEADERS = (b"anthropic-version", b"anthropic-beta")
-
 
 def validate_messages(req: dict) -> None:
     require(req, "max_tokens", int, "an integer")
@@ -40,23 +35,13 @@ def validate_messages(req: dict) -> None:
             )
 
 
-def native_headers(scope: dict) -> dict[str, str] | None:
-    found = None
-    for name, value in scope["headers"]:
-        if name in NATIVE_HEADERS:
-            if found is None:
-                found = {}
-            found[name.decode()] = value.decode("latin-1")
-    return found
-
-
-async def handle(gateway: Gateway, scope: dict, receive: Any, send: Any) -> None:
+async def handle(gateway: Gateway, scope: dict, headers: Headers, receive: Any, send: Any) -> None:
     req = parse_object(await read_body(receive, gateway.max_body_bytes))
     validate_messages(req)
     stream = stream_flag(req)
     model = req.get("model")
     targets = gateway.routes.targets(model, req.pop("fallbacks", None), "anthropic")
-    job = Job("messages", req, stream, extra_headers(scope), native_headers(scope))
+    job = Job("messages", req, stream, headers.extra, headers.native)
     result, target = await gateway.router.run(job, targets)
     native = target.provider.adapter.native_messages  # type: ignore[attr-defined]
     if type(result) is UpstreamStream:

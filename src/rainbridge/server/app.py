@@ -17,11 +17,11 @@ import orjson
 from ..errors import GatewayError, MethodNotAllowed, NotFound
 from ..gateway.gateway import Gateway
 from . import anthropic_routes, openai_routes
-from .http import ClientDisconnected, check_content_length, send_error, send_json
+from .http import ClientDisconnected, Headers, send_error, send_json
 
 log = logging.getLogger("rainbridge.server")
 
-Handler = Callable[[dict, Any, Any], Awaitable[None]]
+Handler = Callable[[dict, Headers, Any, Any], Awaitable[None]]
 
 
 class App:
@@ -57,7 +57,8 @@ class App:
         route = self.routes.get(path)
         if route is None and path.endswith("/") and len(path) > 1:
             route = self.routes.get(path.rstrip("/"))
-        cors = self._cors_headers(scope)
+        headers = Headers(scope["headers"])
+        cors = self._cors_headers(headers.origin) if headers.origin is not None else None
         if cors is not None:
             send = _with_headers(send, cors)
         method = scope["method"]
@@ -75,8 +76,8 @@ class App:
                     headers=[(b"allow", ", ".join(sorted(methods)).encode())],
                 )
             if method == "POST":
-                check_content_length(scope["headers"], self.gateway.max_body_bytes)
-            await handler(scope, receive, send)
+                headers.check_size(self.gateway.max_body_bytes)
+            await handler(scope, headers, receive, send)
         except GatewayError as error:
             await send_error(send, error)
         except ClientDisconnected:
@@ -85,14 +86,9 @@ class App:
             log.exception("unhandled error on %s %s", method, path)
             await send_error(send, GatewayError("internal error; see the gateway log", code="internal_error"))
 
-    def _cors_headers(self, scope: dict) -> list[tuple[bytes, bytes]] | None:
-        if not self.cors_origins:
-            return None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                if self.cors_any or value in self.cors_origins:
-                    return [(b"access-control-allow-origin", b"*" if self.cors_any else value), (b"vary", b"origin")]
-                return None
+    def _cors_headers(self, origin: bytes) -> list[tuple[bytes, bytes]] | None:
+        if self.cors_any or origin in self.cors_origins:
+            return [(b"access-control-allow-origin", b"*" if self.cors_any else origin), (b"vary", b"origin")]
         return None
 
     async def _preflight(self, send: Any) -> None:
@@ -105,7 +101,7 @@ class App:
         await send({"type": "http.response.start", "status": 204, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
 
-    async def health(self, scope: dict, receive: Any, send: Any) -> None:
+    async def health(self, scope: dict, headers: Headers, receive: Any, send: Any) -> None:
         ok, report = await self.gateway.health()
         await send_json(send, 200 if ok else 503, orjson.dumps(report))
 

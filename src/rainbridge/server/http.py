@@ -44,12 +44,36 @@ def _too_large(limit: int) -> RequestTooLarge:
     )
 
 
-def check_content_length(headers: list[tuple[bytes, bytes]], limit: int) -> None:
-    for name, value in headers:
-        if name == b"content-length":
-            if value.isdigit() and int(value) > limit:
-                raise _too_large(limit)
-            return
+class Headers:
+    """What the gateway needs from the request headers, found in one pass."""
+
+    __slots__ = ("content_length", "extra", "native", "origin")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]):
+        self.content_length = -1
+        self.origin: bytes | None = None
+        # x-bf-eh-<name>: forwarded upstream as <name> (Bifrost's extra headers).
+        self.extra: dict[str, str] | None = None
+        # anthropic-version / anthropic-beta: passed to a native Anthropic upstream.
+        self.native: dict[str, str] | None = None
+        for name, value in raw:
+            if name == b"content-length":
+                if value.isdigit():
+                    self.content_length = int(value)
+            elif name == b"origin":
+                self.origin = value
+            elif name.startswith(b"x-bf-eh-"):
+                if self.extra is None:
+                    self.extra = {}
+                self.extra[name[8:].decode("latin-1")] = value.decode("latin-1")
+            elif name == b"anthropic-version" or name == b"anthropic-beta":
+                if self.native is None:
+                    self.native = {}
+                self.native[name.decode()] = value.decode("latin-1")
+
+    def check_size(self, limit: int) -> None:
+        if self.content_length > limit:
+            raise _too_large(limit)
 
 
 def parse_object(body: bytes) -> dict:

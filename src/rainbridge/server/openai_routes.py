@@ -14,24 +14,13 @@ import orjson
 from ..errors import InvalidRequest, error_body
 from ..gateway.router import Job
 from ..providers.base import Reply, StreamError, UpstreamStream
-from .http import parse_object, read_body, require, send_json, stream_flag
+from .http import Headers, parse_object, read_body, require, send_json, stream_flag
 from .sse import stream_events
 
 if TYPE_CHECKING:
     from ..gateway.gateway import Gateway
 
 DONE = b"data: [DONE]\n\n"
-
-
-def extra_headers(scope: dict) -> dict[str, str] | None:
-    """Client headers ``x-bf-eh-<name>`` are forwarded upstream as ``<name>`` (Bifrost)."""
-    extra = None
-    for name, value in scope["headers"]:
-        if name.startswith(b"x-bf-eh-"):
-            if extra is None:
-                extra = {}
-            extra[name[8:].decode("latin-1")] = value.decode("latin-1")
-    return extra
 
 
 def validate_chat(req: dict) -> None:
@@ -58,12 +47,12 @@ def validate_embeddings(req: dict) -> None:
 VALIDATORS = {"chat": validate_chat, "completions": validate_completions, "embeddings": validate_embeddings}
 
 
-async def handle(gateway: Gateway, op: str, scope: dict, receive: Any, send: Any) -> None:
+async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, receive: Any, send: Any) -> None:
     req = parse_object(await read_body(receive, gateway.max_body_bytes))
     VALIDATORS[op](req)
     stream = stream_flag(req) if op != "embeddings" else False
     targets = gateway.routes.targets(req.get("model"), req.pop("fallbacks", None), "openai")
-    job = Job(op, req, stream, extra_headers(scope))
+    job = Job(op, req, stream, headers.extra)
     result, _target = await gateway.router.run(job, targets)
     if type(result) is UpstreamStream:
         await stream_events(receive, send, result, _frames(result), _error_frame)
@@ -82,6 +71,6 @@ def _error_frame(exc: StreamError) -> bytes:
     return b"data: " + error_body(exc.type, exc.message) + b"\n\n"
 
 
-async def models(gateway: Gateway, scope: dict, receive: Any, send: Any) -> None:
+async def models(gateway: Gateway, scope: dict, headers: Headers, receive: Any, send: Any) -> None:
     data = await gateway.list_models()
     await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))

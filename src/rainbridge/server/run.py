@@ -117,28 +117,47 @@ def run_worker(opts: ServeOptions, loaded: LoadedConfig | None = None, sock: soc
         lifespan="on",
         access_log=False,
         server_header=False,
+        proxy_headers=False,
         date_header=False,
         log_config=None,
         log_level=opts.log_level,
         timeout_graceful_shutdown=opts.graceful_timeout,
         backlog=4096,
     )
-    server = uvicorn.Server(config)
+    server = _uvicorn_server_class()(config)
     log.info("worker %d serving on http://%s:%d", os.getpid(), _display_host(opts.host), port)
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(3)
 
 
+def _uvicorn_server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; we exit 0 instead."""
+
+        def handle_exit(self, sig, frame):
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return Server
+
+
 def _run_granian(app, opts: ServeOptions, sock: socket.socket) -> None:
     # Granian binds its own socket; release ours first so it can take the port.
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces
     from granian.server.embed import Server
 
     port = sock.getsockname()[1]
     sock.close()
-    server = Server(app, address=opts.host, port=port, interface=Interfaces.ASGI, loop=Loops.uvloop, log_access=False)
-    asyncio.run(server.serve())
+    server = Server(app, address=opts.host, port=port, interface=Interfaces.ASGI, http=HTTPModes.http1, backlog=4096, websockets=False)
+    if _has_uvloop():
+        import uvloop
+
+        uvloop.run(server.serve())
+    else:
+        asyncio.run(server.serve())
 
 
 def _has_uvloop() -> bool:

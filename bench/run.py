@@ -1,0 +1,339 @@
+"""rainbridge core benchmark: throughput, added latency, streams, memory and CPU in one run.
+
+    .venv/bin/python bench/run.py [--upstream URL] [--runs 3] [--duration 5]
+                                  [--server uvicorn|granian|both] [--quick] [--out FILE]
+
+Starts the fake provider (unless ``--upstream``), the reference proxy and one gateway per
+server, all on loopback; measures them interleaved so drift hits every target alike; prints
+medians (min–max) beside the targets and writes everything to ``--out`` as JSON.
+See bench/README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import procs
+import report
+import wrkload
+
+BENCH = Path(__file__).resolve().parent
+CHAT_PATH = "/v1/chat/completions"
+WRK_METRICS = ("rps", "p50_ms", "p99_ms", "non_2xx", "socket_errors", "cpu_ms_per_1k")
+STREAM_METRICS = (
+    "ok", "errors", "ttfb_p50_ms", "ttfb_p99_ms", "total_p50_ms", "total_p99_ms",
+    "gap_p99_ms", "rss_peak_mb", "upstream_disconnects",
+)
+
+
+@dataclass
+class Settings:
+    runs: int
+    duration_s: float
+    servers: list[str]
+    concurrency: tuple[int, ...] = (1, 32, 64)
+    stream_rounds: tuple[int, ...] = (256, 1000)
+    stream_chunks: int = 20
+    stream_delay_ms: int = 5
+    stream_timeout_s: float = 60.0
+    warmup_s: float = 1.0
+    upstream: str | None = None
+    out: Path = BENCH / "results" / "core.json"
+
+
+@dataclass
+class Target:
+    name: str  # upstream | reference | uvicorn | granian
+    url: str
+    pids: list[int]  # whose CPU and memory we read; empty for an external upstream
+    prefix: str  # header prefix that carries the mock's controls to it
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.name in ("uvicorn", "granian")
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--upstream", help="use this OpenAI-compatible upstream instead of starting the fake provider")
+    parser.add_argument("--runs", type=int, default=3, help="measurement runs; the table shows medians (default 3)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run (default 5)")
+    parser.add_argument("--server", choices=("uvicorn", "granian", "both"), default="both", help="gateway HTTP server(s) (default both)")
+    parser.add_argument("--quick", action="store_true", help="smoke check: 1 run, 2 s, 100 streams")
+    parser.add_argument("--out", type=Path, default=BENCH / "results" / "core.json", help="JSON results file")
+    args = parser.parse_args(argv)
+    servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]
+    settings = Settings(args.runs, args.duration, servers, upstream=args.upstream, out=args.out)
+    if args.quick:
+        settings.runs, settings.duration_s, settings.stream_rounds = 1, 2.0, (100,)
+    return settings
+
+
+# --- measurements ----------------------------------------------------------------------------
+
+
+def measure_wrk(target: Target, script: Path, connections: int, duration_s: float) -> dict:
+    cpu_before = procs.cpu_seconds(target.pids)
+    result = wrkload.run_wrk(target.url + CHAT_PATH, script, connections, duration_s)
+    cpu = procs.cpu_seconds(target.pids) - cpu_before
+    if target.pids and result["requests"]:
+        result["cpu_ms_per_1k"] = cpu * 1e6 / result["requests"]
+    return result
+
+
+def measure_streams(target: Target, streams: int, settings: Settings, mock_url: str | None) -> dict:
+    """Run bench/streams.py as its own process; sample the target's RSS while it runs."""
+    argv = [
+        sys.executable, str(BENCH / "streams.py"), target.url + CHAT_PATH, "--streams", str(streams),
+        "--chunks", str(settings.stream_chunks), "--delay-ms", str(settings.stream_delay_ms),
+        "--prefix", target.prefix, "--timeout", str(settings.stream_timeout_s),
+    ]
+    before = procs.get_json(mock_url + "/mock/stats") if mock_url else None
+    peak = 0.0
+    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + settings.stream_timeout_s + 30
+        while driver.poll() is None and time.monotonic() < deadline:
+            peak = max(peak, procs.rss_mb(target.pids))
+            time.sleep(0.02)
+        out, err = driver.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    if driver.returncode != 0:
+        raise RuntimeError(f"stream driver failed against {target.name}: {err.strip()[-1000:]}")
+    result = json.loads(out)
+    if target.pids:
+        result["rss_peak_mb"] = peak
+    after = procs.get_json(mock_url + "/mock/stats") if mock_url else None
+    if before and after:
+        result["upstream_disconnects"] = after["disconnects"] - before["disconnects"]
+    return result
+
+
+def one_run(index: int, targets: list[Target], script: Path, settings: Settings, mock_url: str | None, ps: procs.Procs) -> dict:
+    shift = index % len(targets)
+    order = targets[shift:] + targets[:shift]  # rotate, so no target always goes first
+    run: dict = {"wrk": {}, "streams": {}}
+    for c in settings.concurrency:
+        run["wrk"][str(c)] = {}
+        for target in order:
+            print(f"  run {index + 1}: wrk c={c:<3} {report.LABELS[target.name]}", flush=True)
+            run["wrk"][str(c)][target.name] = measure_wrk(target, script, c, settings.duration_s)
+            ps.check_alive()
+    stream_targets = [t for t in order if t.name != "reference"]  # the reference does not stream
+    for n in settings.stream_rounds:
+        run["streams"][str(n)] = {}
+        for target in stream_targets:
+            print(f"  run {index + 1}: {n} streams  {report.LABELS[target.name]}", flush=True)
+            run["streams"][str(n)][target.name] = measure_streams(target, n, settings, mock_url)
+            ps.check_alive()
+            time.sleep(0.5)  # let the closed connections drain before the next round
+    return run
+
+
+# --- aggregation -----------------------------------------------------------------------------
+
+
+def flatten(run: dict, names: list[str], gateways: list[str]) -> dict[str, float]:
+    """One run as flat ``metric -> number``, including the derived comparisons."""
+    flat: dict[str, float] = {}
+    for c, per_target in run["wrk"].items():
+        for name, result in per_target.items():
+            for metric in WRK_METRICS:
+                if metric in result:
+                    flat[f"wrk.c{c}.{name}.{metric}"] = result[metric]
+        for gw in gateways:
+            flat[f"wrk.c{c}.{gw}.vs_reference"] = per_target[gw]["rps"] / per_target["reference"]["rps"]
+    c1 = run["wrk"].get("1")
+    if c1:
+        for name in names:
+            if name != "upstream":
+                flat[f"wrk.c1.{name}.added_p50_ms"] = c1[name]["p50_ms"] - c1["upstream"]["p50_ms"]
+                flat[f"wrk.c1.{name}.added_p99_ms"] = c1[name]["p99_ms"] - c1["upstream"]["p99_ms"]
+    for n, per_target in run["streams"].items():
+        for name, result in per_target.items():
+            for metric in STREAM_METRICS:
+                if metric in result:
+                    flat[f"streams.{n}.{name}.{metric}"] = result[metric]
+    return flat
+
+
+def summarize(flats: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    keys = sorted({k for flat in flats for k in flat})
+    summary = {}
+    for key in keys:
+        values = [flat[key] for flat in flats if key in flat]
+        summary[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    return summary
+
+
+# --- environment -----------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    def version(package: str) -> str:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return "missing"
+
+    cpu_model = ""
+    try:
+        cpu_model = next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), ""
+        )
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_avg_start": os.getloadavg(),
+        "wrk": wrkload.wrk_version(),
+        "commit": git_commit(),
+        "packages": {p: version(p) for p in ("rainbridge", "aiohttp", "uvicorn", "granian", "uvloop", "httptools", "orjson")},
+    }
+
+
+def git_commit() -> str | None:
+    """The checked-out commit, read from .git (no git command needed)."""
+    git = BENCH.parent / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        if (git / ref).exists():
+            return (git / ref).read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        pass
+    return None
+
+
+def raise_fd_limit() -> None:
+    # 1,000 streams need ~3,000 sockets across the processes; children inherit the limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the cleanup below
+
+
+def round_floats(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: round_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [round_floats(v) for v in value]
+    return value
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    raise_fd_limit()
+    machine = machine_info()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="rainbridge-bench-") as tmp, procs.Procs(Path(tmp)) as ps:
+        workdir = Path(tmp)
+        mock_url = None
+        if settings.upstream:
+            upstream = Target("upstream", settings.upstream.rstrip("/"), [], "")
+        else:
+            mock = ps.start_mock()
+            mock_url = mock.url
+            upstream = Target("upstream", mock.url, [mock.pid], "")
+        ref = ps.start_reference(upstream.url)
+        targets = [upstream, Target("reference", ref.url, [ref.pid], "")]
+        memory: dict[str, dict] = {}
+        for server in settings.servers:
+            gw = ps.start_gateway(upstream.url, server)
+            pids = procs.process_tree(gw.pid)  # one process with --workers 1; a tree otherwise
+            targets.append(Target(server, gw.url, pids, "x-bf-eh-"))
+            time.sleep(0.5)
+            memory[server] = {"pids": len(pids), "rss_idle_mb": procs.rss_mb(pids)}
+        names = [t.name for t in targets]
+        print(f"rainbridge bench: {' / '.join(report.LABELS[n] for n in names)}; "
+              f"{settings.runs} run(s) x {settings.duration_s:g} s", flush=True)
+
+        script = wrkload.write_script(workdir)
+        for target in targets:  # warm-up: fill connection pools, first-call paths; not recorded
+            wrkload.run_wrk(target.url + CHAT_PATH, script, max(settings.concurrency), settings.warmup_s)
+        mock_before = procs.get_json(mock_url + "/mock/stats") if mock_url else None
+
+        runs = [one_run(i, targets, script, settings, mock_url, ps) for i in range(settings.runs)]
+
+        for target in targets:
+            if target.is_gateway:
+                memory[target.name]["rss_end_mb"] = procs.rss_mb(target.pids)
+                memory[target.name]["rss_hwm_mb"] = procs.status_mb(target.pids, "VmHWM")
+        mock_after = procs.get_json(mock_url + "/mock/stats") if mock_url else None
+        gateway_logs = {s: procs.tail(workdir / f"gateway-{s}.log", 30) for s in settings.servers}
+
+    gateways = settings.servers
+    flats = [flatten(run, names, gateways) for run in runs]
+    summary = summarize(flats)
+    for server, mem in memory.items():
+        summary[f"memory.{server}.rss_idle_mb"] = {"median": mem["rss_idle_mb"], "min": mem["rss_idle_mb"], "max": mem["rss_idle_mb"]}
+    checks = report.checks(summary, settings, gateways)
+    table = report.render(summary, settings, names, machine, checks)
+    print()
+    print(table)
+    notes = report.notes(gateway_logs, mock_before, mock_after)
+    if notes:
+        print("\n" + notes)
+
+    machine["load_avg_end"] = os.getloadavg()
+    result = {
+        "machine": machine,
+        "config": {**asdict(settings), "out": str(settings.out), "command": sys.argv,
+                   "wall_s": time.monotonic() - started},
+        "memory": memory,
+        "summary": summary,
+        "checks": checks,
+        "runs": runs,
+        "upstream_stats": _stats_delta(mock_before, mock_after),
+        "gateway_log_tail": gateway_logs,
+    }
+    settings.out.parent.mkdir(parents=True, exist_ok=True)
+    settings.out.write_text(json.dumps(round_floats(result), indent=1) + "\n")
+    print(f"\nresults: {settings.out}")
+    return 0
+
+
+def _stats_delta(before: dict | None, after: dict | None) -> dict | None:
+    if not before or not after:
+        return None
+    keys = ("requests", "disconnects", "streams_started", "streams_completed", "streams_errored", "streams_cut")
+    return {k: after.get(k, 0) - before.get(k, 0) for k in keys}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
