@@ -58,8 +58,12 @@ class Procs:
         log = self.workdir / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.workdir,
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.workdir,
             )
         return popen, log
 
@@ -74,7 +78,9 @@ class Procs:
 
     def start_reference(self, upstream: str, host: str = "127.0.0.1") -> Proc:
         port = free_port(host)
-        popen, log = self._spawn("reference", [PYTHON, str(BENCH / "reference_proxy.py"), upstream, str(port)])
+        popen, log = self._spawn(
+            "reference", [PYTHON, str(BENCH / "reference_proxy.py"), upstream, str(port)]
+        )
         proc = Proc("reference", popen, f"http://{host}:{port}", log)
         self.started.append(proc)
         _wait(proc, lambda: _accepts(host, port))
@@ -89,9 +95,24 @@ class Procs:
         config.write_text(gateway_config(upstream))
         port = free_port(host)
         argv = [
-            PYTHON, "-m", "rainbridge", "serve", "--config", str(config), "--app-dir", str(app_dir),
-            "--host", host, "--port", str(port), "--workers", "1", "--server", server,
-            "--log-level", "warning",
+            PYTHON,
+            "-m",
+            "rainbridge",
+            "serve",
+            "--config",
+            str(config),
+            "--app-dir",
+            str(app_dir),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--server",
+            server,
+            "--log-level",
+            "warning",
         ]
         popen, log = self._spawn(name, argv)
         proc = Proc(name, popen, f"http://{host}:{port}", log)
@@ -103,7 +124,9 @@ class Procs:
         """Raise if a process we started has exited (a crash mid-benchmark)."""
         for proc in self.started:
             if proc.popen.poll() is not None:
-                raise StartError(f"{proc.name} exited with code {proc.popen.returncode}:\n{tail(proc.log)}")
+                raise StartError(
+                    f"{proc.name} exited with code {proc.popen.returncode}:\n{tail(proc.log)}"
+                )
 
     def close(self) -> None:
         for proc in reversed(self.started):
@@ -137,7 +160,9 @@ def _wait(proc: Proc, ready):
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
-            raise StartError(f"{proc.name} exited with code {proc.popen.returncode}:\n{tail(proc.log)}")
+            raise StartError(
+                f"{proc.name} exited with code {proc.popen.returncode}:\n{tail(proc.log)}"
+            )
         result = ready()
         if result:
             return result

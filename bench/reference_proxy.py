@@ -34,9 +34,30 @@ async def app(scope, receive, send):
     async with session.post(UPSTREAM + scope["path"], data=body, headers=headers) as resp:
         data = await resp.read()
         status = resp.status
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), http="httptools", loop="uvloop", access_log=False, log_level="warning")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[2]),
+        http="httptools",
+        loop="uvloop",
+        access_log=False,
+        log_level="warning",
+        # the same server settings as `rainbridge serve`, so only the app differs
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+    )

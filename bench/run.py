@@ -5,7 +5,7 @@
 
 Starts the fake provider (unless ``--upstream``), the reference proxy and one gateway per
 server, all on loopback; measures them interleaved so drift hits every target alike; prints
-medians (min–max) beside the targets and writes everything to ``--out`` as JSON.
+medians [min..max] beside the targets and writes everything to ``--out`` as JSON.
 See bench/README.md for what each number means.
 """
 
@@ -33,10 +33,18 @@ import wrkload
 
 BENCH = Path(__file__).resolve().parent
 CHAT_PATH = "/v1/chat/completions"
+PACKAGES = ("rainbridge", "aiohttp", "uvicorn", "granian", "uvloop", "httptools", "orjson")
 WRK_METRICS = ("rps", "p50_ms", "p99_ms", "non_2xx", "socket_errors", "cpu_ms_per_1k")
 STREAM_METRICS = (
-    "ok", "errors", "ttfb_p50_ms", "ttfb_p99_ms", "total_p50_ms", "total_p99_ms",
-    "gap_p99_ms", "rss_peak_mb", "upstream_disconnects",
+    "ok",
+    "errors",
+    "ttfb_p50_ms",
+    "ttfb_p99_ms",
+    "total_p50_ms",
+    "total_p99_ms",
+    "gap_p99_ms",
+    "rss_peak_mb",
+    "upstream_disconnects",
 )
 
 
@@ -68,13 +76,29 @@ class Target:
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--upstream", help="use this OpenAI-compatible upstream instead of starting the fake provider")
-    parser.add_argument("--runs", type=int, default=3, help="measurement runs; the table shows medians (default 3)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run (default 5)")
-    parser.add_argument("--server", choices=("uvicorn", "granian", "both"), default="both", help="gateway HTTP server(s) (default both)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--upstream",
+        help="use this OpenAI-compatible upstream instead of starting the fake provider",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="measurement runs; the table shows medians (default 3)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="seconds per wrk run (default 5)"
+    )
+    parser.add_argument(
+        "--server",
+        choices=("uvicorn", "granian", "both"),
+        default="both",
+        help="gateway HTTP server(s) (default both)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke check: 1 run, 2 s, 100 streams")
-    parser.add_argument("--out", type=Path, default=BENCH / "results" / "core.json", help="JSON results file")
+    parser.add_argument(
+        "--out", type=Path, default=BENCH / "results" / "core.json", help="JSON results file"
+    )
     args = parser.parse_args(argv)
     servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]
     settings = Settings(args.runs, args.duration, servers, upstream=args.upstream, out=args.out)
@@ -98,26 +122,42 @@ def measure_wrk(target: Target, script: Path, connections: int, duration_s: floa
 def measure_streams(target: Target, streams: int, settings: Settings, mock_url: str | None) -> dict:
     """Run bench/streams.py as its own process; sample the target's RSS while it runs."""
     argv = [
-        sys.executable, str(BENCH / "streams.py"), target.url + CHAT_PATH, "--streams", str(streams),
-        "--chunks", str(settings.stream_chunks), "--delay-ms", str(settings.stream_delay_ms),
-        "--prefix", target.prefix, "--timeout", str(settings.stream_timeout_s),
+        sys.executable,
+        str(BENCH / "streams.py"),
+        target.url + CHAT_PATH,
+        "--streams",
+        str(streams),
+        "--chunks",
+        str(settings.stream_chunks),
+        "--delay-ms",
+        str(settings.stream_delay_ms),
+        "--prefix",
+        target.prefix,
+        "--timeout",
+        str(settings.stream_timeout_s),
     ]
     before = procs.get_json(mock_url + "/mock/stats") if mock_url else None
     peak = 0.0
-    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + settings.stream_timeout_s + 30
-        while driver.poll() is None and time.monotonic() < deadline:
-            peak = max(peak, procs.rss_mb(target.pids))
-            time.sleep(0.02)
-        out, err = driver.communicate(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
+    # Output goes to files, not pipes: a pipe nobody reads while we poll could fill and block.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        driver = subprocess.Popen(argv, stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + settings.stream_timeout_s + 30
+            while driver.poll() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"stream driver against {target.name} did not finish")
+                peak = max(peak, procs.rss_mb(target.pids))
+                time.sleep(0.02)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+        out.seek(0)
+        err.seek(0)
+        output, errors = out.read(), err.read().decode(errors="replace")
     if driver.returncode != 0:
-        raise RuntimeError(f"stream driver failed against {target.name}: {err.strip()[-1000:]}")
-    result = json.loads(out)
+        raise RuntimeError(f"stream driver failed against {target.name}: {errors.strip()[-1000:]}")
+    result = json.loads(output)
     if target.pids:
         result["rss_peak_mb"] = peak
     after = procs.get_json(mock_url + "/mock/stats") if mock_url else None
@@ -126,25 +166,55 @@ def measure_streams(target: Target, streams: int, settings: Settings, mock_url: 
     return result
 
 
-def one_run(index: int, targets: list[Target], script: Path, settings: Settings, mock_url: str | None, ps: procs.Procs) -> dict:
+def rotated(targets: list[Target], index: int) -> list[Target]:
     shift = index % len(targets)
-    order = targets[shift:] + targets[:shift]  # rotate, so no target always goes first
-    run: dict = {"wrk": {}, "streams": {}}
+    return targets[shift:] + targets[:shift]  # so no target always goes first
+
+
+def wrk_run(
+    index: int, targets: list[Target], script: Path, settings: Settings, ps: procs.Procs
+) -> dict:
+    """Every concurrency against every target: ``{"C": {target: result}}``."""
+    results: dict[str, dict] = {}
     for c in settings.concurrency:
-        run["wrk"][str(c)] = {}
-        for target in order:
+        results[str(c)] = {}
+        for target in rotated(targets, index):
             print(f"  run {index + 1}: wrk c={c:<3} {report.LABELS[target.name]}", flush=True)
-            run["wrk"][str(c)][target.name] = measure_wrk(target, script, c, settings.duration_s)
+            results[str(c)][target.name] = measure_wrk(target, script, c, settings.duration_s)
             ps.check_alive()
-    stream_targets = [t for t in order if t.name != "reference"]  # the reference does not stream
+    return results
+
+
+def stream_run(
+    index: int,
+    targets: list[Target],
+    script: Path,
+    settings: Settings,
+    mock_url: str | None,
+    ps: procs.Procs,
+) -> dict:
+    """The stream rounds, then c=32 again: a burst leaves the gateway a big upstream pool."""
+    results: dict[str, dict] = {"streams": {}, "wrk_after_streams": {"32": {}}}
+    order = rotated(targets, index)
     for n in settings.stream_rounds:
-        run["streams"][str(n)] = {}
-        for target in stream_targets:
+        results["streams"][str(n)] = {}
+        for target in order:
+            if target.name == "reference":  # it does not stream
+                continue
             print(f"  run {index + 1}: {n} streams  {report.LABELS[target.name]}", flush=True)
-            run["streams"][str(n)][target.name] = measure_streams(target, n, settings, mock_url)
+            results["streams"][str(n)][target.name] = measure_streams(target, n, settings, mock_url)
             ps.check_alive()
             time.sleep(0.5)  # let the closed connections drain before the next round
-    return run
+    for target in order:
+        if target.name != "upstream":
+            print(
+                f"  run {index + 1}: wrk c=32  {report.LABELS[target.name]} (after streams)",
+                flush=True,
+            )
+            result = measure_wrk(target, script, 32, settings.duration_s)
+            results["wrk_after_streams"]["32"][target.name] = result
+            ps.check_alive()
+    return results
 
 
 # --- aggregation -----------------------------------------------------------------------------
@@ -153,13 +223,15 @@ def one_run(index: int, targets: list[Target], script: Path, settings: Settings,
 def flatten(run: dict, names: list[str], gateways: list[str]) -> dict[str, float]:
     """One run as flat ``metric -> number``, including the derived comparisons."""
     flat: dict[str, float] = {}
-    for c, per_target in run["wrk"].items():
-        for name, result in per_target.items():
-            for metric in WRK_METRICS:
-                if metric in result:
-                    flat[f"wrk.c{c}.{name}.{metric}"] = result[metric]
-        for gw in gateways:
-            flat[f"wrk.c{c}.{gw}.vs_reference"] = per_target[gw]["rps"] / per_target["reference"]["rps"]
+    for phase in ("wrk", "wrk_after_streams"):
+        for c, per_target in run[phase].items():
+            for name, result in per_target.items():
+                for metric in WRK_METRICS:
+                    if metric in result:
+                        flat[f"{phase}.c{c}.{name}.{metric}"] = result[metric]
+            for gw in gateways:
+                ratio = per_target[gw]["rps"] / per_target["reference"]["rps"]
+                flat[f"{phase}.c{c}.{gw}.vs_reference"] = ratio
     c1 = run["wrk"].get("1")
     if c1:
         for name in names:
@@ -196,7 +268,12 @@ def machine_info() -> dict:
     cpu_model = ""
     try:
         cpu_model = next(
-            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), ""
+            (
+                line.split(":", 1)[1].strip()
+                for line in open("/proc/cpuinfo")
+                if line.startswith("model name")
+            ),
+            "",
         )
     except OSError:
         pass
@@ -209,7 +286,7 @@ def machine_info() -> dict:
         "load_avg_start": os.getloadavg(),
         "wrk": wrkload.wrk_version(),
         "commit": git_commit(),
-        "packages": {p: version(p) for p in ("rainbridge", "aiohttp", "uvicorn", "granian", "uvloop", "httptools", "orjson")},
+        "packages": {p: version(p) for p in PACKAGES},
     }
 
 
@@ -235,7 +312,9 @@ def raise_fd_limit() -> None:
     # 1,000 streams need ~3,000 sockets across the processes; children inherit the limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard)
+        )
 
 
 def _sigterm(signum: int, frame: object) -> None:
@@ -255,40 +334,58 @@ def round_floats(value):
 # --- main ------------------------------------------------------------------------------------
 
 
+def start_targets(settings: Settings, ps: procs.Procs) -> tuple[list[Target], str | None, dict]:
+    """Upstream, reference and gateways, ready; plus the mock's URL and each gateway's idle RSS."""
+    mock_url = None
+    if settings.upstream:
+        upstream = Target("upstream", settings.upstream.rstrip("/"), [], "")
+    else:
+        mock = ps.start_mock()
+        mock_url = mock.url
+        upstream = Target("upstream", mock.url, [mock.pid], "")
+    ref = ps.start_reference(upstream.url)
+    targets = [upstream, Target("reference", ref.url, [ref.pid], "")]
+    memory: dict[str, dict] = {}
+    for server in settings.servers:
+        gw = ps.start_gateway(upstream.url, server)
+        pids = procs.process_tree(gw.pid)  # one process with --workers 1; a tree otherwise
+        targets.append(Target(server, gw.url, pids, "x-bf-eh-"))
+        time.sleep(0.5)
+        memory[server] = {"pids": len(pids), "rss_idle_mb": procs.rss_mb(pids)}
+    return targets, mock_url, memory
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     raise_fd_limit()
     machine = machine_info()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="rainbridge-bench-") as tmp, procs.Procs(Path(tmp)) as ps:
+    with (
+        tempfile.TemporaryDirectory(prefix="rainbridge-bench-") as tmp,
+        procs.Procs(Path(tmp)) as ps,
+    ):
         workdir = Path(tmp)
-        mock_url = None
-        if settings.upstream:
-            upstream = Target("upstream", settings.upstream.rstrip("/"), [], "")
-        else:
-            mock = ps.start_mock()
-            mock_url = mock.url
-            upstream = Target("upstream", mock.url, [mock.pid], "")
-        ref = ps.start_reference(upstream.url)
-        targets = [upstream, Target("reference", ref.url, [ref.pid], "")]
-        memory: dict[str, dict] = {}
-        for server in settings.servers:
-            gw = ps.start_gateway(upstream.url, server)
-            pids = procs.process_tree(gw.pid)  # one process with --workers 1; a tree otherwise
-            targets.append(Target(server, gw.url, pids, "x-bf-eh-"))
-            time.sleep(0.5)
-            memory[server] = {"pids": len(pids), "rss_idle_mb": procs.rss_mb(pids)}
+        targets, mock_url, memory = start_targets(settings, ps)
         names = [t.name for t in targets]
-        print(f"rainbridge bench: {' / '.join(report.LABELS[n] for n in names)}; "
-              f"{settings.runs} run(s) x {settings.duration_s:g} s", flush=True)
+        print(
+            f"rainbridge bench: {' / '.join(report.LABELS[n] for n in names)}; "
+            f"{settings.runs} run(s) x {settings.duration_s:g} s",
+            flush=True,
+        )
 
         script = wrkload.write_script(workdir)
         for target in targets:  # warm-up: fill connection pools, first-call paths; not recorded
-            wrkload.run_wrk(target.url + CHAT_PATH, script, max(settings.concurrency), settings.warmup_s)
+            wrkload.run_wrk(
+                target.url + CHAT_PATH, script, max(settings.concurrency), settings.warmup_s
+            )
         mock_before = procs.get_json(mock_url + "/mock/stats") if mock_url else None
 
-        runs = [one_run(i, targets, script, settings, mock_url, ps) for i in range(settings.runs)]
+        # All wrk runs first: after a stream round the gateway keeps a large upstream pool
+        # that slows it down (measured separately, as "after streams").
+        runs = [{"wrk": wrk_run(i, targets, script, settings, ps)} for i in range(settings.runs)]
+        for i, run in enumerate(runs):
+            run.update(stream_run(i, targets, script, settings, mock_url, ps))
 
         for target in targets:
             if target.is_gateway:
@@ -301,7 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     flats = [flatten(run, names, gateways) for run in runs]
     summary = summarize(flats)
     for server, mem in memory.items():
-        summary[f"memory.{server}.rss_idle_mb"] = {"median": mem["rss_idle_mb"], "min": mem["rss_idle_mb"], "max": mem["rss_idle_mb"]}
+        summary[f"memory.{server}.rss_idle_mb"] = {
+            "median": mem["rss_idle_mb"],
+            "min": mem["rss_idle_mb"],
+            "max": mem["rss_idle_mb"],
+        }
     checks = report.checks(summary, settings, gateways)
     table = report.render(summary, settings, names, machine, checks)
     print()
@@ -313,8 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     machine["load_avg_end"] = os.getloadavg()
     result = {
         "machine": machine,
-        "config": {**asdict(settings), "out": str(settings.out), "command": sys.argv,
-                   "wall_s": time.monotonic() - started},
+        "config": {
+            **asdict(settings),
+            "out": str(settings.out),
+            "command": sys.argv,
+            "wall_s": time.monotonic() - started,
+        },
         "memory": memory,
         "summary": summary,
         "checks": checks,
@@ -331,9 +436,25 @@ def main(argv: list[str] | None = None) -> int:
 def _stats_delta(before: dict | None, after: dict | None) -> dict | None:
     if not before or not after:
         return None
-    keys = ("requests", "disconnects", "streams_started", "streams_completed", "streams_errored", "streams_cut")
+    keys = (
+        "requests",
+        "disconnects",
+        "streams_started",
+        "streams_completed",
+        "streams_errored",
+        "streams_cut",
+    )
     return {k: after.get(k, 0) - before.get(k, 0) for k in keys}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; every process the benchmark started has been stopped", file=sys.stderr
+        )
+        sys.exit(130)
+    except (procs.StartError, wrkload.WrkError, RuntimeError) as exc:
+        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -19,19 +19,23 @@ from collections import Counter
 
 import aiohttp
 
-BODY = json.dumps({
-    "model": "openai/gpt-4o-mini",
-    "messages": [{"role": "user", "content": "Hello, how are you today?"}],
-    "stream": True,
-    "stream_options": {"include_usage": True},
-}).encode()
+BODY = json.dumps(
+    {
+        "model": "openai/gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Hello, how are you today?"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+).encode()
 
 
 class StreamFailed(Exception):
     pass
 
 
-async def one_stream(session: aiohttp.ClientSession, url: str, headers: dict, gaps: list[float]) -> tuple[float, float]:
+async def one_stream(
+    session: aiohttp.ClientSession, url: str, headers: dict, gaps: list[float]
+) -> tuple[float, float]:
     """(time to first event, total time) in seconds; inter-event gaps go to ``gaps``."""
     start = time.perf_counter()
     first = last = 0.0
@@ -54,7 +58,9 @@ async def one_stream(session: aiohttp.ClientSession, url: str, headers: dict, ga
     raise StreamFailed("ended without [DONE]")
 
 
-async def run_streams(url: str, streams: int, chunks: int, delay_ms: int, prefix: str, timeout_s: float) -> dict:
+async def run_streams(
+    url: str, streams: int, chunks: int, delay_ms: int, prefix: str, timeout_s: float
+) -> dict:
     headers = {
         "content-type": "application/json",
         "authorization": "Bearer sk-bench",
@@ -66,8 +72,10 @@ async def run_streams(url: str, streams: int, chunks: int, delay_ms: int, prefix
     gaps: list[float] = []
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         started = time.perf_counter()
-        tasks = [asyncio.ensure_future(one_stream(session, url, headers, gaps)) for _ in range(streams)]
-        done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        tasks = [
+            asyncio.ensure_future(one_stream(session, url, headers, gaps)) for _ in range(streams)
+        ]
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
         wall = time.perf_counter() - started
         for task in pending:
             task.cancel()
@@ -110,12 +118,16 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("url", help="chat completions URL")
     parser.add_argument("--streams", type=int, default=256)
     parser.add_argument("--chunks", type=int, default=20, help="content tokens per stream")
     parser.add_argument("--delay-ms", type=int, default=5, help="delay between tokens")
-    parser.add_argument("--prefix", default="x-bf-eh-", help="header prefix for the mock's controls")
+    parser.add_argument(
+        "--prefix", default="x-bf-eh-", help="header prefix for the mock's controls"
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="bound of the whole round, s")
     args = parser.parse_args()
     try:
@@ -124,7 +136,9 @@ def main() -> None:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    result = runner(run_streams(args.url, args.streams, args.chunks, args.delay_ms, args.prefix, args.timeout))
+    result = runner(
+        run_streams(args.url, args.streams, args.chunks, args.delay_ms, args.prefix, args.timeout)
+    )
     print(json.dumps(result))
 
 

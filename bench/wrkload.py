@@ -53,14 +53,27 @@ def wrk_version() -> str:
 
 def run_wrk(url: str, script: Path, connections: int, duration_s: float) -> dict:
     """``wrk -t1 -cC -dDs --latency`` against ``url``; latencies in ms."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency", "-s", str(script), url]
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration_s:g}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30, check=False)
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=duration_s + 30, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish: {' '.join(argv)}") from exc
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
-        raise WrkError(f"no result from wrk (exit {out.returncode}): {out.stderr.strip() or out.stdout[-500:]}")
+        raise WrkError(
+            f"no result from wrk (exit {out.returncode}): {out.stderr.strip() or out.stdout[-500:]}"
+        )
     raw = json.loads(line[6:])
     seconds = raw["duration_us"] / 1e6
     return {

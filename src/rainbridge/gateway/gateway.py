@@ -11,11 +11,10 @@ import logging
 import time
 from pathlib import Path
 
-import aiohttp
-
 from ..config.load import LoadedConfig
 from ..errors import GatewayError
 from ..store import Store, StoreUnavailable, open_store
+from ..upstream import UpstreamClient
 from .provider import Provider, build_providers
 from .router import Router
 from .routing import Routes
@@ -32,7 +31,7 @@ class Gateway:
         self.app_dir = Path(app_dir)
         client = self.config.client
         self.max_body_bytes = client.max_request_body_size_mb * 1024 * 1024
-        self.session: aiohttp.ClientSession | None = None
+        self.client = UpstreamClient()
         self.providers: dict[str, Provider] = {}
         self.routes = Routes({})
         self.router = Router()
@@ -40,28 +39,14 @@ class Gateway:
         self._models_cache: tuple[float, list[dict]] | None = None
 
     async def start(self) -> None:
-        per_host = max((pc.network_config.max_conns_per_host for pc in self.config.providers.values()), default=0)
-        connector = aiohttp.TCPConnector(
-            limit=0,  # per-provider queues bound concurrency; the pool never adds a second queue
-            limit_per_host=per_host or 1000,
-            ttl_dns_cache=300,
-            keepalive_timeout=60,
-        )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-        self.providers = build_providers(self.config, self.session)
+        self.providers = build_providers(self.config, self.client)
         self.routes = Routes(self.providers)
         self.store = open_store(self.config.config_store, self.app_dir)
         if self.store is not None:
             await self.store.open()
 
     async def stop(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        await self.client.close()
         if self.store is not None:
             await self.store.close()
 

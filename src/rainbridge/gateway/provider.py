@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from ..config.schema import Config, ProviderConfig
 from ..providers.http import HttpAdapter
 from ..providers.registry import build_adapter, build_keys
+from ..upstream import UpstreamClient
 from .keys import KeyPool
 from .queue import ProviderQueue
 
@@ -29,11 +28,11 @@ class Provider:
         return self.adapter.family  # type: ignore[attr-defined]
 
 
-def build_providers(config: Config, session: aiohttp.ClientSession) -> dict[str, Provider]:
+def build_providers(config: Config, client: UpstreamClient) -> dict[str, Provider]:
     providers = {}
     drop = config.client.drop_excess_requests
     for name, pc in config.providers.items():
-        adapter = build_adapter(name, pc, session)
+        adapter = build_adapter(name, pc, client)
         keys = KeyPool(build_keys(pc, adapter, config.version))
         cb = pc.concurrency_and_buffer_size
         queue = ProviderQueue(name, cb.concurrency, cb.buffer_size, drop)

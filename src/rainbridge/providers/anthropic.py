@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import orjson
 
 from ..errors import InvalidRequest
@@ -19,21 +18,11 @@ from ..translate import (
     chat_request_to_messages,
     message_response_to_chat,
 )
-from .base import (
-    Call,
-    ProviderKey,
-    Reply,
-    StreamError,
-    UnsupportedOperation,
-    UpstreamStream,
-    iter_sse,
-    network_error,
-)
+from ..upstream import Exchange
+from .base import Call, ProviderKey, Reply, StreamError, UnsupportedOperation, UpstreamStream
 from .http import HttpAdapter
 
 ANTHROPIC_VERSION = "2023-06-01"
-# Client headers a native Messages request may carry on to Anthropic.
-PASS_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 class AnthropicAdapter(HttpAdapter):
@@ -41,43 +30,29 @@ class AnthropicAdapter(HttpAdapter):
     native_messages = True
 
     def key_headers(self, key: ProviderKey) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json",
-            "anthropic-version": ANTHROPIC_VERSION,
-            **self.network.extra_headers,
-        }
+        headers = {"Content-Type": "application/json", "anthropic-version": ANTHROPIC_VERSION, **self.network.extra_headers}
         if key.value:
             headers["x-api-key"] = key.value
         return headers
 
     @property
-    def messages_url(self) -> str:
-        return f"{self.base_url}/v1/messages"
+    def messages_path(self) -> str:
+        return f"{self.base_path}/v1/messages"
 
     # -- native Messages ----------------------------------------------------------------
 
-    def _native_headers(self, call: Call) -> dict[str, str]:
-        extra = dict(call.extra_headers or {})
-        raw = call.raw_headers or {}
-        for name in PASS_HEADERS:
-            if name in raw:
-                extra[name] = raw[name]
-        return self.headers_for(call.key, extra)
+    def _native_extra(self, call: Call) -> dict[str, str] | None:
+        """The client's anthropic-version / anthropic-beta replace ours on a native request."""
+        if not call.raw_headers:
+            return call.extra_headers
+        return {**(call.extra_headers or {}), **call.raw_headers}
 
     async def messages(self, call: Call) -> Reply:
-        return await self.post(self.messages_url, orjson.dumps(call.body), self._native_headers(call), call.key)
+        return await self.post(self.base_url, self.messages_path, orjson.dumps(call.body), call.key, self._native_extra(call))
 
     async def messages_stream(self, call: Call) -> UpstreamStream:
-        resp = await self.open(self.messages_url, orjson.dumps(call.body), self._native_headers(call), call.key)
-        return UpstreamStream(self._events(resp), resp.close)
-
-    async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes, bytes]]:
-        try:
-            async for event, data in iter_sse(resp.content):
-                yield event, data
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            idle = self.network.stream_idle_timeout_in_seconds
-            raise StreamError(str(network_error(self.name, exc, idle))) from exc
+        exchange = await self.open_stream(self.base_url, self.messages_path, orjson.dumps(call.body), call.key, self._native_extra(call))
+        return self.stream_of(self.events(exchange), exchange)
 
     # -- OpenAI chat, translated -----------------------------------------------------------
 
@@ -89,7 +64,7 @@ class AnthropicAdapter(HttpAdapter):
 
     async def chat(self, call: Call) -> Reply:
         body = self._to_messages(call.body)
-        reply = await self.post(self.messages_url, orjson.dumps(body), self.headers_for(call.key, call.extra_headers), call.key)
+        reply = await self.post(self.base_url, self.messages_path, orjson.dumps(body), call.key, call.extra_headers)
         data = message_response_to_chat(reply.data)
         return Reply(orjson.dumps(data), data)
 
@@ -99,12 +74,11 @@ class AnthropicAdapter(HttpAdapter):
         options = call.body.get("stream_options")
         include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
         translator = MessagesStreamToChat(model=call.body.get("model"), include_usage=include_usage)
-        headers = self.headers_for(call.key, call.extra_headers)
-        resp = await self.open(self.messages_url, orjson.dumps(body), headers, call.key)
-        return UpstreamStream(self._chat_chunks(resp, translator), resp.close)
+        exchange = await self.open_stream(self.base_url, self.messages_path, orjson.dumps(body), call.key, call.extra_headers)
+        return self.stream_of(self._chat_chunks(exchange, translator), exchange)
 
-    async def _chat_chunks(self, resp: aiohttp.ClientResponse, translator: MessagesStreamToChat) -> AsyncIterator[bytes]:
-        async for event, data in self._events(resp):
+    async def _chat_chunks(self, exchange: Exchange, translator: MessagesStreamToChat) -> AsyncIterator[bytes]:
+        async for event, data in self.events(exchange):
             try:
                 parsed = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -126,6 +100,5 @@ class AnthropicAdapter(HttpAdapter):
         raise UnsupportedOperation(f"provider {self.name} (anthropic) does not support embeddings", param="model")
 
     async def list_models(self, key: ProviderKey) -> list[str]:
-        reply = await self.get(f"{self.base_url}/v1/models", key.headers, key)
-        data = reply.data.get("data") or []
+        data = (await self.get(self.base_url, f"{self.base_path}/v1/models", key)).data.get("data") or []
         return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]

@@ -6,7 +6,7 @@ endpoint and the model → deployment map come from each key's ``azure_key_confi
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ..config.schema import AzureKeyConfig
 from .base import ProviderKey
@@ -24,12 +24,13 @@ class AzureAdapter(OpenAIAdapter):
             headers["api-key"] = key.value
         return headers
 
-    def url(self, op: str, key: ProviderKey, model: str) -> str:
+    def target(self, op: str, key: ProviderKey, model: str) -> tuple[str, str]:
         azure: AzureKeyConfig | None = key.azure  # type: ignore[assignment]
         endpoint = ((azure.endpoint if azure else "") or self.base_url).rstrip("/")
         deployment = (azure.deployments.get(model) if azure else None) or model
         version = (azure.api_version if azure else None) or DEFAULT_API_VERSION
-        return f"{endpoint}/openai/deployments/{quote(deployment, safe='')}/{op}?api-version={version}"
+        prefix = urlsplit(endpoint).path.rstrip("/")
+        return endpoint, f"{prefix}/openai/deployments/{quote(deployment, safe='')}/{op}?api-version={quote(version)}"
 
     async def list_models(self, key: ProviderKey) -> list[str]:
         azure: AzureKeyConfig | None = key.azure  # type: ignore[assignment]

@@ -6,15 +6,13 @@ retry, choose keys or queue: the gateway's router does that around it.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 
-from ..errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from ..errors import InvalidRequest, UpstreamError
 
 
 class ProviderKey:
@@ -163,22 +161,10 @@ def upstream_error(provider: str, status: int, body: bytes, key: ProviderKey, re
     )
 
 
-def network_error(provider: str, exc: BaseException, timeout_s: float | None = None) -> UpstreamUnreachable:
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        after = f" after {timeout_s:g}s" if timeout_s else ""
-        return UpstreamTimeout(f"provider {provider} did not answer{after}", provider=provider)
-    reason = type(exc).__name__
-    detail = str(exc).split("[")[0].strip() if isinstance(exc, aiohttp.ClientConnectorError) else ""
-    return UpstreamUnreachable(
-        f"provider {provider} is unreachable ({reason}{': ' + detail if detail else ''})",
-        provider=provider,
-    )
-
-
-async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[bytes, bytes]]:
+async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
     """Yield (event, data) of each server-sent event; event is b"" when not named."""
     buf = b""
-    async for chunk in content.iter_any():
+    async for chunk in chunks:
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n")
         buf = buf + chunk if buf else chunk

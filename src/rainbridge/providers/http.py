@@ -1,91 +1,177 @@
-"""The HTTP exchange every adapter makes: one POST on the worker's pooled aiohttp session.
+"""The HTTP exchange every adapter makes, on the worker's upstream client.
 
-Errors are translated here, at the boundary: an error status becomes ``UpstreamError`` (with
-the provider's message, scrubbed of the key), a socket or timeout failure becomes
-``UpstreamUnreachable`` / ``UpstreamTimeout``.
+Request heads are built once per (key, path) and reused: a request adds only its
+``content-length`` (and any ``x-bf-eh-*`` headers the client sent). Errors are translated
+here, at the boundary: an error status becomes ``UpstreamError`` (with the provider's
+message, scrubbed of the key), a socket or timeout failure ``UpstreamUnreachable`` /
+``UpstreamTimeout``, a broken stream ``StreamError``.
 """
 
 from __future__ import annotations
 
 import ssl
-
-import aiohttp
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 from ..config.schema import NetworkConfig
-from .base import ProviderKey, Reply, network_error, upstream_error
+from ..errors import UpstreamTimeout, UpstreamUnreachable
+from ..upstream import ConnectionLost, Exchange, Origin, ProtocolError, Timeout, UpstreamClient
+from .base import ProviderKey, Reply, StreamError, UpstreamStream, iter_sse, upstream_error
+
+# Headers a client may not set through x-bf-eh-*: framing, hop-by-hop, and provider auth.
+FORBIDDEN_EXTRA = frozenset(
+    {
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+        "te", "trailer", "proxy-authorization", "proxy-connection", "authorization",
+        "api-key", "x-api-key", "accept-encoding",
+    }
+)
+
+
+def header_block(headers: dict[str, str]) -> bytes:
+    lines = []
+    for name, value in headers.items():
+        if any(c in name or c in value for c in "\r\n\0"):
+            raise ValueError(f"header {name!r} contains a line break")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def extra_block(extra: dict[str, str] | None) -> bytes:
+    if not extra:
+        return b""
+    allowed = {k: v for k, v in extra.items() if k.lower() not in FORBIDDEN_EXTRA}
+    return header_block(allowed)
 
 
 class HttpAdapter:
-    def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession, network: NetworkConfig):
+    family = "openai"
+    native_messages = False
+
+    def __init__(self, name: str, base_url: str, client: UpstreamClient, network: NetworkConfig):
         self.name = name
         self.base_url = base_url.rstrip("/")
-        self.session = session
+        self.client = client
         self.network = network
         self.timeout_s = float(network.default_request_timeout_in_seconds)
-        self.timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        self.stream_timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.timeout_s,
-            sock_read=float(network.stream_idle_timeout_in_seconds),
-        )
-        self.ssl = tls_setting(network)
+        self.idle_s = float(network.stream_idle_timeout_in_seconds)
+        self.verify = tls_setting(network)
+        self.max_idle = network.max_conns_per_host or 1000
+        self._origins: dict[str, Origin] = {}
+        self._heads: dict[tuple, bytes] = {}
+        self.base_path = urlsplit(self.base_url).path.rstrip("/") if self.base_url else ""
 
-    def headers_for(self, key: ProviderKey, extra: dict[str, str] | None) -> dict[str, str]:
-        if extra:
-            return {**key.headers, **extra}
-        return key.headers
+    # -- request heads ----------------------------------------------------------------------
 
-    async def post(self, url: str, data: bytes, headers: dict[str, str], key: ProviderKey) -> Reply:
-        try:
-            return await self._post_once(url, data, headers, key)
-        except aiohttp.ServerDisconnectedError:
-            # A pooled keep-alive connection the upstream had already closed: the request
-            # never reached it, so one immediate resend on a fresh connection is safe.
-            try:
-                return await self._post_once(url, data, headers, key)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise network_error(self.name, exc, self.timeout_s) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise network_error(self.name, exc, self.timeout_s) from exc
+    def key_headers(self, key: ProviderKey) -> dict[str, str]:
+        raise NotImplementedError
 
-    async def _post_once(self, url: str, data: bytes, headers: dict[str, str], key: ProviderKey) -> Reply:
-        async with self.session.post(url, data=data, headers=headers, timeout=self.timeout, ssl=self.ssl) as resp:
-            body = await resp.read()
-            if resp.status >= 400:
-                raise upstream_error(self.name, resp.status, body, key, resp.headers.get("retry-after"))
-            return Reply(body)
+    def origin_for(self, url: str) -> Origin:
+        origin = self._origins.get(url)
+        if origin is None:
+            origin = self._origins[url] = self.client.origin(url, self.verify, self.max_idle)
+        return origin
 
-    async def get(self, url: str, headers: dict[str, str], key: ProviderKey) -> Reply:
-        try:
-            async with self.session.get(url, headers=headers, timeout=self.timeout, ssl=self.ssl) as resp:
-                body = await resp.read()
-                if resp.status >= 400:
-                    raise upstream_error(self.name, resp.status, body, key, None)
-                return Reply(body)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise network_error(self.name, exc, self.timeout_s) from exc
-
-    async def open(self, url: str, data: bytes, headers: dict[str, str], key: ProviderKey) -> aiohttp.ClientResponse:
-        """Send a streaming request; return the response once its status is 2xx."""
-        try:
-            resp = await self.session.post(
-                url, data=data, headers=headers, timeout=self.stream_timeout, ssl=self.ssl
+    def head(self, method: str, origin: Origin, path: str, key: ProviderKey) -> bytes:
+        """Everything of the request head but content-length and the final blank line."""
+        cache_key = (method, origin.host_header, path, key.name)
+        head = self._heads.get(cache_key)
+        if head is None:
+            headers = {"Accept-Encoding": "identity", **key.headers}
+            head = self._heads[cache_key] = (
+                f"{method} {path} HTTP/1.1\r\n".encode("latin-1")
+                + b"Host: " + origin.host_header + b"\r\n"
+                + header_block(headers)
             )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise network_error(self.name, exc, self.timeout_s) from exc
-        if resp.status >= 400:
+        return head
+
+    # -- exchanges --------------------------------------------------------------------------
+
+    async def post(self, url: str, path: str, body: bytes, key: ProviderKey, extra: dict[str, str] | None) -> Reply:
+        origin = self.origin_for(url)
+        head = self.head("POST", origin, path, key) + b"Content-Length: %d\r\n" % len(body) + extra_block(extra) + b"\r\n"
+        exchange = await self._exchange(origin, head, body)
+        data = await exchange.read()  # complete already
+        if exchange.status >= 400:
+            raise upstream_error(self.name, exchange.status, data, key, exchange.retry_after)
+        return Reply(data)
+
+    async def get(self, url: str, path: str, key: ProviderKey) -> Reply:
+        origin = self.origin_for(url)
+        head = self.head("GET", origin, path, key) + b"\r\n"
+        exchange = await self._exchange(origin, head, b"")
+        data = await exchange.read()
+        if exchange.status >= 400:
+            raise upstream_error(self.name, exchange.status, data, key, None)
+        return Reply(data)
+
+    async def _exchange(self, origin: Origin, head: bytes, body: bytes) -> Exchange:
+        try:
+            return await self.client.request(origin, head, body, self.timeout_s)
+        except Timeout:
+            raise UpstreamTimeout(
+                f"provider {self.name} did not answer within {self.timeout_s:g}s", provider=self.name
+            ) from None
+        except (OSError, ProtocolError) as exc:
+            raise self._unreachable(exc) from None
+
+    async def open_stream(self, url: str, path: str, body: bytes, key: ProviderKey, extra: dict[str, str] | None) -> Exchange:
+        """Send a streaming request; return once the upstream answered 2xx headers."""
+        origin = self.origin_for(url)
+        head = self.head("POST", origin, path, key) + b"Content-Length: %d\r\n" % len(body) + extra_block(extra) + b"\r\n"
+        try:
+            exchange = await self.client.stream(origin, head, body, self.timeout_s)
+        except Timeout:
+            raise UpstreamTimeout(
+                f"provider {self.name} did not answer within {self.timeout_s:g}s", provider=self.name
+            ) from None
+        except (OSError, ProtocolError) as exc:
+            raise self._unreachable(exc) from None
+        if exchange.status >= 400:
             try:
-                body = await resp.read()
-            except (TimeoutError, aiohttp.ClientError):
-                body = b""
-            finally:
-                resp.release()
-            raise upstream_error(self.name, resp.status, body, key, resp.headers.get("retry-after"))
-        return resp
+                data = await _bounded(exchange.read(), self.timeout_s)
+            except (OSError, ProtocolError, TimeoutError):
+                data = b""
+                exchange.abort()
+            raise upstream_error(self.name, exchange.status, data, key, exchange.retry_after)
+        return exchange
+
+    async def events(self, exchange: Exchange) -> AsyncIterator[tuple[bytes, bytes]]:
+        """The stream's server-sent events; transport failures become ``StreamError``."""
+        try:
+            async for event in iter_sse(exchange.chunks(self.idle_s)):
+                yield event
+        except TimeoutError:
+            raise StreamError(f"provider {self.name} sent nothing for {self.idle_s:g}s") from None
+        except (OSError, ProtocolError) as exc:
+            raise StreamError(f"provider {self.name} broke the stream ({_reason(exc)})") from None
+
+    def stream_of(self, iterator: AsyncIterator, exchange: Exchange) -> UpstreamStream:
+        return UpstreamStream(iterator, exchange.abort)
+
+    def _unreachable(self, exc: BaseException) -> UpstreamUnreachable:
+        return UpstreamUnreachable(f"provider {self.name} is unreachable ({_reason(exc)})", provider=self.name)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionLost):
+        return "connection closed"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ProtocolError):
+        return "malformed HTTP response"
+    return type(exc).__name__ + (f": {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else "")
+
+
+async def _bounded(coro, timeout: float):
+    import asyncio
+
+    async with asyncio.timeout(timeout):
+        return await coro
 
 
 def tls_setting(network: NetworkConfig) -> bool | ssl.SSLContext:
-    """aiohttp's ``ssl=`` argument for this provider: verify (default), skip, or extra CA."""
+    """TLS for this provider: verify (default), skip verification, or trust an extra CA."""
     if network.insecure_skip_verify:
         return False
     if network.ca_cert_pem:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import orjson
 
-from .base import Call, ProviderKey, Reply, StreamError, UpstreamStream, iter_sse, network_error
+from ..upstream import Exchange
+from .base import Call, ProviderKey, Reply, UpstreamStream
 from .http import HttpAdapter
 
 
@@ -25,8 +25,9 @@ class OpenAIAdapter(HttpAdapter):
             headers["Authorization"] = f"Bearer {key.value}"
         return headers
 
-    def url(self, op: str, key: ProviderKey, model: str) -> str:
-        return f"{self.base_url}/v1/{op}"
+    def target(self, op: str, key: ProviderKey, model: str) -> tuple[str, str]:
+        """(origin URL, request path) of an operation."""
+        return self.base_url, f"{self.base_path}/v1/{op}"
 
     async def chat(self, call: Call) -> Reply:
         return await self._send("chat/completions", call)
@@ -44,28 +45,22 @@ class OpenAIAdapter(HttpAdapter):
         return await self._stream("completions", call)
 
     async def list_models(self, key: ProviderKey) -> list[str]:
-        reply = await self.get(f"{self.base_url}/v1/models", key.headers, key)
-        data = reply.data.get("data") or []
+        url, path = self.target("models", key, "")
+        data = (await self.get(url, path, key)).data.get("data") or []
         return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     async def _send(self, op: str, call: Call) -> Reply:
-        key = call.key
-        url = self.url(op, key, call.body.get("model", ""))
-        return await self.post(url, orjson.dumps(call.body), self.headers_for(key, call.extra_headers), key)
+        url, path = self.target(op, call.key, call.body.get("model", ""))
+        return await self.post(url, path, orjson.dumps(call.body), call.key, call.extra_headers)
 
     async def _stream(self, op: str, call: Call) -> UpstreamStream:
-        key = call.key
-        url = self.url(op, key, call.body.get("model", ""))
-        resp = await self.open(url, orjson.dumps(call.body), self.headers_for(key, call.extra_headers), key)
-        return UpstreamStream(self._payloads(resp), resp.close)
+        url, path = self.target(op, call.key, call.body.get("model", ""))
+        exchange = await self.open_stream(url, path, orjson.dumps(call.body), call.key, call.extra_headers)
+        return self.stream_of(self._payloads(exchange), exchange)
 
-    async def _payloads(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def _payloads(self, exchange: Exchange) -> AsyncIterator[bytes]:
         """The JSON payload of each SSE event, up to ``[DONE]``."""
-        try:
-            async for _event, data in iter_sse(resp.content):
-                if data == b"[DONE]":
-                    return
-                yield data
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            idle = self.network.stream_idle_timeout_in_seconds
-            raise StreamError(str(network_error(self.name, exc, idle))) from exc
+        async for _event, data in self.events(exchange):
+            if data == b"[DONE]":
+                return
+            yield data

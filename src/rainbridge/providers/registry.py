@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from ..config.families import KNOWN_PROVIDERS, provider_family
 from ..config.schema import Config, ProviderConfig
+from ..upstream import UpstreamClient
 from .anthropic import AnthropicAdapter
 from .azure import AzureAdapter
 from .base import ProviderKey
@@ -19,14 +18,14 @@ ADAPTERS: dict[str, type[HttpAdapter]] = {
 }
 
 
-def build_adapter(name: str, pc: ProviderConfig, session: aiohttp.ClientSession) -> HttpAdapter:
+def build_adapter(name: str, pc: ProviderConfig, client: UpstreamClient) -> HttpAdapter:
     custom = pc.custom_provider_config
     family = provider_family(name, pc.type, custom.base_provider_type if custom else None)
     if family is None:  # config validation rejects this earlier
         raise ValueError(f"provider {name}: unknown type")
     known = KNOWN_PROVIDERS.get(pc.type or name) or KNOWN_PROVIDERS.get(family)
     base_url = pc.network_config.base_url or (known.base_url if known else None) or ""
-    return ADAPTERS[family](name, base_url, session, pc.network_config)
+    return ADAPTERS[family](name, base_url, client, pc.network_config)
 
 
 def build_keys(pc: ProviderConfig, adapter: HttpAdapter, version: int) -> list[ProviderKey]:
@@ -50,7 +49,7 @@ def build_keys(pc: ProviderConfig, adapter: HttpAdapter, version: int) -> list[P
     if not keys:
         keys.append(ProviderKey("keyless", "", None, 1.0))
     for key in keys:
-        key.headers = adapter.key_headers(key)  # type: ignore[attr-defined]
+        key.headers = adapter.key_headers(key)
     return keys
 
 

@@ -146,8 +146,12 @@ def _uvicorn_server_class():
 
 def _run_granian(app, opts: ServeOptions, sock: socket.socket) -> None:
     # Granian binds its own socket; release ours first so it can take the port.
-    from granian.constants import HTTPModes, Interfaces
-    from granian.server.embed import Server
+    try:
+        from granian.constants import HTTPModes, Interfaces
+        from granian.server.embed import Server
+    except ImportError:
+        log.error("--server granian needs granian: pip install 'rainbridge[granian]'")
+        sys.exit(1)
 
     port = sock.getsockname()[1]
     sock.close()
