@@ -1,6 +1,13 @@
+import asyncio
+import os
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
 import pytest
 
 from support import GatewayProcess, MockProcess
+
+PG_DSN = os.environ.get("RAINBRIDGE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +29,37 @@ def start_gateway(tmp_path):
     yield start
     for gw in started:
         gw.stop()
+
+
+# --------------------------------------------------------------------------- databases
+
+
+def _with_db(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def pg_database():
+    """A fresh PostgreSQL database for one test, dropped afterwards; yields its DSN."""
+    name = f"rb_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    yield _with_db(PG_DSN, name)
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_config(request, tmp_path):
+    """A config_store block for each engine: the same behavioural tests run on both."""
+    if request.param == "sqlite":
+        return {"enabled": True, "type": "sqlite", "config": {"path": str(tmp_path / "config.db")}}
+    return {"enabled": True, "type": "postgres", "config": {"dsn": request.getfixturevalue("pg_database")}}

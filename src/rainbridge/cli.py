@@ -26,11 +26,44 @@ def main() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256), help="worker processes sharing the port")
 @click.option("--log-level", default="info", show_default=True, type=LOG_LEVELS)
 @click.option("--server", default="uvicorn", show_default=True, type=click.Choice(SERVERS), help="HTTP server")
-def serve_cmd(config_path: str | None, app_dir: str, host: str, port: int, workers: int, log_level: str, server: str) -> None:
+@click.option("--no-migrate", is_flag=True, help="do not migrate the store; fail if its schema is behind")
+def serve_cmd(config_path: str | None, app_dir: str, host: str, port: int, workers: int, log_level: str, server: str, no_migrate: bool) -> None:
     """Start the gateway."""
     setup_logging(log_level)
-    opts = ServeOptions(config_path, app_dir, host, port, workers, log_level.lower(), server)
+    opts = ServeOptions(config_path, app_dir, host, port, workers, log_level.lower(), server, run_migrations=not no_migrate)
     sys.exit(serve(opts))
+
+
+def _store_options(f):
+    f = click.option("--app-dir", default="./data", show_default=True)(f)
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False), help="config file (default <app-dir>/config.json)")(f)
+
+
+@main.command("migrate")
+@_store_options
+def migrate_cmd(config_path: str | None, app_dir: str) -> None:
+    """Migrate the config and logs stores to this version's schema, then exit."""
+    from .store.admin import run_migrate
+
+    setup_logging("info")
+    sys.exit(run_migrate(ServeOptions(config_path, app_dir)))
+
+
+@main.group("store")
+def store_group() -> None:
+    """Config store tools."""
+
+
+@store_group.command("rotate-key")
+@_store_options
+@click.option("--old", envvar="RAINBRIDGE_OLD_ENCRYPTION_KEY", help="the current key (omit if the store is not encrypted yet)")
+@click.option("--new", envvar="RAINBRIDGE_NEW_ENCRYPTION_KEY", required=True, help="the key to encrypt with from now on")
+def rotate_key_cmd(config_path: str | None, app_dir: str, old: str | None, new: str) -> None:
+    """Re-encrypt every stored secret with a new key, in one transaction."""
+    from .store.admin import run_rotate_key
+
+    setup_logging("info")
+    sys.exit(run_rotate_key(ServeOptions(config_path, app_dir), old, new))
 
 
 @main.command("mock-provider")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config.load import LoadedConfig
 from ..errors import GatewayError
-from ..store import Store, StoreUnavailable, open_store
+from ..store import ConfigStore, StoreUnavailable, encryption_passphrase, open_database
 from ..upstream import UpstreamClient
 from .provider import Provider, build_providers
 from .router import Router
@@ -25,7 +25,7 @@ MODELS_TTL_S = 60.0
 
 
 class Gateway:
-    def __init__(self, loaded: LoadedConfig, app_dir: Path | str):
+    def __init__(self, loaded: LoadedConfig, app_dir: Path | str, run_migrations: bool = True, store_wait_s: float = 60.0):
         self.loaded = loaded
         self.config = loaded.config
         self.app_dir = Path(app_dir)
@@ -35,15 +35,22 @@ class Gateway:
         self.providers: dict[str, Provider] = {}
         self.routes = Routes({})
         self.router = Router()
-        self.store: Store | None = None
+        self.store: ConfigStore | None = None
+        self.run_migrations = run_migrations
+        self.store_wait_s = store_wait_s
         self._models_cache: tuple[float, list[dict]] | None = None
 
     async def start(self) -> None:
-        self.providers = build_providers(self.config, self.client)
+        db = open_database(self.config.config_store, self.app_dir, "config.db")
+        provider_configs = self.config.providers
+        if db is not None:
+            self.store = await ConfigStore.open(
+                db, encryption_passphrase(self.config), self.run_migrations, self.store_wait_s
+            )
+            await self.store.providers.sync_from_file(self.config.providers)
+            provider_configs = await self.store.providers.all()
+        self.providers = build_providers(provider_configs, self.config, self.client)
         self.routes = Routes(self.providers)
-        self.store = open_store(self.config.config_store, self.app_dir)
-        if self.store is not None:
-            await self.store.open()
 
     async def stop(self) -> None:
         await self.client.close()

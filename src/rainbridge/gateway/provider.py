@@ -28,10 +28,10 @@ class Provider:
         return self.adapter.family  # type: ignore[attr-defined]
 
 
-def build_providers(config: Config, client: UpstreamClient) -> dict[str, Provider]:
+def build_providers(configs: dict[str, ProviderConfig], config: Config, client: UpstreamClient) -> dict[str, Provider]:
     providers = {}
     drop = config.client.drop_excess_requests
-    for name, pc in config.providers.items():
+    for name, pc in configs.items():
         adapter = build_adapter(name, pc, client)
         keys = KeyPool(build_keys(pc, adapter, config.version))
         cb = pc.concurrency_and_buffer_size

@@ -113,6 +113,7 @@ class App:
                     await self.gateway.start()
                 except Exception as exc:
                     log.error("startup failed: %s", exc)
+                    await self.gateway.stop()
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 self.started = True

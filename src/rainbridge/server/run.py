@@ -35,6 +35,9 @@ class ServeOptions:
     log_level: str = "info"
     server: str = "uvicorn"
     graceful_timeout: float = 30.0
+    run_migrations: bool = True  # False: --no-migrate (fail if the schema is behind)
+    # How long to retry an unreachable PostgreSQL at start (RAINBRIDGE_STORE_WAIT_SECONDS).
+    store_wait_s: float = float(os.environ.get("RAINBRIDGE_STORE_WAIT_SECONDS", "60"))
 
 
 def setup_logging(level: str) -> None:
@@ -94,7 +97,7 @@ def build_app(opts: ServeOptions, loaded: LoadedConfig):
     from ..gateway.gateway import Gateway
     from .app import create_app
 
-    return create_app(Gateway(loaded, opts.app_dir))
+    return create_app(Gateway(loaded, opts.app_dir, opts.run_migrations, opts.store_wait_s))
 
 
 def run_worker(opts: ServeOptions, loaded: LoadedConfig | None = None, sock: socket.socket | None = None) -> None:
