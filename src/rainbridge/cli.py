@@ -27,10 +27,13 @@ def main() -> None:
 @click.option("--log-level", default="info", show_default=True, type=LOG_LEVELS)
 @click.option("--server", default="uvicorn", show_default=True, type=click.Choice(SERVERS), help="HTTP server")
 @click.option("--no-migrate", is_flag=True, help="do not migrate the store; fail if its schema is behind")
-def serve_cmd(config_path: str | None, app_dir: str, host: str, port: int, workers: int, log_level: str, server: str, no_migrate: bool) -> None:
+@click.option("--allow-unauthenticated-admin", is_flag=True, help="serve /api/ without an admin token (development only)")
+def serve_cmd(config_path: str | None, app_dir: str, host: str, port: int, workers: int, log_level: str, server: str,
+              no_migrate: bool, allow_unauthenticated_admin: bool) -> None:
     """Start the gateway."""
     setup_logging(log_level)
-    opts = ServeOptions(config_path, app_dir, host, port, workers, log_level.lower(), server, run_migrations=not no_migrate)
+    opts = ServeOptions(config_path, app_dir, host, port, workers, log_level.lower(), server,
+                        run_migrations=not no_migrate, allow_unauthenticated_admin=allow_unauthenticated_admin)
     sys.exit(serve(opts))
 
 

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 
+import orjson
+
 from ..config.load import LoadedConfig
 from ..errors import GatewayError
-from ..store import ConfigStore, StoreUnavailable, encryption_passphrase, open_database
+from ..store import ConfigStore, StoreUnavailable, connect, encryption_passphrase, open_database
+from ..store.db import Database
+from ..store.migrate import check, migrate
+from ..store.request_log import LogWriter
 from ..upstream import UpstreamClient
 from .provider import Provider, build_providers
+from .record import LogIds, RequestRecord, log_row
 from .router import Router
 from .routing import Routes
 
@@ -38,6 +46,10 @@ class Gateway:
         self.store: ConfigStore | None = None
         self.run_migrations = run_migrations
         self.store_wait_s = store_wait_s
+        self.node_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.logs_db: Database | None = None
+        self.log_writer: LogWriter | None = None
+        self.log_ids = LogIds()
         self._models_cache: tuple[float, list[dict]] | None = None
 
     async def start(self) -> None:
@@ -51,8 +63,41 @@ class Gateway:
             provider_configs = await self.store.providers.all()
         self.providers = build_providers(provider_configs, self.config, self.client)
         self.routes = Routes(self.providers)
+        if self.config.client.enable_logging:
+            await self._open_logs()
+
+    async def _open_logs(self) -> None:
+        db = open_database(self.config.logs_store, self.app_dir, "logs.db")
+        if db is None:
+            log.warning("client.enable_logging is on but logs_store is disabled: requests are not logged")
+            return
+        await connect(db, self.store_wait_s)
+        if self.run_migrations:
+            await migrate(db, "logs")
+        else:
+            await check(db, "logs")
+        self.logs_db = db
+        self.log_writer = LogWriter(db, retention_days=self.config.client.log_retention_days)
+        self.log_writer.start()
+
+    def finish(self, record: RequestRecord) -> None:
+        """The request is over (response sent): log it."""
+        writer = self.log_writer
+        if writer is None:
+            return
+        if record.usage is None and record.response_body is not None and record.status == 200:
+            try:
+                usage = orjson.loads(record.response_body).get("usage")
+            except (orjson.JSONDecodeError, AttributeError):
+                usage = None
+            record.usage = usage if isinstance(usage, dict) else None
+        writer.record(log_row(record, self.log_ids.next(), self.node_id, None))
 
     async def stop(self) -> None:
+        if self.log_writer is not None:
+            await self.log_writer.stop()
+        if self.logs_db is not None:
+            await self.logs_db.close()
         await self.client.close()
         if self.store is not None:
             await self.store.close()

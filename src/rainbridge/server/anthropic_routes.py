@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..errors import InvalidRequest
+from ..gateway.record import RequestRecord
 from ..gateway.router import Job
 from ..providers.base import StreamError, UpstreamStream
 from ..translate import ChatStreamToMessages, chat_response_to_message
@@ -35,20 +36,27 @@ def validate_messages(req: dict) -> None:
             )
 
 
-async def handle(gateway: Gateway, scope: dict, headers: Headers, receive: Any, send: Any) -> None:
-    req = parse_object(await read_body(receive, gateway.max_body_bytes))
+async def handle(gateway: Gateway, scope: dict, headers: Headers, record: RequestRecord, receive: Any, send: Any) -> None:
+    raw = await read_body(receive, gateway.max_body_bytes)
+    if record.content:
+        record.request_body = raw
+    req = parse_object(raw)
     validate_messages(req)
-    stream = stream_flag(req)
+    stream = record.stream = stream_flag(req)
     model = req.get("model")
     targets = gateway.routes.targets(model, req.pop("fallbacks", None), "anthropic")
     job = Job("messages", req, stream, headers.extra, headers.native)
     result, target = await gateway.router.run(job, targets)
-    native = target.provider.adapter.native_messages  # type: ignore[attr-defined]
+    record.provider = target.provider.name
+    record.model = target.model
+    record.status = 200
+    native = target.provider.adapter.native_messages
     if type(result) is UpstreamStream:
-        frames = _native_frames(result) if native else _translated_frames(result, str(model))
-        await stream_events(receive, send, result, frames, _error_frame)
+        frames = _native_frames(result, record) if native else _translated_frames(result, str(model), record)
+        await stream_events(receive, send, result, frames, _error_frame, record)
         return
     body = result.body if native else orjson.dumps(chat_response_to_message(result.data, str(model)))
+    record.response_body = body
     await send_json(send, 200, body)
 
 
@@ -56,8 +64,14 @@ def _event(name: bytes, data: bytes) -> bytes:
     return b"event: " + name + b"\ndata: " + data + b"\n\n"
 
 
-async def _native_frames(upstream: UpstreamStream) -> AsyncIterator[bytes]:
+async def _native_frames(upstream: UpstreamStream, record: RequestRecord) -> AsyncIterator[bytes]:
+    usage: dict = {}
     async for event, data in upstream:
+        if b'"usage":{' in data:
+            _merge_usage(usage, data)
+            record.usage = usage
+        if record.content:
+            record.keep_content(data)
         if not event:
             try:
                 event = orjson.loads(data).get("type", "").encode()
@@ -66,9 +80,21 @@ async def _native_frames(upstream: UpstreamStream) -> AsyncIterator[bytes]:
         yield _event(event, data)
 
 
-async def _translated_frames(upstream: UpstreamStream, model: str) -> AsyncIterator[bytes]:
+def _merge_usage(usage: dict, data: bytes) -> None:
+    """message_start carries input tokens (in ``message.usage``), message_delta the output."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return
+    found = parsed.get("usage") or (parsed.get("message") or {}).get("usage")
+    if isinstance(found, dict):
+        usage.update({k: v for k, v in found.items() if v is not None})
+
+
+async def _translated_frames(upstream: UpstreamStream, model: str, record: RequestRecord) -> AsyncIterator[bytes]:
     translator = ChatStreamToMessages(model)
     async for payload in upstream:
+        record.see_stream_payload(payload)
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:

@@ -8,6 +8,7 @@ builds one app around one ``Gateway``.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -16,28 +17,34 @@ import orjson
 
 from ..errors import GatewayError, MethodNotAllowed, NotFound
 from ..gateway.gateway import Gateway
+from ..gateway.record import RequestRecord
 from . import anthropic_routes, openai_routes
+from .api import AdminApp
 from .http import ClientDisconnected, Headers, send_error, send_json
 
 log = logging.getLogger("rainbridge.server")
 
-Handler = Callable[[dict, Headers, Any, Any], Awaitable[None]]
+Handler = Callable[[dict, Headers, RequestRecord | None, Any, Any], Awaitable[None]]
 
 
 class App:
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: Gateway, allow_unauthenticated_admin: bool = False):
         self.gateway = gateway
+        token = os.environ.get("RAINBRIDGE_ADMIN_TOKEN") or gateway.config.client.admin_token
+        self.admin = AdminApp(gateway, token, allow_unauthenticated_admin)
         self.started = False
-        self.routes: dict[str, tuple[frozenset[str], Handler]] = {}
+        # path -> (methods, handler, endpoint name of an inference route, for its log entry)
+        self.routes: dict[str, tuple[frozenset[str], Handler, str | None]] = {}
         post = frozenset({"POST"})
         get = frozenset({"GET", "HEAD"})
         for prefix in ("/v1", "/openai/v1", "/openai"):
-            self.routes[f"{prefix}/chat/completions"] = (post, partial(openai_routes.handle, gateway, "chat"))
-            self.routes[f"{prefix}/completions"] = (post, partial(openai_routes.handle, gateway, "completions"))
-            self.routes[f"{prefix}/embeddings"] = (post, partial(openai_routes.handle, gateway, "embeddings"))
-            self.routes[f"{prefix}/models"] = (get, partial(openai_routes.models, gateway))
-        self.routes["/anthropic/v1/messages"] = (post, partial(anthropic_routes.handle, gateway))
-        self.routes["/health"] = (get, self.health)
+            self.routes[f"{prefix}/chat/completions"] = (post, partial(openai_routes.handle, gateway, "chat"), "chat")
+            self.routes[f"{prefix}/completions"] = (post, partial(openai_routes.handle, gateway, "completions"), "completions")
+            self.routes[f"{prefix}/embeddings"] = (post, partial(openai_routes.handle, gateway, "embeddings"), "embeddings")
+            self.routes[f"{prefix}/models"] = (get, partial(openai_routes.models, gateway), None)
+        self.routes["/anthropic/v1/messages"] = (post, partial(anthropic_routes.handle, gateway), "messages")
+        self.routes["/health"] = (get, self.health, None)
+        self.content_logging = not gateway.config.client.disable_content_logging
         origins = gateway.config.client.allowed_origins
         self.cors_any = "*" in origins
         self.cors_origins = frozenset(o.encode() for o in origins)
@@ -54,6 +61,9 @@ class App:
 
     async def http(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope["path"]
+        if path.startswith("/api/"):
+            await self.admin(scope, receive, send)
+            return
         route = self.routes.get(path)
         if route is None and path.endswith("/") and len(path) > 1:
             route = self.routes.get(path.rstrip("/"))
@@ -62,10 +72,11 @@ class App:
         if cors is not None:
             send = _with_headers(send, cors)
         method = scope["method"]
+        record = None
         try:
             if route is None:
                 raise NotFound(f"no route for {method} {path}", code="unknown_route")
-            methods, handler = route
+            methods, handler, endpoint = route
             if method not in methods:
                 if method == "OPTIONS" and cors is not None:
                     await self._preflight(send)
@@ -75,16 +86,28 @@ class App:
                     code="method_not_allowed",
                     headers=[(b"allow", ", ".join(sorted(methods)).encode())],
                 )
+            if endpoint is not None:
+                record = RequestRecord(endpoint, self.content_logging and not headers.no_content_log)
             if method == "POST":
                 headers.check_size(self.gateway.max_body_bytes)
-            await handler(scope, headers, receive, send)
+            await handler(scope, headers, record, receive, send)
         except GatewayError as error:
+            if record is not None:
+                record.status = error.status
+                record.error_type = error.type
             await send_error(send, error)
         except ClientDisconnected:
-            return
+            if record is not None:
+                record.status = 499
+                record.error_type = "client_disconnected"
         except Exception:  # a bug: log it, answer without a traceback
             log.exception("unhandled error on %s %s", method, path)
+            if record is not None:
+                record.status = 500
+                record.error_type = "internal_error"
             await send_error(send, GatewayError("internal error; see the gateway log", code="internal_error"))
+        if record is not None:
+            self.gateway.finish(record)
 
     def _cors_headers(self, origin: bytes) -> list[tuple[bytes, bytes]] | None:
         if self.cors_any or origin in self.cors_origins:
@@ -101,7 +124,7 @@ class App:
         await send({"type": "http.response.start", "status": 204, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
 
-    async def health(self, scope: dict, headers: Headers, receive: Any, send: Any) -> None:
+    async def health(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
         ok, report = await self.gateway.health()
         await send_json(send, 200 if ok else 503, orjson.dumps(report))
 
@@ -133,5 +156,5 @@ def _with_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
     return wrapped
 
 
-def create_app(gateway: Gateway) -> App:
-    return App(gateway)
+def create_app(gateway: Gateway, allow_unauthenticated_admin: bool = False) -> App:
+    return App(gateway, allow_unauthenticated_admin)

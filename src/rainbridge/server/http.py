@@ -47,7 +47,7 @@ def _too_large(limit: int) -> RequestTooLarge:
 class Headers:
     """What the gateway needs from the request headers, found in one pass."""
 
-    __slots__ = ("content_length", "extra", "native", "origin")
+    __slots__ = ("content_length", "extra", "native", "no_content_log", "origin")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]):
         self.content_length = -1
@@ -56,6 +56,7 @@ class Headers:
         self.extra: dict[str, str] | None = None
         # anthropic-version / anthropic-beta: passed to a native Anthropic upstream.
         self.native: dict[str, str] | None = None
+        self.no_content_log = False  # x-bf-disable-content-logging: true
         for name, value in raw:
             if name == b"content-length":
                 if value.isdigit():
@@ -66,6 +67,8 @@ class Headers:
                 if self.extra is None:
                     self.extra = {}
                 self.extra[name[8:].decode("latin-1")] = value.decode("latin-1")
+            elif name == b"x-bf-disable-content-logging":
+                self.no_content_log = value.lower() in (b"true", b"1", b"yes")
             elif name == b"anthropic-version" or name == b"anthropic-beta":
                 if self.native is None:
                     self.native = {}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..errors import InvalidRequest, error_body
+from ..gateway.record import RequestRecord
 from ..gateway.router import Job
 from ..providers.base import Reply, StreamError, UpstreamStream
 from .http import Headers, parse_object, read_body, require, send_json, stream_flag
@@ -47,22 +48,30 @@ def validate_embeddings(req: dict) -> None:
 VALIDATORS = {"chat": validate_chat, "completions": validate_completions, "embeddings": validate_embeddings}
 
 
-async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, receive: Any, send: Any) -> None:
-    req = parse_object(await read_body(receive, gateway.max_body_bytes))
+async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, record: RequestRecord, receive: Any, send: Any) -> None:
+    body = await read_body(receive, gateway.max_body_bytes)
+    if record.content:
+        record.request_body = body
+    req = parse_object(body)
     VALIDATORS[op](req)
-    stream = stream_flag(req) if op != "embeddings" else False
+    stream = record.stream = stream_flag(req) if op != "embeddings" else False
     targets = gateway.routes.targets(req.get("model"), req.pop("fallbacks", None), "openai")
     job = Job(op, req, stream, headers.extra)
-    result, _target = await gateway.router.run(job, targets)
+    result, target = await gateway.router.run(job, targets)
+    record.provider = target.provider.name
+    record.model = target.model
+    record.status = 200
     if type(result) is UpstreamStream:
-        await stream_events(receive, send, result, _frames(result), _error_frame)
+        await stream_events(receive, send, result, _frames(result, record), _error_frame, record)
     else:
         assert isinstance(result, Reply)
+        record.response_body = result.body
         await send_json(send, 200, result.body)
 
 
-async def _frames(upstream: UpstreamStream) -> AsyncIterator[bytes]:
+async def _frames(upstream: UpstreamStream, record: RequestRecord) -> AsyncIterator[bytes]:
     async for payload in upstream:
+        record.see_stream_payload(payload)
         yield b"data: " + payload + b"\n\n"
     yield DONE
 
@@ -71,6 +80,6 @@ def _error_frame(exc: StreamError) -> bytes:
     return b"data: " + error_body(exc.type, exc.message) + b"\n\n"
 
 
-async def models(gateway: Gateway, scope: dict, headers: Headers, receive: Any, send: Any) -> None:
+async def models(gateway: Gateway, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
     data = await gateway.list_models()
     await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))

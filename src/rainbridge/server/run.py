@@ -36,6 +36,7 @@ class ServeOptions:
     server: str = "uvicorn"
     graceful_timeout: float = 30.0
     run_migrations: bool = True  # False: --no-migrate (fail if the schema is behind)
+    allow_unauthenticated_admin: bool = False  # /api/ without an admin token (development only)
     # How long to retry an unreachable PostgreSQL at start (RAINBRIDGE_STORE_WAIT_SECONDS).
     store_wait_s: float = float(os.environ.get("RAINBRIDGE_STORE_WAIT_SECONDS", "60"))
 
@@ -97,7 +98,8 @@ def build_app(opts: ServeOptions, loaded: LoadedConfig):
     from ..gateway.gateway import Gateway
     from .app import create_app
 
-    return create_app(Gateway(loaded, opts.app_dir, opts.run_migrations, opts.store_wait_s))
+    gateway = Gateway(loaded, opts.app_dir, opts.run_migrations, opts.store_wait_s)
+    return create_app(gateway, opts.allow_unauthenticated_admin)
 
 
 def run_worker(opts: ServeOptions, loaded: LoadedConfig | None = None, sock: socket.socket | None = None) -> None:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ..gateway.record import RequestRecord
 from ..providers.base import StreamError, UpstreamStream
 
 log = logging.getLogger("rainbridge.sse")
@@ -38,6 +39,7 @@ async def stream_events(
     upstream: UpstreamStream,
     frames: AsyncIterator[bytes],
     error_frame: Callable[[StreamError], bytes],
+    record: RequestRecord,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> bool:
     """Send ``frames`` as an SSE response. Returns False when the client went away."""
@@ -54,15 +56,18 @@ async def stream_events(
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
         except StreamError as exc:
             log.warning("upstream stream failed: %s", exc.message)
+            record.error_type = exc.type
             await send({"type": "http.response.body", "body": error_frame(exc), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
     except asyncio.CancelledError:
         if state["disconnected"]:
             handler.uncancel()
+            record.error_type = "client_disconnected"
             return False
         raise
     except OSError:  # the server reports a closed client socket this way
+        record.error_type = "client_disconnected"
         return False
     finally:
         watcher.cancel()

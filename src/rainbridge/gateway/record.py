@@ -1,0 +1,116 @@
+"""What one inference request did, gathered along the request path for the log (and,
+with governance, for accounting). A slotted object: cheap enough to make for every request."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+import orjson
+
+CONTENT_CAP = 64 * 1024  # bytes of request/response content kept per log entry
+
+
+class RequestRecord:
+    __slots__ = (
+        "content",
+        "endpoint",
+        "error_type",
+        "model",
+        "provider",
+        "request_body",
+        "response_body",
+        "started",
+        "status",
+        "stream",
+        "stream_parts",
+        "usage",
+        "virtual_key_id",
+        "wall_started",
+    )
+
+    def __init__(self, endpoint: str, content: bool):
+        self.started = time.perf_counter()
+        self.wall_started = time.time()
+        self.endpoint = endpoint
+        self.content = content  # keep request/response content for the log
+        self.stream = False
+        self.provider: str | None = None
+        self.model: str | None = None
+        self.status = 0
+        self.error_type: str | None = None
+        self.usage: dict | None = None
+        self.virtual_key_id: str | None = None
+        self.request_body: bytes | None = None
+        self.response_body: bytes | None = None
+        self.stream_parts: list[bytes] | None = None
+
+    def see_stream_payload(self, payload: bytes) -> None:
+        """Look at one streamed JSON payload: keep usage when it carries some, and content."""
+        if b'"usage":{' in payload:
+            try:
+                usage = orjson.loads(payload).get("usage")
+            except (orjson.JSONDecodeError, AttributeError):
+                usage = None
+            if isinstance(usage, dict):
+                self.usage = usage
+        if self.content:
+            self.keep_content(payload)
+
+    def keep_content(self, payload: bytes) -> None:
+        parts = self.stream_parts
+        if parts is None:
+            parts = self.stream_parts = []
+        if sum(map(len, parts)) < CONTENT_CAP:
+            parts.append(payload)
+
+    def tokens(self) -> tuple[int | None, int | None]:
+        """(prompt, completion) tokens in OpenAI's or Anthropic's usage shape."""
+        usage = self.usage
+        if not usage:
+            return None, None
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+        completion = usage.get("completion_tokens", usage.get("output_tokens"))
+        return (prompt if isinstance(prompt, int) else None, completion if isinstance(completion, int) else None)
+
+
+class LogIds:
+    """Unique, time-ordered-enough ids without uuid4's cost: boot prefix + counter."""
+
+    def __init__(self) -> None:
+        self.prefix = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}-"
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+def log_row(record: RequestRecord, row_id: str, node_id: str, cost: float | None) -> tuple:
+    prompt, completion = record.tokens()
+    request = response = None
+    if record.content:
+        if record.request_body is not None:
+            request = record.request_body[:CONTENT_CAP].decode("utf-8", "replace")
+        if record.response_body is not None:
+            response = record.response_body[:CONTENT_CAP].decode("utf-8", "replace")
+        elif record.stream_parts:
+            response = b"\n".join(record.stream_parts).decode("utf-8", "replace")
+    return (
+        row_id,
+        int(record.wall_started * 1000),
+        node_id,
+        record.virtual_key_id,
+        record.provider,
+        record.model,
+        record.endpoint,
+        record.stream,
+        record.status,
+        (time.perf_counter() - record.started) * 1000.0,
+        prompt,
+        completion,
+        cost,
+        record.error_type,
+        request,
+        response,
+    )
