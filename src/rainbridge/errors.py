@@ -115,3 +115,47 @@ class UpstreamTimeout(UpstreamUnreachable):
 class Unavailable(GatewayError):
     status = 503
     type = "service_unavailable"
+
+
+# --------------------------------------------------------------------------- governance
+# The error ``type`` is the governance decision.
+
+
+class VirtualKeyRequired(GatewayError):
+    status = 401
+    type = "virtual_key_required"
+
+
+class VirtualKeyNotFound(GatewayError):
+    status = 403
+    type = "virtual_key_not_found"
+
+
+class VirtualKeyBlocked(GatewayError):
+    status = 403
+    type = "virtual_key_blocked"
+
+
+class ProviderBlocked(GatewayError):
+    status = 403
+    type = "provider_blocked"
+
+
+class ModelBlocked(GatewayError):
+    status = 403
+    type = "model_blocked"
+
+
+class BudgetExceeded(GatewayError):
+    status = 402
+    type = "budget_exceeded"
+
+
+class RequestLimited(GatewayError):
+    status = 429
+    type = "request_limited"
+
+
+class TokenLimited(GatewayError):
+    status = 429
+    type = "token_limited"

@@ -23,6 +23,9 @@ def semantic_problems(config: Config) -> list[Problem]:
                     Problem(f"$.{section}.config", "postgres needs either dsn or host")
                 )
     _check_cluster(config, out)
+    from ..governance.normalize import normalize  # governance depends on config, not the reverse
+
+    out.extend(normalize(config.governance, set(config.providers), 0).problems)
     return out
 
 

@@ -138,6 +138,84 @@ class StoreConfig(Base):
     config: StoreSettings = msgspec.field(default_factory=StoreSettings)
 
 
+# --------------------------------------------------------------------------- governance
+
+
+class BudgetConfig(Base, kw_only=True):
+    id: str | None = None
+    max_limit: NonNegFloat  # USD per window
+    reset_duration: str  # 1m 1h 1d 1w 1M 1Q 1Y (any N + unit: 30s, 15m, 7d)
+    calendar_aligned: bool = False  # snap windows to UTC calendar boundaries (else count from creation)
+
+
+class RateLimitConfig(Base):
+    id: str | None = None
+    request_max_limit: NonNegInt | None = None  # requests per request_reset_duration
+    request_reset_duration: str | None = None
+    token_max_limit: NonNegInt | None = None  # tokens (prompt + completion) per token_reset_duration
+    token_reset_duration: str | None = None
+
+
+class ProviderGrantConfig(Base, kw_only=True):
+    provider: str
+    weight: NonNegFloat = 1.0  # share when the model names no provider
+    allowed_models: list[str] | None = None  # None or ["*"]: all; [] : none (Bifrost v2)
+    key_ids: list[str] | None = None  # provider key ids or names this VK may use (None: all)
+    budget_id: str | None = None  # accepted; per-provider budgets are not enforced yet
+    rate_limit_id: str | None = None  # accepted; per-provider limits are not enforced yet
+
+
+class OwnerLimits(Base):
+    """Budgets and a rate limit, inline or by reference to governance.budgets / rate_limits."""
+
+    budget_id: str | None = None
+    budget_ids: list[str] = []
+    budget: BudgetConfig | None = None
+    budgets: list[BudgetConfig] = []
+    rate_limit_id: str | None = None
+    rate_limit: RateLimitConfig | None = None
+
+
+class CustomerConfig(OwnerLimits, kw_only=True):
+    id: str | None = None  # default: the name
+    name: str
+
+
+class TeamConfig(OwnerLimits, kw_only=True):
+    id: str | None = None
+    name: str
+    customer_id: str | None = None
+
+
+class VirtualKeyConfig(OwnerLimits, kw_only=True):
+    id: str | None = None
+    name: str
+    value: str | None = None  # the key clients send (required in the file; the API generates one)
+    description: str = ""
+    is_active: bool = True
+    expires_at: str | int | None = None  # RFC 3339 time or epoch milliseconds
+    team_id: str | None = None
+    customer_id: str | None = None
+    provider_configs: list[ProviderGrantConfig] = []
+    allow_all_providers: bool | None = None  # default: true when provider_configs is empty
+
+
+class GovernanceConfig(Base):
+    is_vk_mandatory: bool = False  # every inference request needs a virtual key
+    virtual_keys: list[VirtualKeyConfig] = []
+    teams: list[TeamConfig] = []
+    customers: list[CustomerConfig] = []
+    budgets: list[BudgetConfig] = []
+    rate_limits: list[RateLimitConfig] = []
+    auth_config: Any = None  # accepted (Bifrost's dashboard login)
+    routing_rules: Any = None  # accepted, unused
+
+
+class PriceOverride(Base, kw_only=True):
+    input_cost_per_token: NonNegFloat  # USD
+    output_cost_per_token: NonNegFloat = 0.0
+
+
 # --------------------------------------------------------------------------- cluster
 
 
@@ -191,7 +269,8 @@ class Config(Base):
     providers: dict[str, ProviderConfig] = {}
     config_store: StoreConfig | None = None
     logs_store: StoreConfig | None = None
-    governance: dict[str, Any] | None = None  # virtual keys, teams, customers, budgets
+    governance: GovernanceConfig = msgspec.field(default_factory=GovernanceConfig)
+    pricing_overrides: dict[str, PriceOverride] = {}  # "model" or "provider/model" -> price
     plugins: list[Any] | dict[str, Any] | None = None
     cluster_config: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     # Bifrost sections rainbridge accepts without using:

@@ -1,14 +1,18 @@
-"""Everything one worker owns: config, the pooled upstream session, providers, router, store.
+"""Everything one worker owns: config, upstream client, providers, router, governance, stores.
 
 There is no module-level state: each worker process builds one ``Gateway``; tests build
-their own.
+their own. A background task keeps the worker in step with the config store: it flushes
+usage counters every few seconds and reloads providers and governance when another worker
+(or node) changed them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -16,20 +20,27 @@ from pathlib import Path
 import orjson
 
 from ..config.load import LoadedConfig
+from ..counters.local import LocalCounters
 from ..errors import GatewayError
+from ..governance.engine import Governance, GovernanceState
+from ..governance.normalize import normalize
+from ..governance.pricing import Price, Pricing
 from ..store import ConfigStore, StoreUnavailable, connect, encryption_passphrase, open_database
 from ..store.db import Database
+from ..store.governance_repo import GovernanceRepo, config_version
 from ..store.migrate import check, migrate
 from ..store.request_log import LogWriter
 from ..upstream import UpstreamClient
 from .provider import Provider, build_providers
 from .record import LogIds, RequestRecord, log_row
 from .router import Router
-from .routing import Routes
+from .routing import Routes, Target
 
 log = logging.getLogger("rainbridge.gateway")
 
 MODELS_TTL_S = 60.0
+FLUSH_INTERVAL_S = 2.0  # usage counters -> config store
+POLL_INTERVAL_S = 1.0  # config store changes -> this worker
 
 
 class Gateway:
@@ -44,27 +55,83 @@ class Gateway:
         self.routes = Routes({})
         self.router = Router()
         self.store: ConfigStore | None = None
+        self.governance_repo: GovernanceRepo | None = None
         self.run_migrations = run_migrations
         self.store_wait_s = store_wait_s
-        self.node_id = f"{socket.gethostname()}-{os.getpid()}"
+        # A restarted process is a new node: it never reuses an earlier incarnation's slots.
+        self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.counters = LocalCounters(self.node_id)
+        overrides = {k: Price(v.input_cost_per_token, v.output_cost_per_token) for k, v in self.config.pricing_overrides.items()}
+        mandatory = (
+            self.config.governance.is_vk_mandatory
+            or client.enforce_auth_on_inference
+            or client.enforce_governance_header
+        )
+        self.governance = Governance(self.counters, Pricing(overrides), mandatory)
         self.logs_db: Database | None = None
         self.log_writer: LogWriter | None = None
         self.log_ids = LogIds()
         self._models_cache: tuple[float, list[dict]] | None = None
+        self._version: str | None = None
+        self._maintenance: asyncio.Task | None = None
+
+    @property
+    def wants_usage(self) -> bool:
+        """Whether streams should ask the upstream for usage even when the client did not."""
+        return self.log_writer is not None
+
+    # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        normalized = normalize(self.config.governance, set(self.config.providers), int(time.time() * 1000))
         db = open_database(self.config.config_store, self.app_dir, "config.db")
-        provider_configs = self.config.providers
-        if db is not None:
-            self.store = await ConfigStore.open(
-                db, encryption_passphrase(self.config), self.run_migrations, self.store_wait_s
-            )
+        if db is None:
+            self._install(self.config.providers)
+            self.governance.state = GovernanceState(normalized.customers, normalized.teams, normalized.virtual_keys)
+        else:
+            self.store = await ConfigStore.open(db, encryption_passphrase(self.config), self.run_migrations, self.store_wait_s)
+            self.governance_repo = GovernanceRepo(db)
             await self.store.providers.sync_from_file(self.config.providers)
-            provider_configs = await self.store.providers.all()
-        self.providers = build_providers(provider_configs, self.config, self.client)
-        self.routes = Routes(self.providers)
+            await self.governance_repo.sync_from_file(normalized.customers, normalized.teams, normalized.virtual_keys)
+            await self.reload()
+            loaded = await self.counters.load(db)
+            if loaded:
+                log.info("restored %d usage counter(s) from the store", loaded)
+            self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
         if self.config.client.enable_logging:
             await self._open_logs()
+
+    def _install(self, provider_configs: dict) -> None:
+        self.providers = build_providers(provider_configs, self.config, self.client)
+        self.routes = Routes(self.providers)
+        self._models_cache = None
+
+    async def reload(self) -> None:
+        """Take providers and governance from the config store (after a change anywhere)."""
+        assert self.store is not None and self.governance_repo is not None
+        self._version = await config_version(self.store.db)
+        self._install(await self.store.providers.all())
+        customers, teams, vks = await self.governance_repo.load()
+        self.governance.state = GovernanceState(customers, teams, vks)
+
+    async def _maintain(self) -> None:
+        assert self.store is not None
+        db = self.store.db
+        last_flush = time.monotonic()
+        while True:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            try:
+                if await config_version(db) != self._version:
+                    await self.reload()
+                    log.info("configuration changed in the store: reloaded providers and governance")
+                if time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
+                    await self.counters.flush(db)
+                    last_flush = time.monotonic()
+                    self.counters.prune(int(time.time() * 1000), 400 * 86_400_000)
+            except StoreUnavailable as exc:
+                log.warning("config store unreachable (%s): serving from memory, retrying", exc)
+            except Exception:  # a bug here must not stop the worker's maintenance for good
+                log.exception("maintenance task failed; retrying")
 
     async def _open_logs(self) -> None:
         db = open_database(self.config.logs_store, self.app_dir, "logs.db")
@@ -80,20 +147,16 @@ class Gateway:
         self.log_writer = LogWriter(db, retention_days=self.config.client.log_retention_days)
         self.log_writer.start()
 
-    def finish(self, record: RequestRecord) -> None:
-        """The request is over (response sent): log it."""
-        writer = self.log_writer
-        if writer is None:
-            return
-        if record.usage is None and record.response_body is not None and record.status == 200:
-            try:
-                usage = orjson.loads(record.response_body).get("usage")
-            except (orjson.JSONDecodeError, AttributeError):
-                usage = None
-            record.usage = usage if isinstance(usage, dict) else None
-        writer.record(log_row(record, self.log_ids.next(), self.node_id, None))
-
     async def stop(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        if self.store is not None:
+            try:
+                await self.counters.flush(self.store.db)
+            except StoreUnavailable as exc:
+                log.error("could not flush usage counters at shutdown: %s", exc)
         if self.log_writer is not None:
             await self.log_writer.stop()
         if self.logs_db is not None:
@@ -101,6 +164,48 @@ class Gateway:
         await self.client.close()
         if self.store is not None:
             await self.store.close()
+
+    # -- per request ------------------------------------------------------------------------
+
+    def plan(self, vk_value: str | None, req: dict, body_size: int, default: str, record: RequestRecord) -> tuple[list[Target], dict | None]:
+        """Governance before routing: who is asking, where may it go, may it pass now.
+
+        Returns the targets and the provider keys the virtual key may use (None: any).
+        """
+        gov = self.governance
+        now_ms = int(time.time() * 1000)
+        vk = gov.identify(vk_value, now_ms) if vk_value is not None or gov.mandatory else None
+        targets = gov.targets(vk, req.get("model"), req.pop("fallbacks", None), default, self.routes)
+        if vk is None:
+            return targets, None
+        record.virtual_key_id = vk.id
+        max_tokens = req.get("max_tokens") or req.get("max_completion_tokens")
+        if type(max_tokens) is not int or max_tokens < 0:
+            max_tokens = 0
+        # ~4 bytes of JSON per prompt token: a reservation, corrected when the answer comes.
+        record.admission = gov.admit(vk, targets[0], body_size // 4, max_tokens, now_ms)
+        return targets, gov.allowed_keys(vk)
+
+    def finish(self, record: RequestRecord) -> None:
+        """The request is over (response sent): settle its usage and log it."""
+        admission = record.admission
+        writer = self.log_writer
+        if admission is None and writer is None:
+            return
+        if record.usage is None and record.response_body is not None and record.status == 200:
+            try:
+                usage = orjson.loads(record.response_body).get("usage")
+            except (orjson.JSONDecodeError, AttributeError):
+                usage = None
+            record.usage = usage if isinstance(usage, dict) else None
+        cost = None
+        if admission is not None:
+            prompt, completion = record.tokens()
+            cost = self.governance.settle(admission, record.provider, record.model, prompt or 0, completion or 0)
+        if writer is not None:
+            writer.record(log_row(record, self.log_ids.next(), self.node_id, cost))
+
+    # -- health and models ------------------------------------------------------------------
 
     async def health(self) -> tuple[bool, dict]:
         components: dict[str, dict] = {}
@@ -116,10 +221,7 @@ class Gateway:
             except StoreUnavailable as exc:
                 ok = False
                 components["store"] = {"status": "failing", "type": self.store.kind, "error": str(exc)}
-        components["providers"] = {
-            "status": "ok",
-            "configured": sorted(self.providers),
-        }
+        components["providers"] = {"status": "ok", "configured": sorted(self.providers)}
         return ok, {"status": "ok" if ok else "failing", "components": components}
 
     async def list_models(self) -> list[dict]:

@@ -37,8 +37,12 @@ class KeyPool:
     def serves(self, model: str) -> bool:
         return bool(self.eligible(model)[0])
 
-    def choose(self, model: str, exclude: Collection[ProviderKey] = ()) -> ProviderKey | None:
+    def choose(self, model: str, exclude: Collection[ProviderKey] = (), allowed: Collection[str] | None = None) -> ProviderKey | None:
+        """A key serving ``model``, not in ``exclude``; ``allowed``: key ids or names (a
+        virtual key's ``key_ids``) that may be used, None for any."""
         keys, cumulative = self.eligible(model)
+        if allowed is not None:
+            exclude = [*exclude, *(k for k in keys if k.id not in allowed and k.name not in allowed)]
         if not exclude:
             if len(keys) == 1:
                 return keys[0]

@@ -14,6 +14,7 @@ CONTENT_CAP = 64 * 1024  # bytes of request/response content kept per log entry
 
 class RequestRecord:
     __slots__ = (
+        "admission",
         "content",
         "endpoint",
         "error_type",
@@ -45,6 +46,11 @@ class RequestRecord:
         self.request_body: bytes | None = None
         self.response_body: bytes | None = None
         self.stream_parts: list[bytes] | None = None
+        self.admission = None  # governance.engine.Admission when a virtual key was admitted
+
+    @property
+    def response_headers(self) -> list[tuple[bytes, bytes]] | None:
+        return self.admission.headers if self.admission is not None else None
 
     def see_stream_payload(self, payload: bytes) -> None:
         """Look at one streamed JSON payload: keep usage when it carries some, and content."""

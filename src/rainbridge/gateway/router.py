@@ -20,7 +20,7 @@ from .routing import Target
 class Job:
     """One client request as the router sees it."""
 
-    __slots__ = ("_chat_body", "body", "extra_headers", "op", "raw_headers", "stream")
+    __slots__ = ("_chat_body", "allowed_keys", "body", "extra_headers", "op", "raw_headers", "stream")
 
     def __init__(
         self,
@@ -29,12 +29,14 @@ class Job:
         stream: bool = False,
         extra_headers: dict[str, str] | None = None,
         raw_headers: dict[str, str] | None = None,
+        allowed_keys: dict[str, frozenset[str]] | None = None,
     ):
         self.op = op  # chat | completions | embeddings | messages
         self.body = body
         self.stream = stream
         self.extra_headers = extra_headers
         self.raw_headers = raw_headers
+        self.allowed_keys = allowed_keys  # provider -> key ids/names a virtual key may use
         self._chat_body: dict | None = None
 
     def chat_body(self) -> dict:
@@ -76,10 +78,12 @@ class Router:
     async def _run_target(self, job: Job, target: Target) -> Reply | UpstreamStream:
         provider = target.provider
         model = target.model
-        key = provider.keys.choose(model)
+        allowed = job.allowed_keys.get(provider.name) if job.allowed_keys else None
+        key = provider.keys.choose(model, (), allowed)
         if key is None:
             raise NotFound(
-                f"provider {provider.name} has no key that serves model {model!r}",
+                f"provider {provider.name} has no key that serves model {model!r}"
+                + (" among the keys this virtual key may use" if allowed is not None else ""),
                 param="model",
                 code="model_not_found",
             )
@@ -100,14 +104,14 @@ class Router:
                     raise
                 if action is Action.ROTATE_NOW:
                     dead.append(key)
-                    key = provider.keys.choose(model, dead)
+                    key = provider.keys.choose(model, dead, allowed)
                     if key is None:
                         raise
                     continue
                 if retries >= provider.max_retries:
                     raise
                 if action is Action.ROTATE_BACKOFF:
-                    key = provider.keys.choose(model, [*dead, key]) or key
+                    key = provider.keys.choose(model, [*dead, key], allowed) or key
                 delay = backoff_ms(retries, provider.backoff_initial_ms, provider.backoff_max_ms, self._random())
                 retries += 1
                 await self._sleep(delay / 1000.0)

@@ -64,17 +64,26 @@ class Routes:
         raise NotFound(message, param=param, code="model_not_found")
 
     def targets(self, model: object, fallbacks: object, default: str) -> list[Target]:
-        if not isinstance(model, str):
-            if model is None:
-                raise InvalidRequest("missing required field 'model'", param="model", code="missing_field")
-            raise InvalidRequest("'model' must be a string", param="model", code="invalid_type")
-        targets = [self.resolve(model, default)]
-        if fallbacks is None:
-            return targets
-        if not isinstance(fallbacks, list):
-            raise InvalidRequest("'fallbacks' must be a list of 'provider/model' strings", param="fallbacks", code="invalid_type")
-        for i, fb in enumerate(fallbacks):
-            if not isinstance(fb, str):
-                raise InvalidRequest(f"fallbacks[{i}] must be a string", param=f"fallbacks[{i}]", code="invalid_type")
+        targets = [self.resolve(model_field(model), default)]
+        for i, fb in enumerate(fallback_list(fallbacks)):
             targets.append(self.resolve(fb, default, f"fallbacks[{i}]"))
         return targets
+
+
+def model_field(model: object) -> str:
+    if isinstance(model, str):
+        return model
+    if model is None:
+        raise InvalidRequest("missing required field 'model'", param="model", code="missing_field")
+    raise InvalidRequest("'model' must be a string", param="model", code="invalid_type")
+
+
+def fallback_list(fallbacks: object) -> list[str]:
+    if fallbacks is None:
+        return []
+    if not isinstance(fallbacks, list):
+        raise InvalidRequest("'fallbacks' must be a list of 'provider/model' strings", param="fallbacks", code="invalid_type")
+    for i, fb in enumerate(fallbacks):
+        if not isinstance(fb, str):
+            raise InvalidRequest(f"fallbacks[{i}] must be a string", param=f"fallbacks[{i}]", code="invalid_type")
+    return fallbacks

@@ -18,7 +18,7 @@ from ..errors import InvalidRequest, UpstreamError
 class ProviderKey:
     """One API key of a provider, with the headers it sends prebuilt (never logged)."""
 
-    __slots__ = ("aliases", "azure", "blacklist", "headers", "models", "name", "value", "weight")
+    __slots__ = ("aliases", "azure", "blacklist", "headers", "id", "models", "name", "value", "weight")
 
     def __init__(
         self,
@@ -29,7 +29,9 @@ class ProviderKey:
         aliases: dict[str, str] | None = None,
         blacklist: frozenset[str] = frozenset(),
         azure: object | None = None,
+        key_id: str | None = None,
     ):
+        self.id = key_id or name
         self.name = name
         self.value = value
         self.models = models  # None: every model

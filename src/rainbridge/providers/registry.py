@@ -44,6 +44,7 @@ def build_keys(pc: ProviderConfig, adapter: HttpAdapter, version: int) -> list[P
             aliases=dict(kc.aliases),
             blacklist=frozenset(kc.blacklisted_models),
             azure=kc.azure_key_config,
+            key_id=kc.id,
         )
         keys.append(key)
     if not keys:

@@ -44,8 +44,8 @@ async def handle(gateway: Gateway, scope: dict, headers: Headers, record: Reques
     validate_messages(req)
     stream = record.stream = stream_flag(req)
     model = req.get("model")
-    targets = gateway.routes.targets(model, req.pop("fallbacks", None), "anthropic")
-    job = Job("messages", req, stream, headers.extra, headers.native)
+    targets, allowed_keys = gateway.plan(headers.vk, req, len(raw), "anthropic", record)
+    job = Job("messages", req, stream, headers.extra, headers.native, allowed_keys)
     result, target = await gateway.router.run(job, targets)
     record.provider = target.provider.name
     record.model = target.model
@@ -53,11 +53,11 @@ async def handle(gateway: Gateway, scope: dict, headers: Headers, record: Reques
     native = target.provider.adapter.native_messages
     if type(result) is UpstreamStream:
         frames = _native_frames(result, record) if native else _translated_frames(result, str(model), record)
-        await stream_events(receive, send, result, frames, _error_frame, record)
+        await stream_events(receive, send, result, frames, _error_frame, record, record.response_headers)
         return
     body = result.body if native else orjson.dumps(chat_response_to_message(result.data, str(model)))
     record.response_body = body
-    await send_json(send, 200, body)
+    await send_json(send, 200, body, record.response_headers)
 
 
 def _event(name: bytes, data: bytes) -> bytes:

@@ -47,7 +47,7 @@ def _too_large(limit: int) -> RequestTooLarge:
 class Headers:
     """What the gateway needs from the request headers, found in one pass."""
 
-    __slots__ = ("content_length", "extra", "native", "no_content_log", "origin")
+    __slots__ = ("content_length", "extra", "native", "no_content_log", "origin", "vk")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]):
         self.content_length = -1
@@ -57,6 +57,10 @@ class Headers:
         # anthropic-version / anthropic-beta: passed to a native Anthropic upstream.
         self.native: dict[str, str] | None = None
         self.no_content_log = False  # x-bf-disable-content-logging: true
+        # The virtual key: x-bf-vk, or a key with our (or Bifrost's) prefix in
+        # Authorization: Bearer, x-api-key or api-key (what the OpenAI/Anthropic SDKs send).
+        self.vk: str | None = None
+        explicit = False
         for name, value in raw:
             if name == b"content-length":
                 if value.isdigit():
@@ -67,6 +71,17 @@ class Headers:
                 if self.extra is None:
                     self.extra = {}
                 self.extra[name[8:].decode("latin-1")] = value.decode("latin-1")
+            elif name == b"x-bf-vk":
+                self.vk = value.decode("latin-1")
+                explicit = True
+            elif not explicit and (name == b"authorization" or name == b"x-api-key" or name == b"api-key"):
+                if name == b"authorization":
+                    scheme, _, value = value.partition(b" ")
+                    if scheme.lower() != b"bearer":
+                        continue
+                    value = value.strip()
+                if value.startswith(b"sk-rb-") or value.startswith(b"sk-bf-"):
+                    self.vk = value.decode("latin-1")
             elif name == b"x-bf-disable-content-logging":
                 self.no_content_log = value.lower() in (b"true", b"1", b"yes")
             elif name == b"anthropic-version" or name == b"anthropic-beta":

@@ -55,23 +55,39 @@ async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, recor
     req = parse_object(body)
     VALIDATORS[op](req)
     stream = record.stream = stream_flag(req) if op != "embeddings" else False
-    targets = gateway.routes.targets(req.get("model"), req.pop("fallbacks", None), "openai")
-    job = Job(op, req, stream, headers.extra)
+    targets, allowed_keys = gateway.plan(headers.vk, req, len(body), "openai", record)
+    strip_usage = stream and _ask_for_usage(req, gateway.wants_usage or (record.admission is not None and record.admission.needs_usage))
+    job = Job(op, req, stream, headers.extra, None, allowed_keys)
     result, target = await gateway.router.run(job, targets)
     record.provider = target.provider.name
     record.model = target.model
     record.status = 200
     if type(result) is UpstreamStream:
-        await stream_events(receive, send, result, _frames(result, record), _error_frame, record)
+        frames = _frames(result, record, strip_usage)
+        await stream_events(receive, send, result, frames, _error_frame, record, record.response_headers)
     else:
         assert isinstance(result, Reply)
         record.response_body = result.body
-        await send_json(send, 200, result.body)
+        await send_json(send, 200, result.body, record.response_headers)
 
 
-async def _frames(upstream: UpstreamStream, record: RequestRecord) -> AsyncIterator[bytes]:
+def _ask_for_usage(req: dict, needed: bool) -> bool:
+    """Make the upstream report usage on a stream when we need it; True when the client did
+    not ask for it itself, so the usage chunk must not reach the client."""
+    options = req.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return False
+    if not needed:
+        return False
+    req["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return True
+
+
+async def _frames(upstream: UpstreamStream, record: RequestRecord, strip_usage: bool) -> AsyncIterator[bytes]:
     async for payload in upstream:
         record.see_stream_payload(payload)
+        if strip_usage and b'"choices":[]' in payload and b'"usage":{' in payload:
+            continue  # the usage chunk we asked for; the client did not
         yield b"data: " + payload + b"\n\n"
     yield DONE
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import aiosqlite
 
 from ..config.schema import StoreSettings
-from .base import StoreUnavailable
+from .base import Conflict, StoreUnavailable
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -113,7 +113,10 @@ class _SQLiteTx(Executor):
         self.conn = conn
 
     async def execute(self, sql: str, *args: Any) -> int:
-        cursor = await self.conn.execute(_sqlite_sql(sql), args)
+        try:
+            cursor = await self.conn.execute(_sqlite_sql(sql), args)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
         return cursor.rowcount
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -220,7 +223,12 @@ class _PgTx(Executor):
         self.conn = conn
 
     async def execute(self, sql: str, *args: Any) -> int:
-        status = await self.conn.execute(sql, *args)
+        import asyncpg
+
+        try:
+            status = await self.conn.execute(sql, *args)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise Conflict(f"{type(exc).__name__}: {exc.constraint_name or exc}") from None
         tail = status.rsplit(" ", 1)[-1] if isinstance(status, str) else ""
         return int(tail) if tail.isdigit() else 0
 
@@ -273,7 +281,7 @@ class PostgresDatabase(Database):
         s = self.settings
         try:
             self._pool = await asyncpg.create_pool(
-                min_size=min(1, s.max_open_conns),
+                min_size=min(s.max_idle_conns, s.max_open_conns),
                 max_size=s.max_open_conns,
                 max_inactive_connection_lifetime=60.0,
                 timeout=self.connect_timeout,

@@ -63,11 +63,16 @@ class UpstreamClient:
     def __init__(self, connect_timeout: float = 10.0):
         self.connect_timeout = connect_timeout
         self._origins: list[Origin] = []
+        self._by_key: dict[tuple, Origin] = {}
         self._closed = False
 
     def origin(self, url: str, verify: bool | ssl.SSLContext = True, max_idle: int = 1000) -> Origin:
-        origin = Origin.from_url(url, verify, max_idle)
-        self._origins.append(origin)
+        """The pool for ``url`` (one per URL and TLS setting, shared by rebuilt adapters)."""
+        key = (url, verify if isinstance(verify, bool) else id(verify), max_idle)
+        origin = self._by_key.get(key)
+        if origin is None:
+            origin = self._by_key[key] = Origin.from_url(url, verify, max_idle)
+            self._origins.append(origin)
         return origin
 
     # -- pool -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ CREATE TABLE provider_keys (
 CREATE TABLE customers (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL DEFAULT 'api',
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
@@ -33,6 +34,7 @@ CREATE TABLE teams (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     customer_id TEXT REFERENCES customers(id) ON DELETE RESTRICT,
+    source TEXT NOT NULL DEFAULT 'api',
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
@@ -48,6 +50,7 @@ CREATE TABLE virtual_keys (
     customer_id TEXT REFERENCES customers(id) ON DELETE RESTRICT,
     provider_configs TEXT NOT NULL DEFAULT '[]',
     allow_all_providers BOOLEAN NOT NULL DEFAULT TRUE,
+    source TEXT NOT NULL DEFAULT 'api',
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
@@ -68,7 +71,6 @@ CREATE TABLE rate_limits (
     request_reset_duration TEXT,
     token_max_limit BIGINT,
     token_reset_duration TEXT,
-    calendar_aligned BOOLEAN NOT NULL DEFAULT FALSE,
     PRIMARY KEY (owner_kind, owner_id)
 );
 -- One row per node per counter window; a node's value only grows within a window, so

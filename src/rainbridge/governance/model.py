@@ -1,0 +1,98 @@
+"""Virtual keys, teams, customers, budgets and rate limits as the gateway holds them.
+
+These are the normalized forms: every budget is owned by one VK, team or customer (the
+config file may share one definition by id; each owner still gets its own counter), times
+are epoch milliseconds, and a virtual key's secret is only ever kept as a SHA-256 hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import msgspec
+
+VK_PREFIX = "sk-rb-"
+VK_PREFIXES = ("sk-rb-", "sk-bf-")  # our own, and Bifrost's (so a Bifrost config keeps working)
+
+
+def hash_value(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def new_value() -> str:
+    return VK_PREFIX + secrets.token_urlsafe(32)
+
+
+def hint(value: str) -> str:
+    """What may be shown of a key after creation: its prefix and last four characters."""
+    return f"{value[:10]}…{value[-4:]}" if len(value) > 16 else "…"
+
+
+def new_id(kind: str) -> str:
+    return f"{kind}_{secrets.token_hex(8)}"
+
+
+class Budget(msgspec.Struct, kw_only=True):
+    id: str
+    max_limit: float  # USD per window
+    reset_duration: str
+    calendar_aligned: bool = False
+    created_at: int = 0  # windows of a non-aligned budget count from here
+
+
+class RateLimit(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Rate limit windows are always calendar-aligned (a minute is :00 to :59 on every node)."""
+
+    request_max_limit: int | None = None
+    request_reset_duration: str | None = None
+    token_max_limit: int | None = None
+    token_reset_duration: str | None = None
+
+
+class ProviderGrant(msgspec.Struct, kw_only=True):
+    provider: str
+    weight: float = 1.0
+    allowed_models: list[str] | None = None
+    key_ids: list[str] | None = None
+
+    def allows(self, model: str) -> bool:
+        models = self.allowed_models
+        return models is None or "*" in models or model in models
+
+
+class Owner(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    budgets: list[Budget] = []
+    rate_limit: RateLimit | None = None
+    created_at: int = 0
+    updated_at: int = 0
+
+
+class Customer(Owner, kw_only=True):
+    kind = "customer"
+
+
+class Team(Owner, kw_only=True):
+    kind = "team"
+    customer_id: str | None = None
+
+
+class VirtualKey(Owner, kw_only=True):
+    kind = "vk"
+    value_hash: str
+    value_hint: str = "…"
+    description: str = ""
+    is_active: bool = True
+    expires_at: int | None = None
+    team_id: str | None = None
+    customer_id: str | None = None
+    provider_configs: list[ProviderGrant] = []
+    allow_all_providers: bool = True
+
+    def grant(self, provider: str) -> ProviderGrant | None:
+        for grant in self.provider_configs:
+            if grant.provider == provider:
+                return grant
+        return None

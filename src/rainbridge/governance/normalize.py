@@ -1,0 +1,168 @@
+"""The ``governance`` block of config.json (Bifrost's shape) → normalized model objects.
+
+Budgets and rate limits may be inline (``budget``, ``budgets``, ``rate_limit``) or refer to
+``governance.budgets`` / ``governance.rate_limits`` by id (``budget_id``, ``budget_ids``,
+``rate_limit_id``). Every problem is reported with its JSON path.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+from ..config.schema import BudgetConfig, GovernanceConfig, OwnerLimits, RateLimitConfig
+from ..config.validate import Problem, child
+from ..counters.windows import parse_duration
+from .model import Budget, Customer, ProviderGrant, RateLimit, Team, VirtualKey, hash_value, hint
+
+
+@dataclass
+class Normalized:
+    customers: list[Customer] = field(default_factory=list)
+    teams: list[Team] = field(default_factory=list)
+    virtual_keys: list[VirtualKey] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def check_duration(value: str | None, path: str, out: list[Problem]) -> None:
+    if value is None:
+        return
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        out.append(Problem(path, str(exc)))
+
+
+def budget_from(config: BudgetConfig, budget_id: str, path: str, out: list[Problem], created_at: int) -> Budget:
+    check_duration(config.reset_duration, f"{path}.reset_duration", out)
+    return Budget(
+        id=budget_id, max_limit=config.max_limit, reset_duration=config.reset_duration,
+        calendar_aligned=config.calendar_aligned, created_at=created_at,
+    )
+
+
+def rate_limit_from(config: RateLimitConfig, path: str, out: list[Problem]) -> RateLimit:
+    for kind in ("request", "token"):
+        limit = getattr(config, f"{kind}_max_limit")
+        duration = getattr(config, f"{kind}_reset_duration")
+        check_duration(duration, f"{path}.{kind}_reset_duration", out)
+        if limit is not None and duration is None:
+            out.append(Problem(f"{path}.{kind}_reset_duration", f"required with {kind}_max_limit"))
+    return RateLimit(
+        request_max_limit=config.request_max_limit, request_reset_duration=config.request_reset_duration,
+        token_max_limit=config.token_max_limit, token_reset_duration=config.token_reset_duration,
+    )
+
+
+def parse_time(value: str | int | None, path: str, out: list[Problem]) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        out.append(Problem(path, f"not an RFC 3339 time: {value!r}"))
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def _limits(owner: OwnerLimits, owner_id: str, path: str, gov: GovernanceConfig, created_at: int, out: list[Problem]) -> tuple[list[Budget], RateLimit | None]:
+    shared_budgets = {b.id: b for b in gov.budgets if b.id}
+    shared_limits = {r.id: r for r in gov.rate_limits if r.id}
+    budgets = []
+    refs = ([owner.budget_id] if owner.budget_id else []) + list(owner.budget_ids)
+    for i, ref in enumerate(refs):
+        where = f"{path}.budget_id" if owner.budget_id and i == 0 else child(f"{path}.budget_ids", i - (1 if owner.budget_id else 0))
+        if ref not in shared_budgets:
+            out.append(Problem(where, f"no budget with id {ref!r} in governance.budgets"))
+            continue
+        budgets.append(budget_from(shared_budgets[ref], f"{owner_id}:{ref}", where, out, created_at))
+    inline = ([owner.budget] if owner.budget else []) + list(owner.budgets)
+    for i, config in enumerate(inline):
+        where = f"{path}.budget" if owner.budget and i == 0 else child(f"{path}.budgets", i - (1 if owner.budget else 0))
+        budgets.append(budget_from(config, f"{owner_id}:{config.id or f'b{i}'}", where, out, created_at))
+    rate_limit = None
+    if owner.rate_limit_id:
+        shared = shared_limits.get(owner.rate_limit_id)
+        if shared is None:
+            out.append(Problem(f"{path}.rate_limit_id", f"no rate limit with id {owner.rate_limit_id!r} in governance.rate_limits"))
+        else:
+            rate_limit = rate_limit_from(shared, f"{path}.rate_limit_id", out)
+    if owner.rate_limit is not None:
+        rate_limit = rate_limit_from(owner.rate_limit, f"{path}.rate_limit", out)
+    return budgets, rate_limit
+
+
+def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int) -> Normalized:
+    n = Normalized()
+    out = n.problems
+    for i, b in enumerate(gov.budgets):
+        check_duration(b.reset_duration, f"$.governance.budgets[{i}].reset_duration", out)
+        if not b.id:
+            out.append(Problem(f"$.governance.budgets[{i}].id", "required: owners refer to shared budgets by id"))
+    for i, r in enumerate(gov.rate_limits):
+        rate_limit_from(r, f"$.governance.rate_limits[{i}]", out)
+        if not r.id:
+            out.append(Problem(f"$.governance.rate_limits[{i}].id", "required: owners refer to shared rate limits by id"))
+
+    names: dict[str, set[str]] = {"customers": set(), "teams": set(), "virtual_keys": set()}
+    ids: dict[str, set[str]] = {"customers": set(), "teams": set(), "virtual_keys": set()}
+
+    def unique(section: str, path: str, owner_id: str, name: str) -> None:
+        if name in names[section]:
+            out.append(Problem(f"{path}.name", f"duplicate name {name!r}"))
+        if owner_id in ids[section]:
+            out.append(Problem(f"{path}.id", f"duplicate id {owner_id!r}"))
+        names[section].add(name)
+        ids[section].add(owner_id)
+
+    for i, c in enumerate(gov.customers):
+        path = f"$.governance.customers[{i}]"
+        cid = c.id or c.name
+        unique("customers", path, cid, c.name)
+        budgets, rate_limit = _limits(c, cid, path, gov, created_at, out)
+        n.customers.append(Customer(id=cid, name=c.name, budgets=budgets, rate_limit=rate_limit, created_at=created_at, updated_at=created_at))
+    for i, t in enumerate(gov.teams):
+        path = f"$.governance.teams[{i}]"
+        tid = t.id or t.name
+        unique("teams", path, tid, t.name)
+        if t.customer_id and t.customer_id not in ids["customers"]:
+            out.append(Problem(f"{path}.customer_id", f"no customer with id {t.customer_id!r}"))
+        budgets, rate_limit = _limits(t, tid, path, gov, created_at, out)
+        n.teams.append(Team(id=tid, name=t.name, customer_id=t.customer_id, budgets=budgets, rate_limit=rate_limit, created_at=created_at, updated_at=created_at))
+    hashes: set[str] = set()
+    for i, v in enumerate(gov.virtual_keys):
+        path = f"$.governance.virtual_keys[{i}]"
+        vid = v.id or v.name
+        unique("virtual_keys", path, vid, v.name)
+        value_hash = hash_value(v.value) if v.value else ""
+        if not v.value:
+            out.append(Problem(f"{path}.value", "required in the config file (the key clients send); the management API generates values"))
+        elif value_hash in hashes:
+            out.append(Problem(f"{path}.value", "the same key value is used twice"))
+        hashes.add(value_hash)
+        if v.team_id and v.customer_id:
+            out.append(Problem(path, "a virtual key belongs to a team or a customer, not both"))
+        if v.team_id and v.team_id not in ids["teams"]:
+            out.append(Problem(f"{path}.team_id", f"no team with id {v.team_id!r}"))
+        if v.customer_id and v.customer_id not in ids["customers"]:
+            out.append(Problem(f"{path}.customer_id", f"no customer with id {v.customer_id!r}"))
+        grants = []
+        for j, g in enumerate(v.provider_configs):
+            if g.provider not in provider_names:
+                out.append(Problem(f"{path}.provider_configs[{j}].provider", f"no provider {g.provider!r} in this file (fine if it exists in the config store)", "warning"))
+            if g.budget_id or g.rate_limit_id:
+                out.append(Problem(f"{path}.provider_configs[{j}]", "per-provider budgets and rate limits are not enforced yet (ignored)", "warning"))
+            grants.append(ProviderGrant(provider=g.provider, weight=g.weight, allowed_models=g.allowed_models, key_ids=g.key_ids))
+        budgets, rate_limit = _limits(v, vid, path, gov, created_at, out)
+        allow_all = v.allow_all_providers if v.allow_all_providers is not None else not grants
+        n.virtual_keys.append(VirtualKey(
+            id=vid, name=v.name, value_hash=value_hash, value_hint=hint(v.value or ""), description=v.description,
+            is_active=v.is_active, expires_at=parse_time(v.expires_at, f"{path}.expires_at", out),
+            team_id=v.team_id, customer_id=v.customer_id, provider_configs=grants, allow_all_providers=allow_all,
+            budgets=budgets, rate_limit=rate_limit, created_at=created_at, updated_at=created_at,
+        ))
+    return n
