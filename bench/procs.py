@@ -86,13 +86,13 @@ class Procs:
         _wait(proc, lambda: _accepts(host, port))
         return proc
 
-    def start_gateway(self, upstream: str, server: str, host: str = "127.0.0.1") -> Proc:
+    def start_gateway(self, upstream: str, server: str, host: str = "127.0.0.1", config_json: str | None = None, name: str | None = None) -> Proc:
         # The port is chosen here: at --log-level warning the gateway logs no "listening on".
-        name = f"gateway-{server}"
+        name = name or f"gateway-{server}"
         app_dir = self.workdir / name
         app_dir.mkdir(exist_ok=True)
         config = app_dir / "config.json"
-        config.write_text(gateway_config(upstream))
+        config.write_text(config_json or gateway_config(upstream))
         port = free_port(host)
         argv = [
             PYTHON,

@@ -19,7 +19,7 @@ CHAT_BODY = {
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench"
+wrk.headers["Authorization"] = "Bearer %(key)s"
 wrk.body = '%(body)s'
 
 done = function(summary, latency, requests)
@@ -37,9 +37,9 @@ class WrkError(RuntimeError):
     pass
 
 
-def write_script(directory: Path) -> Path:
-    path = directory / "chat.lua"
-    path.write_text(LUA % {"body": json.dumps(CHAT_BODY)})
+def write_script(directory: Path, key: str = "sk-bench", name: str = "chat.lua") -> Path:
+    path = directory / name
+    path.write_text(LUA % {"body": json.dumps(CHAT_BODY), "key": key})
     return path
 
 

@@ -17,8 +17,6 @@ import socket
 import time
 from pathlib import Path
 
-import orjson
-
 from ..config.load import LoadedConfig
 from ..counters.local import LocalCounters
 from ..errors import GatewayError
@@ -32,7 +30,7 @@ from ..store.migrate import check, migrate
 from ..store.request_log import LogWriter
 from ..upstream import UpstreamClient
 from .provider import Provider, build_providers
-from .record import LogIds, RequestRecord, log_row
+from .record import LogIds, RequestRecord, extract_usage, log_row
 from .router import Router
 from .routing import Routes, Target
 
@@ -193,11 +191,7 @@ class Gateway:
         if admission is None and writer is None:
             return
         if record.usage is None and record.response_body is not None and record.status == 200:
-            try:
-                usage = orjson.loads(record.response_body).get("usage")
-            except (orjson.JSONDecodeError, AttributeError):
-                usage = None
-            record.usage = usage if isinstance(usage, dict) else None
+            record.usage = extract_usage(record.response_body)
         cost = None
         if admission is not None:
             prompt, completion = record.tokens()

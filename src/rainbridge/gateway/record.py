@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 
 import orjson
@@ -120,3 +121,16 @@ def log_row(record: RequestRecord, row_id: str, node_id: str, cost: float | None
         request,
         response,
     )
+
+
+_TOKENS = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_tokens)":\s*(\d+)')
+
+
+def extract_usage(body: bytes) -> dict | None:
+    """The token counts of a JSON answer's ``usage`` without parsing the whole answer (usage
+    comes last in OpenAI's and Anthropic's answers, so the search from the end is short)."""
+    start = body.rfind(b'"usage":')
+    if start < 0:
+        return None
+    found = {name.decode(): int(value) for name, value in _TOKENS.findall(body, start)}
+    return found or None

@@ -13,7 +13,8 @@ import math
 import random
 from collections.abc import Iterable
 
-from ..counters.base import Counters, Key, Need, Reservation
+from ..counters.base import Key, Reservation
+from ..counters.local import LocalCounters
 from ..counters.windows import Window, human_reset, window_for
 from ..errors import (
     BudgetExceeded,
@@ -27,10 +28,71 @@ from ..errors import (
     VirtualKeyRequired,
 )
 from ..gateway.routing import Routes, Target, fallback_list, model_field
-from .model import Budget, Customer, Owner, Team, VirtualKey, hash_value
+from .model import Customer, Owner, Team, VirtualKey, hash_value
 from .pricing import Pricing
 
 LABELS = {"vk": "virtual key", "team": "team", "customer": "customer"}
+
+
+class Check:
+    """One limit a key's requests count against: compiled once per key, with its open window."""
+
+    __slots__ = ("aligned", "anchor", "duration", "key", "level", "limit", "metric", "owner", "owner_id", "scope", "slot", "source", "strict", "window")
+
+    def __init__(self, level: str, owner: Owner, source: object, metric: str, scope: str, owner_id: str,
+                 duration: str, aligned: bool, anchor: int, limit: float, strict: bool):
+        self.level = level  # vk | team | customer
+        self.owner = owner
+        self.source = source  # the RateLimit or Budget it comes from
+        self.metric = metric  # requests | tokens | spend
+        self.scope = scope
+        self.owner_id = owner_id
+        self.duration = duration
+        self.aligned = aligned
+        self.anchor = anchor
+        self.limit = limit
+        self.strict = strict
+        self.window: Window | None = None
+        self.key: Key | None = None  # the counter of the open window, and its slot
+        self.slot = None
+
+    def current(self, now_ms: int) -> Window:
+        w = self.window
+        if w is None or not (w.start_ms <= now_ms < w.end_ms):
+            w = self.window = window_for(self.duration, now_ms, self.aligned, self.anchor)
+            self.key = None
+        return w
+
+
+class Plan:
+    """A key's checks in the shape admission wants: static lists, plus the counters of the
+    current windows, recomputed only when one of those windows ends."""
+
+    __slots__ = ("checks", "keys", "limits", "metrics", "rate_checks", "slots", "strict", "valid_from", "valid_until")
+
+    def __init__(self, checks: list[Check]):
+        self.checks = checks
+        self.metrics = [c.metric for c in checks]
+        self.limits = [c.limit for c in checks]
+        self.strict = [c.strict for c in checks]
+        self.rate_checks = [(i, c) for i, c in enumerate(checks) if c.metric != "spend"]
+        self.keys: list[Key] = []
+        self.slots: list = []
+        self.valid_from = 0
+        self.valid_until = 0
+
+    def refresh(self, now_ms: int, counters: LocalCounters) -> None:
+        keys, slots = [], []
+        valid_from, valid_until = 0, 2**62
+        for c in self.checks:
+            w = c.current(now_ms)
+            key = (c.scope, c.owner_id, c.metric, w.start_ms)
+            keys.append(key)
+            slots.append(counters.slot(key))
+            valid_from = max(valid_from, w.start_ms)
+            valid_until = min(valid_until, w.end_ms)
+        self.keys, self.slots = keys, slots
+        self.valid_from, self.valid_until = valid_from, valid_until
 
 
 class GovernanceState:
@@ -41,6 +103,25 @@ class GovernanceState:
         self.teams = {t.id: t for t in teams}
         self.vks = {v.id: v for v in vks}
         self.by_hash = {v.value_hash: v for v in self.vks.values()}
+        self.by_value: dict[str, VirtualKey] = {}
+        self._plans: dict[str, Plan] = {}
+
+    def plan(self, vk: VirtualKey) -> Plan:
+        """Every limit of the key, its team and its customer, compiled once."""
+        hit = self._plans.get(vk.id)
+        if hit is None:
+            checks = []
+            for level, owner in self.levels(vk):
+                rl = owner.rate_limit
+                if rl is not None:
+                    if rl.request_max_limit is not None and rl.request_reset_duration:
+                        checks.append(Check(level, owner, rl, "requests", level, owner.id, rl.request_reset_duration, True, 0, rl.request_max_limit, True))
+                    if rl.token_max_limit is not None and rl.token_reset_duration:
+                        checks.append(Check(level, owner, rl, "tokens", level, owner.id, rl.token_reset_duration, True, 0, rl.token_max_limit, True))
+                for b in owner.budgets:
+                    checks.append(Check(level, owner, b, "spend", "budget", b.id, b.reset_duration, b.calendar_aligned, b.created_at, b.max_limit, False))
+            hit = self._plans[vk.id] = Plan(checks)
+        return hit
 
     def levels(self, vk: VirtualKey) -> list[tuple[str, Owner]]:
         """The key, then its team, then the team's (or the key's) customer."""
@@ -87,12 +168,12 @@ class WindowCache:
 
 
 class Governance:
-    def __init__(self, counters: Counters, pricing: Pricing, mandatory: bool, rng: random.Random | None = None):
+    def __init__(self, counters: LocalCounters, pricing: Pricing, mandatory: bool, rng: random.Random | None = None):
         self.counters = counters
         self.pricing = pricing
         self.mandatory = mandatory
         self.state = GovernanceState()
-        self.windows = WindowCache()
+        self.windows = WindowCache()  # for usage reports; admission keeps windows on its checks
         self._random = (rng or random.Random()).random
 
     # -- who ---------------------------------------------------------------------------------
@@ -105,7 +186,12 @@ class Governance:
                     code="virtual_key_required",
                 )
             return None
-        vk = self.state.by_hash.get(hash_value(value))
+        state = self.state
+        vk = state.by_value.get(value)
+        if vk is None:
+            vk = state.by_hash.get(hash_value(value))
+            if vk is not None and len(state.by_value) < 10_000:
+                state.by_value[value] = vk  # skips the hash next time (memory only, never stored)
         if vk is None:
             raise VirtualKeyNotFound("virtual key not found", code="virtual_key_not_found")
         if not vk.is_active:
@@ -162,73 +248,61 @@ class Governance:
     # -- may it pass -------------------------------------------------------------------------
 
     def admit(self, vk: VirtualKey, target: Target, prompt_tokens: int, max_tokens: int, now_ms: int) -> Admission:
-        estimate = prompt_tokens + max_tokens
-        price = self.pricing.price(target.provider.name, target.model)
-        cost = (prompt_tokens * price.input_per_token + max_tokens * price.output_per_token) if price else 0.0
-        needs: list[Need] = []
-        kinds: list[str] = []
-        meta: list[tuple[str, Owner, object, Window]] = []
-        windows = self.windows
-        for kind, owner in self.state.levels(vk):
-            rl = owner.rate_limit
-            if rl is not None:
-                if rl.request_max_limit is not None and rl.request_reset_duration:
-                    w = windows.get(rl.request_reset_duration, True, 0, now_ms)
-                    needs.append(Need(Key(kind, owner.id, "requests", w.start_ms), 1, rl.request_max_limit))
-                    kinds.append("requests")
-                    meta.append((kind, owner, rl, w))
-                if rl.token_max_limit is not None and rl.token_reset_duration:
-                    w = windows.get(rl.token_reset_duration, True, 0, now_ms)
-                    needs.append(Need(Key(kind, owner.id, "tokens", w.start_ms), estimate, rl.token_max_limit))
-                    kinds.append("tokens")
-                    meta.append((kind, owner, rl, w))
-            for budget in owner.budgets:
-                w = windows.get(budget.reset_duration, budget.calendar_aligned, budget.created_at, now_ms)
-                needs.append(Need(Key("budget", budget.id, "spend", w.start_ms), cost, budget.max_limit, strict=False))
-                kinds.append("spend")
-                meta.append((kind, owner, budget, w))
-        result = self.counters.reserve(needs)
+        plan = self.state.plan(vk)
+        if not (plan.valid_from <= now_ms < plan.valid_until):
+            plan.refresh(now_ms, self.counters)
+        estimate = float(prompt_tokens + max_tokens)
+        cost = 0.0
+        if "spend" in plan.metrics:
+            price = self.pricing.price(target.provider.name, target.model)
+            if price is not None:
+                cost = prompt_tokens * price.input_per_token + max_tokens * price.output_per_token
+        amounts = [1.0 if m == "requests" else estimate if m == "tokens" else cost for m in plan.metrics]
+        totals: list[float] = []
+        result = self.counters.reserve_slots(plan.keys, plan.slots, amounts, plan.limits, plan.strict, totals)
         if isinstance(result, int):
-            raise self._denied(needs[result], kinds[result], meta[result], now_ms)
-        return Admission(vk, result, kinds, self._headers(needs, kinds, meta, now_ms))
+            raise self._denied(plan.checks[result], plan.keys[result], amounts[result], now_ms)
+        return Admission(vk, result, plan.metrics, self._headers(plan, totals, now_ms) if plan.rate_checks else [])
 
-    def _denied(self, need: Need, kind: str, meta: tuple, now_ms: int) -> GatewayError:
-        level, owner, limit, w = meta
-        who = f"{LABELS[level]} '{owner.name}'"
+    def _denied(self, check: Check, key: Key, amount: float, now_ms: int) -> GatewayError:
+        who = f"{LABELS[check.level]} '{check.owner.name}'"
+        w = check.current(now_ms)
         reset_ms = w.end_ms - now_ms
         retry = [(b"retry-after", str(max(1, math.ceil(reset_ms / 1000))).encode())]
-        used = self.counters.value(need.key) + self.counters.reserved(need.key)
-        if kind == "spend":
-            assert isinstance(limit, Budget)
+        used = self.counters.value(key) + self.counters.reserved(key)
+        if check.metric == "spend":
             return BudgetExceeded(
-                f"budget of ${limit.max_limit:g} per {limit.reset_duration} exhausted for {who} "
+                f"budget of ${check.limit:g} per {check.duration} exhausted for {who} "
                 f"(spent ${used:.6g}); it resets at {_iso(w.end_ms)}",
                 code="budget_exceeded",
             )
-        if kind == "requests":
+        if check.metric == "requests":
             return RequestLimited(
-                f"request limit of {need.limit:g} per {limit.request_reset_duration} reached for {who}; "
+                f"request limit of {check.limit:g} per {check.duration} reached for {who}; "
                 f"it resets in {human_reset(reset_ms)}",
-                code="request_limited", headers=retry + _limit_headers(b"requests", need.limit, need.limit - used, reset_ms),
+                code="request_limited", headers=retry + _limit_headers(b"requests", check.limit, check.limit - used, reset_ms),
             )
         return TokenLimited(
-            f"token limit of {need.limit:g} per {limit.token_reset_duration} reached for {who} "
-            f"({used:g} used or reserved, this request may use up to {need.amount:g}); it resets in {human_reset(reset_ms)}",
-            code="token_limited", headers=retry + _limit_headers(b"tokens", need.limit, need.limit - used, reset_ms),
+            f"token limit of {check.limit:g} per {check.duration} reached for {who} "
+            f"({used:g} used or reserved, this request may use up to {amount:g}); it resets in {human_reset(reset_ms)}",
+            code="token_limited", headers=retry + _limit_headers(b"tokens", check.limit, check.limit - used, reset_ms),
         )
 
-    def _headers(self, needs: list[Need], kinds: list[str], meta: list[tuple], now_ms: int) -> list[tuple[bytes, bytes]]:
+    def _headers(self, plan: Plan, totals: list[float], now_ms: int) -> list[tuple[bytes, bytes]]:
+        """x-ratelimit-* of the tightest request limit and the tightest token limit."""
+        req = tok = None
+        for i, c in plan.rate_checks:
+            left = c.limit - totals[i]
+            if c.metric == "requests":
+                if req is None or left < req[1]:
+                    req = (c, left)
+            elif tok is None or left < tok[1]:
+                tok = (c, left)
         out: list[tuple[bytes, bytes]] = []
-        for metric in ("requests", "tokens"):
-            tightest = None
-            for need, kind, m in zip(needs, kinds, meta, strict=True):
-                if kind != metric:
-                    continue
-                left = need.limit - self.counters.value(need.key) - self.counters.reserved(need.key)
-                if tightest is None or left < tightest[1]:
-                    tightest = (need.limit, left, m[3].end_ms - now_ms)
-            if tightest is not None:
-                out += _limit_headers(metric.encode(), *tightest)
+        if req is not None:
+            out += _limit_headers(b"requests", req[0].limit, req[1], req[0].window.end_ms - now_ms)
+        if tok is not None:
+            out += _limit_headers(b"tokens", tok[0].limit, tok[1], tok[0].window.end_ms - now_ms)
         return out
 
     # -- what it used ------------------------------------------------------------------------
@@ -248,7 +322,7 @@ class Governance:
         entry: dict = {"level": LABELS[kind], "id": owner.id, "name": owner.name, "budgets": [], "rate_limit": None}
         for b in owner.budgets:
             w = self.windows.get(b.reset_duration, b.calendar_aligned, b.created_at, now_ms)
-            key = Key("budget", b.id, "spend", w.start_ms)
+            key = ("budget", b.id, "spend", w.start_ms)
             entry["budgets"].append({
                 "id": b.id, "max_limit": b.max_limit, "reset_duration": b.reset_duration,
                 "calendar_aligned": b.calendar_aligned, "current_usage": self.counters.value(key),
@@ -262,18 +336,36 @@ class Governance:
                 if limit is None or not duration:
                     continue
                 w = self.windows.get(duration, True, 0, now_ms)
-                key = Key(kind, owner.id, metric + "s", w.start_ms)
+                key = (kind, owner.id, metric + "s", w.start_ms)
                 rate[metric] = {"max_limit": limit, "reset_duration": duration, "current_usage": self.counters.value(key),
                                 "reserved": self.counters.reserved(key), "last_reset": _iso(w.start_ms), "resets_at": _iso(w.end_ms)}
             entry["rate_limit"] = rate
         return entry
 
 
+_HEADER_NAMES = {
+    m: (b"x-ratelimit-limit-" + m, b"x-ratelimit-remaining-" + m, b"x-ratelimit-reset-" + m) for m in (b"requests", b"tokens")
+}
+_RESET_TEXT: dict[int, bytes] = {}
+
+
+def _reset_text(reset_ms: int) -> bytes:
+    """``human_reset`` at a tenth of a second, memoized (it is on every governed response)."""
+    tenths = reset_ms // 100
+    text = _RESET_TEXT.get(tenths)
+    if text is None:
+        if len(_RESET_TEXT) > 100_000:
+            _RESET_TEXT.clear()
+        text = _RESET_TEXT[tenths] = human_reset(tenths * 100).encode()
+    return text
+
+
 def _limit_headers(metric: bytes, limit: float, remaining: float, reset_ms: int) -> list[tuple[bytes, bytes]]:
+    names = _HEADER_NAMES[metric]
     return [
-        (b"x-ratelimit-limit-" + metric, b"%d" % int(limit)),
-        (b"x-ratelimit-remaining-" + metric, b"%d" % max(0, int(remaining))),
-        (b"x-ratelimit-reset-" + metric, human_reset(reset_ms).encode()),
+        (names[0], b"%d" % limit),
+        (names[1], b"%d" % (remaining if remaining > 0 else 0)),
+        (names[2], _reset_text(reset_ms)),
     ]
 
 

@@ -1,0 +1,108 @@
+"""What the features cost: the same gateway with governance off/on and request logging off/on.
+
+    .venv/bin/python bench/features.py [--runs 5] [--duration 5] [--out bench/results/features.json]
+
+Governance on: every request carries a virtual key with a budget and both rate limits, all far
+from exhausted, under a team with its own budget (the full admission and settlement path).
+Logging on: every request is written to the SQLite logs store (content included). wrk at 32
+connections, the variants interleaved run by run; medians of req/s and gateway CPU per 1,000
+requests. Targets: governance costs < 10 % of throughput; logging does not slow requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import procs
+import wrkload
+
+BENCH = Path(__file__).resolve().parent
+VK = "sk-rb-bench-" + "0" * 24
+
+
+def config(upstream: str, governance: bool, logging: bool, app_dir: Path) -> str:
+    cfg: dict = {"providers": {"openai": {"keys": [{"name": "bench", "value": "sk-bench", "models": ["*"]}], "network_config": {"base_url": upstream}}}}
+    if governance:
+        cfg["governance"] = {
+            "teams": [{"name": "bench-team", "budget": {"max_limit": 1e9, "reset_duration": "1M"}}],
+            "virtual_keys": [{
+                "name": "bench", "value": VK, "team_id": "bench-team",
+                "budget": {"max_limit": 1e9, "reset_duration": "1d"},
+                "rate_limit": {"request_max_limit": 10**9, "request_reset_duration": "1m", "token_max_limit": 10**12, "token_reset_duration": "1h"},
+            }],
+        }
+    if logging:
+        cfg["client"] = {"enable_logging": True}
+        cfg["logs_store"] = {"enabled": True, "type": "sqlite", "config": {"path": str(app_dir / "logs.db")}}
+    return json.dumps(cfg)
+
+
+VARIANTS = {"plain": (False, False), "governance": (True, False), "logging": (False, True), "both": (True, True)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=BENCH / "results" / "features.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rainbridge-features-") as tmp, procs.Procs(Path(tmp)) as ps:
+        work = Path(tmp)
+        mock = ps.start_mock()
+        gateways = {}
+        scripts = {}
+        for name, (gov, log) in VARIANTS.items():
+            app = work / f"gateway-{name}"
+            app.mkdir()
+            gateways[name] = ps.start_gateway(mock.url, "uvicorn", config_json=config(mock.url, gov, log, app), name=f"gateway-{name}")
+            scripts[name] = wrkload.write_script(work, VK if gov else "sk-bench", f"{name}.lua")
+        for name, gw in gateways.items():  # warm up
+            wrkload.run_wrk(gw.url + "/v1/chat/completions", scripts[name], 64, 1)
+        results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+        names = list(VARIANTS)
+        for run in range(args.runs):
+            for name in names[run % len(names):] + names[: run % len(names)]:
+                gw = gateways[name]
+                before = procs.cpu_seconds([gw.pid])
+                out = wrkload.run_wrk(gw.url + "/v1/chat/completions", scripts[name], args.connections, args.duration)
+                cpu = procs.cpu_seconds([gw.pid]) - before
+                out["cpu_ms_per_1k"] = cpu * 1000 / max(out["requests"], 1) * 1000
+                results[name].append(out)
+                print(f"run {run + 1}: {name:<10} {out['rps']:>9.0f} req/s  {out['cpu_ms_per_1k']:6.1f} CPU ms/1k  non-2xx {out['non_2xx']}", flush=True)
+        ps.check_alive()
+    summary = {}
+    for name, runs in results.items():
+        summary[name] = {
+            "rps": statistics.median(r["rps"] for r in runs),
+            "cpu_ms_per_1k": statistics.median(r["cpu_ms_per_1k"] for r in runs),
+            "non_2xx": max(r["non_2xx"] for r in runs),
+        }
+    base = summary["plain"]
+    print(f"\n{'variant':<12}{'req/s':>10}{'vs plain':>10}{'CPU ms/1k':>12}{'CPU vs plain':>14}{'errors':>8}")
+    for name, s in summary.items():
+        s["throughput_loss"] = 1 - s["rps"] / base["rps"]
+        s["cpu_increase"] = s["cpu_ms_per_1k"] / base["cpu_ms_per_1k"] - 1
+        print(f"{name:<12}{s['rps']:>10.0f}{-s['throughput_loss']:>+10.1%}{s['cpu_ms_per_1k']:>12.1f}{s['cpu_increase']:>+14.1%}{s['non_2xx']:>8}")
+    verdict = {
+        "governance throughput loss < 10%": summary["governance"]["throughput_loss"] < 0.10,
+        "logging throughput loss < 10%": summary["logging"]["throughput_loss"] < 0.10,
+    }
+    for check, ok in verdict.items():
+        print(f"{check:<40} {'PASS' if ok else 'MISS'}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "date": datetime.datetime.now(datetime.UTC).isoformat(), "runs": args.runs, "duration_s": args.duration,
+        "connections": args.connections, "summary": summary, "checks": verdict, "raw": results,
+    }, indent=1))
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
