@@ -78,10 +78,13 @@ class TransmitLimitedQueue(Generic[T]):
         if len(self._items) > self.max_depth:
             self.prune(self.max_depth)
 
-    def get(self, overhead: int, limit: int, num_nodes: int) -> list[T]:
-        """Take broadcasts fitting in ``limit`` bytes, ``overhead`` more each; count the send."""
+    def get(self, overhead: int, limit: int, num_nodes: int) -> tuple[list[T], int]:
+        """Take broadcasts fitting in ``limit`` bytes, ``overhead`` more each; count the send.
+
+        Returns the messages and the bytes they use (overheads included).
+        """
         if not self._items:
-            return []
+            return [], 0
         transmit_limit = retransmit_limit(self.retransmit_mult, num_nodes)
         used = 0
         taken: list[T] = []
@@ -98,7 +101,7 @@ class TransmitLimitedQueue(Generic[T]):
             item.transmits += 1
             if item.transmits >= transmit_limit:
                 self._remove(item)
-        return taken
+        return taken, used
 
     def prune(self, max_retain: int) -> None:
         """Keep the ``max_retain`` first-in-line broadcasts; drop the rest."""
@@ -122,8 +125,9 @@ class TransmitLimitedQueue(Generic[T]):
 
 # --------------------------------------------------------------------------- sizes
 # Sizes of memberlist's msgpack encoding (a type byte, then a map keyed by Go field names),
-# computed rather than encoded so the state machine needs no codec. They match go-msgpack's
-# output for these structs or overestimate by a byte or two (str vs bin headers).
+# computed rather than encoded so the state machine needs no codec. They are upper bounds
+# of go-msgpack's output (checked against ``codec.encode_message``): exact or a few bytes
+# over (short byte strings, omitted empty fields), never under.
 
 
 def _uint(v: int) -> int:
@@ -139,17 +143,19 @@ def _uint(v: int) -> int:
 
 
 def _str(n: int) -> int:
+    # go-msgpack (memberlist's codec) writes strings as the old "raw" type: fixraw up to
+    # 31 bytes, then raw16 — never str8.
     if n < 32:
         return 1 + n
-    if n < 256:
-        return 2 + n
     if n < 65536:
         return 3 + n
     return 5 + n
 
 
 def _bin(n: int) -> int:
-    if n < 256:
+    # Byte strings are raw as well in go-msgpack; bin8 (2-byte header) below 32 bytes
+    # covers a codec that uses the bin types.
+    if n < 32:
         return 2 + n
     if n < 65536:
         return 3 + n
@@ -168,9 +174,12 @@ def _source(address: Address | None, node: str) -> int:
     if address is None:
         return _key("SourceNode") + _str(len(node.encode())) if node else 0
     return (
-        _key("SourceAddr") + _ip(address)
-        + _key("SourcePort") + _uint(address[1])
-        + _key("SourceNode") + _str(len(node.encode()))
+        _key("SourceAddr")
+        + _ip(address)
+        + _key("SourcePort")
+        + _uint(address[1])
+        + _key("SourceNode")
+        + _str(len(node.encode()))
     )
 
 
@@ -181,35 +190,65 @@ def estimate_size(message: PacketMessage) -> int:
         return USER_MSG_OVERHEAD + len(message.payload)
     if isinstance(message, Ping):
         return (
-            head + _key("SeqNo") + _uint(message.seq_no)
-            + _key("Node") + _str(len(message.node.encode()))
+            head
+            + _key("SeqNo")
+            + _uint(message.seq_no)
+            + _key("Node")
+            + _str(len(message.node.encode()))
             + _source(message.source, message.source_node)
         )
     if isinstance(message, IndirectPing):
         return (
-            head + _key("SeqNo") + _uint(message.seq_no)
-            + _key("Target") + _ip(message.target) + _key("Port") + _uint(message.target[1])
-            + _key("Node") + _str(len(message.node.encode())) + _key("Nack") + 1
+            head
+            + _key("SeqNo")
+            + _uint(message.seq_no)
+            + _key("Target")
+            + _ip(message.target)
+            + _key("Port")
+            + _uint(message.target[1])
+            + _key("Node")
+            + _str(len(message.node.encode()))
+            + _key("Nack")
+            + 1
             + _source(message.source, message.source_node)
         )
     if isinstance(message, Ack):
-        return head + _key("SeqNo") + _uint(message.seq_no) + _key("Payload") + _bin(len(message.payload))
+        return (
+            head
+            + _key("SeqNo")
+            + _uint(message.seq_no)
+            + _key("Payload")
+            + _bin(len(message.payload))
+        )
     if isinstance(message, Nack):
         return head + _key("SeqNo") + _uint(message.seq_no)
     if isinstance(message, Err):
         return head + _key("Error") + _str(len(message.error.encode()))
     if isinstance(message, Suspect | Dead):
         return (
-            head + _key("Incarnation") + _uint(message.incarnation)
-            + _key("Node") + _str(len(message.node.encode()))
-            + _key("From") + _str(len(message.sender.encode()))
+            head
+            + _key("Incarnation")
+            + _uint(message.incarnation)
+            + _key("Node")
+            + _str(len(message.node.encode()))
+            + _key("From")
+            + _str(len(message.sender.encode()))
         )
     if isinstance(message, Alive):
         return (
-            head + _key("Incarnation") + _uint(message.incarnation)
-            + _key("Node") + _str(len(message.node.encode()))
-            + _key("Addr") + _ip(message.address) + _key("Port") + _uint(message.address[1])
-            + _key("Meta") + _bin(len(message.meta))
-            + _key("Vsn") + 1 + len(message.vsn)
+            head
+            + _key("Incarnation")
+            + _uint(message.incarnation)
+            + _key("Node")
+            + _str(len(message.node.encode()))
+            + _key("Addr")
+            + _ip(message.address)
+            + _key("Port")
+            + _uint(message.address[1])
+            + _key("Meta")
+            + _bin(len(message.meta))
+            + _key("Vsn")
+            + 1
+            + len(message.vsn)
         )
     raise TypeError(f"not a packet message: {type(message).__name__}")

@@ -133,7 +133,9 @@ def encode_body(msg: object, out: bytearray) -> None:
     """Append the msgpack body (no type byte) of ``msg`` to ``out``."""
     if isinstance(msg, Ping):
         seq = _u32(msg.seq_no, "SeqNo")
-        _map(out, [("Node", msg.node), ("SeqNo", seq), *_source_fields(msg.source, msg.source_node)])
+        _map(
+            out, [("Node", msg.node), ("SeqNo", seq), *_source_fields(msg.source, msg.source_node)]
+        )
     elif isinstance(msg, IndirectPing):
         fields: list[tuple[str, object]] = [
             ("Nack", msg.nack),
@@ -154,24 +156,30 @@ def encode_body(msg: object, out: bytearray) -> None:
         inc = _u32(msg.incarnation, "Incarnation")
         _map(out, [("From", msg.sender), ("Incarnation", inc), ("Node", msg.node)])
     elif isinstance(msg, Alive):
-        _map(out, [
-            ("Addr", ip_to_bytes(msg.address[0])),
-            ("Incarnation", _u32(msg.incarnation, "Incarnation")),
-            ("Meta", _check_meta(msg.meta)),
-            ("Node", msg.node),
-            ("Port", _port(msg.address[1])),
-            ("Vsn", _vsn_bytes(msg.vsn)),
-        ])
+        _map(
+            out,
+            [
+                ("Addr", ip_to_bytes(msg.address[0])),
+                ("Incarnation", _u32(msg.incarnation, "Incarnation")),
+                ("Meta", _check_meta(msg.meta)),
+                ("Node", msg.node),
+                ("Port", _port(msg.address[1])),
+                ("Vsn", _vsn_bytes(msg.vsn)),
+            ],
+        )
     elif isinstance(msg, PushNodeState):
-        _map(out, [
-            ("Addr", ip_to_bytes(msg.address[0])),
-            ("Incarnation", _u32(msg.incarnation, "Incarnation")),
-            ("Meta", _check_meta(msg.meta)),
-            ("Name", msg.name),
-            ("Port", _port(msg.address[1])),
-            ("State", int(msg.state)),
-            ("Vsn", _vsn_bytes(msg.vsn)),
-        ])
+        _map(
+            out,
+            [
+                ("Addr", ip_to_bytes(msg.address[0])),
+                ("Incarnation", _u32(msg.incarnation, "Incarnation")),
+                ("Meta", _check_meta(msg.meta)),
+                ("Name", msg.name),
+                ("Port", _port(msg.address[1])),
+                ("State", int(msg.state)),
+                ("Vsn", _vsn_bytes(msg.vsn)),
+            ],
+        )
     else:
         raise TypeError(f"not a memberlist message: {type(msg).__name__}")
 

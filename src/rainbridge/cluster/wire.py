@@ -258,7 +258,11 @@ def decode_packet(
 
 
 def _decode_command(
-    buf: bytes, out: list[PacketMessage], skipped: list[Skipped], *, in_compound: bool,
+    buf: bytes,
+    out: list[PacketMessage],
+    skipped: list[Skipped],
+    *,
+    in_compound: bool,
     in_compress: bool,
 ) -> None:
     if not buf:
@@ -268,11 +272,13 @@ def _decode_command(
         if in_compound:  # memberlist never nests them; refusing bounds the work
             skipped.append(Skipped(kind, "nested"))
             return
-        for part in _split_compound(body, skipped):
+        parts, truncated = _split_compound(body)
+        for part in parts:
             try:
                 _decode_command(part, out, skipped, in_compound=True, in_compress=in_compress)
             except WireError:
                 skipped.append(Skipped(part[0] if part else -1, "malformed"))
+        skipped.extend([Skipped(MessageType.COMPOUND, "truncated")] * truncated)
     elif kind == MessageType.COMPRESS:
         if in_compress:
             skipped.append(Skipped(kind, "nested"))
@@ -291,8 +297,8 @@ def _decode_command(
         skipped.append(Skipped(kind, "unknown_type"))
 
 
-def _split_compound(body: bytes, skipped: list[Skipped]) -> list[bytes]:
-    """memberlist ``decodeCompoundMessage``: parts past a truncation are reported, not read."""
+def _split_compound(body: bytes) -> tuple[list[bytes], int]:
+    """memberlist ``decodeCompoundMessage``: the parts, and how many were cut off."""
     if not body:
         raise WireError("bad_compound", "missing compound length byte")
     count = body[0]
@@ -303,11 +309,10 @@ def _split_compound(body: bytes, skipped: list[Skipped]) -> list[bytes]:
     parts: list[bytes] = []
     for index, length in enumerate(lengths):
         if pos + length > len(body):
-            skipped.extend(Skipped(MessageType.COMPOUND, "truncated") for _ in lengths[index:])
-            break
+            return parts, count - index
         parts.append(body[pos : pos + length])
         pos += length
-    return parts
+    return parts, 0
 
 
 def _decompress(reader: mp.Reader, limit: int) -> bytes:
@@ -439,8 +444,11 @@ class StreamDecoder:
             plain = cfg.keyring.open(bytes(buf[5 : 5 + length]), aad)
             return _complete(plain), 5 + length
         if cfg.encrypted and cfg.gossip_verify_incoming:
-            raise WireError("not_encrypted", "encryption is configured but the stream is not encrypted")
-        return _parse_plain(mp.Reader(buf), allow_compress=True)
+            raise WireError(
+                "not_encrypted", "encryption is configured but the stream is not encrypted"
+            )
+        # a copy: a memoryview over the bytearray would pin it against resizing in feed()
+        return _parse_plain(mp.Reader(bytes(buf)), allow_compress=True)
 
 
 def _complete(data: bytes) -> StreamMessage:

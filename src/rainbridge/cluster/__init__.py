@@ -1,0 +1,1 @@
+"""Cluster mode: SWIM + Lifeguard membership that speaks memberlist's wire protocol."""

@@ -1,0 +1,264 @@
+"""Probing (memberlist's probe / probeNode / handlers of ping, indirect ping and ack),
+and the packet helpers it shares with gossip. ``Membership`` builds on this class.
+
+One probe is in flight at a time. At ``timeout_at`` without an ack: indirect pings through
+``indirect_checks`` random alive members (asking for nacks) and a TCP ping; at ``deadline``
+without an ack (or a TCP ack): suspect the member, and raise our health score by the nacks
+we missed (Lifeguard). A probe to a suspect carries the Suspect message (buddy system).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rainbridge.cluster.broadcast import (
+    COMPOUND_HEADER_OVERHEAD,
+    COMPOUND_OVERHEAD,
+    USER_MSG_OVERHEAD,
+    TransmitLimitedQueue,
+)
+from rainbridge.cluster.events import EventKind, Outgoing, SendPacket, StartTcpPing
+from rainbridge.cluster.merge import MemberTable, NodeEntry
+from rainbridge.cluster.messages import (
+    Ack,
+    Address,
+    IndirectPing,
+    Nack,
+    NodeState,
+    PacketMessage,
+    Ping,
+    Suspect,
+    User,
+)
+from rainbridge.cluster.timers import failed_probe_health_delta, probe_timing
+
+_GONE = (NodeState.DEAD, NodeState.LEFT)
+
+
+@dataclass(slots=True)
+class Probe:
+    """The probe in flight (memberlist runs one probeNode at a time)."""
+
+    seq_no: int
+    target: str
+    incarnation: int
+    address: Address
+    ping: Ping
+    pmax: int
+    timeout_at: float  # no ack by then: indirect pings + TCP ping
+    deadline: float  # no ack by then: suspect
+    indirect_sent: bool = False
+    expected_nacks: int = 0
+    nacks: int = 0
+    tcp_ok: bool = False
+
+
+@dataclass(slots=True)
+class Relay:
+    """An indirect ping we perform for another member."""
+
+    origin_seq: int
+    reply_to: Address
+    nack: bool
+    expires: float
+
+
+class Prober(MemberTable):
+    """Failure detection on top of the member table."""
+
+    address: Address
+    _outgoing: list[Outgoing]
+    _user_broadcasts: TransmitLimitedQueue[PacketMessage]
+    _packet_overhead: int
+    _probe: Probe | None
+    _probe_index: int
+    _next_probe: float
+    _relays: dict[int, Relay]
+    _seq_no: int
+
+    # ------------------------------------------------------------------ probing
+    def _probe_next(self, now: float) -> None:
+        if self._probe is not None:  # cannot happen with consistent timers; finish it
+            self._probe_deadline(now)
+        interval, timeout = probe_timing(
+            self.config.probe_interval, self.config.probe_timeout, self._awareness.score
+        )
+        self._next_probe = now + interval
+        checked = 0
+        while checked < len(self._nodes):
+            if self._probe_index >= len(self._nodes):
+                self._reset_nodes(now)
+                self._probe_index = 0
+                checked += 1
+                continue
+            node = self._nodes[self._probe_index]
+            self._probe_index += 1
+            if node.name == self.name or node.state in _GONE:
+                checked += 1
+                continue
+            self._probe_node(node, now, interval, timeout)
+            return
+
+    def _probe_node(self, node: NodeEntry, now: float, interval: float, timeout: float) -> None:
+        self.stats["probes"] += 1
+        ping = Ping(
+            seq_no=self._next_seq(), node=node.name, source=self.address, source_node=self.name
+        )
+        self._probe = Probe(
+            ping.seq_no,
+            node.name,
+            node.incarnation,
+            node.address,
+            ping,
+            node.vsn[1],
+            timeout_at=now + timeout,
+            deadline=now + interval,
+        )
+        if node.state == NodeState.ALIVE:
+            self._send(node.address, ping)
+        else:
+            # Buddy system: tell a suspect it is suspected so it can refute at once.
+            suspect = Suspect(incarnation=node.incarnation, node=node.name, sender=self.name)
+            self._outgoing.append(SendPacket(node.address, (ping, suspect)))
+
+    def _probe_timeout(self, now: float) -> None:
+        probe = self._probe
+        assert probe is not None
+        probe.indirect_sent = True
+        if now >= probe.deadline:
+            return  # we were paused past the deadline; it fails next
+        relays = self._random_nodes(
+            self.config.indirect_checks,
+            lambda n: n.state == NodeState.ALIVE and n.name not in (self.name, probe.target),
+        )
+        for relay in relays:
+            nack = relay.vsn[1] >= 4  # nacks exist from protocol 4 on
+            probe.expected_nacks += nack
+            self.stats["indirect_pings"] += 1
+            self._send(
+                relay.address,
+                IndirectPing(
+                    seq_no=probe.seq_no,
+                    target=probe.address,
+                    node=probe.target,
+                    nack=nack,
+                    source=self.address,
+                    source_node=self.name,
+                ),
+            )
+        if not self.config.disable_tcp_pings and probe.pmax >= 3:
+            self.stats["tcp_pings"] += 1
+            self._outgoing.append(
+                StartTcpPing(probe.address, probe.seq_no, probe.ping, probe.deadline)
+            )
+
+    def _probe_deadline(self, now: float) -> None:
+        probe = self._probe
+        assert probe is not None
+        self._probe = None
+        if probe.tcp_ok:
+            self.stats["tcp_ping_rescues"] += 1  # UDP is broken somewhere, TCP works
+            self._probe_succeeded(probe)
+            return
+        self.stats["probe_failures"] += 1
+        self._awareness.apply_delta(failed_probe_health_delta(probe.expected_nacks, probe.nacks))
+        node = self._node_map.get(probe.target)
+        if node is not None:
+            node.acks = 0
+        self._suspect_node(
+            Suspect(incarnation=probe.incarnation, node=probe.target, sender=self.name), now
+        )
+
+    def _probe_succeeded(self, probe: Probe) -> None:
+        self._awareness.apply_delta(-1)
+        node = self._node_map.get(probe.target)
+        if node is None or node.state in _GONE:
+            return
+        node.acks += 1
+        if not node.healthy and node.acks >= self.config.success_threshold:
+            node.healthy = True
+            self._emit(EventKind.HEALTHY, node, f"{node.acks} consecutive acks")
+
+    def _reset_nodes(self, now: float) -> None:
+        """At each wrap of the probe list: reap long-dead members and reshuffle."""
+        keep: list[NodeEntry] = []
+        for node in self._nodes:
+            if (
+                node.name != self.name
+                and node.state in _GONE
+                and now - node.state_change > self.config.gossip_to_the_dead_time
+            ):
+                del self._node_map[node.name]
+                self.stats["reaped"] += 1
+            else:
+                keep.append(node)
+        self._rng.shuffle(keep)
+        self._nodes = keep
+
+    def _on_ping(self, ping: Ping, sender: Address) -> None:
+        if ping.node and ping.node != self.name:
+            self.stats["misdirected_pings"] += 1
+            return
+        reply_to = ping.source if ping.source and ping.source[1] > 0 else sender
+        self._send(reply_to, Ack(seq_no=ping.seq_no))
+
+    def _on_indirect_ping(self, ind: IndirectPing, sender: Address, now: float) -> None:
+        seq_no = self._next_seq()
+        reply_to = ind.source if ind.source and ind.source[1] > 0 else sender
+        self._relays[seq_no] = Relay(
+            ind.seq_no, reply_to, ind.nack, now + self.config.probe_timeout
+        )
+        self._send(
+            ind.target,
+            Ping(seq_no=seq_no, node=ind.node, source=self.address, source_node=self.name),
+        )
+
+    def _on_ack(self, ack: Ack, now: float) -> None:
+        relay = self._relays.pop(ack.seq_no, None)
+        if relay is not None:
+            self._send(relay.reply_to, Ack(seq_no=relay.origin_seq))
+            return
+        probe = self._probe
+        if probe is not None and probe.seq_no == ack.seq_no:
+            self._probe = None
+            self._probe_succeeded(probe)
+
+    def _expire_relays(self, now: float) -> None:
+        for seq_no, relay in list(self._relays.items()):
+            if relay.expires <= now:
+                del self._relays[seq_no]
+                if relay.nack:
+                    self._send(relay.reply_to, Nack(seq_no=relay.origin_seq))
+
+    def _send(self, to: Address, message: PacketMessage) -> None:
+        """Send one message with as many broadcasts piggy-backed as fit the packet."""
+        limit = (
+            self.config.udp_buffer_size
+            - self._size(message)
+            - COMPOUND_HEADER_OVERHEAD
+            - self._packet_overhead
+        )
+        self._outgoing.append(SendPacket(to, (message, *self._take_broadcasts(limit))))
+
+    def _take_broadcasts(self, limit: int) -> list[PacketMessage]:
+        n = len(self._nodes)
+        messages, used = self._broadcasts.get(COMPOUND_OVERHEAD, limit, n)
+        user, user_used = self._user_broadcasts.get(COMPOUND_OVERHEAD, limit - used, n)
+        messages += user
+        avail = limit - used - user_used
+        if self._delegate is not None and avail > COMPOUND_OVERHEAD + USER_MSG_OVERHEAD:
+            payloads = self._delegate.get_broadcasts(COMPOUND_OVERHEAD + USER_MSG_OVERHEAD, avail)
+            messages += [User(payload=p) for p in payloads]
+        return messages
+
+    def _next_seq(self) -> int:
+        self._seq_no = (self._seq_no + 1) & 0xFFFFFFFF  # memberlist's uint32
+        return self._seq_no
+
+    def _random_nodes(self, k: int, keep: Callable[[NodeEntry], bool]) -> list[NodeEntry]:
+        candidates = [n for n in self._nodes if keep(n)]
+        if len(candidates) <= k:
+            self._rng.shuffle(candidates)
+            return candidates
+        return self._rng.sample(candidates, k)
