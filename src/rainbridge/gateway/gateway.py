@@ -112,6 +112,14 @@ class Gateway:
         customers, teams, vks = await self.governance_repo.load()
         self.governance.state = GovernanceState(customers, teams, vks)
 
+    async def reload_if_changed(self) -> bool:
+        """Reload when the config store changed since this worker last looked."""
+        assert self.store is not None
+        if await config_version(self.store.db) != self._version:
+            await self.reload()
+            return True
+        return False
+
     async def _maintain(self) -> None:
         assert self.store is not None
         db = self.store.db
@@ -119,8 +127,7 @@ class Gateway:
         while True:
             await asyncio.sleep(POLL_INTERVAL_S)
             try:
-                if await config_version(db) != self._version:
-                    await self.reload()
+                if await self.reload_if_changed():
                     log.info("configuration changed in the store: reloaded providers and governance")
                 if time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
                     await self.counters.flush(db)

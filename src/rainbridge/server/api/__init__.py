@@ -45,7 +45,10 @@ def _gateway_error(request: Request, exc: Exception) -> Response:
 def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = {404: "not_found_error", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request_error")
-    message = f"no route for {request.method} {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+    path = request.url.path
+    if "sk-rb-" in path or "sk-bf-" in path:  # never echo a virtual key value
+        path = "(a path holding a virtual key value)"
+    message = f"no route for {request.method} {path}" if exc.status_code == 404 else str(exc.detail)
     return Response(error_body(kind, message), exc.status_code, media_type=JSON_TYPE)
 
 

@@ -47,6 +47,9 @@ class ConflictError(GatewayError):
     type = "conflict"
 
 
+TABLES = {"vk": "virtual_keys", "team": "teams", "customer": "customers"}
+LABELS = {"vk": "virtual key", "team": "team", "customer": "customer"}
+
 KINDS = {
     # path segment: (kind, singular, plural key, input struct, model class)
     "virtual-keys": ("vk", "virtual_key", "virtual_keys", VirtualKeyConfig, VirtualKey),
@@ -126,6 +129,8 @@ def routes(gateway: Gateway) -> list[Route]:
         conf = msgspec.convert(body, struct)
         now = int(time.time() * 1000)
         owner_id = existing.id if existing else (conf.id or new_id({"vk": "vk", "team": "team", "customer": "cust"}[kind]))
+        if not existing and conf.id and ("/" in conf.id or conf.id.startswith(VK_PREFIXES)):
+            problems.append(Problem("$.id", "an id goes into URLs: no '/', and not a key value (sk-rb-...)"))
         created = existing.created_at if existing else now
         budgets_given = any(k in body for k in ("budget", "budgets", "budget_id", "budget_ids"))
         old_budgets = {b.id: b for b in existing.budgets} if existing else {}
@@ -134,6 +139,8 @@ def routes(gateway: Gateway) -> list[Route]:
         for i, b in enumerate(inline):
             path = "$.budget" if conf.budget and i == 0 else f"$.budgets[{i - (1 if conf.budget else 0)}]"
             bid = f"{owner_id}:{b.id or f'b{i}'}"
+            if any(x.id == bid for x in budgets):
+                problems.append(Problem(f"{path}.id", f"duplicate budget id {bid.partition(':')[2]!r}"))
             # An unchanged window definition keeps its anchor, so an edit does not reset usage.
             anchor = old_budgets[bid].created_at if bid in old_budgets else now
             budgets.append(budget_from(b, bid, path, problems, anchor))
@@ -184,13 +191,31 @@ def routes(gateway: Gateway) -> list[Route]:
                         created_at=created, updated_at=now)
         return vk, value
 
-    async def save(kind: str, owner: Owner) -> None:
+    async def refresh() -> None:
+        """Validate writes against the store, not against this worker's copy, which may be up
+        to a poll interval behind a change made through another worker."""
+        repo()
+        try:
+            await gateway.reload_if_changed()
+        except StoreUnavailable as exc:
+            raise Unavailable(f"config store unavailable: {exc}", code="store_unavailable") from None
+
+    async def save(kind: str, owner: Owner, creating: bool) -> None:
         r = repo()
+        label = LABELS[kind]
         try:
             async with r.db.transaction() as tx:
+                # The repo upserts by id: re-check inside the transaction, so a create never
+                # overwrites and an update never brings back a row deleted a moment ago.
+                exists = await tx.fetchval(f"SELECT 1 FROM {TABLES[kind]} WHERE id = $1", owner.id) is not None
+                if creating and exists:
+                    raise ConflictError(f"a {label} with id {owner.id!r} exists", param="id", code="duplicate")
+                if not creating and not exists:
+                    raise NotFound(f"no {label} with id {owner.id!r}", param="id", code="not_found")
                 await {"vk": r.save_vk, "team": r.save_team, "customer": r.save_customer}[kind](tx, owner)  # type: ignore[operator]
         except Conflict as exc:
-            raise ConflictError(_conflict_message(kind, owner, str(exc)), param="name", code="duplicate") from None
+            message, param = _conflict(kind, owner, str(exc))
+            raise ConflictError(message, param=param, code="duplicate") from None
         except StoreUnavailable as exc:
             raise Unavailable(f"config store unavailable: {exc}", code="store_unavailable") from None
         await gateway.reload()
@@ -208,11 +233,12 @@ def routes(gateway: Gateway) -> list[Route]:
             return _json({plural: items, "count": len(items)})
 
         async def create(request: Request) -> Response:
-            repo()
-            owner, value = build(kind, await json_body(request), None)
+            body = await json_body(request)
+            await refresh()
+            owner, value = build(kind, body, None)
             if owner.id in state_of(kind):
                 raise ConflictError(f"a {singular.replace('_', ' ')} with id {owner.id!r} exists", param="id", code="duplicate")
-            await save(kind, owner)
+            await save(kind, owner, creating=True)
             body = present(kind, owner)
             if value is not None:
                 body["value"] = value  # shown once, here; only its hash is stored
@@ -229,20 +255,23 @@ def routes(gateway: Gateway) -> list[Route]:
             return _json({singular: present(kind, get_or_404(request.path_params["id"]))})
 
         async def update(request: Request) -> Response:
-            repo()
-            existing = get_or_404(request.path_params["id"])
+            guard_id(request.path_params["id"])
             patch = await json_body(request)
+            await refresh()
+            existing = get_or_404(request.path_params["id"])
             if "id" in patch and patch["id"] != existing.id:
                 raise InvalidRequest("an id cannot be changed", param="id", code="invalid_field")
             merged = {**_as_body(existing), **patch}
             for gone in ("budget_id", "budget_ids"):
                 merged.pop(gone, None)
             owner, _ = build(kind, merged, existing)
-            await save(kind, owner)
+            await save(kind, owner, creating=False)
             return _json({"message": f"{singular.replace('_', ' ')} updated", singular: present(kind, owner)})
 
         async def delete(request: Request) -> Response:
             r = repo()
+            guard_id(request.path_params["id"])
+            await refresh()
             owner = get_or_404(request.path_params["id"])
             try:
                 async with r.db.transaction() as tx:
@@ -276,8 +305,16 @@ def routes(gateway: Gateway) -> list[Route]:
     return out
 
 
-def _conflict_message(kind: str, owner: Owner, detail: str) -> str:
-    label = {"vk": "virtual key", "team": "team", "customer": "customer"}[kind]
-    if "name" in detail or "UNIQUE" in detail or "unique" in detail.lower():
-        return f"a {label} named {owner.name!r} already exists"
-    return f"the {label} refers to something that does not exist or is in use ({detail})"
+def _conflict(kind: str, owner: Owner, detail: str) -> tuple[str, str]:
+    """A store constraint violation as (message, field). SQLite names the column
+    (``UNIQUE constraint failed: virtual_keys.value_hash``), PostgreSQL the constraint
+    (``virtual_keys_value_hash_key``); a SQLite foreign key failure names nothing."""
+    label = LABELS[kind]
+    if "value_hash" in detail:
+        return "this key value is already used by another virtual key; omit value to get a new one", "value"
+    if "name" in detail:
+        return f"a {label} named {owner.name!r} already exists", "name"
+    if "budgets" in detail:
+        return f"a budget id of this {label} is already used", "budgets"
+    field = "team_id" if "team_id" in detail or getattr(owner, "team_id", None) else "customer_id"
+    return f"the {label}'s {field} refers to something that no longer exists", field

@@ -6,6 +6,7 @@ returned. Providers named in the config file are reset to the file's version at 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -38,8 +39,8 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def _present_key(key: KeyConfig) -> dict:
-    out = msgspec.to_builtins(key)
-    out.pop("value", None)
+    # Every key shows its routing fields, defaults included; the value only as set or not.
+    out = {"id": key.id, "name": key.name, "models": key.models, "weight": key.weight, **msgspec.to_builtins(key)}
     out["value"] = "…" if key.value else ""
     return out
 
@@ -47,8 +48,34 @@ def _present_key(key: KeyConfig) -> dict:
 def _present(name: str, pc: ProviderConfig) -> dict:
     out = msgspec.to_builtins(msgspec.structs.replace(pc, keys=[]))
     out["name"] = name
+    # Header values and proxy settings may hold credentials: shown masked, like key values.
+    network = out.get("network_config") or {}
+    if network.get("extra_headers"):
+        network["extra_headers"] = {h: "…" for h in network["extra_headers"]}
+    if out.get("proxy_config"):
+        out["proxy_config"] = {k: ("…" if k in ("password", "url") else v) for k, v in out["proxy_config"].items()}
     out["keys"] = [_present_key(k) for k in pc.keys]
     return out
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: objects merge recursively, null removes a field (its default applies), other
+    values replace. So ``{"network_config": {"max_retries": 2}}`` keeps the base URL."""
+    if not isinstance(patch, dict) or not isinstance(target, dict):
+        return patch
+    out = dict(target)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge_patch(out.get(k), v)
+    return out
+
+
+def _key_problems(problems: list[Problem], index: int) -> list[Problem]:
+    """Problems of one key of a provider, with paths relative to the key's own body."""
+    prefix = f"$.keys[{index}]"
+    return [dataclasses.replace(p, path="$" + p.path[len(prefix):]) for p in problems if p.path.startswith(prefix)]
 
 
 def routes(gateway: Gateway) -> list[Route]:
@@ -69,7 +96,8 @@ def routes(gateway: Gateway) -> list[Route]:
         _first_error(problems)
         pc = msgspec.convert(body, ProviderConfig)
         _check_provider(name, pc, "$", problems)
-        _first_error(problems)
+        # The one problem about the provider as a whole: a name we do not know, without a type.
+        _first_error([dataclasses.replace(p, path="$.type") if p.path == "$" else p for p in problems])
         return pc
 
     async def write(name: str, pc: ProviderConfig | None) -> None:
@@ -102,6 +130,8 @@ def routes(gateway: Gateway) -> list[Route]:
         name = body.pop("name", None)
         if not isinstance(name, str) or not name:
             raise InvalidRequest("missing required field 'name'", param="name", code="missing_field")
+        if "/" in name:
+            raise InvalidRequest("a provider name must not contain '/' (it prefixes model names)", param="name", code="invalid_field")
         if name in await load():
             raise ConflictError(f"a provider named {name!r} exists", param="name", code="duplicate")
         pc = validated(name, body)
@@ -120,7 +150,7 @@ def routes(gateway: Gateway) -> list[Route]:
         keys = patch.pop("keys", None)
         if keys is not None:
             raise InvalidRequest("change keys with /api/providers/{name}/keys", param="keys", code="invalid_field")
-        merged = {**msgspec.to_builtins(msgspec.structs.replace(existing, keys=[])), **patch}
+        merged = _merge_patch(msgspec.to_builtins(msgspec.structs.replace(existing, keys=[])), patch)
         pc = msgspec.structs.replace(validated(name, merged), keys=existing.keys)
         await write(name, pc)
         return _json({"message": "provider updated", "provider": _present(name, pc)})
@@ -150,10 +180,12 @@ def routes(gateway: Gateway) -> list[Route]:
         if any(k.name == key.name for k in pc.keys):
             raise ConflictError(f"provider {name!r} already has a key named {key.name!r}", param="name", code="duplicate")
         key = msgspec.structs.replace(key, id=key.id or key_id(name, key, len(pc.keys)))
+        if any(k.id == key.id for p in (await load()).values() for k in p.keys):
+            raise ConflictError(f"a key with id {key.id!r} exists", param="id", code="duplicate")
         updated = msgspec.structs.replace(pc, keys=[*pc.keys, key])
         problems: list[Problem] = []
         _check_provider(name, updated, "$", problems)
-        _first_error([msgspec.structs.replace(p, path=p.path.replace(f"$.keys[{len(pc.keys)}]", "$")) for p in problems])
+        _first_error(_key_problems(problems, len(pc.keys)))
         await write(name, updated)
         return _json({"message": "key added", "key": _present_key(key)}, 201)
 
@@ -171,9 +203,17 @@ def routes(gateway: Gateway) -> list[Route]:
         patch = await json_body(request)
         key = validated_key({**current, **patch})
         key = msgspec.structs.replace(key, id=pc.keys[i].id)
+        if not key.name:
+            raise InvalidRequest("a key's name must not be empty", param="name", code="invalid_field")
+        if any(k.name == key.name for j, k in enumerate(pc.keys) if j != i):
+            raise ConflictError(f"provider {name!r} already has a key named {key.name!r}", param="name", code="duplicate")
         keys = list(pc.keys)
         keys[i] = key
-        await write(name, msgspec.structs.replace(pc, keys=keys))
+        updated = msgspec.structs.replace(pc, keys=keys)
+        problems: list[Problem] = []
+        _check_provider(name, updated, "$", problems)
+        _first_error(_key_problems(problems, i))
+        await write(name, updated)
         return _json({"message": "key updated", "key": _present_key(key)})
 
     async def delete_key(request: Request) -> Response:
