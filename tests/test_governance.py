@@ -228,6 +228,7 @@ def test_streams_are_counted_without_showing_usage_the_client_did_not_ask_for(mo
     chunks = list(chat(client(gw, key_of("s")), stream=True))
     assert all(ch.choices for ch in chunks)  # no usage-only chunk reached the client
     status, _, report = http_json("GET", f"{gw.url}/api/governance/virtual-keys/s/usage", headers=ADMIN)
+    assert status == 200
     tokens = report["levels"][0]["rate_limit"]["token"]
     assert tokens["current_usage"] > 0 and tokens["reserved"] == 0
 

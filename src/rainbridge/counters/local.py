@@ -65,13 +65,13 @@ class LocalCounters:
 
     def reserve_slots(self, keys: list[Key], slots: list[Slot], amounts: list[float], limits: list[float], strict: list[bool], totals: list[float]) -> Reservation | int:
         i = 0
-        for s, amount, limit, whole in zip(slots, amounts, limits, strict):
+        for s, amount, limit, whole in zip(slots, amounts, limits, strict, strict=True):
             current = s.committed + s.reserved
             if (current + amount > limit) if whole else (current >= limit):
                 return i
             i += 1
         append = totals.append
-        for s, amount in zip(slots, amounts):
+        for s, amount in zip(slots, amounts, strict=True):
             reserved = s.reserved = s.reserved + amount
             append(s.committed + reserved)
         return Reservation(keys, amounts, slots)
@@ -81,7 +81,7 @@ class LocalCounters:
             return
         reservation.open = False
         add_dirty = self._dirty.add
-        for key, s, held, used in zip(reservation.keys, reservation.slots, reservation.amounts, actual):
+        for key, s, held, used in zip(reservation.keys, reservation.slots, reservation.amounts, actual, strict=True):
             left = s.reserved - held
             s.reserved = left if left > 1e-9 else 0.0
             if used:
