@@ -272,3 +272,21 @@ def test_budget_windows_do_not_move_when_the_file_is_reloaded(mock, start_gatewa
     gw2 = start_gateway(config, env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
     _, _, second = http_json("GET", f"{gw2.url}/api/governance/virtual-keys/anchor/usage", headers=ADMIN)
     assert first["levels"][0]["budgets"][0]["last_reset"] == second["levels"][0]["budgets"][0]["last_reset"]
+
+
+def test_the_anthropic_sdk_authenticates_with_a_virtual_key_and_is_counted(mock, start_gateway):
+    import anthropic
+
+    gw = start_gateway(base_config(mock.url, [vk("claude", rate_limit={"token_max_limit": 10**6, "token_reset_duration": "1h", "request_max_limit": 2, "request_reset_duration": "1h"})]),
+                       env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
+    c = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key=key_of("claude"), max_retries=0)
+    msg = c.messages.create(model="anthropic/claude-3-haiku", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    with c.messages.stream(model="anthropic/claude-3-haiku", max_tokens=50, messages=[{"role": "user", "content": "hi"}]) as s:
+        streamed = s.get_final_message()
+    _, _, report = http_json("GET", f"{gw.url}/api/governance/virtual-keys/claude/usage", headers=ADMIN)
+    tokens = report["levels"][0]["rate_limit"]["token"]["current_usage"]
+    expected = msg.usage.input_tokens + msg.usage.output_tokens + streamed.usage.input_tokens + streamed.usage.output_tokens
+    assert tokens == expected
+    with pytest.raises(anthropic.RateLimitError) as e:
+        c.messages.create(model="anthropic/claude-3-haiku", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert "request limit of 2" in str(e.value)
