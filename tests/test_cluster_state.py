@@ -313,7 +313,7 @@ def test_verify_protocol():
     )
     error = verify_protocol((ok, ours), [])
     assert error is not None and "delegate protocol version" in error
-    m = make()
+    m = make(vsn=(1, 5, 2, 0, 0, 0))  # delegate versions that do not overlap Serf's 2..5
     m.handle_push_pull(PushPull(join=True, nodes=(ok,)), addr(2), 0.0)
     assert m.member("a") is None and m.stats["push_pull_rejected"] == 1
 

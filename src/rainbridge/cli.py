@@ -114,5 +114,62 @@ def config_check(file: str) -> None:
     click.echo(f"{file}: ok ({len(loaded.config.providers)} provider(s), {len(loaded.warnings)} warning(s))")
 
 
+@main.group("cluster")
+def cluster_group() -> None:
+    """Cluster tools."""
+
+
+@cluster_group.command("status")
+@click.option("--url", required=True, help="any member's HTTP address, e.g. http://10.0.0.5:8080")
+@click.option("--token", envvar="RAINBRIDGE_ADMIN_TOKEN", help="admin token (default: $RAINBRIDGE_ADMIN_TOKEN)")
+@click.option("--json", "as_json", is_flag=True, help="print the raw JSON")
+@click.option("--timeout", default=10.0, show_default=True, help="seconds")
+def cluster_status_cmd(url: str, token: str | None, as_json: bool, timeout: float) -> None:
+    """Show the cluster as one member sees it (GET /api/cluster/status)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url.rstrip("/") + "/api/cluster/status")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason
+        click.echo(f"rainbridge: {url}: HTTP {exc.code}: {message}", err=True)
+        sys.exit(1)
+    except (OSError, ValueError) as exc:
+        click.echo(f"rainbridge: {url}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(body, indent=2) if as_json else _status_table(body))
+
+
+def _status_table(body: dict) -> str:
+    if not body.get("enabled"):
+        return body.get("message", "cluster mode is off")
+    node, health = body["node"], body["health"]
+    header = ("", "NAME", "STATE", "ADDRESS", "HTTP", "REGION", "INC", "READY", "LAST CHANGE")
+    rows = [header]
+    for m in body["members"]:
+        ago = f"{m['last_change'][:19].replace('T', ' ')}Z ({m['seconds_since_change']:.0f}s ago)"
+        rows.append(("*" if m["self"] else "", m["name"], m["state"], m["address"], m["http"] or "-",
+                     m["region"] or "-", str(m["incarnation"]), m["readiness"] or "-", ago))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.append("")
+    lines.append(
+        f"cluster {health['status']}: {health.get('members', 0)} member(s): {health.get('alive', 0)} alive, "
+        f"{health.get('suspect', 0)} suspect, {health.get('dead', 0)} dead, {health.get('left', 0)} left; "
+        f"seen from {node['name']} ({node.get('address', '?')}, incarnation {node.get('incarnation', '?')}, "
+        f"local health score {health.get('local_health_score', '?')})"
+    )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     main()

@@ -49,7 +49,7 @@ Address = tuple[str, int]
 
 # Protocol and delegate versions we speak: (pmin, pmax, pcur, dmin, dmax, dcur).
 # memberlist protocol 2..5, current 5; delegate protocol versions are the application's.
-DEFAULT_VSN = (1, 5, 2, 0, 0, 0)
+DEFAULT_VSN = (1, 5, 2, 2, 5, 4)
 
 
 class Ping(msgspec.Struct, frozen=True, kw_only=True):

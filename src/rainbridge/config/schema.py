@@ -220,9 +220,15 @@ class PriceOverride(Base, kw_only=True):
 
 
 class GossipTimingConfig(Base):
-    timeout_seconds: PosInt = 10  # probe round budget before a member is suspected
-    success_threshold: PosInt = 3  # consecutive good probes before a member counts as ready
-    failure_threshold: PosInt = 3  # suspicion multiplier: how many probe rounds before dead
+    """Failure detection in Bifrost's terms (see ``cluster.config.from_bifrost_gossip``)."""
+
+    # Expected seconds from a crash until every member has declared it dead (clusters of up
+    # to 10; larger ones scale by log10 N): probe interval = timeout / (failure_threshold + 2).
+    timeout_seconds: PosInt = 10
+    # Consecutive successful probes before a member that came back counts as healthy again.
+    success_threshold: PosInt = 3
+    # Suspicion multiplier: probe intervals a suspected member has to refute before it is dead.
+    failure_threshold: PosInt = 3
 
 
 class GossipConfig(Base):

@@ -17,6 +17,9 @@ import socket
 import time
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
+from ..cluster.service import ClusterEnv, ClusterService
 from ..config.load import LoadedConfig
 from ..counters.local import LocalCounters
 from ..errors import GatewayError
@@ -42,7 +45,8 @@ POLL_INTERVAL_S = 1.0  # config store changes -> this worker
 
 
 class Gateway:
-    def __init__(self, loaded: LoadedConfig, app_dir: Path | str, run_migrations: bool = True, store_wait_s: float = 60.0):
+    def __init__(self, loaded: LoadedConfig, app_dir: Path | str, run_migrations: bool = True, store_wait_s: float = 60.0,
+                 cluster_env: ClusterEnv | None = None):
         self.loaded = loaded
         self.config = loaded.config
         self.app_dir = Path(app_dir)
@@ -58,6 +62,11 @@ class Gateway:
         self.store_wait_s = store_wait_s
         # A restarted process is a new node: it never reuses an earlier incarnation's slots.
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.metrics = CollectorRegistry(auto_describe=False)  # served at /metrics
+        self.cluster: ClusterService | None = None  # this worker's cluster member (cluster mode)
+        if self.config.cluster_config.enabled:
+            self.cluster = ClusterService(self.config.cluster_config, cluster_env)
+            self.node_id = self.cluster.node_id  # stable name + boot id
         self.counters = LocalCounters(self.node_id)
         overrides = {k: Price(v.input_cost_per_token, v.output_cost_per_token) for k, v in self.config.pricing_overrides.items()}
         mandatory = (
@@ -98,6 +107,8 @@ class Gateway:
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
         if self.config.client.enable_logging:
             await self._open_logs()
+        if self.cluster is not None:
+            await self.cluster.start(self.metrics)
 
     def _install(self, provider_configs: dict) -> None:
         self.providers = build_providers(provider_configs, self.config, self.client)
@@ -153,6 +164,8 @@ class Gateway:
         self.log_writer.start()
 
     async def stop(self) -> None:
+        if self.cluster is not None:  # announce the leave first: others see "left", not failed
+            await self.cluster.stop()
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):

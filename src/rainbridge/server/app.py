@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import GatewayError, MethodNotAllowed, NotFound
 from ..gateway.gateway import Gateway
@@ -44,6 +45,7 @@ class App:
             self.routes[f"{prefix}/models"] = (get, partial(openai_routes.models, gateway), None)
         self.routes["/anthropic/v1/messages"] = (post, partial(anthropic_routes.handle, gateway), "messages")
         self.routes["/health"] = (get, self.health, None)
+        self.routes["/metrics"] = (get, self.metrics, None)  # Prometheus; no admin token
         self.content_logging = not gateway.config.client.disable_content_logging
         origins = gateway.config.client.allowed_origins
         self.cors_any = "*" in origins
@@ -127,6 +129,12 @@ class App:
     async def health(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
         ok, report = await self.gateway.health()
         await send_json(send, 200 if ok else 503, orjson.dumps(report))
+
+    async def metrics(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
+        body = generate_latest(self.gateway.metrics)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
 
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:

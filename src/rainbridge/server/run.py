@@ -2,7 +2,7 @@
 
 Each worker binds the port itself with SO_REUSEPORT, so the kernel spreads connections
 across them and a worker that dies takes only its own connections down. Every worker is a
-full gateway with its own upstream pool (and, later, its own cluster membership).
+full gateway with its own upstream pool and, in cluster mode, its own cluster member.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config.load import ConfigError, LoadedConfig, empty_config, load_file
@@ -39,6 +39,7 @@ class ServeOptions:
     allow_unauthenticated_admin: bool = False  # /api/ without an admin token (development only)
     # How long to retry an unreachable PostgreSQL at start (RAINBRIDGE_STORE_WAIT_SECONDS).
     store_wait_s: float = float(os.environ.get("RAINBRIDGE_STORE_WAIT_SECONDS", "60"))
+    worker_index: int = 0  # set by the Supervisor: each worker is its own cluster member
 
 
 def setup_logging(level: str) -> None:
@@ -95,10 +96,12 @@ def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 def build_app(opts: ServeOptions, loaded: LoadedConfig):
+    from ..cluster.service import ClusterEnv
     from ..gateway.gateway import Gateway
     from .app import create_app
 
-    gateway = Gateway(loaded, opts.app_dir, opts.run_migrations, opts.store_wait_s)
+    cluster_env = ClusterEnv(opts.host, opts.port, opts.worker_index, opts.workers)
+    gateway = Gateway(loaded, opts.app_dir, opts.run_migrations, opts.store_wait_s, cluster_env)
     return create_app(gateway, opts.allow_unauthenticated_admin)
 
 
@@ -225,8 +228,9 @@ class Supervisor:
         self.stopping = False
         self.restarts: list[float] = []
 
-    def _spawn(self) -> multiprocessing.Process:
-        proc = self.ctx.Process(target=_worker_main, args=(self.opts,), daemon=False)
+    def _spawn(self, index: int) -> multiprocessing.Process:
+        opts = replace(self.opts, worker_index=index)
+        proc = self.ctx.Process(target=_worker_main, args=(opts,), daemon=False)
         proc.start()
         return proc
 
@@ -236,7 +240,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        self.workers = [self._spawn() for _ in range(self.opts.workers)]
+        self.workers = [self._spawn(i) for i in range(self.opts.workers)]
         code = 0
         while not self.stopping:
             time.sleep(0.2)
@@ -251,7 +255,7 @@ class Supervisor:
                     self.stopping = True
                     code = 1
                     break
-                self.workers[i] = self._spawn()
+                self.workers[i] = self._spawn(i)
         for proc in self.workers:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)

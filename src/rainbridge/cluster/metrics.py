@@ -1,0 +1,134 @@
+"""Prometheus metrics of this cluster member, read from its counters at scrape time.
+
+A custom collector (registered in the gateway's own registry, never the global one) reads
+the state machine's ``stats``, the driver's ``stats`` and the member table when Prometheus
+scrapes, so the protocol pays nothing per packet for metrics. Every series carries
+``node`` (the member name): with ``--workers N`` each worker is a member of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .messages import NodeState
+
+if TYPE_CHECKING:
+    from .service import ClusterService
+
+# (name, help, key in Membership.stats)
+_PROTOCOL_COUNTERS = (
+    ("probes", "Direct probes sent (UDP pings of the next member)", "probes"),
+    ("probe_failures", "Probes that ended without an ack (the member became suspect)",
+     "probe_failures"),
+    ("indirect_pings", "Indirect pings asked of other members", "indirect_pings"),
+    ("tcp_pings", "TCP fallback pings sent", "tcp_pings"),
+    ("suspicions", "Members this node started to suspect (or learned were suspected)",
+     "suspicions"),
+    ("refutations", "Suspicions of this node that it refuted with a new incarnation",
+     "refutations"),
+    ("deaths", "Members this node saw declared dead", "deaths"),
+    ("leaves", "Members this node saw leave gracefully", "leaves"),
+)
+
+
+class ClusterCollector(Collector):
+    def __init__(self, service: ClusterService) -> None:
+        self._service = service
+
+    def describe(self) -> list[Metric]:
+        return []  # values are read at collect time; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        service = self._service
+        node = service.node
+        if node is None or node.membership is None:
+            return
+        m = node.membership
+        name = service.name
+
+        members = GaugeMetricFamily(
+            "rainbridge_cluster_members", "Members in this node's view, by state",
+            labels=["node", "state"],
+        )
+        counts = {state: 0 for state in NodeState}
+        for member in m.members():
+            counts[member.state] += 1
+        for state, count in counts.items():
+            members.add_metric([name, state.name.lower()], count)
+        yield members
+        yield _gauge("local_health_score", "Lifeguard local health score (0 is healthy)",
+                     name, m.local_health)
+        yield _gauge("incarnation", "This node's incarnation number", name, m.incarnation)
+
+        for metric, doc, key in _PROTOCOL_COUNTERS:
+            yield _counter(metric, doc, name, m.stats[key])
+
+        push_pulls = CounterMetricFamily(
+            "rainbridge_cluster_push_pulls",
+            "Full-state TCP exchanges: initiated, served, failed, rejected (version mismatch)",
+            labels=["node", "kind"],
+        )
+        for kind, key in (("initiated", "push_pulls"), ("served", "push_pulls_served"),
+                          ("failed", "push_pull_failures"), ("rejected", "push_pull_rejected")):
+            push_pulls.add_metric([name, kind], m.stats[key])
+        yield push_pulls
+
+        stats = node.stats
+        messages = CounterMetricFamily(
+            "rainbridge_cluster_messages",
+            "Gossip messages (UDP) and streams (TCP), by direction",
+            labels=["node", "direction", "transport"],
+        )
+        messages.add_metric([name, "in", "udp"], stats["messages_in"])
+        messages.add_metric([name, "out", "udp"], stats["messages_out"])
+        messages.add_metric([name, "in", "tcp"], stats["tcp_streams_in"])
+        messages.add_metric([name, "out", "tcp"], stats["tcp_streams_out"])
+        yield messages
+
+        volume = CounterMetricFamily(
+            "rainbridge_cluster_bytes", "Gossip bytes on the wire, by direction",
+            labels=["node", "direction", "transport"],
+        )
+        for direction in ("in", "out"):
+            volume.add_metric([name, direction, "udp"], stats[f"udp_bytes_{direction}"])
+            volume.add_metric([name, direction, "tcp"], stats[f"tcp_bytes_{direction}"])
+        yield volume
+
+        dropped = CounterMetricFamily(
+            "rainbridge_cluster_dropped",
+            "Packets and streams refused (bad label, key, CRC, address space, ...), by reason",
+            labels=["node", "reason"],
+        )
+        for key, value in sorted(stats.items()):
+            for prefix in ("dropped:", "stream_errors:"):
+                if key.startswith(prefix):
+                    dropped.add_metric([name, key[len(prefix):]], value)
+        yield dropped
+
+        events = CounterMetricFamily(
+            "rainbridge_cluster_member_events", "Member state changes seen, by kind",
+            labels=["node", "kind"],
+        )
+        for key, value in sorted(stats.items()):
+            if key.startswith("events:"):
+                events.add_metric([name, key[len("events:"):]], value)
+        yield events
+        yield _counter("foreign_messages",
+                       "Messages of other memberlist applications (e.g. Serf) ignored",
+                       name, service.stats["foreign_messages"])
+
+
+def _gauge(metric: str, doc: str, node: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"rainbridge_cluster_{metric}", doc, labels=["node"])
+    family.add_metric([node], value)
+    return family
+
+
+def _counter(metric: str, doc: str, node: str, value: float) -> CounterMetricFamily:
+    family = CounterMetricFamily(f"rainbridge_cluster_{metric}", doc, labels=["node"])
+    family.add_metric([node], value)
+    return family

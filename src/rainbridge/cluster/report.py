@@ -1,0 +1,106 @@
+"""The cluster as this member sees it, as plain data for the API and the CLI.
+
+``status``: this node, every member and a health summary: ``healthy``; ``degraded`` when a
+member is suspect or dead (until it is reaped, ``gossip_to_the_dead_time`` later) or our
+own Lifeguard score is above 0; ``alone`` when peers are configured but nobody else is
+alive; ``left`` after a graceful leave. Times are UTC wall-clock (``last_change``) and
+seconds since then.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from .addresses import format_address
+from .codec import WireError, decode_tags
+from .events import Member
+from .messages import NodeState
+
+if TYPE_CHECKING:
+    from .service import ClusterService
+
+
+def member_view(service: ClusterService, member: Member) -> dict[str, Any]:
+    assert service.node is not None
+    try:
+        tags = decode_tags(member.meta)
+    except WireError:
+        tags = {}
+    changed = service.node.wall_time(member.state_change)
+    return {
+        "name": member.name,
+        "self": member.name == service.name,
+        "state": member.state.name.lower(),
+        "address": format_address(member.address),
+        "http": tags.get("http", ""),
+        "region": tags.get("region", ""),
+        "node_id": tags.get("id", ""),
+        "boot": tags.get("boot", ""),
+        "version": tags.get("version", ""),
+        "readiness": tags.get("state", ""),
+        "role": tags.get("role", ""),
+        "incarnation": member.incarnation,
+        "healthy": member.healthy,
+        "last_change": datetime.fromtimestamp(changed, UTC).isoformat(timespec="milliseconds"),
+        "seconds_since_change": round(max(0.0, time.time() - changed), 1),
+        "tags": tags,
+    }
+
+
+def nodes(service: ClusterService) -> list[dict[str, Any]]:
+    node = service.node
+    if node is None or node.membership is None:
+        return []
+    return [member_view(service, m) for m in node.members()]
+
+
+def status(service: ClusterService) -> dict[str, Any]:
+    node = service.node
+    identity = {
+        "name": service.name,
+        "node_id": service.node_id,
+        "boot": service.boot,
+        "region": service.region,
+        "http": service.http_address,
+        "version": __version__,
+    }
+    if node is None or node.membership is None:
+        return {"enabled": True, "running": False, "node": identity, "members": [],
+                "health": {"status": "stopped"}}
+    m = node.membership
+    members = nodes(service)
+    counts = Counter(v["state"] for v in members)
+    if m.has_left:
+        verdict = "left"
+    elif counts["alive"] + counts["suspect"] <= 1 and service.cluster.peers:
+        verdict = "alone"
+    elif counts["suspect"] or counts["dead"] or m.local_health:
+        verdict = "degraded"
+    else:
+        verdict = "healthy"
+    me = m.member(service.name)
+    return {
+        "enabled": True,
+        "running": node.running,
+        "node": {
+            **identity,
+            "address": format_address(node.address),
+            "bind": format_address(node.bind),
+            "state": me.state.name.lower() if me else "unknown",
+            "incarnation": m.incarnation,
+            "readiness": service.readiness,
+        },
+        "members": members,
+        "health": {
+            "status": verdict,
+            "members": len(members),
+            **{s.name.lower(): counts[s.name.lower()] for s in NodeState},
+            "local_health_score": m.local_health,
+            "joined": service.joined,
+            "peers": list(service.cluster.peers),
+        },
+    }

@@ -1,0 +1,463 @@
+"""A cluster member built from ``cluster_config``: identity, addresses, timings, security,
+joining the peers, graceful leave and status, around one ``ClusterNode``.
+
+Choices made here (where Bifrost's config and the issue leave room):
+
+- **Name**: ``node_name``, else ``$POD_NAME``, else the host name. With ``--workers N > 1``
+  each worker is its own member, ``<name>-w<index>``, on gossip port ``port + index``.
+- **Identity**: a random boot id per process; ``node_id = name + "-" + boot`` names this
+  process's counter slots, so a restart never reuses an earlier life's slots.
+- **Metadata** (Serf tags, ≤ 512 bytes): ``id``, ``boot``, ``region``, ``http`` (host:port
+  of the HTTP server; the advertised IP when it listens on all interfaces), ``version``,
+  ``state`` (``ready`` / ``draining``), ``role=rainbridge``.
+- **Timing**: the ``profile`` preset (lan / wan / local) for every tunable, then
+  ``gossip.config`` mapped by ``config.from_bifrost_gossip``: probe interval, suspicion
+  multiplier and success threshold always come from it (defaults 10 / 3 / 3: 2 s probes).
+- **Keys**: ``$RAINBRIDGE_GOSSIP_KEYS`` (comma-separated base64), when set, replaces
+  ``gossip.encryption_keys`` (as ``$RAINBRIDGE_ADMIN_TOKEN`` overrides the file). The first
+  key encrypts, all decrypt; rotate with ``keyring.add`` → ``use`` → ``remove`` on every
+  node. Keys are never logged.
+- **Peers**: resolved at every attempt; our own address is skipped. Joined at start, and
+  retried in the background (0.5 s doubling to 10 s) until one push-pull succeeds or
+  another member has joined us, so a node that starts before its peers still converges.
+- **Leave** (``stop()``, on SIGTERM through the gateway's shutdown): Serf leave intents to
+  Serf members (``serfcompat``), then memberlist's leave, gossiped and also sent once
+  straight to every live member (``ClusterNode.leave``), driven until sent (at most
+  ``leave_timeout``); then the sockets close.
+- **Application messages** (the ``ClusterHandler``) are framed with ``APP_MARKER`` so that
+  other memberlist applications' messages in the same cluster (a Serf agent's events and
+  push-pull state) never reach the handler; they are counted as ``foreign`` and dropped.
+  Frame: ``APP_MARKER, kind`` then, for ``KIND_DIRECT`` (``send``, the handler's own
+  ``get_broadcasts``) the payload; for ``KIND_GOSSIP`` (``broadcast``) an 8-byte random id
+  and the payload.
+- **broadcast** reaches every member, as Serf's events do: memberlist sends a broadcast
+  only retransmit_mult·log10(N+1) times and receivers do not pass it on, which leaves a
+  member out now and then in a small cluster (membership messages have push-pull to
+  repair that; application messages do not). So the service keeps its own queue with
+  ``app_retransmit_mult`` = max(6, 2 × retransmit_mult), piggy-backed through the
+  delegate's ``get_broadcasts``, and every member relays a gossip frame once, the first
+  time it sees its id (a window of ``SEEN_WINDOW`` ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from . import report
+from .addresses import AddressSpace, ClusterConfigError, format_address, gossip_addresses
+from .addresses import resolve_peers as _resolve_peers
+from .broadcast import TransmitLimitedQueue
+from .codec import WireError, encode_tags
+from .config import MembershipConfig, from_bifrost_gossip
+from .events import Delegate, Member, MemberEvent
+from .messages import Address, NodeState
+from .node import ClusterNode
+from .security import Keyring
+from .serfcompat import SerfClock, is_serf_member, leave_intent
+from .wire import WireConfig
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from ..config.schema import ClusterConfig, GossipConfig
+
+log = logging.getLogger("rainbridge.cluster")
+
+APP_MARKER = b"\xb7"  # first byte of every rainbridge application payload; Serf's are < 16
+KIND_DIRECT = b"\x00"
+KIND_GOSSIP = b"\x01"
+_ID_SIZE = 8
+SEEN_WINDOW = 8192  # gossip ids remembered for de-duplication
+KEYS_ENV = "RAINBRIDGE_GOSSIP_KEYS"
+JOIN_RETRY_FIRST = 0.5  # seconds; doubles up to JOIN_RETRY_MAX
+JOIN_RETRY_MAX = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterEnv:
+    """Where this member runs: its HTTP address and its place among the workers."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    worker_index: int = 0
+    workers: int = 1
+
+
+class ClusterHandler(Delegate):
+    """The application's hooks into the cluster (the state-sync layer builds on these).
+
+    memberlist's delegate, passed through: ``notify_msg`` (a broadcast or a direct user
+    message arrived), ``get_broadcasts`` (payloads to piggy-back on gossip now),
+    ``local_state`` / ``merge_remote_state`` (application state in push-pull), plus
+    ``notify_event`` for member joins, leaves and updates. Payloads are the application's
+    own bytes: the service adds and strips ``APP_MARKER``. ``node_meta`` and
+    ``notify_conflict`` are the service's, not the handler's. Every hook runs on the event
+    loop inside the protocol: return quickly, never block.
+    """
+
+    def notify_event(self, event: MemberEvent) -> None:
+        """A member joined, left / died, changed metadata, was suspected or recovered."""
+
+
+def membership_config(gossip: GossipConfig) -> MembershipConfig:
+    timing = gossip.config
+    base = MembershipConfig.profile(gossip.profile)
+    return from_bifrost_gossip(
+        timing.timeout_seconds, timing.success_threshold, timing.failure_threshold, base
+    )
+
+
+def keyring_from(keys: list[str], environ: Mapping[str, str]) -> Keyring | None:
+    raw = environ.get(KEYS_ENV, "").strip()
+    texts = [k.strip() for k in raw.split(",") if k.strip()] if raw else list(keys)
+    if not texts:
+        return None
+    try:
+        return Keyring.from_base64(texts)
+    except ValueError as exc:  # the message never contains key material
+        raise ClusterConfigError(f"gossip encryption key: {exc}") from None
+
+
+class _Bridge(Delegate):
+    """Membership's delegate: frames application payloads and passes them through."""
+
+    def __init__(self, service: ClusterService) -> None:
+        self.service = service
+
+    def notify_msg(self, payload: bytes) -> None:
+        service = self.service
+        if payload[:1] != APP_MARKER:
+            service._foreign(payload)
+            return
+        kind, body = payload[1:2], payload[2:]
+        if kind == KIND_GOSSIP and len(body) >= _ID_SIZE:
+            if not service._first_sight(body[:_ID_SIZE]):
+                return
+            service._relay(payload)
+            body = body[_ID_SIZE:]
+        elif kind != KIND_DIRECT:
+            service.stats["unknown_app_messages"] += 1
+            return
+        if service.handler is not None:
+            service.handler.notify_msg(body)
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        service = self.service
+        membership = service.node.membership if service.node is not None else None
+        members = membership.num_alive() if membership is not None else 1
+        frames, used = service._gossip.get(overhead, limit, members)
+        handler = service.handler
+        if handler is not None and limit - used > overhead + 2:
+            own = handler.get_broadcasts(overhead + 2, limit - used)
+            frames += [APP_MARKER + KIND_DIRECT + p for p in own]
+        return frames
+
+    def local_state(self, join: bool) -> bytes:
+        handler = self.service.handler
+        state = handler.local_state(join) if handler is not None else b""
+        return APP_MARKER + state if state else b""
+
+    def merge_remote_state(self, buf: bytes, join: bool) -> None:
+        handler = self.service.handler
+        if buf[:1] == APP_MARKER:
+            if handler is not None:
+                handler.merge_remote_state(buf[1:], join)
+        else:
+            self.service._foreign(buf)
+
+    def notify_conflict(self, existing: Member, other: Member) -> None:
+        log.warning(
+            "cluster: %s claims the name of live member %s (%s); ignored",
+            format_address(other.address),
+            existing.name,
+            format_address(existing.address),
+        )
+
+
+class ClusterService:
+    """This process's cluster member, from ``cluster_config``. See the module docstring."""
+
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        env: ClusterEnv | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        timing: MembershipConfig | None = None,
+        leave_timeout: float = 3.0,
+    ) -> None:
+        """Only the identity is settled here; ``start()`` checks the rest (addresses, keys)
+        so that a bad setting fails the start with a clear message. ``timing`` replaces the
+        configured timings (tests and benchmarks)."""
+        self.cluster = cluster
+        self.env = env or ClusterEnv()
+        self._environ = os.environ if environ is None else environ
+        base = cluster.node_name or self._environ.get("POD_NAME") or socket.gethostname()
+        self.name = f"{base}-w{self.env.worker_index}" if self.env.workers > 1 else base
+        self.boot = secrets.token_hex(4)
+        self.node_id = f"{self.name}-{self.boot}"
+        self.region = cluster.region or ""
+        self._timing = timing
+        self.leave_timeout = leave_timeout
+        self.readiness = "ready"
+        self.handler: ClusterHandler | None = None
+        self.node: ClusterNode | None = None
+        self.keyring: Keyring | None = None
+        self.http_address = ""
+        self.joined = False
+        self.stats: Counter[str] = Counter()
+        self._serf_clock = SerfClock()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._gossip: TransmitLimitedQueue[bytes] = TransmitLimitedQueue(6, 4096)
+        self._join_task: asyncio.Task | None = None
+        self._registry: CollectorRegistry | None = None
+        self._collector: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, registry: CollectorRegistry | None = None) -> None:
+        gossip = self.cluster.gossip
+        timing = self._timing or membership_config(gossip)
+        self._gossip = TransmitLimitedQueue(
+            max(6, 2 * timing.retransmit_mult), timing.broadcast_queue_depth
+        )
+        self.keyring = keyring_from(gossip.encryption_keys, self._environ)
+        try:
+            wire = WireConfig(label=gossip.label or "", keyring=self.keyring)
+        except (ValueError, WireError) as exc:
+            raise ClusterConfigError(f"gossip.label: {exc}") from None
+        space = AddressSpace(self.cluster.discovery.allowed_address_space)
+        bind_ip, advertise_ip = gossip_addresses(
+            gossip.bind_address, gossip.advertise_address, self.env.http_host, self._environ
+        )
+        port = gossip.port + self.env.worker_index if gossip.port else 0
+        if port > 65535:
+            raise ClusterConfigError(f"gossip port {port} (port + worker index) is above 65535")
+        http_ip = self.env.http_host
+        if http_ip in ("", "0.0.0.0", "::"):
+            http_ip = advertise_ip
+        self.http_address = format_address((http_ip, self.env.http_port))
+        node = ClusterNode(
+            self.name,
+            (bind_ip, port),
+            config=timing,
+            wire=wire,
+            advertise=advertise_ip,
+            meta=self._meta(),
+            delegate=_Bridge(self),
+            address_space=space,
+            on_event=self._on_event,
+        )
+        try:
+            await node.start()
+        except OSError as exc:
+            raise ClusterConfigError(
+                f"cannot bind gossip to {format_address((bind_ip, port))}: {exc.strerror or exc}"
+            ) from None
+        self.node = node
+        log.info(
+            "cluster: node %s (id %s) gossiping on %s, advertising %s; profile %s, probe "
+            "interval %.2fs, suspicion x%d; encryption %s; label %s; address space %s",
+            self.name,
+            self.node_id,
+            format_address(node.bind),
+            format_address(node.address),
+            gossip.profile,
+            timing.probe_interval,
+            timing.suspicion_mult,
+            f"on ({len(self.keyring)} key(s))" if self.keyring else "off",
+            repr(wire.label) if wire.label else "none",
+            ", ".join(str(n) for n in space.networks) or "any",
+        )
+        if registry is not None:
+            from .metrics import ClusterCollector
+
+            self._collector = ClusterCollector(self)
+            registry.register(self._collector)
+            self._registry = registry
+        self._join_task = asyncio.get_running_loop().create_task(self._join_loop())
+
+    async def stop(self) -> None:
+        """Leave gracefully (others see *left*, not failed), then close the sockets."""
+        if self._join_task is not None:
+            self._join_task.cancel()
+            try:
+                await self._join_task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a bug in the join loop must not stop the leave
+                log.exception("cluster: the join task failed")
+            self._join_task = None
+        node = self.node
+        if node is not None and node.running:
+            try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self.leave_timeout
+                await self._serf_leave_intents(self.leave_timeout / 2)
+                announced = await node.leave(max(0.1, deadline - loop.time()))
+                log.info(
+                    "cluster: %s left the cluster%s",
+                    self.name,
+                    "" if announced else " (leave not fully announced in time)",
+                )
+            finally:
+                await node.close()
+        self._unregister()
+
+    async def abort(self) -> None:
+        """Stop without leaving (tests: the others see a crash)."""
+        if self._join_task is not None:
+            self._join_task.cancel()
+        if self.node is not None:
+            await self.node.close()
+        self._unregister()
+
+    def _unregister(self) -> None:
+        if self._registry is not None and self._collector is not None:
+            with contextlib.suppress(KeyError):
+                self._registry.unregister(self._collector)
+            self._registry = self._collector = None
+
+    # ------------------------------------------------------------------ joining
+    async def resolve_peers(self) -> list[Address]:
+        addresses, problems = await _resolve_peers(self.cluster.peers)
+        for problem in problems:
+            log.warning("cluster: peer %s", problem)
+        node = self._node()
+        return [a for a in addresses if a not in (node.address, node.bind)]
+
+    async def _join_loop(self) -> None:
+        node = self._node()
+        delay, attempt = JOIN_RETRY_FIRST, 0
+        while True:
+            attempt += 1
+            peers = await self.resolve_peers()
+            if not peers and self.cluster.peers and attempt == 1:
+                log.info("cluster: no other peer to join; waiting for members to join us")
+            if peers:
+                ok = await node.join(peers)
+                if ok:
+                    self.joined = True
+                    alive = sum(1 for m in node.members() if m.state == NodeState.ALIVE)
+                    log.info(
+                        "cluster: joined through %d of %d peer(s); %d member(s) alive",
+                        ok,
+                        len(peers),
+                        alive,
+                    )
+                    return
+            if node.membership is not None and node.membership.num_alive() > 1:
+                self.joined = True
+                return
+            if peers:
+                level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
+                log.log(
+                    level,
+                    "cluster: could not join any of %s (%s); retrying every %.1fs at most",
+                    ", ".join(format_address(p) for p in peers),
+                    node.last_push_pull_error or "no answer",
+                    JOIN_RETRY_MAX,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, JOIN_RETRY_MAX)
+
+    async def _serf_leave_intents(self, timeout: float) -> None:
+        node = self._node()
+        serf = [
+            m.name
+            for m in node.members()
+            if m.name != self.name and m.state == NodeState.ALIVE and is_serf_member(m)
+        ]
+        if not serf:
+            return
+        intent = leave_intent(self.name, self._serf_clock.next())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(node.send_reliable(name, intent) for name in serf))
+
+    # ------------------------------------------------------------------ application
+    def set_handler(self, handler: ClusterHandler | None) -> None:
+        """Install the application's hooks (one handler; None removes it)."""
+        self.handler = handler
+
+    def broadcast(self, payload: bytes, name: str | None = None) -> None:
+        """Gossip ``payload`` to every other member's ``notify_msg`` (each relays it once).
+        ``name``: replaces our queued broadcast of the same name that is not fully sent."""
+        self._node()  # started
+        message_id = secrets.token_bytes(_ID_SIZE)
+        self._first_sight(message_id)
+        frame = APP_MARKER + KIND_GOSSIP + message_id + payload
+        # Sent with the next gossip round or probe (within gossip_interval).
+        self._gossip.queue(frame, len(frame), name)
+
+    def _relay(self, frame: bytes) -> None:
+        """Pass a gossip frame on (called from inside the protocol: no I/O here)."""
+        node = self.node
+        if node is not None and node.membership is not None and not node.membership.has_left:
+            self._gossip.queue(frame, len(frame))
+
+    def send(self, member: str, payload: bytes, *, reliable: bool = False) -> None:
+        """One member's ``notify_msg``: UDP best effort, or TCP when ``reliable``."""
+        self._node().send_user(member, APP_MARKER + KIND_DIRECT + payload, reliable)
+
+    def _first_sight(self, message_id: bytes) -> bool:
+        if message_id in self._seen:
+            return False
+        self._seen[message_id] = None
+        if len(self._seen) > SEEN_WINDOW:
+            self._seen.popitem(last=False)
+        return True
+
+    def set_readiness(self, readiness: str) -> None:
+        """``ready`` or ``draining``, in our metadata (a new incarnation, gossiped)."""
+        if readiness not in ("ready", "draining"):
+            raise ValueError("readiness is 'ready' or 'draining'")
+        self.readiness = readiness
+        if self.node is not None and self.node.running:
+            self.node.update_meta(self._meta())
+
+    def _meta(self) -> bytes:
+        tags = {
+            "id": self.node_id,
+            "boot": self.boot,
+            "region": self.region,
+            "http": self.http_address,
+            "version": __version__,
+            "state": self.readiness,
+            "role": "rainbridge",
+        }
+        try:
+            return encode_tags(tags)
+        except WireError as exc:
+            raise ClusterConfigError(f"node metadata too large (long node name?): {exc}") from None
+
+    def _on_event(self, event: MemberEvent) -> None:
+        if self.handler is not None:
+            self.handler.notify_event(event)
+
+    def _foreign(self, payload: bytes) -> None:
+        self.stats["foreign_messages"] += 1
+        self._serf_clock.witness(payload)
+
+    def _node(self) -> ClusterNode:
+        if self.node is None:
+            raise RuntimeError("the cluster service is not started")
+        return self.node
+
+    # ------------------------------------------------------------------ status
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every member in this node's table (dead and left ones until they are reaped)."""
+        return report.nodes(self)
+
+    def status(self) -> dict[str, Any]:
+        """This node, its members and a health summary (``GET /api/cluster/status``)."""
+        return report.status(self)
