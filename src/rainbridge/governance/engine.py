@@ -240,7 +240,8 @@ class Governance:
         return Target(routes.providers[choice.provider], model)
 
     def allowed_keys(self, vk: VirtualKey | None) -> dict[str, frozenset[str]] | None:
-        if vk is None:
+        """Provider -> key ids/names the key may use (its grants' ``key_ids``); None: any."""
+        if vk is None or not vk.provider_configs:
             return None
         limited = {g.provider: frozenset(g.key_ids) for g in vk.provider_configs if g.key_ids is not None}
         return limited or None
