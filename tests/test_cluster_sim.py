@@ -137,6 +137,39 @@ def test_paused_node_refutes_and_is_not_declared_dead():
     assert suspected_runs >= 2  # the scenario exercised refutation at all
 
 
+def test_a_probe_carrying_a_stale_suspicion_is_answered_with_the_current_alive():
+    """n0 suspects the paused n3, then hears nothing for 1.5 s: n3 resumes and refutes,
+    everyone else takes the new incarnation, and the refutation's gossip runs out before
+    n0 listens again. n0's next probe of n3 carries its old Suspect (buddy system); n3
+    answers it with its current Alive instead of ignoring it, so n0's suspicion ends there
+    and does not time out into a false death. (Without the answer every seed here ends with
+    n0 declaring n3 dead after its unconfirmed 24 s timer.) Push-pull is off so that only
+    the probe can repair n0's view."""
+    config = LAN.replace(push_pull_interval=0)
+    for seed in range(5):
+        net = SimNetwork(seed=seed, config=config)
+        net.cluster(5)
+        assert net.run_until(30, stop=net.converged)
+        net.run_until(30)
+        old = net.nodes["n3"].membership.incarnation
+        net.pause("n3")
+        assert net.run_for(10, stop=lambda net=net: net.view("n0")["n3"] == NodeState.SUSPECT)
+        others = ("n1", "n2", "n3", "n4")
+        for name in others:
+            net.set_link(name, "n0", LinkProfile(loss=1.0), both=False)
+        t0 = net.now
+        net.resume("n3")
+        net.run_for(1.5)
+        for name in others:
+            net.set_link(name, "n0", LinkProfile(), both=False)
+        net.run_for(40)
+        n3 = net.nodes["n3"].membership
+        assert n3.incarnation > old, f"seed {seed}: n3 never refuted"
+        assert n3.stats["stale_suspicions_answered"] >= 1, f"seed {seed}"
+        assert failures(net, since=t0) == [], f"seed {seed}"
+        assert net.converged(), f"seed {seed}: {net.view('n0')}"
+
+
 def test_graceful_leave_is_seen_as_left_not_as_a_failure():
     net, names = formed(3)
     t0 = net.now

@@ -461,6 +461,29 @@ def test_buddy_system_ping_carries_the_suspicion():
     assert p.messages[1:] == (Suspect(incarnation=1, node="n2", sender="me"),)
 
 
+def test_a_stale_suspicion_riding_on_a_ping_is_answered_with_our_current_alive():
+    m = make()  # everything at t=0: no timer (gossip, probe) sends in between
+    with_members(m, 2)
+    m.handle_packet(Suspect(incarnation=1, node="me", sender="n2"), addr(2), 0.0)
+    assert m.incarnation == 2  # refuted; say n2 missed the refutation's gossip
+    m.take_outgoing()
+    current = Alive(incarnation=2, node="me", address=ME, meta=b"")
+    # n2 probes us with its old suspicion (buddy system): ack, then our Alive straight back
+    ping = Ping(seq_no=9, node="me", source=addr(2), source_node="n2")
+    m.handle_packet(ping, addr(2), 0.0)
+    m.handle_packet(Suspect(incarnation=1, node="me", sender="n2"), addr(2), 0.0)
+    sent = [(p.to, p.messages[0]) for p in packets(m)]
+    assert sent == [(addr(2), Ack(seq_no=9)), (addr(2), current)]
+    assert m.incarnation == 2 and m.stats["stale_suspicions_answered"] == 1
+    # the same stale suspicion as plain gossip (no ping before it) is ignored, as memberlist does
+    m.handle_packet(Suspect(incarnation=1, node="me", sender="n3"), addr(3), 0.0)
+    assert packets(m) == [] and m.stats["stale_suspicions_answered"] == 1
+    # a current suspicion on a ping is refuted (new incarnation), not answered with the old one
+    m.handle_packet(Ping(seq_no=10, node="me"), addr(3), 0.0)
+    m.handle_packet(Suspect(incarnation=2, node="me", sender="n3"), addr(3), 0.0)
+    assert m.incarnation == 3 and m.stats["stale_suspicions_answered"] == 1
+
+
 def test_relaying_an_indirect_ping():
     m = make()
     with_members(m, 2)

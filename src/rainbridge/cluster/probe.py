@@ -23,6 +23,7 @@ from rainbridge.cluster.merge import MemberTable, NodeEntry
 from rainbridge.cluster.messages import (
     Ack,
     Address,
+    Alive,
     IndirectPing,
     Nack,
     NodeState,
@@ -196,12 +197,29 @@ class Prober(MemberTable):
         self._rng.shuffle(keep)
         self._nodes = keep
 
-    def _on_ping(self, ping: Ping, sender: Address) -> None:
+    def _on_ping(self, ping: Ping, sender: Address) -> Address | None:
+        """Ack a ping meant for us; returns where the ack went (None: not for us)."""
         if ping.node and ping.node != self.name:
             self.stats["misdirected_pings"] += 1
-            return
+            return None
         reply_to = ping.source if ping.source and ping.source[1] > 0 else sender
         self._send(reply_to, Ack(seq_no=ping.seq_no))
+        return reply_to
+
+    def _answer_buddy_suspect(self, suspect: Suspect, prober: Address) -> None:
+        """A ping to us carried a Suspect about us (buddy system) that is older than our
+        incarnation: the prober missed our refutation (its gossip ran out, e.g. while we were
+        paused or the prober lost packets). memberlist ignores a stale suspicion, so the
+        prober's timer would run out and declare us dead; answer with our current Alive, at
+        once and straight to the prober. (A current suspicion is refuted by the merge rules.)"""
+        me = self._node_map.get(self.name)
+        if me is None or self._left or suspect.incarnation >= me.incarnation:
+            return
+        self.stats["stale_suspicions_answered"] += 1
+        alive = Alive(
+            incarnation=me.incarnation, node=me.name, address=me.address, meta=me.meta, vsn=me.vsn
+        )
+        self._outgoing.append(SendPacket(prober, (alive,)))
 
     def _on_indirect_ping(self, ind: IndirectPing, sender: Address, now: float) -> None:
         seq_no = self._next_seq()

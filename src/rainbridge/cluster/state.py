@@ -122,6 +122,7 @@ class Membership(Prober):
         self._probe: Probe | None = None
         self._probe_index = 0
         self._relays: dict[int, Relay] = {}
+        self._pinged_by: Address | None = None  # the last message was a ping to us from there
         self._seeds: dict[Address, None] = {}  # join targets, retried while we are alone
         self.stats: Counter[str] = Counter()
         self.last_rejection: str | None = None  # why the last push-pull was not merged
@@ -145,8 +146,9 @@ class Membership(Prober):
         """One message received over UDP from ``sender`` (the packet's source address)."""
         self._advance(now)
         self.stats["messages_in"] += 1
+        pinged_by, self._pinged_by = self._pinged_by, None
         if isinstance(message, Ping):
-            self._on_ping(message, sender)
+            self._pinged_by = self._on_ping(message, sender)
         elif isinstance(message, IndirectPing):
             self._on_indirect_ping(message, sender, now)
         elif isinstance(message, Ack):
@@ -155,6 +157,8 @@ class Membership(Prober):
             if self._probe is not None and self._probe.seq_no == message.seq_no:
                 self._probe.nacks += 1
         elif isinstance(message, Suspect):
+            if pinged_by is not None and message.node == self.name:
+                self._answer_buddy_suspect(message, pinged_by)
             self._suspect_node(message, now)
         elif isinstance(message, Alive):
             self._alive_node(message, now)
