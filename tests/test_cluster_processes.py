@@ -14,12 +14,14 @@ enough to make the SIGSTOP step flaky.) Every bound below is derived from those 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -338,3 +340,77 @@ def free_port_at(ip: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_sigterm_drains_streams_and_announces_draining(tmp_path, pg_database, mock):
+    """SIGTERM on a member with a stream in flight: the fleet sees it ``draining`` (its
+    gossiped metadata) while the stream still runs; the stream ends complete; then the
+    fleet sees a graceful leave, not a failure."""
+    hosts = ["127.0.0.17", "127.0.0.18"]
+    ports = [free_port(h) for h in hosts]
+    members = []
+    for i, host in enumerate(hosts):
+        config = {
+            **provider_config(mock.url),
+            "config_store": {"enabled": True, "type": "postgres", "config": {"dsn": pg_database}},
+            "cluster_config": {
+                "enabled": True,
+                "node_name": f"d{i}",
+                "peers": [f"{hosts[0]}:{ports[0]}"],
+                "gossip": {"port": ports[i], "profile": "lan", "config": TIMING},
+            },
+        }
+        m = Member(tmp_path, i, config)
+        m.name, m.host = f"d{i}", host
+        members.append(m)
+    observer, leaving = members
+    try:
+        for m in members:
+            m.launch()
+        for m in members:
+            m.ready()
+
+        def both_ready():
+            seen = {n["name"]: (n["state"], n["readiness"]) for n in observer.nodes().values()}
+            return True if seen == {"d0": ("alive", "ready"), "d1": ("alive", "ready")} else seen
+
+        wait_for(both_ready, CONVERGE, "two ready members")
+        status, _, health = http_json("GET", leaving.url + "/health")
+        assert status == 200 and health["components"]["cluster"]["status"] == "ok", health
+        assert health["components"]["cluster"]["alive"] == 2
+
+        # 30 chunks 100 ms apart: a 3-second stream through the member that will leave
+        host, port = leaving.url.removeprefix("http://").rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=20)
+        body = json.dumps({"model": "openai/gpt-4o-mini", "stream": True,
+                           "messages": [{"role": "user", "content": "hi"}],
+                           "mock": {"stream_chunks": 30, "chunk_delay_ms": 100}})
+        conn.request("POST", "/v1/chat/completions", body=body,
+                     headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200
+        received: list[bytes] = []
+        reader = threading.Thread(target=lambda: received.extend(iter(response.readline, b"")))
+        reader.start()
+        wait_for(lambda: len(received) >= 4 or len(received), 5, "the stream started")
+
+        leaving.signal(signal.SIGTERM)
+        wait_for(lambda: observer.nodes()["d1"]["readiness"] == "draining" or observer.nodes()["d1"],
+                 3, "the fleet sees d1 draining")
+        assert observer.nodes()["d1"]["state"] == "alive"
+        assert leaving.proc.popen.poll() is None, "d1 exited before its stream ended"
+
+        reader.join(timeout=15)
+        events = [line for line in received if line.startswith(b"data: ")]
+        assert events[-1] == b"data: [DONE]\n", events[-3:]
+        chunks = [json.loads(e[6:]) for e in events[:-1]]
+        content = [c["choices"][0]["delta"].get("content") for c in chunks if c.get("choices")]
+        assert len([c for c in content if c]) == 30
+        assert leaving.proc.popen.wait(timeout=20) == 0
+        wait_for(lambda: observer.nodes().get("d1", {}).get("state") == "left" or observer.nodes(),
+                 CONVERGE, "the fleet sees d1 left")
+        assert "draining: finishing in-flight requests" in leaving.log()
+    finally:
+        for m in members:
+            if m.proc is not None:
+                m.proc.stop(signal.SIGKILL, timeout=5)

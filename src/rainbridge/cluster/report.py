@@ -104,3 +104,22 @@ def status(service: ClusterService) -> dict[str, Any]:
             "peers": list(service.cluster.peers),
         },
     }
+
+
+def health(service: ClusterService) -> dict[str, Any]:
+    """The cluster component of ``GET /health``: ``failing`` only when our member is not
+    running (the gateway cannot share state); a lone or degraded cluster still serves, so
+    it reports the membership verdict without failing the probe."""
+    node = service.node
+    if node is None or node.membership is None or not node.running:
+        return {"status": "failing", "membership": "stopped", "readiness": service.readiness}
+    counts = Counter(m.state.name.lower() for m in node.members())
+    summary = status(service)["health"]["status"]
+    return {
+        "status": "ok",
+        "membership": summary,
+        "readiness": service.readiness,
+        "alive": counts["alive"],
+        "suspect": counts["suspect"],
+        "dead": counts["dead"],
+    }

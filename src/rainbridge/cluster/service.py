@@ -458,6 +458,10 @@ class ClusterService:
         """Every member in this node's table (dead and left ones until they are reaped)."""
         return report.nodes(self)
 
+    def health(self) -> dict[str, Any]:
+        """The ``cluster`` component of ``GET /health``."""
+        return report.health(self)
+
     def status(self) -> dict[str, Any]:
         """This node, its members and a health summary (``GET /api/cluster/status``)."""
         return report.status(self)

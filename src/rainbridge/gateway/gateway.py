@@ -81,6 +81,7 @@ class Gateway:
         self._models_cache: tuple[float, list[dict]] | None = None
         self._version: str | None = None
         self._maintenance: asyncio.Task | None = None
+        self.draining = False  # set on SIGTERM: see begin_drain
 
     @property
     def wants_usage(self) -> bool:
@@ -163,6 +164,17 @@ class Gateway:
         self.log_writer = LogWriter(db, retention_days=self.config.client.log_retention_days)
         self.log_writer.start()
 
+    def begin_drain(self) -> None:
+        """Shutdown was asked for (SIGTERM): in-flight requests and streams still finish, but
+        tell the fleet and the load balancer now: the cluster metadata says ``draining``
+        (gossiped at once) and ``/health`` answers 503."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: finishing in-flight requests before leaving")
+        if self.cluster is not None:
+            self.cluster.set_readiness("draining")
+
     async def stop(self) -> None:
         if self.cluster is not None:  # announce the leave first: others see "left", not failed
             await self.cluster.stop()
@@ -236,6 +248,12 @@ class Gateway:
                 ok = False
                 components["store"] = {"status": "failing", "type": self.store.kind, "error": str(exc)}
         components["providers"] = {"status": "ok", "configured": sorted(self.providers)}
+        if self.cluster is not None:
+            cluster = self.cluster.health()
+            components["cluster"] = cluster
+            ok = ok and cluster["status"] != "failing"
+        if self.draining:
+            return False, {"status": "draining", "components": components}
         return ok, {"status": "ok" if ok else "failing", "components": components}
 
     async def list_models(self) -> list[dict]:

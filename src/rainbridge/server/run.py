@@ -132,7 +132,7 @@ def run_worker(opts: ServeOptions, loaded: LoadedConfig | None = None, sock: soc
         timeout_graceful_shutdown=opts.graceful_timeout,
         backlog=4096,
     )
-    server = _uvicorn_server_class()(config)
+    server = _uvicorn_server_class()(config, on_exit=app.gateway.begin_drain)
     log.info("worker %d serving on http://%s:%d", os.getpid(), _display_host(opts.host), port)
     server.run(sockets=[sock])
     if not server.started:
@@ -143,9 +143,20 @@ def _uvicorn_server_class():
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; we exit 0 instead."""
+        """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; we exit 0 instead.
+        The first signal also starts the gateway's drain (see ``Gateway.begin_drain``)."""
+
+        def __init__(self, config, on_exit):
+            super().__init__(config)
+            self._on_exit = on_exit
 
         def handle_exit(self, sig, frame):
+            # A signal handler runs between two bytecodes of whatever the loop was doing:
+            # hand the drain notice to the loop instead of sending packets from here.
+            try:
+                asyncio.get_running_loop().call_soon_threadsafe(self._on_exit)
+            except RuntimeError:  # no loop running (startup or shutdown already over)
+                pass
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
 
