@@ -401,6 +401,40 @@ def first_probe(m: Membership):
     raise AssertionError("no probe")
 
 
+def probe_acked(m: Membership, t: float) -> tuple[float, str]:
+    """Tick until the next probe goes out, ack it; (time, the probed member)."""
+    end = t + 60
+    while t < end:
+        t += 0.05
+        m.tick(t)
+        for p in packets(m):
+            if isinstance(p.messages[0], Ping):
+                m.handle_packet(Ack(seq_no=p.messages[0].seq_no), p.to, t)
+                return t, p.messages[0].node
+    raise AssertionError("no probe")
+
+
+def test_a_member_learned_mid_round_is_probed_within_that_round():
+    """Six members, four probed, then a newcomer: it is among the next three probes (the
+    two members left in the round and itself), for every seed. memberlist inserts it at
+    any slot, so about half the time it would wait for the next round."""
+    for seed in range(20):
+        m = Membership(QUIET, "me", ME, b"", Random(seed), 0.0, None)
+        names = with_members(m, 6)
+        t, probed, following = 0.0, [], []
+        for _ in range(4):
+            t, name = probe_acked(m, t)
+            probed.append(name)
+        assert len(set(probed)) == 4 and set(probed) <= set(names)
+        m.handle_packet(alive("new", 1, 20), addr(20), t)
+        m.take_events()
+        for _ in range(3):
+            t, name = probe_acked(m, t)
+            following.append(name)
+        assert "new" in following, f"seed {seed}: {probed} then {following}"
+        assert set(following) == set(names) - set(probed) | {"new"}, f"seed {seed}"
+
+
 def test_probe_ack_keeps_member_alive_and_heals_health():
     m = make()
     with_members(m, 4)

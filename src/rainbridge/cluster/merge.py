@@ -179,8 +179,7 @@ class MemberTable:
                 a.vsn,
                 meta_incarnation=a.incarnation,
             )
-            # A random slot keeps the detection bound low on average (memberlist).
-            self._nodes.insert(self._rng.randrange(len(self._nodes) + 1), node)
+            self._nodes.insert(self._insert_position(), node)
             self._node_map[a.node] = node
             if a.node in self._failed:  # reaped, but we remember it failed
                 self._returning(node)
@@ -249,6 +248,11 @@ class MemberTable:
             self._emit(EventKind.UPDATE, node)
 
     # -- suspect ---------------------------------------------------------------------
+    def _insert_position(self) -> int:
+        """Where a newly learned member goes in the probe list: a random slot (the prober
+        narrows it to the part of the current round not yet probed)."""
+        return self._rng.randrange(len(self._nodes) + 1)
+
     def _suspect_node(self, s: Suspect, now: float) -> None:
         node = self._node_map.get(s.node)
         if node is None or s.incarnation < node.incarnation:

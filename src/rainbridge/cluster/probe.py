@@ -181,6 +181,15 @@ class Prober(MemberTable):
             node.healthy = True
             self._emit(EventKind.HEALTHY, node, f"{node.acks} consecutive acks")
 
+    def _insert_position(self) -> int:
+        """A random slot among the members not yet probed this round. memberlist picks any
+        slot, so a member that lands behind the probe index waits for the next round (and
+        lands anywhere in it): up to two rounds before anyone probes a newcomer, and when
+        the members' rounds run in step (same size, same interval, started together) most
+        of them miss it at once. Inserting ahead keeps the first probe within one round,
+        which bounds how late a newcomer that crashes is detected."""
+        return self._rng.randrange(min(self._probe_index, len(self._nodes)), len(self._nodes) + 1)
+
     def _reset_nodes(self, now: float) -> None:
         """At each wrap of the probe list: reap long-dead members and reshuffle."""
         keep: list[NodeEntry] = []

@@ -1,0 +1,1 @@
+"""Helpers of ``bench/cluster_bench.py``: the namespace, the member processes, the trials."""

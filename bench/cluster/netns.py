@@ -1,0 +1,125 @@
+"""The benchmark's own network namespace: loopback only, with nftables for loss and counters.
+
+Everything runs inside one namespace made for the run (``rbbench-<random>``): its loopback
+is private, so members can use fixed ports on 127.x addresses, and nftables rules there
+(packet loss, byte counters) touch nothing else on the machine. The harness re-executes
+itself inside the namespace; the outer process deletes it afterwards and kills any process
+still in it (by pid, from ``ip netns pids``), also after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+
+TABLE = "rbbench"
+
+
+def _run(*cmd: str, input: str | None = None) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=30)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {(out.stderr or out.stdout).strip()}")
+    return out.stdout
+
+
+def unavailable() -> str | None:
+    """Why the benchmark cannot make its namespace here (None: it can)."""
+    if sys.platform != "linux":
+        return "network namespaces need Linux"
+    if os.geteuid() != 0:
+        return "creating a network namespace needs root"
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
+        if shutil.which(tool) is None:
+            return f"`{tool}` is missing (apt-get install {package})"
+    return None
+
+
+def run_inside(argv: list[str]) -> int:
+    """Create a namespace, run ``argv`` (+ ``--netns NAME``) inside it, clean up; exit code."""
+    name = f"rbbench-{secrets.token_hex(3)}"
+    _run("ip", "netns", "add", name)
+    child: subprocess.Popen | None = None
+    try:
+        _run("ip", "-n", name, "link", "set", "lo", "up")
+        child = subprocess.Popen(["ip", "netns", "exec", name, *argv, "--netns", name])
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # the child got the Ctrl-C too and is cleaning up
+                try:
+                    return child.wait(30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    return child.wait()
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        _kill_leftovers(name)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+def _kill_leftovers(name: str) -> None:
+    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=30)
+    for pid in out.stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGCONT)
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+class Firewall:
+    """nftables inside the namespace: random loss per cluster and tx byte counters."""
+
+    def __init__(self) -> None:
+        _run("nft", "-f", "-", input=(
+            f"table inet {TABLE} {{\n"
+            "  chain loss { type filter hook input priority 0; policy accept; }\n"
+            "  chain tx { type filter hook output priority 0; policy accept; }\n"
+            "}\n"
+        ))
+        self._loss: dict[str, int] = {}
+
+    def set_loss(self, cidr: str, percent: int) -> None:
+        """Drop ``percent`` % of the packets (UDP and TCP) between addresses in ``cidr``,
+        independently per packet (nftables ``numgen random``); 0 removes the rule."""
+        if percent:
+            self._loss[cidr] = percent
+        else:
+            self._loss.pop(cidr, None)
+        rules = [f"flush chain inet {TABLE} loss"]
+        for net, pct in self._loss.items():
+            rules.append(
+                f"add rule inet {TABLE} loss ip saddr {net} ip daddr {net} "
+                f"numgen random mod 1000 < {pct * 10} counter drop"
+            )
+        _run("nft", "-f", "-", input="\n".join(rules) + "\n")
+
+    def count(self, ips: list[str]) -> None:
+        """Count the bytes each of ``ips`` sends (replaces the previous set)."""
+        rules = [f"flush chain inet {TABLE} tx"]
+        rules += [f"add rule inet {TABLE} tx ip saddr {ip} counter" for ip in ips]
+        _run("nft", "-f", "-", input="\n".join(rules) + "\n")
+
+    def sent_bytes(self) -> dict[str, int]:
+        data = json.loads(_run("nft", "-j", "list", "chain", "inet", TABLE, "tx"))
+        out: dict[str, int] = {}
+        for item in data.get("nftables", []):
+            rule = item.get("rule")
+            if not rule:
+                continue
+            ip, count = None, 0
+            for expr in rule["expr"]:
+                if "match" in expr:
+                    ip = expr["match"]["right"]
+                elif "counter" in expr:
+                    count = expr["counter"]["bytes"]
+            if ip is not None:
+                out[ip] = count
+        return out
