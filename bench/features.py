@@ -6,7 +6,8 @@ Governance on: every request carries a virtual key with a budget and both rate l
 from exhausted, under a team with its own budget (the full admission and settlement path).
 Logging on: every request is written to the SQLite logs store (content included). wrk at 32
 connections, the variants interleaved run by run; medians of req/s and gateway CPU per 1,000
-requests. Targets: governance costs < 10 % of throughput; logging does not slow requests.
+requests, and p50/p99 latency with one client at a time (does a request wait for the feature?).
+Targets: governance costs < 10 % of throughput; logging does not slow requests.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main() -> int:
         for name, gw in gateways.items():  # warm up
             wrkload.run_wrk(gw.url + "/v1/chat/completions", scripts[name], 64, 1)
         results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+        latency: dict[str, list[dict]] = {name: [] for name in VARIANTS}
         names = list(VARIANTS)
         for run in range(args.runs):
             for name in names[run % len(names):] + names[: run % len(names)]:
@@ -74,7 +76,11 @@ def main() -> int:
                 cpu = procs.cpu_seconds([gw.pid]) - before
                 out["cpu_ms_per_1k"] = cpu * 1000 / max(out["requests"], 1) * 1000
                 results[name].append(out)
-                print(f"run {run + 1}: {name:<10} {out['rps']:>9.0f} req/s  {out['cpu_ms_per_1k']:6.1f} CPU ms/1k  non-2xx {out['non_2xx']}", flush=True)
+                # One client at a time: does the feature make a request wait?
+                one = wrkload.run_wrk(gw.url + "/v1/chat/completions", scripts[name], 1, max(2.0, args.duration / 2))
+                latency[name].append(one)
+                print(f"run {run + 1}: {name:<10} {out['rps']:>9.0f} req/s  {out['cpu_ms_per_1k']:6.1f} CPU ms/1k  "
+                      f"c=1 p50 {one['p50_ms']:.3f} p99 {one['p99_ms']:.3f} ms  non-2xx {out['non_2xx'] + one['non_2xx']}", flush=True)
         ps.check_alive()
     summary = {}
     for name, runs in results.items():
@@ -82,15 +88,19 @@ def main() -> int:
             "rps": statistics.median(r["rps"] for r in runs),
             "cpu_ms_per_1k": statistics.median(r["cpu_ms_per_1k"] for r in runs),
             "non_2xx": max(r["non_2xx"] for r in runs),
+            "c1_p50_ms": statistics.median(r["p50_ms"] for r in latency[name]),
+            "c1_p99_ms": statistics.median(r["p99_ms"] for r in latency[name]),
         }
     base = summary["plain"]
-    print(f"\n{'variant':<12}{'req/s':>10}{'vs plain':>10}{'CPU ms/1k':>12}{'CPU vs plain':>14}{'errors':>8}")
+    print(f"\n{'variant':<12}{'req/s c=32':>11}{'vs plain':>10}{'CPU ms/1k':>11}{'vs plain':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'errors':>8}")
     for name, s in summary.items():
         s["throughput_loss"] = 1 - s["rps"] / base["rps"]
         s["cpu_increase"] = s["cpu_ms_per_1k"] / base["cpu_ms_per_1k"] - 1
-        print(f"{name:<12}{s['rps']:>10.0f}{-s['throughput_loss']:>+10.1%}{s['cpu_ms_per_1k']:>12.1f}{s['cpu_increase']:>+14.1%}{s['non_2xx']:>8}")
+        print(f"{name:<12}{s['rps']:>11.0f}{-s['throughput_loss']:>+10.1%}{s['cpu_ms_per_1k']:>11.1f}{s['cpu_increase']:>+10.1%}"
+              f"{s['c1_p50_ms']:>9.3f}ms{s['c1_p99_ms']:>8.3f}ms{s['non_2xx']:>8}")
     verdict = {
         "governance throughput loss < 10%": summary["governance"]["throughput_loss"] < 0.10,
+        "logging: c=1 p50 within 0.05 ms of plain": summary["logging"]["c1_p50_ms"] - base["c1_p50_ms"] < 0.05,
         "logging throughput loss < 10%": summary["logging"]["throughput_loss"] < 0.10,
     }
     for check, ok in verdict.items():
@@ -98,7 +108,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "date": datetime.datetime.now(datetime.UTC).isoformat(), "runs": args.runs, "duration_s": args.duration,
-        "connections": args.connections, "summary": summary, "checks": verdict, "raw": results,
+        "connections": args.connections, "summary": summary, "checks": verdict, "raw": results, "raw_c1": latency,
     }, indent=1))
     print(f"results: {args.out}")
     return 0

@@ -47,6 +47,9 @@ def run_inside(argv: list[str]) -> int:
     try:
         _run("ip", "-n", name, "link", "set", "lo", "up")
         child = subprocess.Popen(["ip", "netns", "exec", name, *argv, "--netns", name])
+        # SIGTERM (e.g. from `timeout`): pass it on and clean up like Ctrl-C, instead of
+        # dying here and leaving the namespace behind.
+        signal.signal(signal.SIGTERM, lambda *_: (child.send_signal(signal.SIGTERM), _interrupt()))
         while True:
             try:
                 return child.wait()
@@ -62,6 +65,10 @@ def run_inside(argv: list[str]) -> int:
             child.wait()
         _kill_leftovers(name)
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 def _kill_leftovers(name: str) -> None:
