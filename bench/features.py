@@ -77,7 +77,7 @@ def main() -> int:
                 out["cpu_ms_per_1k"] = cpu * 1000 / max(out["requests"], 1) * 1000
                 results[name].append(out)
                 # One client at a time: does the feature make a request wait?
-                one = wrkload.run_wrk(gw.url + "/v1/chat/completions", scripts[name], 1, max(2.0, args.duration / 2))
+                one = wrkload.run_wrk(gw.url + "/v1/chat/completions", scripts[name], 1, max(2, round(args.duration / 2)))
                 latency[name].append(one)
                 print(f"run {run + 1}: {name:<10} {out['rps']:>9.0f} req/s  {out['cpu_ms_per_1k']:6.1f} CPU ms/1k  "
                       f"c=1 p50 {one['p50_ms']:.3f} p99 {one['p99_ms']:.3f} ms  non-2xx {out['non_2xx'] + one['non_2xx']}", flush=True)
