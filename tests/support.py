@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -139,3 +140,17 @@ def provider_config(mock_url: str, **network) -> dict:
             "anthropic": {"keys": [{"name": "main", "value": "sk-ant-test-0123456789", "models": ["*"], "weight": 1}], "network_config": net},
         }
     }
+
+
+def free_port(ip: str) -> int:
+    """A port free for both UDP and TCP on ``ip`` (a gossip port)."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind((ip, 0))
+            port = udp.getsockname()[1]
+            try:
+                tcp.bind((ip, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import time
 from collections.abc import Callable
 
@@ -38,6 +37,7 @@ from rainbridge.cluster.service import (
     membership_config,
 )
 from rainbridge.config.schema import ClusterConfig
+from support import free_port
 
 KEY_A = base64.b64encode(bytes(range(32))).decode()
 KEY_B = base64.b64encode(bytes(range(100, 132))).decode()
@@ -47,18 +47,6 @@ PUSH_PULL = 5.0
 CONVERGE = 2 * PUSH_PULL + 3  # the first push-pull may come before the last join
 
 
-def free_port(ip: str) -> int:
-    """A port free for both UDP and TCP on ``ip``."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-            udp.bind((ip, 0))
-            port = udp.getsockname()[1]
-            try:
-                tcp.bind((ip, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 class Recorder(ClusterHandler):

@@ -30,7 +30,7 @@ import pytest
 
 from rainbridge.cluster.config import MembershipConfig, from_bifrost_gossip
 from rainbridge.cluster.timers import expected_confirmations, suspicion_bounds
-from support import Proc, http_json, provider_config, wait_http
+from support import Proc, free_port, http_json, provider_config, wait_http
 
 N = 5
 HOSTS = [f"127.0.0.{11 + i}" for i in range(N)]
@@ -57,17 +57,6 @@ CONVERGE = 2 * CFG.push_pull_interval + SLACK
 PAUSE = 2.0
 
 
-def free_port(ip: str) -> int:
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-            udp.bind((ip, 0))
-            port = udp.getsockname()[1]
-            try:
-                tcp.bind((ip, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 class Member:

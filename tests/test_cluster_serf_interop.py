@@ -17,7 +17,6 @@ import json
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from rainbridge.cluster.messages import NodeState
 from rainbridge.cluster.service import ClusterEnv, ClusterHandler, ClusterService
 from rainbridge.cluster.timers import suspicion_bounds
 from rainbridge.config.schema import ClusterConfig
+from support import free_port
 
 pytestmark = pytest.mark.skipif(
     shutil.which("serf") is None,
@@ -49,17 +49,6 @@ assert (CFG.probe_interval, CFG.probe_timeout, CFG.suspicion_mult) == (1.0, 0.5,
 DETECT = 4 * CFG.probe_interval + suspicion_bounds(4, 6, 4, CFG.probe_interval)[1] + 4.0
 
 
-def _free_port(ip: str) -> int:
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-            udp.bind((ip, 0))
-            port = udp.getsockname()[1]
-            try:
-                tcp.bind((ip, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 @dataclass
@@ -100,7 +89,7 @@ def agents(tmp_path):
         group: list[Agent] = []
         for i in range(n):
             ip = f"127.0.0.{32 + i}"
-            port, rpc = _free_port(ip), _free_port("127.0.0.1")
+            port, rpc = free_port(ip), free_port("127.0.0.1")
             log = tmp_path / f"s{i}.log"
             cmd = ["serf", "agent", f"-node=s{i}", f"-bind={ip}:{port}",
                    f"-rpc-addr=127.0.0.1:{rpc}", "-log-level=debug",

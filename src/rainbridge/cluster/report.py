@@ -74,14 +74,7 @@ def status(service: ClusterService) -> dict[str, Any]:
     m = node.membership
     members = nodes(service)
     counts = Counter(v["state"] for v in members)
-    if m.has_left:
-        verdict = "left"
-    elif counts["alive"] + counts["suspect"] <= 1 and service.cluster.peers:
-        verdict = "alone"
-    elif counts["suspect"] or counts["dead"] or m.local_health:
-        verdict = "degraded"
-    else:
-        verdict = "healthy"
+    verdict = _verdict(service, counts)
     me = m.member(service.name)
     return {
         "enabled": True,
@@ -106,6 +99,18 @@ def status(service: ClusterService) -> dict[str, Any]:
     }
 
 
+def _verdict(service: ClusterService, counts: Counter) -> str:
+    """``healthy``, ``degraded``, ``alone`` or ``left`` (see the module docstring)."""
+    m = service.node.membership  # type: ignore[union-attr]
+    if m.has_left:
+        return "left"
+    if counts["alive"] + counts["suspect"] <= 1 and service.cluster.peers:
+        return "alone"
+    if counts["suspect"] or counts["dead"] or m.local_health:
+        return "degraded"
+    return "healthy"
+
+
 def health(service: ClusterService) -> dict[str, Any]:
     """The cluster component of ``GET /health``: ``failing`` only when our member is not
     running (the gateway cannot share state); a lone or degraded cluster still serves, so
@@ -114,10 +119,9 @@ def health(service: ClusterService) -> dict[str, Any]:
     if node is None or node.membership is None or not node.running:
         return {"status": "failing", "membership": "stopped", "readiness": service.readiness}
     counts = Counter(m.state.name.lower() for m in node.members())
-    summary = status(service)["health"]["status"]
     return {
         "status": "ok",
-        "membership": summary,
+        "membership": _verdict(service, counts),
         "readiness": service.readiness,
         "alive": counts["alive"],
         "suspect": counts["suspect"],
