@@ -86,7 +86,8 @@ class Procs:
         _wait(proc, lambda: _accepts(host, port))
         return proc
 
-    def start_gateway(self, upstream: str, server: str, host: str = "127.0.0.1", config_json: str | None = None, name: str | None = None) -> Proc:
+    def start_gateway(self, upstream: str, server: str, host: str = "127.0.0.1", config_json: str | None = None, name: str | None = None,
+                      wrapper: list[str] | None = None, start_timeout_s: float = START_TIMEOUT_S) -> Proc:
         # The port is chosen here: at --log-level warning the gateway logs no "listening on".
         name = name or f"gateway-{server}"
         app_dir = self.workdir / name
@@ -95,6 +96,7 @@ class Procs:
         config.write_text(config_json or gateway_config(upstream))
         port = free_port(host)
         argv = [
+            *(wrapper or []),
             PYTHON,
             "-m",
             "rainbridge",
@@ -117,7 +119,7 @@ class Procs:
         popen, log = self._spawn(name, argv)
         proc = Proc(name, popen, f"http://{host}:{port}", log)
         self.started.append(proc)
-        _wait(proc, lambda: http_ok(proc.url + "/health"))
+        _wait(proc, lambda: http_ok(proc.url + "/health"), start_timeout_s)
         return proc
 
     def check_alive(self) -> None:
@@ -156,8 +158,8 @@ def _signal(proc: Proc, sig: int) -> None:
         pass
 
 
-def _wait(proc: Proc, ready):
-    deadline = time.monotonic() + START_TIMEOUT_S
+def _wait(proc: Proc, ready, timeout_s: float = START_TIMEOUT_S):
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
             raise StartError(
@@ -167,7 +169,7 @@ def _wait(proc: Proc, ready):
         if result:
             return result
         time.sleep(0.05)
-    raise StartError(f"{proc.name} not ready after {START_TIMEOUT_S:.0f} s:\n{tail(proc.log)}")
+    raise StartError(f"{proc.name} not ready after {timeout_s:.0f} s:\n{tail(proc.log)}")
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -3,7 +3,8 @@
 Admission and settlement never ``await``: within one event loop, check-and-reserve is
 atomic, which is what makes "200 concurrent requests against a limit of 50 admit exactly
 50" hold. Each counter is a ``Slot`` object; governance keeps a reference to the slots of a
-key's current windows, so the request path does no dictionary lookups at all.
+key's current windows, so the request path does no dictionary lookups at all, and a changed
+slot is queued for the flush once (a flag, not a set of keys hashed on every request).
 
 This process's usage (``own``) is flushed every few seconds (and at shutdown) as
 ``(scope, key, window, node)`` rows with ``GREATEST`` upserts, so a replayed flush changes
@@ -18,20 +19,11 @@ import time
 
 from ..store.base import StoreUnavailable
 from ..store.db import Database
-from .base import Key, Reservation
+from .base import Key, Slot
 
 log = logging.getLogger("rainbridge.counters")
 
 RETAIN_MS = 400 * 86_400_000  # windows up to a year (plus slack) are loaded at start
-
-
-class Slot:
-    __slots__ = ("committed", "own", "reserved")
-
-    def __init__(self) -> None:
-        self.committed = 0.0  # every node's usage: this process's own plus what others report
-        self.reserved = 0.0  # held by requests in flight on this process
-        self.own = 0.0  # this process's usage: what it flushes
 
 
 def _row_key(key: Key) -> str:
@@ -42,15 +34,22 @@ class LocalCounters:
     def __init__(self, node_id: str):
         self.node_id = node_id
         self.slots: dict[Key, Slot] = {}
-        self._dirty: set[Key] = set()
+        self._dirty: list[Slot] = []
+
+    # -- the interface ----------------------------------------------------------------------
 
     def slot(self, key: Key) -> Slot:
         s = self.slots.get(key)
         if s is None:
-            s = self.slots[key] = Slot()
+            s = self.slots[key] = Slot(key)
         return s
 
-    # -- the interface ----------------------------------------------------------------------
+    def add(self, slot: Slot, amount: float) -> None:
+        slot.committed += amount
+        slot.own += amount
+        if not slot.dirty:
+            slot.dirty = True
+            self._dirty.append(slot)
 
     def value(self, key: Key) -> float:
         s = self.slots.get(key)
@@ -59,35 +58,6 @@ class LocalCounters:
     def reserved(self, key: Key) -> float:
         s = self.slots.get(key)
         return s.reserved if s is not None else 0.0
-
-    def reserve(self, keys: list[Key], amounts: list[float], limits: list[float], strict: list[bool], totals: list[float]) -> Reservation | int:
-        return self.reserve_slots(keys, [self.slot(k) for k in keys], amounts, limits, strict, totals)
-
-    def reserve_slots(self, keys: list[Key], slots: list[Slot], amounts: list[float], limits: list[float], strict: list[bool], totals: list[float]) -> Reservation | int:
-        i = 0
-        for s, amount, limit, whole in zip(slots, amounts, limits, strict, strict=True):
-            current = s.committed + s.reserved
-            if (current + amount > limit) if whole else (current >= limit):
-                return i
-            i += 1
-        append = totals.append
-        for s, amount in zip(slots, amounts, strict=True):
-            reserved = s.reserved = s.reserved + amount
-            append(s.committed + reserved)
-        return Reservation(keys, amounts, slots)
-
-    def settle(self, reservation: Reservation, actual: list[float]) -> None:
-        if not reservation.open:
-            return
-        reservation.open = False
-        add_dirty = self._dirty.add
-        for key, s, held, used in zip(reservation.keys, reservation.slots, reservation.amounts, actual, strict=True):
-            left = s.reserved - held
-            s.reserved = left if left > 1e-9 else 0.0
-            if used:
-                s.committed += used
-                s.own += used
-                add_dirty(key)
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -108,9 +78,11 @@ class LocalCounters:
         """Write this process's changed slots; keep them dirty if the store is down."""
         if not self._dirty:
             return 0
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty, []
+        for s in dirty:
+            s.dirty = False  # a change from here on queues the slot again
         now = int(time.time() * 1000)
-        rows = [(k[0], _row_key(k), k[3], self.node_id, self.slots[k].own, now) for k in dirty]
+        rows = [(s.key[0], _row_key(s.key), s.key[3], self.node_id, s.own, now) for s in dirty]
         greatest = db.greatest("counters.value", "excluded.value")
         try:
             await db.executemany(
@@ -120,12 +92,15 @@ class LocalCounters:
                 rows,
             )
         except StoreUnavailable:
-            self._dirty |= dirty
+            for s in dirty:
+                if not s.dirty:
+                    s.dirty = True
+                    self._dirty.append(s)
             raise
         return len(rows)
 
     def prune(self, now_ms: int, oldest_window_ms: int) -> None:
         """Forget windows that started more than ``oldest_window_ms`` ago (flushed, idle)."""
         cutoff = now_ms - oldest_window_ms
-        for key in [k for k, s in self.slots.items() if k[3] < cutoff and k not in self._dirty and not s.reserved]:
+        for key in [k for k, s in self.slots.items() if k[3] < cutoff and not s.dirty and not s.reserved]:
             del self.slots[key]

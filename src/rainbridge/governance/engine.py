@@ -13,8 +13,7 @@ import math
 import random
 from collections.abc import Iterable
 
-from ..counters.base import Key, Reservation
-from ..counters.local import LocalCounters
+from ..counters.base import Counters, Key, Slot
 from ..counters.windows import Window, human_reset, window_for
 from ..errors import (
     BudgetExceeded,
@@ -35,15 +34,16 @@ LABELS = {"vk": "virtual key", "team": "team", "customer": "customer"}
 
 
 class Check:
-    """One limit a key's requests count against: compiled once per key, with its open window."""
+    """One limit a key's requests count against: compiled once per key, with its open window
+    and the slot of that window's counter."""
 
-    __slots__ = ("aligned", "anchor", "duration", "key", "level", "limit", "metric", "owner", "owner_id", "scope", "slot", "source", "strict", "window")
+    __slots__ = ("aligned", "anchor", "duration", "level", "limit", "limit_header", "metric", "owner",
+                 "owner_id", "reset_header", "reset_tenths", "scope", "slot", "window")
 
-    def __init__(self, level: str, owner: Owner, source: object, metric: str, scope: str, owner_id: str,
-                 duration: str, aligned: bool, anchor: int, limit: float, strict: bool):
+    def __init__(self, level: str, owner: Owner, metric: str, scope: str, owner_id: str,
+                 duration: str, aligned: bool, anchor: int, limit: float):
         self.level = level  # vk | team | customer
         self.owner = owner
-        self.source = source  # the RateLimit or Budget it comes from
         self.metric = metric  # requests | tokens | spend
         self.scope = scope
         self.owner_id = owner_id
@@ -51,47 +51,64 @@ class Check:
         self.aligned = aligned
         self.anchor = anchor
         self.limit = limit
-        self.strict = strict
         self.window: Window | None = None
-        self.key: Key | None = None  # the counter of the open window, and its slot
-        self.slot = None
+        self.slot: Slot | None = None
+        # x-ratelimit-* headers of a rate limit: the limit never changes, the reset text only
+        # every tenth of a second, so both are kept as ready-made header tuples.
+        self.limit_header = (_HEADER_NAMES[metric][0], b"%d" % limit) if metric in _HEADER_NAMES else None
+        self.reset_tenths = -1
+        self.reset_header: tuple[bytes, bytes] | None = None
 
     def current(self, now_ms: int) -> Window:
         w = self.window
         if w is None or not (w.start_ms <= now_ms < w.end_ms):
             w = self.window = window_for(self.duration, now_ms, self.aligned, self.anchor)
-            self.key = None
         return w
+
+    def key(self, now_ms: int) -> Key:
+        return (self.scope, self.owner_id, self.metric, self.current(now_ms).start_ms)
+
+    def reset(self, now_ms: int) -> tuple[bytes, bytes]:
+        assert self.window is not None
+        tenths = (self.window.end_ms - now_ms) // 100
+        if tenths != self.reset_tenths:
+            self.reset_tenths = tenths
+            self.reset_header = (_HEADER_NAMES[self.metric][2], _reset_text(tenths * 100))
+        return self.reset_header  # type: ignore[return-value]
 
 
 class Plan:
-    """A key's checks in the shape admission wants: static lists, plus the counters of the
-    current windows, recomputed only when one of those windows ends."""
+    """A key's checks in the shape admission wants: (slot, limit) pairs per metric for the
+    current windows, recomputed only when one of those windows ends.
 
-    __slots__ = ("checks", "keys", "limits", "metrics", "rate_checks", "slots", "strict", "valid_from", "valid_until")
+    Requests are strict (the request must fit) and counted at admission; tokens are strict
+    and reserved (an estimate, corrected at settlement); budgets only need room left, since
+    a request's cost is known only afterwards: a budget is overshot at most by the requests
+    in flight when it filled up."""
+
+    __slots__ = ("checks", "request_checks", "requests", "spend", "token_checks", "tokens", "valid_from", "valid_until")
 
     def __init__(self, checks: list[Check]):
         self.checks = checks
-        self.metrics = [c.metric for c in checks]
-        self.limits = [c.limit for c in checks]
-        self.strict = [c.strict for c in checks]
-        self.rate_checks = [(i, c) for i, c in enumerate(checks) if c.metric != "spend"]
-        self.keys: list[Key] = []
-        self.slots: list = []
+        self.request_checks = [c for c in checks if c.metric == "requests"]
+        self.token_checks = [c for c in checks if c.metric == "tokens"]
+        self.requests: list[tuple[Slot, float]] = []
+        self.tokens: list[tuple[Slot, float]] = []
+        self.spend: list[tuple[Slot, float]] = []
         self.valid_from = 0
         self.valid_until = 0
 
-    def refresh(self, now_ms: int, counters: LocalCounters) -> None:
-        keys, slots = [], []
+    def refresh(self, now_ms: int, counters: Counters) -> None:
+        lists: dict[str, list[tuple[Slot, float]]] = {"requests": [], "tokens": [], "spend": []}
         valid_from, valid_until = 0, 2**62
         for c in self.checks:
             w = c.current(now_ms)
-            key = (c.scope, c.owner_id, c.metric, w.start_ms)
-            keys.append(key)
-            slots.append(counters.slot(key))
+            c.slot = counters.slot((c.scope, c.owner_id, c.metric, w.start_ms))
+            lists[c.metric].append((c.slot, c.limit))
             valid_from = max(valid_from, w.start_ms)
             valid_until = min(valid_until, w.end_ms)
-        self.keys, self.slots = keys, slots
+        # New lists, never changed in place: an admission keeps the ones it reserved on.
+        self.requests, self.tokens, self.spend = lists["requests"], lists["tokens"], lists["spend"]
         self.valid_from, self.valid_until = valid_from, valid_until
 
 
@@ -115,11 +132,11 @@ class GovernanceState:
                 rl = owner.rate_limit
                 if rl is not None:
                     if rl.request_max_limit is not None and rl.request_reset_duration:
-                        checks.append(Check(level, owner, rl, "requests", level, owner.id, rl.request_reset_duration, True, 0, rl.request_max_limit, True))
+                        checks.append(Check(level, owner, "requests", level, owner.id, rl.request_reset_duration, True, 0, rl.request_max_limit))
                     if rl.token_max_limit is not None and rl.token_reset_duration:
-                        checks.append(Check(level, owner, rl, "tokens", level, owner.id, rl.token_reset_duration, True, 0, rl.token_max_limit, True))
+                        checks.append(Check(level, owner, "tokens", level, owner.id, rl.token_reset_duration, True, 0, rl.token_max_limit))
                 for b in owner.budgets:
-                    checks.append(Check(level, owner, b, "spend", "budget", b.id, b.reset_duration, b.calendar_aligned, b.created_at, b.max_limit, False))
+                    checks.append(Check(level, owner, "spend", "budget", b.id, b.reset_duration, b.calendar_aligned, b.created_at, b.max_limit))
             hit = self._plans[vk.id] = Plan(checks)
         return hit
 
@@ -138,17 +155,24 @@ class GovernanceState:
 
 
 class Admission:
-    __slots__ = ("headers", "kinds", "reservation", "vk")
+    """What one admitted request holds until it is settled: its token and budget
+    reservations (the slots and amounts), and the x-ratelimit-* headers of its answer."""
 
-    def __init__(self, vk: VirtualKey, reservation: Reservation, kinds: list[str], headers: list[tuple[bytes, bytes]]):
+    __slots__ = ("cost", "estimate", "headers", "open", "spend", "tokens", "vk")
+
+    def __init__(self, vk: VirtualKey, tokens: list[tuple[Slot, float]], estimate: float,
+                 spend: list[tuple[Slot, float]], cost: float, headers: list[tuple[bytes, bytes]]):
         self.vk = vk
-        self.reservation = reservation
-        self.kinds = kinds  # metric of each reserved need: requests | tokens | spend
+        self.tokens = tokens
+        self.estimate = estimate
+        self.spend = spend
+        self.cost = cost
         self.headers = headers
+        self.open = True
 
     @property
     def needs_usage(self) -> bool:
-        return "tokens" in self.kinds or "spend" in self.kinds
+        return bool(self.tokens or self.spend)
 
 
 class WindowCache:
@@ -168,7 +192,7 @@ class WindowCache:
 
 
 class Governance:
-    def __init__(self, counters: LocalCounters, pricing: Pricing, mandatory: bool, rng: random.Random | None = None):
+    def __init__(self, counters: Counters, pricing: Pricing, mandatory: bool, rng: random.Random | None = None):
         self.counters = counters
         self.pricing = pricing
         self.mandatory = mandatory
@@ -249,28 +273,56 @@ class Governance:
     # -- may it pass -------------------------------------------------------------------------
 
     def admit(self, vk: VirtualKey, target: Target, prompt_tokens: int, max_tokens: int, now_ms: int) -> Admission:
+        """Check every limit of the key, its team and its customer and reserve, all or nothing."""
         plan = self.state.plan(vk)
         if not (plan.valid_from <= now_ms < plan.valid_until):
             plan.refresh(now_ms, self.counters)
+        requests, tokens, spend = plan.requests, plan.tokens, plan.spend
         estimate = float(prompt_tokens + max_tokens)
         cost = 0.0
-        if "spend" in plan.metrics:
+        if spend:
             price = self.pricing.price(target.provider.name, target.model)
             if price is not None:
                 cost = prompt_tokens * price.input_per_token + max_tokens * price.output_per_token
-        amounts = [1.0 if m == "requests" else estimate if m == "tokens" else cost for m in plan.metrics]
-        totals: list[float] = []
-        result = self.counters.reserve_slots(plan.keys, plan.slots, amounts, plan.limits, plan.strict, totals)
-        if isinstance(result, int):
-            raise self._denied(plan.checks[result], plan.keys[result], amounts[result], now_ms)
-        return Admission(vk, result, plan.metrics, self._headers(plan, totals, now_ms) if plan.rate_checks else [])
+        for s, limit in requests:
+            if s.committed + s.reserved + 1.0 > limit:
+                raise self._denied(plan, estimate, now_ms)
+        for s, limit in tokens:
+            if s.committed + s.reserved + estimate > limit:
+                raise self._denied(plan, estimate, now_ms)
+        for s, limit in spend:
+            if s.committed + s.reserved >= limit:
+                raise self._denied(plan, estimate, now_ms)
+        add = self.counters.add
+        for s, _ in requests:  # an admitted request counts at once: nothing to settle
+            add(s, 1.0)
+        for s, _ in tokens:
+            s.reserved += estimate
+        for s, _ in spend:
+            s.reserved += cost
+        headers = self._headers(plan, now_ms) if (requests or tokens) else []
+        return Admission(vk, tokens, estimate, spend, cost, headers)
 
-    def _denied(self, check: Check, key: Key, amount: float, now_ms: int) -> GatewayError:
+    def _denied(self, plan: Plan, estimate: float, now_ms: int) -> GatewayError:
+        """The error for the first check the request does not pass (the slow path)."""
+        for check in plan.checks:
+            assert check.slot is not None
+            used = check.slot.committed + check.slot.reserved
+            if check.metric == "requests":
+                failed = used + 1.0 > check.limit
+            elif check.metric == "tokens":
+                failed = used + estimate > check.limit
+            else:
+                failed = used >= check.limit
+            if failed:
+                return self._denial(check, used, estimate, now_ms)
+        raise AssertionError("admission failed but no check did")  # pragma: no cover
+
+    def _denial(self, check: Check, used: float, amount: float, now_ms: int) -> GatewayError:
         who = f"{LABELS[check.level]} '{check.owner.name}'"
         w = check.current(now_ms)
         reset_ms = w.end_ms - now_ms
         retry = [(b"retry-after", str(max(1, math.ceil(reset_ms / 1000))).encode())]
-        used = self.counters.value(key) + self.counters.reserved(key)
         if check.metric == "spend":
             return BudgetExceeded(
                 f"budget of ${check.limit:g} per {check.duration} exhausted for {who} "
@@ -289,30 +341,46 @@ class Governance:
             code="token_limited", headers=retry + _limit_headers(b"tokens", check.limit, check.limit - used, reset_ms),
         )
 
-    def _headers(self, plan: Plan, totals: list[float], now_ms: int) -> list[tuple[bytes, bytes]]:
+    def _headers(self, plan: Plan, now_ms: int) -> list[tuple[bytes, bytes]]:
         """x-ratelimit-* of the tightest request limit and the tightest token limit."""
-        req = tok = None
-        for i, c in plan.rate_checks:
-            left = c.limit - totals[i]
-            if c.metric == "requests":
-                if req is None or left < req[1]:
-                    req = (c, left)
-            elif tok is None or left < tok[1]:
-                tok = (c, left)
         out: list[tuple[bytes, bytes]] = []
-        if req is not None:
-            out += _limit_headers(b"requests", req[0].limit, req[1], req[0].window.end_ms - now_ms)
-        if tok is not None:
-            out += _limit_headers(b"tokens", tok[0].limit, tok[1], tok[0].window.end_ms - now_ms)
+        for checks, remaining_name in ((plan.request_checks, _REMAINING_REQUESTS), (plan.token_checks, _REMAINING_TOKENS)):
+            if not checks:
+                continue
+            tightest = checks[0]
+            left = tightest.limit - tightest.slot.committed - tightest.slot.reserved  # type: ignore[union-attr]
+            for c in checks[1:]:
+                other = c.limit - c.slot.committed - c.slot.reserved  # type: ignore[union-attr]
+                if other < left:
+                    tightest, left = c, other
+            out += (tightest.limit_header, (remaining_name, b"%d" % (left if left > 0 else 0)), tightest.reset(now_ms))
         return out
 
     # -- what it used ------------------------------------------------------------------------
 
     def settle(self, admission: Admission, provider: str | None, model: str | None, prompt: int, completion: int) -> float:
+        """Replace the reservations by what the request used (once per admission: a retried
+        or fallen-back request is one admission, so it is charged once)."""
+        if not admission.open:
+            return 0.0
+        admission.open = False
+        add = self.counters.add
+        if admission.tokens:
+            tokens = float(prompt + completion)
+            held = admission.estimate
+            for s, _ in admission.tokens:
+                left = s.reserved - held
+                s.reserved = left if left > 1e-9 else 0.0
+                if tokens:
+                    add(s, tokens)
         cost = self.pricing.cost(provider, model, prompt, completion) if provider and model else 0.0
-        tokens = prompt + completion
-        actual = [1.0 if k == "requests" else float(tokens) if k == "tokens" else cost for k in admission.kinds]
-        self.counters.settle(admission.reservation, actual)
+        if admission.spend:
+            held = admission.cost
+            for s, _ in admission.spend:
+                left = s.reserved - held
+                s.reserved = left if left > 1e-9 else 0.0
+                if cost:
+                    add(s, cost)
         return cost
 
     def usage(self, vk: VirtualKey, now_ms: int) -> list[dict]:
@@ -345,8 +413,11 @@ class Governance:
 
 
 _HEADER_NAMES = {
-    m: (b"x-ratelimit-limit-" + m, b"x-ratelimit-remaining-" + m, b"x-ratelimit-reset-" + m) for m in (b"requests", b"tokens")
+    m: (b"x-ratelimit-limit-" + m.encode(), b"x-ratelimit-remaining-" + m.encode(), b"x-ratelimit-reset-" + m.encode())
+    for m in ("requests", "tokens")
 }
+_REMAINING_REQUESTS = _HEADER_NAMES["requests"][1]
+_REMAINING_TOKENS = _HEADER_NAMES["tokens"][1]
 _RESET_TEXT: dict[int, bytes] = {}
 
 
@@ -362,7 +433,7 @@ def _reset_text(reset_ms: int) -> bytes:
 
 
 def _limit_headers(metric: bytes, limit: float, remaining: float, reset_ms: int) -> list[tuple[bytes, bytes]]:
-    names = _HEADER_NAMES[metric]
+    names = _HEADER_NAMES[metric.decode()]
     return [
         (names[0], b"%d" % limit),
         (names[1], b"%d" % (remaining if remaining > 0 else 0)),

@@ -1,0 +1,127 @@
+"""Instructions per request, counted by callgrind: a cost that does not move with the machine.
+
+    .venv/bin/python bench/instructions.py [--requests 1000] [--variants plain,governance]
+                                           [--out bench/results/instructions.json]
+
+Timing runs on a shared 2-core VM drift by ±25 % from one run to the next, which hides a
+5 % change. Here each gateway variant of ``features.py`` runs under
+``valgrind --tool=callgrind``; after a warm-up the counters are zeroed, a fixed number of
+identical non-streaming chat requests is sent over one keep-alive connection, and the
+instructions executed by the gateway process (all threads) are divided by the count. The
+same code and input give the same number to within a fraction of a percent, so a change's
+cost can be read off directly. It is not time: cache misses and syscalls weigh differently,
+so the throughput targets are still judged by ``features.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import features
+import procs
+import wrkload
+
+BENCH = Path(__file__).resolve().parent
+START_UNDER_VALGRIND_S = 300.0
+
+
+def send(url: str, key: str, count: int) -> None:
+    """``count`` chat requests, one at a time on one connection; each must answer 200."""
+    parts = urlsplit(url)
+    body = json.dumps(wrkload.CHAT_BODY).encode()
+    headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        for _ in range(count):
+            conn.request("POST", "/v1/chat/completions", body, headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"request answered {resp.status}")
+    finally:
+        conn.close()
+
+
+def dump_total(pid: int, out_file: Path) -> int:
+    """Ask callgrind to write its counters now; the total of instructions in that dump."""
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True, timeout=120)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        dumps = sorted(out_file.parent.glob(out_file.name + "*"), key=lambda p: p.stat().st_mtime)
+        for dump in reversed(dumps):
+            match = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
+            if match:
+                return int(match.group(1))
+        time.sleep(0.2)
+    raise RuntimeError("callgrind wrote no dump")
+
+
+def measure(ps: procs.Procs, mock_url: str, work: Path, name: str, requests: int, warmup: int) -> dict:
+    gov, log = features.VARIANTS[name]
+    app = work / f"gateway-{name}"
+    app.mkdir()
+    out_file = work / f"callgrind-{name}.out"
+    wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no", "--compress-strings=no"]
+    gw = ps.start_gateway(mock_url, "uvicorn", config_json=features.config(mock_url, gov, log, app), name=f"gateway-{name}",
+                          wrapper=wrapper, start_timeout_s=START_UNDER_VALGRIND_S)
+    key = features.VK if gov else "sk-bench"
+    send(gw.url, key, warmup)
+    subprocess.run(["callgrind_control", "-z", str(gw.pid)], check=True, capture_output=True, timeout=120)
+    for old in out_file.parent.glob(out_file.name + "*"):
+        old.unlink()
+    started = time.monotonic()
+    send(gw.url, key, requests)
+    seconds = time.monotonic() - started
+    total = dump_total(gw.pid, out_file)
+    return {"requests": requests, "instructions": total, "per_request": total / requests, "seconds_under_valgrind": seconds}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--variants", default="plain,governance", help="comma-separated subset of " + ", ".join(features.VARIANTS))
+    parser.add_argument("--out", type=Path, default=BENCH / "results" / "instructions.json")
+    parser.add_argument("--keep", type=Path, help="copy the callgrind dumps here (read them with callgrind_annotate)")
+    args = parser.parse_args()
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        parser.error("needs valgrind (apt-get install valgrind)")
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in features.VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(features.VARIANTS)}")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="rainbridge-instructions-") as tmp, procs.Procs(Path(tmp)) as ps:
+        work = Path(tmp)
+        mock = ps.start_mock()
+        for name in names:
+            results[name] = measure(ps, mock.url, work, name, args.requests, args.warmup)
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for dump in work.glob(f"callgrind-{name}.out*"):
+                    shutil.copy(dump, args.keep / dump.name)
+            print(f"{name:<12}{results[name]['per_request']:>12,.0f} instructions/request", flush=True)
+        ps.check_alive()
+    if "plain" in results:
+        base = results["plain"]["per_request"]
+        for name, r in results.items():
+            r["vs_plain"] = r["per_request"] / base - 1
+            print(f"{name:<12}{r['vs_plain']:>+12.1%} vs plain")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"date": datetime.datetime.now(datetime.UTC).isoformat(), "results": results}, indent=1))
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
