@@ -13,7 +13,7 @@ import math
 import random
 from collections.abc import Iterable
 
-from ..counters.base import Counters, Key, Slot
+from ..counters.base import Counters, Slot
 from ..counters.windows import Window, human_reset, window_for
 from ..errors import (
     BudgetExceeded,
@@ -64,9 +64,6 @@ class Check:
         if w is None or not (w.start_ms <= now_ms < w.end_ms):
             w = self.window = window_for(self.duration, now_ms, self.aligned, self.anchor)
         return w
-
-    def key(self, now_ms: int) -> Key:
-        return (self.scope, self.owner_id, self.metric, self.current(now_ms).start_ms)
 
     def reset(self, now_ms: int) -> tuple[bytes, bytes]:
         assert self.window is not None
@@ -333,12 +330,12 @@ class Governance:
             return RequestLimited(
                 f"request limit of {check.limit:g} per {check.duration} reached for {who}; "
                 f"it resets in {human_reset(reset_ms)}",
-                code="request_limited", headers=retry + _limit_headers(b"requests", check.limit, check.limit - used, reset_ms),
+                code="request_limited", headers=retry + _limit_headers("requests", check.limit, check.limit - used, reset_ms),
             )
         return TokenLimited(
             f"token limit of {check.limit:g} per {check.duration} reached for {who} "
             f"({used:g} used or reserved, this request may use up to {amount:g}); it resets in {human_reset(reset_ms)}",
-            code="token_limited", headers=retry + _limit_headers(b"tokens", check.limit, check.limit - used, reset_ms),
+            code="token_limited", headers=retry + _limit_headers("tokens", check.limit, check.limit - used, reset_ms),
         )
 
     def _headers(self, plan: Plan, now_ms: int) -> list[tuple[bytes, bytes]]:
@@ -364,24 +361,21 @@ class Governance:
         if not admission.open:
             return 0.0
         admission.open = False
-        add = self.counters.add
         if admission.tokens:
-            tokens = float(prompt + completion)
-            held = admission.estimate
-            for s, _ in admission.tokens:
-                left = s.reserved - held
-                s.reserved = left if left > 1e-9 else 0.0
-                if tokens:
-                    add(s, tokens)
+            self._replace(admission.tokens, admission.estimate, float(prompt + completion))
         cost = self.pricing.cost(provider, model, prompt, completion) if provider and model else 0.0
         if admission.spend:
-            held = admission.cost
-            for s, _ in admission.spend:
-                left = s.reserved - held
-                s.reserved = left if left > 1e-9 else 0.0
-                if cost:
-                    add(s, cost)
+            self._replace(admission.spend, admission.cost, cost)
         return cost
+
+    def _replace(self, held_on: list[tuple[Slot, float]], held: float, used: float) -> None:
+        """Release ``held`` on each slot and count ``used`` instead."""
+        add = self.counters.add
+        for s, _ in held_on:
+            left = s.reserved - held
+            s.reserved = left if left > 1e-9 else 0.0
+            if used:
+                add(s, used)
 
     def usage(self, vk: VirtualKey, now_ms: int) -> list[dict]:
         """Usage, limits and reset times of a key and every level above it."""
@@ -432,8 +426,8 @@ def _reset_text(reset_ms: int) -> bytes:
     return text
 
 
-def _limit_headers(metric: bytes, limit: float, remaining: float, reset_ms: int) -> list[tuple[bytes, bytes]]:
-    names = _HEADER_NAMES[metric.decode()]
+def _limit_headers(metric: str, limit: float, remaining: float, reset_ms: int) -> list[tuple[bytes, bytes]]:
+    names = _HEADER_NAMES[metric]
     return [
         (names[0], b"%d" % limit),
         (names[1], b"%d" % (remaining if remaining > 0 else 0)),
