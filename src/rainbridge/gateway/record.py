@@ -124,6 +124,9 @@ def log_row(record: RequestRecord, row_id: str, node_id: str, cost: float | None
 
 
 _TOKENS = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_tokens)":\s*(\d+)')
+# OpenAI's usage object as OpenAI (and most compatible servers) write it: a match at the
+# position of "usage" answers without the general search.
+_OPENAI_USAGE = re.compile(rb'"usage":\{"prompt_tokens":(\d+),"completion_tokens":(\d+)')
 
 
 def extract_usage(body: bytes) -> dict | None:
@@ -132,5 +135,8 @@ def extract_usage(body: bytes) -> dict | None:
     start = body.rfind(b'"usage":')
     if start < 0:
         return None
+    m = _OPENAI_USAGE.match(body, start)
+    if m is not None:
+        return {"prompt_tokens": int(m[1]), "completion_tokens": int(m[2])}
     found = {name.decode(): int(value) for name, value in _TOKENS.findall(body, start)}
     return found or None

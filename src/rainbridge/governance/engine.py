@@ -28,7 +28,7 @@ from ..errors import (
 )
 from ..gateway.routing import Routes, Target, fallback_list, model_field
 from .model import Customer, Owner, Team, VirtualKey, hash_value
-from .pricing import Pricing
+from .pricing import Price, Pricing
 
 LABELS = {"vk": "virtual key", "team": "team", "customer": "customer"}
 
@@ -65,14 +65,6 @@ class Check:
             w = self.window = window_for(self.duration, now_ms, self.aligned, self.anchor)
         return w
 
-    def reset(self, now_ms: int) -> tuple[bytes, bytes]:
-        assert self.window is not None
-        tenths = (self.window.end_ms - now_ms) // 100
-        if tenths != self.reset_tenths:
-            self.reset_tenths = tenths
-            self.reset_header = (_HEADER_NAMES[self.metric][2], _reset_text(tenths * 100))
-        return self.reset_header  # type: ignore[return-value]
-
 
 class Plan:
     """A key's checks in the shape admission wants: (slot, limit) pairs per metric for the
@@ -83,12 +75,13 @@ class Plan:
     a request's cost is known only afterwards: a budget is overshot at most by the requests
     in flight when it filled up."""
 
-    __slots__ = ("checks", "request_checks", "requests", "spend", "token_checks", "tokens", "valid_from", "valid_until")
+    __slots__ = ("checks", "header_groups", "requests", "spend", "tokens", "valid_from", "valid_until")
 
     def __init__(self, checks: list[Check]):
         self.checks = checks
-        self.request_checks = [c for c in checks if c.metric == "requests"]
-        self.token_checks = [c for c in checks if c.metric == "tokens"]
+        # The rate limits that answer in x-ratelimit-* headers, per metric (non-empty groups only).
+        self.header_groups = [(group[0], tuple(group[1:]), _HEADER_NAMES[metric][1]) for metric in ("requests", "tokens")
+                              if (group := [c for c in checks if c.metric == metric])]
         self.requests: list[tuple[Slot, float]] = []
         self.tokens: list[tuple[Slot, float]] = []
         self.spend: list[tuple[Slot, float]] = []
@@ -101,6 +94,7 @@ class Plan:
         for c in self.checks:
             w = c.current(now_ms)
             c.slot = counters.slot((c.scope, c.owner_id, c.metric, w.start_ms))
+            c.reset_tenths = -1
             lists[c.metric].append((c.slot, c.limit))
             valid_from = max(valid_from, w.start_ms)
             valid_until = min(valid_until, w.end_ms)
@@ -153,16 +147,19 @@ class GovernanceState:
 
 class Admission:
     """What one admitted request holds until it is settled: its token and budget
-    reservations (the slots and amounts), and the x-ratelimit-* headers of its answer."""
+    reservations (the slots and amounts), the price it was reserved at, and the
+    x-ratelimit-* headers of its answer."""
 
-    __slots__ = ("cost", "estimate", "headers", "open", "spend", "tokens", "vk")
+    __slots__ = ("cost", "estimate", "headers", "model", "open", "price", "provider", "spend", "tokens")
 
-    def __init__(self, vk: VirtualKey, tokens: list[tuple[Slot, float]], estimate: float,
-                 spend: list[tuple[Slot, float]], cost: float, headers: list[tuple[bytes, bytes]]):
-        self.vk = vk
-        self.tokens = tokens
+    def __init__(self, plan: Plan, estimate: float, target: Target, price: Price | None, cost: float,
+                 headers: list[tuple[bytes, bytes]]):
+        self.tokens = plan.tokens
+        self.spend = plan.spend
         self.estimate = estimate
-        self.spend = spend
+        self.provider = target.provider.name
+        self.model = target.model
+        self.price = price
         self.cost = cost
         self.headers = headers
         self.open = True
@@ -276,6 +273,7 @@ class Governance:
             plan.refresh(now_ms, self.counters)
         requests, tokens, spend = plan.requests, plan.tokens, plan.spend
         estimate = float(prompt_tokens + max_tokens)
+        price = None
         cost = 0.0
         if spend:
             price = self.pricing.price(target.provider.name, target.model)
@@ -297,8 +295,7 @@ class Governance:
             s.reserved += estimate
         for s, _ in spend:
             s.reserved += cost
-        headers = self._headers(plan, now_ms) if (requests or tokens) else []
-        return Admission(vk, tokens, estimate, spend, cost, headers)
+        return Admission(plan, estimate, target, price, cost, _headers(plan, now_ms) if plan.header_groups else [])
 
     def _denied(self, plan: Plan, estimate: float, now_ms: int) -> GatewayError:
         """The error for the first check the request does not pass (the slow path)."""
@@ -338,21 +335,6 @@ class Governance:
             code="token_limited", headers=retry + _limit_headers("tokens", check.limit, check.limit - used, reset_ms),
         )
 
-    def _headers(self, plan: Plan, now_ms: int) -> list[tuple[bytes, bytes]]:
-        """x-ratelimit-* of the tightest request limit and the tightest token limit."""
-        out: list[tuple[bytes, bytes]] = []
-        for checks, remaining_name in ((plan.request_checks, _REMAINING_REQUESTS), (plan.token_checks, _REMAINING_TOKENS)):
-            if not checks:
-                continue
-            tightest = checks[0]
-            left = tightest.limit - tightest.slot.committed - tightest.slot.reserved  # type: ignore[union-attr]
-            for c in checks[1:]:
-                other = c.limit - c.slot.committed - c.slot.reserved  # type: ignore[union-attr]
-                if other < left:
-                    tightest, left = c, other
-            out += (tightest.limit_header, (remaining_name, b"%d" % (left if left > 0 else 0)), tightest.reset(now_ms))
-        return out
-
     # -- what it used ------------------------------------------------------------------------
 
     def settle(self, admission: Admission, provider: str | None, model: str | None, prompt: int, completion: int) -> float:
@@ -363,7 +345,11 @@ class Governance:
         admission.open = False
         if admission.tokens:
             self._replace(admission.tokens, admission.estimate, float(prompt + completion))
-        cost = self.pricing.cost(provider, model, prompt, completion) if provider and model else 0.0
+        if provider == admission.provider and model == admission.model:
+            price = admission.price  # the usual case: no fallback, priced at admission
+        else:
+            price = self.pricing.price(provider, model) if provider and model else None
+        cost = prompt * price.input_per_token + completion * price.output_per_token if price is not None else 0.0
         if admission.spend:
             self._replace(admission.spend, admission.cost, cost)
         return cost
@@ -424,6 +410,26 @@ def _reset_text(reset_ms: int) -> bytes:
             _RESET_TEXT.clear()
         text = _RESET_TEXT[tenths] = human_reset(tenths * 100).encode()
     return text
+
+
+def _headers(plan: Plan, now_ms: int) -> list[tuple[bytes, bytes]]:
+    """x-ratelimit-* of the tightest request limit and the tightest token limit: the limit
+    and reset text come ready-made from the check, only the remaining count is formatted."""
+    out: list[tuple[bytes, bytes]] = []
+    for c, others, remaining_name in plan.header_groups:
+        s = c.slot
+        left = c.limit - s.committed - s.reserved  # type: ignore[union-attr]
+        for other in others:
+            o = other.slot
+            other_left = other.limit - o.committed - o.reserved  # type: ignore[union-attr]
+            if other_left < left:
+                c, left = other, other_left
+        tenths = (c.window.end_ms - now_ms) // 100  # type: ignore[union-attr]
+        if tenths != c.reset_tenths:
+            c.reset_tenths = tenths
+            c.reset_header = (_HEADER_NAMES[c.metric][2], _reset_text(tenths * 100))
+        out += (c.limit_header, (remaining_name, b"%d" % int(left) if left > 0 else b"0"), c.reset_header)
+    return out
 
 
 def _limit_headers(metric: str, limit: float, remaining: float, reset_ms: int) -> list[tuple[bytes, bytes]]:

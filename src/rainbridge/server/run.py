@@ -22,7 +22,9 @@ from ..config.load import ConfigError, LoadedConfig, empty_config, load_file
 
 log = logging.getLogger("rainbridge")
 
-SERVERS = ("uvicorn", "granian")
+# uvicorn: uvicorn runs the server, our protocol (server/protocol.py) speaks HTTP/1.1;
+# uvicorn-httptools: uvicorn's own httptools protocol (kept to compare and as a fallback).
+SERVERS = ("uvicorn", "uvicorn-httptools", "granian")
 
 
 @dataclass(slots=True)
@@ -118,10 +120,12 @@ def run_worker(opts: ServeOptions, loaded: LoadedConfig | None = None, sock: soc
         return
     import uvicorn
 
+    from .protocol import HttpProtocol
+
     config = uvicorn.Config(
         app,
         loop="uvloop" if _has_uvloop() else "asyncio",
-        http="httptools",
+        http="httptools" if opts.server == "uvicorn-httptools" else HttpProtocol,
         lifespan="on",
         access_log=False,
         server_header=False,
