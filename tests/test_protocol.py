@@ -270,3 +270,13 @@ async def test_shutdown_finishes_the_request_in_progress_then_closes(server):
     for w in (writer, idle_writer):
         with contextlib.suppress(OSError):
             w.close()
+
+
+async def test_a_refused_header_value_is_not_kept_for_later_responses(server):
+    _, port = server
+    for _ in range(2):  # the second time the name is known: the value must still be checked
+        reader, writer = await connect(port)
+        writer.write(b"GET /inject HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, _ = await read_response(reader)
+        assert status == 500 and b"set-cookie" not in headers
+        writer.close()

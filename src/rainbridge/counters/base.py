@@ -9,8 +9,9 @@ A counter is identified by a ``(scope, id, metric, window_start)`` tuple (``Key`
 
 Governance looks a key's slots up once per window and then works on them directly: admission
 checks ``committed + reserved`` against each limit and reserves, all without an ``await``
-(so one event loop admits atomically); usage is recorded with ``add``, which also marks the
-slot for the next flush.
+(so one event loop admits atomically). Usage is recorded with ``add``, or, on the request
+path, by adding to ``committed`` and ``own`` in place and calling ``mark`` when the slot was
+clean: either way the slot is queued once for the next flush.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ class Slot:
 
     def __init__(self, key: Key) -> None:
         self.key = key
-        self.committed = 0.0  # every node's usage: this process's own plus what others report
-        self.reserved = 0.0  # held by requests in flight on this process
-        self.own = 0.0  # this process's usage: what it flushes
+        # Request and token counts stay ints (cheap to format into headers); spend is USD.
+        self.committed: float = 0  # every node's usage: this process's own plus what others report
+        self.reserved: float = 0  # held by requests in flight on this process
+        self.own: float = 0  # this process's usage: what it flushes
         self.dirty = False  # changed since the last flush
 
 
@@ -39,6 +41,9 @@ class Counters(Protocol):
 
     def add(self, slot: Slot, amount: float) -> None:
         """Usage this process saw: counts in ``committed`` and ``own`` and is flushed."""
+
+    def mark(self, slot: Slot) -> None:
+        """``own`` of a clean slot was changed directly (the hot path adds in place)."""
 
     def value(self, key: Key) -> float:
         """Committed usage of every node (without reservations)."""

@@ -48,8 +48,11 @@ class LocalCounters:
         slot.committed += amount
         slot.own += amount
         if not slot.dirty:
-            slot.dirty = True
-            self._dirty.append(slot)
+            self.mark(slot)
+
+    def mark(self, slot: Slot) -> None:
+        slot.dirty = True
+        self._dirty.append(slot)
 
     def value(self, key: Key) -> float:
         s = self.slots.get(key)
@@ -71,7 +74,8 @@ class LocalCounters:
         )
         for row in rows:
             owner, _, metric = row["counter_key"].partition("\x1f")
-            self.slot((row["scope"], owner, metric, int(row["window_start"]))).committed += float(row["total"])
+            total = float(row["total"])
+            self.slot((row["scope"], owner, metric, int(row["window_start"]))).committed += int(total) if total.is_integer() else total
         return len(rows)
 
     async def flush(self, db: Database) -> int:
@@ -82,7 +86,7 @@ class LocalCounters:
         for s in dirty:
             s.dirty = False  # a change from here on queues the slot again
         now = int(time.time() * 1000)
-        rows = [(s.key[0], _row_key(s.key), s.key[3], self.node_id, s.own, now) for s in dirty]
+        rows = [(s.key[0], _row_key(s.key), s.key[3], self.node_id, float(s.own), now) for s in dirty]
         greatest = db.greatest("counters.value", "excluded.value")
         try:
             await db.executemany(

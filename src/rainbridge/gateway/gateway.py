@@ -222,12 +222,14 @@ class Gateway:
         writer = self.log_writer
         if admission is None and writer is None:
             return
-        if record.usage is None and record.response_body is not None and record.status == 200:
-            record.usage = extract_usage(record.response_body)
+        if record.response_body is not None and record.status == 200 and not record.usage_known:
+            found = extract_usage(record.response_body)
+            if found is not None:
+                record.prompt_tokens, record.completion_tokens = found
         cost = None
         if admission is not None:
-            prompt, completion = record.tokens()
-            cost = self.governance.settle(admission, record.provider, record.model, prompt or 0, completion or 0)
+            cost = self.governance.settle(admission, record.provider, record.model,
+                                          record.prompt_tokens or 0, record.completion_tokens or 0)
         if writer is not None:
             writer.record(log_row(record, self.log_ids.next(), self.node_id, cost))
 

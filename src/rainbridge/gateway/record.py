@@ -16,10 +16,12 @@ CONTENT_CAP = 64 * 1024  # bytes of request/response content kept per log entry
 class RequestRecord:
     __slots__ = (
         "admission",
+        "completion_tokens",
         "content",
         "endpoint",
         "error_type",
         "model",
+        "prompt_tokens",
         "provider",
         "request_body",
         "response_body",
@@ -27,7 +29,6 @@ class RequestRecord:
         "status",
         "stream",
         "stream_parts",
-        "usage",
         "virtual_key_id",
         "wall_started",
     )
@@ -42,7 +43,9 @@ class RequestRecord:
         self.model: str | None = None
         self.status = 0
         self.error_type: str | None = None
-        self.usage: dict | None = None
+        # Token counts from the provider's usage (None: not reported).
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
         self.virtual_key_id: str | None = None
         self.request_body: bytes | None = None
         self.response_body: bytes | None = None
@@ -53,6 +56,24 @@ class RequestRecord:
     def response_headers(self) -> list[tuple[bytes, bytes]] | None:
         return self.admission.headers if self.admission is not None else None
 
+    @property
+    def usage_known(self) -> bool:
+        return self.prompt_tokens is not None or self.completion_tokens is not None
+
+    def set_usage(self, usage: dict) -> None:
+        """Take the token counts of a ``usage`` object, in OpenAI's or Anthropic's shape; a
+        later object (Anthropic's message_delta) updates what it reports."""
+        prompt = usage.get("prompt_tokens")
+        if prompt is None:
+            prompt = usage.get("input_tokens")
+        completion = usage.get("completion_tokens")
+        if completion is None:
+            completion = usage.get("output_tokens")
+        if type(prompt) is int:
+            self.prompt_tokens = prompt
+        if type(completion) is int:
+            self.completion_tokens = completion
+
     def see_stream_payload(self, payload: bytes) -> None:
         """Look at one streamed JSON payload: keep usage when it carries some, and content."""
         if b'"usage":{' in payload:
@@ -61,7 +82,7 @@ class RequestRecord:
             except (orjson.JSONDecodeError, AttributeError):
                 usage = None
             if isinstance(usage, dict):
-                self.usage = usage
+                self.set_usage(usage)
         if self.content:
             self.keep_content(payload)
 
@@ -73,13 +94,7 @@ class RequestRecord:
             parts.append(payload)
 
     def tokens(self) -> tuple[int | None, int | None]:
-        """(prompt, completion) tokens in OpenAI's or Anthropic's usage shape."""
-        usage = self.usage
-        if not usage:
-            return None, None
-        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-        completion = usage.get("completion_tokens", usage.get("output_tokens"))
-        return (prompt if isinstance(prompt, int) else None, completion if isinstance(completion, int) else None)
+        return self.prompt_tokens, self.completion_tokens
 
 
 class LogIds:
@@ -129,14 +144,18 @@ _TOKENS = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_to
 _OPENAI_USAGE = re.compile(rb'"usage":\{"prompt_tokens":(\d+),"completion_tokens":(\d+)')
 
 
-def extract_usage(body: bytes) -> dict | None:
-    """The token counts of a JSON answer's ``usage`` without parsing the whole answer (usage
-    comes last in OpenAI's and Anthropic's answers, so the search from the end is short)."""
+def extract_usage(body: bytes) -> tuple[int | None, int | None] | None:
+    """(prompt, completion) tokens of a JSON answer's ``usage`` without parsing the whole
+    answer (usage comes last in OpenAI's and Anthropic's answers, so the search from the end
+    is short); None when it has no usage."""
     start = body.rfind(b'"usage":')
     if start < 0:
         return None
     m = _OPENAI_USAGE.match(body, start)
     if m is not None:
-        return {"prompt_tokens": int(m[1]), "completion_tokens": int(m[2])}
-    found = {name.decode(): int(value) for name, value in _TOKENS.findall(body, start)}
-    return found or None
+        return int(m[1]), int(m[2])
+    found = {name: int(value) for name, value in _TOKENS.findall(body, start)}
+    if not found:
+        return None
+    prompt = found.get(b"prompt_tokens", found.get(b"input_tokens"))
+    return prompt, found.get(b"completion_tokens", found.get(b"output_tokens"))

@@ -38,7 +38,7 @@ class Check:
     and the slot of that window's counter."""
 
     __slots__ = ("aligned", "anchor", "duration", "level", "limit", "limit_header", "metric", "owner",
-                 "owner_id", "reset_header", "reset_tenths", "scope", "slot", "window")
+                 "owner_id", "reset_header", "scope", "slot", "window")
 
     def __init__(self, level: str, owner: Owner, metric: str, scope: str, owner_id: str,
                  duration: str, aligned: bool, anchor: int, limit: float):
@@ -54,9 +54,8 @@ class Check:
         self.window: Window | None = None
         self.slot: Slot | None = None
         # x-ratelimit-* headers of a rate limit: the limit never changes, the reset text only
-        # every tenth of a second, so both are kept as ready-made header tuples.
+        # every tenth of a second (see Plan.set_tenth), so both are kept as ready-made tuples.
         self.limit_header = (_HEADER_NAMES[metric][0], b"%d" % limit) if metric in _HEADER_NAMES else None
-        self.reset_tenths = -1
         self.reset_header: tuple[bytes, bytes] | None = None
 
     def current(self, now_ms: int) -> Window:
@@ -75,7 +74,8 @@ class Plan:
     a request's cost is known only afterwards: a budget is overshot at most by the requests
     in flight when it filled up."""
 
-    __slots__ = ("checks", "header_groups", "requests", "spend", "tokens", "valid_from", "valid_until")
+    __slots__ = ("checks", "header_groups", "price", "priced_model", "priced_provider", "requests", "spend", "tenth",
+                 "tokens", "valid_from", "valid_until")
 
     def __init__(self, checks: list[Check]):
         self.checks = checks
@@ -87,6 +87,20 @@ class Plan:
         self.spend: list[tuple[Slot, float]] = []
         self.valid_from = 0
         self.valid_until = 0
+        self.tenth = -1  # the tenth of a second the checks' reset headers were written for
+        # The price of the last target admitted (the same model, request after request).
+        self.priced_provider: str | None = None
+        self.priced_model: str | None = None
+        self.price: Price | None = None
+
+    def set_tenth(self, tenth: int) -> None:
+        """Rewrite the reset header of every rate limit for this tenth of a second (rate
+        limit windows end on whole seconds, so the time left changes only with the tenth)."""
+        self.tenth = tenth
+        for c, others, _ in self.header_groups:
+            for check in (c, *others):
+                assert check.window is not None
+                check.reset_header = (_HEADER_NAMES[check.metric][2], _reset_text((check.window.end_ms // 100 - tenth) * 100))
 
     def refresh(self, now_ms: int, counters: Counters) -> None:
         lists: dict[str, list[tuple[Slot, float]]] = {"requests": [], "tokens": [], "spend": []}
@@ -94,13 +108,13 @@ class Plan:
         for c in self.checks:
             w = c.current(now_ms)
             c.slot = counters.slot((c.scope, c.owner_id, c.metric, w.start_ms))
-            c.reset_tenths = -1
             lists[c.metric].append((c.slot, c.limit))
             valid_from = max(valid_from, w.start_ms)
             valid_until = min(valid_until, w.end_ms)
         # New lists, never changed in place: an admission keeps the ones it reserved on.
         self.requests, self.tokens, self.spend = lists["requests"], lists["tokens"], lists["spend"]
         self.valid_from, self.valid_until = valid_from, valid_until
+        self.tenth = -1
 
 
 class GovernanceState:
@@ -112,11 +126,11 @@ class GovernanceState:
         self.vks = {v.id: v for v in vks}
         self.by_hash = {v.value_hash: v for v in self.vks.values()}
         self.by_value: dict[str, VirtualKey] = {}
-        self._plans: dict[str, Plan] = {}
+        self.plans: dict[str, Plan] = {}
 
     def plan(self, vk: VirtualKey) -> Plan:
         """Every limit of the key, its team and its customer, compiled once."""
-        hit = self._plans.get(vk.id)
+        hit = self.plans.get(vk.id)
         if hit is None:
             checks = []
             for level, owner in self.levels(vk):
@@ -128,7 +142,7 @@ class GovernanceState:
                         checks.append(Check(level, owner, "tokens", level, owner.id, rl.token_reset_duration, True, 0, rl.token_max_limit))
                 for b in owner.budgets:
                     checks.append(Check(level, owner, "spend", "budget", b.id, b.reset_duration, b.calendar_aligned, b.created_at, b.max_limit))
-            hit = self._plans[vk.id] = Plan(checks)
+            hit = self.plans[vk.id] = Plan(checks)
         return hit
 
     def levels(self, vk: VirtualKey) -> list[tuple[str, Owner]]:
@@ -147,18 +161,17 @@ class GovernanceState:
 
 class Admission:
     """What one admitted request holds until it is settled: its token and budget
-    reservations (the slots and amounts), the price it was reserved at, and the
-    x-ratelimit-* headers of its answer."""
+    reservations (the slots and amounts), the target and price it was reserved for, and
+    the x-ratelimit-* headers of its answer."""
 
-    __slots__ = ("cost", "estimate", "headers", "model", "open", "price", "provider", "spend", "tokens")
+    __slots__ = ("cost", "estimate", "headers", "open", "price", "spend", "target", "tokens")
 
-    def __init__(self, plan: Plan, estimate: float, target: Target, price: Price | None, cost: float,
-                 headers: list[tuple[bytes, bytes]]):
-        self.tokens = plan.tokens
-        self.spend = plan.spend
+    def __init__(self, tokens: list[tuple[Slot, float]], spend: list[tuple[Slot, float]], estimate: int,
+                 target: Target, price: Price | None, cost: float, headers: list[tuple[bytes, bytes]]):
+        self.tokens = tokens
+        self.spend = spend
         self.estimate = estimate
-        self.provider = target.provider.name
-        self.model = target.model
+        self.target = target
         self.price = price
         self.cost = cost
         self.headers = headers
@@ -268,19 +281,23 @@ class Governance:
 
     def admit(self, vk: VirtualKey, target: Target, prompt_tokens: int, max_tokens: int, now_ms: int) -> Admission:
         """Check every limit of the key, its team and its customer and reserve, all or nothing."""
-        plan = self.state.plan(vk)
+        state = self.state
+        plan = state.plans.get(vk.id) or state.plan(vk)
         if not (plan.valid_from <= now_ms < plan.valid_until):
             plan.refresh(now_ms, self.counters)
         requests, tokens, spend = plan.requests, plan.tokens, plan.spend
-        estimate = float(prompt_tokens + max_tokens)
+        estimate = prompt_tokens + max_tokens  # counts stay ints: cheap to format in the headers
         price = None
         cost = 0.0
         if spend:
-            price = self.pricing.price(target.provider.name, target.model)
+            if target.model != plan.priced_model or target.provider.name != plan.priced_provider:
+                plan.price = self.pricing.price(target.provider.name, target.model)
+                plan.priced_provider, plan.priced_model = target.provider.name, target.model
+            price = plan.price
             if price is not None:
                 cost = prompt_tokens * price.input_per_token + max_tokens * price.output_per_token
         for s, limit in requests:
-            if s.committed + s.reserved + 1.0 > limit:
+            if s.committed + s.reserved + 1 > limit:
                 raise self._denied(plan, estimate, now_ms)
         for s, limit in tokens:
             if s.committed + s.reserved + estimate > limit:
@@ -288,14 +305,17 @@ class Governance:
         for s, limit in spend:
             if s.committed + s.reserved >= limit:
                 raise self._denied(plan, estimate, now_ms)
-        add = self.counters.add
+        mark = self.counters.mark
         for s, _ in requests:  # an admitted request counts at once: nothing to settle
-            add(s, 1.0)
+            s.committed += 1
+            s.own += 1
+            if not s.dirty:
+                mark(s)
         for s, _ in tokens:
             s.reserved += estimate
         for s, _ in spend:
             s.reserved += cost
-        return Admission(plan, estimate, target, price, cost, _headers(plan, now_ms) if plan.header_groups else [])
+        return Admission(tokens, spend, estimate, target, price, cost, _headers(plan, now_ms) if plan.header_groups else [])
 
     def _denied(self, plan: Plan, estimate: float, now_ms: int) -> GatewayError:
         """The error for the first check the request does not pass (the slow path)."""
@@ -344,8 +364,9 @@ class Governance:
             return 0.0
         admission.open = False
         if admission.tokens:
-            self._replace(admission.tokens, admission.estimate, float(prompt + completion))
-        if provider == admission.provider and model == admission.model:
+            self._replace(admission.tokens, admission.estimate, prompt + completion)
+        target = admission.target
+        if model == target.model and provider == target.provider.name:
             price = admission.price  # the usual case: no fallback, priced at admission
         else:
             price = self.pricing.price(provider, model) if provider and model else None
@@ -356,12 +377,15 @@ class Governance:
 
     def _replace(self, held_on: list[tuple[Slot, float]], held: float, used: float) -> None:
         """Release ``held`` on each slot and count ``used`` instead."""
-        add = self.counters.add
+        mark = self.counters.mark
         for s, _ in held_on:
             left = s.reserved - held
-            s.reserved = left if left > 1e-9 else 0.0
+            s.reserved = left if left > 1e-9 else 0
             if used:
-                add(s, used)
+                s.committed += used
+                s.own += used
+                if not s.dirty:
+                    mark(s)
 
     def usage(self, vk: VirtualKey, now_ms: int) -> list[dict]:
         """Usage, limits and reset times of a key and every level above it."""
@@ -415,6 +439,9 @@ def _reset_text(reset_ms: int) -> bytes:
 def _headers(plan: Plan, now_ms: int) -> list[tuple[bytes, bytes]]:
     """x-ratelimit-* of the tightest request limit and the tightest token limit: the limit
     and reset text come ready-made from the check, only the remaining count is formatted."""
+    tenth = (now_ms + 99) // 100
+    if tenth != plan.tenth:
+        plan.set_tenth(tenth)
     out: list[tuple[bytes, bytes]] = []
     for c, others, remaining_name in plan.header_groups:
         s = c.slot
@@ -424,11 +451,7 @@ def _headers(plan: Plan, now_ms: int) -> list[tuple[bytes, bytes]]:
             other_left = other.limit - o.committed - o.reserved  # type: ignore[union-attr]
             if other_left < left:
                 c, left = other, other_left
-        tenths = (c.window.end_ms - now_ms) // 100  # type: ignore[union-attr]
-        if tenths != c.reset_tenths:
-            c.reset_tenths = tenths
-            c.reset_header = (_HEADER_NAMES[c.metric][2], _reset_text(tenths * 100))
-        out += (c.limit_header, (remaining_name, b"%d" % int(left) if left > 0 else b"0"), c.reset_header)
+        out += (c.limit_header, (remaining_name, b"%d" % left if left > 0 else b"0"), c.reset_header)
     return out
 
 

@@ -65,11 +65,9 @@ def _event(name: bytes, data: bytes) -> bytes:
 
 
 async def _native_frames(upstream: UpstreamStream, record: RequestRecord) -> AsyncIterator[bytes]:
-    usage: dict = {}
     async for event, data in upstream:
         if b'"usage":{' in data:
-            _merge_usage(usage, data)
-            record.usage = usage
+            _see_usage(record, data)
         if record.content:
             record.keep_content(data)
         if not event:
@@ -80,7 +78,7 @@ async def _native_frames(upstream: UpstreamStream, record: RequestRecord) -> Asy
         yield _event(event, data)
 
 
-def _merge_usage(usage: dict, data: bytes) -> None:
+def _see_usage(record: RequestRecord, data: bytes) -> None:
     """message_start carries input tokens (in ``message.usage``), message_delta the output."""
     try:
         parsed = orjson.loads(data)
@@ -88,7 +86,7 @@ def _merge_usage(usage: dict, data: bytes) -> None:
         return
     found = parsed.get("usage") or (parsed.get("message") or {}).get("usage")
     if isinstance(found, dict):
-        usage.update({k: v for k, v in found.items() if v is not None})
+        record.set_usage(found)
 
 
 async def _translated_frames(upstream: UpstreamStream, model: str, record: RequestRecord) -> AsyncIterator[bytes]:

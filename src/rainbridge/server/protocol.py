@@ -4,9 +4,10 @@ uvicorn still runs the server (sockets, workers, signals, lifespan, graceful shu
 creates one of these per connection (``uvicorn.Config(http=HttpProtocol)``); what we own is
 the per-request work, because on a gateway that is most of the work:
 
-- response headers are checked for what can actually break HTTP (a CR or LF smuggled into
-  a value, a name that is not a token) once per response with two ``bytes.count`` calls and
-  a set of names already seen, instead of two regular expressions per header;
+- response headers are checked for what can break HTTP: a name that is not a token (once
+  per name), a CR or LF smuggled into a value (one count over the head, when a value
+  changed); a rendered line is reused while its value stays. uvicorn runs two regular
+  expressions per header on every response;
 - a response with a ``content-length`` goes out in one ``write`` (status line, headers and
   body together); a streamed response writes its head at once and then each chunk;
 - one request runs at a time per connection; pipelined requests wait in order.
@@ -51,9 +52,6 @@ def _plain_response(status: int, text: bytes) -> bytes:
 
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
-
-    # Header names we have checked (they come from our own code: a handful of names).
-    valid_names: set[bytes] = set()
 
     def __init__(self, config: Any, server_state: Any, app_state: dict, _loop: asyncio.AbstractEventLoop | None = None):
         self.app = config.loaded_app
@@ -373,25 +371,40 @@ class Cycle:
             conn.response_done(self)
 
     def _head(self, status: int, headers: Any) -> bytes:
-        parts = [_status_line(status)]
-        valid = HttpProtocol.valid_names
+        parts = [_status_line(status)]  # one element per line
+        known = _KNOWN
         has_length = has_close = False
+        fresh = False  # a line whose value has not been checked yet
         for name, value in headers:
-            if name not in valid:
-                lower = name.lower()
-                if _TOKEN.fullmatch(lower) is None:
-                    raise RuntimeError(f"invalid HTTP header name {name!r}")
-                if lower == name and len(valid) < 1024:
-                    valid.add(name)
-                name = lower
-            if name == b"content-length":
+            seen = known.get(name)
+            if seen is not None:  # a checked name: reuse its line while the value stays
+                if value != seen[0]:
+                    seen = known[name] = (value, name + b": " + value + b"\r\n")
+                    fresh = fresh or not value.isdigit()  # digits need no look (counts)
+                parts.append(seen[1])
+                continue
+            if name == b"content-length" and value.isdigit():  # on nearly every response
                 has_length = True
-            elif name == b"connection" and b"close" in value.lower():
-                self.keep_alive = False
-                has_close = True
-            elif name == b"transfer-encoding":
-                continue  # the framing is ours to choose
-            parts.append(name + b": " + value + b"\r\n")
+                parts.append(b"content-length: " + value + b"\r\n")
+                continue
+            lower = name.lower()
+            if _TOKEN.fullmatch(lower) is None:
+                raise RuntimeError(f"invalid HTTP header name {name!r}")
+            fresh = True
+            line = lower + b": " + value + b"\r\n"
+            if lower in _FRAMING:
+                if lower == b"transfer-encoding":
+                    continue  # the framing is ours to choose
+                if lower == b"content-length":
+                    has_length = True
+                elif b"close" in value.lower():  # connection
+                    self.keep_alive = False
+                    has_close = True
+            elif lower == name:
+                if len(known) >= 1024:
+                    known.clear()
+                known[name] = (value, line)
+            parts.append(line)
         if not self.keep_alive and not has_close:
             parts.append(b"connection: close\r\n")
         if not has_length and not self.head_only and status not in (204, 304):
@@ -399,11 +412,19 @@ class Cycle:
             parts.append(b"transfer-encoding: chunked\r\n")
         parts.append(b"\r\n")
         head = b"".join(parts)
-        # Every line ends in exactly one CRLF: any other CR or LF came from a header value.
-        lines = len(parts)
-        if head.count(b"\n") != lines or head.count(b"\r") != lines:
-            raise RuntimeError("invalid HTTP header value (contains CR or LF)")
+        # Every line ends in its one CRLF: any other CR or LF came from a header value.
+        if fresh and (head.count(b"\n") != len(parts) or head.count(b"\r") != len(parts)):
+            known.clear()  # a kept line may be the bad one
+            raise RuntimeError("invalid HTTP header value (contains CR or LF: response splitting)")
         return head
+
+
+# Header names already checked (lower case, HTTP tokens, not framing), each with its last
+# value and rendered line: responses repeat their headers (content-type; on governed answers
+# the limit and, for a tenth of a second, the reset of each rate limit), so most lines are
+# reused as they are. Framing headers are never kept: they decide how the body is sent.
+_KNOWN: dict[bytes, tuple[bytes, bytes]] = {}
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 
 
 def _address(value: Any) -> tuple[str, int] | None:
