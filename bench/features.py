@@ -1,13 +1,15 @@
 """What the features cost: the same gateway with governance off/on and request logging off/on.
 
-    .venv/bin/python bench/features.py [--runs 5] [--duration 5] [--out bench/results/features.json]
+    .venv/bin/python bench/features.py [--runs 10] [--duration 3] [--out bench/results/features.json]
 
 Governance on: every request carries a virtual key with a budget and both rate limits, all far
 from exhausted, under a team with its own budget (the full admission and settlement path).
 Logging on: every request is written to the SQLite logs store (content included). wrk at 32
-connections, the variants interleaved run by run; medians of req/s and gateway CPU per 1,000
-requests, and p50/p99 latency with one client at a time (does a request wait for the feature?).
-Targets: governance costs < 10 % of throughput; logging does not slow requests.
+connections, the variants interleaved run by run (many short runs: the machine drifts);
+medians of req/s and gateway CPU per 1,000 requests, each variant's loss against plain in the
+same run (paired), and p50/p99 latency with one client at a time (does a request wait for
+the feature?). Targets: governance costs < 10 % of throughput (paired median); logging does
+not slow requests.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ VARIANTS = {"plain": (False, False), "governance": (True, False), "logging": (Fa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "features.json")
@@ -96,18 +98,25 @@ def main() -> int:
             "c1_p99_ms": statistics.median(r["p99_ms"] for r in latency[name]),
         }
     base = summary["plain"]
-    print(f"\n{'variant':<12}{'req/s c=32':>11}{'vs plain':>10}{'CPU ms/1k':>11}{'vs plain':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'errors':>8}")
+    print(f"\n{'variant':<12}{'req/s c=32':>11}{'vs plain':>10}{'paired loss [min..max]':>25}{'CPU ms/1k':>11}{'vs plain':>10}"
+          f"{'p50 c=1':>10}{'p99 c=1':>10}{'errors':>8}")
     for name, s in summary.items():
         s["throughput_loss"] = 1 - s["rps"] / base["rps"]
+        # The same run's plain gateway as the baseline: drift of the machine between runs
+        # (±15 % here) hits both sides of each pair alike.
+        paired = [1 - r["rps"] / p["rps"] for r, p in zip(results[name], results["plain"], strict=True)]
+        s["paired_loss"] = statistics.median(paired)
+        s["paired_loss_range"] = [min(paired), max(paired)]
         s["cpu_increase"] = s["cpu_ms_per_1k"] / base["cpu_ms_per_1k"] - 1
-        print(f"{name:<12}{s['rps']:>11.0f}{-s['throughput_loss']:>+10.1%}{s['cpu_ms_per_1k']:>11.1f}{s['cpu_increase']:>+10.1%}"
-              f"{s['c1_p50_ms']:>9.3f}ms{s['c1_p99_ms']:>8.3f}ms{s['non_2xx']:>8}")
+        span = f"{s['paired_loss']:.1%} [{min(paired):.1%}..{max(paired):.1%}]"
+        print(f"{name:<12}{s['rps']:>11.0f}{-s['throughput_loss']:>+10.1%}{span:>25}{s['cpu_ms_per_1k']:>11.1f}"
+              f"{s['cpu_increase']:>+10.1%}{s['c1_p50_ms']:>9.3f}ms{s['c1_p99_ms']:>8.3f}ms{s['non_2xx']:>8}")
     verdict = {}
     if "governance" in summary:
-        verdict["governance throughput loss < 10%"] = summary["governance"]["throughput_loss"] < 0.10
+        verdict["governance throughput loss < 10% (paired median)"] = summary["governance"]["paired_loss"] < 0.10
     if "logging" in summary:
         verdict["logging: c=1 p50 within 0.05 ms of plain"] = summary["logging"]["c1_p50_ms"] - base["c1_p50_ms"] < 0.05
-        verdict["logging throughput loss < 10%"] = summary["logging"]["throughput_loss"] < 0.10
+        verdict["logging throughput loss < 10% (paired median)"] = summary["logging"]["paired_loss"] < 0.10
     for check, ok in verdict.items():
         print(f"{check:<40} {'PASS' if ok else 'MISS'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
