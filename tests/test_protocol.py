@@ -53,6 +53,16 @@ async def app(scope, receive, send):
         await receive()  # the (empty) request body
         message = await receive()
         EVENTS.append(message["type"])
+    elif path == "/big":  # a body far above one socket buffer, with a content-length
+        body = bytes(range(256)) * 8192
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+    elif path == "/two-waiters":  # two coroutines wait on receive(): both see the disconnect
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"started", "more_body": True})
+        await receive()
+        got = await asyncio.gather(receive(), receive())
+        EVENTS.extend(m["type"] for m in got)
     elif path == "/inject":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"x-evil", b"a\r\nset-cookie: stolen=1"), (b"content-length", b"2")]})
@@ -280,3 +290,25 @@ async def test_a_refused_header_value_is_not_kept_for_later_responses(server):
         status, headers, _ = await read_response(reader)
         assert status == 500 and b"set-cookie" not in headers
         writer.close()
+
+
+async def test_big_response_body_arrives_whole(server):
+    _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+    status, _, body = await read_response(reader)
+    assert status == 200 and body == bytes(range(256)) * 8192
+    writer.close()
+
+
+async def test_every_coroutine_waiting_on_receive_sees_the_disconnect(server):
+    _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /two-waiters HTTP/1.1\r\nHost: t\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"started"), 5)
+    writer.close()
+    for _ in range(100):
+        if len(EVENTS) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert EVENTS == ["http.disconnect", "http.disconnect"]

@@ -317,8 +317,10 @@ class Cycle:
                 conn.transport.write(_CONTINUE)
         # After the whole body (ASGI): wait until the response is done or the client leaves.
         while not (self.disconnected or self.response_complete) and (self.body_read or (self.more_body and not self.body)):
-            self.waiter = conn.loop.create_future()
-            await self.waiter
+            waiter = self.waiter  # shared: two coroutines waiting on receive() both wake
+            if waiter is None:
+                waiter = self.waiter = conn.loop.create_future()
+            await waiter
         if self.disconnected or self.response_complete:
             return _DISCONNECT
         chunks = self.body
@@ -356,7 +358,10 @@ class Cycle:
         body = message.get("body", b"")
         more = message.get("more_body", False)
         if self.head is not None:  # content-length known: head and body in one write
-            transport.write(self.head + body if body else self.head)
+            if len(body) > 65536:
+                transport.writelines((self.head, body))  # no copy of a big body
+            else:
+                transport.write(self.head + body if body else self.head)
             self.head = None
         elif self.chunked:
             if body:
