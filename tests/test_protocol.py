@@ -312,3 +312,15 @@ async def test_every_coroutine_waiting_on_receive_sees_the_disconnect(server):
             break
         await asyncio.sleep(0.02)
     assert EVENTS == ["http.disconnect", "http.disconnect"]
+
+
+async def test_a_malformed_body_gets_400_while_the_app_waits_for_it(server):
+    _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    await asyncio.sleep(0.1)  # the app is now waiting in receive() for more body
+    writer.write(b"zz-not-a-chunk-size\r\n")
+    status, _, body = await read_response(reader)
+    assert status == 400 and b"Invalid HTTP request" in body
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # nothing after the 400, then closed
+    writer.close()

@@ -128,6 +128,8 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def _fail_connection(self, status: int, text: bytes) -> None:
+        """Answer a request httptools cannot parse (unless a response already began) and close;
+        the app of a request still running sees a closed connection and stops writing."""
         assert self.transport is not None
         if self.cycle is None or not self.cycle.started:
             self.transport.write(_plain_response(status, text))
@@ -336,10 +338,9 @@ class Cycle:
         conn = self.conn
         if conn.write_paused and not self.disconnected:
             await conn.wait_drained()
-        if self.disconnected:
-            return
         transport = conn.transport
-        assert transport is not None
+        if self.disconnected or transport is None or transport.is_closing():
+            return  # the client left, or the connection was failed: nobody reads this
         kind = message["type"]
         if not self.started:
             if kind != "http.response.start":
