@@ -228,17 +228,22 @@ async def test_app_errors_and_missing_responses_become_500(server):
         writer.close()
 
 
-async def test_client_disconnect_reaches_the_app(server):
+@pytest.mark.parametrize(("path", "expected"), [
+    (b"/wait-disconnect", ["http.disconnect"]),
+    # two coroutines waiting on receive() at once (a shared waiter): both wake
+    (b"/two-waiters", ["http.disconnect", "http.disconnect"]),
+])
+async def test_client_disconnect_reaches_the_app(server, path, expected):
     _, port = server
     reader, writer = await connect(port)
-    writer.write(b"GET /wait-disconnect HTTP/1.1\r\nHost: t\r\n\r\n")
+    writer.write(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path)
     await asyncio.wait_for(reader.readuntil(b"started"), 5)
     writer.close()
     for _ in range(100):
-        if EVENTS:
+        if len(EVENTS) == len(expected):
             break
         await asyncio.sleep(0.02)
-    assert EVENTS == ["http.disconnect"]
+    assert EVENTS == expected
 
 
 async def test_big_body_arrives_whole(server):
@@ -301,19 +306,6 @@ async def test_big_response_body_arrives_whole(server):
     writer.close()
 
 
-async def test_every_coroutine_waiting_on_receive_sees_the_disconnect(server):
-    _, port = server
-    reader, writer = await connect(port)
-    writer.write(b"GET /two-waiters HTTP/1.1\r\nHost: t\r\n\r\n")
-    await asyncio.wait_for(reader.readuntil(b"started"), 5)
-    writer.close()
-    for _ in range(100):
-        if len(EVENTS) == 2:
-            break
-        await asyncio.sleep(0.02)
-    assert EVENTS == ["http.disconnect", "http.disconnect"]
-
-
 async def test_a_malformed_body_gets_400_while_the_app_waits_for_it(server):
     _, port = server
     reader, writer = await connect(port)
@@ -323,4 +315,15 @@ async def test_a_malformed_body_gets_400_while_the_app_waits_for_it(server):
     status, _, body = await read_response(reader)
     assert status == 400 and b"Invalid HTTP request" in body
     assert await asyncio.wait_for(reader.read(), 5) == b""  # nothing after the 400, then closed
+    writer.close()
+
+
+async def test_no_100_continue_without_the_expect_header(server):
+    _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n")
+    await asyncio.sleep(0.2)  # the app waits in receive() for the late body
+    writer.write(b"hello")
+    status, _, body = await read_response(reader)  # the first thing on the wire is the answer
+    assert status == 200 and body == b"POST /echo hello q="
     writer.close()

@@ -184,9 +184,6 @@ class HttpProtocol(asyncio.Protocol):
             "state": self.app_state.copy(),
         }
         cycle = Cycle(self, scope, parser.should_keep_alive() and not self.closing, method == "HEAD")
-        for name, value in self.headers:
-            if name == b"expect" and value.lower() == b"100-continue":
-                cycle.expect_continue = True
         self.reading = cycle
         self.buffered = 0
         self.server_state.total_requests += 1
@@ -255,7 +252,7 @@ class HttpProtocol(asyncio.Protocol):
 class Cycle:
     """One request and its response: the ASGI ``receive`` and ``send`` of one call."""
 
-    __slots__ = ("body", "body_read", "chunked", "conn", "disconnected", "expect_continue", "head", "head_only",
+    __slots__ = ("body", "body_read", "chunked", "conn", "continue_checked", "disconnected", "head", "head_only",
                  "keep_alive", "more_body", "response_complete", "scope", "started", "waiter")
 
     def __init__(self, conn: HttpProtocol, scope: dict, keep_alive: bool, head_only: bool):
@@ -266,7 +263,7 @@ class Cycle:
         self.body: list[bytes] = []  # received, not yet handed to the app
         self.more_body = True  # the parser has not seen the end of the request body
         self.body_read = False  # the app has received the last body message
-        self.expect_continue = False
+        self.continue_checked = False  # Expect: 100-continue looked for (only when the body is late)
         self.disconnected = False
         self.started = False
         self.response_complete = False
@@ -313,9 +310,11 @@ class Cycle:
 
     async def receive(self) -> dict:
         conn = self.conn
-        if self.expect_continue:
-            self.expect_continue = False
-            if self.more_body and not self.body and not self.started and conn.transport is not None:
+        if self.more_body and not self.body and not self.continue_checked:
+            # The app waits for a body that has not come: a client that sent
+            # "Expect: 100-continue" waits for our go-ahead first.
+            self.continue_checked = True
+            if not self.started and conn.transport is not None and _expects_continue(self.scope["headers"]):
                 conn.transport.write(_CONTINUE)
         # After the whole body (ASGI): wait until the response is done or the client leaves.
         while not (self.disconnected or self.response_complete) and (self.body_read or (self.more_body and not self.body)):
@@ -347,7 +346,7 @@ class Cycle:
                 raise RuntimeError(f"expected ASGI message 'http.response.start', got {kind!r}")
             self.head = self._head(message["status"], message.get("headers", ()))
             self.started = True
-            self.expect_continue = False
+            self.continue_checked = True  # answering without the body: no 100 any more
             if self.chunked or self.head_only:  # a stream: the client sees the headers now
                 transport.write(self.head)
                 self.head = None
@@ -431,6 +430,10 @@ class Cycle:
 # reused as they are. Framing headers are never kept: they decide how the body is sent.
 _KNOWN: dict[bytes, tuple[bytes, bytes]] = {}
 _FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+
+
+def _expects_continue(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"expect" and value.lower() == b"100-continue" for name, value in headers)
 
 
 def _address(value: Any) -> tuple[str, int] | None:
