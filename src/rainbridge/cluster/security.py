@@ -20,10 +20,9 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+from ..aead import aesgcm
 from .codec import WireError
 from .messages import MessageType
 
@@ -61,7 +60,7 @@ class Keyring:
 
     def __init__(self, keys: list[bytes]) -> None:
         self._keys: list[bytes] = []
-        self._ciphers: dict[bytes, AESGCM] = {}
+        self._ciphers: dict[bytes, Any] = {}  # key -> AESGCM
         for key in keys:
             self.add(key)
 
@@ -89,7 +88,7 @@ class Keyring:
         key = _check_key(key)
         if key not in self._ciphers:
             self._keys.append(key)
-            self._ciphers[key] = AESGCM(key)
+            self._ciphers[key] = aesgcm()[0](key)
 
     def use(self, key: bytes) -> None:
         """Make an installed key the primary (memberlist ``UseKey``)."""
@@ -141,7 +140,7 @@ class Keyring:
         for key in self._keys:
             try:
                 plain = self._ciphers[key].decrypt(nonce, sealed, aad or None)
-            except InvalidTag:
+            except aesgcm()[1]:  # InvalidTag: not this key
                 continue
             if version == 0:
                 pad = plain[-1] if plain else 0

@@ -12,9 +12,7 @@ from __future__ import annotations
 import base64
 import os
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from ..aead import aesgcm
 
 PREFIX = "rbenc:"
 VERSION = 1
@@ -27,6 +25,9 @@ class DecryptionError(Exception):
 
 
 def derive_key(passphrase: str, salt: bytes) -> bytes:
+    # Imported here: only a gateway with encryption on loads cryptography (see ..aead).
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
     # OWASP's Argon2id minimum (19 MiB, t=2, p=1): ~30 ms, paid once per process start.
     kdf = Argon2id(salt=salt, length=32, iterations=2, lanes=1, memory_cost=19 * 1024)
     return kdf.derive(passphrase.encode("utf-8"))
@@ -44,7 +45,8 @@ class Cipher:
     def __init__(self, key: bytes):
         if len(key) != 32:
             raise ValueError("AES-256 needs a 32-byte key")
-        self._aead = AESGCM(key)
+        aead_class, self._invalid_tag = aesgcm()
+        self._aead = aead_class(key)
 
     @classmethod
     def from_passphrase(cls, passphrase: str, salt: bytes) -> Cipher:
@@ -66,7 +68,7 @@ class Cipher:
             raise DecryptionError(f"unknown encryption format (version byte {raw[:1].hex() or 'missing'})")
         try:
             return self._aead.decrypt(raw[1:13], raw[13:], aad.encode("utf-8")).decode("utf-8")
-        except InvalidTag:
+        except self._invalid_tag:
             raise DecryptionError("value does not decrypt with this key") from None
 
     def check_value(self) -> str:
