@@ -363,29 +363,25 @@ class Governance:
         if not admission.open:
             return 0.0
         admission.open = False
-        if admission.tokens:
-            self._replace(admission.tokens, admission.estimate, prompt + completion)
         target = admission.target
         if model == target.model and provider == target.provider.name:
             price = admission.price  # the usual case: no fallback, priced at admission
         else:
             price = self.pricing.price(provider, model) if provider and model else None
         cost = prompt * price.input_per_token + completion * price.output_per_token if price is not None else 0.0
-        if admission.spend:
-            self._replace(admission.spend, admission.cost, cost)
-        return cost
-
-    def _replace(self, held_on: list[tuple[Slot, float]], held: float, used: float) -> None:
-        """Release ``held`` on each slot and count ``used`` instead."""
         mark = self.counters.mark
-        for s, _ in held_on:
-            left = s.reserved - held
-            s.reserved = left if left > 1e-9 else 0
-            if used:
-                s.committed += used
-                s.own += used
-                if not s.dirty:
-                    mark(s)
+        # Each reserved slot: release what was held, count what was used (tokens, then spend).
+        for held_on, held, used in ((admission.tokens, admission.estimate, prompt + completion),
+                                    (admission.spend, admission.cost, cost)):
+            for s, _ in held_on:
+                left = s.reserved - held
+                s.reserved = left if left > 1e-9 else 0
+                if used:
+                    s.committed += used
+                    s.own += used
+                    if not s.dirty:
+                        mark(s)
+        return cost
 
     def usage(self, vk: VirtualKey, now_ms: int) -> list[dict]:
         """Usage, limits and reset times of a key and every level above it."""
