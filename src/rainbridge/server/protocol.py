@@ -96,9 +96,6 @@ class HttpProtocol(asyncio.Protocol):
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
 
-    def eof_received(self) -> None:
-        pass
-
     def data_received(self, data: bytes) -> None:
         self._cancel_idle_timer()
         try:
