@@ -100,17 +100,35 @@ def test_each_decision_reaches_the_sdk(mock, start_gateway):
     assert key_of("ok") not in gw.log()
 
 
-def test_success_carries_rate_limit_headers_for_the_tightest_limit(mock, start_gateway):
+@pytest.mark.parametrize("server", ["uvicorn", "uvicorn-httptools", "granian"])
+def test_success_carries_rate_limit_headers_for_the_tightest_limit(mock, start_gateway, server):
+    # Our own protocol takes the header lines rendered (server.http.HEAD_LINES); the other
+    # servers get them as ordinary headers: the client sees the same either way.
     gw = start_gateway(base_config(
         mock.url,
-        [vk("t", team_id="eng", rate_limit={"request_max_limit": 100, "request_reset_duration": "1m", "token_max_limit": 100000, "token_reset_duration": "1h"})],
+        [vk("t", team_id="eng", rate_limit={"request_max_limit": 100, "request_reset_duration": "1m", "token_max_limit": 100000, "token_reset_duration": "1h"}),
+         vk("one", rate_limit={"request_max_limit": 5, "request_reset_duration": "1m", "token_max_limit": 2000, "token_reset_duration": "1h"})],
         teams=[{"name": "eng", "rate_limit": {"request_max_limit": 7, "request_reset_duration": "1h"}}],
-    ))
+    ), "--server", server)
     raw = client(gw, key_of("t")).chat.completions.with_raw_response.create(model="openai/gpt-4o", messages=[{"role": "user", "content": "x"}])
     h = raw.headers
     assert h["x-ratelimit-limit-requests"] == "7" and h["x-ratelimit-remaining-requests"] == "6"
     assert h["x-ratelimit-reset-requests"].endswith(("m", "s"))
     assert h["x-ratelimit-limit-tokens"] == "100000" and int(h["x-ratelimit-remaining-tokens"]) < 100000
+
+    # One limit per metric; the counts move request by request, streams carry them too.
+    c = client(gw, key_of("one"))
+    seen = []
+    for stream in (False, True, False):
+        raw = c.chat.completions.with_raw_response.create(model="openai/gpt-4o", messages=[{"role": "user", "content": "x"}], stream=stream)
+        h = raw.headers
+        assert h.get_list("x-ratelimit-remaining-requests") == [h["x-ratelimit-remaining-requests"]]  # once each
+        assert h["x-ratelimit-limit-requests"] == "5" and h["x-ratelimit-limit-tokens"] == "2000"
+        assert h["x-ratelimit-reset-tokens"].endswith(("m", "s"))
+        seen.append((int(h["x-ratelimit-remaining-requests"]), int(h["x-ratelimit-remaining-tokens"])))
+        list(raw.parse()) if stream else raw.parse()
+    assert [r for r, _ in seen] == [4, 3, 2]
+    assert seen[0][1] > seen[1][1] > seen[2][1]  # each reserved its estimate after the last settled
 
 
 # --------------------------------------------------------------------------- exactness

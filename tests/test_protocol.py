@@ -14,6 +14,7 @@ import socket
 import pytest
 import uvicorn
 
+from rainbridge.server.http import HEAD_LINES
 from rainbridge.server.protocol import HttpProtocol
 
 
@@ -67,6 +68,11 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"x-evil", b"a\r\nset-cookie: stolen=1"), (b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
+    elif path in ("/lines", "/lines-inject"):  # rendered header lines (our extension) next to headers
+        value = b"a\r\nset-cookie: stolen=1" if path == "/lines-inject" else b"plain"
+        await send({"type": "http.response.start", "status": 200, HEAD_LINES: b"x-rendered-a: 1\r\nx-rendered-b: two\r\n",
+                    "headers": [(b"x-plain", value), (b"content-length", b"%d" % len(scope["extensions"]))]})
+        await send({"type": "http.response.body", "body": b"%d" % len(scope["extensions"])})
     elif path == "/boom":
         raise ValueError("a bug")
     elif path == "/silent":
@@ -224,6 +230,15 @@ async def test_header_value_with_crlf_is_refused_not_sent_nor_kept(server):
     for _ in range(2):  # the second time the name is known: the value must still be checked
         status, headers, _ = await get(port, b"/inject")
         assert status == 500 and b"set-cookie" not in headers and b"x-evil" not in headers
+
+
+async def test_rendered_head_lines_go_out_as_they_are_and_values_are_still_checked(server):
+    _, port = server
+    status, headers, body = await get(port, b"/lines")
+    assert status == 200 and body == b"1"  # the extension is announced in the scope
+    assert headers[b"x-rendered-a"] == b"1" and headers[b"x-rendered-b"] == b"two" and headers[b"x-plain"] == b"plain"
+    status, headers, _ = await get(port, b"/lines-inject")  # the line count allows for the rendered lines
+    assert status == 500 and b"set-cookie" not in headers
 
 
 async def test_app_errors_and_missing_responses_become_500(server):

@@ -3,15 +3,15 @@
 A counter is identified by a ``(scope, id, metric, window_start)`` tuple (``Key``), e.g.
 ``("vk", "vk_1", "requests", 1732530000000)``, and lives in a ``Slot``:
 
-- ``committed``: usage of every node (a grow-only counter per window: each node only adds
-  to its own share, ``own``, and learns the others' from the store or the fleet);
+- ``committed``: usage of every node (a grow-only counter per window);
+- ``others``: the part of ``committed`` other nodes reported, so this process's own usage
+  (what it flushes) is ``committed - others``: the request path adds to one number only;
 - ``reserved``: held by this process's requests in flight (never shared).
 
 Governance looks a key's slots up once per window and then works on them directly: admission
 checks ``committed + reserved`` against each limit and reserves, all without an ``await``
-(so one event loop admits atomically). Usage is recorded with ``add``, or, on the request
-path, by adding to ``committed`` and ``own`` in place and calling ``mark`` when the slot was
-clean: either way the slot is queued once for the next flush.
+(so one event loop admits atomically); usage is added to ``committed`` in place (or with
+``add``). Nothing is queued per request: the flush looks for slots whose own usage changed.
 """
 
 from __future__ import annotations
@@ -24,26 +24,29 @@ Key = tuple[str, str, str, int]
 
 
 class Slot:
-    __slots__ = ("committed", "dirty", "key", "own", "reserved")
+    __slots__ = ("committed", "end_ms", "flushed", "key", "others", "reserved")
 
-    def __init__(self, key: Key) -> None:
+    def __init__(self, key: Key, end_ms: int = 0) -> None:
         self.key = key
+        self.end_ms = end_ms  # when the window ends (0: not known yet, e.g. loaded from the store)
         # Request and token counts stay ints (cheap to format into headers); spend is USD.
-        self.committed: float = 0  # every node's usage: this process's own plus what others report
+        self.committed: float = 0  # every node's usage: this process's own plus ``others``
+        self.others: float = 0  # what other nodes (and earlier incarnations) reported
         self.reserved: float = 0  # held by requests in flight on this process
-        self.own: float = 0  # this process's usage: what it flushes
-        self.dirty = False  # changed since the last flush
+        self.flushed: float = 0  # this process's usage as last written to the store
+
+    @property
+    def own(self) -> float:
+        """This process's usage: what it flushes."""
+        return self.committed - self.others
 
 
 class Counters(Protocol):
-    def slot(self, key: Key) -> Slot:
+    def slot(self, key: Key, end_ms: int) -> Slot:
         """The live counter of one window (created empty on first use)."""
 
     def add(self, slot: Slot, amount: float) -> None:
-        """Usage this process saw: counts in ``committed`` and ``own`` and is flushed."""
-
-    def mark(self, slot: Slot) -> None:
-        """``own`` of a clean slot was changed directly (the hot path adds in place)."""
+        """Usage this process saw: counts in ``committed`` and is flushed."""
 
     def value(self, key: Key) -> float:
         """Committed usage of every node (without reservations)."""

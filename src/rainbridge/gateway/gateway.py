@@ -144,7 +144,7 @@ class Gateway:
                 if time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
                     await self.counters.flush(db)
                     last_flush = time.monotonic()
-                    self.counters.prune(int(time.time() * 1000), 400 * 86_400_000)
+                    self.counters.prune(int(time.time() * 1000))
             except StoreUnavailable as exc:
                 log.warning("config store unreachable (%s): serving from memory, retrying", exc)
             except Exception:  # a bug here must not stop the worker's maintenance for good
@@ -213,8 +213,9 @@ class Gateway:
         if type(max_tokens) is not int or max_tokens < 0:
             max_tokens = 0
         # ~4 bytes of JSON per prompt token: a reservation, corrected when the answer comes.
-        record.admission = gov.admit(vk, targets[0], body_size // 4, max_tokens, now_ms)
-        return targets, gov.allowed_keys(vk)
+        record.admission = admission = gov.admit(vk, body_size // 4, max_tokens, now_ms)
+        record.head_lines = admission[-1]
+        return targets, gov.allowed_keys(vk) if vk.provider_configs else None
 
     def finish(self, record: RequestRecord) -> None:
         """The request is over (response sent): settle its usage and log it."""
@@ -222,14 +223,15 @@ class Gateway:
         writer = self.log_writer
         if admission is None and writer is None:
             return
-        if record.response_body is not None and record.status == 200 and not record.usage_known:
-            found = extract_usage(record.response_body)
+        prompt, completion = record.prompt_tokens, record.completion_tokens
+        if prompt is None and completion is None and record.response_body is not None and record.status == 200:
+            found = extract_usage(record.response_body)  # (streams saw theirs on the way)
             if found is not None:
-                record.prompt_tokens, record.completion_tokens = found
+                record.prompt_tokens, record.completion_tokens = prompt, completion = found
         cost = None
         if admission is not None:
-            cost = self.governance.settle(admission, record.provider, record.model,
-                                          record.prompt_tokens or 0, record.completion_tokens or 0)
+            record.admission = None  # settled once
+            cost = self.governance.settle(admission, record.provider, record.model, prompt or 0, completion or 0)
         if writer is not None:
             writer.record(log_row(record, self.log_ids.next(), self.node_id, cost))
 

@@ -20,6 +20,7 @@ class RequestRecord:
         "content",
         "endpoint",
         "error_type",
+        "head_lines",
         "model",
         "prompt_tokens",
         "provider",
@@ -51,14 +52,8 @@ class RequestRecord:
         self.response_body: bytes | None = None
         self.stream_parts: list[bytes] | None = None
         self.admission = None  # governance.engine.Admission when a virtual key was admitted
+        self.head_lines = b""  # its x-ratelimit-* header lines (see server.http.HEAD_LINES)
 
-    @property
-    def response_headers(self) -> list[tuple[bytes, bytes]] | None:
-        return self.admission.headers if self.admission is not None else None
-
-    @property
-    def usage_known(self) -> bool:
-        return self.prompt_tokens is not None or self.completion_tokens is not None
 
     def set_usage(self, usage: dict) -> None:
         """Take the token counts of a ``usage`` object, in OpenAI's or Anthropic's shape; a

@@ -37,8 +37,8 @@ class Check:
     """One limit a key's requests count against: compiled once per key, with its open window
     and the slot of that window's counter."""
 
-    __slots__ = ("aligned", "anchor", "duration", "level", "limit", "limit_header", "metric", "owner",
-                 "owner_id", "reset_header", "scope", "slot", "window")
+    __slots__ = ("aligned", "anchor", "duration", "level", "limit", "lines", "metric", "owner",
+                 "owner_id", "scope", "slot", "window")
 
     def __init__(self, level: str, owner: Owner, metric: str, scope: str, owner_id: str,
                  duration: str, aligned: bool, anchor: int, limit: float):
@@ -53,10 +53,9 @@ class Check:
         self.limit = limit
         self.window: Window | None = None
         self.slot: Slot | None = None
-        # x-ratelimit-* headers of a rate limit: the limit never changes, the reset text only
-        # every tenth of a second (see Plan.set_tenth), so both are kept as ready-made tuples.
-        self.limit_header = (_HEADER_NAMES[metric][0], b"%d" % limit) if metric in _HEADER_NAMES else None
-        self.reset_header: tuple[bytes, bytes] | None = None
+        # The x-ratelimit-* lines of a rate limit, with %d where the remaining count goes: the
+        # limit never changes, the reset text only every tenth of a second (Plan.set_tenth).
+        self.lines = b""
 
     def current(self, now_ms: int) -> Window:
         w = self.window
@@ -72,42 +71,54 @@ class Plan:
     Requests are strict (the request must fit) and counted at admission; tokens are strict
     and reserved (an estimate, corrected at settlement); budgets only need room left, since
     a request's cost is known only afterwards: a budget is overshot at most by the requests
-    in flight when it filled up."""
+    in flight when it filled up (their cost is not reserved: an estimate from the prompt
+    alone would hold back little, and the request path would pay for it every time)."""
 
-    __slots__ = ("checks", "header_groups", "price", "priced_model", "priced_provider", "requests", "spend", "tenth",
-                 "tokens", "valid_from", "valid_until")
+    __slots__ = ("checks", "header_groups", "price", "priced_model", "priced_provider", "requests", "single", "spend",
+                 "template", "templates", "tenth", "tokens", "valid_from", "valid_until")
 
     def __init__(self, checks: list[Check]):
         self.checks = checks
-        # The rate limits that answer in x-ratelimit-* headers, per metric (non-empty groups only).
-        self.header_groups = [(group[0], tuple(group[1:]), _HEADER_NAMES[metric][1]) for metric in ("requests", "tokens")
+        # The rate limits that answer in x-ratelimit-* headers: per metric (non-empty groups
+        # only), the first check and the others (the tightest of a group answers).
+        self.header_groups = [(group[0], tuple(group[1:])) for metric in ("requests", "tokens")
                               if (group := [c for c in checks if c.metric == metric])]
+        # One rate limit per metric (no team or customer limit): the same checks always answer.
+        self.single = tuple(c for c, _ in self.header_groups) if not any(o for _, o in self.header_groups) else None
+        self.template = b""  # their lines for this tenth
         self.requests: list[tuple[Slot, float]] = []
         self.tokens: list[tuple[Slot, float]] = []
         self.spend: list[tuple[Slot, float]] = []
         self.valid_from = 0
         self.valid_until = 0
-        self.tenth = -1  # the tenth of a second the checks' reset headers were written for
-        # The price of the last target admitted (the same model, request after request).
+        self.tenth = -1  # the tenth of a second the header lines were written for
+        # The header lines of each combination of answering checks, for this tenth.
+        self.templates: dict[tuple[Check, ...], bytes] = {}
+        # The price of the last model settled (the same model, request after request).
         self.priced_provider: str | None = None
         self.priced_model: str | None = None
         self.price: Price | None = None
 
     def set_tenth(self, tenth: int) -> None:
-        """Rewrite the reset header of every rate limit for this tenth of a second (rate
+        """Rewrite the header lines of every rate limit for this tenth of a second (rate
         limit windows end on whole seconds, so the time left changes only with the tenth)."""
         self.tenth = tenth
-        for c, others, _ in self.header_groups:
+        self.templates = {}
+        for c, others in self.header_groups:
             for check in (c, *others):
                 assert check.window is not None
-                check.reset_header = (_HEADER_NAMES[check.metric][2], _reset_text((check.window.end_ms // 100 - tenth) * 100))
+                limit_name, remaining_name, reset_name = _HEADER_NAMES[check.metric]
+                reset = _reset_text((check.window.end_ms // 100 - tenth) * 100).replace(b"%", b"%%")
+                check.lines = b"%s: %d\r\n%s: %%d\r\n%s: %s\r\n" % (limit_name, check.limit, remaining_name, reset_name, reset)
+        if self.single is not None:
+            self.template = b"".join([c.lines for c in self.single])
 
     def refresh(self, now_ms: int, counters: Counters) -> None:
         lists: dict[str, list[tuple[Slot, float]]] = {"requests": [], "tokens": [], "spend": []}
         valid_from, valid_until = 0, 2**62
         for c in self.checks:
             w = c.current(now_ms)
-            c.slot = counters.slot((c.scope, c.owner_id, c.metric, w.start_ms))
+            c.slot = counters.slot((c.scope, c.owner_id, c.metric, w.start_ms), w.end_ms)
             lists[c.metric].append((c.slot, c.limit))
             valid_from = max(valid_from, w.start_ms)
             valid_until = min(valid_until, w.end_ms)
@@ -159,27 +170,17 @@ class GovernanceState:
         return out
 
 
-class Admission:
-    """What one admitted request holds until it is settled: its token and budget
-    reservations (the slots and amounts), the target and price it was reserved for, and
-    the x-ratelimit-* headers of its answer."""
+# What one admitted request holds until it is settled, as a plain tuple (made on every
+# governed request; a tuple costs a fraction of an object with an ``__init__``):
+# (the token slots it reserved on, the budget slots it will be charged on, the tokens
+#  reserved on each, the key's plan (its price cache), and last the x-ratelimit-* header
+#  lines of the answer: rendered, see ``server.http.HEAD_LINES``).
+Admission = tuple[list[tuple[Slot, float]], list[tuple[Slot, float]], int, "Plan", bytes]
 
-    __slots__ = ("cost", "estimate", "headers", "open", "price", "spend", "target", "tokens")
 
-    def __init__(self, tokens: list[tuple[Slot, float]], spend: list[tuple[Slot, float]], estimate: int,
-                 target: Target, price: Price | None, cost: float, headers: list[tuple[bytes, bytes]]):
-        self.tokens = tokens
-        self.spend = spend
-        self.estimate = estimate
-        self.target = target
-        self.price = price
-        self.cost = cost
-        self.headers = headers
-        self.open = True
-
-    @property
-    def needs_usage(self) -> bool:
-        return bool(self.tokens or self.spend)
+def needs_usage(admission: Admission) -> bool:
+    """Whether settling needs the request's token counts (a token limit or a budget)."""
+    return bool(admission[0] or admission[1])
 
 
 class WindowCache:
@@ -279,7 +280,7 @@ class Governance:
 
     # -- may it pass -------------------------------------------------------------------------
 
-    def admit(self, vk: VirtualKey, target: Target, prompt_tokens: int, max_tokens: int, now_ms: int) -> Admission:
+    def admit(self, vk: VirtualKey, prompt_tokens: int, max_tokens: int, now_ms: int) -> Admission:
         """Check every limit of the key, its team and its customer and reserve, all or nothing."""
         state = self.state
         plan = state.plans.get(vk.id) or state.plan(vk)
@@ -287,35 +288,20 @@ class Governance:
             plan.refresh(now_ms, self.counters)
         requests, tokens, spend = plan.requests, plan.tokens, plan.spend
         estimate = prompt_tokens + max_tokens  # counts stay ints: cheap to format in the headers
-        price = None
-        cost = 0.0
-        if spend:
-            if target.model != plan.priced_model or target.provider.name != plan.priced_provider:
-                plan.price = self.pricing.price(target.provider.name, target.model)
-                plan.priced_provider, plan.priced_model = target.provider.name, target.model
-            price = plan.price
-            if price is not None:
-                cost = prompt_tokens * price.input_per_token + max_tokens * price.output_per_token
-        for s, limit in requests:
-            if s.committed + s.reserved + 1 > limit:
+        for s, limit in requests:  # (requests are never reserved: counted at once)
+            if s.committed + 1 > limit:
                 raise self._denied(plan, estimate, now_ms)
         for s, limit in tokens:
             if s.committed + s.reserved + estimate > limit:
                 raise self._denied(plan, estimate, now_ms)
         for s, limit in spend:
-            if s.committed + s.reserved >= limit:
+            if s.committed >= limit:
                 raise self._denied(plan, estimate, now_ms)
-        mark = self.counters.mark
-        for s, _ in requests:  # an admitted request counts at once: nothing to settle
+        for s, _ in requests:
             s.committed += 1
-            s.own += 1
-            if not s.dirty:
-                mark(s)
         for s, _ in tokens:
             s.reserved += estimate
-        for s, _ in spend:
-            s.reserved += cost
-        return Admission(tokens, spend, estimate, target, price, cost, _headers(plan, now_ms) if plan.header_groups else [])
+        return tokens, spend, estimate, plan, _head_lines(plan, now_ms) if plan.header_groups else b""
 
     def _denied(self, plan: Plan, estimate: float, now_ms: int) -> GatewayError:
         """The error for the first check the request does not pass (the slow path)."""
@@ -358,29 +344,23 @@ class Governance:
     # -- what it used ------------------------------------------------------------------------
 
     def settle(self, admission: Admission, provider: str | None, model: str | None, prompt: int, completion: int) -> float:
-        """Replace the reservations by what the request used (once per admission: a retried
-        or fallen-back request is one admission, so it is charged once)."""
-        if not admission.open:
+        """Replace the reservations by what the request used and return its cost; the caller
+        settles each admission once (a retried or fallen-back request is one admission:
+        charged once)."""
+        tokens, spend, estimate, plan, _ = admission
+        used = prompt + completion
+        for s, _ in tokens:
+            s.reserved -= estimate
+            s.committed += used
+        if model != plan.priced_model or provider != plan.priced_provider:  # (the same, request after request)
+            plan.price = self.pricing.price(provider, model) if provider and model else None
+            plan.priced_provider, plan.priced_model = provider, model
+        price = plan.price
+        if price is None:
             return 0.0
-        admission.open = False
-        target = admission.target
-        if model == target.model and provider == target.provider.name:
-            price = admission.price  # the usual case: no fallback, priced at admission
-        else:
-            price = self.pricing.price(provider, model) if provider and model else None
-        cost = prompt * price.input_per_token + completion * price.output_per_token if price is not None else 0.0
-        mark = self.counters.mark
-        # Each reserved slot: release what was held, count what was used (tokens, then spend).
-        for held_on, held, used in ((admission.tokens, admission.estimate, prompt + completion),
-                                    (admission.spend, admission.cost, cost)):
-            for s, _ in held_on:
-                left = s.reserved - held
-                s.reserved = left if left > 1e-9 else 0
-                if used:
-                    s.committed += used
-                    s.own += used
-                    if not s.dirty:
-                        mark(s)
+        cost = prompt * price.input_per_token + completion * price.output_per_token
+        for s, _ in spend:
+            s.committed += cost
         return cost
 
     def usage(self, vk: VirtualKey, now_ms: int) -> list[dict]:
@@ -416,8 +396,6 @@ _HEADER_NAMES = {
     m: (b"x-ratelimit-limit-" + m.encode(), b"x-ratelimit-remaining-" + m.encode(), b"x-ratelimit-reset-" + m.encode())
     for m in ("requests", "tokens")
 }
-_REMAINING_REQUESTS = _HEADER_NAMES["requests"][1]
-_REMAINING_TOKENS = _HEADER_NAMES["tokens"][1]
 _RESET_TEXT: dict[int, bytes] = {}
 
 
@@ -432,14 +410,27 @@ def _reset_text(reset_ms: int) -> bytes:
     return text
 
 
-def _headers(plan: Plan, now_ms: int) -> list[tuple[bytes, bytes]]:
-    """x-ratelimit-* of the tightest request limit and the tightest token limit: the limit
-    and reset text come ready-made from the check, only the remaining count is formatted."""
+def _head_lines(plan: Plan, now_ms: int) -> bytes:
+    """x-ratelimit-* lines of the tightest request limit and the tightest token limit: the
+    lines come ready-made per tenth of a second, only the remaining counts are formatted."""
     tenth = (now_ms + 99) // 100
     if tenth != plan.tenth:
         plan.set_tenth(tenth)
-    out: list[tuple[bytes, bytes]] = []
-    for c, others, remaining_name in plan.header_groups:
+    single = plan.single
+    if single is not None:  # one rate limit per metric (the usual): one template
+        if len(single) == 2:
+            a, b = single
+            sa, sb = a.slot, b.slot
+            left_a = a.limit - sa.committed - sa.reserved  # type: ignore[union-attr]
+            left_b = b.limit - sb.committed - sb.reserved  # type: ignore[union-attr]
+            return plan.template % (left_a if left_a > 0 else 0, left_b if left_b > 0 else 0)
+        a = single[0]
+        sa = a.slot
+        left_a = a.limit - sa.committed - sa.reserved  # type: ignore[union-attr]
+        return plan.template % (left_a if left_a > 0 else 0)
+    chosen = []
+    counts = []
+    for c, others in plan.header_groups:
         s = c.slot
         left = c.limit - s.committed - s.reserved  # type: ignore[union-attr]
         for other in others:
@@ -447,8 +438,13 @@ def _headers(plan: Plan, now_ms: int) -> list[tuple[bytes, bytes]]:
             other_left = other.limit - o.committed - o.reserved  # type: ignore[union-attr]
             if other_left < left:
                 c, left = other, other_left
-        out += (c.limit_header, (remaining_name, b"%d" % left if left > 0 else b"0"), c.reset_header)
-    return out
+        chosen.append(c)
+        counts.append(left if left > 0 else 0)
+    key = tuple(chosen)
+    template = plan.templates.get(key)
+    if template is None:
+        template = plan.templates[key] = b"".join([c.lines for c in key])
+    return template % tuple(counts)
 
 
 def _limit_headers(metric: str, limit: float, remaining: float, reset_ms: int) -> list[tuple[bytes, bytes]]:

@@ -53,11 +53,11 @@ async def handle(gateway: Gateway, scope: dict, headers: Headers, record: Reques
     native = target.provider.adapter.native_messages
     if type(result) is UpstreamStream:
         frames = _native_frames(result, record) if native else _translated_frames(result, str(model), record)
-        await stream_events(receive, send, result, frames, _error_frame, record, record.response_headers)
+        await stream_events(receive, send, result, frames, _error_frame, record, record.head_lines)
         return
     body = result.body if native else orjson.dumps(chat_response_to_message(result.data, str(model)))
     record.response_body = body
-    await send_json(send, 200, body, record.response_headers)
+    await send_json(send, 200, body, head_lines=record.head_lines)
 
 
 def _event(name: bytes, data: bytes) -> bytes:

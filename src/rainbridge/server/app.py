@@ -21,7 +21,7 @@ from ..gateway.gateway import Gateway
 from ..gateway.record import RequestRecord
 from . import anthropic_routes, openai_routes
 from .api import AdminApp
-from .http import ClientDisconnected, Headers, send_error, send_json
+from .http import HEAD_LINES, ClientDisconnected, Headers, send_error, send_json, split_head_lines
 
 log = logging.getLogger("rainbridge.server")
 
@@ -73,6 +73,8 @@ class App:
         cors = self._cors_headers(headers.origin) if headers.origin is not None else None
         if cors is not None:
             send = _with_headers(send, cors)
+        if HEAD_LINES not in (scope.get("extensions") or _NO_EXTENSIONS):
+            send = _without_head_lines(send)
         method = scope["method"]
         record = None
         try:
@@ -162,6 +164,21 @@ def _with_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
         await send(message)
 
     return wrapped
+
+
+def _without_head_lines(send: Any) -> Any:
+    """For a server without our head-lines extension: send them as ordinary headers."""
+    async def wrapped(message: dict) -> None:
+        lines = message.get(HEAD_LINES)
+        if lines is not None:
+            message = {k: v for k, v in message.items() if k != HEAD_LINES}
+            message["headers"] = [*message.get("headers", []), *split_head_lines(lines)]
+        await send(message)
+
+    return wrapped
+
+
+_NO_EXTENSIONS: dict = {}
 
 
 def create_app(gateway: Gateway, allow_unauthenticated_admin: bool = False) -> App:

@@ -10,6 +10,14 @@ from ..errors import GatewayError, InvalidRequest, RequestTooLarge
 
 JSON = b"application/json"
 
+# An ASGI extension of our own server (server.protocol): ``http.response.start`` may carry
+# ``HEAD_LINES``, header lines already rendered (``name: value\r\n`` each), written as they
+# are after ``headers``. Governed answers carry six x-ratelimit-* headers whose counts change
+# on every request; one bytes % format beats six tuples checked and rendered one by one.
+# Only the app's own, well-formed lines go there. Servers without the extension (it is in
+# ``scope["extensions"]``) get ordinary headers: see ``split_head_lines``.
+HEAD_LINES = "rainbridge.head_lines"
+
 
 class ClientDisconnected(Exception):
     """The client went away before we finished reading its request."""
@@ -106,12 +114,26 @@ def parse_object(body: bytes) -> dict:
     return data
 
 
-async def send_json(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_json(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
+                    head_lines: bytes = b"") -> None:
     out = [(b"content-type", JSON), (b"content-length", b"%d" % len(body))]
     if headers:
         out.extend(headers)
-    await send({"type": "http.response.start", "status": status, "headers": out})
+    start = {"type": "http.response.start", "status": status, "headers": out}
+    if head_lines:
+        start[HEAD_LINES] = head_lines
+    await send(start)
     await send({"type": "http.response.body", "body": body})
+
+
+def split_head_lines(lines: bytes) -> list[tuple[bytes, bytes]]:
+    """Rendered header lines back into ASGI header pairs."""
+    pairs = []
+    for line in lines.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b": ")
+            pairs.append((name, value))
+    return pairs
 
 
 async def send_error(send: Any, error: GatewayError, headers: list[tuple[bytes, bytes]] | None = None) -> None:

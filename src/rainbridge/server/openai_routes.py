@@ -14,6 +14,7 @@ import orjson
 from ..errors import InvalidRequest, error_body
 from ..gateway.record import RequestRecord
 from ..gateway.router import Job
+from ..governance.engine import needs_usage
 from ..providers.base import Reply, StreamError, UpstreamStream
 from .http import Headers, parse_object, read_body, require, send_json, stream_flag
 from .sse import stream_events
@@ -56,7 +57,7 @@ async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, recor
     VALIDATORS[op](req)
     stream = record.stream = stream_flag(req) if op != "embeddings" else False
     targets, allowed_keys = gateway.plan(headers.vk, req, len(body), "openai", record)
-    strip_usage = stream and _ask_for_usage(req, gateway.wants_usage or (record.admission is not None and record.admission.needs_usage))
+    strip_usage = stream and _ask_for_usage(req, gateway.wants_usage or (record.admission is not None and needs_usage(record.admission)))
     job = Job(op, req, stream, headers.extra, None, allowed_keys)
     result, target = await gateway.router.run(job, targets)
     record.provider = target.provider.name
@@ -64,11 +65,11 @@ async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, recor
     record.status = 200
     if type(result) is UpstreamStream:
         frames = _frames(result, record, strip_usage)
-        await stream_events(receive, send, result, frames, _error_frame, record, record.response_headers)
+        await stream_events(receive, send, result, frames, _error_frame, record, record.head_lines)
     else:
         assert isinstance(result, Reply)
         record.response_body = result.body
-        await send_json(send, 200, result.body, record.response_headers)
+        await send_json(send, 200, result.body, head_lines=record.head_lines)
 
 
 def _ask_for_usage(req: dict, needed: bool) -> bool:

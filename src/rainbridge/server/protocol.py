@@ -30,6 +30,8 @@ from urllib.parse import unquote
 
 import httptools
 
+from .http import HEAD_LINES
+
 log = logging.getLogger("rainbridge.server")
 
 HIGH_WATER = 64 * 1024  # request body bytes buffered before the socket stops being read
@@ -38,6 +40,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT = {"type": "http.disconnect"}
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
+_EXTENSIONS: dict[str, dict] = {HEAD_LINES: {}}
 
 
 def _status_line(status: int) -> bytes:
@@ -179,6 +182,7 @@ class HttpProtocol(asyncio.Protocol):
             "query_string": query,
             "headers": self.headers,
             "state": self.app_state.copy(),
+            "extensions": _EXTENSIONS,
         }
         cycle = Cycle(self, scope, parser.should_keep_alive() and not self.closing, method == "HEAD")
         self.reading = cycle
@@ -341,7 +345,7 @@ class Cycle:
         if not self.started:
             if kind != "http.response.start":
                 raise RuntimeError(f"expected ASGI message 'http.response.start', got {kind!r}")
-            self.head = self._head(message["status"], message.get("headers", ()))
+            self.head = self._head(message["status"], message.get("headers", ()), message.get(HEAD_LINES))
             self.started = True
             self.continue_checked = True  # answering without the body: no 100 any more
             if self.chunked or self.head_only:  # a stream: the client sees the headers now
@@ -372,7 +376,7 @@ class Cycle:
             self.wake()
             conn.response_done(self)
 
-    def _head(self, status: int, headers: Any) -> bytes:
+    def _head(self, status: int, headers: Any, lines: bytes | None) -> bytes:
         parts = [_status_line(status)]  # one element per line
         known = _KNOWN
         has_length = has_close = False
@@ -407,6 +411,8 @@ class Cycle:
                     known.clear()
                 known[name] = (value, line)
             parts.append(line)
+        if lines:  # rendered by the app (HEAD_LINES): its own lines, written as they are
+            parts.append(lines)
         if not self.keep_alive and not has_close:
             parts.append(b"connection: close\r\n")
         if not has_length and not self.head_only and status not in (204, 304):
@@ -415,9 +421,11 @@ class Cycle:
         parts.append(b"\r\n")
         head = b"".join(parts)
         # Every line ends in its one CRLF: any other CR or LF came from a header value.
-        if fresh and (head.count(b"\n") != len(parts) or head.count(b"\r") != len(parts)):
-            known.clear()  # a kept line may be the bad one
-            raise RuntimeError("invalid HTTP header value (contains CR or LF: response splitting)")
+        if fresh:
+            ends = len(parts) - 1 + lines.count(b"\n") if lines else len(parts)
+            if head.count(b"\n") != ends or head.count(b"\r") != ends:
+                known.clear()  # a kept line may be the bad one
+                raise RuntimeError("invalid HTTP header value (contains CR or LF: response splitting)")
         return head
 
 

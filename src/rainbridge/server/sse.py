@@ -14,6 +14,7 @@ from typing import Any
 
 from ..gateway.record import RequestRecord
 from ..providers.base import StreamError, UpstreamStream
+from .http import HEAD_LINES
 
 log = logging.getLogger("rainbridge.sse")
 
@@ -40,7 +41,7 @@ async def stream_events(
     frames: AsyncIterator[bytes],
     error_frame: Callable[[StreamError], bytes],
     record: RequestRecord,
-    headers: list[tuple[bytes, bytes]] | None = None,
+    head_lines: bytes = b"",
 ) -> bool:
     """Send ``frames`` as an SSE response. Returns False when the client went away."""
     state = {"disconnected": False}
@@ -48,9 +49,10 @@ async def stream_events(
     assert handler is not None
     watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, handler, state))
     try:
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + (headers or [])}
-        )
+        start = {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS]}
+        if head_lines:
+            start[HEAD_LINES] = head_lines
+        await send(start)
         try:
             async for frame in frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
