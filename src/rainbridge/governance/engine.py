@@ -54,7 +54,7 @@ class Check:
         self.window: Window | None = None
         self.slot: Slot | None = None
         # The x-ratelimit-* lines of a rate limit, with %d where the remaining count goes: the
-        # limit never changes, the reset text only every tenth of a second (Plan.set_tenth).
+        # limit never changes, the reset text only every tenth of a second (Plan.refresh).
         self.lines = b""
 
     def current(self, now_ms: int) -> Window:
@@ -74,8 +74,8 @@ class Plan:
     in flight when it filled up (their cost is not reserved: an estimate from the prompt
     alone would hold back little, and the request path would pay for it every time)."""
 
-    __slots__ = ("checks", "header_groups", "price", "priced_model", "priced_provider", "requests", "single", "spend",
-                 "template", "templates", "tenth", "tokens", "valid_from", "valid_until")
+    __slots__ = ("checks", "header_groups", "pair", "price", "priced_model", "priced_provider", "requests", "spend",
+                 "templates", "tokens", "valid_from", "valid_until", "windows_until")
 
     def __init__(self, checks: list[Check]):
         self.checks = checks
@@ -83,49 +83,52 @@ class Plan:
         # only), the first check and the others (the tightest of a group answers).
         self.header_groups = [(group[0], tuple(group[1:])) for metric in ("requests", "tokens")
                               if (group := [c for c in checks if c.metric == metric])]
-        # One rate limit per metric (no team or customer limit): the same checks always answer.
-        self.single = tuple(c for c, _ in self.header_groups) if not any(o for _, o in self.header_groups) else None
-        self.template = b""  # their lines for this tenth
         self.requests: list[tuple[Slot, float]] = []
         self.tokens: list[tuple[Slot, float]] = []
         self.spend: list[tuple[Slot, float]] = []
         self.valid_from = 0
-        self.valid_until = 0
-        self.tenth = -1  # the tenth of a second the header lines were written for
+        self.windows_until = 0  # the first end of a check's window
+        self.valid_until = 0  # ... or of the tenth of a second the header lines were written for
         # The header lines of each combination of answering checks, for this tenth.
         self.templates: dict[tuple[Check, ...], bytes] = {}
+        # Exactly one request limit and one token limit (the usual): the lines' template
+        # and the (slot, limit) of each, so admission formats them without a search.
+        self.pair: tuple[bytes, Slot, float, Slot, float] | None = None
         # The price of the last model settled (the same model, request after request).
         self.priced_provider: str | None = None
         self.priced_model: str | None = None
         self.price: Price | None = None
 
-    def set_tenth(self, tenth: int) -> None:
-        """Rewrite the header lines of every rate limit for this tenth of a second (rate
-        limit windows end on whole seconds, so the time left changes only with the tenth)."""
-        self.tenth = tenth
-        self.templates = {}
-        for c, others in self.header_groups:
-            for check in (c, *others):
-                assert check.window is not None
-                limit_name, remaining_name, reset_name = _HEADER_NAMES[check.metric]
-                reset = _reset_text((check.window.end_ms // 100 - tenth) * 100).replace(b"%", b"%%")
-                check.lines = b"%s: %d\r\n%s: %%d\r\n%s: %s\r\n" % (limit_name, check.limit, remaining_name, reset_name, reset)
-        if self.single is not None:
-            self.template = b"".join([c.lines for c in self.single])
-
     def refresh(self, now_ms: int, counters: Counters) -> None:
-        lists: dict[str, list[tuple[Slot, float]]] = {"requests": [], "tokens": [], "spend": []}
-        valid_from, valid_until = 0, 2**62
-        for c in self.checks:
-            w = c.current(now_ms)
-            c.slot = counters.slot((c.scope, c.owner_id, c.metric, w.start_ms), w.end_ms)
-            lists[c.metric].append((c.slot, c.limit))
-            valid_from = max(valid_from, w.start_ms)
-            valid_until = min(valid_until, w.end_ms)
-        # New lists, never changed in place: an admission keeps the ones it reserved on.
-        self.requests, self.tokens, self.spend = lists["requests"], lists["tokens"], lists["spend"]
-        self.valid_from, self.valid_until = valid_from, valid_until
-        self.tenth = -1
+        """The slots of the current windows (when one ended) and the header lines of this
+        tenth of a second (rate limit windows end on whole seconds, so the time left in the
+        reset headers changes only with the tenth)."""
+        if not (self.valid_from <= now_ms < self.windows_until):
+            lists: dict[str, list[tuple[Slot, float]]] = {"requests": [], "tokens": [], "spend": []}
+            valid_from, valid_until = 0, 2**62
+            for c in self.checks:
+                w = c.current(now_ms)
+                c.slot = counters.slot((c.scope, c.owner_id, c.metric, w.start_ms), w.end_ms)
+                lists[c.metric].append((c.slot, c.limit))
+                valid_from = max(valid_from, w.start_ms)
+                valid_until = min(valid_until, w.end_ms)
+            # New lists, never changed in place: an admission keeps the ones it reserved on.
+            self.requests, self.tokens, self.spend = lists["requests"], lists["tokens"], lists["spend"]
+            self.valid_from, self.windows_until = valid_from, valid_until
+        self.valid_until = self.windows_until
+        if self.header_groups:
+            tenth = now_ms // 100 + 1
+            self.valid_until = min(self.windows_until, tenth * 100)
+            for c, others in self.header_groups:
+                for check in (c, *others):
+                    assert check.window is not None and check.slot is not None
+                    limit_name, remaining_name, reset_name = _HEADER_NAMES[check.metric]
+                    reset = _reset_text((check.window.end_ms // 100 - tenth) * 100).replace(b"%", b"%%")
+                    check.lines = b"%s: %d\r\n%s: %%d\r\n%s: %s\r\n" % (limit_name, check.limit, remaining_name, reset_name, reset)
+            self.templates = {}
+            if len(self.header_groups) == 2 and not self.header_groups[0][1] and not self.header_groups[1][1]:
+                r, t = self.header_groups[0][0], self.header_groups[1][0]
+                self.pair = (r.lines + t.lines, r.slot, r.limit, t.slot, t.limit)  # type: ignore[assignment]
 
 
 class GovernanceState:
@@ -301,7 +304,15 @@ class Governance:
             s.committed += 1
         for s, _ in tokens:
             s.reserved += estimate
-        return tokens, spend, estimate, plan, _head_lines(plan, now_ms) if plan.header_groups else b""
+        pair = plan.pair
+        if pair is not None:  # one request limit and one token limit: only the counts change
+            template, rs, rl, ts, tl = pair
+            left_r = rl - rs.committed
+            left_t = tl - ts.committed - ts.reserved
+            lines = template % (left_r if left_r > 0 else 0, left_t if left_t > 0 else 0)
+        else:
+            lines = _head_lines(plan) if plan.header_groups else b""
+        return tokens, spend, estimate, plan, lines
 
     def _denied(self, plan: Plan, estimate: float, now_ms: int) -> GatewayError:
         """The error for the first check the request does not pass (the slow path)."""
@@ -410,24 +421,10 @@ def _reset_text(reset_ms: int) -> bytes:
     return text
 
 
-def _head_lines(plan: Plan, now_ms: int) -> bytes:
+def _head_lines(plan: Plan) -> bytes:
     """x-ratelimit-* lines of the tightest request limit and the tightest token limit: the
-    lines come ready-made per tenth of a second, only the remaining counts are formatted."""
-    tenth = (now_ms + 99) // 100
-    if tenth != plan.tenth:
-        plan.set_tenth(tenth)
-    single = plan.single
-    if single is not None:  # one rate limit per metric (the usual): one template
-        if len(single) == 2:
-            a, b = single
-            sa, sb = a.slot, b.slot
-            left_a = a.limit - sa.committed - sa.reserved  # type: ignore[union-attr]
-            left_b = b.limit - sb.committed - sb.reserved  # type: ignore[union-attr]
-            return plan.template % (left_a if left_a > 0 else 0, left_b if left_b > 0 else 0)
-        a = single[0]
-        sa = a.slot
-        left_a = a.limit - sa.committed - sa.reserved  # type: ignore[union-attr]
-        return plan.template % (left_a if left_a > 0 else 0)
+    lines come ready-made for this tenth of a second (Plan.refresh), only the remaining
+    counts are formatted."""
     chosen = []
     counts = []
     for c, others in plan.header_groups:
