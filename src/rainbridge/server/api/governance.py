@@ -191,9 +191,13 @@ def routes(gateway: Gateway) -> list[Route]:
                         created_at=created, updated_at=now)
         return vk, value
 
-    async def refresh() -> None:
-        """Validate writes against the store, not against this worker's copy, which may be up
-        to a poll interval behind a change made through another worker."""
+    async def refresh(writing: bool = True) -> None:
+        """Answer and validate against the store, not against this worker's copy, which may
+        be up to a poll interval behind a change made through another worker (a list read
+        right after a create through the other worker must show it). Without a store,
+        reads answer from the config file and writes are refused."""
+        if not writing and gateway.governance_repo is None:
+            return
         repo()
         try:
             await gateway.reload_if_changed()
@@ -229,6 +233,7 @@ def routes(gateway: Gateway) -> list[Route]:
         kind, singular, plural, _, _ = KINDS[segment]
 
         async def list_all(request: Request) -> Response:
+            await refresh(writing=False)
             items = [present(kind, o) for o in state_of(kind).values()]
             return _json({plural: items, "count": len(items)})
 
@@ -252,6 +257,8 @@ def routes(gateway: Gateway) -> list[Route]:
             return owner
 
         async def get_one(request: Request) -> Response:
+            guard_id(request.path_params["id"])
+            await refresh(writing=False)
             return _json({singular: present(kind, get_or_404(request.path_params["id"]))})
 
         async def update(request: Request) -> Response:
@@ -294,6 +301,7 @@ def routes(gateway: Gateway) -> list[Route]:
     async def vk_usage(request: Request) -> Response:
         owner_id = request.path_params["id"]
         guard_id(owner_id)
+        await refresh(writing=False)
         vk = gateway.governance.state.vks.get(owner_id)
         if vk is None:
             raise NotFound(f"no virtual key with id {owner_id!r}", param="id", code="not_found")
