@@ -54,7 +54,6 @@ class RequestRecord:
         self.admission = None  # governance.engine.Admission when a virtual key was admitted
         self.head_lines = b""  # its x-ratelimit-* header lines (see server.http.HEAD_LINES)
 
-
     def set_usage(self, usage: dict) -> None:
         """Take the token counts of a ``usage`` object, in OpenAI's or Anthropic's shape; a
         later object (Anthropic's message_delta) updates what it reports."""
