@@ -33,7 +33,7 @@ async def test_flush_writes_only_slots_whose_own_usage_moved_and_a_restart_adds_
         requests = first.slot(REQUESTS, T0 + MINUTE)
         spend = first.slot(SPEND, T0 + 86_400_000)
         requests.committed += 3
-        first.add(spend, 0.25)
+        spend.committed += 0.25
         assert await first.flush(db) == 2
         assert await first.flush(db) == 0  # nothing moved since
         requests.committed += 1

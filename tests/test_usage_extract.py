@@ -30,6 +30,6 @@ def test_stream_usage_updates_what_each_event_reports():
     record = RequestRecord("messages", content=False)
     record.set_usage({"input_tokens": 10, "output_tokens": 1})  # Anthropic message_start
     record.set_usage({"output_tokens": 15})  # message_delta
-    assert record.tokens() == (10, 15)
+    assert (record.prompt_tokens, record.completion_tokens) == (10, 15)
     record.set_usage({"prompt_tokens": "many", "completion_tokens": None})  # not counts: ignored
-    assert record.tokens() == (10, 15)
+    assert (record.prompt_tokens, record.completion_tokens) == (10, 15)

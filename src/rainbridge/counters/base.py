@@ -10,8 +10,8 @@ A counter is identified by a ``(scope, id, metric, window_start)`` tuple (``Key`
 
 Governance looks a key's slots up once per window and then works on them directly: admission
 checks ``committed + reserved`` against each limit and reserves, all without an ``await``
-(so one event loop admits atomically); usage is added to ``committed`` in place (or with
-``add``). Nothing is queued per request: the flush looks for slots whose own usage changed.
+(so one event loop admits atomically); usage is added to ``committed`` in place. Nothing is
+queued per request: the flush looks for slots whose own usage changed.
 """
 
 from __future__ import annotations
@@ -44,9 +44,6 @@ class Slot:
 class Counters(Protocol):
     def slot(self, key: Key, end_ms: int) -> Slot:
         """The live counter of one window (created empty on first use)."""
-
-    def add(self, slot: Slot, amount: float) -> None:
-        """Usage this process saw: counts in ``committed`` and is flushed."""
 
     def value(self, key: Key) -> float:
         """Committed usage of every node (without reservations)."""

@@ -49,9 +49,6 @@ class LocalCounters:
             s.end_ms = end_ms
         return s
 
-    def add(self, slot: Slot, amount: float) -> None:
-        slot.committed += amount
-
     def value(self, key: Key) -> float:
         s = self.slots.get(key)
         return s.committed if s is not None else 0.0
@@ -85,7 +82,7 @@ class LocalCounters:
     async def flush(self, db: Database) -> int:
         """Write the own usage of every slot it changed in since the last flush (a slot
         stays changed, and is written next time, when the store is down)."""
-        changed = [(s, s.committed - s.others) for s in self.slots.values() if s.committed - s.others != s.flushed]
+        changed = [(s, own) for s in self.slots.values() if (own := s.own) != s.flushed]
         if not changed:
             return 0
         now = int(time.time() * 1000)
@@ -107,7 +104,7 @@ class LocalCounters:
         ended = now_ms - PRUNE_AFTER_END_MS
         too_old = now_ms - RETAIN_MS
         for key, s in list(self.slots.items()):
-            if s.reserved or s.committed - s.others != s.flushed:
+            if s.reserved or s.own != s.flushed:
                 continue  # in flight, or not written yet
             if (s.end_ms < ended) if s.end_ms else (key[3] < too_old):
                 del self.slots[key]

@@ -87,9 +87,6 @@ class RequestRecord:
         if sum(map(len, parts)) < CONTENT_CAP:
             parts.append(payload)
 
-    def tokens(self) -> tuple[int | None, int | None]:
-        return self.prompt_tokens, self.completion_tokens
-
 
 class LogIds:
     """Unique, time-ordered-enough ids without uuid4's cost: boot prefix + counter."""
@@ -103,7 +100,7 @@ class LogIds:
 
 
 def log_row(record: RequestRecord, row_id: str, node_id: str, cost: float | None) -> tuple:
-    prompt, completion = record.tokens()
+    prompt, completion = record.prompt_tokens, record.completion_tokens
     request = response = None
     if record.content:
         if record.request_body is not None:
