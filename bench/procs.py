@@ -54,7 +54,7 @@ class Procs:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _spawn(self, name: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
         log = self.workdir / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
@@ -64,6 +64,7 @@ class Procs:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=self.workdir,
+                env={**os.environ, **env} if env else None,
             )
         return popen, log
 
@@ -87,7 +88,8 @@ class Procs:
         return proc
 
     def start_gateway(self, upstream: str, server: str, host: str = "127.0.0.1", config_json: str | None = None, name: str | None = None,
-                      wrapper: list[str] | None = None, start_timeout_s: float = START_TIMEOUT_S) -> Proc:
+                      wrapper: list[str] | None = None, start_timeout_s: float = START_TIMEOUT_S,
+                      env: dict[str, str] | None = None) -> Proc:
         # The port is chosen here: at --log-level warning the gateway logs no "listening on".
         name = name or f"gateway-{server}"
         app_dir = self.workdir / name
@@ -116,7 +118,7 @@ class Procs:
             "--log-level",
             "warning",
         ]
-        popen, log = self._spawn(name, argv)
+        popen, log = self._spawn(name, argv, env)
         proc = Proc(name, popen, f"http://{host}:{port}", log)
         self.started.append(proc)
         _wait(proc, lambda: http_ok(proc.url + "/health"), start_timeout_s)

@@ -7,6 +7,7 @@ LABELS = {
     "reference": "reference proxy",
     "uvicorn": "gateway uvicorn",
     "granian": "gateway granian",
+    "baseline": "gateway before",
 }
 
 # (what, target text, passes(value) -> bool); the goals for the gateway.

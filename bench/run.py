@@ -1,7 +1,8 @@
 """rainbridge core benchmark: throughput, added latency, streams, memory and CPU in one run.
 
     .venv/bin/python bench/run.py [--upstream URL] [--runs 3] [--duration 5]
-                                  [--server uvicorn|granian|both] [--quick] [--out FILE]
+                                  [--server uvicorn|granian|both] [--baseline DIR]
+                                  [--quick] [--out FILE]
 
 Starts the fake provider (unless ``--upstream``), the reference proxy and one gateway per
 server, all on loopback; measures them interleaved so drift hits every target alike; prints
@@ -61,6 +62,7 @@ class Settings:
     warmup_s: float = 1.0
     upstream: str | None = None
     out: Path = BENCH / "results" / "core.json"
+    baseline: Path | None = None  # a checkout of an earlier commit, run beside this one
 
 
 @dataclass
@@ -72,7 +74,7 @@ class Target:
 
     @property
     def is_gateway(self) -> bool:
-        return self.name in ("uvicorn", "granian")
+        return self.name in ("uvicorn", "granian", "baseline")
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -95,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default="both",
         help="gateway HTTP server(s) (default both)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier commit (e.g. a git worktree): its gateway runs as one "
+        "more uvicorn target, so before and after are measured side by side in one run",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke check: 1 run, 2 s, 100 streams")
     parser.add_argument(
         "--out", type=Path, default=BENCH / "results" / "core.json", help="JSON results file"
@@ -102,6 +110,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     args = parser.parse_args(argv)
     servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]
     settings = Settings(args.runs, args.duration, servers, upstream=args.upstream, out=args.out)
+    if args.baseline:
+        settings.baseline = args.baseline.resolve()
+        if not (settings.baseline / "src" / "rainbridge").is_dir():
+            parser.error(f"--baseline {args.baseline}: no src/rainbridge there")
     if args.quick:
         settings.runs, settings.duration_s, settings.stream_rounds = 1, 2.0, (100,)
     return settings
@@ -352,6 +364,13 @@ def start_targets(settings: Settings, ps: procs.Procs) -> tuple[list[Target], st
         targets.append(Target(server, gw.url, pids, "x-bf-eh-"))
         time.sleep(0.5)
         memory[server] = {"pids": len(pids), "rss_idle_mb": procs.rss_mb(pids)}
+    if settings.baseline:  # the earlier commit's code, imported first through PYTHONPATH
+        src = str(settings.baseline / "src")
+        gw = ps.start_gateway(upstream.url, "uvicorn", name="gateway-baseline", env={"PYTHONPATH": src})
+        pids = procs.process_tree(gw.pid)
+        targets.append(Target("baseline", gw.url, pids, "x-bf-eh-"))
+        time.sleep(0.5)
+        memory["baseline"] = {"pids": len(pids), "rss_idle_mb": procs.rss_mb(pids)}
     return targets, mock_url, memory
 
 
@@ -392,9 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                 memory[target.name]["rss_end_mb"] = procs.rss_mb(target.pids)
                 memory[target.name]["rss_hwm_mb"] = procs.status_mb(target.pids, "VmHWM")
         mock_after = procs.get_json(mock_url + "/mock/stats") if mock_url else None
-        gateway_logs = {s: procs.tail(workdir / f"gateway-{s}.log", 30) for s in settings.servers}
+        gateways = [t.name for t in targets if t.is_gateway]
+        gateway_logs = {s: procs.tail(workdir / f"gateway-{s}.log", 30) for s in gateways}
 
-    gateways = settings.servers
     flats = [flatten(run, names, gateways) for run in runs]
     summary = summarize(flats)
     for server, mem in memory.items():
@@ -417,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             **asdict(settings),
             "out": str(settings.out),
+            "baseline": str(settings.baseline) if settings.baseline else None,
             "command": sys.argv,
             "wall_s": time.monotonic() - started,
         },
