@@ -5,6 +5,7 @@ sets it to 2 s so that a stream that would run for hours shows the cap at work q
 import http.client
 import json
 import signal
+import socket
 import threading
 import time
 
@@ -16,7 +17,7 @@ from support import eventually, provider_config
 CAP = 2.0
 
 
-def test_the_drain_cap_ends_a_stream_that_never_ends(mock, start_gateway):
+def test_sigterm_stops_accepting_and_the_drain_cap_ends_a_stream_that_never_ends(mock, start_gateway):
     gw = start_gateway(provider_config(mock.url), env={"RAINBRIDGE_GRACEFUL_TIMEOUT_SECONDS": str(CAP)})
     host, port = gw.url.removeprefix("http://").rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=CAP + 30)
@@ -41,6 +42,16 @@ def test_the_drain_cap_ends_a_stream_that_never_ends(mock, start_gateway):
 
     signalled = time.monotonic()
     gw.proc.popen.send_signal(signal.SIGTERM)
+
+    def refused():
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return "a new connection was accepted"
+
+    eventually(refused, CAP, "new connections refused while draining")
+    assert gw.proc.popen.poll() is None, "exited at once instead of draining"
     code = gw.proc.popen.wait(timeout=CAP + 20)  # not the 30 s default, not the stream's hours
     exited = time.monotonic()
     reader.join(timeout=5)
