@@ -94,6 +94,25 @@ def wait_http(url: str, timeout: float = 20.0, proc: Proc | None = None) -> None
     raise TimeoutError(f"{url} not ready: {last}")
 
 
+def eventually(cond, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``cond()`` until it returns exactly ``True`` (bounded by ``timeout`` seconds);
+    returns the seconds it took. Anything else it returns is the "last seen" value shown in
+    the failure, so a condition can return what it saw instead of False. ``OSError`` and
+    ``AssertionError`` raised by ``cond`` count as not yet (and are shown if they persist)."""
+    start = time.monotonic()
+    last: object = None
+    while True:
+        try:
+            last = cond()
+        except (OSError, AssertionError) as exc:
+            last = exc
+        if last is True:
+            return time.monotonic() - start
+        if time.monotonic() - start >= timeout:
+            raise AssertionError(f"{what}: not within {timeout:.1f}s (last seen: {last!r})")
+        time.sleep(interval)
+
+
 class MockProcess:
     def __init__(self, tmp: Path):
         self.proc = Proc([sys.executable, "-m", "rainbridge.mock", "--host", HOST, "--port", "0"], tmp / "mock.log")

@@ -34,56 +34,60 @@ def raw(gateway, method, path, body: bytes | None, headers=None):
     return resp.status, json.loads(data) if data else None
 
 
-def assert_error(status, body, expected_status, fragment, param=None):
+def assert_error(status, body, expected_status, type_, code, fragment, param=None):
+    """The whole error body: status, ``type``, ``code``, ``param`` (None when no field is
+    to blame) and a message naming the problem; no traceback."""
     assert status == expected_status, body
+    assert body["type"] == "error", body
     err = body["error"]
-    assert set(err) >= {"type", "message", "code", "param"}
+    assert set(err) == {"type", "message", "code", "param"}, err
+    assert (err["type"], err["code"], err["param"]) == (type_, code, param), err
     assert fragment in err["message"], err
-    if param is not None:
-        assert err["param"] == param
     assert "Traceback" not in json.dumps(body)
 
 
+INVALID = "invalid_request_error"
+NOT_FOUND = "not_found_error"
 CHAT = "/v1/chat/completions"
 
 
 @pytest.mark.parametrize(
-    ("path", "body", "status", "fragment", "param"),
+    ("path", "body", "status", "type_", "code", "fragment", "param"),
     [
-        (CHAT, b"{not json", 400, "not valid JSON", None),
-        (CHAT, b"", 400, "empty", None),
-        (CHAT, b"[1, 2]", 400, "must be a JSON object", None),
-        (CHAT, b'{"messages": [{"role": "user", "content": "x"}]}', 400, "missing required field 'model'", "model"),
-        (CHAT, b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', 400, "'model' must be a string", "model"),
-        (CHAT, b'{"model": "", "messages": [{"role": "user", "content": "x"}]}', 400, "must not be empty", "model"),
-        (CHAT, b'{"model": "openai/gpt-4o", "messages": []}', 400, "at least one message", "messages"),
-        (CHAT, b'{"model": "openai/gpt-4o"}', 400, "missing required field 'messages'", "messages"),
-        (CHAT, b'{"model": "openai/gpt-4o", "messages": "hi"}', 400, "'messages' must be", "messages"),
-        (CHAT, b'{"model": "openai/gpt-4o", "messages": ["hi"]}', 400, "messages[0] must be an object", "messages[0]"),
-        (CHAT, b'{"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "'stream' must be a boolean", "stream"),
-        (CHAT, b'{"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x"}], "fallbacks": "openai/x"}', 400, "'fallbacks' must be a list", "fallbacks"),
-        (CHAT, b'{"model": "mistral/large", "messages": [{"role": "user", "content": "x"}]}', 404, "unknown provider 'mistral'", "model"),
-        ("/v1/embeddings", b'{"model": "openai/e"}', 400, "missing required field 'input'", "input"),
-        ("/v1/embeddings", b'{"model": "openai/e", "input": []}', 400, "must not be empty", "input"),
-        ("/v1/completions", b'{"model": "openai/x", "prompt": 3}', 400, "'prompt' must be", "prompt"),
-        ("/anthropic/v1/messages", b'{"model": "openai/x", "max_tokens": "10", "messages": [{"role": "user", "content": "x"}]}', 400, "'max_tokens' must be an integer", "max_tokens"),
-        ("/anthropic/v1/messages", b'{"model": "openai/x", "max_tokens": 10, "messages": [{"role": "system", "content": "x"}]}', 400, "role 'user' or 'assistant'", "messages[0].role"),
-        ("/anthropic/v1/messages", b'{"model": "anthropic/x", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}', 404, "unknown provider 'anthropic'", "model"),
+        (CHAT, b"{not json", 400, INVALID, "invalid_json", "not valid JSON", None),
+        (CHAT, b"", 400, INVALID, "invalid_json", "empty", None),
+        (CHAT, b"[1, 2]", 400, INVALID, "invalid_json", "must be a JSON object", None),
+        (CHAT, b'{"messages": [{"role": "user", "content": "x"}]}', 400, INVALID, "missing_field", "missing required field 'model'", "model"),
+        (CHAT, b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', 400, INVALID, "invalid_type", "'model' must be a string", "model"),
+        (CHAT, b'{"model": "", "messages": [{"role": "user", "content": "x"}]}', 400, INVALID, "invalid_model", "must not be empty", "model"),
+        (CHAT, b'{"model": "openai/gpt-4o", "messages": []}', 400, INVALID, "empty_messages", "at least one message", "messages"),
+        (CHAT, b'{"model": "openai/gpt-4o"}', 400, INVALID, "missing_field", "missing required field 'messages'", "messages"),
+        (CHAT, b'{"model": "openai/gpt-4o", "messages": "hi"}', 400, INVALID, "invalid_type", "'messages' must be", "messages"),
+        (CHAT, b'{"model": "openai/gpt-4o", "messages": ["hi"]}', 400, INVALID, "invalid_type", "messages[0] must be an object", "messages[0]"),
+        (CHAT, b'{"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, INVALID, "invalid_type", "'stream' must be a boolean", "stream"),
+        (CHAT, b'{"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x"}], "fallbacks": "openai/x"}', 400, INVALID, "invalid_type", "'fallbacks' must be a list", "fallbacks"),
+        (CHAT, b'{"model": "mistral/large", "messages": [{"role": "user", "content": "x"}]}', 404, NOT_FOUND, "model_not_found", "unknown provider 'mistral'", "model"),
+        ("/v1/embeddings", b'{"model": "openai/e"}', 400, INVALID, "missing_field", "missing required field 'input'", "input"),
+        ("/v1/embeddings", b'{"model": "openai/e", "input": []}', 400, INVALID, "empty_input", "must not be empty", "input"),
+        ("/v1/completions", b'{"model": "openai/x", "prompt": 3}', 400, INVALID, "invalid_type", "'prompt' must be", "prompt"),
+        ("/anthropic/v1/messages", b'{"model": "openai/x", "max_tokens": "10", "messages": [{"role": "user", "content": "x"}]}', 400, INVALID, "invalid_type", "'max_tokens' must be an integer", "max_tokens"),
+        ("/anthropic/v1/messages", b'{"model": "openai/x", "max_tokens": 10, "messages": [{"role": "system", "content": "x"}]}', 400, INVALID, "invalid_type", "role 'user' or 'assistant'", "messages[0].role"),
+        ("/anthropic/v1/messages", b'{"model": "anthropic/x", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}', 404, NOT_FOUND, "model_not_found", "unknown provider 'anthropic'", "model"),
     ],
 )
-def test_bad_bodies(gateway, path, body, status, fragment, param):
+def test_bad_bodies(gateway, path, body, status, type_, code, fragment, param):
     got_status, got = raw(gateway, "POST", path, body)
-    assert_error(got_status, got, status, fragment, param)
+    assert_error(got_status, got, status, type_, code, fragment, param)
 
 
 def test_anthropic_provider_not_configured_but_bare_model_on_anthropic_route_needs_one(gateway):
     status, body = raw(gateway, "POST", "/anthropic/v1/messages", b'{"model": "claude-3", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}')
-    assert_error(status, body, 404, "use 'provider/model'", "model")
+    assert_error(status, body, 404, NOT_FOUND, "model_not_found", "use 'provider/model'", "model")
 
 
 def test_unknown_route_is_404(gateway):
     status, body = raw(gateway, "GET", "/v2/nothing", None)
-    assert_error(status, body, 404, "no route for GET /v2/nothing")
+    assert_error(status, body, 404, NOT_FOUND, "unknown_route", "no route for GET /v2/nothing")
 
 
 def test_wrong_method_is_405_with_allow(gateway):
@@ -93,13 +97,13 @@ def test_wrong_method_is_405_with_allow(gateway):
     resp = conn.getresponse()
     body = json.loads(resp.read())
     assert resp.status == 405 and resp.getheader("allow") == "POST"
-    assert_error(405, body, 405, "GET is not allowed")
+    assert_error(405, body, 405, "method_not_allowed", "method_not_allowed", "GET is not allowed on /v1/chat/completions; use POST")
 
 
 def test_body_over_the_limit_is_413_by_content_length(gateway):
     big = b'{"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "' + b"x" * (1024 * 1024 + 10) + b'"}]}'
     status, body = raw(gateway, "POST", CHAT, big)
-    assert_error(status, body, 413, "larger than 1 MB")
+    assert_error(status, body, 413, "request_too_large", "request_too_large", "larger than 1 MB")
 
 
 def test_body_over_the_limit_is_413_when_chunked(gateway):
@@ -113,23 +117,20 @@ def test_body_over_the_limit_is_413_when_chunked(gateway):
             sock.sendall(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass  # the gateway may answer and close before we finish
-        data = b""
-        while b"\r\n\r\n" not in data or len(data) < 200:
-            part = sock.recv(65536)
-            if not part:
-                break
-            data += part
-    assert data.startswith(b"HTTP/1.1 413")
-    assert b"request_too_large" in data
+        resp = http.client.HTTPResponse(sock, method="POST")
+        resp.begin()
+        status, body = resp.status, json.loads(resp.read())
+    assert_error(status, body, 413, "request_too_large", "request_too_large", "larger than 1 MB")
 
 
 def test_provider_keys_never_appear_in_errors_or_logs(gateway):
     # Like OpenAI, the fake provider echoes a rejected key masked ("sk-sta****ue99").
-    status, body = raw(gateway, "POST", CHAT, b'{"model": "revoked/gpt-4o", "messages": [{"role": "user", "content": "x"}]}')
-    assert status == 401
-    assert "Incorrect API key provided: ***" in body["error"]["message"]
-    raw(gateway, "POST", CHAT, b'{"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x"}]}', {"x-bf-eh-x-mock-fail-status": "500"})
-    text = json.dumps(body) + gateway.log()
+    status, rejected = raw(gateway, "POST", CHAT, b'{"model": "revoked/gpt-4o", "messages": [{"role": "user", "content": "x"}]}')
+    assert_error(status, rejected, 401, INVALID, "invalid_api_key", "revoked: Incorrect API key provided: ***")
+    # An upstream 500 is passed on as the provider's own status and message, named.
+    status, failed = raw(gateway, "POST", CHAT, b'{"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x"}]}', {"x-bf-eh-x-mock-fail-status": "500"})
+    assert_error(status, failed, 500, "server_error", None, "openai: Mock failure (fail-status): status 500")
+    text = json.dumps(rejected) + json.dumps(failed) + gateway.log()
     for secret in ("sk-secret-openai-key-123456", "az-secret-key-987654", "sk-status-401-secretvalue99"):
         assert secret not in text
         assert secret[:8] not in text
@@ -166,4 +167,4 @@ def test_no_config_file_starts_empty_and_says_so(start_gateway):
     status, _, body = http_json("GET", gw.url + "/v1/models")
     assert status == 200 and body["data"] == []
     status, _, body = http_json("POST", gw.url + CHAT, {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
-    assert status == 404 and "none configured" in body["error"]["message"]
+    assert_error(status, body, 404, NOT_FOUND, "model_not_found", "none configured", "model")

@@ -186,22 +186,45 @@ def _skip_reason() -> str | None:
     return None
 
 
+def in_ci(environ=os.environ) -> bool:
+    """CI sets ``CI`` (GitHub Actions, GitLab, ...: ``true``); ``0``/``false``/empty do not count."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str, environ=os.environ) -> None:
+    """The partition test cannot run here: a failure in CI (where namespaces must work, or
+    the test would silently stop guarding anything), a skip on a developer's machine."""
+    if in_ci(environ):
+        pytest.fail(f"the partition test must run in CI, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def net():
     reason = _skip_reason()
     if reason:
-        pytest.skip(reason)
+        unavailable(reason)
     lab = Net()
     try:
         try:
             lab.add_ns(lab.hub)
         except RuntimeError as exc:
-            pytest.skip(f"cannot create a network namespace here: {exc}")
+            unavailable(f"cannot create a network namespace here: {exc}")
         lab.close()
         lab.build()
         yield lab
     finally:
         lab.close()
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("1", pytest.fail.Exception),
+                                             ("", pytest.skip.Exception), ("false", pytest.skip.Exception),
+                                             (None, pytest.skip.Exception)])
+def test_missing_namespaces_fail_in_ci_and_skip_elsewhere(ci, outcome):
+    environ = {} if ci is None else {"CI": ci}
+    with pytest.raises(outcome) as info:
+        unavailable("`nft` is not installed", environ)
+    assert "`nft` is not installed" in str(info.value)
 
 
 @pytest.fixture

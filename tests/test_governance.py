@@ -72,18 +72,19 @@ def test_each_decision_reaches_the_sdk(mock, start_gateway):
     assert e.value.body["type"] == "virtual_key_required"
 
     cases = [
-        (key_of("ghost"), "openai/gpt-4o", openai.PermissionDeniedError, "virtual_key_not_found", "virtual key not found"),
-        (key_of("off"), "openai/gpt-4o", openai.PermissionDeniedError, "virtual_key_blocked", "'off' is inactive"),
-        (key_of("old"), "openai/gpt-4o", openai.PermissionDeniedError, "virtual_key_blocked", "expired at 2020-01-01"),
-        (key_of("only-anthropic"), "openai/gpt-4o", openai.PermissionDeniedError, "provider_blocked", "may not use provider 'openai'"),
-        (key_of("only-anthropic"), "anthropic/claude-3-opus", openai.PermissionDeniedError, "model_blocked", "may not use model 'claude-3-opus'"),
-        (key_of("broke"), "openai/gpt-4o", openai.APIStatusError, "budget_exceeded", "budget of $0 per 1d exhausted for virtual key 'broke'"),
-        (key_of("slow"), "openai/gpt-4o", openai.RateLimitError, "request_limited", "request limit of 0 per 1h reached for virtual key 'slow'"),
-        (key_of("thin"), "openai/gpt-4o", openai.RateLimitError, "token_limited", "token limit of 10 per 1h reached for virtual key 'thin'"),
+        (key_of("ghost"), "openai/gpt-4o", 403, "virtual_key_not_found", "virtual key not found"),
+        (key_of("off"), "openai/gpt-4o", 403, "virtual_key_blocked", "'off' is inactive"),
+        (key_of("old"), "openai/gpt-4o", 403, "virtual_key_blocked", "expired at 2020-01-01"),
+        (key_of("only-anthropic"), "openai/gpt-4o", 403, "provider_blocked", "may not use provider 'openai'"),
+        (key_of("only-anthropic"), "anthropic/claude-3-opus", 403, "model_blocked", "may not use model 'claude-3-opus'"),
+        (key_of("broke"), "openai/gpt-4o", 402, "budget_exceeded", "budget of $0 per 1d exhausted for virtual key 'broke'"),
+        (key_of("slow"), "openai/gpt-4o", 429, "request_limited", "request limit of 0 per 1h reached for virtual key 'slow'"),
+        (key_of("thin"), "openai/gpt-4o", 429, "token_limited", "token limit of 10 per 1h reached for virtual key 'thin'"),
     ]
-    for key, model, exc, type_, fragment in cases:
-        with pytest.raises(exc) as e:
+    for key, model, status, type_, fragment in cases:
+        with pytest.raises(openai.APIStatusError) as e:
             chat(client(gw, key), model)
+        assert e.value.status_code == status, (type_, e.value.status_code, e.value.body)
         assert e.value.body["type"] == type_, (type_, e.value.body)
         assert fragment in e.value.body["message"], e.value.body
         assert key not in json.dumps(e.value.body)
@@ -169,19 +170,62 @@ async def test_token_limit_reserves_the_estimate_and_settles_actual_usage(mock, 
     assert more[0][0] == 200
 
 
+async def spend_until_refused(url, key, workers, latency_ms, per_worker=40):
+    """``workers`` clients, each sending requests back to back until one is refused: at
+    most ``workers`` requests are in flight at any moment, and most of the time exactly that
+    many. Returns every (status, body) in the order the answers came, and the most requests
+    seen in flight at once."""
+    body = json.dumps({"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hello there"}]})
+    headers = {"authorization": f"Bearer {key}", "x-bf-eh-x-mock-latency-ms": str(latency_ms)}
+    results: list[tuple[int, dict]] = []
+    in_flight = [0, 0]  # now, most
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        async def worker():
+            for _ in range(per_worker):
+                in_flight[0] += 1
+                in_flight[1] = max(in_flight)
+                try:
+                    async with s.post(url + "/v1/chat/completions", data=body, headers=headers) as resp:
+                        results.append((resp.status, await resp.json()))
+                finally:
+                    in_flight[0] -= 1
+                if resp.status != 200:
+                    return
+            raise AssertionError(f"no request refused in {per_worker} per client")
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    return results, in_flight[1]
+
+
 async def test_budget_is_overshot_only_by_requests_in_flight(mock, start_gateway):
-    gw = start_gateway(base_config(mock.url, [vk("spend", budget={"max_limit": 0.05, "reset_duration": "1d"})]), env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
-    c = client(gw, key_of("spend"))
-    costs = []
-    while True:
-        try:
-            r = chat(c)
-        except openai.APIStatusError as e:
-            assert e.status_code == 402
-            break
-        costs.append(r.usage.total_tokens * 0.001)
-        assert len(costs) < 50
-    assert sum(costs[:-1]) < 0.05 <= sum(costs)  # the last admitted request crossed the line, no later one
+    # README: "A budget admits while it has room left: it is overshot at most by the
+    # requests already in flight when it filled up." With K clients sending back to back,
+    # at most K requests are in flight when the budget fills: the ones that completed before
+    # left room (they cost less than the limit together), so at most K - 1 more than those
+    # can have been admitted. Every request after that is refused with 402 budget_exceeded.
+    workers, limit = 6, 0.2
+    gw = start_gateway(base_config(mock.url, [vk("spend", budget={"max_limit": limit, "reset_duration": "1d"})]), env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
+    results, most_in_flight = await spend_until_refused(gw.url, key_of("spend"), workers, latency_ms=150)
+    assert most_in_flight == workers
+
+    admitted = [b for status, b in results if status == 200]
+    refused = [(status, b) for status, b in results if status != 200]
+    assert len(refused) == workers  # each client stopped at its first refusal
+    for status, b in refused:
+        assert status == 402, b
+        assert (b["error"]["type"], b["error"]["code"]) == ("budget_exceeded", "budget_exceeded"), b
+        assert f"budget of ${limit:g} per 1d exhausted for virtual key 'spend'" in b["error"]["message"], b
+    costs = [b["usage"]["total_tokens"] * 0.001 for b in admitted]
+    assert len(set(costs)) == 1, costs  # the fake provider answers the same prompt alike
+    fit = 0  # requests that fit before the budget filled (the gateway's own float sums)
+    spent = 0.0
+    while spent < limit:
+        spent += costs[0]
+        fit += 1
+    assert fit <= len(admitted) <= fit - 1 + workers, (len(admitted), fit)
+    assert fit >= 2 * workers  # the budget holds several rounds of requests, not one
+
     status, _, report = http_json("GET", f"{gw.url}/api/governance/virtual-keys/spend/usage", headers=ADMIN)
     assert status == 200
     budget = report["levels"][0]["budgets"][0]
@@ -189,6 +233,19 @@ async def test_budget_is_overshot_only_by_requests_in_flight(mock, start_gateway
 
 
 # --------------------------------------------------------------------------- hierarchy
+
+
+def spend_until_budget_refusal(c, bound):
+    """Send requests until one is refused; it must be a 402 ``budget_exceeded`` (any other
+    error fails the test) within ``bound`` requests. Returns the refusal's error body."""
+    for _ in range(bound):
+        try:
+            chat(c)
+        except openai.APIStatusError as e:
+            assert e.status_code == 402, (e.status_code, e.body)
+            assert (e.body["type"], e.body["code"]) == ("budget_exceeded", "budget_exceeded"), e.body
+            return e.body
+    raise AssertionError(f"no budget refusal within {bound} requests")
 
 
 def test_team_budget_blocks_every_key_of_the_team_and_customer_budget_its_teams(mock, start_gateway):
@@ -199,22 +256,16 @@ def test_team_budget_blocks_every_key_of_the_team_and_customer_budget_its_teams(
                {"name": "team-b", "customer_id": "acme"}],
         customers=[{"name": "acme", "budget": {"max_limit": 0.06, "reset_duration": "1M", "calendar_aligned": True}}],
     ))
-    for _ in range(3):
-        try:
-            chat(client(gw, key_of("t1")))
-        except openai.APIStatusError:
-            break
+    # t1 spends the team's budget; then no key of the team passes, t1 included.
+    refusal = spend_until_budget_refusal(client(gw, key_of("t1")), 10)
+    assert "budget of $0.02 per 1d exhausted for team 'team-a'" in refusal["message"], refusal
     with pytest.raises(openai.APIStatusError) as e:
         chat(client(gw, key_of("t2")))
-    assert e.value.status_code == 402 and "team 'team-a'" in e.value.body["message"]
-    for _ in range(10):
-        try:
-            chat(client(gw, key_of("t3")))
-        except openai.APIStatusError as e:
-            assert e.status_code == 402 and "customer 'acme'" in e.body["message"]
-            break
-    else:
-        raise AssertionError("the customer budget never blocked team-b")
+    assert e.value.status_code == 402 and e.value.body["type"] == "budget_exceeded", e.value.body
+    assert "team 'team-a'" in e.value.body["message"]
+    # team-b has no budget of its own, but its customer's fills up (team-a's spend counts).
+    refusal = spend_until_budget_refusal(client(gw, key_of("t3")), 20)
+    assert "budget of $0.06 per 1M exhausted for customer 'acme'" in refusal["message"], refusal
     assert chat(client(gw, key_of("solo"))).choices  # outside the hierarchy: unaffected
 
 
@@ -252,15 +303,40 @@ def test_streams_are_counted_without_showing_usage_the_client_did_not_ask_for(mo
 
 
 def test_retries_and_fallbacks_are_charged_once(mock, start_gateway):
-    config = base_config(mock.url, [vk("once", rate_limit={"token_max_limit": 10**6, "token_reset_duration": "1h", "request_max_limit": 100, "request_reset_duration": "1h"})])
+    limits = {"token_max_limit": 10**6, "token_reset_duration": "1h", "request_max_limit": 100, "request_reset_duration": "1h"}
+    config = base_config(mock.url, [vk("once", rate_limit=limits, budget={"max_limit": 100, "reset_duration": "1d"})])
     config["providers"]["openai"]["network_config"].update(max_retries=2, retry_backoff_initial=10, retry_backoff_max=20)
+    # A provider whose only key always gets 500 from the fake provider: every attempt fails.
+    config["providers"]["failing"] = {"type": "openai", "keys": [{"name": "bad", "value": "sk-status-500-failing"}],
+                                      "network_config": {"base_url": mock.url, "max_retries": 1, "retry_backoff_initial": 10, "retry_backoff_max": 20}}
     gw = start_gateway(config, env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
-    mid = uuid.uuid4().hex
-    reply = chat(client(gw, key_of("once")), extra_headers={"x-bf-eh-x-mock-fail-first": "2", "x-bf-eh-x-mock-id": mid})
-    _, _, report = http_json("GET", f"{gw.url}/api/governance/virtual-keys/once/usage", headers=ADMIN)
-    rl = report["levels"][0]["rate_limit"]
-    assert rl["request"]["current_usage"] == 1
-    assert rl["token"]["current_usage"] == reply.usage.total_tokens
+    c = client(gw, key_of("once"))
+
+    def attempts(mid):
+        return [(r["path"], r["key"]) for r in mock.stats()["recent"] if r["headers"].get("x-mock-id") == mid]
+
+    # Retries: two failures, then the same provider answers.
+    retried_id = uuid.uuid4().hex
+    retried = chat(c, extra_headers={"x-bf-eh-x-mock-fail-first": "2", "x-bf-eh-x-mock-id": retried_id})
+    tries = attempts(retried_id)
+    assert len(tries) == 3 and len(set(tries)) == 1, tries  # 5xx: the same key, retried twice
+    # A fallback: the primary fails twice (first try + one retry), the fallback answers.
+    fallback_id = uuid.uuid4().hex
+    fell_back = chat(c, "failing/gpt-4o", extra_body={"fallbacks": ["anthropic/claude-3-haiku"]},
+                     extra_headers={"x-bf-eh-x-mock-id": fallback_id})
+    assert attempts(fallback_id) == [("/v1/chat/completions", "sk-status-500-failing")] * 2 + [("/v1/messages", "sk-ant-prov")]
+    assert fell_back.usage.total_tokens > 0
+
+    status, _, report = http_json("GET", f"{gw.url}/api/governance/virtual-keys/once/usage", headers=ADMIN)
+    assert status == 200
+    level = report["levels"][0]
+    rl = level["rate_limit"]
+    assert rl["request"]["current_usage"] == 2  # two client requests, six upstream attempts
+    assert rl["token"]["current_usage"] == retried.usage.total_tokens + fell_back.usage.total_tokens
+    assert rl["token"]["reserved"] == 0
+    # gpt-4o and claude-3-haiku both cost $0.001 a token here (pricing_overrides).
+    spend = level["budgets"][0]
+    assert spend["current_usage"] == pytest.approx((retried.usage.total_tokens + fell_back.usage.total_tokens) * 0.001)
 
 
 # --------------------------------------------------------------------------- persistence

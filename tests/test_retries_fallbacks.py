@@ -31,10 +31,18 @@ def gateway(mock, tmp_path_factory):
                 "keys": [{"name": "only", "value": "sk-only"}],
                 "network_config": {**net, "max_retries": 2, "retry_backoff_initial": 50, "retry_backoff_max": 200},
             },
+            # Weight 0: the second key is never chosen first, only rotated to (deterministic).
             "rotating": {
                 "type": "openai",
-                "keys": [{"name": "busy", "value": "sk-status-429-busy", "weight": 1}, {"name": "spare", "value": "sk-good-b", "weight": 1}],
+                "keys": [{"name": "busy", "value": "sk-status-429-busy", "weight": 1}, {"name": "spare", "value": "sk-good-b", "weight": 0}],
                 "network_config": {**net, "max_retries": 1, "retry_backoff_initial": 300, "retry_backoff_max": 300},
+            },
+            # No retries and a long backoff: a 401 that spent a retry would fail the request,
+            # one that backed off would take 4 s or more.
+            "deadfirst": {
+                "type": "openai",
+                "keys": [{"name": "dead", "value": "sk-status-401-dead", "weight": 1}, {"name": "good", "value": "sk-good-a", "weight": 0}],
+                "network_config": {**net, "max_retries": 0, "retry_backoff_initial": 5000, "retry_backoff_max": 5000},
             },
             "deadprov": {"type": "openai", "keys": [{"value": "sk-x"}], "network_config": {"base_url": f"http://127.0.0.1:{closed_port()}"}},
             "badkeys": {"type": "openai", "keys": [{"name": "a", "value": "sk-status-401-a"}, {"name": "b", "value": "sk-status-403-b"}], "network_config": net},
@@ -62,15 +70,13 @@ def attempts_of(mock, mock_id):
 
 
 def test_dead_key_rotates_immediately_and_every_request_succeeds(client, mock):
-    mock.reset()
-    started = time.monotonic()
-    for _ in range(30):
-        assert chat(client, "openai/gpt-4o").choices[0].message.content
-    elapsed = time.monotonic() - started
-    by_key = mock.stats()["by_key"]
-    assert by_key["sk-good-a"] == 30
-    assert by_key.get("sk-status-401-dead", 0) > 0  # chosen sometimes, then rotated away
-    assert elapsed < 10  # no backoff on 401
+    for _ in range(3):
+        mid = uuid.uuid4().hex
+        started = time.monotonic()
+        assert chat(client, "deadfirst/gpt-4o", {"x-bf-eh-x-mock-id": mid}).choices[0].message.content
+        elapsed = time.monotonic() - started
+        assert [t["key"] for t in attempts_of(mock, mid)] == ["sk-status-401-dead", "sk-good-a"]
+        assert elapsed < 5.0 * 0.8  # no backoff (it would be 5 s -20 %), and no retry spent (max_retries 0)
 
 
 def test_5xx_retries_the_same_key_with_backoff(client, mock):
@@ -103,17 +109,13 @@ def test_400_is_not_retried(client, mock):
 
 
 def test_429_rotates_to_another_key_after_backoff(client, mock):
-    mock.reset()
-    for _ in range(12):
+    for _ in range(3):
+        mid = uuid.uuid4().hex
         started = time.monotonic()
-        assert chat(client, "rotating/gpt-4o").choices[0].message.content
+        assert chat(client, "rotating/gpt-4o", {"x-bf-eh-x-mock-id": mid}).choices[0].message.content
         elapsed = time.monotonic() - started
-        last_two = mock.stats()["recent"][-2:]
-        if last_two[0]["key"] == "sk-status-429-busy" and last_two[1]["key"] == "sk-good-b":
-            assert elapsed >= 0.3 * 0.8  # backed off before the other key
-    by_key = mock.stats()["by_key"]
-    assert by_key["sk-good-b"] == 12
-    assert by_key.get("sk-status-429-busy", 0) >= 1
+        assert [t["key"] for t in attempts_of(mock, mid)] == ["sk-status-429-busy", "sk-good-b"]
+        assert elapsed >= 0.3 * 0.8  # backed off (300 ms, -20 %) before the other key
 
 
 def test_all_keys_dead_gives_the_providers_auth_error(client, mock):
@@ -135,8 +137,11 @@ def test_unreachable_provider_is_502_naming_it(client):
 
 def test_fallback_answers_when_the_primary_fails(client, mock):
     mock.reset()
-    reply = chat(client, "deadprov/gpt-4o", extra_body={"fallbacks": ["badkeys/gpt-4o", "openai/gpt-4o-mini"]})
+    mid = uuid.uuid4().hex
+    reply = chat(client, "deadprov/gpt-4o", {"x-bf-eh-x-mock-id": mid}, extra_body={"fallbacks": ["badkeys/gpt-4o", "openai/gpt-4o-mini"]})
     assert reply.choices[0].message.content.startswith("This is a mock response from gpt-4o-mini")
+    keys = [t["key"] for t in attempts_of(mock, mid)]  # deadprov never reached the fake provider
+    assert sorted(keys[:2]) == ["sk-status-401-a", "sk-status-403-b"] and keys[2:] in (["sk-good-a"], ["sk-status-401-dead", "sk-good-a"])
 
 
 def test_when_everything_fails_the_primarys_error_is_returned(client):
@@ -155,5 +160,6 @@ def test_upstream_timeout_is_504(client):
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as info:
         chat(client, "slow/gpt-4o", {"x-bf-eh-x-mock-hang": "true"})
-    assert info.value.status_code == 504
+    assert info.value.status_code == 504 and info.value.body["type"] == "upstream_timeout"
+    assert "slow" in info.value.body["message"]
     assert 0.9 < time.monotonic() - started < 5

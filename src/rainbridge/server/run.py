@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..config.load import ConfigError, LoadedConfig, empty_config, load_file
@@ -27,6 +27,21 @@ log = logging.getLogger("rainbridge")
 SERVERS = ("uvicorn", "uvicorn-httptools", "granian")
 
 
+def _seconds_from_env(name: str, default: float) -> float:
+    """A duration in seconds from the environment; a bad value is warned about, not fatal."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        log.warning("%s=%r is not a number of seconds >= 0; using %g", name, raw, default)
+        return default
+    return value
+
+
 @dataclass(slots=True)
 class ServeOptions:
     config_path: str | None = None
@@ -36,7 +51,9 @@ class ServeOptions:
     workers: int = 1
     log_level: str = "info"
     server: str = "uvicorn"
-    graceful_timeout: float = 30.0
+    # SIGTERM: how long in-flight requests and streams may still run before they are cut
+    # (RAINBRIDGE_GRACEFUL_TIMEOUT_SECONDS, 30).
+    graceful_timeout: float = field(default_factory=lambda: _seconds_from_env("RAINBRIDGE_GRACEFUL_TIMEOUT_SECONDS", 30.0))
     run_migrations: bool = True  # False: --no-migrate (fail if the schema is behind)
     allow_unauthenticated_admin: bool = False  # /api/ without an admin token (development only)
     # How long to retry an unreachable PostgreSQL at start (RAINBRIDGE_STORE_WAIT_SECONDS).
