@@ -14,7 +14,7 @@ Messages, and stay lenient where forwarding needs it:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -67,6 +67,28 @@ class Block(_Lenient):
     data: str | None = None
     cache_control: CacheControl | None = None
 
+    def __post_init__(self) -> None:
+        """What one Struct for all block types cannot say: the fields a known type needs."""
+        kind = self.type
+        if kind == "text":
+            _require(self.text, "text")
+        elif kind == "image" or kind == "document":
+            if type(self.source) is not Source:
+                raise ValueError("field `source`: must be an object")
+        elif kind == "tool_use":
+            _require(self.id, "id")
+            _require(self.name, "name")
+            _require(self.input, "input")
+        elif kind == "tool_result":
+            _require(self.tool_use_id, "tool_use_id")
+            if isinstance(self.content, dict):
+                raise ValueError("field `content`: must be a string or an array of blocks")
+
+
+def _require(value: object, name: str) -> None:
+    if value is None:
+        raise ValueError(f"Object missing required field `{name}`")
+
 
 class Message(_Lenient):
     role: str
@@ -92,6 +114,10 @@ class Tool(_Lenient):
     description: str | None = None
     input_schema: Object | None = None
     cache_control: CacheControl | None = None
+
+    def __post_init__(self) -> None:
+        if self.type in (None, "custom"):
+            _require(self.input_schema, "input_schema")
 
 
 class ToolChoice(_Lenient):
@@ -174,6 +200,10 @@ class ChatTool(_Lenient):
     type: str
     function: Function | None = None  # custom tools carry "custom" instead
 
+    def __post_init__(self) -> None:
+        if self.type == "function":
+            _require(self.function, "function")
+
 
 class NamedFunction(_Lenient):
     name: str
@@ -182,6 +212,10 @@ class NamedFunction(_Lenient):
 class NamedChoice(_Lenient):
     type: str
     function: NamedFunction | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "function":
+            _require(self.function, "function")
 
 
 class StreamOptions(_Lenient):
@@ -206,13 +240,13 @@ class ChatRequest(_Lenient):
     stream_options: StreamOptions | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, int] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
     seed: int | None = None
     user: str | None = None
     tools: list[ChatTool] | None = None
-    tool_choice: str | NamedChoice | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     metadata: dict[str, str] | None = None
@@ -236,6 +270,7 @@ def check(req: dict, shape: type) -> None:
 _AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
 _MISSING = re.compile(r"^Object missing required field `(.*)`$")
 _EXPECTED = re.compile(r"^Expected `(.*)`, got `(.*)`$")
+_FIELD = re.compile(r"^field `(.*)`: (.*)$")
 _WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
           "array": "an array", "object": "an object", "null": "null"}
 
@@ -250,6 +285,10 @@ def _invalid(text: str) -> InvalidRequest:
     if missing:
         param = f"{where}.{missing.group(1)}" if where else missing.group(1)
         return InvalidRequest(f"missing required field '{param}'", param=param, code="missing_field")
+    field = _FIELD.match(what)
+    if field:
+        param = f"{where}.{field.group(1)}" if where else field.group(1)
+        return InvalidRequest(f"'{param}' {field.group(2)}", param=param, code="invalid_type")
     expected = _EXPECTED.match(what)
     if expected:
         kinds = [_WORDS.get(k, k) for k in expected.group(1).split(" | ")]
