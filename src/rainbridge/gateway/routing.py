@@ -70,6 +70,8 @@ class Routes:
 
 def model_field(model: object) -> str:
     if isinstance(model, str):
+        if len(model) <= MAX_MODEL_CHARS and model.isprintable():
+            return model
         return checked_name(model, "model")
     if model is None:
         raise InvalidRequest("missing required field 'model'", param="model", code="missing_field")

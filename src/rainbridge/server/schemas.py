@@ -23,8 +23,9 @@ from ..errors import InvalidRequest
 Object = dict[str, Any]
 
 
-class _Lenient(msgspec.Struct, omit_defaults=True):
-    """Unknown fields are ignored (the default); a subclass lists what it checks."""
+class _Lenient(msgspec.Struct, gc=False):
+    """Unknown fields are ignored (the default); a subclass lists what it checks. Built only
+    to be dropped, over acyclic JSON data: no cycles, so the GC need not track them."""
 
 
 # --------------------------------------------------------------------------- Anthropic
