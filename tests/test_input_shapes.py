@@ -14,6 +14,8 @@ import json
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from support import GatewayProcess, provider_config
 
@@ -189,6 +191,33 @@ def test_every_wrong_type_on_the_chat_route_is_a_400_naming_the_field(gateway, m
     count, problems = sweep(gateway, "/v1/chat/completions", {**CHAT, "model": model}, CHAT_FREE)
     assert count > 300
     assert problems == [], f"{len(problems)} of {count} variants:\n" + "\n".join(problems[:40])
+    assert error_lines(gateway.log()[before:]) == []
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["type", "text", "source", "content", "k"]), inner, max_size=3),
+    max_leaves=8,
+)
+ALL_PATHS = {
+    "/anthropic/v1/messages": [w for w, _ in variants(ANTHROPIC, set())],
+    "/v1/chat/completions": [w for w, _ in variants(CHAT, set())],
+}
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_json_value_anywhere_is_never_a_500(gateway, data):
+    path = data.draw(st.sampled_from(sorted(ALL_PATHS)), label="route")
+    doc = {**(ANTHROPIC if path.startswith("/anthropic") else CHAT),
+           "model": data.draw(st.sampled_from(["openai/gpt-x", "anthropic/claude-x"]), label="model")}
+    where = data.draw(st.sampled_from(sorted(set(ALL_PATHS[path]), key=repr)), label="field")
+    value = data.draw(JSON_VALUES, label="value")
+    before = len(gateway.log())
+    status, body = Client(gateway.url).post(path, json.dumps(replaced(doc, where, value)).encode())
+    assert status in ((200, 400, 404) if where == ("model",) else (200, 400)), body  # 404: an unknown provider
+    if status == 400:
+        assert body["error"]["type"] == "invalid_request_error"
     assert error_lines(gateway.log()[before:]) == []
 
 
