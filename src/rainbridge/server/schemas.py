@@ -178,7 +178,11 @@ class FunctionCall(_Lenient):
 class ToolCall(_Lenient):
     id: str
     type: str
-    function: FunctionCall
+    function: FunctionCall | None = None  # custom tool calls carry "custom" instead
+
+    def __post_init__(self) -> None:
+        if self.type == "function":
+            _require(self.function, "function")
 
 
 class ChatMessage(_Lenient):
