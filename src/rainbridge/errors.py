@@ -70,6 +70,13 @@ class MethodNotAllowed(GatewayError):
     type = "method_not_allowed"
 
 
+class UnsupportedMediaType(GatewayError):
+    """An inference POST whose body is not declared JSON (415)."""
+
+    status = 415
+    type = "unsupported_media_type"
+
+
 class RequestTooLarge(GatewayError):
     status = 413
     type = "request_too_large"

@@ -39,7 +39,9 @@ class ClientConfig(Base):
     log_retention_days: PosInt = 365  # days request logs are kept
     logging_headers: list[str] = []  # request headers copied into log metadata
     max_request_body_size_mb: PosInt = 100  # larger request bodies get 413
-    allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])  # CORS ("*" = any)
+    # CORS: origins whose pages may call the gateway ("*" = any). None by default: a web page
+    # must not drive a gateway on localhost with the user's provider keys.
+    allowed_origins: list[str] = []
     allowed_headers: list[str] = []  # extra CORS request headers to allow
     prometheus_labels: list[str] = []  # extra metric labels
     enforce_governance_header: bool = False  # deprecated Bifrost name of enforce_auth_on_inference

@@ -7,6 +7,7 @@ import itertools
 import random
 from collections.abc import Collection, Sequence
 
+from ..bounded import BoundedCache
 from ..providers.base import ProviderKey
 
 _CACHE_LIMIT = 4096
@@ -17,7 +18,7 @@ class KeyPool:
 
     def __init__(self, keys: Sequence[ProviderKey], rng: random.Random | None = None):
         self.keys = list(keys)
-        self._eligible: dict[str, tuple[list[ProviderKey], list[float]]] = {}
+        self._eligible: BoundedCache[str, tuple[list[ProviderKey], list[float]]] = BoundedCache(_CACHE_LIMIT)
         self._random = (rng or random.Random()).random
 
     def eligible(self, model: str) -> tuple[list[ProviderKey], list[float]]:
@@ -29,9 +30,7 @@ class KeyPool:
                 cumulative = [float(i + 1) for i in range(len(keys))]  # all zero: uniform
             else:
                 cumulative = list(itertools.accumulate(k.weight for k in keys))
-            if len(self._eligible) >= _CACHE_LIMIT:
-                self._eligible.clear()
-            hit = self._eligible[model] = (keys, cumulative)
+            hit = self._eligible.put(model, (keys, cumulative))
         return hit
 
     def serves(self, model: str) -> bool:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..bounded import BoundedCache
 from ..errors import InvalidRequest, NotFound
 from .provider import Provider
 
 _CACHE_LIMIT = 4096
+MAX_MODEL_CHARS = 256  # model names we route; longer ones are a client mistake (or an attack)
 
 
 class Target(NamedTuple):
@@ -29,17 +31,13 @@ class Target(NamedTuple):
 class Routes:
     def __init__(self, providers: dict[str, Provider]):
         self.providers = providers
-        self._cache: dict[tuple[str, str], Target] = {}
+        self._cache: BoundedCache[tuple[str, str], Target] = BoundedCache(_CACHE_LIMIT)
 
     def resolve(self, model: str, default: str, param: str = "model") -> Target:
         hit = self._cache.get((model, default))
         if hit is not None:
             return hit
-        target = self._resolve(model, default, param)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[(model, default)] = target
-        return target
+        return self._cache.put((model, default), self._resolve(model, default, param))
 
     def _resolve(self, model: str, default: str, param: str) -> Target:
         if not model:
@@ -72,7 +70,9 @@ class Routes:
 
 def model_field(model: object) -> str:
     if isinstance(model, str):
-        return model
+        if len(model) <= MAX_MODEL_CHARS and model.isprintable():
+            return model
+        return checked_name(model, "model")
     if model is None:
         raise InvalidRequest("missing required field 'model'", param="model", code="missing_field")
     raise InvalidRequest("'model' must be a string", param="model", code="invalid_type")
@@ -86,4 +86,15 @@ def fallback_list(fallbacks: object) -> list[str]:
     for i, fb in enumerate(fallbacks):
         if not isinstance(fb, str):
             raise InvalidRequest(f"fallbacks[{i}] must be a string", param=f"fallbacks[{i}]", code="invalid_type")
+        checked_name(fb, f"fallbacks[{i}]")
     return fallbacks
+
+
+def checked_name(model: str, param: str) -> str:
+    """A model name fit to route, log and cache: bounded, no control characters (a newline
+    in a name would forge a log line; a 400 KB name would sit in every per-model cache)."""
+    if len(model) > MAX_MODEL_CHARS:
+        raise InvalidRequest(f"'{param}' is longer than {MAX_MODEL_CHARS} characters", param=param, code="invalid_model")
+    if not model.isprintable():
+        raise InvalidRequest(f"'{param}' must not contain control characters", param=param, code="invalid_model")
+    return model

@@ -2,7 +2,8 @@
 
 Model names are matched exactly, then by the longest known name they extend with a dash
 (``gpt-4o-2024-08-06`` → ``gpt-4o``, ``claude-3-5-sonnet-latest`` → ``claude-3-5-sonnet``).
-An unknown model costs 0 and is warned about once per worker.
+An unknown model costs 0 and is warned about once per worker (while it is among the last
+4,096 unknown names: the memory is bounded whatever names clients send).
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import logging
 from importlib import resources
 from typing import NamedTuple
 
+from ..bounded import BoundedCache
+
 log = logging.getLogger("rainbridge.pricing")
+
+_CACHE_LIMIT = 4096
 
 
 class Price(NamedTuple):
@@ -29,18 +34,15 @@ class Pricing:
     def __init__(self, overrides: dict[str, Price] | None = None):
         self.version, self.table = bundled()
         self.overrides = dict(overrides or {})
-        self._cache: dict[tuple[str, str], Price | None] = {}
-        self._warned: set[str] = set()
+        self._cache: BoundedCache[tuple[str, str], Price | None] = BoundedCache(_CACHE_LIMIT)
+        self._warned: BoundedCache[str, None] = BoundedCache(_CACHE_LIMIT)
 
     def price(self, provider: str, model: str) -> Price | None:
         key = (provider, model)
         if key in self._cache:
             return self._cache[key]
-        found = self.overrides.get(f"{provider}/{model}") or self.overrides.get(model) or self._match(model)
-        if len(self._cache) < 4096:
-            self._cache[key] = found
-        if found is None and model not in self._warned:
-            self._warned.add(model)
+        found = self._cache.put(key, self.overrides.get(f"{provider}/{model}") or self.overrides.get(model) or self._match(model))
+        if found is None and self._warned.first_time(model):
             log.warning("no price for model %s/%s: its cost counts as 0 (set pricing_overrides)", provider, model)
         return found
 

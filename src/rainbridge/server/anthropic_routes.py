@@ -17,10 +17,12 @@ from ..gateway.router import Job
 from ..providers.base import StreamError, UpstreamStream
 from ..translate import ChatStreamToMessages, chat_response_to_message
 from .http import Headers, parse_object, read_body, require, send_json, stream_flag
+from .schemas import MessagesRequest, check
 from .sse import stream_events
 
 if TYPE_CHECKING:
     from ..gateway.gateway import Gateway
+
 
 def validate_messages(req: dict) -> None:
     require(req, "max_tokens", int, "an integer")
@@ -34,6 +36,7 @@ def validate_messages(req: dict) -> None:
                 param=f"messages[{i}].role",
                 code="invalid_type",
             )
+    check(req, MessagesRequest)  # before translation trusts any field's type
 
 
 async def handle(gateway: Gateway, scope: dict, headers: Headers, record: RequestRecord, receive: Any, send: Any) -> None:

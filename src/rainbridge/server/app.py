@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..errors import GatewayError, MethodNotAllowed, NotFound
+from ..errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, UnsupportedMediaType
 from ..gateway.gateway import Gateway
 from ..gateway.record import RequestRecord
 from . import anthropic_routes, openai_routes
@@ -92,6 +92,12 @@ class App:
                 )
             if endpoint is not None:
                 record = RequestRecord(endpoint, self.content_logging and not headers.no_content_log)
+                if not headers.json_body():
+                    raise UnsupportedMediaType("send the request body as JSON with content-type: application/json",
+                                               code="unsupported_media_type")
+            if headers.vk_conflict:
+                raise InvalidRequest("the request carries two different virtual keys (x-bf-vk, Authorization, "
+                                     "x-api-key, api-key); send one", code="conflicting_virtual_keys")
             if method == "POST":
                 headers.check_size(self.gateway.max_body_bytes)
             await handler(scope, headers, record, receive, send)
@@ -129,7 +135,11 @@ class App:
         await send({"type": "http.response.body", "body": b""})
 
     async def health(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
+        """Statuses for everyone (load balancers have no token); when inference needs a
+        virtual key, the provider names only for the admin token's holder."""
         ok, report = await self.gateway.health()
+        if self.gateway.governance.mandatory and not self.admin._authorized(scope):
+            report["components"]["providers"].pop("configured", None)
         await send_json(send, 200 if ok else 503, orjson.dumps(report))
 
     async def metrics(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:

@@ -6,6 +6,7 @@ back. Fields we do not know are passed on untouched.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +16,10 @@ from ..errors import InvalidRequest, error_body
 from ..gateway.record import RequestRecord
 from ..gateway.router import Job
 from ..governance.engine import needs_usage
+from ..governance.model import VirtualKey
 from ..providers.base import Reply, StreamError, UpstreamStream
 from .http import Headers, parse_object, read_body, require, send_json, stream_flag
+from .schemas import ChatRequest, check
 from .sse import stream_events
 
 if TYPE_CHECKING:
@@ -34,6 +37,7 @@ def validate_chat(req: dict) -> None:
             raise InvalidRequest(
                 f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]", code="invalid_type"
             )
+    check(req, ChatRequest)  # every field we (or a translation to Anthropic) may read
 
 
 def validate_completions(req: dict) -> None:
@@ -98,5 +102,19 @@ def _error_frame(exc: StreamError) -> bytes:
 
 
 async def models(gateway: Gateway, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
+    """The models a caller may use: with a virtual key (required when inference needs one)
+    only those its provider grants allow, so the list tells no more than a request could."""
+    gov = gateway.governance
+    vk = gov.identify(headers.vk, int(time.time() * 1000)) if headers.vk is not None or gov.mandatory else None
     data = await gateway.list_models()
+    if vk is not None and not (vk.allow_all_providers and not vk.provider_configs):
+        data = [m for m in data if _granted(vk, m["owned_by"], m["id"][len(m["owned_by"]) + 1:])]
     await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+
+def _granted(vk: VirtualKey, provider: str, model: str) -> bool:
+    """Whether a request for ``provider/model`` would pass the key's grants (as Governance.targets)."""
+    grant = vk.grant(provider)
+    if grant is None:
+        return vk.allow_all_providers
+    return grant.allows(model)

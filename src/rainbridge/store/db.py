@@ -9,6 +9,7 @@ operation and transaction on it is serialized by a lock.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -23,6 +24,19 @@ from ..config.schema import StoreSettings
 from .base import Conflict, StoreUnavailable
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+
+# Drivers whose DEBUG lines carry statement parameters (aiosqlite logs every call with its
+# arguments: encrypted values, but also plaintext a repository may pass). asyncpg logs no
+# parameters (its "asyncpg.pool" logger warns about connections only).
+_CHATTY_DRIVERS = ("aiosqlite",)
+
+
+def quiet_driver_logs() -> None:
+    """Keep driver loggers at INFO or above, even under ``--log-level debug``: a secret
+    bound to a statement must never reach a log."""
+    level = max(logging.INFO, logging.getLogger().getEffectiveLevel())
+    for name in _CHATTY_DRIVERS:
+        logging.getLogger(name).setLevel(level)
 
 
 class Executor:
@@ -147,6 +161,7 @@ class SQLiteDatabase(Database):
         return str(self.path)
 
     async def open(self) -> None:
+        quiet_driver_logs()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.

@@ -123,8 +123,15 @@ def _user_to_chat(content: object, param: str, out: list[dict]) -> None:
         out.append({"role": "user", "content": parts})
 
 
-def _image_to_chat(block: dict, param: str) -> dict:
+def _source(block: dict, param: str) -> dict:
     source = block.get("source") or {}
+    if not isinstance(source, dict):  # a string names a search result's source, not data
+        raise TranslationError("source must be an object", f"{param}.source")
+    return source
+
+
+def _image_to_chat(block: dict, param: str) -> dict:
+    source = _source(block, param)
     kind = source.get("type")
     if kind == "base64":
         url = f"data:{source.get('media_type')};base64,{source.get('data')}"
@@ -136,7 +143,7 @@ def _image_to_chat(block: dict, param: str) -> dict:
 
 
 def _document_to_chat(block: dict, param: str) -> list[dict]:
-    source = block.get("source") or {}
+    source = _source(block, param)
     kind = source.get("type")
     if kind == "base64":
         media = source.get("media_type") or "application/pdf"
