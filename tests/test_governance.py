@@ -141,7 +141,7 @@ async def burst(url, key, n, latency_ms=300, body=None):
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as s:
         async def one():
-            async with s.post(url + "/v1/chat/completions", data=json.dumps(body), headers=headers) as resp:
+            async with s.post(url + "/v1/chat/completions", json=body, headers=headers) as resp:
                 data = await resp.json()
                 return resp.status, data
         return await asyncio.gather(*(one() for _ in range(n)))
@@ -176,7 +176,7 @@ async def spend_until_refused(url, key, workers, latency_ms, per_worker=40):
     many. Returns every (status, body) in the order the answers came, and the most requests
     seen in flight at once."""
     body = json.dumps({"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hello there"}]})
-    headers = {"authorization": f"Bearer {key}", "x-bf-eh-x-mock-latency-ms": str(latency_ms)}
+    headers = {"content-type": "application/json", "authorization": f"Bearer {key}", "x-bf-eh-x-mock-latency-ms": str(latency_ms)}
     results: list[tuple[int, dict]] = []
     in_flight = [0, 0]  # now, most
 
