@@ -347,3 +347,80 @@ async def test_a_101_switching_protocols_fails_the_exchange_and_drops_the_connec
     assert srv.connections == 2
     await client.close()
     await srv.stop()
+
+
+# -- stray bytes: a connection that receives anything it did not ask for is not reused -----
+
+FORGED = answer(b"ANSWER for FORGED")
+
+
+async def wait_closed(conn, bound=5.0):
+    for _ in range(int(bound / 0.01)):
+        if conn.closed:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("connection still open")
+
+
+@pytest.mark.parametrize("first", [
+    answer(b'{"n": 1}') + FORGED,  # a forged second response in the same write
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n" + b'{"n": 1}' + FORGED,  # short content-length
+    answer(b'{"n": 1}') + b"garbage",
+    b"HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n" + b'{"n": 1}',
+])
+async def test_bytes_after_the_response_in_the_same_write_mean_the_connection_is_not_reused(first):
+    async def respond(w, n):
+        w.write(first if n == 1 else answer(b'{"n": %d}' % n))
+        return True
+
+    srv = await Script(respond).start()
+    client = UpstreamClient()
+    origin = client.origin(f"http://127.0.0.1:{srv.port}")
+    await client.request(origin, head(srv.port), b"{}", 5)
+    ex = await client.request(origin, head(srv.port), b"{}", 5)
+    assert await ex.read() == b'{"n": 2}'
+    assert srv.connections == 2
+    await client.close()
+    await srv.stop()
+
+
+@pytest.mark.parametrize("stray", [FORGED, b"H", b"\r\n"])
+async def test_a_byte_received_while_idle_drops_the_connection(stray):
+    sent = asyncio.Event()
+
+    async def respond(w, n):
+        w.write(answer(b'{"n": %d}' % n))
+        if n == 1:
+            await w.drain()
+            await sent.wait()  # the client has the answer; its connection is idle now
+            w.write(stray)
+        return True
+
+    srv = await Script(respond).start()
+    client = UpstreamClient()
+    origin = client.origin(f"http://127.0.0.1:{srv.port}")
+    await client.request(origin, head(srv.port), b"{}", 5)
+    conn = origin.idle[-1]
+    sent.set()
+    await wait_closed(conn)
+    ex = await client.request(origin, head(srv.port), b"{}", 5)
+    assert await ex.read() == b'{"n": 2}'
+    assert srv.connections == 2
+    await client.close()
+    await srv.stop()
+
+
+async def test_eof_while_idle_is_noticed_and_the_connection_is_not_reused():
+    async def respond(w, n):
+        w.write(answer(b'{"n": %d}' % n))
+        return n != 1
+
+    srv = await Script(respond).start()
+    client = UpstreamClient()
+    origin = client.origin(f"http://127.0.0.1:{srv.port}")
+    await client.request(origin, head(srv.port), b"{}", 5)
+    await wait_closed(origin.idle[-1])
+    ex = await client.request(origin, head(srv.port), b"{}", 5)
+    assert await ex.read() == b'{"n": 2}'
+    await client.close()
+    await srv.stop()
