@@ -9,23 +9,31 @@ message, scrubbed of the key), a socket or timeout failure ``UpstreamUnreachable
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 from ..config.schema import NetworkConfig
-from ..errors import UpstreamTimeout, UpstreamUnreachable
+from ..errors import InvalidRequest, UpstreamTimeout, UpstreamUnreachable
 from ..upstream import ConnectionLost, Exchange, Origin, ProtocolError, Timeout, UpstreamClient
 from .base import ProviderKey, Reply, StreamError, UpstreamStream, iter_sse, upstream_error
 
-# Headers a client may not set through x-bf-eh-*: framing, hop-by-hop, and provider auth.
+# Headers a client may not set through x-bf-eh-*: hop-by-hop and framing headers (RFC 9110
+# §7.6.1, RFC 9112 §6: an ``expect: 100-continue`` or a second ``content-length`` changes how
+# the upstream frames its answer on a pooled connection), provider credentials, and the
+# ``accept-encoding`` we fix to ``identity``. ``proxy-*`` is refused as a prefix.
 FORBIDDEN_EXTRA = frozenset(
     {
         "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-        "te", "trailer", "proxy-authorization", "proxy-connection", "authorization",
-        "api-key", "x-api-key", "accept-encoding",
+        "te", "trailer", "expect", "authorization", "api-key", "x-api-key", "accept-encoding",
     }
 )
+
+# Control characters but HTAB may not appear in a field value (RFC 9110 §5.5).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 9110 §5.6.2 token characters: what a header name may be made of.
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def header_block(headers: dict[str, str]) -> bytes:
@@ -38,10 +46,29 @@ def header_block(headers: dict[str, str]) -> bytes:
 
 
 def extra_block(extra: dict[str, str] | None) -> bytes:
+    """The client's x-bf-eh-* headers as request head lines.
+
+    A header that must not or cannot be forwarded is a 400 naming it, not a silent drop:
+    the client learns at once that the upstream will not see it.
+    """
     if not extra:
         return b""
-    allowed = {k: v for k, v in extra.items() if k.lower() not in FORBIDDEN_EXTRA}
-    return header_block(allowed)
+    lines = []
+    for name, value in extra.items():
+        lower = name.lower()
+        if lower in FORBIDDEN_EXTRA or lower.startswith("proxy-"):
+            raise _bad_extra(name, "is a hop-by-hop, framing or credential header the gateway sets itself")
+        if not name or not _TCHAR.issuperset(name):
+            raise _bad_extra(name, "is not a valid header name")
+        if _CONTROL.search(value):
+            raise _bad_extra(name, "has a control character (line break, NUL …) in its value")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def _bad_extra(name: str, why: str) -> InvalidRequest:
+    shown = "x-bf-eh-" + name.encode("unicode_escape").decode("ascii")[:100]
+    return InvalidRequest(f"header {shown} cannot be forwarded upstream: it {why}", param=shown, code="invalid_extra_header")
 
 
 class HttpAdapter:
