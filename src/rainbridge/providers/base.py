@@ -163,29 +163,59 @@ def upstream_error(provider: str, status: int, body: bytes, key: ProviderKey, re
     )
 
 
-async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
-    """Yield (event, data) of each server-sent event; event is b"" when not named."""
-    buf = b""
+# One server-sent event may take this many bytes; a larger one fails the stream. Chat and
+# Messages stream events are deltas of a few hundred bytes; this bounds what a stream
+# without event separators makes us hold.
+MAX_SSE_EVENT_BYTES = 1024 * 1024
+
+
+async def iter_sse(chunks: AsyncIterator[bytes], limit: int = MAX_SSE_EVENT_BYTES) -> AsyncIterator[tuple[bytes, bytes]]:
+    """Yield (event, data) of each server-sent event; event is b"" when not named.
+
+    Linear in the stream's size: a chunk is searched once for separators, and only an
+    unfinished event is kept (at most ``limit`` bytes, else ``StreamError``). The common
+    case, chunks that hold whole events, copies nothing.
+    """
+    pending = bytearray()  # the start of an unfinished event
+    cr = False  # the previous chunk ended in b"\r" (held back: it may start a b"\r\n")
     async for chunk in chunks:
-        if b"\r" in chunk:
+        if cr or b"\r" in chunk:
+            if cr:
+                chunk = b"\r" + chunk
+            cr = chunk.endswith(b"\r")
+            if cr:
+                chunk = chunk[:-1]
             chunk = chunk.replace(b"\r\n", b"\n")
-        buf = buf + chunk if buf else chunk
-        while True:
-            end = buf.find(b"\n\n")
-            if end < 0:
-                break
-            block = buf[:end]
-            buf = buf[end + 2 :]
+        if pending:
+            scan = len(pending) - 1  # a separator may straddle the two
+            pending += chunk
+            if pending.find(b"\n\n", scan) < 0:
+                if len(pending) > limit:
+                    raise StreamError(f"stream event larger than {limit} bytes")
+                continue
+            data = bytes(pending)
+            pending.clear()
+        else:
+            data = chunk
+        start = 0
+        while (end := data.find(b"\n\n", start)) >= 0:
+            block = data[start:end]
+            start = end + 2
             if block.startswith(b"data: ") and b"\n" not in block:
                 yield b"", block[6:]
                 continue
-            event, data = _parse_block(block)
-            if data is not None:
-                yield event, data
-    if buf.strip():
-        event, data = _parse_block(buf.strip(b"\n"))
-        if data is not None:
-            yield event, data
+            event, payload = _parse_block(block)
+            if payload is not None:
+                yield event, payload
+        if start < len(data):
+            if len(data) - start > limit:
+                raise StreamError(f"stream event larger than {limit} bytes")
+            pending += data[start:] if start else data
+    rest = bytes(pending).strip(b"\n")
+    if rest.strip():
+        event, payload = _parse_block(rest)
+        if payload is not None:
+            yield event, payload
 
 
 def _parse_block(block: bytes) -> tuple[bytes, bytes | None]:

@@ -119,8 +119,8 @@ class HttpAdapter:
         head = self.head("POST", origin, path, key) + b"Content-Length: %d\r\n" % len(body) + extra_block(extra) + b"\r\n"
         exchange = await self._exchange(origin, head, body)
         data = await exchange.read()  # complete already
-        if exchange.status >= 400:
-            raise upstream_error(self.name, exchange.status, data, key, exchange.retry_after)
+        if exchange.status != 200 and not _relayable(exchange.status):
+            raise self._refused(exchange, data, key)
         return Reply(data)
 
     async def get(self, url: str, path: str, key: ProviderKey) -> Reply:
@@ -128,8 +128,8 @@ class HttpAdapter:
         head = self.head("GET", origin, path, key) + b"\r\n"
         exchange = await self._exchange(origin, head, b"")
         data = await exchange.read()
-        if exchange.status >= 400:
-            raise upstream_error(self.name, exchange.status, data, key, None)
+        if exchange.status != 200 and not _relayable(exchange.status):
+            raise self._refused(exchange, data, key)
         return Reply(data)
 
     async def _exchange(self, origin: Origin, head: bytes, body: bytes) -> Exchange:
@@ -154,13 +154,15 @@ class HttpAdapter:
             ) from None
         except (OSError, ProtocolError) as exc:
             raise self._unreachable(exc) from None
-        if exchange.status >= 400:
-            try:
-                data = await _bounded(exchange.read(), self.timeout_s)
-            except (OSError, ProtocolError, TimeoutError):
-                data = b""
-                exchange.abort()
-            raise upstream_error(self.name, exchange.status, data, key, exchange.retry_after)
+        if exchange.status != 200 and not _relayable(exchange.status):
+            data = b""
+            if exchange.status >= 400:  # its body was buffered: the provider's message
+                try:
+                    data = await _bounded(exchange.read(), self.timeout_s)
+                except (OSError, ProtocolError, TimeoutError):
+                    pass
+            exchange.abort()  # (a no-op when the body was read to its end)
+            raise self._refused(exchange, data, key)
         return exchange
 
     async def events(self, exchange: Exchange) -> AsyncIterator[tuple[bytes, bytes]]:
@@ -168,6 +170,8 @@ class HttpAdapter:
         try:
             async for event in iter_sse(exchange.chunks(self.idle_s)):
                 yield event
+        except StreamError as exc:  # from iter_sse: an event over its size limit
+            raise StreamError(f"provider {self.name} sent a {exc.message}") from None
         except TimeoutError:
             raise StreamError(f"provider {self.name} sent nothing for {self.idle_s:g}s") from None
         except (OSError, ProtocolError) as exc:
@@ -177,7 +181,28 @@ class HttpAdapter:
         return UpstreamStream(iterator, exchange.abort)
 
     def _unreachable(self, exc: BaseException) -> UpstreamUnreachable:
+        if isinstance(exc, ProtocolError):
+            return UpstreamUnreachable(
+                f"provider {self.name} sent an invalid response ({exc})", provider=self.name, code="upstream_protocol_error"
+            )
         return UpstreamUnreachable(f"provider {self.name} is unreachable ({_reason(exc)})", provider=self.name)
+
+    def _refused(self, exchange: Exchange, data: bytes, key: ProviderKey) -> Exception:
+        """An error status passes on with the provider's message; a status we cannot
+        relay as an answer (no content, a redirect we do not follow) is a 502."""
+        status = exchange.status
+        if status >= 400:
+            return upstream_error(self.name, status, data, key, exchange.retry_after)
+        return UpstreamUnreachable(
+            f"provider {self.name} answered HTTP {status}, which is not an answer the gateway can relay",
+            provider=self.name,
+            code="unexpected_status",
+        )
+
+
+def _relayable(status: int) -> bool:
+    """A 2xx with content: 204 and 205 have none, 3xx redirects are not followed."""
+    return 200 <= status < 300 and status != 204 and status != 205
 
 
 def _reason(exc: BaseException) -> str:
@@ -186,7 +211,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, ProtocolError):
-        return "malformed HTTP response"
+        return f"invalid HTTP response: {exc}"
     return type(exc).__name__ + (f": {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else "")
 
 
