@@ -139,20 +139,55 @@ def error_message(body: bytes) -> tuple[str, str | None, str | None]:
 
 
 _MASKED = re.compile(r"[^\s'\"]*\*{3,}[^\s'\".,]*")
+# "sk-...wxyz", "…wxyz": a key shown by its last characters after an ellipsis.
+_ELLIPSIS = re.compile(r"[^\s'\"]*(?:\.{3}|…)([A-Za-z0-9_\-]{4,})")
+FRAGMENT = 8  # a run of this many characters of the key is a fragment of it
+MAX_MESSAGE = 2000  # characters of an upstream error message passed on
 
 
 def scrub(text: str, key: ProviderKey) -> str:
-    """Remove the key from upstream text: some providers echo it whole or masked
-    (``sk-abc****wxyz``), and even a masked key does not belong in our errors."""
-    if key.value:
-        text = text.replace(key.value, "***")
-        if len(key.value) > 8:
-            text = text.replace(key.value[:8], "***")
-    return _MASKED.sub("***", text)
+    """Remove the key from upstream text. Providers echo it whole, masked
+    (``sk-abc1***wxyz``), shortened (``sk-...wxyz``) or in pieces; none belongs in our
+    errors. Rule: every run of ``FRAGMENT`` or more characters of the key, every token
+    with ``***`` in it, and every ellipsis followed by 4+ characters of the key go."""
+    value = key.value
+    if value:
+        if len(value) <= FRAGMENT:
+            text = text.replace(value, "***")
+        else:
+            text = _mask_fragments(text, value)
+    text = _MASKED.sub("***", text)
+    if value:
+        text = _ELLIPSIS.sub(lambda m: "***" if m.group(1) in value else m.group(0), text)
+    return text
+
+
+def _mask_fragments(text: str, value: str) -> str:
+    """Replace each run of text made of ``FRAGMENT``-grams of ``value`` by ``***``
+    (errors are the slow path: a set of the key's n-grams, one pass over the text)."""
+    grams = {value[i : i + FRAGMENT] for i in range(len(value) - FRAGMENT + 1)}
+    spans: list[list[int]] = []  # merged [start, end) of the runs to mask
+    for i in range(len(text) - FRAGMENT + 1):
+        if text[i : i + FRAGMENT] in grams:
+            if spans and i <= spans[-1][1]:
+                spans[-1][1] = i + FRAGMENT
+            else:
+                spans.append([i, i + FRAGMENT])
+    if not spans:
+        return text
+    out, last = [], 0
+    for start, end in spans:
+        out.append(text[last:start])
+        out.append("***")
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 def upstream_error(provider: str, status: int, body: bytes, key: ProviderKey, retry_after: str | None) -> UpstreamError:
     message, type_, code = error_message(body)
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + " …"
     return UpstreamError(
         f"{provider}: {scrub(message, key)}",
         provider=provider,
