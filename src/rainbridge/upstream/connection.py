@@ -181,6 +181,16 @@ class Exchange:
             self.done = True
 
 
+_LENGTH, _TYPE, _TRANSFER, _RETRY, _ENCODING = range(5)
+_WATCHED = {
+    b"content-length": _LENGTH,
+    b"content-type": _TYPE,
+    b"transfer-encoding": _TRANSFER,
+    b"retry-after": _RETRY,
+    b"content-encoding": _ENCODING,
+}
+
+
 def _expire(waiter: asyncio.Future) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -191,7 +201,7 @@ class Connection(asyncio.Protocol):
 
     Per exchange: ``start`` sends the request; interim responses are skipped; the final
     response completes the exchange, and only then, at the end of the read that completed
-    it, does the connection go back to the pool (``_finish``).
+    it (``data_received``), does the connection go back to the pool.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, release, max_body: int = MAX_BODY_BYTES):
@@ -232,8 +242,13 @@ class Connection(asyncio.Protocol):
             cause = exc.__context__
             self._broken(cause if isinstance(cause, ProtocolError) else ProtocolError(f"malformed HTTP response: {exc}"))
             return
-        if self._finished:
-            self._finish()
+        if self._finished:  # back to the pool (reading on, so a stray byte or EOF is seen)
+            self._finished = False
+            if self._keep_alive and not self.closed:
+                self.resume_reading()
+                self._release(self)
+            else:
+                self.close()
         elif not exchange.headers_done:
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
@@ -264,21 +279,23 @@ class Connection(asyncio.Protocol):
         self._coding = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        kind = _WATCHED.get(name.lower())  # one lookup: most headers are none of these
+        if kind is None:
+            return
         exchange = self.exchange
         if exchange is None:
             return
-        lower = name.lower()
-        if lower == b"content-length":
+        if kind == _LENGTH:
             self._has_length = True
-        elif lower == b"content-type":
+        elif kind == _TYPE:
             exchange.content_type = value.decode("latin-1")
-        elif lower == b"transfer-encoding":
+        elif kind == _TRANSFER:
             self._has_length = True
             if value.lower() != b"chunked":
                 self._coding = value
-        elif lower == b"retry-after":
+        elif kind == _RETRY:
             exchange.retry_after = value.decode("latin-1")
-        elif lower == b"content-encoding" and value.lower() != b"identity":
+        elif value.lower() != b"identity":  # content-encoding
             self._coding = value
 
     def on_headers_complete(self) -> None:
@@ -335,16 +352,6 @@ class Connection(asyncio.Protocol):
         else:
             transport.write(head)
         return exchange
-
-    def _finish(self) -> None:
-        """The final response ended and nothing followed it in this read: back to the pool
-        (reading on, so that a stray byte or EOF while idle is seen), or closed."""
-        self._finished = False
-        if self._keep_alive and not self.closed:
-            self.resume_reading()
-            self._release(self)
-        else:
-            self.close()
 
     def pause_reading(self) -> None:
         if not self._paused and self.transport is not None and not self.closed:
