@@ -1,10 +1,14 @@
 """scrub(): no part of a provider key that an upstream echoes reaches a client."""
 
+import asyncio
 import json
 
+import aiohttp
 import pytest
 
 from rainbridge.providers.base import ProviderKey, scrub, upstream_error
+from support import GatewayProcess
+from test_upstream_client import Script
 from test_upstream_limits import post, scripted, writes  # noqa: F401 - scripted is a fixture
 
 KEY = "sk-proj-Xq7RmT2vLp9sKd4NfW8bZc1HyJ6uEa3GtQ0wxyz"
@@ -79,3 +83,31 @@ async def test_the_gateway_passes_on_the_status_without_the_echoed_key(scripted)
     text = json.loads(data)["error"]["message"]
     assert text.startswith("s: Incorrect API key provided: ***")
     assert leaks(text, secret) == [], text
+
+
+async def test_a_key_echoed_in_an_anthropic_stream_error_is_scrubbed_on_the_chat_route(tmp_path):
+    secret = "sk-ant-scripted-0123456789abcdef"
+    events = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant",'
+        b'"model":"c","content":[],"stop_reason":null,"usage":{"input_tokens":1,"output_tokens":0}}}\n\n'
+        b'event: error\ndata: {"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key '
+        + secret[4:20].encode() + b'...' + secret[-4:].encode() + b'"}}\n\n'
+    )
+
+    async def respond(w, n):
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n%s" % (len(events), events))
+        return True
+
+    srv = await Script(respond).start()
+    config = {"providers": {"c": {"type": "anthropic", "keys": [{"value": secret}], "network_config": {"base_url": f"http://127.0.0.1:{srv.port}"}}}}
+    gw = await asyncio.to_thread(GatewayProcess, tmp_path, config)
+    try:
+        body = {"model": "c/claude", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/chat/completions", json=body) as resp:
+            data = await resp.read()
+    finally:
+        await asyncio.to_thread(gw.stop)
+        await srv.stop()
+    last = json.loads(data.strip().split(b"\n\n")[-1][len(b"data: "):])
+    assert "invalid x-api-key ***" in last["error"]["message"]
+    assert leaks(last["error"]["message"], secret) == [], last
