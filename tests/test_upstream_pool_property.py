@@ -151,12 +151,12 @@ async def test_a_response_reaches_only_its_own_request(scripts, workers):
     try:
         async with asyncio.timeout(20):
             await asyncio.gather(*(worker(w) for w in range(workers)))
+        assert len(outcomes) == len(scripts)
+        for conn in origin.idle:  # what the pool kept: open ones idle, reading, nothing half-read
+            assert conn.closed or (conn.exchange is None and not conn._finished and not conn._paused)
     finally:
         await client.close()
         server.close()
-    assert len(outcomes) == len(scripts)
-    for conn in origin.idle:  # what the pool kept: no exchange, nothing half-read
-        assert conn.exchange is None and not conn._finished
 
 
 async def test_plain_scripts_all_succeed_on_few_connections():
