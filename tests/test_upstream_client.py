@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from rainbridge.upstream import ConnectionLost, Timeout, UpstreamClient
+from rainbridge.upstream import ConnectionLost, ProtocolError, Timeout, UpstreamClient
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
@@ -55,8 +55,8 @@ class Script:
             w.close()
 
 
-def head(port, path="/v1/x", extra=b""):
-    return b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port + extra + b"Content-Length: 2\r\n\r\n"
+def head(port, path="/v1/x", extra=b"", length=2):
+    return b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port + extra + b"Content-Length: %d\r\n\r\n" % length
 
 
 async def test_keep_alive_reuses_one_connection():
@@ -249,5 +249,178 @@ async def test_tls_with_an_extra_ca_and_verification(tmp_path):
         await client.request(client.origin(f"https://localhost:{srv.port}"), head(srv.port), b"{}", 5)
     ex = await client.request(client.origin(f"https://localhost:{srv.port}", False), head(srv.port), b"{}", 5)
     assert ex.status == 200
+    await client.close()
+    await srv.stop()
+
+
+# -- interim (1xx) responses: RFC 9110 §15.2 --------------------------------------------------
+
+
+def answer(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" + extra + b"content-length: %d\r\n\r\n" % len(body) + body
+
+
+@pytest.mark.parametrize("interim", [
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 199 Whatever\r\nretry-after: 9\r\n\r\n",
+])
+async def test_interim_responses_are_skipped_and_the_final_one_is_the_answer(interim):
+    async def respond(w, n):
+        w.write(interim)
+        await w.drain()
+        await asyncio.sleep(0.05)  # the final response comes in a later read
+        w.write(answer(b'{"n": %d}' % n))
+        return True
+
+    srv = await Script(respond).start()
+    client = UpstreamClient()
+    origin = client.origin(f"http://127.0.0.1:{srv.port}")
+    for n in (1, 2):
+        ex = await client.request(origin, head(srv.port), b"{}", 5)
+        assert (ex.status, await ex.read(), ex.retry_after) == (200, b'{"n": %d}' % n, None)
+    ex = await client.stream(origin, head(srv.port), b"{}", 5)
+    assert ex.status == 200 and await ex.next_chunk(5) == b'{"n": 3}'
+    assert srv.connections == 1  # the interim responses did not break keep-alive
+    await client.close()
+    await srv.stop()
+
+
+async def test_a_1xx_never_hands_one_requests_answer_to_the_next_request():
+    """The cross-tenant bug: A's connection went back to the pool after A's ``100 Continue``,
+    B's request was sent on it, and B received A's real answer."""
+    b_arrived = asyncio.Event()
+
+    async def respond(w, n):
+        body = srv.requests[-1]
+        if body.endswith(b'"A"'):
+            w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await w.drain()
+            try:  # A's real answer waits until B's request is in (or a bound passes)
+                await asyncio.wait_for(b_arrived.wait(), 1.0)
+            except TimeoutError:
+                pass
+            w.write(answer(b'{"for": "A"}'))
+        else:
+            b_arrived.set()
+            w.write(answer(b'{"for": "B"}'))
+        return True
+
+    srv = await Script(respond).start()
+    client = UpstreamClient()
+    origin = client.origin(f"http://127.0.0.1:{srv.port}")
+    await client.request(origin, head(srv.port), b"{}", 5)  # a warm idle connection
+    conn = origin.idle[-1]
+    task_a = asyncio.create_task(client.request(origin, head(srv.port, length=3), b'"A"', 5))
+    for _ in range(500):  # until the client has read A's 100 Continue
+        if conn._received:
+            break
+        await asyncio.sleep(0.01)
+    assert conn._received
+    ex_b = await client.request(origin, head(srv.port, length=3), b'"B"', 5)
+    ex_a = await task_a
+    assert (ex_a.status, await ex_a.read()) == (200, b'{"for": "A"}')
+    assert (ex_b.status, await ex_b.read()) == (200, b'{"for": "B"}')
+    await client.close()
+    await srv.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_101_switching_protocols_fails_the_exchange_and_drops_the_connection(stream):
+    async def respond(w, n):
+        if n == 1:
+            w.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n")
+            await w.drain()
+            await asyncio.sleep(0.05)
+        w.write(answer(b'{"n": %d}' % n))
+        return True
+
+    srv = await Script(respond).start()
+    client = UpstreamClient()
+    origin = client.origin(f"http://127.0.0.1:{srv.port}")
+    call = client.stream if stream else client.request
+    with pytest.raises(ProtocolError, match="101"):
+        await call(origin, head(srv.port), b"{}", 5)
+    assert not origin.idle
+    ex = await client.request(origin, head(srv.port), b"{}", 5)
+    assert await ex.read() == b'{"n": 2}'  # on a new connection
+    assert srv.connections == 2
+    await client.close()
+    await srv.stop()
+
+
+# -- stray bytes: a connection that receives anything it did not ask for is not reused -----
+
+FORGED = answer(b"ANSWER for FORGED")
+
+
+async def wait_closed(conn, bound=5.0):
+    for _ in range(int(bound / 0.01)):
+        if conn.closed:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("connection still open")
+
+
+@pytest.mark.parametrize("first", [
+    answer(b'{"n": 1}') + FORGED,  # a forged second response in the same write
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n" + b'{"n": 1}' + FORGED,  # short content-length
+    answer(b'{"n": 1}') + b"garbage",
+    b"HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n" + b'{"n": 1}',
+])
+async def test_bytes_after_the_response_in_the_same_write_mean_the_connection_is_not_reused(first):
+    async def respond(w, n):
+        w.write(first if n == 1 else answer(b'{"n": %d}' % n))
+        return True
+
+    srv = await Script(respond).start()
+    client = UpstreamClient()
+    origin = client.origin(f"http://127.0.0.1:{srv.port}")
+    await client.request(origin, head(srv.port), b"{}", 5)
+    ex = await client.request(origin, head(srv.port), b"{}", 5)
+    assert await ex.read() == b'{"n": 2}'
+    assert srv.connections == 2
+    await client.close()
+    await srv.stop()
+
+
+@pytest.mark.parametrize("stray", [FORGED, b"H", b"\r\n"])
+async def test_a_byte_received_while_idle_drops_the_connection(stray):
+    sent = asyncio.Event()
+
+    async def respond(w, n):
+        w.write(answer(b'{"n": %d}' % n))
+        if n == 1:
+            await w.drain()
+            await sent.wait()  # the client has the answer; its connection is idle now
+            w.write(stray)
+        return True
+
+    srv = await Script(respond).start()
+    client = UpstreamClient()
+    origin = client.origin(f"http://127.0.0.1:{srv.port}")
+    await client.request(origin, head(srv.port), b"{}", 5)
+    conn = origin.idle[-1]
+    sent.set()
+    await wait_closed(conn)
+    ex = await client.request(origin, head(srv.port), b"{}", 5)
+    assert await ex.read() == b'{"n": 2}'
+    assert srv.connections == 2
+    await client.close()
+    await srv.stop()
+
+
+async def test_eof_while_idle_is_noticed_and_the_connection_is_not_reused():
+    async def respond(w, n):
+        w.write(answer(b'{"n": %d}' % n))
+        return n != 1
+
+    srv = await Script(respond).start()
+    client = UpstreamClient()
+    origin = client.origin(f"http://127.0.0.1:{srv.port}")
+    await client.request(origin, head(srv.port), b"{}", 5)
+    await wait_closed(origin.idle[-1])
+    ex = await client.request(origin, head(srv.port), b"{}", 5)
+    assert await ex.read() == b'{"n": 2}'
     await client.close()
     await srv.stop()

@@ -19,7 +19,7 @@ from ..translate import (
     message_response_to_chat,
 )
 from ..upstream import Exchange
-from .base import Call, ProviderKey, Reply, StreamError, UnsupportedOperation, UpstreamStream
+from .base import Call, ProviderKey, Reply, StreamError, UnsupportedOperation, UpstreamStream, scrub
 from .http import HttpAdapter
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -75,9 +75,9 @@ class AnthropicAdapter(HttpAdapter):
         include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
         translator = MessagesStreamToChat(model=call.body.get("model"), include_usage=include_usage)
         exchange = await self.open_stream(self.base_url, self.messages_path, orjson.dumps(body), call.key, call.extra_headers)
-        return self.stream_of(self._chat_chunks(exchange, translator), exchange)
+        return self.stream_of(self._chat_chunks(exchange, translator, call.key), exchange)
 
-    async def _chat_chunks(self, exchange: Exchange, translator: MessagesStreamToChat) -> AsyncIterator[bytes]:
+    async def _chat_chunks(self, exchange: Exchange, translator: MessagesStreamToChat, key: ProviderKey) -> AsyncIterator[bytes]:
         async for event, data in self.events(exchange):
             try:
                 parsed = orjson.loads(data)
@@ -87,7 +87,7 @@ class AnthropicAdapter(HttpAdapter):
             try:
                 chunks = translator.feed(event_type, parsed)
             except UpstreamStreamError as exc:
-                raise StreamError(f"{self.name}: {exc.message}", exc.type) from None
+                raise StreamError(f"{self.name}: {scrub(exc.message, key)}", exc.type) from None
             for chunk in chunks:
                 yield orjson.dumps(chunk)
 

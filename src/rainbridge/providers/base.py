@@ -139,20 +139,55 @@ def error_message(body: bytes) -> tuple[str, str | None, str | None]:
 
 
 _MASKED = re.compile(r"[^\s'\"]*\*{3,}[^\s'\".,]*")
+# "sk-...wxyz", "…wxyz": a key shown by its last characters after an ellipsis.
+_ELLIPSIS = re.compile(r"[^\s'\"]*(?:\.{3}|…)([A-Za-z0-9_\-]{4,})")
+FRAGMENT = 8  # a run of this many characters of the key is a fragment of it
+MAX_MESSAGE = 2000  # characters of an upstream error message passed on
 
 
 def scrub(text: str, key: ProviderKey) -> str:
-    """Remove the key from upstream text: some providers echo it whole or masked
-    (``sk-abc****wxyz``), and even a masked key does not belong in our errors."""
-    if key.value:
-        text = text.replace(key.value, "***")
-        if len(key.value) > 8:
-            text = text.replace(key.value[:8], "***")
-    return _MASKED.sub("***", text)
+    """Remove the key from upstream text. Providers echo it whole, masked
+    (``sk-abc1***wxyz``), shortened (``sk-...wxyz``) or in pieces; none belongs in our
+    errors. Rule: every run of ``FRAGMENT`` or more characters of the key, every token
+    with ``***`` in it, and every ellipsis followed by 4+ characters of the key go."""
+    value = key.value
+    if value:
+        if len(value) <= FRAGMENT:
+            text = text.replace(value, "***")
+        else:
+            text = _mask_fragments(text, value)
+    text = _MASKED.sub("***", text)
+    if value:
+        text = _ELLIPSIS.sub(lambda m: "***" if m.group(1) in value else m.group(0), text)
+    return text
+
+
+def _mask_fragments(text: str, value: str) -> str:
+    """Replace each run of text made of ``FRAGMENT``-grams of ``value`` by ``***``
+    (errors are the slow path: a set of the key's n-grams, one pass over the text)."""
+    grams = {value[i : i + FRAGMENT] for i in range(len(value) - FRAGMENT + 1)}
+    spans: list[list[int]] = []  # merged [start, end) of the runs to mask
+    for i in range(len(text) - FRAGMENT + 1):
+        if text[i : i + FRAGMENT] in grams:
+            if spans and i <= spans[-1][1]:
+                spans[-1][1] = i + FRAGMENT
+            else:
+                spans.append([i, i + FRAGMENT])
+    if not spans:
+        return text
+    out, last = [], 0
+    for start, end in spans:
+        out.append(text[last:start])
+        out.append("***")
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 def upstream_error(provider: str, status: int, body: bytes, key: ProviderKey, retry_after: str | None) -> UpstreamError:
     message, type_, code = error_message(body)
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + " …"
     return UpstreamError(
         f"{provider}: {scrub(message, key)}",
         provider=provider,
@@ -163,29 +198,59 @@ def upstream_error(provider: str, status: int, body: bytes, key: ProviderKey, re
     )
 
 
-async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
-    """Yield (event, data) of each server-sent event; event is b"" when not named."""
-    buf = b""
+# One server-sent event may take this many bytes; a larger one fails the stream. Chat and
+# Messages stream events are deltas of a few hundred bytes; this bounds what a stream
+# without event separators makes us hold.
+MAX_SSE_EVENT_BYTES = 1024 * 1024
+
+
+async def iter_sse(chunks: AsyncIterator[bytes], limit: int = MAX_SSE_EVENT_BYTES) -> AsyncIterator[tuple[bytes, bytes]]:
+    """Yield (event, data) of each server-sent event; event is b"" when not named.
+
+    Linear in the stream's size: a chunk is searched once for separators, and only an
+    unfinished event is kept (at most ``limit`` bytes, else ``StreamError``). The common
+    case, chunks that hold whole events, copies nothing.
+    """
+    pending = bytearray()  # the start of an unfinished event
+    cr = False  # the previous chunk ended in b"\r" (held back: it may start a b"\r\n")
     async for chunk in chunks:
-        if b"\r" in chunk:
+        if cr or b"\r" in chunk:
+            if cr:
+                chunk = b"\r" + chunk
+            cr = chunk.endswith(b"\r")
+            if cr:
+                chunk = chunk[:-1]
             chunk = chunk.replace(b"\r\n", b"\n")
-        buf = buf + chunk if buf else chunk
-        while True:
-            end = buf.find(b"\n\n")
-            if end < 0:
-                break
-            block = buf[:end]
-            buf = buf[end + 2 :]
+        if pending:
+            scan = len(pending) - 1  # a separator may straddle the two
+            pending += chunk
+            if pending.find(b"\n\n", scan) < 0:
+                if len(pending) > limit:
+                    raise StreamError(f"stream event larger than {limit} bytes")
+                continue
+            data = bytes(pending)
+            pending.clear()
+        else:
+            data = chunk
+        start = 0
+        while (end := data.find(b"\n\n", start)) >= 0:
+            block = data[start:end]
+            start = end + 2
             if block.startswith(b"data: ") and b"\n" not in block:
                 yield b"", block[6:]
                 continue
-            event, data = _parse_block(block)
-            if data is not None:
-                yield event, data
-    if buf.strip():
-        event, data = _parse_block(buf.strip(b"\n"))
-        if data is not None:
-            yield event, data
+            event, payload = _parse_block(block)
+            if payload is not None:
+                yield event, payload
+        if start < len(data):
+            if len(data) - start > limit:
+                raise StreamError(f"stream event larger than {limit} bytes")
+            pending += data[start:] if start else data
+    rest = bytes(pending).strip(b"\n")
+    if rest.strip():
+        event, payload = _parse_block(rest)
+        if payload is not None:
+            yield event, payload
 
 
 def _parse_block(block: bytes) -> tuple[bytes, bytes | None]:

@@ -9,23 +9,31 @@ message, scrubbed of the key), a socket or timeout failure ``UpstreamUnreachable
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 from ..config.schema import NetworkConfig
-from ..errors import UpstreamTimeout, UpstreamUnreachable
+from ..errors import InvalidRequest, UpstreamTimeout, UpstreamUnreachable
 from ..upstream import ConnectionLost, Exchange, Origin, ProtocolError, Timeout, UpstreamClient
 from .base import ProviderKey, Reply, StreamError, UpstreamStream, iter_sse, upstream_error
 
-# Headers a client may not set through x-bf-eh-*: framing, hop-by-hop, and provider auth.
+# Headers a client may not set through x-bf-eh-*: hop-by-hop and framing headers (RFC 9110
+# §7.6.1, RFC 9112 §6: an ``expect: 100-continue`` or a second ``content-length`` changes how
+# the upstream frames its answer on a pooled connection), provider credentials, and the
+# ``accept-encoding`` we fix to ``identity``. ``proxy-*`` is refused as a prefix.
 FORBIDDEN_EXTRA = frozenset(
     {
         "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-        "te", "trailer", "proxy-authorization", "proxy-connection", "authorization",
-        "api-key", "x-api-key", "accept-encoding",
+        "te", "trailer", "expect", "authorization", "api-key", "x-api-key", "accept-encoding",
     }
 )
+
+# Control characters but HTAB may not appear in a field value (RFC 9110 §5.5).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 9110 §5.6.2 token characters: what a header name may be made of.
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def header_block(headers: dict[str, str]) -> bytes:
@@ -38,10 +46,29 @@ def header_block(headers: dict[str, str]) -> bytes:
 
 
 def extra_block(extra: dict[str, str] | None) -> bytes:
+    """The client's x-bf-eh-* headers as request head lines.
+
+    A header that must not or cannot be forwarded is a 400 naming it, not a silent drop:
+    the client learns at once that the upstream will not see it.
+    """
     if not extra:
         return b""
-    allowed = {k: v for k, v in extra.items() if k.lower() not in FORBIDDEN_EXTRA}
-    return header_block(allowed)
+    lines = []
+    for name, value in extra.items():
+        lower = name.lower()
+        if lower in FORBIDDEN_EXTRA or lower.startswith("proxy-"):
+            raise _bad_extra(name, "is a hop-by-hop, framing or credential header the gateway sets itself")
+        if not name or not _TCHAR.issuperset(name):
+            raise _bad_extra(name, "is not a valid header name")
+        if _CONTROL.search(value):
+            raise _bad_extra(name, "has a control character (line break, NUL …) in its value")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def _bad_extra(name: str, why: str) -> InvalidRequest:
+    shown = "x-bf-eh-" + name.encode("unicode_escape").decode("ascii")[:100]
+    return InvalidRequest(f"header {shown} cannot be forwarded upstream: it {why}", param=shown, code="invalid_extra_header")
 
 
 class HttpAdapter:
@@ -92,8 +119,8 @@ class HttpAdapter:
         head = self.head("POST", origin, path, key) + b"Content-Length: %d\r\n" % len(body) + extra_block(extra) + b"\r\n"
         exchange = await self._exchange(origin, head, body)
         data = await exchange.read()  # complete already
-        if exchange.status >= 400:
-            raise upstream_error(self.name, exchange.status, data, key, exchange.retry_after)
+        if exchange.status != 200 and not _relayable(exchange.status):
+            raise self._refused(exchange, data, key)
         return Reply(data)
 
     async def get(self, url: str, path: str, key: ProviderKey) -> Reply:
@@ -101,8 +128,8 @@ class HttpAdapter:
         head = self.head("GET", origin, path, key) + b"\r\n"
         exchange = await self._exchange(origin, head, b"")
         data = await exchange.read()
-        if exchange.status >= 400:
-            raise upstream_error(self.name, exchange.status, data, key, None)
+        if exchange.status != 200 and not _relayable(exchange.status):
+            raise self._refused(exchange, data, key)
         return Reply(data)
 
     async def _exchange(self, origin: Origin, head: bytes, body: bytes) -> Exchange:
@@ -127,13 +154,15 @@ class HttpAdapter:
             ) from None
         except (OSError, ProtocolError) as exc:
             raise self._unreachable(exc) from None
-        if exchange.status >= 400:
-            try:
-                data = await _bounded(exchange.read(), self.timeout_s)
-            except (OSError, ProtocolError, TimeoutError):
-                data = b""
-                exchange.abort()
-            raise upstream_error(self.name, exchange.status, data, key, exchange.retry_after)
+        if exchange.status != 200 and not _relayable(exchange.status):
+            data = b""
+            if exchange.status >= 400:  # its body was buffered: the provider's message
+                try:
+                    data = await _bounded(exchange.read(), self.timeout_s)
+                except (OSError, ProtocolError, TimeoutError):
+                    pass
+            exchange.abort()  # (a no-op when the body was read to its end)
+            raise self._refused(exchange, data, key)
         return exchange
 
     async def events(self, exchange: Exchange) -> AsyncIterator[tuple[bytes, bytes]]:
@@ -141,6 +170,8 @@ class HttpAdapter:
         try:
             async for event in iter_sse(exchange.chunks(self.idle_s)):
                 yield event
+        except StreamError as exc:  # from iter_sse: an event over its size limit
+            raise StreamError(f"provider {self.name} sent a {exc.message}") from None
         except TimeoutError:
             raise StreamError(f"provider {self.name} sent nothing for {self.idle_s:g}s") from None
         except (OSError, ProtocolError) as exc:
@@ -150,7 +181,28 @@ class HttpAdapter:
         return UpstreamStream(iterator, exchange.abort)
 
     def _unreachable(self, exc: BaseException) -> UpstreamUnreachable:
+        if isinstance(exc, ProtocolError):
+            return UpstreamUnreachable(
+                f"provider {self.name} sent an invalid response ({exc})", provider=self.name, code="upstream_protocol_error"
+            )
         return UpstreamUnreachable(f"provider {self.name} is unreachable ({_reason(exc)})", provider=self.name)
+
+    def _refused(self, exchange: Exchange, data: bytes, key: ProviderKey) -> Exception:
+        """An error status passes on with the provider's message; a status we cannot
+        relay as an answer (no content, a redirect we do not follow) is a 502."""
+        status = exchange.status
+        if status >= 400:
+            return upstream_error(self.name, status, data, key, exchange.retry_after)
+        return UpstreamUnreachable(
+            f"provider {self.name} answered HTTP {status}, which is not an answer the gateway can relay",
+            provider=self.name,
+            code="unexpected_status",
+        )
+
+
+def _relayable(status: int) -> bool:
+    """A 2xx with content: 204 and 205 have none, 3xx redirects are not followed."""
+    return 200 <= status < 300 and status != 204 and status != 205
 
 
 def _reason(exc: BaseException) -> str:
@@ -159,7 +211,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, ProtocolError):
-        return "malformed HTTP response"
+        return f"invalid HTTP response: {exc}"
     return type(exc).__name__ + (f": {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else "")
 
 

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .connection import Connection, ConnectionLost, Exchange
+from .connection import MAX_BODY_BYTES, Connection, ConnectionLost, Exchange
 
 IDLE_LIFETIME_S = 50.0  # below the usual 60 s keep-alive of upstream load balancers
 
@@ -60,8 +60,9 @@ class Timeout(TimeoutError):
 class UpstreamClient:
     """One per worker. ``request`` returns a complete answer; ``stream`` an open one."""
 
-    def __init__(self, connect_timeout: float = 10.0):
+    def __init__(self, connect_timeout: float = 10.0, max_body_bytes: int = MAX_BODY_BYTES):
         self.connect_timeout = connect_timeout
+        self.max_body_bytes = max_body_bytes  # largest body read whole (see connection.py)
         self._origins: list[Origin] = []
         self._by_key: dict[tuple, Origin] = {}
         self._closed = False
@@ -89,6 +90,8 @@ class UpstreamClient:
 
     async def _new_connection(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> Connection:
         def release(conn: Connection) -> None:
+            # Called by the connection after a complete final response with nothing after
+            # it: no exchange, reading on (a stray byte or EOF while idle drops it).
             if self._closed or len(origin.idle) >= origin.max_idle:
                 conn.close()
                 return
@@ -101,7 +104,7 @@ class UpstreamClient:
 
         async with asyncio.timeout(self.connect_timeout):
             _, conn = await loop.create_connection(
-                lambda: Connection(loop, release),
+                lambda: Connection(loop, release, self.max_body_bytes),
                 origin.host,
                 origin.port,
                 ssl=origin.tls,
