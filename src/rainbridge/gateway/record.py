@@ -68,17 +68,23 @@ class RequestRecord:
         if type(completion) is int:
             self.completion_tokens = completion
 
-    def see_stream_payload(self, payload: bytes) -> None:
-        """Look at one streamed JSON payload: keep usage when it carries some, and content."""
-        if b'"usage":{' in payload:
+    def see_stream_payload(self, payload: bytes) -> bool:
+        """Look at one streamed JSON payload: keep usage when it carries some, and content.
+        True when the payload carried a usage object."""
+        found = False
+        # "usage": null is on every chunk of an OpenAI stream that asked for usage: the
+        # cheap test first, the parse only for a usage object (compact or spaced JSON).
+        if b'"usage"' in payload and _USAGE_OBJECT.search(payload) is not None:
             try:
                 usage = orjson.loads(payload).get("usage")
             except (orjson.JSONDecodeError, AttributeError):
                 usage = None
             if isinstance(usage, dict):
                 self.set_usage(usage)
+                found = True
         if self.content:
             self.keep_content(payload)
+        return found
 
     def keep_content(self, payload: bytes) -> None:
         parts = self.stream_parts
@@ -129,6 +135,7 @@ def log_row(record: RequestRecord, row_id: str, node_id: str, cost: float | None
     )
 
 
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _TOKENS = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_tokens)":\s*(\d+)')
 # OpenAI's usage object as OpenAI (and most compatible servers) write it: a match at the
 # position of "usage" answers without the general search.

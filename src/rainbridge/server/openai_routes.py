@@ -6,6 +6,7 @@ back. Fields we do not know are passed on untouched.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -88,10 +89,12 @@ def _ask_for_usage(req: dict, needed: bool) -> bool:
     return True
 
 
+_NO_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+
+
 async def _frames(upstream: UpstreamStream, record: RequestRecord, strip_usage: bool) -> AsyncIterator[bytes]:
     async for payload in upstream:
-        record.see_stream_payload(payload)
-        if strip_usage and b'"choices":[]' in payload and b'"usage":{' in payload:
+        if record.see_stream_payload(payload) and strip_usage and _NO_CHOICES.search(payload) is not None:
             continue  # the usage chunk we asked for; the client did not
         yield b"data: " + payload + b"\n\n"
     yield DONE
