@@ -19,7 +19,16 @@ from ..translate import (
     message_response_to_chat,
 )
 from ..upstream import Exchange
-from .base import Call, ProviderKey, Reply, StreamError, UnsupportedOperation, UpstreamStream, scrub
+from .base import (
+    Call,
+    ProviderKey,
+    Reply,
+    StreamError,
+    UnsupportedOperation,
+    UpstreamStream,
+    scrub,
+    stream_error_event,
+)
 from .http import HttpAdapter
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -52,7 +61,15 @@ class AnthropicAdapter(HttpAdapter):
 
     async def messages_stream(self, call: Call) -> UpstreamStream:
         exchange = await self.open_stream(self.base_url, self.messages_path, orjson.dumps(call.body), call.key, self._native_extra(call))
-        return self.stream_of(self.events(exchange), exchange)
+        return self.stream_of(self._native_events(exchange, call.key), exchange)
+
+    async def _native_events(self, exchange: Exchange, key: ProviderKey) -> AsyncIterator[tuple[bytes, bytes]]:
+        """The upstream's events as they are, but an error event ends the stream as a
+        StreamError (its message scrubbed of the key; the route writes it as ``event: error``)."""
+        async for event, data in self.events(exchange):
+            if b'"error"' in data and (error := stream_error_event(self.name, data, key)) is not None:
+                raise error
+            yield event, data
 
     # -- OpenAI chat, translated -----------------------------------------------------------
 

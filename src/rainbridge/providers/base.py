@@ -184,6 +184,22 @@ def _mask_fragments(text: str, value: str) -> str:
     return "".join(out)
 
 
+def stream_error_event(provider: str, data: bytes, key: ProviderKey) -> StreamError | None:
+    """The error an SSE payload reports (OpenAI's ``{"error": …}``, Anthropic's
+    ``{"type": "error", "error": …}``), as a StreamError with its message bounded and
+    scrubbed; None for any other payload. Callers look only at payloads with "error" in them."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict) or "error" not in parsed or "choices" in parsed:
+        return None
+    message, type_, _ = error_message(data)
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + " …"
+    return StreamError(f"{provider}: {scrub(message, key)}", str(type_ or "api_error"))
+
+
 def upstream_error(provider: str, status: int, body: bytes, key: ProviderKey, retry_after: str | None) -> UpstreamError:
     message, type_, code = error_message(body)
     if len(message) > MAX_MESSAGE:

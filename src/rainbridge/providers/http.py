@@ -14,6 +14,7 @@ import ssl
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+from ..bounded import BoundedCache
 from ..config.schema import NetworkConfig
 from ..errors import InvalidRequest, UpstreamTimeout, UpstreamUnreachable
 from ..upstream import ConnectionLost, Exchange, Origin, ProtocolError, Timeout, UpstreamClient
@@ -85,7 +86,8 @@ class HttpAdapter:
         self.verify = tls_setting(network)
         self.max_idle = network.max_conns_per_host or 1000
         self._origins: dict[str, Origin] = {}
-        self._heads: dict[tuple, bytes] = {}
+        # Keyed by path too, and an Azure path holds the client's model name: bounded.
+        self._heads: BoundedCache[tuple, bytes] = BoundedCache(4096)
         self.base_path = urlsplit(self.base_url).path.rstrip("/") if self.base_url else ""
 
     # -- request heads ----------------------------------------------------------------------
@@ -99,24 +101,39 @@ class HttpAdapter:
             origin = self._origins[url] = self.client.origin(url, self.verify, self.max_idle)
         return origin
 
-    def head(self, method: str, origin: Origin, path: str, key: ProviderKey) -> bytes:
-        """Everything of the request head but content-length and the final blank line."""
-        cache_key = (method, origin.host_header, path, key.name)
+    def head(self, method: str, origin: Origin, path: str, key: ProviderKey,
+             replaced: frozenset[str] = frozenset()) -> bytes:
+        """Everything of the request head but content-length and the final blank line;
+        the key's headers named in ``replaced`` (lower case) are left to the request."""
+        cache_key = (method, origin.host_header, path, key.name, replaced)
         head = self._heads.get(cache_key)
         if head is None:
             headers = {"Accept-Encoding": "identity", **key.headers}
-            head = self._heads[cache_key] = (
+            if replaced:
+                headers = {n: v for n, v in headers.items() if n.lower() not in replaced}
+            head = self._heads.put(cache_key, (
                 f"{method} {path} HTTP/1.1\r\n".encode("latin-1")
                 + b"Host: " + origin.host_header + b"\r\n"
                 + header_block(headers)
-            )
+            ))
         return head
+
+    def post_head(self, origin: Origin, path: str, key: ProviderKey, length: int, extra: dict[str, str] | None) -> bytes:
+        """A POST's head. A request's own header (x-bf-eh-*, a native client's
+        anthropic-version) replaces the provider's header of that name instead of
+        following it as a second one (after extra_block has refused what may not pass)."""
+        if not extra:
+            return self.head("POST", origin, path, key) + b"Content-Length: %d\r\n\r\n" % length
+        lines = extra_block(extra)
+        names = {name.lower() for name in extra}
+        replaced = frozenset(n for n in map(str.lower, key.headers) if n in names)
+        return self.head("POST", origin, path, key, replaced) + b"Content-Length: %d\r\n" % length + lines + b"\r\n"
 
     # -- exchanges --------------------------------------------------------------------------
 
     async def post(self, url: str, path: str, body: bytes, key: ProviderKey, extra: dict[str, str] | None) -> Reply:
         origin = self.origin_for(url)
-        head = self.head("POST", origin, path, key) + b"Content-Length: %d\r\n" % len(body) + extra_block(extra) + b"\r\n"
+        head = self.post_head(origin, path, key, len(body), extra)
         exchange = await self._exchange(origin, head, body)
         data = await exchange.read()  # complete already
         if exchange.status != 200 and not _relayable(exchange.status):
@@ -145,7 +162,7 @@ class HttpAdapter:
     async def open_stream(self, url: str, path: str, body: bytes, key: ProviderKey, extra: dict[str, str] | None) -> Exchange:
         """Send a streaming request; return once the upstream answered 2xx headers."""
         origin = self.origin_for(url)
-        head = self.head("POST", origin, path, key) + b"Content-Length: %d\r\n" % len(body) + extra_block(extra) + b"\r\n"
+        head = self.post_head(origin, path, key, len(body), extra)
         try:
             exchange = await self.client.stream(origin, head, body, self.timeout_s)
         except Timeout:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import orjson
 
 from ..upstream import Exchange
-from .base import Call, ProviderKey, Reply, UpstreamStream
+from .base import Call, ProviderKey, Reply, UpstreamStream, stream_error_event
 from .http import HttpAdapter
 
 
@@ -56,11 +56,14 @@ class OpenAIAdapter(HttpAdapter):
     async def _stream(self, op: str, call: Call) -> UpstreamStream:
         url, path = self.target(op, call.key, call.body.get("model", ""))
         exchange = await self.open_stream(url, path, orjson.dumps(call.body), call.key, call.extra_headers)
-        return self.stream_of(self._payloads(exchange), exchange)
+        return self.stream_of(self._payloads(exchange, call.key), exchange)
 
-    async def _payloads(self, exchange: Exchange) -> AsyncIterator[bytes]:
-        """The JSON payload of each SSE event, up to ``[DONE]``."""
+    async def _payloads(self, exchange: Exchange, key: ProviderKey) -> AsyncIterator[bytes]:
+        """The JSON payload of each SSE event, up to ``[DONE]``; an error event ends the
+        stream as a StreamError (its message scrubbed of the key)."""
         async for _event, data in self.events(exchange):
             if data == b"[DONE]":
                 return
+            if b'"error"' in data and (error := stream_error_event(self.name, data, key)) is not None:
+                raise error
             yield data
