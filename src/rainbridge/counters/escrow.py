@@ -1,0 +1,792 @@
+"""Fleet-wide limits by escrow: a sans-IO state machine per member (owner, acceptor, member).
+
+Not wired into the request path yet: this is the core, proven in ``escrow_sim.py``.
+
+The rules
+- Usage is a state-based CRDT per (limit, window, member-incarnation), merged by max and read
+  as the sum (``crdt.UsageMap``). Units are integers (requests, tokens, micro-USD).
+- Each limit ``lid`` has an **owner**: the rendezvous-hash winner among the live,
+  non-draining members this member sees (``rendezvous.owner``). The owner grants
+  **allowances** from ``limit − Σ outstanding`` (outstanding = granted − returned, per window,
+  in the max-merged ``crdt.WindowLedger``), so Σ admitted ≤ Σ outstanding ≤ limit.
+- A **member** admits locally while ``used + cost ≤ granted − returned`` (one compare); it
+  asks for a top-up when its spare allowance falls below half of its last grant. An
+  admission short of allowance waits (``wait_ms``, ≈ 50 ms) for a grant, then is refused.
+- The owner grants ``min(free, max(waiting units, max(1, ceil(free / (2 × live members)))))``.
+  Small limits therefore degrade to one unit per ask: the owner admits request by request.
+- Before refusing, the owner **reclaims**: every member holding unused allowance hands it
+  back (``Return``: cumulative ``returned``); only when a reclaim round has completed (or
+  timed out) with nothing free does it send ``Deny``. So 200 requests against a limit of 50
+  admit exactly 50 however the load is spread. Idle members hand allowance back unasked; a
+  window's leftovers vanish with the window.
+
+Fencing (owner epochs)
+Grants are committed before they are sent: the owner pushes the window's ledger
+(``Accept``) and sends ``Grant`` only once a majority of the roster has merged it. A would-be
+owner first collects ``Promise``\\ s (with their ledgers) from a majority for a higher
+``Ballot`` (round, name): any committed grant is in at least one of them, so the new owner's
+merged ledger already counts it and it never re-grants beyond ``limit − Σ granted``; every
+acceptor that promised the new ballot refuses the old owner's ``Accept``, so the old owner
+can commit nothing more. On taking over, the new owner re-commits the merged ledger and
+re-sends every member its grant (a grant that was accepted but never delivered is not lost).
+A (re)started member neither promises nor owns before it has synced ballots and ledgers
+from a majority of the other members (``SyncRequest``).
+
+Partitions, crashes, clocks
+- Partition: a side without a majority of the roster cannot commit grants; its members spend
+  only the allowances they already hold (safe). The majority side continues: if the owner is
+  there it keeps granting, else the member the majority now hashes to takes over once
+  failure detection removes the old owner from its view. (Where the issue says "the owner's
+  side continues": that holds whenever the owner's side is the majority; a minority owner
+  stalls, since it cannot tell a partition from the others' crash.)
+- Owner crash: grants stall until failure detection moves ownership, then one Prepare
+  round (one round trip to a majority) resumes them. The crashed owner's unused allowance
+  stays counted as outstanding until the window ends (under-admission, never overshoot).
+- Clocks: each member computes windows from its own clock. An owner still serves a window
+  ``2 × skew_ms`` past its end and one starting up to ``2 × skew_ms`` ahead, so a boundary
+  request from a member whose clock is off lands in its own window's ledger; ledgers are
+  dropped only ``6 × skew_ms`` after the end (later than any owner may serve them).
+
+The bound: for request counts Σ admitted ≤ limit per window, always (tested for every
+seed under loss, duplication, reordering, partition, owner crash and restart, ±2 s skew).
+Tokens and spend will reserve an estimate at admission and settle the real amount, so
+overshoot is at most what requests in flight use beyond their reservation.
+
+Left for the wiring slice: a transport (the cluster service's point-to-point channel or
+gossip piggy-back, coalesced per key) and the awaited request/reply helper; a ``cap`` on
+governance's ``Slot`` fed from ``Allowance`` (the hot path keeps its synchronous shape, the
+bounded wait becomes an ``await`` only when short of allowance); tokens and spend with
+reserve/settle; durability (per-(key, window, member) rows with ``GREATEST`` upserts; the
+promised ballot persisted so an amnesiac restart cannot promise twice — today a restart
+that syncs from a majority which missed a newer ballot could, in a concurrent election,
+accept an older owner's commit); the roster from cluster membership; operator status.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rainbridge.counters import rendezvous
+from rainbridge.counters.crdt import ZERO_BALLOT, Ballot, UsageMap, WindowLedger
+from rainbridge.counters.escrow_messages import (
+    Accept,
+    Accepted,
+    Ask,
+    Deny,
+    FullState,
+    Grant,
+    Message,
+    Prepare,
+    Promise,
+    Reclaim,
+    Return,
+    Send,
+    SyncReply,
+    SyncRequest,
+    UsageDelta,
+)
+from rainbridge.counters.windows import window_for
+
+if TYPE_CHECKING:
+    from random import Random  # injected; never the module's global state
+
+WKey = tuple[str, int]  # (lid, window start)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One limit definition: ``lid`` names it with its duration (an edited limit is a new
+    ``lid``, so it never shares a window with the old one)."""
+
+    lid: str
+    limit: int  # units per window
+    duration: str  # "1m", "10s" … (calendar-aligned windows, see windows.py)
+
+
+@dataclass(frozen=True, slots=True)
+class EscrowConfig:
+    wait_ms: int = 50  # an admission short of allowance waits this long for a grant
+    ask_retry_ms: int = 15  # an unanswered Ask is sent again after this
+    accept_retry_ms: int = 15  # an Accept not yet acked by a majority is sent again
+    prepare_retry_ms: int = 100  # a failed Prepare is retried after 1-2× this
+    sync_retry_ms: int = 200  # an unfinished SyncRequest is sent again
+    reclaim_ms: int = 25  # how long a reclaim round waits for Returns before refusing
+    deny_cache_ms: int = 500  # a member told "limit reached" refuses locally this long
+    idle_ms: int = 2000  # allowance unused this long is handed back
+    gossip_ms: int = 1000  # usage deltas and one push-pull per interval
+    skew_ms: int = 2000  # clock skew tolerated between members
+
+
+class Allowance:
+    """A member's allowance of one window (its side of the ledger)."""
+
+    __slots__ = (
+        "ask_at",
+        "asked_want",
+        "denied_at",
+        "end_ms",
+        "granted",
+        "last_grant",
+        "last_use",
+        "reported",
+        "returned",
+        "used",
+        "waiters",
+    )
+
+    def __init__(self, end_ms: int) -> None:
+        self.end_ms = end_ms
+        self.granted = 0
+        self.returned = 0
+        self.used = 0
+        self.reported = 0  # usage last sent to the owner
+        self.last_grant = 0  # size of the last top-up (sets the low-water mark)
+        self.last_use = 0
+        self.ask_at: int | None = None  # an Ask is outstanding since then
+        self.asked_want = 0
+        self.denied_at: int | None = None
+        self.waiters: deque[tuple[object, int, int]] = deque()  # (ticket, cost, deadline)
+
+    def spare(self) -> int:
+        return self.granted - self.returned - self.used
+
+    def low(self) -> bool:
+        """Below the low-water mark: half of the last top-up (at least one unit)."""
+        return self.spare() < max(1, (self.last_grant + 1) // 2)
+
+
+@dataclass(eq=False, slots=True)
+class _Ownership:
+    ballot: Ballot = ZERO_BALLOT
+    active: bool = False
+    promises: set[str] = field(default_factory=set)
+    retry_at: int = 0
+    seen_round: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class _Commit:
+    ballot: Ballot
+    ledger: WindowLedger
+    grants: dict[str, int]  # member → cumulative grant to send once committed
+    acks: set[str]
+    sent_at: int
+    new_units: bool
+
+
+@dataclass(eq=False, slots=True)
+class _ReclaimRound:
+    started: int
+    waiting: set[str]
+    done_at: int | None = None
+
+
+def member_name(member: str) -> str:
+    """``"n3:2"`` → ``"n3"`` (the member-incarnation id's member name)."""
+    return member.rpartition(":")[0]
+
+
+def grant_size(free: int, want: int, live: int) -> int:
+    """Units the owner grants one ask: enough for what waits, at least a fair share of
+    half of what is free, never more than is free."""
+    if free <= 0:
+        return 0
+    share = max(1, math.ceil(free / (2 * max(1, live))))
+    return min(free, max(want, share))
+
+
+class EscrowNode:
+    """One member: it admits against its allowances, acts as acceptor for every limit's
+    ledger, and owns the limits that hash to it. Drive it like ``cluster/state.py``: call
+    ``admit`` / ``handle`` / ``set_view``, drain ``take_outgoing`` and ``take_results``, call
+    ``tick(now)`` at ``next_deadline()``. Times are this member's wall clock in ms."""
+
+    def __init__(
+        self,
+        name: str,
+        incarnation: int,
+        limits: Iterable[Limit],
+        roster: Iterable[str],
+        rng: Random,
+        now: int,
+        config: EscrowConfig | None = None,
+        *,
+        synced: bool = True,
+    ) -> None:
+        """``roster``: every member name of the fleet (majorities count over it).
+        ``synced=False`` for a member that (re)starts into a running fleet."""
+        self.name = name
+        self.me = f"{name}:{incarnation}"
+        self.limits = {lim.lid: lim for lim in limits}
+        self.roster = tuple(roster)
+        self.majority = len(self.roster) // 2 + 1
+        self.config = config or EscrowConfig()
+        self.synced = synced
+        self.draining = False
+        self.live: frozenset[str] = frozenset(self.roster)
+        self.stats: Counter[str] = Counter()
+        self._rng = rng
+        self._outgoing: list[Send] = []
+        self._inbox: deque[tuple[Message, str]] = deque()
+        self._results: list[tuple[object, bool, str, int]] = []
+        self._windows: dict[str, tuple[int, int]] = {}
+        self._allow: dict[WKey, Allowance] = {}
+        self._usage: dict[WKey, UsageMap] = {}
+        self._promised: dict[str, Ballot] = {}
+        self._ledgers: dict[str, dict[int, WindowLedger]] = {}
+        self._own: dict[str, _Ownership] = {}
+        self._pending: dict[WKey, dict[str, tuple[int, int]]] = {}
+        self._commits: dict[WKey, _Commit] = {}
+        self._reclaims: dict[WKey, _ReclaimRound] = {}
+        self._handlers = {
+            Ask: self._on_ask, Grant: self._on_grant, Deny: self._on_deny,
+            Reclaim: self._on_reclaim, Return: self._on_return, UsageDelta: self._on_usage_delta,
+            Prepare: self._on_prepare, Promise: self._on_promise, Accept: self._on_accept,
+            Accepted: self._on_accepted, SyncRequest: self._on_sync_request,
+            SyncReply: self._on_sync_reply, FullState: self._on_full_state,
+        }
+        self._sync_nonce = rng.getrandbits(32)
+        self._sync_from: set[str] = set()
+        self._sync_at = now
+        self._next_gossip = now + rng.randrange(self.config.gossip_ms)
+        if not synced:
+            self._request_sync(now)
+        self._refresh(now)
+        self._pump(now)
+
+    # ------------------------------------------------------------------ driver interface
+    def take_outgoing(self) -> list[Send]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def take_results(self) -> list[tuple[object, bool, str, int]]:
+        """``(ticket, admitted, lid, window)`` of admissions that waited."""
+        out, self._results = self._results, []
+        return out
+
+    def set_view(self, live: Iterable[str], now: int) -> None:
+        """The live, non-draining members this member's failure detector sees."""
+        self.live = frozenset(live) | ({self.name} if not self.draining else frozenset())
+        self._refresh(now)
+        self._pump(now)
+
+    def handle(self, message: Message, sender: str, now: int) -> None:
+        self._inbox.append((message, sender))
+        self._pump(now)
+
+    def next_deadline(self) -> int:
+        c = self.config
+        times = [self._next_gossip]
+        if not self.synced:
+            times.append(self._sync_at + c.sync_retry_ms)
+        for o in self._own.values():
+            if not o.active:
+                times.append(o.retry_at)
+        times.extend(cm.sent_at + c.accept_retry_ms for cm in self._commits.values())
+        times.extend(r.started + c.reclaim_ms for r in self._reclaims.values() if r.done_at is None)
+        for a in self._allow.values():
+            if a.waiters:
+                times.append(a.waiters[0][2])
+            if a.ask_at is not None:
+                times.append(a.ask_at + c.ask_retry_ms)
+        return min(times)
+
+    def tick(self, now: int) -> None:
+        c = self.config
+        if not self.synced and now >= self._sync_at + c.sync_retry_ms:
+            self._request_sync(now)
+        self._refresh(now)
+        for key, cm in list(self._commits.items()):
+            if now >= cm.sent_at + c.accept_retry_ms:
+                self._send_accept(key, cm, now)
+        for key, r in list(self._reclaims.items()):
+            if r.done_at is None and now >= r.started + c.reclaim_ms:
+                r.done_at = now
+                self._serve(key, now)
+        for key, a in list(self._allow.items()):
+            self._member_tick(key, a, now)
+        if now >= self._next_gossip:
+            self._next_gossip = now + c.gossip_ms
+            self._gossip(now)
+            self._collect(now)
+        self._pump(now)
+
+    # ------------------------------------------------------------------ admission (member)
+    def admit(self, lid: str, now: int, ticket: object, cost: int = 1) -> bool | None:
+        """True: admitted; False: refused; None: waiting for a grant (the verdict comes
+        out of ``take_results`` within ``wait_ms``)."""
+        ws, end = self.window(lid, now)
+        a = self._allow.get((lid, ws))
+        if a is None:
+            a = self._allow[(lid, ws)] = Allowance(end)
+        a.last_use = now
+        if not a.waiters and a.used + cost <= a.granted - a.returned:
+            a.used += cost
+            if a.ask_at is None and a.low() and not self._denied(a, now):
+                self._ask(lid, ws, a, now)
+                self._pump(now)
+            return True
+        if self._denied(a, now):
+            self.stats["refused"] += 1
+            return False
+        a.waiters.append((ticket, cost, now + self.config.wait_ms))
+        self.stats["waits"] += 1
+        self._ask(lid, ws, a, now)
+        self._pump(now)
+        return None
+
+    def window(self, lid: str, now: int) -> tuple[int, int]:
+        w = self._windows.get(lid)
+        if w is None or not w[0] <= now < w[1]:
+            start, end = window_for(self.limits[lid].duration, now, True)
+            w = self._windows[lid] = (start, end)
+        return w
+
+    def fleet_usage(self, lid: str, window: int) -> int:
+        """This member's view of the fleet's usage of a window (the CRDT's sum)."""
+        self._collect_one((lid, window))
+        u = self._usage.get((lid, window))
+        return u.total() if u is not None else 0
+
+    def allowance(self, lid: str, window: int) -> Allowance | None:
+        return self._allow.get((lid, window))
+
+    def _denied(self, a: Allowance, now: int) -> bool:
+        return a.denied_at is not None and now - a.denied_at < self.config.deny_cache_ms
+
+    def _ask(self, lid: str, ws: int, a: Allowance, now: int) -> None:
+        if a.ask_at is not None and now - a.ask_at < self.config.ask_retry_ms:
+            return  # one ask at a time: the grant answers with at least what waits by then
+        want = sum(w[1] for w in a.waiters)
+        owner = self.owner_of(lid)
+        if owner is None:
+            return
+        a.ask_at, a.asked_want = now, want
+        a.reported = a.used
+        self.stats["asks"] += 1
+        self._send(owner, Ask(lid, ws, self.me, want, a.granted, a.returned, a.used))
+
+    def _drain_waiters(self, lid: str, ws: int, a: Allowance) -> None:
+        while a.waiters and a.used + a.waiters[0][1] <= a.granted - a.returned:
+            ticket, cost, _ = a.waiters.popleft()
+            a.used += cost
+            self._results.append((ticket, True, lid, ws))
+
+    def _refuse_waiters(self, lid: str, ws: int, a: Allowance, before: int | None = None) -> None:
+        while a.waiters and (before is None or a.waiters[0][2] <= before):
+            ticket, _, _ = a.waiters.popleft()
+            self.stats["refused"] += 1
+            self._results.append((ticket, False, lid, ws))
+
+    def _member_tick(self, key: WKey, a: Allowance, now: int) -> None:
+        lid, ws = key
+        self._refuse_waiters(lid, ws, a, before=now)
+        if a.ask_at is not None and now >= a.ask_at + self.config.ask_retry_ms:
+            a.ask_at = None
+            if a.waiters or (a.low() and now < a.end_ms and not self._denied(a, now)):
+                self._ask(lid, ws, a, now)
+        spare = a.spare()
+        if spare > 0 and not a.waiters and now - a.last_use >= self.config.idle_ms:
+            self._give_back(lid, ws, a)
+
+    def _give_back(self, lid: str, ws: int, a: Allowance, owner: str | None = None) -> None:
+        """Hand every unused unit back (idle, or ``owner`` reclaims)."""
+        a.returned += max(0, a.spare())
+        owner = owner or self.owner_of(lid)
+        if owner is not None:
+            a.reported = a.used
+            self._send(owner, Return(lid, ws, self.me, a.returned, a.used))
+
+    def _on_grant(self, m: Grant, sender: str, now: int) -> None:
+        a = self._allow.get((m.lid, m.window))
+        if a is None or m.member != self.me or m.granted <= a.granted:
+            return
+        a.last_grant = m.granted - a.granted
+        a.granted = m.granted
+        a.ask_at = None
+        a.denied_at = None
+        self._drain_waiters(m.lid, m.window, a)
+        if a.waiters:
+            self._ask(m.lid, m.window, a, now)
+
+    def _on_deny(self, m: Deny, sender: str, now: int) -> None:
+        a = self._allow.get((m.lid, m.window))
+        if a is None or m.member != self.me:
+            return
+        a.denied_at = now
+        a.ask_at = None
+        self._refuse_waiters(m.lid, m.window, a)
+
+    def _on_reclaim(self, m: Reclaim, sender: str, now: int) -> None:
+        if m.member != self.me:
+            return  # meant for an earlier incarnation: its allowance died with it
+        a = self._allow.get((m.lid, m.window))
+        if a is None:
+            a = self._allow[(m.lid, m.window)] = Allowance(self._end_of(m.lid, m.window))
+        self._give_back(m.lid, m.window, a, owner=sender)
+
+    # ------------------------------------------------------------------ owner
+    def owner_of(self, lid: str) -> str | None:
+        return rendezvous.owner(lid, self.live)
+
+    def owns(self, lid: str) -> bool:
+        o = self._own.get(lid)
+        return o is not None and o.active
+
+    def _refresh(self, now: int) -> None:
+        """Take up or give up ownership as the view says."""
+        for lid in self.limits:
+            mine = self.synced and not self.draining and self.owner_of(lid) == self.name
+            o = self._own.get(lid)
+            if not mine:
+                if o is not None:
+                    self._step_down(lid, None, now, forget=True)
+                continue
+            if o is None:
+                o = self._own[lid] = _Ownership(retry_at=now)
+            if not o.active and now >= o.retry_at:
+                self._prepare(lid, o, now)
+
+    def _prepare(self, lid: str, o: _Ownership, now: int) -> None:
+        promised = self._promised.get(lid, ZERO_BALLOT)
+        o.ballot = Ballot(max(promised.round, o.seen_round) + 1, self.name)
+        self._promised[lid] = o.ballot
+        o.promises = {self.name}
+        o.retry_at = now + int(self.config.prepare_retry_ms * (1 + self._rng.random()))
+        self.stats["prepares"] += 1
+        for n in self.roster:
+            if n != self.name:
+                self._send(n, Prepare(lid, o.ballot))
+        self._maybe_activate(lid, o, now)
+
+    def _maybe_activate(self, lid: str, o: _Ownership, now: int) -> None:
+        if o.active or len(o.promises) < self.majority:
+            return
+        o.active = True
+        self.stats["takeovers"] += 1
+        # Re-commit what the majority knew, and re-send every member its grant.
+        for ws, led in list(self._ledgers.get(lid, {}).items()):
+            if self._servable(lid, ws, now):
+                grants = {m: g for m, g in led.granted.items() if g and member_name(m) in self.live}
+                self._start_commit((lid, ws), grants, now, new_units=False)
+        for key in list(self._pending):
+            if key[0] == lid:
+                self._serve(key, now)
+
+    def _step_down(self, lid: str, promised: Ballot | None, now: int, forget: bool = False) -> None:
+        o = self._own.get(lid)
+        if o is None:
+            return
+        if forget:
+            del self._own[lid]
+        else:
+            o.active = False
+            o.seen_round = max(o.seen_round, promised.round if promised else 0)
+            o.retry_at = now + int(self.config.prepare_retry_ms * (1 + self._rng.random()))
+        for table in (self._pending, self._commits, self._reclaims):
+            for key in [k for k in table if k[0] == lid]:
+                del table[key]
+
+    def _ledger(self, lid: str, ws: int) -> WindowLedger:
+        per = self._ledgers.setdefault(lid, {})
+        led = per.get(ws)
+        if led is None:
+            led = per[ws] = WindowLedger()
+        return led
+
+    def _end_of(self, lid: str, ws: int) -> int:
+        return window_for(self.limits[lid].duration, ws, True).end_ms
+
+    def _servable(self, lid: str, ws: int, now: int) -> bool:
+        """Grants for this window are still (or already) allowed (clock-skew slack)."""
+        slack = 2 * self.config.skew_ms
+        return ws <= now + slack and self._end_of(lid, ws) + slack > now
+
+    def _on_ask(self, m: Ask, sender: str, now: int) -> None:
+        o = self._own.get(m.lid)
+        if o is None or m.lid not in self.limits:
+            return  # not the owner in this view: the member re-asks whoever it sees
+        self._usage_of((m.lid, m.window)).set_own(m.member, m.used)
+        led = self._ledger(m.lid, m.window)
+        if m.returned > led.returned.get(m.member, 0):
+            led.returned[m.member] = m.returned
+        if not self._servable(m.lid, m.window, now):
+            self._send(sender, Deny(m.lid, m.window, m.member))
+            return
+        self._pending.setdefault((m.lid, m.window), {})[m.member] = (m.want, m.granted)
+        if o.active:
+            self._serve((m.lid, m.window), now)
+
+    def _serve(self, key: WKey, now: int) -> None:
+        """Grant what the pending asks of one window need, reclaim, or refuse."""
+        o = self._own.get(key[0])
+        pend = self._pending.get(key)
+        if o is None or not o.active or not pend or key in self._commits:
+            return
+        led = self._ledger(*key)
+        free = led.free(self.limits[key[0]].limit)
+        live = len(self.live)
+        grants: dict[str, int] = {}
+        new_units = False
+        for member, (want, seen) in list(pend.items()):
+            current = led.granted.get(member, 0)
+            if seen < current:  # a grant it has not seen yet: send it again
+                grants[member] = current
+                del pend[member]
+                continue
+            units = grant_size(free, want, live)
+            if units:
+                free -= units
+                new_units = True
+                grants[member] = led.granted[member] = current + units
+                del pend[member]
+        if grants:
+            self._start_commit(key, grants, now, new_units=new_units)
+        if pend:
+            self._exhausted(key, pend, now)
+
+    def _exhausted(self, key: WKey, pend: dict[str, tuple[int, int]], now: int) -> None:
+        """Nothing free for these asks: reclaim unused allowance first, refuse after."""
+        r = self._reclaims.get(key)
+        if r is not None and r.done_at is not None and now - r.done_at > self.config.deny_cache_ms:
+            r = None  # an old round: members may hold unused allowance again
+        if r is None:
+            led = self._ledger(*key)
+            usage = self._usage_of(key).by_member
+            targets = {
+                m for m in led.granted
+                if m not in pend and member_name(m) in self.live
+                and led.held(m) > usage.get(m, 0)
+            }
+            r = self._reclaims[key] = _ReclaimRound(now, targets)
+            self.stats["reclaims"] += 1
+            for m in targets:
+                self._send(member_name(m), Reclaim(key[0], key[1], m))
+            if not targets:
+                r.done_at = now
+        if r.done_at is None:
+            return
+        for member in list(pend):
+            del pend[member]
+            self.stats["denies"] += 1
+            self._send(member_name(member), Deny(key[0], key[1], member))
+
+    def _on_return(self, m: Return, sender: str, now: int) -> None:
+        key = (m.lid, m.window)
+        self._usage_of(key).set_own(m.member, m.used)
+        if m.lid not in self._own:
+            return
+        led = self._ledger(*key)
+        if m.returned > led.returned.get(m.member, 0):
+            led.returned[m.member] = m.returned
+        r = self._reclaims.get(key)
+        if r is not None and r.done_at is None:
+            r.waiting.discard(m.member)
+            if not r.waiting:
+                r.done_at = now
+        self._serve(key, now)
+
+    def _start_commit(self, key: WKey, grants: dict[str, int], now: int, new_units: bool) -> None:
+        o = self._own[key[0]]
+        cm = _Commit(o.ballot, self._ledger(*key).copy(), grants, {self.name}, now, new_units)
+        self._commits[key] = cm
+        self.stats["commits"] += 1
+        self._send_accept(key, cm, now)
+        self._maybe_committed(key, cm, now)
+
+    def _send_accept(self, key: WKey, cm: _Commit, now: int) -> None:
+        cm.sent_at = now
+        msg = Accept(key[0], cm.ballot, key[1], cm.ledger)
+        for n in self.roster:
+            if n not in cm.acks:
+                self._send(n, msg)
+
+    def _on_accepted(self, m: Accepted, sender: str, now: int) -> None:
+        key = (m.lid, m.window)
+        cm = self._commits.get(key)
+        if cm is None or m.ballot != cm.ballot:
+            return
+        if not m.ok:
+            self._step_down(m.lid, m.promised, now)
+            return
+        cm.acks.add(sender)
+        self._maybe_committed(key, cm, now)
+
+    def _maybe_committed(self, key: WKey, cm: _Commit, now: int) -> None:
+        if len(cm.acks) < self.majority or self._commits.get(key) is not cm:
+            return
+        del self._commits[key]
+        for member, granted in cm.grants.items():
+            self.stats["grants"] += 1
+            self._send(member_name(member), Grant(key[0], key[1], member, granted))
+        if cm.new_units:
+            self._reclaims.pop(key, None)  # new allowance is out: a later refusal reclaims again
+        self._serve(key, now)
+
+    # ------------------------------------------------------------------ acceptor
+    def _on_prepare(self, m: Prepare, sender: str, now: int) -> None:
+        if not self.synced:
+            return
+        promised = self._promised.get(m.lid, ZERO_BALLOT)
+        if m.ballot < promised or not self._may_take_over(m.lid, promised, sender):
+            self._send(sender, Promise(m.lid, m.ballot, False, promised))
+            return
+        self._promised[m.lid] = m.ballot
+        self._yield_to(m.lid, m.ballot, now)
+        ledgers = tuple((ws, led.copy()) for ws, led in self._ledgers.get(m.lid, {}).items())
+        self._send(sender, Promise(m.lid, m.ballot, True, m.ballot, ledgers))
+
+    def _may_take_over(self, lid: str, promised: Ballot, sender: str) -> bool:
+        """Stickiness: while the current owner looks live here, only the member this view
+        hashes to may replace it (two members with different views would otherwise keep
+        pre-empting each other's ballots and grant nothing)."""
+        current = promised.owner
+        return (
+            not current or current == sender or current not in self.live
+            or self.owner_of(lid) == sender
+        )
+
+    def _on_accept(self, m: Accept, sender: str, now: int) -> None:
+        if not self.synced:
+            return
+        promised = self._promised.get(m.lid, ZERO_BALLOT)
+        if m.ballot < promised:
+            self._send(sender, Accepted(m.lid, m.ballot, m.window, False, promised))
+            return
+        self._promised[m.lid] = m.ballot
+        self._yield_to(m.lid, m.ballot, now)
+        if sender != self.name:
+            self._ledger(m.lid, m.window).merge(m.ledger)
+        self._send(sender, Accepted(m.lid, m.ballot, m.window, True, m.ballot))
+
+    def _yield_to(self, lid: str, ballot: Ballot, now: int) -> None:
+        """Another member holds a newer ballot: stop granting under ours."""
+        o = self._own.get(lid)
+        if o is not None and o.ballot < ballot:
+            self._step_down(lid, ballot, now)
+
+    def _on_promise(self, m: Promise, sender: str, now: int) -> None:
+        o = self._own.get(m.lid)
+        if o is None or o.active or m.ballot != o.ballot:
+            return
+        if not m.ok:
+            o.seen_round = max(o.seen_round, m.promised.round)
+            return
+        for ws, led in m.ledgers:
+            self._ledger(m.lid, ws).merge(led)
+        o.promises.add(sender)
+        self._maybe_activate(m.lid, o, now)
+
+    # ------------------------------------------------------------------ sync and gossip
+    def _request_sync(self, now: int) -> None:
+        self._sync_at = now
+        for n in self.roster:
+            if n != self.name and n not in self._sync_from:
+                self._send(n, SyncRequest(self._sync_nonce))
+
+    def _on_sync_request(self, m: SyncRequest, sender: str, now: int) -> None:
+        if not self.synced:
+            return
+        states = tuple(
+            (lid, self._promised.get(lid, ZERO_BALLOT),
+             tuple((ws, led.copy()) for ws, led in self._ledgers.get(lid, {}).items()))
+            for lid in self.limits
+        )
+        self._send(sender, SyncReply(m.nonce, states))
+
+    def _on_sync_reply(self, m: SyncReply, sender: str, now: int) -> None:
+        if self.synced or m.nonce != self._sync_nonce:
+            return
+        for lid, promised, ledgers in m.states:
+            if promised > self._promised.get(lid, ZERO_BALLOT):
+                self._promised[lid] = promised
+            for ws, led in ledgers:
+                self._ledger(lid, ws).merge(led)
+        self._sync_from.add(sender)
+        # A majority of the *others*: this member's own (lost) state counts for nothing.
+        if len(self._sync_from) >= self.majority:
+            self.synced = True
+            self._refresh(now)
+
+    def _usage_of(self, key: WKey) -> UsageMap:
+        u = self._usage.get(key)
+        if u is None:
+            u = self._usage[key] = UsageMap()
+        return u
+
+    def _collect_one(self, key: WKey) -> None:
+        a = self._allow.get(key)
+        if a is not None and a.used:
+            self._usage_of(key).set_own(self.me, a.used)
+
+    def _collect(self, now: int) -> None:
+        """Own usage into the usage CRDT; forget windows long ended."""
+        gc = 6 * self.config.skew_ms
+        for key in list(self._allow):
+            self._collect_one(key)
+            a = self._allow[key]
+            if a.end_ms + gc < now:
+                self._refuse_waiters(key[0], key[1], a)
+                del self._allow[key]
+        for key in list(self._usage):
+            if self._end_of(*key) + gc < now:
+                del self._usage[key]
+        for lid, per in self._ledgers.items():
+            for ws in [ws for ws in per if self._end_of(lid, ws) + gc < now]:
+                del per[ws]
+
+    def _gossip(self, now: int) -> None:
+        """Coalesced usage deltas to the owners, and one push-pull of the usage CRDT."""
+        for (lid, ws), a in self._allow.items():
+            if a.used > a.reported:
+                owner = self.owner_of(lid)
+                if owner is not None:
+                    a.reported = a.used
+                    self._send(owner, UsageDelta(lid, ws, self.me, a.used))
+        peers = sorted(self.live - {self.name})
+        if peers:
+            self._send(self._rng.choice(peers), self._full_state(reply=False))
+
+    def _full_state(self, reply: bool) -> FullState:
+        for key in self._allow:
+            self._collect_one(key)
+        usage = tuple(
+            (lid, ws, tuple(u.by_member.items())) for (lid, ws), u in self._usage.items()
+        )
+        return FullState(usage, reply)
+
+    def _on_full_state(self, m: FullState, sender: str, now: int) -> None:
+        for lid, ws, entries in m.usage:
+            if lid in self.limits:
+                u = self._usage_of((lid, ws))
+                for member, used in entries:
+                    u.set_own(member, used)
+        if not m.reply:
+            self._send(sender, self._full_state(reply=True))
+
+    # ------------------------------------------------------------------ plumbing
+    def _send(self, to: str, message: Message) -> None:
+        if to == self.name:
+            self._inbox.append((message, to))
+        else:
+            self.stats["sent"] += 1
+            self._outgoing.append(Send(to, message))
+
+    def _pump(self, now: int) -> None:
+        """Handle queued messages, including the ones this member sent itself."""
+        while self._inbox:
+            message, sender = self._inbox.popleft()
+            self._dispatch(message, sender, now)
+
+    def _dispatch(self, m: Message, sender: str, now: int) -> None:
+        lid = getattr(m, "lid", None)
+        if lid is not None and lid not in self.limits:
+            return  # a limit this member does not know (yet): the sender retries
+        self._handlers[type(m)](m, sender, now)
+
+    def _on_usage_delta(self, m: UsageDelta, sender: str, now: int) -> None:
+        self._usage_of((m.lid, m.window)).set_own(m.member, m.used)

@@ -1,0 +1,262 @@
+"""A seeded, virtual-clock simulation of fleet-wide counters (``escrow.py``), like
+``cluster/sim.py`` is for membership: many ``EscrowNode``\\ s in one process, no sockets, no
+real time, reproducible bit for bit from the seed.
+
+Faults: per-message loss, duplication and a delay range (a wide range reorders); partitions
+(``partition(groups)`` / ``heal()``); ``crash`` and ``restart`` (a new incarnation that must
+sync first); a fixed clock offset per member (skew). Membership is not simulated here (the
+cluster's SWIM is, in ``cluster/sim.py``): each member's view of who is live follows the
+truth after a random failure-detection delay, so views disagree for a while, as they do.
+
+Every admission is recorded under the window the admitting member computed, so
+``violations()`` checks the invariant Σ admitted ≤ limit per (limit, window).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from random import Random
+
+from rainbridge.counters.escrow import EscrowConfig, EscrowNode, Limit
+from rainbridge.counters.escrow_messages import Message, Send
+
+START_MS = 1_800_000_000_000  # a round epoch: windows of 10 s start at t = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    loss: float = 0.0  # probability a message is lost
+    duplicate: float = 0.0  # probability a message is delivered twice
+    delay: tuple[float, float] = (0.0005, 0.002)  # one-way delay range, seconds
+    detect: tuple[float, float] = (0.5, 1.5)  # failure detection (and rejoin) delay, seconds
+    skew_ms: int = 0  # each member's clock is off by a uniform value in ±skew_ms
+
+
+class SimMember:
+    __slots__ = ("crashed", "incarnation", "name", "node", "skew_ms", "tick_at")
+
+    def __init__(self, name: str, node: EscrowNode, skew_ms: int, incarnation: int) -> None:
+        self.name = name
+        self.node = node
+        self.skew_ms = skew_ms
+        self.incarnation = incarnation
+        self.crashed = False
+        self.tick_at: float | None = None
+
+
+class EscrowSim:
+    def __init__(
+        self,
+        n: int,
+        limits: Iterable[Limit],
+        seed: int = 0,
+        faults: Faults | None = None,
+        config: EscrowConfig | None = None,
+    ) -> None:
+        self.rng = Random(seed)
+        self.faults = faults or Faults()
+        self.config = config or EscrowConfig()
+        self.limits = {lim.lid: lim for lim in limits}
+        self.now = 0.0
+        self.names = [f"n{i}" for i in range(n)]
+        self.members: dict[str, SimMember] = {}
+        self.admitted: Counter[tuple[str, int]] = Counter()
+        self.admitted_by: Counter[tuple[str, str, int]] = Counter()  # (member, lid, window)
+        self.refused: Counter[tuple[str, int]] = Counter()
+        self.requests: Counter[str] = Counter()
+        self.unserved = 0  # requests sent to a crashed member
+        self.messages: Counter[str] = Counter()
+        self._groups: dict[str, int] = {}
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._tickets = itertools.count()
+        for name in self.names:
+            skew = self.rng.randint(-self.faults.skew_ms, self.faults.skew_ms)
+            self._start(name, skew, incarnation=1, synced=True)
+        for m in self.members.values():
+            self._refresh_view(m)
+
+    # ------------------------------------------------------------------ set-up and faults
+    def _start(self, name: str, skew_ms: int, incarnation: int, synced: bool) -> SimMember:
+        now_ms = self._clock(skew_ms)
+        node = EscrowNode(
+            name, incarnation, self.limits.values(), self.names,
+            Random(self.rng.getrandbits(64)), now_ms, self.config, synced=synced,
+        )
+        m = self.members[name] = SimMember(name, node, skew_ms, incarnation)
+        node.set_view(self._truth(name), now_ms)
+        self._after(m)
+        return m
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        self._groups = {name: i for i, group in enumerate(groups) for name in group}
+        self._views_follow()
+
+    def heal(self) -> None:
+        self._groups = {}
+        self._views_follow()
+
+    def crash(self, name: str) -> None:
+        self.members[name].crashed = True
+        self._views_follow()
+
+    def restart(self, name: str) -> None:
+        """A new process under the same name: new incarnation, empty state, syncs first."""
+        old = self.members[name]
+        old.crashed = True
+        self._start(name, old.skew_ms, old.incarnation + 1, synced=False)
+        self._views_follow()
+
+    def owner_of(self, lid: str) -> str | None:
+        """The owner a majority-side member would pick now (truth, not a view)."""
+        from rainbridge.counters.rendezvous import owner
+
+        return owner(lid, [n for n, m in self.members.items() if not m.crashed])
+
+    # ------------------------------------------------------------------ load
+    def request(self, name: str, lid: str) -> None:
+        m = self.members[name]
+        self.requests[lid] += 1
+        if m.crashed:
+            self.unserved += 1
+            return
+        now_ms = self._clock(m.skew_ms)
+        ws = m.node.window(lid, now_ms)[0]
+        verdict = m.node.admit(lid, now_ms, next(self._tickets))
+        if verdict is True:
+            self._record(name, lid, ws, True)
+        elif verdict is False:
+            self._record(name, lid, ws, False)
+        self._after(m)
+
+    def load(
+        self, lid: str, rate: float, start: float, end: float, *, hot: str | None = None,
+        hot_share: float = 0.0, targets: list[str] | None = None,
+    ) -> None:
+        """Poisson arrivals at ``rate``/s over [start, end); each to a random member (or to
+        ``hot`` with probability ``hot_share``)."""
+        names = targets or self.names
+        t = start
+        while True:
+            t += self.rng.expovariate(rate)
+            if t >= end:
+                return
+            if hot is not None and self.rng.random() < hot_share:
+                target = hot
+            else:
+                target = self.rng.choice(names)
+            self.at(t, lambda target=target: self.request(target, lid))
+
+    # ------------------------------------------------------------------ clock
+    def at(self, when: float, work: Callable[[], None]) -> None:
+        heapq.heappush(self._queue, (when, next(self._seq), work))
+
+    def run_until(self, when: float) -> None:
+        while self._queue and self._queue[0][0] <= when:
+            t, _, work = heapq.heappop(self._queue)
+            self.now = t
+            work()
+        self.now = max(self.now, when)
+
+    # ------------------------------------------------------------------ results
+    def violations(self) -> dict[tuple[str, int], int]:
+        """(lid, window) → admitted, wherever more than the limit was admitted."""
+        return {k: v for k, v in self.admitted.items() if v > self.limits[k[0]].limit}
+
+    def window_starts(self, lid: str, start: float, end: float) -> list[int]:
+        """Window starts (ms) that lie wholly inside [start, end) of simulated time."""
+        length = self._window_len(lid)
+        first = START_MS + int(start * 1000)
+        first += -first % length
+        return list(range(first, START_MS + int(end * 1000) - length + 1, length))
+
+    def _window_len(self, lid: str) -> int:
+        node = next(iter(self.members.values())).node
+        ws, end = node.window(lid, START_MS)
+        return end - ws
+
+    def stat(self, name: str) -> int:
+        return sum(m.node.stats[name] for m in self.members.values())
+
+    # ------------------------------------------------------------------ plumbing
+    def _clock(self, skew_ms: int) -> int:
+        return START_MS + round(self.now * 1000) + skew_ms
+
+    def _sim_time(self, m: SimMember, local_ms: int) -> float:
+        return (local_ms - m.skew_ms - START_MS) / 1000
+
+    def _current(self, m: SimMember) -> bool:
+        return not m.crashed and self.members.get(m.name) is m
+
+    def _reachable(self, a: str, b: str) -> bool:
+        ga, gb = self._groups.get(a), self._groups.get(b)
+        return ga is None or gb is None or ga == gb
+
+    def _truth(self, observer: str) -> set[str]:
+        return {
+            n for n, m in self.members.items()
+            if not m.crashed and self._reachable(observer, n)
+        } | {observer}
+
+    def _views_follow(self) -> None:
+        """Each live member's view catches up with the truth after a detection delay."""
+        lo, hi = self.faults.detect
+        for m in self.members.values():
+            if self._current(m):
+                self.at(self.now + self.rng.uniform(lo, hi), lambda m=m: self._refresh_view(m))
+
+    def _refresh_view(self, m: SimMember) -> None:
+        if not self._current(m):
+            return
+        m.node.set_view(self._truth(m.name), self._clock(m.skew_ms))
+        self._after(m)
+
+    def _record(self, name: str, lid: str, ws: int, ok: bool) -> None:
+        if ok:
+            self.admitted[(lid, ws)] += 1
+            self.admitted_by[(name, lid, ws)] += 1
+        else:
+            self.refused[(lid, ws)] += 1
+
+    def _after(self, m: SimMember) -> None:
+        node = m.node
+        for _ticket, ok, lid, ws in node.take_results():
+            self._record(m.name, lid, ws, ok)
+        for send in node.take_outgoing():
+            self._send(m, send)
+        if not self._current(m):
+            return
+        when = max(self._sim_time(m, node.next_deadline()), self.now)
+        if m.tick_at is None or when < m.tick_at:
+            m.tick_at = when
+            self.at(when, lambda: self._tick(m, when))
+
+    def _tick(self, m: SimMember, when: float) -> None:
+        if m.tick_at != when or not self._current(m):
+            return
+        m.tick_at = None
+        m.node.tick(self._clock(m.skew_ms))
+        self._after(m)
+
+    def _send(self, src: SimMember, send: Send) -> None:
+        f = self.faults
+        self.messages[type(send.message).__name__] += 1
+        copies = 2 if f.duplicate and self.rng.random() < f.duplicate else 1
+        for _ in range(copies):
+            if f.loss and self.rng.random() < f.loss:
+                continue
+            if not self._reachable(src.name, send.to):
+                continue
+            delay = self.rng.uniform(*f.delay)
+            self.at(self.now + delay, lambda: self._deliver(send.to, send.message, src.name))
+
+    def _deliver(self, to: str, message: Message, sender: str) -> None:
+        m = self.members.get(to)
+        if m is None or not self._current(m) or not self._reachable(sender, to):
+            return
+        m.node.handle(message, sender, self._clock(m.skew_ms))
+        self._after(m)
