@@ -10,7 +10,13 @@ integer units (requests, tokens, micro-USD); no float ever gets subtracted.
 - ``WindowLedger``: the grant ledger of one counter window: ``granted[m]`` (written by the
   owner: everything ever granted to member-incarnation ``m``) and ``returned[m]`` (written by
   ``m``: everything it handed back). Outstanding allowance = Σ granted − Σ returned; an owner
-  never lets it exceed the limit, which bounds Σ admitted.
+  never lets it exceed the limit, which bounds Σ admitted. ``returned`` is a plain max-merged
+  vector (a member's hand-back is a fact). ``granted`` is stamped with the ``Ballot`` it was
+  proposed under and merges lexicographically: the higher ballot's vector wins, equal ballots
+  merge by max (one owner's proposals only grow). That is still a join (commutative,
+  associative, idempotent) and it is what makes take-over safe: tentative grants a deposed
+  owner never got a majority for are superseded instead of being summed in (Paxos's "adopt
+  the value of the highest ballot").
 - ``Ballot``: the owner epoch, ``(round, owner name)`` ordered as a tuple (fencing: an acceptor
   that promised a ballot rejects every older one).
 """
@@ -77,21 +83,32 @@ class UsageMap:
 class WindowLedger:
     """The grant ledger of one counter window (see the module docstring)."""
 
-    __slots__ = ("granted", "returned")
+    __slots__ = ("ballot", "granted", "returned")
 
     def __init__(
-        self, granted: Mapping[str, int] | None = None, returned: Mapping[str, int] | None = None
+        self,
+        granted: Mapping[str, int] | None = None,
+        returned: Mapping[str, int] | None = None,
+        ballot: Ballot = ZERO_BALLOT,
     ) -> None:
         self.granted: dict[str, int] = dict(granted or {})
         self.returned: dict[str, int] = dict(returned or {})
+        self.ballot = ballot
 
     def merge(self, other: WindowLedger) -> bool:
-        g = absorb_max(self.granted, other.granted)
+        """Join ``other`` into this ledger; True if anything changed."""
         r = absorb_max(self.returned, other.returned)
-        return g or r
+        if other.ballot > self.ballot:
+            changed = other.ballot != self.ballot or _norm(other.granted) != _norm(self.granted)
+            self.ballot = other.ballot
+            self.granted = dict(other.granted)
+            return changed or r
+        if other.ballot == self.ballot:
+            return absorb_max(self.granted, other.granted) or r
+        return r
 
     def copy(self) -> WindowLedger:
-        return WindowLedger(self.granted, self.returned)
+        return WindowLedger(self.granted, self.returned, self.ballot)
 
     def outstanding(self) -> int:
         """Allowance handed out and not handed back (an upper bound of what members may
@@ -108,12 +125,13 @@ class WindowLedger:
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, WindowLedger)
+            and self.ballot == other.ballot
             and _norm(self.granted) == _norm(other.granted)
             and _norm(self.returned) == _norm(other.returned)
         )
 
     def __repr__(self) -> str:
-        return f"WindowLedger(granted={self.granted!r}, returned={self.returned!r})"
+        return f"WindowLedger({self.granted!r}, {self.returned!r}, {self.ballot!r})"
 
 
 def _norm(vector: Mapping[str, int]) -> dict[str, int]:

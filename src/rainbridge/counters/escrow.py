@@ -355,6 +355,9 @@ class EscrowNode:
     def allowance(self, lid: str, window: int) -> Allowance | None:
         return self._allow.get((lid, window))
 
+    def allowances(self) -> list[tuple[WKey, Allowance]]:
+        return list(self._allow.items())
+
     def _denied(self, a: Allowance, now: int) -> bool:
         return a.denied_at is not None and now - a.denied_at < self.config.deny_cache_ms
 
@@ -468,8 +471,10 @@ class EscrowNode:
             return
         o.active = True
         self.stats["takeovers"] += 1
-        # Re-commit what the majority knew, and re-send every member its grant.
+        # Adopt what the majority knew (highest ballot's grants) under our ballot, re-commit
+        # it and re-send every member its grant.
         for ws, led in list(self._ledgers.get(lid, {}).items()):
+            led.ballot = o.ballot
             if self._servable(lid, ws, now):
                 grants = {m: g for m, g in led.granted.items() if g and member_name(m) in self.live}
                 self._start_commit((lid, ws), grants, now, new_units=False)
@@ -528,6 +533,11 @@ class EscrowNode:
         if o is None or not o.active or not pend or key in self._commits:
             return
         led = self._ledger(*key)
+        if led.ballot != o.ballot:
+            if led.ballot > o.ballot:
+                self._step_down(key[0], led.ballot, now)
+                return
+            led.ballot = o.ballot  # a window no acceptor of our quorum had: nothing granted
         free = led.free(self.limits[key[0]].limit)
         live = len(self.live)
         grants: dict[str, int] = {}
@@ -592,15 +602,25 @@ class EscrowNode:
 
     def _start_commit(self, key: WKey, grants: dict[str, int], now: int, new_units: bool) -> None:
         o = self._own[key[0]]
-        cm = _Commit(o.ballot, self._ledger(*key).copy(), grants, {self.name}, now, new_units)
+        cm = _Commit(o.ballot, self._ledger(*key).copy(), grants, {self.name}, -1, new_units)
         self._commits[key] = cm
         self.stats["commits"] += 1
         self._send_accept(key, cm, now)
         self._maybe_committed(key, cm, now)
 
     def _send_accept(self, key: WKey, cm: _Commit, now: int) -> None:
+        """First to just enough live members for a majority (the key's successors, so
+        the same few hold the ledger), then, if acks are missing, to everyone not acked."""
+        first = cm.sent_at == -1
         cm.sent_at = now
         msg = Accept(key[0], cm.ballot, key[1], cm.ledger)
+        if first:
+            others = [n for n in rendezvous.ranking(key[0], self.live) if n != self.name]
+            targets = others[: self.majority - 1]
+            if len(targets) == self.majority - 1:
+                for n in targets:
+                    self._send(n, msg)
+                return
         for n in self.roster:
             if n not in cm.acks:
                 self._send(n, msg)

@@ -56,8 +56,15 @@ class EscrowSim:
         seed: int = 0,
         faults: Faults | None = None,
         config: EscrowConfig | None = None,
+        *,
+        strict: bool = False,
     ) -> None:
+        """``strict``: after every event, record the largest Σ (granted − returned) the
+        members (crashed ones included) hold per window, in ``peak_outstanding``."""
         self.rng = Random(seed)
+        self.strict = strict
+        self.peak_outstanding: Counter[tuple[str, int]] = Counter()
+        self.processes: list[SimMember] = []
         self.faults = faults or Faults()
         self.config = config or EscrowConfig()
         self.limits = {lim.lid: lim for lim in limits}
@@ -88,6 +95,7 @@ class EscrowSim:
             Random(self.rng.getrandbits(64)), now_ms, self.config, synced=synced,
         )
         m = self.members[name] = SimMember(name, node, skew_ms, incarnation)
+        self.processes.append(m)
         node.set_view(self._truth(name), now_ms)
         self._after(m)
         return m
@@ -160,6 +168,8 @@ class EscrowSim:
             t, _, work = heapq.heappop(self._queue)
             self.now = t
             work()
+            if self.strict:
+                self._track_outstanding()
         self.now = max(self.now, when)
 
     # ------------------------------------------------------------------ results
@@ -169,12 +179,21 @@ class EscrowSim:
 
     def window_starts(self, lid: str, start: float, end: float) -> list[int]:
         """Window starts (ms) that lie wholly inside [start, end) of simulated time."""
-        length = self._window_len(lid)
+        length = self.window_len(lid)
         first = START_MS + int(start * 1000)
         first += -first % length
         return list(range(first, START_MS + int(end * 1000) - length + 1, length))
 
-    def _window_len(self, lid: str) -> int:
+    def _track_outstanding(self) -> None:
+        totals: Counter[tuple[str, int]] = Counter()
+        for m in self.processes:
+            for key, a in m.node.allowances():
+                totals[key] += a.granted - a.returned
+        for key, v in totals.items():
+            if v > self.peak_outstanding[key]:
+                self.peak_outstanding[key] = v
+
+    def window_len(self, lid: str) -> int:
         node = next(iter(self.members.values())).node
         ws, end = node.window(lid, START_MS)
         return end - ws
@@ -260,3 +279,39 @@ class EscrowSim:
             return
         m.node.handle(message, sender, self._clock(m.skew_ms))
         self._after(m)
+
+
+def fault_scenario(
+    seed: int, limits: Iterable[Limit], *, until: float = 45.0, strict: bool = False
+) -> EscrowSim:
+    """The seeded fault run: 3-20 members, 4x the limits' rate for 40 s (uniform or 80 % on
+    one member), loss up to 25 %, duplication up to 5 %, delays up to 30 ms (reordering),
+    ±2 s clock skew; a 1/3 : 2/3 partition at 7-14 s, then the owner of the first limit
+    crashes at 17 s and restarts at 21 s."""
+    limits = list(limits)
+    r = Random(seed)
+    n = r.randint(3, 20)
+    faults = Faults(
+        loss=r.uniform(0, 0.25), duplicate=r.uniform(0, 0.05),
+        delay=(0.0005, r.uniform(0.002, 0.03)), skew_ms=2000,
+    )
+    sim = EscrowSim(n, limits, seed=seed, faults=faults, strict=strict)
+    hot = r.choice(sim.names) if r.random() < 0.5 else None
+    for lim in limits:
+        sim.load(lim.lid, 4 * lim.limit / (sim.window_len(lim.lid) / 1000), 0, 40,
+                 hot=hot, hot_share=0.8)
+    names = list(sim.names)
+    r.shuffle(names)
+    cut = len(names) // 3
+    sim.run_until(7)
+    sim.partition(names[:cut], names[cut:])
+    sim.run_until(14)
+    sim.heal()
+    sim.run_until(17)
+    victim = sim.owner_of(limits[0].lid)
+    if victim is not None:
+        sim.crash(victim)
+        sim.run_until(21)
+        sim.restart(victim)
+    sim.run_until(until)
+    return sim
