@@ -173,8 +173,8 @@ def test_window_leftovers_vanish_with_the_window():
 
 def test_fleet_usage_converges_to_the_true_sum_despite_loss():
     sim = EscrowSim(6, [A], seed=11, faults=Faults(loss=0.2, duplicate=0.05))
-    sim.load(A.lid, 3, 0, 8)
-    sim.run_until(9.9)
+    sim.load(A.lid, 6, 0, 4)
+    sim.run_until(9.9)  # about six push-pull rounds after the last admission
     truth = sim.admitted[(A.lid, W0)]
     assert truth > 10
     assert [m.node.fleet_usage(A.lid, W0) for m in sim.members.values()] == [truth] * 6

@@ -115,10 +115,12 @@ class EscrowConfig:
     prepare_retry_ms: int = 100  # a failed Prepare is retried after 1-2× this
     sync_retry_ms: int = 200  # an unfinished SyncRequest is sent again
     reclaim_ms: int = 25  # how long a reclaim round waits for Returns before refusing
-    deny_cache_ms: int = 500  # a member told "limit reached" refuses locally this long
+    deny_cache_ms: int = 500  # a member told "limit reached" refuses locally this long,
+    deny_cache_max_ms: int = 4000  # doubling with every further refusal up to this
     idle_ms: int = 2000  # allowance unused this long is handed back
     gossip_ms: int = 1000  # usage deltas and one push-pull per interval
     skew_ms: int = 2000  # clock skew tolerated between members
+    acceptors: int = 5  # members per limit that hold its ledger (majority: 3 of 5)
 
 
 class Allowance:
@@ -128,6 +130,7 @@ class Allowance:
         "ask_at",
         "asked_want",
         "denied_at",
+        "deny_ms",
         "end_ms",
         "granted",
         "last_grant",
@@ -149,6 +152,7 @@ class Allowance:
         self.ask_at: int | None = None  # an Ask is outstanding since then
         self.asked_want = 0
         self.denied_at: int | None = None
+        self.deny_ms = 0  # how long the last refusal is cached
         self.waiters: deque[tuple[object, int, int]] = deque()  # (ticket, cost, deadline)
 
     def spare(self) -> int:
@@ -223,8 +227,12 @@ class EscrowNode:
         self.me = f"{name}:{incarnation}"
         self.limits = {lim.lid: lim for lim in limits}
         self.roster = tuple(roster)
-        self.majority = len(self.roster) // 2 + 1
         self.config = config or EscrowConfig()
+        # Each limit's acceptor group: the first few of the roster by rendezvous rank.
+        self.acceptors = {
+            lid: tuple(rendezvous.ranking(lid, self.roster)[: self.config.acceptors])
+            for lid in self.limits
+        }
         self.synced = synced
         self.draining = False
         self.live: frozenset[str] = frozenset(self.roster)
@@ -359,7 +367,7 @@ class EscrowNode:
         return list(self._allow.items())
 
     def _denied(self, a: Allowance, now: int) -> bool:
-        return a.denied_at is not None and now - a.denied_at < self.config.deny_cache_ms
+        return a.denied_at is not None and now - a.denied_at < a.deny_ms
 
     def _ask(self, lid: str, ws: int, a: Allowance, now: int) -> None:
         if a.ask_at is not None and now - a.ask_at < self.config.ask_retry_ms:
@@ -412,6 +420,7 @@ class EscrowNode:
         a.granted = m.granted
         a.ask_at = None
         a.denied_at = None
+        a.deny_ms = 0
         self._drain_waiters(m.lid, m.window, a)
         if a.waiters:
             self._ask(m.lid, m.window, a, now)
@@ -421,6 +430,7 @@ class EscrowNode:
         if a is None or m.member != self.me:
             return
         a.denied_at = now
+        a.deny_ms = min(max(self.config.deny_cache_ms, 2 * a.deny_ms), self.config.deny_cache_max_ms)
         a.ask_at = None
         self._refuse_waiters(m.lid, m.window, a)
 
@@ -458,16 +468,16 @@ class EscrowNode:
         promised = self._promised.get(lid, ZERO_BALLOT)
         o.ballot = Ballot(max(promised.round, o.seen_round) + 1, self.name)
         self._promised[lid] = o.ballot
-        o.promises = {self.name}
+        o.promises = {self.name} & set(self.acceptors[lid])
         o.retry_at = now + int(self.config.prepare_retry_ms * (1 + self._rng.random()))
         self.stats["prepares"] += 1
-        for n in self.roster:
+        for n in self.acceptors[lid]:
             if n != self.name:
                 self._send(n, Prepare(lid, o.ballot))
         self._maybe_activate(lid, o, now)
 
     def _maybe_activate(self, lid: str, o: _Ownership, now: int) -> None:
-        if o.active or len(o.promises) < self.majority:
+        if o.active or len(o.promises) < self.majority(lid):
             return
         o.active = True
         self.stats["takeovers"] += 1
@@ -602,26 +612,29 @@ class EscrowNode:
 
     def _start_commit(self, key: WKey, grants: dict[str, int], now: int, new_units: bool) -> None:
         o = self._own[key[0]]
-        cm = _Commit(o.ballot, self._ledger(*key).copy(), grants, {self.name}, -1, new_units)
+        acks = {self.name} & set(self.acceptors[key[0]])
+        cm = _Commit(o.ballot, self._ledger(*key).copy(), grants, acks, -1, new_units)
         self._commits[key] = cm
         self.stats["commits"] += 1
         self._send_accept(key, cm, now)
         self._maybe_committed(key, cm, now)
 
     def _send_accept(self, key: WKey, cm: _Commit, now: int) -> None:
-        """First to just enough live members for a majority (the key's successors, so
-        the same few hold the ledger), then, if acks are missing, to everyone not acked."""
+        """First to just enough live acceptors for a majority, then, if acks are missing,
+        to every acceptor not acked yet."""
+        lid = key[0]
         first = cm.sent_at == -1
         cm.sent_at = now
-        msg = Accept(key[0], cm.ballot, key[1], cm.ledger)
+        msg = Accept(lid, cm.ballot, key[1], cm.ledger)
+        group = self.acceptors[lid]
         if first:
-            others = [n for n in rendezvous.ranking(key[0], self.live) if n != self.name]
-            targets = others[: self.majority - 1]
-            if len(targets) == self.majority - 1:
-                for n in targets:
+            need = self.majority(lid) - len(cm.acks)
+            live = [n for n in group if n in self.live and n not in cm.acks]
+            if len(live) >= need:
+                for n in live[:need]:
                     self._send(n, msg)
                 return
-        for n in self.roster:
+        for n in group:
             if n not in cm.acks:
                 self._send(n, msg)
 
@@ -637,7 +650,7 @@ class EscrowNode:
         self._maybe_committed(key, cm, now)
 
     def _maybe_committed(self, key: WKey, cm: _Commit, now: int) -> None:
-        if len(cm.acks) < self.majority or self._commits.get(key) is not cm:
+        if len(cm.acks) < self.majority(key[0]) or self._commits.get(key) is not cm:
             return
         del self._commits[key]
         for member, granted in cm.grants.items():
@@ -702,11 +715,30 @@ class EscrowNode:
         self._maybe_activate(m.lid, o, now)
 
     # ------------------------------------------------------------------ sync and gossip
+    def majority(self, lid: str) -> int:
+        return len(self.acceptors[lid]) // 2 + 1
+
+    def _sync_groups(self) -> list[tuple[str, ...]]:
+        """The acceptor groups this member belongs to (only those need its state)."""
+        return [g for g in self.acceptors.values() if self.name in g]
+
     def _request_sync(self, now: int) -> None:
         self._sync_at = now
-        for n in self.roster:
-            if n != self.name and n not in self._sync_from:
-                self._send(n, SyncRequest(self._sync_nonce))
+        if self._synced_enough():
+            return
+        peers = {n for g in self._sync_groups() for n in g}
+        for n in sorted(peers - self._sync_from - {self.name}):
+            self._send(n, SyncRequest(self._sync_nonce))
+
+    def _synced_enough(self) -> bool:
+        """A majority of the *other* acceptors of each group answered (this member's own,
+        lost, state counts for nothing)."""
+        ok = all(
+            len(self._sync_from & set(g)) >= len(g) // 2 + 1 for g in self._sync_groups()
+        )
+        if ok:
+            self.synced = True
+        return ok
 
     def _on_sync_request(self, m: SyncRequest, sender: str, now: int) -> None:
         if not self.synced:
@@ -727,9 +759,7 @@ class EscrowNode:
             for ws, led in ledgers:
                 self._ledger(lid, ws).merge(led)
         self._sync_from.add(sender)
-        # A majority of the *others*: this member's own (lost) state counts for nothing.
-        if len(self._sync_from) >= self.majority:
-            self.synced = True
+        if self._synced_enough():
             self._refresh(now)
 
     def _usage_of(self, key: WKey) -> UsageMap:
@@ -758,6 +788,9 @@ class EscrowNode:
         for lid, per in self._ledgers.items():
             for ws in [ws for ws in per if self._end_of(lid, ws) + gc < now]:
                 del per[ws]
+        for table in (self._pending, self._commits, self._reclaims):
+            for key in [k for k in table if self._end_of(*k) + gc < now]:
+                del table[key]
 
     def _gossip(self, now: int) -> None:
         """Coalesced usage deltas to the owners, and one push-pull of the usage CRDT."""

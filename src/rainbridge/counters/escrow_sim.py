@@ -198,6 +198,27 @@ class EscrowSim:
         ws, end = node.window(lid, START_MS)
         return end - ws
 
+    def summary(self, start: float, end: float) -> dict[str, float]:
+        """Coordination cost and under-admission over the windows wholly inside
+        [start, end): messages per admitted request (all, and without the background
+        push-pull), and how far admissions fell short of min(limit, requests offered)."""
+        admitted = short = target = 0
+        for lid, lim in self.limits.items():
+            for ws in self.window_starts(lid, start, end):
+                got = self.admitted[(lid, ws)]
+                offered = got + self.refused[(lid, ws)]
+                admitted += got
+                target += min(lim.limit, offered)
+                short += max(0, min(lim.limit, offered) - got)
+        total = sum(self.messages.values())
+        background = self.messages["FullState"]
+        return {
+            "admitted": admitted,
+            "messages_per_admitted": total / max(1, admitted),
+            "coordination_per_admitted": (total - background) / max(1, admitted),
+            "under_admission_pct": 100 * short / max(1, target),
+        }
+
     def stat(self, name: str) -> int:
         return sum(m.node.stats[name] for m in self.members.values())
 
