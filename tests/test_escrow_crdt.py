@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from rainbridge.counters import rendezvous
 from rainbridge.counters.crdt import Ballot, UsageMap, WindowLedger, merge_max
-from rainbridge.counters.escrow import grant_size
+from rainbridge.counters.escrow import backoff, grant_size
 
 MEMBERS = st.sampled_from(["n0:1", "n1:1", "n2:1", "n2:2", "n3:1"])
 VECTORS = st.dictionaries(MEMBERS, st.integers(0, 1000), max_size=5)
@@ -88,6 +88,14 @@ def test_ledger_of_one_ballot_merges_grants_by_max():
 )
 def test_grant_size(free, want, live, units):
     assert grant_size(free, want, live) == units
+
+
+@pytest.mark.parametrize(
+    ("base", "tries", "cap", "wait"),
+    [(15, 0, 1000, 15), (15, 1, 1000, 30), (15, 6, 1000, 960), (15, 7, 1000, 1000), (100, 99, 2000, 2000)],
+)
+def test_retry_backoff(base, tries, cap, wait):
+    assert backoff(base, tries, cap) == wait
 
 
 @pytest.mark.parametrize(

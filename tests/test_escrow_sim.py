@@ -134,7 +134,7 @@ def test_restarted_member_neither_promises_nor_owns_before_it_synced():
     sim = EscrowSim(3, [A], seed=6)
     owner = sim.owner_of(A.lid)
     sim.run_until(1)
-    round_before = sim.members[owner].node._own[A.lid].ballot.round
+    round_before = sim.members[owner].node.acceptor.promised_for(A.lid).round
     sim.partition([owner], _others(sim, owner))
     sim.restart(owner)
     sim.run_until(4)
@@ -144,7 +144,7 @@ def test_restarted_member_neither_promises_nor_owns_before_it_synced():
     sim.heal()
     sim.run_until(7)
     assert node.synced and node.owns(A.lid)  # it hashes highest again, so it takes over
-    assert node._own[A.lid].ballot.round > round_before + 1
+    assert node.acceptor.promised_for(A.lid).round > round_before + 1
 
 
 def test_idle_member_hands_its_allowance_back():
@@ -158,7 +158,7 @@ def test_idle_member_hands_its_allowance_back():
     sim.run_until(3.5)
     assert a.spare() == 0 and a.returned > 0
     owner = sim.members[sim.owner_of(A.lid)].node
-    assert owner._ledgers[A.lid][W0].returned[f"{idle}:1"] == a.returned
+    assert owner.acceptor.windows(A.lid)[W0].returned[f"{idle}:1"] == a.returned
 
 
 def test_window_leftovers_vanish_with_the_window():
@@ -168,7 +168,7 @@ def test_window_leftovers_vanish_with_the_window():
     assert any(m.node.allowance(A.lid, W0) for m in sim.processes)
     sim.run_until(10 + 6 * 2 + 1.5)  # the end, the skew slack, one gossip interval
     assert not any(m.node.allowance(A.lid, W0) for m in sim.processes)
-    assert not any(W0 in m.node._ledgers.get(A.lid, {}) for m in sim.processes)
+    assert not any(W0 in m.node.acceptor.windows(A.lid) for m in sim.processes)
 
 
 def test_fleet_usage_converges_to_the_true_sum_despite_loss():
@@ -188,4 +188,4 @@ def test_member_whose_clock_runs_ahead_is_granted_in_the_next_window():
     sim.load(A.lid, 20, 8.2, 9.8, targets=[ahead])
     sim.run_until(9.8)  # the owner's clock has not reached the window yet
     assert sim.admitted_by[(ahead, A.lid, W1)] > 10
-    assert sim.members[owner].node._ledgers[A.lid][W1].granted[f"{ahead}:1"] > 0
+    assert sim.members[owner].node.acceptor.windows(A.lid)[W1].granted[f"{ahead}:1"] > 0

@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rainbridge.counters import rendezvous
+from rainbridge.counters.acceptor import Acceptor
 from rainbridge.counters.crdt import ZERO_BALLOT, Ballot, UsageMap, WindowLedger
 from rainbridge.counters.escrow_messages import (
     Accept,
@@ -110,9 +111,11 @@ class Limit:
 @dataclass(frozen=True, slots=True)
 class EscrowConfig:
     wait_ms: int = 50  # an admission short of allowance waits this long for a grant
+    # Retries double from these up to ``retry_cap_ms`` (a partition costs few messages):
     ask_retry_ms: int = 15  # an unanswered Ask is sent again after this
     accept_retry_ms: int = 15  # an Accept not yet acked by a majority is sent again
     prepare_retry_ms: int = 100  # a failed Prepare is retried after 1-2× this
+    retry_cap_ms: int = 1000
     sync_retry_ms: int = 200  # an unfinished SyncRequest is sent again
     reclaim_ms: int = 25  # how long a reclaim round waits for Returns before refusing
     deny_cache_ms: int = 500  # a member told "limit reached" refuses locally this long,
@@ -128,6 +131,7 @@ class Allowance:
 
     __slots__ = (
         "ask_at",
+        "ask_tries",
         "asked_want",
         "denied_at",
         "deny_ms",
@@ -151,6 +155,7 @@ class Allowance:
         self.last_use = 0
         self.ask_at: int | None = None  # an Ask is outstanding since then
         self.asked_want = 0
+        self.ask_tries = 0  # unanswered asks in a row (their retries back off)
         self.denied_at: int | None = None
         self.deny_ms = 0  # how long the last refusal is cached
         self.waiters: deque[tuple[object, int, int]] = deque()  # (ticket, cost, deadline)
@@ -170,6 +175,7 @@ class _Ownership:
     promises: set[str] = field(default_factory=set)
     retry_at: int = 0
     seen_round: int = 0
+    tries: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -180,6 +186,7 @@ class _Commit:
     acks: set[str]
     sent_at: int
     new_units: bool
+    tries: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -187,6 +194,11 @@ class _ReclaimRound:
     started: int
     waiting: set[str]
     done_at: int | None = None
+
+
+def backoff(base_ms: int, tries: int, cap_ms: int) -> int:
+    """The wait before retry number ``tries + 1``: ``base_ms`` doubling, at most ``cap_ms``."""
+    return min(cap_ms, base_ms << min(tries, 20))
 
 
 def member_name(member: str) -> str:
@@ -244,8 +256,7 @@ class EscrowNode:
         self._windows: dict[str, tuple[int, int]] = {}
         self._allow: dict[WKey, Allowance] = {}
         self._usage: dict[WKey, UsageMap] = {}
-        self._promised: dict[str, Ballot] = {}
-        self._ledgers: dict[str, dict[int, WindowLedger]] = {}
+        self.acceptor = Acceptor()
         self._own: dict[str, _Ownership] = {}
         self._pending: dict[WKey, dict[str, tuple[int, int]]] = {}
         self._commits: dict[WKey, _Commit] = {}
@@ -279,6 +290,8 @@ class EscrowNode:
     def set_view(self, live: Iterable[str], now: int) -> None:
         """The live, non-draining members this member's failure detector sees."""
         self.live = frozenset(live) | ({self.name} if not self.draining else frozenset())
+        for a in self._allow.values():  # an owner may have moved: ask it promptly
+            a.ask_tries = 0
         self._refresh(now)
         self._pump(now)
 
@@ -294,13 +307,13 @@ class EscrowNode:
         for o in self._own.values():
             if not o.active:
                 times.append(o.retry_at)
-        times.extend(cm.sent_at + c.accept_retry_ms for cm in self._commits.values())
+        times.extend(cm.sent_at + self._accept_wait(cm) for cm in self._commits.values())
         times.extend(r.started + c.reclaim_ms for r in self._reclaims.values() if r.done_at is None)
         for a in self._allow.values():
             if a.waiters:
                 times.append(a.waiters[0][2])
             if a.ask_at is not None:
-                times.append(a.ask_at + c.ask_retry_ms)
+                times.append(a.ask_at + self._ask_wait(a))
         return min(times)
 
     def tick(self, now: int) -> None:
@@ -309,7 +322,8 @@ class EscrowNode:
             self._request_sync(now)
         self._refresh(now)
         for key, cm in list(self._commits.items()):
-            if now >= cm.sent_at + c.accept_retry_ms:
+            if now >= cm.sent_at + self._accept_wait(cm):
+                cm.tries += 1
                 self._send_accept(key, cm, now)
         for key, r in list(self._reclaims.items()):
             if r.done_at is None and now >= r.started + c.reclaim_ms:
@@ -366,11 +380,17 @@ class EscrowNode:
     def allowances(self) -> list[tuple[WKey, Allowance]]:
         return list(self._allow.items())
 
+    def _ask_wait(self, a: Allowance) -> int:
+        return backoff(self.config.ask_retry_ms, a.ask_tries, self.config.retry_cap_ms)
+
+    def _accept_wait(self, cm: _Commit) -> int:
+        return backoff(self.config.accept_retry_ms, cm.tries, self.config.retry_cap_ms)
+
     def _denied(self, a: Allowance, now: int) -> bool:
         return a.denied_at is not None and now - a.denied_at < a.deny_ms
 
     def _ask(self, lid: str, ws: int, a: Allowance, now: int) -> None:
-        if a.ask_at is not None and now - a.ask_at < self.config.ask_retry_ms:
+        if a.ask_at is not None and now - a.ask_at < self._ask_wait(a):
             return  # one ask at a time: the grant answers with at least what waits by then
         want = sum(w[1] for w in a.waiters)
         owner = self.owner_of(lid)
@@ -396,8 +416,9 @@ class EscrowNode:
     def _member_tick(self, key: WKey, a: Allowance, now: int) -> None:
         lid, ws = key
         self._refuse_waiters(lid, ws, a, before=now)
-        if a.ask_at is not None and now >= a.ask_at + self.config.ask_retry_ms:
+        if a.ask_at is not None and now >= a.ask_at + self._ask_wait(a):
             a.ask_at = None
+            a.ask_tries += 1
             if a.waiters or (a.low() and now < a.end_ms and not self._denied(a, now)):
                 self._ask(lid, ws, a, now)
         spare = a.spare()
@@ -419,6 +440,7 @@ class EscrowNode:
         a.last_grant = m.granted - a.granted
         a.granted = m.granted
         a.ask_at = None
+        a.ask_tries = 0
         a.denied_at = None
         a.deny_ms = 0
         self._drain_waiters(m.lid, m.window, a)
@@ -432,6 +454,7 @@ class EscrowNode:
         a.denied_at = now
         a.deny_ms = min(max(self.config.deny_cache_ms, 2 * a.deny_ms), self.config.deny_cache_max_ms)
         a.ask_at = None
+        a.ask_tries = 0
         self._refuse_waiters(m.lid, m.window, a)
 
     def _on_reclaim(self, m: Reclaim, sender: str, now: int) -> None:
@@ -465,11 +488,13 @@ class EscrowNode:
                 self._prepare(lid, o, now)
 
     def _prepare(self, lid: str, o: _Ownership, now: int) -> None:
-        promised = self._promised.get(lid, ZERO_BALLOT)
+        promised = self.acceptor.promised_for(lid)
         o.ballot = Ballot(max(promised.round, o.seen_round) + 1, self.name)
-        self._promised[lid] = o.ballot
+        self.acceptor.promise(lid, o.ballot)
         o.promises = {self.name} & set(self.acceptors[lid])
-        o.retry_at = now + int(self.config.prepare_retry_ms * (1 + self._rng.random()))
+        wait = backoff(self.config.prepare_retry_ms, o.tries, 2 * self.config.retry_cap_ms)
+        o.retry_at = now + int(wait * (1 + self._rng.random()))
+        o.tries += 1
         self.stats["prepares"] += 1
         for n in self.acceptors[lid]:
             if n != self.name:
@@ -480,10 +505,11 @@ class EscrowNode:
         if o.active or len(o.promises) < self.majority(lid):
             return
         o.active = True
+        o.tries = 0
         self.stats["takeovers"] += 1
         # Adopt what the majority knew (highest ballot's grants) under our ballot, re-commit
         # it and re-send every member its grant.
-        for ws, led in list(self._ledgers.get(lid, {}).items()):
+        for ws, led in list(self.acceptor.windows(lid).items()):
             led.ballot = o.ballot
             if self._servable(lid, ws, now):
                 grants = {m: g for m, g in led.granted.items() if g and member_name(m) in self.live}
@@ -506,13 +532,6 @@ class EscrowNode:
             for key in [k for k in table if k[0] == lid]:
                 del table[key]
 
-    def _ledger(self, lid: str, ws: int) -> WindowLedger:
-        per = self._ledgers.setdefault(lid, {})
-        led = per.get(ws)
-        if led is None:
-            led = per[ws] = WindowLedger()
-        return led
-
     def _end_of(self, lid: str, ws: int) -> int:
         return window_for(self.limits[lid].duration, ws, True).end_ms
 
@@ -526,7 +545,7 @@ class EscrowNode:
         if o is None or m.lid not in self.limits:
             return  # not the owner in this view: the member re-asks whoever it sees
         self._usage_of((m.lid, m.window)).set_own(m.member, m.used)
-        led = self._ledger(m.lid, m.window)
+        led = self.acceptor.ledger(m.lid, m.window)
         if m.returned > led.returned.get(m.member, 0):
             led.returned[m.member] = m.returned
         if not self._servable(m.lid, m.window, now):
@@ -542,7 +561,7 @@ class EscrowNode:
         pend = self._pending.get(key)
         if o is None or not o.active or not pend or key in self._commits:
             return
-        led = self._ledger(*key)
+        led = self.acceptor.ledger(*key)
         if led.ballot != o.ballot:
             if led.ballot > o.ballot:
                 self._step_down(key[0], led.ballot, now)
@@ -575,7 +594,7 @@ class EscrowNode:
         if r is not None and r.done_at is not None and now - r.done_at > self.config.deny_cache_ms:
             r = None  # an old round: members may hold unused allowance again
         if r is None:
-            led = self._ledger(*key)
+            led = self.acceptor.ledger(*key)
             usage = self._usage_of(key).by_member
             targets = {
                 m for m in led.granted
@@ -600,7 +619,7 @@ class EscrowNode:
         self._usage_of(key).set_own(m.member, m.used)
         if m.lid not in self._own:
             return
-        led = self._ledger(*key)
+        led = self.acceptor.ledger(*key)
         if m.returned > led.returned.get(m.member, 0):
             led.returned[m.member] = m.returned
         r = self._reclaims.get(key)
@@ -613,7 +632,7 @@ class EscrowNode:
     def _start_commit(self, key: WKey, grants: dict[str, int], now: int, new_units: bool) -> None:
         o = self._own[key[0]]
         acks = {self.name} & set(self.acceptors[key[0]])
-        cm = _Commit(o.ballot, self._ledger(*key).copy(), grants, acks, -1, new_units)
+        cm = _Commit(o.ballot, self.acceptor.ledger(*key).copy(), grants, acks, -1, new_units)
         self._commits[key] = cm
         self.stats["commits"] += 1
         self._send_accept(key, cm, now)
@@ -664,14 +683,12 @@ class EscrowNode:
     def _on_prepare(self, m: Prepare, sender: str, now: int) -> None:
         if not self.synced:
             return
-        promised = self._promised.get(m.lid, ZERO_BALLOT)
-        if m.ballot < promised or not self._may_take_over(m.lid, promised, sender):
+        promised = self.acceptor.promised_for(m.lid)
+        if not self._may_take_over(m.lid, promised, sender) or not self.acceptor.promise(m.lid, m.ballot):
             self._send(sender, Promise(m.lid, m.ballot, False, promised))
             return
-        self._promised[m.lid] = m.ballot
         self._yield_to(m.lid, m.ballot, now)
-        ledgers = tuple((ws, led.copy()) for ws, led in self._ledgers.get(m.lid, {}).items())
-        self._send(sender, Promise(m.lid, m.ballot, True, m.ballot, ledgers))
+        self._send(sender, Promise(m.lid, m.ballot, True, m.ballot, self.acceptor.snapshot(m.lid)))
 
     def _may_take_over(self, lid: str, promised: Ballot, sender: str) -> bool:
         """Stickiness: while the current owner looks live here, only the member this view
@@ -686,14 +703,13 @@ class EscrowNode:
     def _on_accept(self, m: Accept, sender: str, now: int) -> None:
         if not self.synced:
             return
-        promised = self._promised.get(m.lid, ZERO_BALLOT)
-        if m.ballot < promised:
+        promised = self.acceptor.promised_for(m.lid)
+        if not self.acceptor.promise(m.lid, m.ballot):
             self._send(sender, Accepted(m.lid, m.ballot, m.window, False, promised))
             return
-        self._promised[m.lid] = m.ballot
         self._yield_to(m.lid, m.ballot, now)
         if sender != self.name:
-            self._ledger(m.lid, m.window).merge(m.ledger)
+            self.acceptor.ledger(m.lid, m.window).merge(m.ledger)
         self._send(sender, Accepted(m.lid, m.ballot, m.window, True, m.ballot))
 
     def _yield_to(self, lid: str, ballot: Ballot, now: int) -> None:
@@ -709,8 +725,7 @@ class EscrowNode:
         if not m.ok:
             o.seen_round = max(o.seen_round, m.promised.round)
             return
-        for ws, led in m.ledgers:
-            self._ledger(m.lid, ws).merge(led)
+        self.acceptor.absorb(m.lid, m.ledgers)
         o.promises.add(sender)
         self._maybe_activate(m.lid, o, now)
 
@@ -743,21 +758,14 @@ class EscrowNode:
     def _on_sync_request(self, m: SyncRequest, sender: str, now: int) -> None:
         if not self.synced:
             return
-        states = tuple(
-            (lid, self._promised.get(lid, ZERO_BALLOT),
-             tuple((ws, led.copy()) for ws, led in self._ledgers.get(lid, {}).items()))
-            for lid in self.limits
-        )
-        self._send(sender, SyncReply(m.nonce, states))
+        self._send(sender, SyncReply(m.nonce, self.acceptor.state(self.limits)))
 
     def _on_sync_reply(self, m: SyncReply, sender: str, now: int) -> None:
         if self.synced or m.nonce != self._sync_nonce:
             return
         for lid, promised, ledgers in m.states:
-            if promised > self._promised.get(lid, ZERO_BALLOT):
-                self._promised[lid] = promised
-            for ws, led in ledgers:
-                self._ledger(lid, ws).merge(led)
+            if lid in self.limits:
+                self.acceptor.absorb(lid, ledgers, promised)
         self._sync_from.add(sender)
         if self._synced_enough():
             self._refresh(now)
@@ -785,9 +793,7 @@ class EscrowNode:
         for key in list(self._usage):
             if self._end_of(*key) + gc < now:
                 del self._usage[key]
-        for lid, per in self._ledgers.items():
-            for ws in [ws for ws in per if self._end_of(lid, ws) + gc < now]:
-                del per[ws]
+        self.acceptor.forget(lambda lid, ws: self._end_of(lid, ws) + gc < now)
         for table in (self._pending, self._commits, self._reclaims):
             for key in [k for k in table if self._end_of(*k) + gc < now]:
                 del table[key]
