@@ -189,3 +189,29 @@ def test_member_whose_clock_runs_ahead_is_granted_in_the_next_window():
     sim.run_until(9.8)  # the owner's clock has not reached the window yet
     assert sim.admitted_by[(ahead, A.lid, W1)] > 10
     assert sim.members[owner].node.acceptor.windows(A.lid)[W1].granted[f"{ahead}:1"] > 0
+
+
+def test_in_a_large_fleet_the_side_with_most_of_the_acceptor_group_keeps_granting():
+    """N = 9, the limit's acceptor group is 5 of them: three acceptors alone outvote the six
+    others (owner included) and keep granting; the six spend what they hold."""
+    sim = _big_limit_sim(9, seed=13)
+    lid = "vk_big:requests:10s"
+    group = sim.members["n0"].node.acceptors[lid]
+    assert len(group) == 5
+    owner = sim.owner_of(lid)
+    small = [n for n in group if n != owner][:3]
+    large = [n for n in sim.names if n not in small]
+    sim.run_until(2)
+
+    def granted() -> dict[str, int]:
+        allowances = {n: sim.members[n].node.allowance(lid, W0) for n in sim.names}
+        return {n: a.granted if a else 0 for n, a in allowances.items()}
+
+    before = granted()
+    sim.partition(small, large)
+    sim.run_until(8)
+    assert any(sim.members[n].node.owns(lid) for n in small)
+    after = granted()
+    grown = {n for n in sim.names if after[n] > before[n]}
+    assert grown and grown <= set(small)  # only the acceptor majority's side got grants
+    assert sim.admitted[(lid, W0)] <= 1000

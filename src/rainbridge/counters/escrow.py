@@ -21,45 +21,57 @@ The rules
   window's leftovers vanish with the window.
 
 Fencing (owner epochs)
-Grants are committed before they are sent: the owner pushes the window's ledger
-(``Accept``) and sends ``Grant`` only once a majority of the roster has merged it. A would-be
-owner first collects ``Promise``\\ s (with their ledgers) from a majority for a higher
-``Ballot`` (round, name): any committed grant is in at least one of them, so the new owner's
-merged ledger already counts it and it never re-grants beyond ``limit − Σ granted``; every
-acceptor that promised the new ballot refuses the old owner's ``Accept``, so the old owner
-can commit nothing more. On taking over, the new owner re-commits the merged ledger and
-re-sends every member its grant (a grant that was accepted but never delivered is not lost).
-A (re)started member neither promises nor owns before it has synced ballots and ledgers
-from a majority of the other members (``SyncRequest``).
+Each limit's ledger lives on an **acceptor group**: the first ``acceptors`` (5) members of
+the roster by rendezvous rank, so a commit costs a round trip to 2-3 members whatever the
+fleet's size. Grants are committed before they are sent: the owner pushes the window's
+ledger (``Accept``) and sends ``Grant`` only once a majority of the group has merged it. A
+would-be owner first collects ``Promise``\\ s (with their ledgers) from a majority of the
+group for a higher ``Ballot`` (round, name) and adopts the grants of the highest ballot
+among them (``WindowLedger.merge``): every committed grant is in that quorum, so it never
+re-grants beyond ``limit − Σ granted``, and a deposed owner's uncommitted grants are not
+summed in. Every acceptor that promised the new ballot refuses the old owner's ``Accept``,
+so the old owner can commit nothing more. On taking over, the new owner re-commits what it
+adopted and re-sends every member its grant (an accepted but undelivered grant is not
+lost). A (re)started acceptor neither promises nor owns before a majority of the other
+acceptors of its groups have sent it their ballots and ledgers (``SyncRequest``). Acceptors
+only promise a new ballot while the current owner looks dead to them or the candidate is
+the owner by their own view (members whose views differ would otherwise pre-empt each other
+forever and grant nothing).
 
 Partitions, crashes, clocks
-- Partition: a side without a majority of the roster cannot commit grants; its members spend
-  only the allowances they already hold (safe). The majority side continues: if the owner is
-  there it keeps granting, else the member the majority now hashes to takes over once
-  failure detection removes the old owner from its view. (Where the issue says "the owner's
-  side continues": that holds whenever the owner's side is the majority; a minority owner
-  stalls, since it cannot tell a partition from the others' crash.)
+- Partition: the side holding a majority of a limit's acceptor group keeps granting it (the
+  member that side hashes to takes over once failure detection removes the old owner from
+  its view); the other side commits nothing and spends only the allowances its members
+  already hold (safe). With N ≤ 5 the group is the whole fleet, so "the majority side
+  continues". (The issue's "the owner's side continues" holds when the owner is on that
+  side; an owner cut off from its group stalls, since it cannot tell a partition from the
+  others' crash.)
 - Owner crash: grants stall until failure detection moves ownership, then one Prepare
-  round (one round trip to a majority) resumes them. The crashed owner's unused allowance
-  stays counted as outstanding until the window ends (under-admission, never overshoot).
+  round resumes them. The crashed incarnation's unused allowance stays counted as
+  outstanding until the window ends (under-admission, never overshoot).
 - Clocks: each member computes windows from its own clock. An owner still serves a window
   ``2 × skew_ms`` past its end and one starting up to ``2 × skew_ms`` ahead, so a boundary
   request from a member whose clock is off lands in its own window's ledger; ledgers are
-  dropped only ``6 × skew_ms`` after the end (later than any owner may serve them).
+  dropped only ``6 × skew_ms`` after the end (later than any owner may still serve them).
+- Retries (asks, accepts, prepares) back off from 15 ms (100 ms) doubling to 1 s (2 s).
 
-The bound: for request counts Σ admitted ≤ limit per window, always (tested for every
-seed under loss, duplication, reordering, partition, owner crash and restart, ±2 s skew).
-Tokens and spend will reserve an estimate at admission and settle the real amount, so
-overshoot is at most what requests in flight use beyond their reservation.
+The bound: for request counts Σ admitted ≤ Σ outstanding ≤ limit per window, at every
+instant (tested for every seed under loss, duplication, reordering, a partition, owner
+crash and restart, ±2 s skew). Tokens and spend will reserve an estimate at admission and
+settle the real amount, so overshoot is at most what requests in flight use beyond their
+reservation.
 
 Left for the wiring slice: a transport (the cluster service's point-to-point channel or
 gossip piggy-back, coalesced per key) and the awaited request/reply helper; a ``cap`` on
 governance's ``Slot`` fed from ``Allowance`` (the hot path keeps its synchronous shape, the
 bounded wait becomes an ``await`` only when short of allowance); tokens and spend with
-reserve/settle; durability (per-(key, window, member) rows with ``GREATEST`` upserts; the
-promised ballot persisted so an amnesiac restart cannot promise twice — today a restart
-that syncs from a majority which missed a newer ballot could, in a concurrent election,
-accept an older owner's commit); the roster from cluster membership; operator status.
+reserve/settle (a settle below the reservation frees units: members must then re-ask
+despite a cached refusal); a timer heap instead of scanning allowances in
+``next_deadline``; the roster from cluster membership (acceptor groups move when it
+changes: a hand-over must copy the ledger to the new group first); durability
+(per-(key, window, member) rows with ``GREATEST`` upserts, and the promised ballot
+persisted: today an acceptor that restarts and syncs from a majority that missed a newer
+ballot could, in a concurrent election, accept an older owner's commit); operator status.
 """
 
 from __future__ import annotations
