@@ -176,8 +176,10 @@ class Allowance:
         return self.granted - self.returned - self.used
 
     def low(self) -> bool:
-        """Below the low-water mark: half of the last top-up (at least one unit)."""
-        return self.spare() < max(1, (self.last_grant + 1) // 2)
+        """Worth a top-up ahead of need: below half of the last top-up. Not when the last
+        one was a single unit: that is the small-limit regime, where units are asked for
+        request by request (a prefetched unit would sit idle on one member)."""
+        return self.last_grant > 1 and self.spare() < (self.last_grant + 1) // 2
 
 
 @dataclass(eq=False, slots=True)
