@@ -85,6 +85,14 @@ from typing import TYPE_CHECKING
 from rainbridge.counters import rendezvous
 from rainbridge.counters.acceptor import Acceptor
 from rainbridge.counters.crdt import ZERO_BALLOT, Ballot, UsageMap, WindowLedger
+from rainbridge.counters.escrow_member import (
+    Allowance,
+    EscrowConfig,
+    Limit,
+    MemberSide,
+    WKey,
+    backoff,
+)
 from rainbridge.counters.escrow_messages import (
     Accept,
     Accepted,
@@ -104,83 +112,10 @@ from rainbridge.counters.escrow_messages import (
 )
 from rainbridge.counters.windows import window_for
 
+__all__ = ["Allowance", "EscrowConfig", "EscrowNode", "Limit", "backoff", "grant_size"]
+
 if TYPE_CHECKING:
     from random import Random  # injected; never the module's global state
-
-WKey = tuple[str, int]  # (lid, window start)
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """One limit definition: ``lid`` names it with its duration (an edited limit is a new
-    ``lid``, so it never shares a window with the old one)."""
-
-    lid: str
-    limit: int  # units per window
-    duration: str  # "1m", "10s" … (calendar-aligned windows, see windows.py)
-
-
-@dataclass(frozen=True, slots=True)
-class EscrowConfig:
-    wait_ms: int = 50  # an admission short of allowance waits this long for a grant
-    # Retries double from these up to ``retry_cap_ms`` (a partition costs few messages):
-    ask_retry_ms: int = 15  # an unanswered Ask is sent again after this
-    accept_retry_ms: int = 15  # an Accept not yet acked by a majority is sent again
-    prepare_retry_ms: int = 100  # a failed Prepare is retried after 1-2× this
-    retry_cap_ms: int = 1000
-    sync_retry_ms: int = 200  # an unfinished SyncRequest is sent again
-    reclaim_ms: int = 25  # how long a reclaim round waits for Returns before refusing
-    deny_cache_ms: int = 500  # a member told "limit reached" refuses locally this long,
-    deny_cache_max_ms: int = 4000  # doubling with every further refusal up to this
-    idle_ms: int = 2000  # allowance unused this long is handed back
-    gossip_ms: int = 1000  # usage deltas and one push-pull per interval
-    skew_ms: int = 2000  # clock skew tolerated between members
-    acceptors: int = 5  # members per limit that hold its ledger (majority: 3 of 5)
-
-
-class Allowance:
-    """A member's allowance of one window (its side of the ledger)."""
-
-    __slots__ = (
-        "ask_at",
-        "ask_tries",
-        "asked_want",
-        "denied_at",
-        "deny_ms",
-        "end_ms",
-        "granted",
-        "last_grant",
-        "last_use",
-        "reported",
-        "returned",
-        "used",
-        "waiters",
-    )
-
-    def __init__(self, end_ms: int) -> None:
-        self.end_ms = end_ms
-        self.granted = 0
-        self.returned = 0
-        self.used = 0
-        self.reported = 0  # usage last sent to the owner
-        self.last_grant = 0  # size of the last top-up (sets the low-water mark)
-        self.last_use = 0
-        self.ask_at: int | None = None  # an Ask is outstanding since then
-        self.asked_want = 0
-        self.ask_tries = 0  # unanswered asks in a row (their retries back off)
-        self.denied_at: int | None = None
-        self.deny_ms = 0  # how long the last refusal is cached
-        self.waiters: deque[tuple[object, int, int]] = deque()  # (ticket, cost, deadline)
-
-    def spare(self) -> int:
-        return self.granted - self.returned - self.used
-
-    def low(self) -> bool:
-        """Worth a top-up ahead of need: below half of the last top-up. Not when the last
-        one was a single unit: that is the small-limit regime, where units are asked for
-        request by request (a prefetched unit would sit idle on one member)."""
-        return self.last_grant > 1 and self.spare() < (self.last_grant + 1) // 2
-
 
 @dataclass(eq=False, slots=True)
 class _Ownership:
@@ -208,11 +143,6 @@ class _ReclaimRound:
     started: int
     waiting: set[str]
     done_at: int | None = None
-
-
-def backoff(base_ms: int, tries: int, cap_ms: int) -> int:
-    """The wait before retry number ``tries + 1``: ``base_ms`` doubling, at most ``cap_ms``."""
-    return min(cap_ms, base_ms << min(tries, 20))
 
 
 def member_name(member: str) -> str:
@@ -266,9 +196,9 @@ class EscrowNode:
         self._rng = rng
         self._outgoing: list[Send] = []
         self._inbox: deque[tuple[Message, str]] = deque()
-        self._results: list[tuple[object, bool, str, int]] = []
-        self._windows: dict[str, tuple[int, int]] = {}
-        self._allow: dict[WKey, Allowance] = {}
+        self.member = MemberSide(
+            self.me, self.limits, self.config, self._send, self.owner_of, self.stats
+        )
         self._usage: dict[WKey, UsageMap] = {}
         self.acceptor = Acceptor()
         self._own: dict[str, _Ownership] = {}
@@ -276,8 +206,8 @@ class EscrowNode:
         self._commits: dict[WKey, _Commit] = {}
         self._reclaims: dict[WKey, _ReclaimRound] = {}
         self._handlers = {
-            Ask: self._on_ask, Grant: self._on_grant, Deny: self._on_deny,
-            Reclaim: self._on_reclaim, Return: self._on_return, UsageDelta: self._on_usage_delta,
+            Ask: self._on_ask, Grant: self.member.on_grant, Deny: self.member.on_deny,
+            Reclaim: self.member.on_reclaim, Return: self._on_return, UsageDelta: self._on_usage_delta,
             Prepare: self._on_prepare, Promise: self._on_promise, Accept: self._on_accept,
             Accepted: self._on_accepted, SyncRequest: self._on_sync_request,
             SyncReply: self._on_sync_reply, FullState: self._on_full_state,
@@ -298,14 +228,13 @@ class EscrowNode:
 
     def take_results(self) -> list[tuple[object, bool, str, int]]:
         """``(ticket, admitted, lid, window)`` of admissions that waited."""
-        out, self._results = self._results, []
+        out, self.member.results = self.member.results, []
         return out
 
     def set_view(self, live: Iterable[str], now: int) -> None:
         """The live, non-draining members this member's failure detector sees."""
         self.live = frozenset(live) | ({self.name} if not self.draining else frozenset())
-        for a in self._allow.values():  # an owner may have moved: ask it promptly
-            a.ask_tries = 0
+        self.member.owner_moved()
         self._refresh(now)
         self._pump(now)
 
@@ -323,11 +252,7 @@ class EscrowNode:
                 times.append(o.retry_at)
         times.extend(cm.sent_at + self._accept_wait(cm) for cm in self._commits.values())
         times.extend(r.started + c.reclaim_ms for r in self._reclaims.values() if r.done_at is None)
-        for a in self._allow.values():
-            if a.waiters:
-                times.append(a.waiters[0][2])
-            if a.ask_at is not None:
-                times.append(a.ask_at + self._ask_wait(a))
+        times.extend(self.member.deadlines())
         return min(times)
 
     def tick(self, now: int) -> None:
@@ -343,8 +268,7 @@ class EscrowNode:
             if r.done_at is None and now >= r.started + c.reclaim_ms:
                 r.done_at = now
                 self._serve(key, now)
-        for key, a in list(self._allow.items()):
-            self._member_tick(key, a, now)
+        self.member.tick(now)
         if now >= self._next_gossip:
             self._next_gossip = now + c.gossip_ms
             self._gossip(now)
@@ -355,32 +279,12 @@ class EscrowNode:
     def admit(self, lid: str, now: int, ticket: object, cost: int = 1) -> bool | None:
         """True: admitted; False: refused; None: waiting for a grant (the verdict comes
         out of ``take_results`` within ``wait_ms``)."""
-        ws, end = self.window(lid, now)
-        a = self._allow.get((lid, ws))
-        if a is None:
-            a = self._allow[(lid, ws)] = Allowance(end)
-        a.last_use = now
-        if not a.waiters and a.used + cost <= a.granted - a.returned:
-            a.used += cost
-            if a.ask_at is None and a.low() and not self._denied(a, now):
-                self._ask(lid, ws, a, now)
-                self._pump(now)
-            return True
-        if self._denied(a, now):
-            self.stats["refused"] += 1
-            return False
-        a.waiters.append((ticket, cost, now + self.config.wait_ms))
-        self.stats["waits"] += 1
-        self._ask(lid, ws, a, now)
+        verdict = self.member.admit(lid, now, ticket, cost)
         self._pump(now)
-        return None
+        return verdict
 
     def window(self, lid: str, now: int) -> tuple[int, int]:
-        w = self._windows.get(lid)
-        if w is None or not w[0] <= now < w[1]:
-            start, end = window_for(self.limits[lid].duration, now, True)
-            w = self._windows[lid] = (start, end)
-        return w
+        return self.member.window(lid, now)
 
     def fleet_usage(self, lid: str, window: int) -> int:
         """This member's view of the fleet's usage of a window (the CRDT's sum)."""
@@ -389,97 +293,14 @@ class EscrowNode:
         return u.total() if u is not None else 0
 
     def allowance(self, lid: str, window: int) -> Allowance | None:
-        return self._allow.get((lid, window))
+        return self.member.allow.get((lid, window))
 
     def allowances(self) -> list[tuple[WKey, Allowance]]:
-        return list(self._allow.items())
-
-    def _ask_wait(self, a: Allowance) -> int:
-        return backoff(self.config.ask_retry_ms, a.ask_tries, self.config.retry_cap_ms)
+        return list(self.member.allow.items())
 
     def _accept_wait(self, cm: _Commit) -> int:
         return backoff(self.config.accept_retry_ms, cm.tries, self.config.retry_cap_ms)
 
-    def _denied(self, a: Allowance, now: int) -> bool:
-        return a.denied_at is not None and now - a.denied_at < a.deny_ms
-
-    def _ask(self, lid: str, ws: int, a: Allowance, now: int) -> None:
-        if a.ask_at is not None and now - a.ask_at < self._ask_wait(a):
-            return  # one ask at a time: the grant answers with at least what waits by then
-        want = sum(w[1] for w in a.waiters)
-        owner = self.owner_of(lid)
-        if owner is None:
-            return
-        a.ask_at, a.asked_want = now, want
-        a.reported = a.used
-        self.stats["asks"] += 1
-        self._send(owner, Ask(lid, ws, self.me, want, a.granted, a.returned, a.used))
-
-    def _drain_waiters(self, lid: str, ws: int, a: Allowance) -> None:
-        while a.waiters and a.used + a.waiters[0][1] <= a.granted - a.returned:
-            ticket, cost, _ = a.waiters.popleft()
-            a.used += cost
-            self._results.append((ticket, True, lid, ws))
-
-    def _refuse_waiters(self, lid: str, ws: int, a: Allowance, before: int | None = None) -> None:
-        while a.waiters and (before is None or a.waiters[0][2] <= before):
-            ticket, _, _ = a.waiters.popleft()
-            self.stats["refused"] += 1
-            self._results.append((ticket, False, lid, ws))
-
-    def _member_tick(self, key: WKey, a: Allowance, now: int) -> None:
-        lid, ws = key
-        self._refuse_waiters(lid, ws, a, before=now)
-        if a.ask_at is not None and now >= a.ask_at + self._ask_wait(a):
-            a.ask_at = None
-            a.ask_tries += 1
-            if a.waiters or (a.low() and now < a.end_ms and not self._denied(a, now)):
-                self._ask(lid, ws, a, now)
-        spare = a.spare()
-        if spare > 0 and not a.waiters and now - a.last_use >= self.config.idle_ms:
-            self._give_back(lid, ws, a)
-
-    def _give_back(self, lid: str, ws: int, a: Allowance, owner: str | None = None) -> None:
-        """Hand every unused unit back (idle, or ``owner`` reclaims)."""
-        a.returned += max(0, a.spare())
-        owner = owner or self.owner_of(lid)
-        if owner is not None:
-            a.reported = a.used
-            self._send(owner, Return(lid, ws, self.me, a.returned, a.used))
-
-    def _on_grant(self, m: Grant, sender: str, now: int) -> None:
-        a = self._allow.get((m.lid, m.window))
-        if a is None or m.member != self.me or m.granted <= a.granted:
-            return
-        a.last_grant = m.granted - a.granted
-        a.granted = m.granted
-        a.ask_at = None
-        a.ask_tries = 0
-        a.denied_at = None
-        a.deny_ms = 0
-        self._drain_waiters(m.lid, m.window, a)
-        if a.waiters:
-            self._ask(m.lid, m.window, a, now)
-
-    def _on_deny(self, m: Deny, sender: str, now: int) -> None:
-        a = self._allow.get((m.lid, m.window))
-        if a is None or m.member != self.me:
-            return
-        a.denied_at = now
-        a.deny_ms = min(max(self.config.deny_cache_ms, 2 * a.deny_ms), self.config.deny_cache_max_ms)
-        a.ask_at = None
-        a.ask_tries = 0
-        self._refuse_waiters(m.lid, m.window, a)
-
-    def _on_reclaim(self, m: Reclaim, sender: str, now: int) -> None:
-        if m.member != self.me:
-            return  # meant for an earlier incarnation: its allowance died with it
-        a = self._allow.get((m.lid, m.window))
-        if a is None:
-            a = self._allow[(m.lid, m.window)] = Allowance(self._end_of(m.lid, m.window))
-        self._give_back(m.lid, m.window, a, owner=sender)
-
-    # ------------------------------------------------------------------ owner
     def owner_of(self, lid: str) -> str | None:
         return rendezvous.owner(lid, self.live)
 
@@ -791,19 +612,16 @@ class EscrowNode:
         return u
 
     def _collect_one(self, key: WKey) -> None:
-        a = self._allow.get(key)
+        a = self.member.allow.get(key)
         if a is not None and a.used:
             self._usage_of(key).set_own(self.me, a.used)
 
     def _collect(self, now: int) -> None:
         """Own usage into the usage CRDT; forget windows long ended."""
         gc = 6 * self.config.skew_ms
-        for key in list(self._allow):
+        for key in self.member.allow:
             self._collect_one(key)
-            a = self._allow[key]
-            if a.end_ms + gc < now:
-                self._refuse_waiters(key[0], key[1], a)
-                del self._allow[key]
+        self.member.forget(lambda end: end + gc < now)
         for key in list(self._usage):
             if self._end_of(*key) + gc < now:
                 del self._usage[key]
@@ -814,18 +632,16 @@ class EscrowNode:
 
     def _gossip(self, now: int) -> None:
         """Coalesced usage deltas to the owners, and one push-pull of the usage CRDT."""
-        for (lid, ws), a in self._allow.items():
-            if a.used > a.reported:
-                owner = self.owner_of(lid)
-                if owner is not None:
-                    a.reported = a.used
-                    self._send(owner, UsageDelta(lid, ws, self.me, a.used))
+        for lid, ws, used in self.member.moved_usage():
+            owner = self.owner_of(lid)
+            if owner is not None:
+                self._send(owner, UsageDelta(lid, ws, self.me, used))
         peers = sorted(self.live - {self.name})
         if peers:
             self._send(self._rng.choice(peers), self._full_state(reply=False))
 
     def _full_state(self, reply: bool) -> FullState:
-        for key in self._allow:
+        for key in self.member.allow:
             self._collect_one(key)
         usage = tuple(
             (lid, ws, tuple(u.by_member.items())) for (lid, ws), u in self._usage.items()
