@@ -7,7 +7,13 @@ from __future__ import annotations
 import pytest
 
 from rainbridge.counters.escrow import EscrowConfig, Limit
-from rainbridge.counters.escrow_sim import START_MS, EscrowSim, Faults, fault_scenario
+from rainbridge.counters.escrow_sim import (
+    START_MS,
+    EscrowSim,
+    Faults,
+    chaos_scenario,
+    fault_scenario,
+)
 
 A = Limit("vk_a:requests:10s", 50, "10s")
 SMALL = Limit("vk_b:requests:10s", 7, "10s")
@@ -31,6 +37,7 @@ def test_without_faults_four_times_the_limit_admits_exactly_the_limit(n, spread)
         windows = sim.window_starts(lim.lid, 0, 30)
         assert len(windows) == 3
         assert [sim.admitted[(lim.lid, ws)] for ws in windows] == [lim.limit] * 3
+    assert sim.summary(0, 30)["under_admission_pct"] == 0
 
 
 @pytest.mark.parametrize("hot_share", [0.0, 0.8])
@@ -66,7 +73,7 @@ def test_small_limit_is_granted_one_unit_at_a_time():
     assert grants and max(grants) == 1
 
 
-SEEDS = range(30)
+SEEDS = range(50)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -75,6 +82,12 @@ def test_fleet_limit_holds_under_loss_partition_owner_crash_and_skew(seed):
     assert sim.violations() == {}
     assert sim.unserved > 0 or sim.stat("takeovers") > 0  # the faults happened
     assert all(v <= LIMITS[k[0]] for k, v in sim.admitted.items())
+
+
+@pytest.mark.parametrize("seed", [*range(20), 5054])  # 5054: a duplicated ack once committed a grant
+def test_fleet_limit_holds_through_random_partitions_crashes_and_restarts(seed):
+    sim = chaos_scenario(seed, [A, SMALL])
+    assert sim.violations() == {}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 10])

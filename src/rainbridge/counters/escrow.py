@@ -135,6 +135,7 @@ class _Commit:
     acks: set[str]
     sent_at: int
     new_units: bool
+    seq: int
     tries: int = 0
 
 
@@ -212,6 +213,7 @@ class EscrowNode:
             Accepted: self._on_accepted, SyncRequest: self._on_sync_request,
             SyncReply: self._on_sync_reply, FullState: self._on_full_state,
         }
+        self._commit_seq = 0
         self._sync_nonce = rng.getrandbits(32)
         self._sync_from: set[str] = set()
         self._sync_at = now
@@ -438,7 +440,7 @@ class EscrowNode:
             }
             r = self._reclaims[key] = _ReclaimRound(now, targets)
             self.stats["reclaims"] += 1
-            for m in targets:
+            for m in sorted(targets):
                 self._send(member_name(m), Reclaim(key[0], key[1], m))
             if not targets:
                 r.done_at = now
@@ -467,7 +469,9 @@ class EscrowNode:
     def _start_commit(self, key: WKey, grants: dict[str, int], now: int, new_units: bool) -> None:
         o = self._own[key[0]]
         acks = {self.name} & set(self.acceptors[key[0]])
-        cm = _Commit(o.ballot, self.acceptor.ledger(*key).copy(), grants, acks, -1, new_units)
+        self._commit_seq += 1
+        ledger = self.acceptor.ledger(*key).copy()
+        cm = _Commit(o.ballot, ledger, grants, acks, -1, new_units, self._commit_seq)
         self._commits[key] = cm
         self.stats["commits"] += 1
         self._send_accept(key, cm, now)
@@ -479,7 +483,7 @@ class EscrowNode:
         lid = key[0]
         first = cm.sent_at == -1
         cm.sent_at = now
-        msg = Accept(lid, cm.ballot, key[1], cm.ledger)
+        msg = Accept(lid, cm.ballot, key[1], cm.ledger, cm.seq)
         group = self.acceptors[lid]
         if first:
             need = self.majority(lid) - len(cm.acks)
@@ -495,8 +499,8 @@ class EscrowNode:
     def _on_accepted(self, m: Accepted, sender: str, now: int) -> None:
         key = (m.lid, m.window)
         cm = self._commits.get(key)
-        if cm is None or m.ballot != cm.ballot:
-            return
+        if cm is None or m.ballot != cm.ballot or m.seq != cm.seq:
+            return  # an answer to an earlier commit (late or duplicated)
         if not m.ok:
             self._step_down(m.lid, m.promised, now)
             return
@@ -540,12 +544,12 @@ class EscrowNode:
             return
         promised = self.acceptor.promised_for(m.lid)
         if not self.acceptor.promise(m.lid, m.ballot):
-            self._send(sender, Accepted(m.lid, m.ballot, m.window, False, promised))
+            self._send(sender, Accepted(m.lid, m.ballot, m.window, m.seq, False, promised))
             return
         self._yield_to(m.lid, m.ballot, now)
         if sender != self.name:
             self.acceptor.ledger(m.lid, m.window).merge(m.ledger)
-        self._send(sender, Accepted(m.lid, m.ballot, m.window, True, m.ballot))
+        self._send(sender, Accepted(m.lid, m.ballot, m.window, m.seq, True, m.ballot))
 
     def _yield_to(self, lid: str, ballot: Ballot, now: int) -> None:
         """Another member holds a newer ballot: stop granting under ours."""

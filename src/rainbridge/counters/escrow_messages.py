@@ -110,12 +110,14 @@ class Promise:
 @dataclass(frozen=True, slots=True)
 class Accept:
     """The owner's ledger of one window, to be merged by every acceptor before the grants
-    in it are sent (a majority of acks commits them)."""
+    in it are sent (a majority of acks commits them). ``seq`` names this commit: an ack of
+    an earlier one (late, or a duplicate) must not count for it."""
 
     lid: str
     ballot: Ballot
     window: int
     ledger: WindowLedger
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ class Accepted:
     lid: str
     ballot: Ballot
     window: int
+    seq: int
     ok: bool
     promised: Ballot
 

@@ -336,3 +336,39 @@ def fault_scenario(
         sim.restart(victim)
     sim.run_until(until)
     return sim
+
+
+def chaos_scenario(seed: int, limits: Iterable[Limit], *, strict: bool = False) -> EscrowSim:
+    """3-9 members, loss up to 30 %, 5 % duplicates, delays up to 30 ms, ±2 s skew, slow and
+    uneven failure detection (0.2-2 s); every 0.3-2.5 s a random partition, heal, crash or
+    restart, for 38 s of 4x load."""
+    limits = list(limits)
+    r = Random(seed)
+    n = r.randint(3, 9)
+    faults = Faults(
+        loss=r.uniform(0, 0.3), duplicate=0.05, delay=(0.0005, 0.03), skew_ms=2000,
+        detect=(0.2, 2.0),
+    )
+    sim = EscrowSim(n, limits, seed=seed, faults=faults, strict=strict)
+    for lim in limits:
+        sim.load(lim.lid, 4 * lim.limit / (sim.window_len(lim.lid) / 1000), 0, 40)
+    t = 0.5
+    while t < 38:
+        t += r.uniform(0.3, 2.5)
+        sim.run_until(t)
+        event = r.random()
+        names = list(sim.names)
+        r.shuffle(names)
+        if event < 0.3:
+            cut = r.randint(1, n - 1)
+            sim.partition(names[:cut], names[cut:])
+        elif event < 0.5:
+            sim.heal()
+        elif event < 0.7:
+            sim.crash(names[0])
+        else:
+            dead = [name for name, m in sim.members.items() if m.crashed]
+            if dead:
+                sim.restart(r.choice(dead))
+    sim.run_until(45)
+    return sim
