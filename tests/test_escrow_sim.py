@@ -174,6 +174,23 @@ def test_idle_member_hands_its_allowance_back():
     assert owner.acceptor.windows(A.lid)[W0].returned[f"{idle}:1"] == a.returned
 
 
+def test_draining_member_hands_everything_back_and_stops_owning():
+    sim = EscrowSim(3, [A], seed=14)
+    sim.load(A.lid, 20, 0, 1)
+    sim.run_until(1)
+    owner = sim.owner_of(A.lid)
+    node = sim.members[owner].node
+    held = node.allowance(A.lid, W0)
+    assert node.owns(A.lid) and held.spare() > 0
+    sim.drain(owner)
+    sim.run_until(1.5)
+    assert not node.owns(A.lid) and held.spare() == 0
+    successor = sim.members[sim.owner_of(A.lid)].node
+    assert successor.owns(A.lid)
+    ledger = successor.acceptor.windows(A.lid)[W0]
+    assert ledger.returned[f"{owner}:1"] == held.returned > 0  # free to grant again
+
+
 def test_window_leftovers_vanish_with_the_window():
     sim = EscrowSim(3, [A], seed=9)
     sim.load(A.lid, 3, 0, 5)  # far below the limit: allowances left over

@@ -117,6 +117,7 @@ __all__ = ["Allowance", "EscrowConfig", "EscrowNode", "Limit", "backoff", "grant
 if TYPE_CHECKING:
     from random import Random  # injected; never the module's global state
 
+
 @dataclass(eq=False, slots=True)
 class _Ownership:
     ballot: Ballot = ZERO_BALLOT
@@ -178,8 +179,8 @@ class EscrowNode:
         *,
         synced: bool = True,
     ) -> None:
-        """``roster``: every member name of the fleet (majorities count over it).
-        ``synced=False`` for a member that (re)starts into a running fleet."""
+        """``roster``: every member name of the fleet (each limit's acceptor group is
+        drawn from it). ``synced=False`` for a member that (re)starts into a running fleet."""
         self.name = name
         self.me = f"{name}:{incarnation}"
         self.limits = {lim.lid: lim for lim in limits}
@@ -238,6 +239,15 @@ class EscrowNode:
         self.live = frozenset(live) | ({self.name} if not self.draining else frozenset())
         self.member.owner_moved()
         self._refresh(now)
+        self._pump(now)
+
+    def drain(self, now: int) -> None:
+        """Leaving (SIGTERM): stop owning, hand every unused unit back. Admissions still
+        work against what it holds; the caller stops sending it new ones."""
+        self.draining = True
+        self.live = self.live - {self.name}
+        self._refresh(now)
+        self.member.give_back_all()
         self._pump(now)
 
     def handle(self, message: Message, sender: str, now: int) -> None:

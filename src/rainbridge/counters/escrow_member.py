@@ -145,6 +145,11 @@ class MemberSide:
                 out.append((lid, ws, a.used))
         return out
 
+    def give_back_all(self) -> None:
+        for (lid, ws), a in self.allow.items():
+            if a.spare() > 0:
+                self._give_back(lid, ws, a)
+
     def forget(self, ended: Callable[[int], bool]) -> None:
         """Drop allowances whose window ``ended(end_ms)`` (their waiters are refused)."""
         for key in [k for k, a in self.allow.items() if ended(a.end_ms)]:

@@ -78,6 +78,7 @@ class EscrowSim:
         self.unserved = 0  # requests sent to a crashed member
         self.messages: Counter[str] = Counter()
         self._groups: dict[str, int] = {}
+        self._draining: set[str] = set()
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._tickets = itertools.count()
@@ -112,6 +113,17 @@ class EscrowSim:
         self.members[name].crashed = True
         self._views_follow()
 
+    def drain(self, name: str) -> None:
+        """``name`` announces it drains (every live member's view drops it at once) and
+        hands its allowances back."""
+        self._draining.add(name)
+        for m in self.members.values():
+            if self._current(m) and m.name != name:
+                self._refresh_view(m)
+        m = self.members[name]
+        m.node.drain(self._clock(m.skew_ms))
+        self._after(m)
+
     def restart(self, name: str) -> None:
         """A new process under the same name: new incarnation, empty state, syncs first."""
         old = self.members[name]
@@ -123,7 +135,8 @@ class EscrowSim:
         """The owner a majority-side member would pick now (truth, not a view)."""
         from rainbridge.counters.rendezvous import owner
 
-        return owner(lid, [n for n, m in self.members.items() if not m.crashed])
+        live = [n for n, m in self.members.items() if not m.crashed and n not in self._draining]
+        return owner(lid, live)
 
     # ------------------------------------------------------------------ load
     def request(self, name: str, lid: str) -> None:
@@ -239,7 +252,7 @@ class EscrowSim:
     def _truth(self, observer: str) -> set[str]:
         return {
             n for n, m in self.members.items()
-            if not m.crashed and self._reachable(observer, n)
+            if not m.crashed and n not in self._draining and self._reachable(observer, n)
         } | {observer}
 
     def _views_follow(self) -> None:
