@@ -1,6 +1,9 @@
 """Fleet-wide limits by escrow: a sans-IO state machine per member (owner, acceptor, member).
 
-Not wired into the request path yet: this is the core, proven in ``escrow_sim.py``.
+Not wired into the request path yet: this is the core, proven in ``escrow_sim.py``. Parts:
+``crdt.py`` (usage and ledger merges), ``rendezvous.py`` (owner choice), ``acceptor.py``
+(promises and ledgers), ``escrow_member.py`` (admission against allowances),
+``escrow_messages.py``; this module composes them and runs the owner.
 
 The rules
 - Usage is a state-based CRDT per (limit, window, member-incarnation), merged by max and read

@@ -30,6 +30,8 @@ class Limit:
 
 @dataclass(frozen=True, slots=True)
 class EscrowConfig:
+    """Timings of the protocol, in ms of the member's clock (defaults for a LAN)."""
+
     wait_ms: int = 50  # an admission short of allowance waits this long for a grant
     # Retries double from these up to ``retry_cap_ms`` (a partition costs few messages):
     ask_retry_ms: int = 15  # an unanswered Ask is sent again after this
