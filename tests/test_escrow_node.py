@@ -1,0 +1,97 @@
+"""One ``EscrowNode`` driven by hand, message by message (no simulator): the commit and
+fencing rules at the level of single messages."""
+
+from __future__ import annotations
+
+from random import Random
+
+from rainbridge.counters import rendezvous
+from rainbridge.counters.crdt import Ballot, WindowLedger
+from rainbridge.counters.escrow import EscrowNode, Limit
+from rainbridge.counters.escrow_messages import (
+    Accept,
+    Accepted,
+    Ask,
+    Grant,
+    Prepare,
+    Promise,
+)
+
+LIMIT = Limit("vk_a:requests:10s", 50, "10s")
+T = 1_800_000_000_000
+W = T  # the window open at T
+
+
+def _owner_and_others() -> tuple[str, list[str]]:
+    roster = ["a", "b", "c"]
+    owner = rendezvous.owner(LIMIT.lid, roster)
+    return owner, [n for n in roster if n != owner]
+
+
+def _active_owner() -> tuple[EscrowNode, list[str]]:
+    owner, others = _owner_and_others()
+    node = EscrowNode(owner, 1, [LIMIT], [owner, *others], Random(0), T)
+    prepares = [s for s in node.take_outgoing() if isinstance(s.message, Prepare)]
+    assert {s.to for s in prepares} == set(others)
+    ballot = prepares[0].message.ballot
+    node.handle(Promise(LIMIT.lid, ballot, True, ballot), others[0], T + 1)
+    assert node.owns(LIMIT.lid)
+    node.take_outgoing()
+    return node, others
+
+
+def _sent(node: EscrowNode, kind: type) -> list:
+    return [s for s in node.take_outgoing() if isinstance(s.message, kind)]
+
+
+def test_grant_is_sent_only_after_a_majority_accepted_it():
+    node, (b, _) = _active_owner()
+    node.handle(Ask(LIMIT.lid, W, f"{b}:1", 1, 0, 0, 0), b, T + 2)
+    accepts = [s for s in node.take_outgoing() if isinstance(s.message, Accept)]
+    assert accepts and not _sent(node, Grant)
+    accept = accepts[0].message
+    node.handle(Accepted(LIMIT.lid, accept.ballot, W, accept.seq, True, accept.ballot), accepts[0].to, T + 3)
+    grants = _sent(node, Grant)
+    assert [(g.to, g.message.member) for g in grants] == [(b, f"{b}:1")]
+    assert grants[0].message.granted == 50 // 6 + 1  # ceil(50 / (2 × 3))
+
+
+def test_a_late_ack_of_an_earlier_commit_does_not_commit_the_next_one():
+    node, (b, c) = _active_owner()
+    node.handle(Ask(LIMIT.lid, W, f"{b}:1", 1, 0, 0, 0), b, T + 2)
+    first = next(s.message for s in node.take_outgoing() if isinstance(s.message, Accept))
+    ack_first = Accepted(LIMIT.lid, first.ballot, W, first.seq, True, first.ballot)
+    node.handle(ack_first, b, T + 3)
+    node.take_outgoing()
+    node.handle(Ask(LIMIT.lid, W, f"{c}:1", 1, 0, 0, 0), c, T + 4)
+    second = next(s.message for s in node.take_outgoing() if isinstance(s.message, Accept))
+    assert second.seq != first.seq
+    node.handle(ack_first, b, T + 5)  # the network duplicated the old ack
+    assert not _sent(node, Grant)
+    node.handle(Accepted(LIMIT.lid, second.ballot, W, second.seq, True, second.ballot), b, T + 6)
+    assert [g.message.member for g in _sent(node, Grant)] == [f"{c}:1"]
+
+
+def test_owner_stops_granting_once_an_acceptor_promised_a_newer_ballot():
+    node, (b, c) = _active_owner()  # c: the member that took over
+    node.handle(Ask(LIMIT.lid, W, f"{b}:1", 1, 0, 0, 0), b, T + 2)
+    accept = next(s.message for s in node.take_outgoing() if isinstance(s.message, Accept))
+    newer = Ballot(accept.ballot.round + 1, c)
+    node.handle(Accepted(LIMIT.lid, accept.ballot, W, accept.seq, False, newer), b, T + 3)
+    assert not node.owns(LIMIT.lid)
+    assert not _sent(node, Grant)
+
+
+def test_acceptor_refuses_an_older_ballot_and_keeps_the_newer_ledger():
+    owner, (b, c) = _owner_and_others()
+    acceptor = EscrowNode(b, 1, [LIMIT], [owner, b, c], Random(1), T)
+    acceptor.set_view([owner, b, c], T)
+    acceptor.take_outgoing()
+    new, old = Ballot(5, owner), Ballot(4, c)
+    acceptor.handle(Prepare(LIMIT.lid, new), owner, T + 1)
+    assert _sent(acceptor, Promise)[0].message.ok
+    stale = WindowLedger({f"{c}:1": 40}, {}, old)
+    acceptor.handle(Accept(LIMIT.lid, old, W, stale, 1), c, T + 2)
+    reply = _sent(acceptor, Accepted)[0].message
+    assert not reply.ok and reply.promised == new
+    assert acceptor.acceptor.windows(LIMIT.lid).get(W) is None  # nothing of it merged
