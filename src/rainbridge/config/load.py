@@ -17,6 +17,7 @@ import msgspec
 import orjson
 import yaml
 
+from . import bifrost
 from .checks import semantic_problems
 from .schema import Config
 from .validate import Problem, check, child
@@ -115,6 +116,7 @@ def load_data(
     problems: list[Problem] = []
     raw = resolve_env(raw, os.environ if env is None else env, "$", problems)
     _apply_aliases(raw)
+    bifrost.fold(raw, problems)
     check(raw, _TYPE_INFO, "$", problems)
     if any(p.severity == "error" for p in problems):
         raise ConfigError(problems, source)

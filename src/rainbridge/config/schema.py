@@ -148,6 +148,11 @@ class BudgetConfig(Base, kw_only=True):
     max_limit: NonNegFloat  # USD per window
     reset_duration: str  # 1m 1h 1d 1w 1M 1Q 1Y (any N + unit: 30s, 15m, 7d)
     calendar_aligned: bool = False  # snap windows to UTC calendar boundaries (else count from creation)
+    # Bifrost's other way to attach a shared budget (governance.budgets only): the budget names
+    # its owner instead of the owner naming the budget. At most one of the three.
+    virtual_key_id: str | None = None
+    team_id: str | None = None
+    customer_id: str | None = None
 
 
 class RateLimitConfig(Base):
@@ -158,13 +163,26 @@ class RateLimitConfig(Base):
     token_reset_duration: str | None = None
 
 
+class GrantKeyRef(Base):
+    """One provider key a virtual key may use, in the Helm chart's form ``{"name": ...}``."""
+
+    key_id: str | None = None  # the key's id
+    name: str | None = None  # the key's name
+
+
 class ProviderGrantConfig(Base, kw_only=True):
     provider: str
     weight: NonNegFloat = 1.0  # share when the model names no provider
     allowed_models: list[str] | None = None  # None or ["*"]: all; [] : none (Bifrost v2)
-    key_ids: list[str] | None = None  # provider key ids or names this VK may use (None: all)
-    budget_id: str | None = None  # accepted; per-provider budgets are not enforced yet
-    rate_limit_id: str | None = None  # accepted; per-provider limits are not enforced yet
+    # Provider keys (ids or names) this VK may use: absent = all, ["*"] = all, [] = none.
+    key_ids: list[str] | None = None
+    keys: list[GrantKeyRef] | None = None  # the same as key_ids, Helm form; both: their union
+    # Per-provider budgets and rate limits are not enforced yet: refused at start-up (a limit
+    # that silently does nothing would let the key spend past it).
+    budget_id: str | None = None
+    rate_limit_id: str | None = None
+    budget: Any = None
+    rate_limit: Any = None
 
 
 class OwnerLimits(Base):

@@ -1,0 +1,220 @@
+"""Bifrost's other ways of writing settings rainbridge has, folded into ours before validation.
+
+The rule for the whole file: a setting that restricts access, spend or routing is either
+enforced or refused at start-up with its path named, never warned about and dropped (a
+dropped restriction opens the gateway wider than the file says). This module holds the
+Bifrost forms that *are* enforced by mapping them onto our own fields, and the table of
+restricting settings that are not supported yet and therefore refuse the file.
+
+It works on the parsed JSON (before type checking), so every check is defensive about types:
+a wrong type is left for the schema check to report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .validate import Problem, child
+
+GOVERNANCE_PLUGIN = "governance"
+# Bifrost plugins whose job rainbridge does natively: no warning.
+NATIVE_PLUGINS = {
+    "telemetry": "Prometheus metrics are served at /metrics",
+    "logging": "the request log follows client.enable_logging",
+}
+
+# Settings of Bifrost's governance plugin (plugins/governance Config) and what we do with each.
+ENFORCED = "enforced"
+REFUSED = "refused"
+NO_EFFECT = "no effect"
+GOVERNANCE_PLUGIN_FIELDS = {
+    "is_vk_mandatory": ENFORCED,  # -> governance.is_vk_mandatory
+    "required_headers": REFUSED,  # requests must carry these headers (when non-empty)
+    "is_enterprise": NO_EFFECT,
+    "disable_auto_tool_inject": NO_EFFECT,  # MCP tools: rainbridge serves no MCP
+    "routing_chain_max_depth": NO_EFFECT,  # bounds routing rules, which are refused themselves
+}
+
+# Restricting settings rainbridge does not enforce yet: present and non-empty -> the file is
+# refused. (path pattern, why). "*" stands for any provider name / list index.
+UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
+    ("$.plugins[*].config.required_headers",
+     "the governance plugin's required request headers are not checked by rainbridge yet"),
+    ("$.governance.routing_rules", "routing rules are not supported yet"),
+    ("$.governance.model_configs", "model-level budgets and rate limits are not supported yet"),
+    ("$.providers.*.budget_id", "provider-level budgets are not supported yet"),
+    ("$.providers.*.rate_limit_id", "provider-level rate limits are not supported yet"),
+    ("$.providers.*.custom_provider_config.allowed_requests",
+     "a custom provider limited to some request types is not supported yet (every type would be served)"),
+    ("$.providers.*.proxy_config", "upstream proxies are not supported yet (requests would go direct)"),
+)
+# Also refused, where the typed config is normalized (governance/normalize.py): a virtual
+# key's provider_configs[].budget_id / rate_limit_id / budget / rate_limit.
+
+
+def fold(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Apply Bifrost's forms to ``raw`` in place; append what is refused (errors) and notes."""
+    _fold_plugins(raw, out)
+    _fold_auth_config(raw, out)
+    _refuse_unsupported(raw, out)
+    _fold_digit_ports(raw)
+
+
+# ----------------------------------------------------------------------------- plugins
+
+
+def plugin_entries(plugins: Any) -> Iterator[tuple[str, str, Any]]:
+    """(path, name, entry) for each plugin, in the list form of config.json
+    (``[{"name", "enabled", "config"}]``) and the map form of Helm values (``{name: {...}}``)."""
+    if isinstance(plugins, list):
+        for i, entry in enumerate(plugins):
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                yield child("$.plugins", i), entry["name"], entry
+    elif isinstance(plugins, dict):
+        for name, entry in plugins.items():
+            if isinstance(entry, dict):
+                yield child("$.plugins", str(name)), str(name), entry
+
+
+def _fold_plugins(raw: dict[str, Any], out: list[Problem]) -> None:
+    for path, name, entry in plugin_entries(raw.get("plugins")):
+        if name in NATIVE_PLUGINS:
+            continue
+        if name != GOVERNANCE_PLUGIN:
+            out.append(Problem(path, f"plugin {name!r} is not supported by rainbridge (ignored)", "warning"))
+            continue
+        config = entry.get("config")
+        if entry.get("enabled") is False:
+            if config:
+                out.append(Problem(f"{path}.enabled", "the governance plugin is disabled: its config is not applied (as in Bifrost)", "warning"))
+            continue
+        if config is None:
+            continue
+        if not isinstance(config, dict):
+            out.append(Problem(f"{path}.config", "expected object"))
+            continue
+        for key, value in config.items():
+            where = child(f"{path}.config", str(key))
+            effect = GOVERNANCE_PLUGIN_FIELDS.get(key)
+            if effect is None:
+                out.append(Problem(where, "unknown governance plugin setting (ignored)", "warning"))
+            elif key == "is_vk_mandatory":
+                _fold_vk_mandatory(raw, value, where, out)
+        # required_headers: see the refusal table.
+
+
+def _fold_vk_mandatory(raw: dict[str, Any], value: Any, where: str, out: list[Problem]) -> None:
+    if not isinstance(value, bool):
+        out.append(Problem(where, f"expected boolean, got {type(value).__name__}"))
+        return
+    if value:
+        require_virtual_key(raw)
+
+
+def require_virtual_key(raw: dict[str, Any]) -> None:
+    """Make every inference request need a virtual key (``governance.is_vk_mandatory``)."""
+    gov = raw.setdefault("governance", {})
+    if isinstance(gov, dict):  # any other type is reported by the schema check
+        gov["is_vk_mandatory"] = True
+
+
+# ----------------------------------------------------------------------------- auth_config
+
+
+def _fold_auth_config(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Bifrost's dashboard login (``auth_config``, top level or under ``governance``).
+
+    With ``is_enabled`` and without ``disable_auth_on_inference``, Bifrost requires a
+    credential on inference too (older versions the admin login, newer ones a virtual key).
+    rainbridge has no dashboard login; the nearest restriction that never widens access is
+    to require a virtual key on inference. The management API keeps its own bearer token.
+    """
+    gov = raw.get("governance")
+    candidates = [("$.auth_config", raw.get("auth_config"))]
+    if isinstance(gov, dict):
+        candidates.append(("$.governance.auth_config", gov.get("auth_config")))
+    for path, auth in candidates:
+        if not isinstance(auth, dict) or auth.get("is_enabled") is not True:
+            continue
+        if auth.get("disable_auth_on_inference") is not True:
+            require_virtual_key(raw)
+            out.append(Problem(path, "dashboard login is not supported: inference requires a virtual key instead "
+                               "(set disable_auth_on_inference: true to keep inference open); the management API "
+                               "uses client.admin_token", "warning"))
+        else:
+            out.append(Problem(path, "dashboard login is not supported: the management API uses client.admin_token", "warning"))
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def _present(value: Any) -> bool:
+    """Whether a setting restricts something: absent, null, empty and "none" do not."""
+    if value is None or value in ({}, [], ""):
+        return False
+    if isinstance(value, dict) and set(value) <= {"type"} and value.get("type") in (None, "", "none"):
+        return False  # proxy_config: {"type": "none"}
+    return True
+
+
+def _restricts(pattern: str, value: Any) -> bool:
+    if pattern.endswith("allowed_requests"):
+        # Bifrost: a listed request type set to false is refused; all true restricts nothing.
+        return isinstance(value, dict) and any(v is not True for v in value.values())
+    return _present(value)
+
+
+def matches(raw: Any, pattern: str) -> Iterator[tuple[str, Any]]:
+    """(path, value) of every setting at ``pattern`` ("*": any key or index) in ``raw``."""
+    parts = pattern[2:].replace("[*]", ".*").split(".")
+    yield from _walk(raw, parts, "$")
+
+
+def _walk(node: Any, parts: list[str], path: str) -> Iterator[tuple[str, Any]]:
+    if not parts:
+        yield path, node
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                yield from _walk(item, rest, child(path, i))
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                yield from _walk(item, rest, child(path, str(key)))
+    elif isinstance(node, dict) and head in node:
+        yield from _walk(node[head], rest, child(path, head))
+
+
+def _refuse_unsupported(raw: dict[str, Any], out: list[Problem]) -> None:
+    for pattern, why in UNSUPPORTED_RESTRICTIONS:
+        for path, value in matches(raw, pattern):
+            if pattern.startswith("$.plugins") and not _is_enabled_governance(raw, path):
+                continue
+            if _restricts(pattern, value):
+                out.append(Problem(path, f"{why}: remove it, or keep Bifrost for this deployment "
+                                   "(rainbridge refuses a restriction it would not enforce)"))
+
+
+def _is_enabled_governance(raw: dict[str, Any], path: str) -> bool:
+    for entry_path, name, entry in plugin_entries(raw.get("plugins")):
+        if path.startswith(entry_path + ".") and name == GOVERNANCE_PLUGIN:
+            return entry.get("enabled") is not False
+    return False
+
+
+# ----------------------------------------------------------------------------- numbers
+
+# Bifrost's schema types these as strings (its Helm chart renders "5432"); digit strings load.
+_PORT_PATHS = ("$.config_store.config.port", "$.logs_store.config.port")
+
+
+def _fold_digit_ports(raw: dict[str, Any]) -> None:
+    for pattern in _PORT_PATHS:
+        *parent_parts, key = pattern[2:].split(".")
+        node: Any = raw
+        for part in parent_parts:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(key), str) and node[key].isascii() and node[key].isdigit():
+            node[key] = int(node[key])
