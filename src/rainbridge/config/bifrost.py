@@ -48,6 +48,9 @@ UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
     ("$.providers.*.custom_provider_config.allowed_requests",
      "a custom provider limited to some request types is not supported yet (every type would be served)"),
     ("$.providers.*.proxy_config", "upstream proxies are not supported yet (requests would go direct)"),
+    ("$.client.header_filter_config",
+     "the allowlist / denylist of forwarded x-bf-eh-* headers is not applied yet (every such header would be forwarded)"),
+    ("$.guardrails_config", "guardrails are not supported yet (requests they would block would be served)"),
 )
 # Also refused, where the typed config is normalized (governance/normalize.py): a virtual
 # key's provider_configs[].budget_id / rate_limit_id / budget / rate_limit.
@@ -150,18 +153,27 @@ def _fold_auth_config(raw: dict[str, Any], out: list[Problem]) -> None:
 
 
 def _present(value: Any) -> bool:
-    """Whether a setting restricts something: absent, null, empty and "none" do not."""
-    if value is None or value in ({}, [], ""):
+    """Whether a setting restricts something: absent, null, false, empty (also an object of
+    empty members, as {"allowlist": [], "denylist": []}) and proxy type "none" do not."""
+    if value is None or value is False or value in ({}, [], ""):
         return False
-    if isinstance(value, dict) and set(value) <= {"type"} and value.get("type") in (None, "", "none"):
-        return False  # proxy_config: {"type": "none"}
+    if isinstance(value, dict):
+        if set(value) <= {"type"} and value.get("type") in (None, "", "none"):
+            return False  # proxy_config: {"type": "none"}
+        return any(_present(v) for v in value.values())
     return True
+
+
+# Request types rainbridge serves, in Bifrost's allowed_requests names.
+SERVED_REQUEST_TYPES = ("list_models", "text_completion", "text_completion_stream",
+                        "chat_completion", "chat_completion_stream", "embedding")
 
 
 def _restricts(pattern: str, value: Any) -> bool:
     if pattern.endswith("allowed_requests"):
-        # Bifrost: a listed request type set to false is refused; all true restricts nothing.
-        return isinstance(value, dict) and any(v is not True for v in value.values())
+        # Bifrost: absent/null allows all; an object allows only the types set to true (an
+        # omitted type is refused). It restricts us unless every type we serve is true.
+        return isinstance(value, dict) and any(value.get(t) is not True for t in SERVED_REQUEST_TYPES)
     return _present(value)
 
 

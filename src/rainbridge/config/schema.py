@@ -47,6 +47,7 @@ class ClientConfig(Base):
     enforce_governance_header: bool = False  # deprecated Bifrost name of enforce_auth_on_inference
     enforce_auth_on_inference: bool = False  # inference needs a virtual key
     admin_token: str | None = None  # bearer token for /api/* (or RAINBRIDGE_ADMIN_TOKEN)
+    # Not applied yet: a non-empty allowlist / denylist refuses the file (config/bifrost.py).
     header_filter_config: HeaderFilterConfig | None = None
     disable_db_pings_in_health: bool = False  # /health does not ping the store
     dump_errors_in_console_logs: bool = False  # log provider error bodies (never keys)
@@ -100,7 +101,9 @@ class ConcurrencyAndBufferSize(Base):
 class CustomProviderConfig(Base):
     base_provider_type: str = "openai"  # the API family this custom provider speaks
     is_key_less: bool = False  # no API key is sent
-    allowed_requests: dict[str, bool] = {}  # accepted, unused
+    # Bifrost: only the request types set to true are served. Not enforced yet: refused unless
+    # every type rainbridge serves is true (config/bifrost.py).
+    allowed_requests: dict[str, bool] | None = None
 
 
 class ProviderConfig(Base):
@@ -113,7 +116,7 @@ class ProviderConfig(Base):
         default_factory=ConcurrencyAndBufferSize
     )
     custom_provider_config: CustomProviderConfig | None = None
-    proxy_config: dict[str, Any] | None = None  # accepted, unused
+    proxy_config: dict[str, Any] | None = None  # not supported: refused unless {"type": "none"}
     send_back_raw_response: bool = False  # accepted, unused
     send_back_raw_request: bool = False  # accepted, unused
 
@@ -228,7 +231,7 @@ class GovernanceConfig(Base):
     budgets: list[BudgetConfig] = []
     rate_limits: list[RateLimitConfig] = []
     auth_config: Any = None  # accepted (Bifrost's dashboard login)
-    routing_rules: Any = None  # accepted, unused
+    routing_rules: Any = None  # not supported: refused when non-empty
 
 
 class PriceOverride(Base, kw_only=True):
@@ -297,6 +300,8 @@ class Config(Base):
     logs_store: StoreConfig | None = None
     governance: GovernanceConfig = msgspec.field(default_factory=GovernanceConfig)
     pricing_overrides: dict[str, PriceOverride] = {}  # "model" or "provider/model" -> price
+    # [{"name", "enabled", "config"}] or the Helm map {name: {"enabled", "config"}}: see
+    # config/bifrost.py (governance is applied, telemetry/logging are native, others warned).
     plugins: list[Any] | dict[str, Any] | None = None
     cluster_config: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     # Bifrost sections rainbridge accepts without using:
@@ -304,7 +309,7 @@ class Config(Base):
     framework: Any = None
     mcp: Any = None
     vector_store: Any = None
-    guardrails_config: Any = None
+    guardrails_config: Any = None  # not supported: refused when it has rules
     source_of_truth: str | None = None
     env_label: str | None = None
     server: Any = None
