@@ -4,6 +4,9 @@ or routing is enforced or refused with its path, never warned about and dropped.
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -176,3 +179,20 @@ def test_unenforced_restriction_is_refused_with_its_path(case, config, path):
         "empty header filter", "empty guardrails"])
 def test_settings_that_restrict_nothing_load(config):
     load_data(copy.deepcopy(config), ENV)
+
+
+def test_config_check_groups_refused_ignored_and_used(tmp_path):
+    f = tmp_path / "bifrost.json"
+    f.write_text(json.dumps(base() | {
+        "plugins": [{"name": "governance", "enabled": True, "config": {"is_vk_mandatory": True}},
+                    {"name": "maxim", "enabled": True, "config": {}}],
+        "governance": {"routing_rules": [{"name": "r"}]},
+    }))
+    out = subprocess.run([sys.executable, "-m", "rainbridge", "config", "check", str(f)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    refused, ignored, used = (next(i for i, line in enumerate(lines) if line.startswith(word)) for word in ("refused", "ignored", "used"))
+    assert refused < ignored < used
+    assert lines[refused + 1].startswith("  error: $.governance.routing_rules: ")
+    assert lines[ignored + 1].startswith("  warning: $.plugins[1]: plugin 'maxim'")
+    assert lines[used + 1] == "  note: $.plugins[0].config.is_vk_mandatory: enforced as governance.is_vk_mandatory"

@@ -18,6 +18,7 @@ from typing import Any
 from .validate import Problem, child
 
 GOVERNANCE_PLUGIN = "governance"
+NOTE = "note"  # a Problem severity: a Bifrost form that is used, said in rainbridge's terms
 # Bifrost plugins whose job rainbridge does natively: no warning.
 NATIVE_PLUGINS = {
     "telemetry": "Prometheus metrics are served at /metrics",
@@ -83,6 +84,7 @@ def plugin_entries(plugins: Any) -> Iterator[tuple[str, str, Any]]:
 def _fold_plugins(raw: dict[str, Any], out: list[Problem]) -> None:
     for path, name, entry in plugin_entries(raw.get("plugins")):
         if name in NATIVE_PLUGINS:
+            out.append(Problem(path, f"plugin {name!r}: {NATIVE_PLUGINS[name]}", NOTE))
             continue
         if name != GOVERNANCE_PLUGIN:
             out.append(Problem(path, f"plugin {name!r} is not supported by rainbridge (ignored)", "warning"))
@@ -104,6 +106,8 @@ def _fold_plugins(raw: dict[str, Any], out: list[Problem]) -> None:
                 out.append(Problem(where, "unknown governance plugin setting (ignored)", "warning"))
             elif key == "is_vk_mandatory":
                 _fold_vk_mandatory(raw, value, where, out)
+            elif effect == NO_EFFECT and value not in (None, False):
+                out.append(Problem(where, "restricts nothing rainbridge serves (ignored)", "warning"))
         # required_headers: see the refusal table.
 
 
@@ -113,6 +117,7 @@ def _fold_vk_mandatory(raw: dict[str, Any], value: Any, where: str, out: list[Pr
         return
     if value:
         require_virtual_key(raw)
+        out.append(Problem(where, "enforced as governance.is_vk_mandatory", NOTE))
 
 
 def require_virtual_key(raw: dict[str, Any]) -> None:
@@ -205,8 +210,8 @@ def _refuse_unsupported(raw: dict[str, Any], out: list[Problem]) -> None:
             if pattern.startswith("$.plugins") and not _is_enabled_governance(raw, path):
                 continue
             if _restricts(pattern, value):
-                out.append(Problem(path, f"{why}: remove it, or keep Bifrost for this deployment "
-                                   "(rainbridge refuses a restriction it would not enforce)"))
+                out.append(Problem(path, f"{why}: remove it to start (rainbridge refuses a restriction "
+                                   "it would not enforce rather than ignore it)"))
 
 
 def _is_enabled_governance(raw: dict[str, Any], path: str) -> bool:
