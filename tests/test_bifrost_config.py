@@ -196,3 +196,20 @@ def test_config_check_groups_refused_ignored_and_used(tmp_path):
     assert lines[refused + 1].startswith("  error: $.governance.routing_rules: ")
     assert lines[ignored + 1].startswith("  warning: $.plugins[1]: plugin 'maxim'")
     assert lines[used + 1] == "  note: $.plugins[0].config.is_vk_mandatory: enforced as governance.is_vk_mandatory"
+
+
+@pytest.mark.parametrize(("name", "entry"), [
+    ("bedrock", {"keys": [{"value": "", "bedrock_key_config": {"region": "us-east-1"}}]}),
+    ("cohere", {"keys": [{"value": "co-key"}]}),
+    ("my-vertex", {"custom_provider_config": {"base_provider_type": "vertex"}, "keys": []}),
+    ("g", {"type": "gemini", "keys": [{"value": "k"}]}),
+])
+def test_unsupported_bifrost_provider_is_skipped_with_a_warning_naming_it(name, entry):
+    loaded = load_data({"providers": {"openai": copy.deepcopy(PROVIDER), name: entry}}, ENV)
+    assert list(loaded.config.providers) == ["openai"]
+    (warning,) = [w for w in loaded.warnings if w.path == f"$.providers.{name}" or w.path == f"$.providers[{name!r}]"]
+    assert f"provider {name!r}" in warning.message and "skipped" in warning.message
+
+
+def test_unknown_non_bifrost_provider_is_still_refused():
+    assert "$.providers.mystery" in errors_of({"providers": {"mystery": {"keys": [{"value": "k"}]}}})

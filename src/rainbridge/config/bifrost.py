@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from .families import unsupported_type
 from .validate import Problem, child
 
 GOVERNANCE_PLUGIN = "governance"
@@ -59,10 +60,32 @@ UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
 
 def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     """Apply Bifrost's forms to ``raw`` in place; append what is refused (errors) and notes."""
+    _skip_unsupported_providers(raw, out)
     _fold_plugins(raw, out)
     _fold_auth_config(raw, out)
     _refuse_unsupported(raw, out)
     _fold_digit_ports(raw)
+
+
+# ----------------------------------------------------------------------------- providers
+
+
+def _skip_unsupported_providers(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Bifrost providers without a rainbridge adapter are left out, one warning each, so the
+    rest of the gateway starts (leaving one out never widens access: its grants stay)."""
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return
+    for name in list(providers):
+        entry = providers[name]
+        if not isinstance(entry, dict):
+            continue
+        kind = unsupported_type(str(name), entry.get("type"), entry.get("custom_provider_config"))
+        if kind is not None:
+            del providers[name]
+            what = f"provider {name!r}" if kind == name else f"provider {name!r} (type {kind!r})"
+            out.append(Problem(child("$.providers", str(name)), f"{what} is not supported by rainbridge yet: skipped "
+                               "(requests for its models answer 404)", "warning"))
 
 
 # ----------------------------------------------------------------------------- plugins
