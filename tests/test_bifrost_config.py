@@ -213,3 +213,27 @@ def test_unsupported_bifrost_provider_is_skipped_with_a_warning_naming_it(name, 
 
 def test_unknown_non_bifrost_provider_is_still_refused():
     assert "$.providers.mystery" in errors_of({"providers": {"mystery": {"keys": [{"value": "k"}]}}})
+
+
+def test_key_alias_object_form_becomes_its_model_id():
+    config = base()
+    config["providers"]["openai"]["keys"][0]["aliases"] = {
+        "fast-model": "gpt-4o-mini",
+        "best-model": {"model_id": "gpt-4o-2024-11-20", "model_name": "gpt-4o", "description": "ours"},
+    }
+    loaded = load_data(config, ENV)
+    assert loaded.config.providers["openai"].keys[0].aliases == {"fast-model": "gpt-4o-mini", "best-model": "gpt-4o-2024-11-20"}
+    assert {w.path for w in loaded.warnings} == {
+        "$.providers.openai.keys[0].aliases['best-model'].model_name",
+        "$.providers.openai.keys[0].aliases['best-model'].description",
+    }
+
+
+@pytest.mark.parametrize(("alias", "path"), [
+    ({"model_id": "dep-1", "endpoint": "https://other.openai.azure.com"}, "$.providers.openai.keys[0].aliases.best.endpoint"),
+    ({"model_name": "gpt-4o"}, "$.providers.openai.keys[0].aliases.best.model_id"),
+])
+def test_key_alias_object_routing_override_or_missing_model_id_is_refused(alias, path):
+    config = base()
+    config["providers"]["openai"]["keys"][0]["aliases"] = {"best": alias}
+    assert path in errors_of(config)

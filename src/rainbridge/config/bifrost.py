@@ -62,6 +62,7 @@ def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     """Apply Bifrost's forms to ``raw`` in place; append what is refused (errors) and notes."""
     _skip_unsupported_providers(raw, out)
     _fold_plugins(raw, out)
+    _fold_alias_objects(raw, out)
     _fold_auth_config(raw, out)
     _refuse_unsupported(raw, out)
     _fold_digit_ports(raw)
@@ -86,6 +87,40 @@ def _skip_unsupported_providers(raw: dict[str, Any], out: list[Problem]) -> None
             what = f"provider {name!r}" if kind == name else f"provider {name!r} (type {kind!r})"
             out.append(Problem(child("$.providers", str(name)), f"{what} is not supported by rainbridge yet: skipped "
                                "(requests for its models answer 404)", "warning"))
+
+
+# Fields of Bifrost's object form of a key alias ({"model_id": ..., ...}) besides model_id.
+ALIAS_FIELDS_IGNORED = ("model_name", "model_family", "description", "region", "project_id",
+                        "project_number", "force_single_region", "inference_profile_arn",
+                        "use_deployments_endpoint", "use_anthropic_endpoints", "anthropic_version")
+# Routing overrides: the alias's requests would go elsewhere (another Azure resource or API
+# version) than the file says, so they are refused rather than ignored.
+ALIAS_FIELDS_REFUSED = ("endpoint", "api_version")
+
+
+def _fold_alias_objects(raw: dict[str, Any], out: list[Problem]) -> None:
+    """``keys[].aliases`` values may be ``"target"`` or ``{"model_id": "target", ...}``
+    (Bifrost v1.5+); the object form becomes its ``model_id``."""
+    for path, aliases in matches(raw, "$.providers.*.keys[*].aliases"):
+        if not isinstance(aliases, dict):
+            continue
+        for alias, value in aliases.items():
+            if not isinstance(value, dict):
+                continue
+            where = child(path, str(alias))
+            target = value.get("model_id")
+            if not isinstance(target, str) or not target:
+                out.append(Problem(f"{where}.model_id", "required: the model name sent upstream"))
+                continue
+            for name in value:
+                if name in ALIAS_FIELDS_REFUSED and value[name]:
+                    out.append(Problem(child(where, name), "a per-alias routing override is not supported yet: "
+                                       "remove it to start (use a separate key with its own endpoint)"))
+                elif name != "model_id" and value[name] not in (None, "", False):
+                    known = name in ALIAS_FIELDS_IGNORED
+                    out.append(Problem(child(where, name), "not used by rainbridge (ignored)" if known
+                                       else "unknown key (ignored)", "warning"))
+            aliases[alias] = target
 
 
 # ----------------------------------------------------------------------------- plugins
