@@ -23,6 +23,12 @@ def semantic_problems(config: Config) -> list[Problem]:
                     Problem(f"$.{section}.config", "postgres needs either dsn or host")
                 )
     _check_cluster(config, out)
+    store = config.config_store
+    if store is not None and store.enabled and store.type == "postgres":
+        for i, vk in enumerate(config.governance.virtual_keys):
+            if not vk.value:
+                out.append(Problem(f"$.governance.virtual_keys[{i}].value", "required with the PostgreSQL config store "
+                                   "(nodes would each generate a different value); use env.VAR"))
     from ..governance.normalize import normalize  # governance depends on config, not the reverse
 
     out.extend(normalize(config.governance, set(config.providers), 0).problems)

@@ -213,7 +213,9 @@ class TeamConfig(OwnerLimits, kw_only=True):
 class VirtualKeyConfig(OwnerLimits, kw_only=True):
     id: str | None = None
     name: str
-    value: str | None = None  # the key clients send (required in the file; the API generates one)
+    # The key clients send (env.VAR allowed). Absent: generated once into
+    # <app-dir>/generated-virtual-keys/ (the log names the file); required with the PostgreSQL store.
+    value: str | None = None
     description: str = ""
     is_active: bool = True
     expires_at: str | int | None = None  # RFC 3339 time or epoch milliseconds

@@ -8,6 +8,7 @@ Budgets and rate limits may be inline (``budget``, ``budgets``, ``rate_limit``) 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config.schema import (
@@ -111,7 +112,10 @@ def _limits(owner: OwnerLimits, owner_id: str, path: str, gov: GovernanceConfig,
     return budgets, rate_limit
 
 
-def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int) -> Normalized:
+def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int,
+              value_for: Callable[[str, str], str] | None = None) -> Normalized:
+    """``value_for(vk_id, path)``: the value of a virtual key the file lists without one
+    (generated, see ``generated.py``); None when only checking the file."""
     n = Normalized()
     out = n.problems
     for i, b in enumerate(gov.budgets):
@@ -159,10 +163,9 @@ def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int) 
         path = f"$.governance.virtual_keys[{i}]"
         vid = v.id or v.name
         unique("virtual_keys", path, vid, v.name)
-        value_hash = hash_value(v.value) if v.value else ""
-        if not v.value:
-            out.append(Problem(f"{path}.value", "required in the config file (the key clients send); the management API generates values"))
-        elif value_hash in hashes:
+        value = v.value or (value_for(vid, path) if value_for is not None else "")
+        value_hash = hash_value(value) if value else ""
+        if v.value and value_hash in hashes:
             out.append(Problem(f"{path}.value", "the same key value is used twice"))
         hashes.add(value_hash)
         if v.team_id and v.customer_id:
@@ -185,7 +188,7 @@ def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int) 
         budgets, rate_limit = _limits(v, vid, path, gov, created_at, out, "vk")
         allow_all = v.allow_all_providers if v.allow_all_providers is not None else not grants
         n.virtual_keys.append(VirtualKey(
-            id=vid, name=v.name, value_hash=value_hash, value_hint=hint(v.value or ""), description=v.description,
+            id=vid, name=v.name, value_hash=value_hash, value_hint=hint(value), description=v.description,
             is_active=v.is_active, expires_at=parse_time(v.expires_at, f"{path}.expires_at", out),
             team_id=v.team_id, customer_id=v.customer_id, provider_configs=grants, allow_all_providers=allow_all,
             budgets=budgets, rate_limit=rate_limit, created_at=created_at, updated_at=created_at,
