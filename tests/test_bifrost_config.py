@@ -237,3 +237,17 @@ def test_key_alias_object_routing_override_or_missing_model_id_is_refused(alias,
     config = base()
     config["providers"]["openai"]["keys"][0]["aliases"] = {"best": alias}
     assert path in errors_of(config)
+
+
+@pytest.mark.parametrize(("base", "expected"), [("openai", "https://api.openai.com"), ("anthropic", "https://api.anthropic.com")])
+def test_custom_provider_without_base_url_falls_back_to_its_base_providers_endpoint(base, expected):
+    from rainbridge.config.checks import default_base_url
+
+    config = {"providers": {"mine": {"custom_provider_config": {"base_provider_type": base}, "keys": [{"value": "sk-x-0123456789"}]}}}
+    loaded = load_data(config, ENV).config
+    assert default_base_url("mine", loaded.providers["mine"]) == expected
+
+
+def test_rainbridge_type_extension_still_needs_base_url():
+    config = {"providers": {"mine": {"type": "openai", "keys": [{"value": "sk-x-0123456789"}]}}}
+    assert "$.providers.mine.network_config.base_url" in errors_of(config)
