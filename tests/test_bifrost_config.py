@@ -251,3 +251,29 @@ def test_custom_provider_without_base_url_falls_back_to_its_base_providers_endpo
 def test_rainbridge_type_extension_still_needs_base_url():
     config = {"providers": {"mine": {"type": "openai", "keys": [{"value": "sk-x-0123456789"}]}}}
     assert "$.providers.mine.network_config.base_url" in errors_of(config)
+
+
+def test_vllm_server_url_per_key_becomes_the_providers_base_url_and_model_name_its_models():
+    config = {"providers": {"vllm": {"keys": [
+        {"name": "a", "value": "", "vllm_key_config": {"url": "http://127.0.0.1:8000/v1", "model_name": "llama-3"}},
+        {"name": "b", "value": "", "vllm_key_config": {"url": "http://127.0.0.1:8000", "model_name": "llama-3"}},
+    ]}}}
+    loaded = load_data(config, ENV)
+    provider = loaded.config.providers["vllm"]
+    assert provider.network_config.base_url == "http://127.0.0.1:8000"
+    assert [k.models for k in provider.keys] == [["llama-3"], ["llama-3"]]
+    assert loaded.warnings == []
+
+
+def test_ollama_url_in_key_config_is_used():
+    config = {"providers": {"ollama": {"keys": [{"value": "", "ollama_key_config": {"url": "http://127.0.0.1:11434"}}]}}}
+    assert load_data(config, ENV).config.providers["ollama"].network_config.base_url == "http://127.0.0.1:11434"
+
+
+def test_keys_of_one_provider_on_different_servers_are_refused():
+    config = {"providers": {"sgl": {"keys": [
+        {"name": "a", "value": "", "sgl_key_config": {"url": "http://127.0.0.1:30000"}},
+        {"name": "b", "value": "", "sgl_key_config": {"url": "http://127.0.0.1:30001"}},
+    ]}}}
+    errors = errors_of(config)
+    assert "$.providers.sgl.keys[0].sgl_key_config.url" in errors and "$.providers.sgl.keys[1].sgl_key_config.url" in errors

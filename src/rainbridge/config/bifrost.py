@@ -63,6 +63,7 @@ def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     _skip_unsupported_providers(raw, out)
     _fold_plugins(raw, out)
     _fold_alias_objects(raw, out)
+    _fold_key_urls(raw, out)
     _fold_auth_config(raw, out)
     _refuse_unsupported(raw, out)
     _fold_digit_ports(raw)
@@ -121,6 +122,57 @@ def _fold_alias_objects(raw: dict[str, Any], out: list[Problem]) -> None:
                     out.append(Problem(child(where, name), "not used by rainbridge (ignored)" if known
                                        else "unknown key (ignored)", "warning"))
             aliases[alias] = target
+
+
+SERVER_KEY_CONFIGS = ("ollama_key_config", "vllm_key_config", "sgl_key_config")
+
+
+def _fold_key_urls(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Self-hosted servers named per key (``keys[].{ollama,vllm,sgl}_key_config.url``, and
+    vLLM's ``model_name``, the one model that server serves) become the provider's
+    ``network_config.base_url`` and the key's ``models``. Keys on different servers need
+    one provider each here: refused, so no request goes to the wrong server."""
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return
+    for name, entry in providers.items():
+        keys = entry.get("keys") if isinstance(entry, dict) else None
+        if not isinstance(keys, list):
+            continue
+        ppath = child("$.providers", str(name))
+        urls: list[tuple[str, str]] = []
+        for i, key in enumerate(keys):
+            for field in SERVER_KEY_CONFIGS:
+                cfg = key.get(field) if isinstance(key, dict) else None
+                if not isinstance(cfg, dict):
+                    continue
+                where = f"{child(f'{ppath}.keys', i)}.{field}"
+                url = cfg.get("url")
+                if isinstance(url, str) and url:
+                    urls.append((f"{where}.url", url.rstrip("/").removesuffix("/v1")))
+                model = cfg.get("model_name")
+                if isinstance(model, str) and model:
+                    models = key.get("models")
+                    key["models"] = [model] if models in (None, ["*"]) or model in (models or []) else []
+                    out.append(Problem(f"{where}.model_name", f"this key serves only {model!r} (as keys[].models)", NOTE))
+                del key[field]
+        if urls:
+            _set_server_url(entry, ppath, urls, out)
+
+
+def _set_server_url(entry: dict[str, Any], ppath: str, urls: list[tuple[str, str]], out: list[Problem]) -> None:
+    network = entry.setdefault("network_config", {})
+    if not isinstance(network, dict):
+        return
+    current = network.get("base_url")
+    distinct = {url for _, url in urls} | ({current.rstrip("/")} if isinstance(current, str) and current else set())
+    if len(distinct) > 1:
+        for where, _url in urls:
+            out.append(Problem(where, f"keys of one provider on different servers ({', '.join(sorted(distinct))}) are not "
+                               "supported yet: declare one provider per server"))
+        return
+    network["base_url"] = urls[0][1]
+    out.append(Problem(urls[0][0], "used as network_config.base_url", NOTE))
 
 
 # ----------------------------------------------------------------------------- plugins
