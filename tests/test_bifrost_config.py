@@ -277,3 +277,27 @@ def test_keys_of_one_provider_on_different_servers_are_refused():
     ]}}}
     errors = errors_of(config)
     assert "$.providers.sgl.keys[0].sgl_key_config.url" in errors and "$.providers.sgl.keys[1].sgl_key_config.url" in errors
+
+
+def azure(key: dict) -> dict:
+    return {"providers": {"azure": {"keys": [{"name": "a", **key, "azure_key_config": {
+        "endpoint": "https://x.openai.azure.com", "client_id": "c", "client_secret": "s", "tenant_id": "t"}}]}}}
+
+
+def test_azure_entra_id_key_without_api_key_is_refused_clearly():
+    errors = errors_of(azure({"value": ""}))
+    assert "Entra ID" in errors["$.providers.azure.keys[0].azure_key_config.client_id"]
+
+
+def test_azure_entra_id_fields_beside_an_api_key_are_warned_and_the_api_key_used():
+    loaded = load_data(azure({"value": "azure-api-key-0123456789"}), ENV)
+    assert [w.path for w in loaded.warnings] == ["$.providers.azure.keys[0].azure_key_config.client_id"]
+
+
+def test_clickhouse_logs_store_is_refused_clearly():
+    errors = errors_of(base() | {"logs_store": {"enabled": True, "type": "clickhouse", "config": {"host": "ch"}}})
+    assert list(errors) == ["$.logs_store.type"] and "clickhouse is not supported" in errors["$.logs_store.type"]
+
+
+def test_disabled_clickhouse_logs_store_loads():
+    load_data(base() | {"logs_store": {"enabled": False, "type": "clickhouse"}}, ENV)

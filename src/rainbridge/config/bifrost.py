@@ -64,6 +64,8 @@ def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     _fold_plugins(raw, out)
     _fold_alias_objects(raw, out)
     _fold_key_urls(raw, out)
+    _check_azure_entra(raw, out)
+    _check_logs_store(raw, out)
     _fold_auth_config(raw, out)
     _refuse_unsupported(raw, out)
     _fold_digit_ports(raw)
@@ -173,6 +175,46 @@ def _set_server_url(entry: dict[str, Any], ppath: str, urls: list[tuple[str, str
         return
     network["base_url"] = urls[0][1]
     out.append(Problem(urls[0][0], "used as network_config.base_url", NOTE))
+
+
+ENTRA_FIELDS = ("client_id", "client_secret", "tenant_id")
+
+
+def _check_azure_entra(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Azure keys authenticated by Entra ID (service principal) instead of an API key."""
+    for path, azure in matches(raw, "$.providers.*.keys[*].azure_key_config"):
+        if not isinstance(azure, dict) or not any(azure.get(f) for f in ENTRA_FIELDS):
+            continue
+        key_path = path.removesuffix(".azure_key_config")
+        has_value = bool(_at(raw, key_path, "value"))
+        for field in ENTRA_FIELDS:
+            if field in azure:
+                del azure[field]  # reported here, not again as an unknown key
+        if has_value:
+            out.append(Problem(f"{path}.client_id", "Entra ID is not supported yet: the API key in value is used "
+                               "(ignored)", "warning"))
+        else:
+            out.append(Problem(f"{path}.client_id", "Entra ID (service principal) authentication is not supported "
+                               "yet: give the resource's API key in value"))
+
+
+def _at(raw: dict[str, Any], path: str, key: str) -> Any:
+    for found_path, value in matches(raw, "$.providers.*.keys[*]"):
+        if found_path == path and isinstance(value, dict):
+            return value.get(key)
+    return None
+
+
+def _check_logs_store(raw: dict[str, Any], out: list[Problem]) -> None:
+    store = raw.get("logs_store")
+    if not isinstance(store, dict) or store.get("type") != "clickhouse":
+        return
+    del store["type"]  # reported here, not again by the schema check
+    if store.get("enabled") is False:
+        out.append(Problem("$.logs_store.type", "clickhouse is not supported; the logs store is disabled anyway (ignored)", "warning"))
+    else:
+        out.append(Problem("$.logs_store.type", "clickhouse is not supported: use \"postgres\" or \"sqlite\", "
+                           "or set enabled: false"))
 
 
 # ----------------------------------------------------------------------------- plugins
