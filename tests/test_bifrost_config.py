@@ -301,3 +301,17 @@ def test_clickhouse_logs_store_is_refused_clearly():
 
 def test_disabled_clickhouse_logs_store_loads():
     load_data(base() | {"logs_store": {"enabled": False, "type": "clickhouse"}}, ENV)
+
+
+def test_virtual_key_with_only_an_id_takes_it_as_its_name():
+    # Bifrost's examples/configs/withconfigstore form: {"id": "vk-gpt", "value": ..., "provider_configs": [...]}.
+    config = base() | {"governance": {"virtual_keys": [{"id": "vk-gpt", "value": "vk-gpt", "provider_configs": [
+        {"provider": "openai", "key_ids": ["*"], "allowed_models": ["gpt-4o"]}]}]}}
+    loaded = load_data(config, ENV).config
+    (vk,) = normalize(loaded.governance, {"openai"}, 0).virtual_keys
+    assert (vk.id, vk.name, vk.provider_configs[0].key_ids) == ("vk-gpt", "vk-gpt", None)
+
+
+def test_telemetry_push_gateway_is_warned_about():
+    config = base() | {"plugins": [{"name": "telemetry", "enabled": True, "config": {"push_gateway": {"enabled": True}}}]}
+    assert [w.path for w in load_data(config, ENV).warnings] == ["$.plugins[0].config.push_gateway"]

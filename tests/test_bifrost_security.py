@@ -12,13 +12,14 @@ from __future__ import annotations
 import openai
 import pytest
 
-from support import GatewayProcess
+from support import GatewayProcess, http_json
 
 # Unique key values: the fake provider is shared by the session and counts requests per key.
 FIRST = "sk-bifrost-sec-first-0123456789"
 SECOND = "sk-bifrost-sec-second-0123456789"
 PINNED = "sk-bf-pinned-0123456789abcdef"
 STAR = "sk-bf-star-0123456789abcdef01"
+TOKEN = "bifrost-sec-admin-token"
 REQUESTS = 20  # with two keys at equal weight, one is missed by all 20 with p = 2^-19
 
 
@@ -41,7 +42,8 @@ def bifrost_config(mock_url: str) -> dict:
 
 @pytest.fixture(scope="module")
 def gw(mock, tmp_path_factory):
-    gateway = GatewayProcess(tmp_path_factory.mktemp("bifrost-sec"), bifrost_config(mock.url))
+    config = bifrost_config(mock.url) | {"config_store": {"enabled": True, "type": "sqlite"}}  # API writes need a store
+    gateway = GatewayProcess(tmp_path_factory.mktemp("bifrost-sec"), config, env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
     yield gateway
     gateway.stop()
 
@@ -83,3 +85,14 @@ def test_key_ids_star_lets_the_virtual_key_use_every_provider_key(gw, mock):
         chat(gw, STAR)  # a literal "*" key name would make every request fail
     used = keys_used(mock, before)
     assert sum(used.values()) == REQUESTS and used["first"] > 0 and used["second"] > 0
+
+
+def test_helm_keys_form_through_the_management_api_pins_the_key_too(gw, mock):
+    body = {"name": "api-pinned", "provider_configs": [{"provider": "openai", "allowed_models": ["*"], "keys": [{"name": "first"}]}]}
+    status, _, reply = http_json("POST", gw.url + "/api/governance/virtual-keys", body, headers={"authorization": f"Bearer {TOKEN}"})
+    assert status == 201, reply
+    value = reply["virtual_key"]["value"]
+    before = mock.stats()["by_key"]
+    for _ in range(REQUESTS):
+        chat(gw, value)
+    assert keys_used(mock, before) == {"first": REQUESTS, "second": 0}

@@ -61,6 +61,7 @@ UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
 def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     """Apply Bifrost's forms to ``raw`` in place; append what is refused (errors) and notes."""
     _skip_unsupported_providers(raw, out)
+    _default_vk_names(raw)
     _fold_plugins(raw, out)
     _fold_alias_objects(raw, out)
     _fold_key_urls(raw, out)
@@ -217,6 +218,13 @@ def _check_logs_store(raw: dict[str, Any], out: list[Problem]) -> None:
                            "or set enabled: false"))
 
 
+def _default_vk_names(raw: dict[str, Any]) -> None:
+    """Bifrost's examples give some virtual keys only an ``id``: it is their name too."""
+    for _, vk in matches(raw, "$.governance.virtual_keys[*]"):
+        if isinstance(vk, dict) and "name" not in vk and isinstance(vk.get("id"), str):
+            vk["name"] = vk["id"]
+
+
 # ----------------------------------------------------------------------------- plugins
 
 
@@ -237,6 +245,10 @@ def _fold_plugins(raw: dict[str, Any], out: list[Problem]) -> None:
     for path, name, entry in plugin_entries(raw.get("plugins")):
         if name in NATIVE_PLUGINS:
             out.append(Problem(path, f"plugin {name!r}: {NATIVE_PLUGINS[name]}", NOTE))
+            push = entry.get("config", {}).get("push_gateway") if isinstance(entry.get("config"), dict) else None
+            if isinstance(push, dict) and push.get("enabled"):
+                out.append(Problem(f"{path}.config.push_gateway", "pushing to a Prometheus push gateway is not "
+                                   "supported: scrape /metrics instead (ignored)", "warning"))
             continue
         if name != GOVERNANCE_PLUGIN:
             out.append(Problem(path, f"plugin {name!r} is not supported by rainbridge (ignored)", "warning"))

@@ -187,6 +187,13 @@ class ProviderGrantConfig(Base, kw_only=True):
     budget: Any = None
     rate_limit: Any = None
 
+    def __post_init__(self) -> None:
+        # The Helm form joins key_ids here, so every reader of this struct (the config file
+        # and the management API alike) sees one list: dropping it would allow every key.
+        if self.keys is not None:
+            named = [n for ref in self.keys for n in (ref.key_id, ref.name) if n]
+            self.key_ids = [*(self.key_ids or ()), *named]
+
 
 class OwnerLimits(Base):
     """Budgets and a rate limit, inline or by reference to governance.budgets / rate_limits."""
@@ -212,7 +219,7 @@ class TeamConfig(OwnerLimits, kw_only=True):
 
 class VirtualKeyConfig(OwnerLimits, kw_only=True):
     id: str | None = None
-    name: str
+    name: str  # in the config file it defaults to the id (Bifrost's examples give some keys only an id)
     # The key clients send (env.VAR allowed). Absent: generated once into
     # <app-dir>/generated-virtual-keys/ (the log names the file); required with the PostgreSQL store.
     value: str | None = None

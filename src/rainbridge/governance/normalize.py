@@ -162,7 +162,8 @@ def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int,
     for i, v in enumerate(gov.virtual_keys):
         path = f"$.governance.virtual_keys[{i}]"
         vid = v.id or v.name
-        unique("virtual_keys", path, vid, v.name)
+        vname = v.name
+        unique("virtual_keys", path, vid, vname)
         value = v.value or (value_for(vid, path) if value_for is not None else "")
         value_hash = hash_value(value) if value else ""
         if v.value and value_hash in hashes:
@@ -188,7 +189,7 @@ def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int,
         budgets, rate_limit = _limits(v, vid, path, gov, created_at, out, "vk")
         allow_all = v.allow_all_providers if v.allow_all_providers is not None else not grants
         n.virtual_keys.append(VirtualKey(
-            id=vid, name=v.name, value_hash=value_hash, value_hint=hint(value), description=v.description,
+            id=vid, name=vname, value_hash=value_hash, value_hint=hint(value), description=v.description,
             is_active=v.is_active, expires_at=parse_time(v.expires_at, f"{path}.expires_at", out),
             team_id=v.team_id, customer_id=v.customer_id, provider_configs=grants, allow_all_providers=allow_all,
             budgets=budgets, rate_limit=rate_limit, created_at=created_at, updated_at=created_at,
@@ -203,17 +204,13 @@ def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int,
 
 
 def grant_key_ids(grant: ProviderGrantConfig, path: str, out: list[Problem]) -> list[str] | None:
-    """The provider keys a grant allows, from ``key_ids`` and the Helm form ``keys: [{"name"}]``.
-
-    None (absent, or ``"*"`` in either) = every key of the provider; ``[]`` = none. An entry
-    of ``keys`` that names no key is an error: dropping it would widen the grant to all keys.
-    """
-    if grant.key_ids is None and grant.keys is None:
-        return None
-    allowed = list(grant.key_ids or ())
+    """The provider keys a grant allows: ``key_ids``, which already holds the Helm form
+    ``keys: [{"name"}]`` (see ``ProviderGrantConfig``). None (absent, or ``"*"``) = every key
+    of the provider; ``[]`` = none. An entry of ``keys`` that names no key is an error in the
+    file (it narrows nothing, and was surely meant to)."""
     for k, ref in enumerate(grant.keys or ()):
-        named = [x for x in (ref.key_id, ref.name) if x]
-        if not named:
+        if not (ref.key_id or ref.name):
             out.append(Problem(f"{path}.keys[{k}]", "names no provider key: give its name (or key_id)"))
-        allowed.extend(named)
-    return None if "*" in allowed else allowed
+    if grant.key_ids is None:
+        return None
+    return None if "*" in grant.key_ids else list(grant.key_ids)
