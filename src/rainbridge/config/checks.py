@@ -23,6 +23,9 @@ def semantic_problems(config: Config) -> list[Problem]:
                     Problem(f"$.{section}.config", "postgres needs either dsn or host")
                 )
     _check_cluster(config, out)
+    if config.client.allow_direct_keys:
+        out.append(Problem("$.client.allow_direct_keys", "clients' own provider keys are not supported: "
+                           "requests always use the configured keys (ignored)", "warning"))
     store = config.config_store
     if store is not None and store.enabled and store.type == "postgres":
         for i, vk in enumerate(config.governance.virtual_keys):

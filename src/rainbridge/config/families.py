@@ -54,7 +54,7 @@ def provider_family(name: str, explicit_type: str | None, custom_base: str | Non
 # models answer 404 ``provider_not_supported``.
 UNSUPPORTED_PROVIDERS = frozenset({
     "bedrock", "vertex", "gemini", "cohere", "perplexity", "nebius", "huggingface", "parasail",
-    "elevenlabs", "replicate", "runway", "opencode-go", "opencode-zen",
+    "elevenlabs", "replicate", "runway", "runware", "bedrock_mantle", "opencode-go", "opencode-zen",
 })
 
 

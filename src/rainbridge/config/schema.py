@@ -51,6 +51,10 @@ class ClientConfig(Base):
     header_filter_config: HeaderFilterConfig | None = None
     disable_db_pings_in_health: bool = False  # /health does not ping the store
     dump_errors_in_console_logs: bool = False  # log provider error bodies (never keys)
+    # Bifrost: clients may send their own provider keys. rainbridge never forwards a client's
+    # provider key, so false is what it does; true is warned about (narrower, never wider).
+    allow_direct_keys: bool = False
+    enable_litellm_fallbacks: bool = False  # accepted, unused (Bifrost's LiteLLM-style fallback switch)
 
 
 # --------------------------------------------------------------------------- providers
@@ -141,6 +145,7 @@ class StoreConfig(Base):
     enabled: bool = True
     type: Literal["sqlite", "postgres"] = "sqlite"
     config: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    writer: Any = None  # Bifrost's log writer batching; accepted, unused
 
 
 # --------------------------------------------------------------------------- governance
