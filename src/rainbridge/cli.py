@@ -98,20 +98,37 @@ def config_group() -> None:
 @config_group.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
 def config_check(file: str) -> None:
-    """Validate a config file; print every problem with its JSON path."""
+    """Validate a config file. Prints, grouped, what is refused (errors: the gateway will not
+    start), what is ignored and why (warnings), and which Bifrost forms are used and how, each
+    with its JSON path: a Bifrost user sees at a glance what will not behave as in Bifrost."""
     from .config.load import ConfigError, load_file
 
     try:
         loaded = load_file(file)
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"{problem.severity}: {problem}")
+        _print_groups(exc.problems)
         errors = len(exc.errors)
-        click.echo(f"{file}: {errors} error(s), {len(exc.problems) - errors} warning(s)", err=True)
+        warnings = sum(1 for p in exc.problems if p.severity == "warning")
+        click.echo(f"{file}: refused: {errors} error(s), {warnings} warning(s)", err=True)
         sys.exit(1)
-    for problem in loaded.warnings:
-        click.echo(f"{problem.severity}: {problem}")
+    _print_groups([*loaded.warnings, *loaded.notes])
     click.echo(f"{file}: ok ({len(loaded.config.providers)} provider(s), {len(loaded.warnings)} warning(s))")
+
+
+CHECK_GROUPS = (
+    ("error", "refused (the gateway will not start with these)"),
+    ("warning", "ignored (the gateway starts; these have no effect)"),
+    ("note", "used (Bifrost forms, and what rainbridge does with them)"),
+)
+
+
+def _print_groups(problems: list) -> None:
+    for severity, title in CHECK_GROUPS:
+        group = [p for p in problems if p.severity == severity]
+        if group:
+            click.echo(f"{title}:")
+            for problem in group:
+                click.echo(f"  {problem.severity}: {problem}")
 
 
 @main.group("cluster")

@@ -23,10 +23,34 @@ def semantic_problems(config: Config) -> list[Problem]:
                     Problem(f"$.{section}.config", "postgres needs either dsn or host")
                 )
     _check_cluster(config, out)
+    if config.client.allow_direct_keys:
+        out.append(Problem("$.client.allow_direct_keys", "clients' own provider keys are not supported: "
+                           "requests always use the configured keys (ignored)", "warning"))
+    store = config.config_store
+    if store is not None and store.enabled and store.type == "postgres":
+        for i, vk in enumerate(config.governance.virtual_keys):
+            if not vk.value:
+                out.append(Problem(f"$.governance.virtual_keys[{i}].value", "required with the PostgreSQL config store "
+                                   "(nodes would each generate a different value); use env.VAR"))
     from ..governance.normalize import normalize  # governance depends on config, not the reverse
 
     out.extend(normalize(config.governance, set(config.providers), 0).problems)
     return out
+
+
+def default_base_url(name: str, provider: ProviderConfig) -> str | None:
+    """The endpoint used when ``network_config.base_url`` is absent: a known provider's own,
+    or for Bifrost's custom providers (``custom_provider_config``) their base provider's, as
+    Bifrost falls back. Our ``type`` extension has none: it names an API family, not a vendor."""
+    if provider.type is None:
+        known = KNOWN_PROVIDERS.get(name)
+        if known is not None:
+            return known.base_url
+        custom = provider.custom_provider_config
+        base = KNOWN_PROVIDERS.get(custom.base_provider_type) if custom else None
+        return base.base_url if base else None
+    known = KNOWN_PROVIDERS.get(provider.type)
+    return known.base_url if known is not None and name in KNOWN_PROVIDERS else None
 
 
 def valid_http_url(url: str) -> bool:
@@ -68,9 +92,8 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
             Problem(f"{path}.network_config.base_url", f"not an http(s) URL: {base_url!r}")
         )
     known = KNOWN_PROVIDERS.get(provider.type or name)
-    is_custom = provider.type is not None or custom is not None
-    if base_url is None and family != "azure":
-        if (is_custom and name not in KNOWN_PROVIDERS) or (known and known.base_url is None):
+    if base_url is None and family != "azure" and default_base_url(name, provider) is None:
+        if provider.type is not None or custom is not None or (known and known.base_url is None):
             out.append(
                 Problem(
                     f"{path}.network_config.base_url",

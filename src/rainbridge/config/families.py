@@ -47,3 +47,22 @@ def provider_family(name: str, explicit_type: str | None, custom_base: str | Non
         return known.family if known else None
     known = KNOWN_PROVIDERS.get(name)
     return known.family if known else None
+
+
+# Bifrost providers rainbridge has no adapter for yet (Bifrost's core/schemas ModelProvider list,
+# less the ones above). A config naming one starts without it, with a warning naming it; its
+# models answer 404 ``provider_not_supported``.
+UNSUPPORTED_PROVIDERS = frozenset({
+    "bedrock", "vertex", "gemini", "cohere", "perplexity", "nebius", "huggingface", "parasail",
+    "elevenlabs", "replicate", "runway", "runware", "bedrock_mantle", "opencode-go", "opencode-zen",
+})
+
+
+def unsupported_type(name: str, explicit_type: object, custom: object) -> str | None:
+    """The Bifrost provider type rainbridge cannot serve that a provider entry asks for, if any."""
+    if isinstance(explicit_type, str) and explicit_type:
+        return explicit_type if explicit_type in UNSUPPORTED_PROVIDERS else None
+    base = custom.get("base_provider_type") if isinstance(custom, dict) else None
+    if isinstance(base, str) and base:
+        return base if base in UNSUPPORTED_PROVIDERS else None
+    return name if name in UNSUPPORTED_PROVIDERS else None

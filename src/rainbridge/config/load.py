@@ -17,6 +17,8 @@ import msgspec
 import orjson
 import yaml
 
+from . import bifrost
+from .bifrost import NOTE
 from .checks import semantic_problems
 from .schema import Config
 from .validate import Problem, check, child
@@ -51,6 +53,7 @@ class LoadedConfig:
     config: Config
     warnings: list[Problem] = field(default_factory=list)
     source: str | None = None
+    notes: list[Problem] = field(default_factory=list)  # Bifrost forms used (config check prints them)
 
 
 def parse_text(text: str, source: str = "<config>") -> Any:
@@ -115,6 +118,7 @@ def load_data(
     problems: list[Problem] = []
     raw = resolve_env(raw, os.environ if env is None else env, "$", problems)
     _apply_aliases(raw)
+    bifrost.fold(raw, problems)
     check(raw, _TYPE_INFO, "$", problems)
     if any(p.severity == "error" for p in problems):
         raise ConfigError(problems, source)
@@ -122,7 +126,8 @@ def load_data(
     problems.extend(semantic_problems(config))
     if any(p.severity == "error" for p in problems):
         raise ConfigError(problems, source)
-    return LoadedConfig(config, problems, source)
+    warnings = [p for p in problems if p.severity != NOTE]
+    return LoadedConfig(config, warnings, source, [p for p in problems if p.severity == NOTE])
 
 
 def load_file(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:

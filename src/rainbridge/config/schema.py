@@ -47,9 +47,14 @@ class ClientConfig(Base):
     enforce_governance_header: bool = False  # deprecated Bifrost name of enforce_auth_on_inference
     enforce_auth_on_inference: bool = False  # inference needs a virtual key
     admin_token: str | None = None  # bearer token for /api/* (or RAINBRIDGE_ADMIN_TOKEN)
+    # Not applied yet: a non-empty allowlist / denylist refuses the file (config/bifrost.py).
     header_filter_config: HeaderFilterConfig | None = None
     disable_db_pings_in_health: bool = False  # /health does not ping the store
     dump_errors_in_console_logs: bool = False  # log provider error bodies (never keys)
+    # Bifrost: clients may send their own provider keys. rainbridge never forwards a client's
+    # provider key, so false is what it does; true is warned about (narrower, never wider).
+    allow_direct_keys: bool = False
+    enable_litellm_fallbacks: bool = False  # accepted, unused (Bifrost's LiteLLM-style fallback switch)
 
 
 # --------------------------------------------------------------------------- providers
@@ -100,7 +105,9 @@ class ConcurrencyAndBufferSize(Base):
 class CustomProviderConfig(Base):
     base_provider_type: str = "openai"  # the API family this custom provider speaks
     is_key_less: bool = False  # no API key is sent
-    allowed_requests: dict[str, bool] = {}  # accepted, unused
+    # Bifrost: only the request types set to true are served. Not enforced yet: refused unless
+    # every type rainbridge serves is true (config/bifrost.py).
+    allowed_requests: dict[str, bool] | None = None
 
 
 class ProviderConfig(Base):
@@ -113,7 +120,7 @@ class ProviderConfig(Base):
         default_factory=ConcurrencyAndBufferSize
     )
     custom_provider_config: CustomProviderConfig | None = None
-    proxy_config: dict[str, Any] | None = None  # accepted, unused
+    proxy_config: dict[str, Any] | None = None  # not supported: refused unless {"type": "none"}
     send_back_raw_response: bool = False  # accepted, unused
     send_back_raw_request: bool = False  # accepted, unused
 
@@ -138,6 +145,7 @@ class StoreConfig(Base):
     enabled: bool = True
     type: Literal["sqlite", "postgres"] = "sqlite"
     config: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    writer: Any = None  # Bifrost's log writer batching; accepted, unused
 
 
 # --------------------------------------------------------------------------- governance
@@ -148,6 +156,11 @@ class BudgetConfig(Base, kw_only=True):
     max_limit: NonNegFloat  # USD per window
     reset_duration: str  # 1m 1h 1d 1w 1M 1Q 1Y (any N + unit: 30s, 15m, 7d)
     calendar_aligned: bool = False  # snap windows to UTC calendar boundaries (else count from creation)
+    # Bifrost's other way to attach a shared budget (governance.budgets only): the budget names
+    # its owner instead of the owner naming the budget. At most one of the three.
+    virtual_key_id: str | None = None
+    team_id: str | None = None
+    customer_id: str | None = None
 
 
 class RateLimitConfig(Base):
@@ -158,13 +171,33 @@ class RateLimitConfig(Base):
     token_reset_duration: str | None = None
 
 
+class GrantKeyRef(Base):
+    """One provider key a virtual key may use, in the Helm chart's form ``{"name": ...}``."""
+
+    key_id: str | None = None  # the key's id
+    name: str | None = None  # the key's name
+
+
 class ProviderGrantConfig(Base, kw_only=True):
     provider: str
     weight: NonNegFloat = 1.0  # share when the model names no provider
     allowed_models: list[str] | None = None  # None or ["*"]: all; [] : none (Bifrost v2)
-    key_ids: list[str] | None = None  # provider key ids or names this VK may use (None: all)
-    budget_id: str | None = None  # accepted; per-provider budgets are not enforced yet
-    rate_limit_id: str | None = None  # accepted; per-provider limits are not enforced yet
+    # Provider keys (ids or names) this VK may use: absent = all, ["*"] = all, [] = none.
+    key_ids: list[str] | None = None
+    keys: list[GrantKeyRef] | None = None  # the same as key_ids, Helm form; both: their union
+    # Per-provider budgets and rate limits are not enforced yet: refused at start-up (a limit
+    # that silently does nothing would let the key spend past it).
+    budget_id: str | None = None
+    rate_limit_id: str | None = None
+    budget: Any = None
+    rate_limit: Any = None
+
+    def __post_init__(self) -> None:
+        # The Helm form joins key_ids here, so every reader of this struct (the config file
+        # and the management API alike) sees one list: dropping it would allow every key.
+        if self.keys is not None:
+            named = [n for ref in self.keys for n in (ref.key_id, ref.name) if n]
+            self.key_ids = [*(self.key_ids or ()), *named]
 
 
 class OwnerLimits(Base):
@@ -191,8 +224,10 @@ class TeamConfig(OwnerLimits, kw_only=True):
 
 class VirtualKeyConfig(OwnerLimits, kw_only=True):
     id: str | None = None
-    name: str
-    value: str | None = None  # the key clients send (required in the file; the API generates one)
+    name: str  # in the config file it defaults to the id (Bifrost's examples give some keys only an id)
+    # The key clients send (env.VAR allowed). Absent: generated once into
+    # <app-dir>/generated-virtual-keys/ (the log names the file); required with the PostgreSQL store.
+    value: str | None = None
     description: str = ""
     is_active: bool = True
     expires_at: str | int | None = None  # RFC 3339 time or epoch milliseconds
@@ -210,7 +245,7 @@ class GovernanceConfig(Base):
     budgets: list[BudgetConfig] = []
     rate_limits: list[RateLimitConfig] = []
     auth_config: Any = None  # accepted (Bifrost's dashboard login)
-    routing_rules: Any = None  # accepted, unused
+    routing_rules: Any = None  # not supported: refused when non-empty
 
 
 class PriceOverride(Base, kw_only=True):
@@ -279,6 +314,8 @@ class Config(Base):
     logs_store: StoreConfig | None = None
     governance: GovernanceConfig = msgspec.field(default_factory=GovernanceConfig)
     pricing_overrides: dict[str, PriceOverride] = {}  # "model" or "provider/model" -> price
+    # [{"name", "enabled", "config"}] or the Helm map {name: {"enabled", "config"}}: see
+    # config/bifrost.py (governance is applied, telemetry/logging are native, others warned).
     plugins: list[Any] | dict[str, Any] | None = None
     cluster_config: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     # Bifrost sections rainbridge accepts without using:
@@ -286,7 +323,7 @@ class Config(Base):
     framework: Any = None
     mcp: Any = None
     vector_store: Any = None
-    guardrails_config: Any = None
+    guardrails_config: Any = None  # not supported: refused when it has rules
     source_of_truth: str | None = None
     env_label: str | None = None
     server: Any = None

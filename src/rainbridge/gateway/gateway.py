@@ -24,6 +24,7 @@ from ..config.load import LoadedConfig
 from ..counters.local import LocalCounters
 from ..errors import GatewayError
 from ..governance.engine import Governance, GovernanceState
+from ..governance.generated import GeneratedValues
 from ..governance.normalize import normalize
 from ..governance.pricing import Price, Pricing
 from ..store import ConfigStore, StoreUnavailable, connect, encryption_passphrase, open_database
@@ -91,7 +92,8 @@ class Gateway:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        normalized = normalize(self.config.governance, set(self.config.providers), int(time.time() * 1000))
+        normalized = normalize(self.config.governance, set(self.config.providers), int(time.time() * 1000),
+                               GeneratedValues(self.app_dir).value)
         db = open_database(self.config.config_store, self.app_dir, "config.db")
         if db is None:
             self._install(self.config.providers)

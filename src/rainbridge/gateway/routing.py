@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..bounded import BoundedCache
+from ..config.families import UNSUPPORTED_PROVIDERS
 from ..errors import InvalidRequest, NotFound
 from .provider import Provider
 
@@ -55,6 +56,9 @@ class Routes:
             if len(self.providers) == 1:
                 return Target(next(iter(self.providers.values())), model)
         names = ", ".join(sorted(self.providers)) or "none configured"
+        if sep and prefix in UNSUPPORTED_PROVIDERS:
+            raise NotFound(f"provider {prefix!r} is not supported by rainbridge yet (skipped at start-up); "
+                           f"configured providers: {names}", param=param, code="provider_not_supported")
         if sep:
             message = f"unknown provider {prefix!r} in model {model!r}; configured providers: {names}"
         else:

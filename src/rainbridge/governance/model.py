@@ -51,10 +51,22 @@ class RateLimit(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class ProviderGrant(msgspec.Struct, kw_only=True):
+    """What a virtual key may do with one provider.
+
+    ``key_ids``: the provider keys (by id or name) the virtual key may use; None = all.
+    Bifrost spells "all" ``["*"]``: it is turned into None here, the one place every
+    grant passes through (config file, management API, store), so no path takes the
+    star for a key name. ``[]`` = none (Bifrost v1.5+: an empty allow-list allows nothing).
+    """
+
     provider: str
     weight: float = 1.0
     allowed_models: list[str] | None = None
     key_ids: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.key_ids is not None and "*" in self.key_ids:
+            self.key_ids = None
 
     def allows(self, model: str) -> bool:
         models = self.allowed_models

@@ -8,9 +8,16 @@ Budgets and rate limits may be inline (``budget``, ``budgets``, ``rate_limit``) 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..config.schema import BudgetConfig, GovernanceConfig, OwnerLimits, RateLimitConfig
+from ..config.schema import (
+    BudgetConfig,
+    GovernanceConfig,
+    OwnerLimits,
+    ProviderGrantConfig,
+    RateLimitConfig,
+)
 from ..config.validate import Problem, child
 from ..counters.windows import parse_duration
 from .model import Budget, Customer, ProviderGrant, RateLimit, Team, VirtualKey, hash_value, hint
@@ -69,10 +76,19 @@ def parse_time(value: str | int | None, path: str, out: list[Problem]) -> int | 
     return int(parsed.timestamp() * 1000)
 
 
-def _limits(owner: OwnerLimits, owner_id: str, path: str, gov: GovernanceConfig, created_at: int, out: list[Problem]) -> tuple[list[Budget], RateLimit | None]:
+OWNER_FIELDS = {"customer": "customer_id", "team": "team_id", "vk": "virtual_key_id"}
+
+
+def _limits(owner: OwnerLimits, owner_id: str, path: str, gov: GovernanceConfig, created_at: int, out: list[Problem],
+            kind: str = "") -> tuple[list[Budget], RateLimit | None]:
     shared_budgets = {b.id: b for b in gov.budgets if b.id}
     shared_limits = {r.id: r for r in gov.rate_limits if r.id}
     budgets = []
+    owner_field = OWNER_FIELDS.get(kind)
+    for i, b in enumerate(gov.budgets):  # budgets that name their owner (Bifrost's other form)
+        if owner_field and getattr(b, owner_field) == owner_id:
+            where = f"$.governance.budgets[{i}]"
+            budgets.append(budget_from(b, f"{owner_id}:{b.id or f'owned{i}'}", where, out, created_at))
     refs = ([owner.budget_id] if owner.budget_id else []) + list(owner.budget_ids)
     for i, ref in enumerate(refs):
         where = f"{path}.budget_id" if owner.budget_id and i == 0 else child(f"{path}.budget_ids", i - (1 if owner.budget_id else 0))
@@ -96,17 +112,26 @@ def _limits(owner: OwnerLimits, owner_id: str, path: str, gov: GovernanceConfig,
     return budgets, rate_limit
 
 
-def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int) -> Normalized:
+def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int,
+              value_for: Callable[[str, str], str] | None = None) -> Normalized:
+    """``value_for(vk_id, path)``: the value of a virtual key the file lists without one
+    (generated, see ``generated.py``); None when only checking the file."""
     n = Normalized()
     out = n.problems
     for i, b in enumerate(gov.budgets):
         check_duration(b.reset_duration, f"$.governance.budgets[{i}].reset_duration", out)
-        if not b.id:
-            out.append(Problem(f"$.governance.budgets[{i}].id", "required: owners refer to shared budgets by id"))
+        if not b.id and not (b.virtual_key_id or b.team_id or b.customer_id):
+            out.append(Problem(f"$.governance.budgets[{i}].id", "required: owners refer to shared budgets by id "
+                               "(or the budget names its owner: virtual_key_id, team_id or customer_id)"))
     for i, r in enumerate(gov.rate_limits):
         rate_limit_from(r, f"$.governance.rate_limits[{i}]", out)
         if not r.id:
             out.append(Problem(f"$.governance.rate_limits[{i}].id", "required: owners refer to shared rate limits by id"))
+
+    for i, b in enumerate(gov.budgets):
+        named = [f for f in OWNER_FIELDS.values() if getattr(b, f)]
+        if len(named) > 1:
+            out.append(Problem(f"$.governance.budgets[{i}]", f"a budget has one owner: {' and '.join(named)} are both set"))
 
     names: dict[str, set[str]] = {"customers": set(), "teams": set(), "virtual_keys": set()}
     ids: dict[str, set[str]] = {"customers": set(), "teams": set(), "virtual_keys": set()}
@@ -123,7 +148,7 @@ def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int) 
         path = f"$.governance.customers[{i}]"
         cid = c.id or c.name
         unique("customers", path, cid, c.name)
-        budgets, rate_limit = _limits(c, cid, path, gov, created_at, out)
+        budgets, rate_limit = _limits(c, cid, path, gov, created_at, out, "customer")
         n.customers.append(Customer(id=cid, name=c.name, budgets=budgets, rate_limit=rate_limit, created_at=created_at, updated_at=created_at))
     for i, t in enumerate(gov.teams):
         path = f"$.governance.teams[{i}]"
@@ -131,17 +156,17 @@ def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int) 
         unique("teams", path, tid, t.name)
         if t.customer_id and t.customer_id not in ids["customers"]:
             out.append(Problem(f"{path}.customer_id", f"no customer with id {t.customer_id!r}"))
-        budgets, rate_limit = _limits(t, tid, path, gov, created_at, out)
+        budgets, rate_limit = _limits(t, tid, path, gov, created_at, out, "team")
         n.teams.append(Team(id=tid, name=t.name, customer_id=t.customer_id, budgets=budgets, rate_limit=rate_limit, created_at=created_at, updated_at=created_at))
     hashes: set[str] = set()
     for i, v in enumerate(gov.virtual_keys):
         path = f"$.governance.virtual_keys[{i}]"
         vid = v.id or v.name
-        unique("virtual_keys", path, vid, v.name)
-        value_hash = hash_value(v.value) if v.value else ""
-        if not v.value:
-            out.append(Problem(f"{path}.value", "required in the config file (the key clients send); the management API generates values"))
-        elif value_hash in hashes:
+        vname = v.name
+        unique("virtual_keys", path, vid, vname)
+        value = v.value or (value_for(vid, path) if value_for is not None else "")
+        value_hash = hash_value(value) if value else ""
+        if v.value and value_hash in hashes:
             out.append(Problem(f"{path}.value", "the same key value is used twice"))
         hashes.add(value_hash)
         if v.team_id and v.customer_id:
@@ -154,15 +179,38 @@ def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int) 
         for j, g in enumerate(v.provider_configs):
             if g.provider not in provider_names:
                 out.append(Problem(f"{path}.provider_configs[{j}].provider", f"no provider {g.provider!r} in this file (fine if it exists in the config store)", "warning"))
-            if g.budget_id or g.rate_limit_id:
-                out.append(Problem(f"{path}.provider_configs[{j}]", "per-provider budgets and rate limits are not enforced yet (ignored)", "warning"))
-            grants.append(ProviderGrant(provider=g.provider, weight=g.weight, allowed_models=g.allowed_models, key_ids=g.key_ids))
-        budgets, rate_limit = _limits(v, vid, path, gov, created_at, out)
+            gpath = f"{path}.provider_configs[{j}]"
+            for name in ("budget_id", "rate_limit_id", "budget", "rate_limit"):
+                if getattr(g, name) is not None:
+                    out.append(Problem(f"{gpath}.{name}", "per-provider budgets and rate limits are not supported yet: "
+                                       "move the limit to the virtual key (its budgets / rate_limit) or remove it"))
+            grants.append(ProviderGrant(provider=g.provider, weight=g.weight, allowed_models=g.allowed_models,
+                                        key_ids=grant_key_ids(g, gpath, out)))
+        budgets, rate_limit = _limits(v, vid, path, gov, created_at, out, "vk")
         allow_all = v.allow_all_providers if v.allow_all_providers is not None else not grants
         n.virtual_keys.append(VirtualKey(
-            id=vid, name=v.name, value_hash=value_hash, value_hint=hint(v.value or ""), description=v.description,
+            id=vid, name=vname, value_hash=value_hash, value_hint=hint(value), description=v.description,
             is_active=v.is_active, expires_at=parse_time(v.expires_at, f"{path}.expires_at", out),
             team_id=v.team_id, customer_id=v.customer_id, provider_configs=grants, allow_all_providers=allow_all,
             budgets=budgets, rate_limit=rate_limit, created_at=created_at, updated_at=created_at,
         ))
+    owners = {"customer_id": ids["customers"], "team_id": ids["teams"], "virtual_key_id": ids["virtual_keys"]}
+    for i, b in enumerate(gov.budgets):
+        for owner_field, known in owners.items():
+            ref = getattr(b, owner_field)
+            if ref and ref not in known:
+                out.append(Problem(f"$.governance.budgets[{i}].{owner_field}", f"no {owner_field[:-3].replace('_', ' ')} with id {ref!r}"))
     return n
+
+
+def grant_key_ids(grant: ProviderGrantConfig, path: str, out: list[Problem]) -> list[str] | None:
+    """The provider keys a grant allows: ``key_ids``, which already holds the Helm form
+    ``keys: [{"name"}]`` (see ``ProviderGrantConfig``). None (absent, or ``"*"``) = every key
+    of the provider; ``[]`` = none. An entry of ``keys`` that names no key is an error in the
+    file (it narrows nothing, and was surely meant to)."""
+    for k, ref in enumerate(grant.keys or ()):
+        if not (ref.key_id or ref.name):
+            out.append(Problem(f"{path}.keys[{k}]", "names no provider key: give its name (or key_id)"))
+    if grant.key_ids is None:
+        return None
+    return None if "*" in grant.key_ids else list(grant.key_ids)

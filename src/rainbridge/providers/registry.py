@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..config.families import KNOWN_PROVIDERS, provider_family
+from ..config.checks import default_base_url
+from ..config.families import provider_family
 from ..config.schema import Config, ProviderConfig
 from ..upstream import UpstreamClient
 from .anthropic import AnthropicAdapter
@@ -23,8 +24,7 @@ def build_adapter(name: str, pc: ProviderConfig, client: UpstreamClient) -> Http
     family = provider_family(name, pc.type, custom.base_provider_type if custom else None)
     if family is None:  # config validation rejects this earlier
         raise ValueError(f"provider {name}: unknown type")
-    known = KNOWN_PROVIDERS.get(pc.type or name) or KNOWN_PROVIDERS.get(family)
-    base_url = pc.network_config.base_url or (known.base_url if known else None) or ""
+    base_url = pc.network_config.base_url or default_base_url(name, pc) or ""
     return ADAPTERS[family](name, base_url, client, pc.network_config)
 
 

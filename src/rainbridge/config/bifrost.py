@@ -1,0 +1,401 @@
+"""Bifrost's other ways of writing settings rainbridge has, folded into ours before validation.
+
+The rule for the whole file: a setting that restricts access, spend or routing is either
+enforced or refused at start-up with its path named, never warned about and dropped (a
+dropped restriction opens the gateway wider than the file says). This module holds the
+Bifrost forms that *are* enforced by mapping them onto our own fields, and the table of
+restricting settings that are not supported yet and therefore refuse the file.
+
+It works on the parsed JSON (before type checking), so every check is defensive about types:
+a wrong type is left for the schema check to report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .families import unsupported_type
+from .validate import Problem, child
+
+GOVERNANCE_PLUGIN = "governance"
+NOTE = "note"  # a Problem severity: a Bifrost form that is used, said in rainbridge's terms
+# Bifrost plugins whose job rainbridge does natively: no warning.
+NATIVE_PLUGINS = {
+    "telemetry": "Prometheus metrics are served at /metrics",
+    "logging": "the request log follows client.enable_logging",
+}
+
+# Settings of Bifrost's governance plugin (plugins/governance Config) and what we do with each.
+ENFORCED = "enforced"
+REFUSED = "refused"
+NO_EFFECT = "no effect"
+GOVERNANCE_PLUGIN_FIELDS = {
+    "is_vk_mandatory": ENFORCED,  # -> governance.is_vk_mandatory
+    "required_headers": REFUSED,  # requests must carry these headers (when non-empty)
+    "is_enterprise": NO_EFFECT,
+    "disable_auto_tool_inject": NO_EFFECT,  # MCP tools: rainbridge serves no MCP
+    "routing_chain_max_depth": NO_EFFECT,  # bounds routing rules, which are refused themselves
+}
+
+# Restricting settings rainbridge does not enforce yet: present and non-empty -> the file is
+# refused. (path pattern, why). "*" stands for any provider name / list index.
+UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
+    ("$.plugins[*].config.required_headers",
+     "the governance plugin's required request headers are not checked by rainbridge yet"),
+    ("$.governance.routing_rules", "routing rules are not supported yet"),
+    ("$.governance.model_configs", "model-level budgets and rate limits are not supported yet"),
+    ("$.providers.*.budget_id", "provider-level budgets are not supported yet"),
+    ("$.providers.*.rate_limit_id", "provider-level rate limits are not supported yet"),
+    ("$.providers.*.custom_provider_config.allowed_requests",
+     "a custom provider limited to some request types is not supported yet (every type would be served)"),
+    ("$.providers.*.proxy_config", "upstream proxies are not supported yet (requests would go direct)"),
+    ("$.client.header_filter_config",
+     "the allowlist / denylist of forwarded x-bf-eh-* headers is not applied yet (every such header would be forwarded)"),
+    ("$.guardrails_config", "guardrails are not supported yet (requests they would block would be served)"),
+)
+# Also refused, where the typed config is normalized (governance/normalize.py): a virtual
+# key's provider_configs[].budget_id / rate_limit_id / budget / rate_limit.
+
+
+def fold(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Apply Bifrost's forms to ``raw`` in place; append what is refused (errors) and notes."""
+    _skip_unsupported_providers(raw, out)
+    _default_vk_names(raw)
+    _fold_plugins(raw, out)
+    _fold_alias_objects(raw, out)
+    _fold_key_urls(raw, out)
+    _check_azure_entra(raw, out)
+    _check_logs_store(raw, out)
+    _fold_auth_config(raw, out)
+    _refuse_unsupported(raw, out)
+    _fold_digit_ports(raw)
+
+
+# ----------------------------------------------------------------------------- providers
+
+
+def _skip_unsupported_providers(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Bifrost providers without a rainbridge adapter are left out, one warning each, so the
+    rest of the gateway starts (leaving one out never widens access: its grants stay)."""
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return
+    for name in list(providers):
+        entry = providers[name]
+        if not isinstance(entry, dict):
+            continue
+        kind = unsupported_type(str(name), entry.get("type"), entry.get("custom_provider_config"))
+        if kind is not None:
+            del providers[name]
+            what = f"provider {name!r}" if kind == name else f"provider {name!r} (type {kind!r})"
+            out.append(Problem(child("$.providers", str(name)), f"{what} is not supported by rainbridge yet: skipped "
+                               "(requests for its models answer 404)", "warning"))
+
+
+# Fields of Bifrost's object form of a key alias ({"model_id": ..., ...}) besides model_id.
+ALIAS_FIELDS_IGNORED = ("model_name", "model_family", "description", "region", "project_id",
+                        "project_number", "force_single_region", "inference_profile_arn",
+                        "use_deployments_endpoint", "use_anthropic_endpoints", "anthropic_version")
+# Routing overrides: the alias's requests would go elsewhere (another Azure resource or API
+# version) than the file says, so they are refused rather than ignored.
+ALIAS_FIELDS_REFUSED = ("endpoint", "api_version")
+
+
+def _fold_alias_objects(raw: dict[str, Any], out: list[Problem]) -> None:
+    """``keys[].aliases`` values may be ``"target"`` or ``{"model_id": "target", ...}``
+    (Bifrost v1.5+); the object form becomes its ``model_id``."""
+    for path, aliases in matches(raw, "$.providers.*.keys[*].aliases"):
+        if not isinstance(aliases, dict):
+            continue
+        for alias, value in aliases.items():
+            if not isinstance(value, dict):
+                continue
+            where = child(path, str(alias))
+            target = value.get("model_id")
+            if not isinstance(target, str) or not target:
+                out.append(Problem(f"{where}.model_id", "required: the model name sent upstream"))
+                continue
+            for name in value:
+                if name in ALIAS_FIELDS_REFUSED and value[name]:
+                    out.append(Problem(child(where, name), "a per-alias routing override is not supported yet: "
+                                       "remove it to start (use a separate key with its own endpoint)"))
+                elif name != "model_id" and value[name] not in (None, "", False):
+                    known = name in ALIAS_FIELDS_IGNORED
+                    out.append(Problem(child(where, name), "not used by rainbridge (ignored)" if known
+                                       else "unknown key (ignored)", "warning"))
+            aliases[alias] = target
+
+
+SERVER_KEY_CONFIGS = ("ollama_key_config", "vllm_key_config", "sgl_key_config")
+
+
+def _fold_key_urls(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Self-hosted servers named per key (``keys[].{ollama,vllm,sgl}_key_config.url``, and
+    vLLM's ``model_name``, the one model that server serves) become the provider's
+    ``network_config.base_url`` and the key's ``models``. Keys on different servers need
+    one provider each here: refused, so no request goes to the wrong server."""
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return
+    for name, entry in providers.items():
+        keys = entry.get("keys") if isinstance(entry, dict) else None
+        if not isinstance(keys, list):
+            continue
+        ppath = child("$.providers", str(name))
+        urls: list[tuple[str, str]] = []
+        for i, key in enumerate(keys):
+            for field in SERVER_KEY_CONFIGS:
+                cfg = key.get(field) if isinstance(key, dict) else None
+                if not isinstance(cfg, dict):
+                    continue
+                where = f"{child(f'{ppath}.keys', i)}.{field}"
+                url = cfg.get("url")
+                if isinstance(url, str) and url:
+                    urls.append((f"{where}.url", url.rstrip("/").removesuffix("/v1")))
+                model = cfg.get("model_name")
+                if isinstance(model, str) and model:
+                    models = key.get("models")
+                    key["models"] = [model] if models in (None, ["*"]) or model in (models or []) else []
+                    out.append(Problem(f"{where}.model_name", f"this key serves only {model!r} (as keys[].models)", NOTE))
+                del key[field]
+        if urls:
+            _set_server_url(entry, ppath, urls, out)
+
+
+def _set_server_url(entry: dict[str, Any], ppath: str, urls: list[tuple[str, str]], out: list[Problem]) -> None:
+    network = entry.setdefault("network_config", {})
+    if not isinstance(network, dict):
+        return
+    current = network.get("base_url")
+    distinct = {url for _, url in urls} | ({current.rstrip("/")} if isinstance(current, str) and current else set())
+    if len(distinct) > 1:
+        for where, _url in urls:
+            out.append(Problem(where, f"keys of one provider on different servers ({', '.join(sorted(distinct))}) are not "
+                               "supported yet: declare one provider per server"))
+        return
+    network["base_url"] = urls[0][1]
+    out.append(Problem(urls[0][0], "used as network_config.base_url", NOTE))
+
+
+ENTRA_FIELDS = ("client_id", "client_secret", "tenant_id")
+
+
+def _check_azure_entra(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Azure keys authenticated by Entra ID (service principal) instead of an API key."""
+    for path, azure in matches(raw, "$.providers.*.keys[*].azure_key_config"):
+        if not isinstance(azure, dict) or not any(azure.get(f) for f in ENTRA_FIELDS):
+            continue
+        key_path = path.removesuffix(".azure_key_config")
+        has_value = bool(_at(raw, key_path, "value"))
+        for field in ENTRA_FIELDS:
+            if field in azure:
+                del azure[field]  # reported here, not again as an unknown key
+        if has_value:
+            out.append(Problem(f"{path}.client_id", "Entra ID is not supported yet: the API key in value is used "
+                               "(ignored)", "warning"))
+        else:
+            out.append(Problem(f"{path}.client_id", "Entra ID (service principal) authentication is not supported "
+                               "yet: give the resource's API key in value"))
+
+
+def _at(raw: dict[str, Any], path: str, key: str) -> Any:
+    for found_path, value in matches(raw, "$.providers.*.keys[*]"):
+        if found_path == path and isinstance(value, dict):
+            return value.get(key)
+    return None
+
+
+def _check_logs_store(raw: dict[str, Any], out: list[Problem]) -> None:
+    store = raw.get("logs_store")
+    if not isinstance(store, dict) or store.get("type") != "clickhouse":
+        return
+    del store["type"]  # reported here, not again by the schema check
+    if store.get("enabled") is False:
+        out.append(Problem("$.logs_store.type", "clickhouse is not supported; the logs store is disabled anyway (ignored)", "warning"))
+    else:
+        out.append(Problem("$.logs_store.type", "clickhouse is not supported: use \"postgres\" or \"sqlite\", "
+                           "or set enabled: false"))
+
+
+def _default_vk_names(raw: dict[str, Any]) -> None:
+    """Bifrost's examples give some virtual keys only an ``id``: it is their name too."""
+    for _, vk in matches(raw, "$.governance.virtual_keys[*]"):
+        if isinstance(vk, dict) and "name" not in vk and isinstance(vk.get("id"), str):
+            vk["name"] = vk["id"]
+
+
+# ----------------------------------------------------------------------------- plugins
+
+
+def plugin_entries(plugins: Any) -> Iterator[tuple[str, str, Any]]:
+    """(path, name, entry) for each plugin, in the list form of config.json
+    (``[{"name", "enabled", "config"}]``) and the map form of Helm values (``{name: {...}}``)."""
+    if isinstance(plugins, list):
+        for i, entry in enumerate(plugins):
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                yield child("$.plugins", i), entry["name"], entry
+    elif isinstance(plugins, dict):
+        for name, entry in plugins.items():
+            if isinstance(entry, dict):
+                yield child("$.plugins", str(name)), str(name), entry
+
+
+def _fold_plugins(raw: dict[str, Any], out: list[Problem]) -> None:
+    for path, name, entry in plugin_entries(raw.get("plugins")):
+        if name in NATIVE_PLUGINS:
+            out.append(Problem(path, f"plugin {name!r}: {NATIVE_PLUGINS[name]}", NOTE))
+            push = entry.get("config", {}).get("push_gateway") if isinstance(entry.get("config"), dict) else None
+            if isinstance(push, dict) and push.get("enabled"):
+                out.append(Problem(f"{path}.config.push_gateway", "pushing to a Prometheus push gateway is not "
+                                   "supported: scrape /metrics instead (ignored)", "warning"))
+            continue
+        if name != GOVERNANCE_PLUGIN:
+            out.append(Problem(path, f"plugin {name!r} is not supported by rainbridge (ignored)", "warning"))
+            continue
+        config = entry.get("config")
+        if entry.get("enabled") is False:
+            if config:
+                out.append(Problem(f"{path}.enabled", "the governance plugin is disabled: its config is not applied (as in Bifrost)", "warning"))
+            continue
+        if config is None:
+            continue
+        if not isinstance(config, dict):
+            out.append(Problem(f"{path}.config", "expected object"))
+            continue
+        for key, value in config.items():
+            where = child(f"{path}.config", str(key))
+            effect = GOVERNANCE_PLUGIN_FIELDS.get(key)
+            if effect is None:
+                out.append(Problem(where, "unknown governance plugin setting (ignored)", "warning"))
+            elif key == "is_vk_mandatory":
+                _fold_vk_mandatory(raw, value, where, out)
+            elif effect == NO_EFFECT and value not in (None, False):
+                out.append(Problem(where, "restricts nothing rainbridge serves (ignored)", "warning"))
+        # required_headers: see the refusal table.
+
+
+def _fold_vk_mandatory(raw: dict[str, Any], value: Any, where: str, out: list[Problem]) -> None:
+    if not isinstance(value, bool):
+        out.append(Problem(where, f"expected boolean, got {type(value).__name__}"))
+        return
+    if value:
+        require_virtual_key(raw)
+        out.append(Problem(where, "enforced as governance.is_vk_mandatory", NOTE))
+
+
+def require_virtual_key(raw: dict[str, Any]) -> None:
+    """Make every inference request need a virtual key (``governance.is_vk_mandatory``)."""
+    gov = raw.setdefault("governance", {})
+    if isinstance(gov, dict):  # any other type is reported by the schema check
+        gov["is_vk_mandatory"] = True
+
+
+# ----------------------------------------------------------------------------- auth_config
+
+
+def _fold_auth_config(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Bifrost's dashboard login (``auth_config``, top level or under ``governance``).
+
+    With ``is_enabled`` and without ``disable_auth_on_inference``, Bifrost requires a
+    credential on inference too (older versions the admin login, newer ones a virtual key).
+    rainbridge has no dashboard login; the nearest restriction that never widens access is
+    to require a virtual key on inference. The management API keeps its own bearer token.
+    """
+    gov = raw.get("governance")
+    candidates = [("$.auth_config", raw.get("auth_config"))]
+    if isinstance(gov, dict):
+        candidates.append(("$.governance.auth_config", gov.get("auth_config")))
+    for path, auth in candidates:
+        if not isinstance(auth, dict) or auth.get("is_enabled") is not True:
+            continue
+        if auth.get("disable_auth_on_inference") is not True:
+            require_virtual_key(raw)
+            out.append(Problem(path, "dashboard login is not supported: inference requires a virtual key instead "
+                               "(set disable_auth_on_inference: true to keep inference open); the management API "
+                               "uses client.admin_token", "warning"))
+        else:
+            out.append(Problem(path, "dashboard login is not supported: the management API uses client.admin_token", "warning"))
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def _present(value: Any) -> bool:
+    """Whether a setting restricts something: absent, null, false, empty (also an object of
+    empty members, as {"allowlist": [], "denylist": []}) and proxy type "none" do not."""
+    if value is None or value is False or value in ({}, [], ""):
+        return False
+    if isinstance(value, dict):
+        if set(value) <= {"type"} and value.get("type") in (None, "", "none"):
+            return False  # proxy_config: {"type": "none"}
+        return any(_present(v) for v in value.values())
+    return True
+
+
+# Request types rainbridge serves, in Bifrost's allowed_requests names.
+SERVED_REQUEST_TYPES = ("list_models", "text_completion", "text_completion_stream",
+                        "chat_completion", "chat_completion_stream", "embedding")
+
+
+def _restricts(pattern: str, value: Any) -> bool:
+    if pattern.endswith("allowed_requests"):
+        # Bifrost: absent/null allows all; an object allows only the types set to true (an
+        # omitted type is refused). It restricts us unless every type we serve is true.
+        return isinstance(value, dict) and any(value.get(t) is not True for t in SERVED_REQUEST_TYPES)
+    return _present(value)
+
+
+def matches(raw: Any, pattern: str) -> Iterator[tuple[str, Any]]:
+    """(path, value) of every setting at ``pattern`` ("*": any key or index) in ``raw``."""
+    parts = pattern[2:].replace("[*]", ".*").split(".")
+    yield from _walk(raw, parts, "$")
+
+
+def _walk(node: Any, parts: list[str], path: str) -> Iterator[tuple[str, Any]]:
+    if not parts:
+        yield path, node
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                yield from _walk(item, rest, child(path, i))
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                yield from _walk(item, rest, child(path, str(key)))
+    elif isinstance(node, dict) and head in node:
+        yield from _walk(node[head], rest, child(path, head))
+
+
+def _refuse_unsupported(raw: dict[str, Any], out: list[Problem]) -> None:
+    for pattern, why in UNSUPPORTED_RESTRICTIONS:
+        for path, value in matches(raw, pattern):
+            if pattern.startswith("$.plugins") and not _is_enabled_governance(raw, path):
+                continue
+            if _restricts(pattern, value):
+                out.append(Problem(path, f"{why}: remove it to start (rainbridge refuses a restriction "
+                                   "it would not enforce rather than ignore it)"))
+
+
+def _is_enabled_governance(raw: dict[str, Any], path: str) -> bool:
+    for entry_path, name, entry in plugin_entries(raw.get("plugins")):
+        if path.startswith(entry_path + ".") and name == GOVERNANCE_PLUGIN:
+            return entry.get("enabled") is not False
+    return False
+
+
+# ----------------------------------------------------------------------------- numbers
+
+# Bifrost's schema types these as strings (its Helm chart renders "5432"); digit strings load.
+_PORT_PATHS = ("$.config_store.config.port", "$.logs_store.config.port")
+
+
+def _fold_digit_ports(raw: dict[str, Any]) -> None:
+    for pattern in _PORT_PATHS:
+        *parent_parts, key = pattern[2:].split(".")
+        node: Any = raw
+        for part in parent_parts:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(key), str) and node[key].isascii() and node[key].isdigit():
+            node[key] = int(node[key])

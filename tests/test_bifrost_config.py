@@ -1,0 +1,317 @@
+"""Bifrost config forms at load time (issue 14): every setting that restricts access, spend
+or routing is enforced or refused with its path, never warned about and dropped."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rainbridge.config.load import ConfigError, load_data
+from rainbridge.governance.normalize import normalize
+
+ENV: dict[str, str] = {}
+PROVIDER = {"keys": [{"name": "first", "value": "sk-a-0123456789"}, {"name": "second", "value": "sk-b-0123456789"}]}
+
+
+def base() -> dict:
+    return {"providers": {"openai": copy.deepcopy(PROVIDER)}}
+
+
+def with_vk(**grant) -> dict:
+    config = base()
+    config["governance"] = {"virtual_keys": [
+        {"id": "vk1", "name": "vk1", "value": "sk-bf-vk1-0123456789", "provider_configs": [{"provider": "openai", **grant}]},
+    ]}
+    return config
+
+
+def errors_of(config: dict) -> dict[str, str]:
+    with pytest.raises(ConfigError) as caught:
+        load_data(config, ENV)
+    return {p.path: p.message for p in caught.value.errors}
+
+
+# --------------------------------------------------------------------------- enforced
+
+
+def test_governance_plugin_list_form_makes_virtual_keys_mandatory():
+    config = base() | {"plugins": [{"name": "governance", "enabled": True, "config": {"is_vk_mandatory": True}}]}
+    assert load_data(config, ENV).config.governance.is_vk_mandatory is True
+
+
+def test_governance_plugin_helm_map_form_makes_virtual_keys_mandatory():
+    # The seed HA example's values: plugins.governance.{enabled, config.is_vk_mandatory}.
+    config = base() | {"plugins": {"governance": {"enabled": True, "config": {"is_vk_mandatory": True}}}}
+    assert load_data(config, ENV).config.governance.is_vk_mandatory is True
+
+
+def test_governance_plugin_without_enabled_field_is_applied():
+    config = base() | {"plugins": [{"name": "governance", "config": {"is_vk_mandatory": True}}]}
+    assert load_data(config, ENV).config.governance.is_vk_mandatory is True
+
+
+def test_disabled_governance_plugin_is_not_applied_and_says_so():
+    config = base() | {"plugins": [{"name": "governance", "enabled": False, "config": {"is_vk_mandatory": True}}]}
+    loaded = load_data(config, ENV)
+    assert loaded.config.governance.is_vk_mandatory is False
+    assert [p.path for p in loaded.warnings] == ["$.plugins[0].enabled"]
+
+
+def test_governance_plugin_is_vk_mandatory_false_keeps_the_file_setting():
+    config = base() | {"plugins": [{"name": "governance", "enabled": True, "config": {"is_vk_mandatory": False}}],
+                       "governance": {"is_vk_mandatory": True}}
+    assert load_data(config, ENV).config.governance.is_vk_mandatory is True
+
+
+@pytest.mark.parametrize("where", ["top", "governance"])
+def test_dashboard_login_on_inference_requires_a_virtual_key(where):
+    auth = {"is_enabled": True, "admin_username": "admin", "admin_password": "pw"}
+    config = base() | ({"auth_config": auth} if where == "top" else {"governance": {"auth_config": auth}})
+    loaded = load_data(config, ENV)
+    assert loaded.config.governance.is_vk_mandatory is True
+    assert any("auth_config" in p.path for p in loaded.warnings)
+
+
+def test_dashboard_login_with_inference_auth_disabled_leaves_inference_open():
+    config = base() | {"auth_config": {"is_enabled": True, "disable_auth_on_inference": True}}
+    assert load_data(config, ENV).config.governance.is_vk_mandatory is False
+
+
+def test_unsupported_plugin_is_warned_about_by_name():
+    config = base() | {"plugins": [{"name": "semantic_cache", "enabled": True, "config": {}}]}
+    (warning,) = load_data(config, ENV).warnings
+    assert warning.path == "$.plugins[0]" and "semantic_cache" in warning.message
+
+
+@pytest.mark.parametrize(("grant", "expected"), [
+    ({"keys": [{"name": "second"}]}, ["second"]),
+    ({"keys": [{"key_id": "k-2"}]}, ["k-2"]),
+    ({"key_ids": ["first"], "keys": [{"name": "second"}]}, ["first", "second"]),
+    ({"key_ids": ["*"]}, None),
+    ({"keys": [{"name": "*"}]}, None),
+    ({"key_ids": []}, []),
+    ({}, None),
+])
+def test_virtual_key_provider_key_restriction_forms(grant, expected):
+    config = load_data(with_vk(**grant), ENV).config
+    (vk,) = normalize(config.governance, {"openai"}, 0).virtual_keys
+    assert vk.provider_configs[0].key_ids == expected
+
+
+def test_budget_that_names_its_owner_is_attached_to_that_owner():
+    config = with_vk()
+    config["governance"]["budgets"] = [{"max_limit": 5, "reset_duration": "1d", "virtual_key_id": "vk1"}]
+    loaded = load_data(config, ENV).config
+    (vk,) = normalize(loaded.governance, {"openai"}, 0).virtual_keys
+    assert [(b.max_limit, b.reset_duration) for b in vk.budgets] == [(5, "1d")]
+
+
+def test_postgres_port_as_digit_string_loads():
+    config = base() | {"config_store": {"enabled": True, "type": "postgres",
+                                        "config": {"host": "db", "port": "5432", "db_name": "bifrost"}}}
+    assert load_data(config, ENV).config.config_store.config.port == 5432
+
+
+# --------------------------------------------------------------------------- refused
+
+ALL_SERVED = ["list_models", "text_completion", "text_completion_stream", "chat_completion", "chat_completion_stream", "embedding"]
+PLUGIN_HEADERS = {"plugins": [{"name": "governance", "enabled": True, "config": {"required_headers": {"X-Tenant-ID": "*"}}}]}
+
+# (case, config additions or a full config, the path the refusal names)
+REFUSED = [
+    ("governance plugin required_headers", base() | PLUGIN_HEADERS, "$.plugins[0].config.required_headers"),
+    ("governance plugin required_headers, Helm map form",
+     base() | {"plugins": {"governance": {"enabled": True, "config": {"required_headers": ["X-Tenant-ID"]}}}},
+     "$.plugins.governance.config.required_headers"),
+    ("routing rules", base() | {"governance": {"routing_rules": [{"name": "r", "cel_expression": "true"}]}},
+     "$.governance.routing_rules"),
+    ("model-level limits", base() | {"governance": {"model_configs": [{"model_name": "gpt-4o", "budget_id": "b"}]}},
+     "$.governance.model_configs"),
+    ("provider-level budget", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"budget_id": "b"}}},
+     "$.providers.openai.budget_id"),
+    ("provider-level rate limit", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"rate_limit_id": "r"}}},
+     "$.providers.openai.rate_limit_id"),
+    ("custom provider limited request types",
+     {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
+      "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": {"chat_completion": True, "embedding": False}}}}},
+     "$.providers.mine.custom_provider_config.allowed_requests"),
+    ("custom provider allowing only the types it lists",
+     {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
+      "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": {"chat_completion": True}}}}},
+     "$.providers.mine.custom_provider_config.allowed_requests"),
+    ("upstream proxy", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "http", "url": "http://proxy:3128"}}}},
+     "$.providers.openai.proxy_config"),
+    ("forwarded header filter", base() | {"client": {"header_filter_config": {"denylist": ["x-internal"]}}},
+     "$.client.header_filter_config"),
+    ("guardrails", base() | {"guardrails_config": {"guardrail_rules": [{"id": 1, "name": "pii"}]}}, "$.guardrails_config"),
+    ("VK per-provider budget id", with_vk(budget_id="b"), "$.governance.virtual_keys[0].provider_configs[0].budget_id"),
+    ("VK per-provider rate limit id", with_vk(rate_limit_id="r"), "$.governance.virtual_keys[0].provider_configs[0].rate_limit_id"),
+    ("VK per-provider inline budget", with_vk(budget={"max_limit": 1, "reset_duration": "1d"}),
+     "$.governance.virtual_keys[0].provider_configs[0].budget"),
+    ("VK per-provider inline rate limit", with_vk(rate_limit={"request_max_limit": 1, "request_reset_duration": "1m"}),
+     "$.governance.virtual_keys[0].provider_configs[0].rate_limit"),
+    ("VK keys entry naming no key", with_vk(keys=[{}]), "$.governance.virtual_keys[0].provider_configs[0].keys[0]"),
+    ("budget owned by an unknown virtual key",
+     base() | {"governance": {"budgets": [{"max_limit": 1, "reset_duration": "1d", "virtual_key_id": "ghost"}]}},
+     "$.governance.budgets[0].virtual_key_id"),
+]
+
+
+@pytest.mark.parametrize(("case", "config", "path"), REFUSED, ids=[case for case, _, _ in REFUSED])
+def test_unenforced_restriction_is_refused_with_its_path(case, config, path):
+    assert path in errors_of(copy.deepcopy(config))
+
+
+@pytest.mark.parametrize("config", [
+    base() | {"plugins": [{"name": "governance", "enabled": False, "config": {"required_headers": ["X-Tenant-ID"]}}]},
+    base() | {"plugins": [{"name": "governance", "enabled": True, "config": {"required_headers": []}}]},
+    base() | {"governance": {"routing_rules": []}},
+    {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "none"}}}},
+    {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
+      "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": dict.fromkeys(ALL_SERVED, True)}}}},
+    base() | {"client": {"header_filter_config": {"allowlist": [], "denylist": []}}},
+    base() | {"guardrails_config": {"guardrail_rules": [], "guardrail_providers": []}},
+], ids=["disabled plugin", "empty headers", "empty rules", "proxy type none", "all request types allowed",
+        "empty header filter", "empty guardrails"])
+def test_settings_that_restrict_nothing_load(config):
+    load_data(copy.deepcopy(config), ENV)
+
+
+def test_config_check_groups_refused_ignored_and_used(tmp_path):
+    f = tmp_path / "bifrost.json"
+    f.write_text(json.dumps(base() | {
+        "plugins": [{"name": "governance", "enabled": True, "config": {"is_vk_mandatory": True}},
+                    {"name": "maxim", "enabled": True, "config": {}}],
+        "governance": {"routing_rules": [{"name": "r"}]},
+    }))
+    out = subprocess.run([sys.executable, "-m", "rainbridge", "config", "check", str(f)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    refused, ignored, used = (next(i for i, line in enumerate(lines) if line.startswith(word)) for word in ("refused", "ignored", "used"))
+    assert refused < ignored < used
+    assert lines[refused + 1].startswith("  error: $.governance.routing_rules: ")
+    assert lines[ignored + 1].startswith("  warning: $.plugins[1]: plugin 'maxim'")
+    assert lines[used + 1] == "  note: $.plugins[0].config.is_vk_mandatory: enforced as governance.is_vk_mandatory"
+
+
+@pytest.mark.parametrize(("name", "entry"), [
+    ("bedrock", {"keys": [{"value": "", "bedrock_key_config": {"region": "us-east-1"}}]}),
+    ("cohere", {"keys": [{"value": "co-key"}]}),
+    ("my-vertex", {"custom_provider_config": {"base_provider_type": "vertex"}, "keys": []}),
+    ("g", {"type": "gemini", "keys": [{"value": "k"}]}),
+])
+def test_unsupported_bifrost_provider_is_skipped_with_a_warning_naming_it(name, entry):
+    loaded = load_data({"providers": {"openai": copy.deepcopy(PROVIDER), name: entry}}, ENV)
+    assert list(loaded.config.providers) == ["openai"]
+    (warning,) = [w for w in loaded.warnings if w.path == f"$.providers.{name}" or w.path == f"$.providers[{name!r}]"]
+    assert f"provider {name!r}" in warning.message and "skipped" in warning.message
+
+
+def test_unknown_non_bifrost_provider_is_still_refused():
+    assert "$.providers.mystery" in errors_of({"providers": {"mystery": {"keys": [{"value": "k"}]}}})
+
+
+def test_key_alias_object_form_becomes_its_model_id():
+    config = base()
+    config["providers"]["openai"]["keys"][0]["aliases"] = {
+        "fast-model": "gpt-4o-mini",
+        "best-model": {"model_id": "gpt-4o-2024-11-20", "model_name": "gpt-4o", "description": "ours"},
+    }
+    loaded = load_data(config, ENV)
+    assert loaded.config.providers["openai"].keys[0].aliases == {"fast-model": "gpt-4o-mini", "best-model": "gpt-4o-2024-11-20"}
+    assert {w.path for w in loaded.warnings} == {
+        "$.providers.openai.keys[0].aliases['best-model'].model_name",
+        "$.providers.openai.keys[0].aliases['best-model'].description",
+    }
+
+
+@pytest.mark.parametrize(("alias", "path"), [
+    ({"model_id": "dep-1", "endpoint": "https://other.openai.azure.com"}, "$.providers.openai.keys[0].aliases.best.endpoint"),
+    ({"model_name": "gpt-4o"}, "$.providers.openai.keys[0].aliases.best.model_id"),
+])
+def test_key_alias_object_routing_override_or_missing_model_id_is_refused(alias, path):
+    config = base()
+    config["providers"]["openai"]["keys"][0]["aliases"] = {"best": alias}
+    assert path in errors_of(config)
+
+
+@pytest.mark.parametrize(("base", "expected"), [("openai", "https://api.openai.com"), ("anthropic", "https://api.anthropic.com")])
+def test_custom_provider_without_base_url_falls_back_to_its_base_providers_endpoint(base, expected):
+    from rainbridge.config.checks import default_base_url
+
+    config = {"providers": {"mine": {"custom_provider_config": {"base_provider_type": base}, "keys": [{"value": "sk-x-0123456789"}]}}}
+    loaded = load_data(config, ENV).config
+    assert default_base_url("mine", loaded.providers["mine"]) == expected
+
+
+def test_rainbridge_type_extension_still_needs_base_url():
+    config = {"providers": {"mine": {"type": "openai", "keys": [{"value": "sk-x-0123456789"}]}}}
+    assert "$.providers.mine.network_config.base_url" in errors_of(config)
+
+
+def test_vllm_server_url_per_key_becomes_the_providers_base_url_and_model_name_its_models():
+    config = {"providers": {"vllm": {"keys": [
+        {"name": "a", "value": "", "vllm_key_config": {"url": "http://127.0.0.1:8000/v1", "model_name": "llama-3"}},
+        {"name": "b", "value": "", "vllm_key_config": {"url": "http://127.0.0.1:8000", "model_name": "llama-3"}},
+    ]}}}
+    loaded = load_data(config, ENV)
+    provider = loaded.config.providers["vllm"]
+    assert provider.network_config.base_url == "http://127.0.0.1:8000"
+    assert [k.models for k in provider.keys] == [["llama-3"], ["llama-3"]]
+    assert loaded.warnings == []
+
+
+def test_ollama_url_in_key_config_is_used():
+    config = {"providers": {"ollama": {"keys": [{"value": "", "ollama_key_config": {"url": "http://127.0.0.1:11434"}}]}}}
+    assert load_data(config, ENV).config.providers["ollama"].network_config.base_url == "http://127.0.0.1:11434"
+
+
+def test_keys_of_one_provider_on_different_servers_are_refused():
+    config = {"providers": {"sgl": {"keys": [
+        {"name": "a", "value": "", "sgl_key_config": {"url": "http://127.0.0.1:30000"}},
+        {"name": "b", "value": "", "sgl_key_config": {"url": "http://127.0.0.1:30001"}},
+    ]}}}
+    errors = errors_of(config)
+    assert "$.providers.sgl.keys[0].sgl_key_config.url" in errors and "$.providers.sgl.keys[1].sgl_key_config.url" in errors
+
+
+def azure(key: dict) -> dict:
+    return {"providers": {"azure": {"keys": [{"name": "a", **key, "azure_key_config": {
+        "endpoint": "https://x.openai.azure.com", "client_id": "c", "client_secret": "s", "tenant_id": "t"}}]}}}
+
+
+def test_azure_entra_id_key_without_api_key_is_refused_clearly():
+    errors = errors_of(azure({"value": ""}))
+    assert "Entra ID" in errors["$.providers.azure.keys[0].azure_key_config.client_id"]
+
+
+def test_azure_entra_id_fields_beside_an_api_key_are_warned_and_the_api_key_used():
+    loaded = load_data(azure({"value": "azure-api-key-0123456789"}), ENV)
+    assert [w.path for w in loaded.warnings] == ["$.providers.azure.keys[0].azure_key_config.client_id"]
+
+
+def test_clickhouse_logs_store_is_refused_clearly():
+    errors = errors_of(base() | {"logs_store": {"enabled": True, "type": "clickhouse", "config": {"host": "ch"}}})
+    assert list(errors) == ["$.logs_store.type"] and "clickhouse is not supported" in errors["$.logs_store.type"]
+
+
+def test_disabled_clickhouse_logs_store_loads():
+    load_data(base() | {"logs_store": {"enabled": False, "type": "clickhouse"}}, ENV)
+
+
+def test_virtual_key_with_only_an_id_takes_it_as_its_name():
+    # Bifrost's examples/configs/withconfigstore form: {"id": "vk-gpt", "value": ..., "provider_configs": [...]}.
+    config = base() | {"governance": {"virtual_keys": [{"id": "vk-gpt", "value": "vk-gpt", "provider_configs": [
+        {"provider": "openai", "key_ids": ["*"], "allowed_models": ["gpt-4o"]}]}]}}
+    loaded = load_data(config, ENV).config
+    (vk,) = normalize(loaded.governance, {"openai"}, 0).virtual_keys
+    assert (vk.id, vk.name, vk.provider_configs[0].key_ids) == ("vk-gpt", "vk-gpt", None)
+
+
+def test_telemetry_push_gateway_is_warned_about():
+    config = base() | {"plugins": [{"name": "telemetry", "enabled": True, "config": {"push_gateway": {"enabled": True}}}]}
+    assert [w.path for w in load_data(config, ENV).warnings] == ["$.plugins[0].config.push_gateway"]
