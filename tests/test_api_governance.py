@@ -298,6 +298,8 @@ def test_bad_input_names_the_field_and_writes_nothing(gw, store_config):
         ("virtual-keys", {"name": "a", "team_id": team["id"], "customer_id": cust["id"]}, 400, "team_id", "invalid_field"),
         ("virtual-keys", {"name": "a", "provider_configs": [{"provider": "ghost"}]}, 400, "provider_configs[0].provider", "invalid_field"),
         ("virtual-keys", {"name": "a", "provider_configs": [{"provider": "openai"}, {"weight": 1}]}, 400, "provider_configs[1].provider", "invalid_field"),
+        ("virtual-keys", {"name": "a", "provider_configs": [{"provider": "openai", "budget_id": "b"}]}, 400, "provider_configs[0].budget_id", "invalid_field"),
+        ("virtual-keys", {"name": "a", "provider_configs": [{"provider": "openai", "rate_limit": rl}]}, 400, "provider_configs[0].rate_limit", "invalid_field"),
         ("virtual-keys", {"name": "a", "expires_at": "tomorrow"}, 400, "expires_at", "invalid_field"),
         ("virtual-keys", {"name": "a", "value": "sk-rb-short"}, 400, "value", "invalid_field"),
         ("virtual-keys", {"name": "a", "value": "not-a-virtual-key-value-at-all"}, 400, "value", "invalid_field"),

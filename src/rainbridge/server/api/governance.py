@@ -170,6 +170,11 @@ def routes(gateway: Gateway) -> list[Route]:
         for j, g in enumerate(conf.provider_configs):
             if g.provider not in gateway.providers:
                 problems.append(Problem(f"$.provider_configs[{j}].provider", f"no provider {g.provider!r} is configured"))
+            for name in ("budget_id", "rate_limit_id", "budget", "rate_limit"):
+                if getattr(g, name) is not None:  # a limit that silently does nothing lets the key spend past it
+                    problems.append(Problem(f"$.provider_configs[{j}].{name}",
+                                            "per-provider budgets and rate limits are not enforced yet; "
+                                            "set them on the virtual key"))
         expires = parse_time(conf.expires_at, "$.expires_at", problems)
         if existing is not None:
             value_hash, value_hint = existing.value_hash, existing.value_hint  # type: ignore[attr-defined]
