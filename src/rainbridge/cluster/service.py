@@ -36,7 +36,13 @@ Choices made here (where Bifrost's config and the issue leave room):
   repair that; application messages do not). So the service keeps its own queue with
   ``app_retransmit_mult`` = max(6, 2 × retransmit_mult), piggy-backed through the
   delegate's ``get_broadcasts``, and every member relays a gossip frame once, the first
-  time it sees its id (a window of ``SEEN_WINDOW`` ids).
+  time it sees its id (a window of ``SEEN_WINDOW`` ids). A payload larger than
+  ``max_broadcast_payload`` (one gossip packet: ``udp_buffer_size`` minus label,
+  encryption, CRC, compound and frame overhead; 1,380 bytes by default, 1,351 with
+  encryption) could never be sent, so ``broadcast`` raises ``ValueError`` for it instead of
+  queueing it forever: send such state point to point (``send(..., reliable=True)``).
+- **request / reply** (``request``, ``on_request``): see ``rpc.py``; UDP with retries,
+  TCP for frames larger than a packet, at-most-once handling, a bounded pending table.
 """
 
 from __future__ import annotations
@@ -56,15 +62,21 @@ from .. import __version__
 from . import report
 from .addresses import AddressSpace, ClusterConfigError, format_address, gossip_addresses
 from .addresses import resolve_peers as _resolve_peers
-from .broadcast import TransmitLimitedQueue
+from .broadcast import (
+    COMPOUND_HEADER_OVERHEAD,
+    COMPOUND_OVERHEAD,
+    USER_MSG_OVERHEAD,
+    TransmitLimitedQueue,
+)
 from .codec import WireError, encode_tags
 from .config import MembershipConfig, from_bifrost_gossip
 from .events import Delegate, Member, MemberEvent
 from .messages import Address, NodeState
 from .node import ClusterNode
+from .rpc import KIND_REPLY, KIND_REQUEST, Handler, RequestReply
 from .security import Keyring
 from .serfcompat import SerfClock, is_serf_member, leave_intent
-from .wire import WireConfig
+from .wire import WireConfig, packet_overhead
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -81,6 +93,29 @@ SEEN_WINDOW = 8192  # gossip ids remembered for de-duplication
 KEYS_ENV = "RAINBRIDGE_GOSSIP_KEYS"
 JOIN_RETRY_FIRST = 0.5  # seconds; doubles up to JOIN_RETRY_MAX
 JOIN_RETRY_MAX = 10.0
+_GOSSIP_FRAME = len(APP_MARKER) + len(KIND_GOSSIP) + _ID_SIZE
+
+
+def max_broadcast_payload(udp_buffer_size: int, wire: WireConfig) -> int:
+    """The largest ``broadcast`` payload one gossip packet can carry: the packet budget
+    (``udp_buffer_size``) minus what ``ClusterNode`` wraps every packet in (label header,
+    encryption, CRC: ``packet_overhead``), the compound header the gossip round reserves,
+    the per-message length and user-message type byte, and our own gossip frame (marker,
+    kind, 8-byte id). With the defaults (1,400 bytes, no label, no encryption) 1,380."""
+    return (
+        udp_buffer_size
+        - packet_overhead(wire, crc=True)
+        - COMPOUND_HEADER_OVERHEAD
+        - COMPOUND_OVERHEAD
+        - USER_MSG_OVERHEAD
+        - _GOSSIP_FRAME
+    )
+
+
+def max_packet_frame(udp_buffer_size: int, wire: WireConfig) -> int:
+    """The largest frame ``send`` carries in one UDP user message (memberlist's check in
+    ``send_user``: the packet budget minus packet overhead and the type byte)."""
+    return udp_buffer_size - packet_overhead(wire, crc=True) - USER_MSG_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +180,12 @@ class _Bridge(Delegate):
                 return
             service._relay(payload)
             body = body[_ID_SIZE:]
+        elif kind == KIND_REQUEST:
+            service.rpc.on_request(APP_MARKER, body)
+            return
+        elif kind == KIND_REPLY:
+            service.rpc.on_reply(body)
+            return
         elif kind != KIND_DIRECT:
             service.stats["unknown_app_messages"] += 1
             return
@@ -219,6 +260,8 @@ class ClusterService:
         self._serf_clock = SerfClock()
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._gossip: TransmitLimitedQueue[bytes] = TransmitLimitedQueue(6, 4096)
+        self.max_broadcast = 0  # set by start(): max_broadcast_payload
+        self.rpc = RequestReply(self.name, self._send_frame, 0)
         self._join_task: asyncio.Task | None = None
         self._registry: CollectorRegistry | None = None
         self._collector: Any = None
@@ -235,6 +278,8 @@ class ClusterService:
             wire = WireConfig(label=gossip.label or "", keyring=self.keyring)
         except (ValueError, WireError) as exc:
             raise ClusterConfigError(f"gossip.label: {exc}") from None
+        self.max_broadcast = max_broadcast_payload(timing.udp_buffer_size, wire)
+        self.rpc.max_packet_frame = max_packet_frame(timing.udp_buffer_size, wire)
         space = AddressSpace(self.cluster.discovery.allowed_address_space)
         bind_ip, advertise_ip = gossip_addresses(
             gossip.bind_address, gossip.advertise_address, self.env.http_host, self._environ
@@ -391,8 +436,15 @@ class ClusterService:
 
     def broadcast(self, payload: bytes, name: str | None = None) -> None:
         """Gossip ``payload`` to every other member's ``notify_msg`` (each relays it once).
-        ``name``: replaces our queued broadcast of the same name that is not fully sent."""
+        ``name``: replaces our queued broadcast of the same name that is not fully sent.
+        ``ValueError`` (naming both sizes) when the payload can never fit a gossip packet."""
         self._node()  # started
+        if len(payload) > self.max_broadcast:
+            raise ValueError(
+                f"broadcast payload is {len(payload)} bytes; one gossip packet carries at most "
+                f"{self.max_broadcast} (udp_buffer_size minus label, encryption, CRC and "
+                "framing): send it point to point (send(..., reliable=True) or request())"
+            )
         message_id = secrets.token_bytes(_ID_SIZE)
         self._first_sight(message_id)
         frame = APP_MARKER + KIND_GOSSIP + message_id + payload
@@ -403,11 +455,36 @@ class ClusterService:
         """Pass a gossip frame on (called from inside the protocol: no I/O here)."""
         node = self.node
         if node is not None and node.membership is not None and not node.membership.has_left:
+            if len(frame) - _GOSSIP_FRAME > self.max_broadcast:  # a member with a larger budget
+                self.stats["relay_too_large"] += 1
+                return
             self._gossip.queue(frame, len(frame))
 
     def send(self, member: str, payload: bytes, *, reliable: bool = False) -> None:
         """One member's ``notify_msg``: UDP best effort, or TCP when ``reliable``."""
         self._node().send_user(member, APP_MARKER + KIND_DIRECT + payload, reliable)
+
+    def _send_frame(self, member: str, frame: bytes, reliable: bool) -> None:
+        self._node().send_user(member, frame, reliable)
+
+    def on_request(self, kind: str, handler: Handler | None) -> None:
+        """Answer ``request``s of ``kind`` with ``handler(requester, payload)`` → reply bytes
+        (or an awaitable of them). Runs on the event loop, outside the protocol; None
+        removes it. A request of a kind without handler is answered ``no_handler``."""
+        if handler is None:
+            self.rpc.handlers.pop(kind, None)
+        else:
+            self.rpc.handlers[kind] = handler
+
+    async def request(
+        self, member: str, kind: str, payload: bytes, *, timeout: float = 0.5, retries: int = 2
+    ) -> bytes:
+        """Send ``payload`` to ``member``'s ``kind`` handler and return its reply: UDP, resent
+        with the same id after each ``timeout`` seconds without a reply, ``retries`` times
+        (so at most ``(retries + 1) × timeout`` in all); TCP when larger than a packet.
+        ``rpc.RequestError`` with a stable ``type`` otherwise (see ``rpc.py``)."""
+        self._node()  # started
+        return await self.rpc.request(APP_MARKER, member, kind, payload, timeout, retries)
 
     def _first_sight(self, message_id: bytes) -> bool:
         if message_id in self._seen:
