@@ -144,9 +144,8 @@ class Gateway:
                 if await self.reload_if_changed():
                     log.info("configuration changed in the store: reloaded providers and governance")
                 if time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
-                    await self.counters.flush(db)
+                    await self.counters.maintain(db)  # flush, prune, delete ended windows' rows
                     last_flush = time.monotonic()
-                    self.counters.prune(int(time.time() * 1000))
             except StoreUnavailable as exc:
                 log.warning("config store unreachable (%s): serving from memory, retrying", exc)
             except Exception:  # a bug here must not stop the worker's maintenance for good
