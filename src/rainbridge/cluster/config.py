@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ..config.schema import ClusterConfig
 
 Profile = Literal["lan", "wan", "local"]
 
@@ -181,3 +184,32 @@ def from_bifrost_gossip(
         suspicion_mult=failure_threshold,
         success_threshold=success_threshold,
     )
+
+
+BROKER_REFUSED = (
+    "broker mode is not supported: rainbridge members sync with each other directly (a "
+    "mesh: gossip plus point-to-point messages on the gossip port). Remove "
+    "cluster_config.type or set it to \"mesh\"; cluster_config.broker is then ignored"
+)
+
+
+def knob_problems(cluster: ClusterConfig) -> list[tuple[str, str, str]]:
+    """Bifrost's ``type`` / ``grpc`` / ``broker`` knobs, as (path, message, severity):
+    ``type: broker`` is an error (start-up refuses it), a ``grpc`` block or a ``broker``
+    block in mesh mode a warning (accepted, not used)."""
+    out: list[tuple[str, str, str]] = []
+    if cluster.type == "broker":
+        out.append(("$.cluster_config.type", BROKER_REFUSED, "error"))
+    elif cluster.broker is not None:
+        out.append(("$.cluster_config.broker", "ignored: used only with type \"broker\"", "warning"))
+    if cluster.grpc is not None:
+        out.append(
+            (
+                "$.cluster_config.grpc",
+                f"no dedicated sync channel is built: counter sync rides the gossip port "
+                f"(gossip.port {cluster.gossip.port}, UDP and TCP); grpc.port "
+                f"{cluster.grpc.port} is not opened",
+                "warning",
+            )
+        )
+    return out

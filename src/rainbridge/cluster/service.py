@@ -69,7 +69,7 @@ from .broadcast import (
     TransmitLimitedQueue,
 )
 from .codec import WireError, encode_tags
-from .config import MembershipConfig, from_bifrost_gossip
+from .config import MembershipConfig, from_bifrost_gossip, knob_problems
 from .events import Delegate, Member, MemberEvent
 from .messages import Address, NodeState
 from .node import ClusterNode
@@ -268,6 +268,9 @@ class ClusterService:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, registry: CollectorRegistry | None = None) -> None:
+        for path, message, severity in knob_problems(self.cluster):
+            if severity == "error":  # config loading refuses it too; this guards direct use
+                raise ClusterConfigError(f"{path.removeprefix('$.')}: {message}")
         gossip = self.cluster.gossip
         timing = self._timing or membership_config(gossip)
         self._gossip = TransmitLimitedQueue(

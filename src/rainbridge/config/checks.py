@@ -150,6 +150,9 @@ def _check_cluster(config: Config, out: list[Problem]) -> None:
     cluster = config.cluster_config
     if not cluster.enabled:
         return
+    from ..cluster.config import knob_problems
+
+    out.extend(Problem(path, message, severity) for path, message, severity in knob_problems(cluster))
     store = config.config_store
     if store is None or not store.enabled or store.type != "postgres":
         out.append(

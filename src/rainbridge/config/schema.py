@@ -292,8 +292,32 @@ class DiscoveryConfig(Base):
     allowed_address_space: list[str] = []  # CIDRs every peer address must fall in
 
 
+class GrpcConfig(Base):
+    """Bifrost's point-to-point counter-sync channel in mesh mode (Helm ``cluster.grpc``).
+    rainbridge builds no separate channel: sync rides the gossip port (UDP + TCP), so this
+    block is accepted and warned about (see ``cluster.config.knob_problems``)."""
+
+    port: Port = 10102  # Bifrost's default
+    dial_timeout_seconds: PosInt = 5
+
+
+class BrokerConfig(Base):
+    """Bifrost's broker mode (members sync through a central broker): refused at start-up
+    when ``type: broker``; the fields are typed loosely so the refusal is the message seen."""
+
+    address: str | None = None  # host:port of the broker
+    tls: Any = None  # Bifrost: TLS towards the broker
+    auth_token: str | None = None  # never logged
+    listen_port: Port | None = None
+
+
 class ClusterConfig(Base):
     enabled: bool = False
+    # "mesh": members talk to each other (gossip, point to point) - what rainbridge does;
+    # "broker": through a central broker - not supported, refused at start-up.
+    type: Literal["mesh", "broker"] = "mesh"
+    grpc: GrpcConfig | None = None
+    broker: BrokerConfig | None = None
     node_name: str | None = None  # stable name; default the host name
     region: str | None = None
     peers: list[str] = []  # host:port; may include this node
