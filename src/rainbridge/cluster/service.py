@@ -93,6 +93,7 @@ SEEN_WINDOW = 8192  # gossip ids remembered for de-duplication
 KEYS_ENV = "RAINBRIDGE_GOSSIP_KEYS"
 JOIN_RETRY_FIRST = 0.5  # seconds; doubles up to JOIN_RETRY_MAX
 JOIN_RETRY_MAX = 10.0
+SYNC_WAIT = 10.0  # seconds without reaching any peer before a member counts as synced alone
 _GOSSIP_FRAME = len(APP_MARKER) + len(KIND_GOSSIP) + _ID_SIZE
 
 
@@ -256,6 +257,10 @@ class ClusterService:
         self.keyring: Keyring | None = None
         self.http_address = ""
         self.joined = False
+        # Readiness: our first push-pull is done, or there is nobody to do it with (see
+        # _join_loop); the gateway reports ready only then (GET /health/ready).
+        self.synced = False
+        self.sync_wait = SYNC_WAIT
         self.stats: Counter[str] = Counter()
         self._serf_clock = SerfClock()
         self._seen: OrderedDict[bytes, None] = OrderedDict()
@@ -386,15 +391,19 @@ class ClusterService:
     async def _join_loop(self) -> None:
         node = self._node()
         delay, attempt = JOIN_RETRY_FIRST, 0
+        loop = asyncio.get_running_loop()
+        give_up_sync = loop.time() + self.sync_wait
         while True:
             attempt += 1
             peers = await self.resolve_peers()
-            if not peers and self.cluster.peers and attempt == 1:
-                log.info("cluster: no other peer to join; waiting for members to join us")
+            if not peers and attempt == 1:
+                if self.cluster.peers:
+                    log.info("cluster: no other peer to join; waiting for members to join us")
+                self.synced = True  # the first member: nothing to merge
             if peers:
                 ok = await node.join(peers)
                 if ok:
-                    self.joined = True
+                    self.joined = self.synced = True
                     alive = sum(1 for m in node.members() if m.state == NodeState.ALIVE)
                     log.info(
                         "cluster: joined through %d of %d peer(s); %d member(s) alive",
@@ -404,8 +413,14 @@ class ClusterService:
                     )
                     return
             if node.membership is not None and node.membership.num_alive() > 1:
-                self.joined = True
+                self.joined = self.synced = True  # a joiner's push-pull merged state with us
                 return
+            if not self.synced and loop.time() >= give_up_sync:
+                self.synced = True
+                log.warning(
+                    "cluster: no peer answered within %.0fs; ready alone (keeps trying to join)",
+                    self.sync_wait,
+                )
             if peers:
                 level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
                 log.log(

@@ -83,6 +83,7 @@ class Gateway:
         self._version: str | None = None
         self._maintenance: asyncio.Task | None = None
         self.draining = False  # set on SIGTERM: see begin_drain
+        self.counters_loaded = False  # the store's open windows are in memory (readiness)
 
     @property
     def wants_usage(self) -> bool:
@@ -108,6 +109,7 @@ class Gateway:
             if loaded:
                 log.info("restored %d usage counter(s) from the store", loaded)
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+        self.counters_loaded = True  # loaded, or nothing to load (no store)
         if self.config.client.enable_logging:
             await self._open_logs()
         if self.cluster is not None:
@@ -260,6 +262,21 @@ class Gateway:
         if self.draining:
             return False, {"status": "draining", "components": components}
         return ok, {"status": "ok" if ok else "failing", "components": components}
+
+    def readiness(self) -> tuple[bool, dict]:
+        """``GET /health/ready``: ready (200) once the counters' open windows are loaded
+        from the store and, in cluster mode, the member has completed its first push-pull
+        (or found no other member to sync with: ``ClusterService.synced``); 503 before, and
+        503 ``draining`` from SIGTERM on."""
+        checks = {"counters": "loaded" if self.counters_loaded else "loading"}
+        synced = True
+        if self.cluster is not None:
+            synced = self.cluster.synced
+            checks["cluster"] = "synced" if synced else "syncing"
+        if self.draining:
+            return False, {"status": "draining", "checks": checks}
+        ready = self.counters_loaded and synced
+        return ready, {"status": "ready" if ready else "not_ready", "checks": checks}
 
     async def list_models(self) -> list[dict]:
         """Every configured provider's models as ``provider/model`` ids (cached for a minute)."""

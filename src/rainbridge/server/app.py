@@ -45,6 +45,7 @@ class App:
             self.routes[f"{prefix}/models"] = (get, partial(openai_routes.models, gateway), None)
         self.routes["/anthropic/v1/messages"] = (post, partial(anthropic_routes.handle, gateway), "messages")
         self.routes["/health"] = (get, self.health, None)
+        self.routes["/health/ready"] = (get, self.ready, None)
         self.routes["/metrics"] = (get, self.metrics, None)  # Prometheus; no admin token
         self.content_logging = not gateway.config.client.disable_content_logging
         origins = gateway.config.client.allowed_origins
@@ -140,6 +141,11 @@ class App:
         ok, report = await self.gateway.health()
         if self.gateway.governance.mandatory and not self.admin._authorized(scope):
             report["components"]["providers"].pop("configured", None)
+        await send_json(send, 200 if ok else 503, orjson.dumps(report))
+
+    async def ready(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
+        """Readiness for load balancers and Kubernetes (no token): see ``Gateway.readiness``."""
+        ok, report = self.gateway.readiness()
         await send_json(send, 200 if ok else 503, orjson.dumps(report))
 
     async def metrics(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
