@@ -189,3 +189,27 @@ async def test_pending_table_is_bounded_and_cancellation_frees_it(make):
     assert await waiting[1] == b"late"
     assert a.rpc.pending == 0
     await wait_until(lambda: a.rpc.stats["late_replies"] == 1, 2, "the cancelled one's reply")
+
+
+async def test_the_reply_cache_is_bounded_in_entries_and_bytes(monkeypatch):
+    from rainbridge.cluster import rpc
+
+    monkeypatch.setattr(rpc, "REPLY_CACHE", 8)
+    monkeypatch.setattr(rpc, "REPLY_CACHE_BYTES", 5000)
+    sent: list[tuple[str, bytes, bool]] = []
+    server = rpc.RequestReply("srv", lambda m, f, r: sent.append((m, f, r)), 1394)
+    runs: list[bytes] = []
+    server.handlers["big"] = lambda requester, payload: runs.append(payload) or b"r" * 1000
+
+    async def ask(i: int) -> None:
+        server.on_request(APP_MARKER, encode_request(i.to_bytes(8, "big"), "cli", "big", b"%d" % i)[1:])
+        await asyncio.sleep(0)  # the handler runs on the next loop turn
+
+    for i in range(20):
+        await ask(i)
+    assert len(runs) == 20 and len(sent) == 20
+    assert len(server._served) <= 8 and server._served_bytes <= 5000
+    await ask(19)  # a retry of a cached one: answered again, not run again
+    assert len(runs) == 20 and sent[-1] == sent[-2]
+    await ask(0)  # evicted long ago: runs again (the cache is bounded, not exact forever)
+    assert len(runs) == 21

@@ -14,7 +14,7 @@ TCP, on the first attempt and every retry alike, so payload size is never the ca
 problem.
 
 At most once: the server remembers the last ``REPLY_CACHE`` (requester, id) pairs with
-their reply and answers a repeated request from that cache instead of running the handler
+their reply (``REPLY_CACHE_BYTES`` of replies at most: a retry later than that runs again) and answers a repeated request from that cache instead of running the handler
 again (a grant asked twice is granted once); a repeat that arrives while an async handler
 is still running is dropped (the reply is on its way).
 
@@ -47,6 +47,7 @@ KIND_REQUEST = b"\x02"
 KIND_REPLY = b"\x03"
 ID_SIZE = 8
 REPLY_CACHE = 4096  # (requester, id) pairs answered, for at-most-once handling of retries
+REPLY_CACHE_BYTES = 4 * 1024 * 1024  # and at most this many bytes of cached replies
 MAX_PENDING = 1024  # requests of this process awaiting a reply
 OK, NO_HANDLER, FAILED = 0, 1, 2
 _U16 = struct.Struct(">H")
@@ -84,6 +85,7 @@ class RequestReply:
         self.stats: Counter[str] = Counter()
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}
         self._served: OrderedDict[tuple[str, bytes], bytes | None] = OrderedDict()
+        self._served_bytes = 0
 
     @property
     def pending(self) -> int:
@@ -157,8 +159,7 @@ class RequestReply:
                 self._reply(requester, cached)
             return
         self._served[key] = None
-        if len(self._served) > REPLY_CACHE:
-            self._served.popitem(last=False)
+        self._trim()
         asyncio.get_running_loop().call_soon(self._serve, marker, key, kind, payload)
 
     def _serve(self, marker: bytes, key: tuple[str, bytes], kind: str, payload: bytes) -> None:
@@ -191,8 +192,16 @@ class RequestReply:
         frame = marker + KIND_REPLY + key[1] + bytes((status,)) + payload
         if key in self._served:
             self._served[key] = frame
+            self._served_bytes += len(frame)
+            self._trim()
         self.stats["requests_served"] += 1
         self._reply(key[0], frame)
+
+    def _trim(self) -> None:
+        served = self._served
+        while len(served) > REPLY_CACHE or (self._served_bytes > REPLY_CACHE_BYTES and len(served) > 1):
+            _, old = served.popitem(last=False)
+            self._served_bytes -= len(old) if old is not None else 0
 
     def _reply(self, requester: str, frame: bytes) -> None:
         try:
