@@ -15,7 +15,7 @@ the per-request work, because on a gateway that is most of the work:
 
 Everything else follows RFC 9112 at least as strictly as uvicorn's httptools protocol (the
 differential test, tests/test_protocol_differential.py, compares the two and h11 byte for
-byte and lists every difference): keep-alive (HTTP/1.0 only on request), ``Expect:
+byte and lists every difference): keep-alive (HTTP/1.1 only, as uvicorn and h11), ``Expect:
 100-continue``, chunked bodies both ways, HEAD, the keep-alive timeout, ``shutdown()``
 closing idle connections and finishing busy ones, and these refusals, each answered after
 the responses to the requests before it, then the connection closes:
@@ -122,12 +122,14 @@ class HttpProtocol(asyncio.Protocol):
         self.cycle: Cycle | None = None  # the request being answered
         self.pipeline: collections.deque[Cycle] = collections.deque()  # parsed, waiting their turn
         self.reading: Cycle | None = None  # the request whose body the parser is delivering
-        # The request head being parsed: target, header fields, room left for more, Host count.
+        # The request head being parsed: target, header fields, room left for more, and the
+        # fields that need a closer look: 1 per Host, _CODED per Transfer-Encoding (a plain
+        # request has exactly 1).
         self.url: bytes | bytearray = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_room = 0
         self.counting = False  # header bytes are counted in this read (see data_received)
-        self.hosts = 0
+        self.marks = 0
         self.in_head = False
         self.head_bytes = -1  # of a head that came in several reads, after its first read (-1: none)
         self.write_paused = False
@@ -332,7 +334,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.headers:  # trailer fields of the last request
             self.headers = []
         self.header_room = self.max_header_bytes
-        self.hosts = 0
+        self.marks = 0
         self.in_head = True
 
     def on_url(self, url: bytes) -> None:
@@ -351,8 +353,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name == b"host":
-            self.hosts += 1
+        if name in _WATCHED:
+            self.marks += 1 if name == b"host" else _CODED
         # httptools keeps trailing whitespace, which is not part of the value (RFC 9110 §5.5).
         value = value.rstrip(b" \t")
         self.headers.append((name, value))
@@ -385,7 +387,7 @@ class HttpProtocol(asyncio.Protocol):
         url = self.url
         version = parser.get_http_version()
         method = parser.get_method().decode("ascii", "replace")
-        if version != "1.1" or self.hosts != 1 or url[:1] != b"/" or method == "CONNECT" \
+        if version != "1.1" or self.marks != 1 or url[:1] != b"/" or method == "CONNECT" \
                 or len(headers) > self.max_headers or url.__class__ is not bytes:
             url = self._check_unusual(version, method, url, headers)
         if 35 in url:  # "#" (an int: memchr): a fragment is never sent, never part of the path
@@ -410,7 +412,9 @@ class HttpProtocol(asyncio.Protocol):
             "state": self.app_state.copy(),
             "extensions": _EXTENSIONS,
         }
-        cycle = Cycle(self, scope, parser.should_keep_alive() and not self.closing, method == "HEAD")
+        # HTTP/1.0 closes after every response, as in uvicorn and h11 (no "keep-alive" option).
+        keep_alive = parser.should_keep_alive() and version == "1.1" and not self.closing
+        cycle = Cycle(self, scope, keep_alive, method == "HEAD")
         self.reading = cycle
         self.buffered = 0
         self.server_state.total_requests += 1
@@ -426,10 +430,11 @@ class HttpProtocol(asyncio.Protocol):
         origin form (absolute form: its path and query), or a refusal."""
         if version not in ("1.1", "1.0"):
             self._refuse_head(505, b"HTTP version not supported.")
-        if version == "1.0" and any(name == b"transfer-encoding" for name, _ in headers):
-            self._refuse_head(400, b"Transfer-Encoding is not allowed in HTTP/1.0 (RFC 9112 6.1).")
-        if self.hosts > 1 or (self.hosts == 0 and version == "1.1"):
+        hosts = self.marks % _CODED
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
             self._refuse_head(400, b"An HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2).")
+        if self.marks >= _CODED:
+            self._check_coding(version, headers)
         if len(headers) > self.max_headers:
             self._refuse_head(431, b"Too many request header fields.")
         if method == "CONNECT":
@@ -450,6 +455,17 @@ class HttpProtocol(asyncio.Protocol):
         assert parsed is not None
         path = parsed.path or b"/"
         return path + b"?" + parsed.query if parsed.query is not None else path
+
+    def _check_coding(self, version: str, headers: list[tuple[bytes, bytes]]) -> None:
+        """Transfer-Encoding (httptools already refuses some mistakes; these are the rest)."""
+        if version == "1.0":
+            self._refuse_head(400, b"Transfer-Encoding is not allowed in HTTP/1.0 (RFC 9112 6.1).")
+        codings = b",".join(value for name, value in headers if name == b"transfer-encoding").lower()
+        if codings.strip() == b"chunked":
+            return
+        if codings.rsplit(b",", 1)[-1].strip() != b"chunked":  # the length cannot be known (§6.3)
+            self._refuse_head(400, b"Transfer-Encoding must end in chunked (RFC 9112 6.3).")
+        self._refuse_head(501, b"Only the chunked transfer coding is implemented.")
 
     def on_body(self, body: bytes) -> None:
         cycle = self.reading
@@ -703,6 +719,9 @@ class Cycle:
 # the limit and, for a tenth of a second, the reset of each rate limit), so most lines are
 # reused as they are. Framing headers are never kept: they decide how the body is sent.
 _KNOWN: dict[bytes, tuple[bytes, bytes]] = {}
+# Request header names the protocol looks at (in on_header); see HttpProtocol.marks.
+_WATCHED = frozenset((b"host", b"transfer-encoding"))
+_CODED = 1 << 16
 _FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 
 
