@@ -7,10 +7,10 @@ a real socket in the given pieces; its ``Outcome`` is what a client and the app 
 the statuses in order, whether the server closed the connection, and what the app saw
 (method, path, query, headers, body of each request).
 
-No sleeps: the protocol classes are wrapped to count the bytes they received and to note
-when their connection is lost, so the client knows when the server has read a piece and
-when it has nothing left to do (every byte read, every app call either finished or waiting
-for more body, nothing left to write) or has closed the connection.
+No sleeps: the protocol classes are wrapped to count the bytes they read and wrote and to
+note when they shut or lost their connection, so the client knows when the server has read
+a piece, when it has nothing left to do (every byte read, every app call either finished or
+waiting for more body, nothing left to write) or has closed, and how much to read back.
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ class Outcome:
     seen: tuple[Seen, ...]  # app calls in order
     stalled: bool = False  # neither settled nor closed within SETTLE_S
     trailing: bytes = b""  # response bytes that did not parse as a response
+
+    def completed(self) -> Outcome:
+        """Without the requests that never completed: when a broken one reaches the app (or
+        is refused before it does) depends on how the bytes were split."""
+        return Outcome(self.statuses, self.closed, tuple(s for s in self.seen if s.complete), self.stalled,
+                       self.trailing)
 
     def brief(self) -> str:
         seen = "; ".join(f"{s.method} {_cut(s.path)}?{_cut(s.query.decode('latin-1'))} body={s.body[:20]!r}"
@@ -106,13 +112,29 @@ class RecordingApp:
 
 
 def _instrumented(base: type) -> type:
-    """``base`` that counts what it received and records its connections."""
+    """``base`` that counts what it received and wrote, and records its connections."""
 
     class Recorded(base):  # type: ignore[misc, valid-type]
         def connection_made(self, transport: Any) -> None:
-            self.rx = 0
-            self.lost = False
+            self.rx = self.tx = 0
+            self.lost = self.shut = False
             self.recorder.connections.append(self)
+            write, writelines, write_eof = transport.write, transport.writelines, transport.write_eof
+
+            def counted_write(data: bytes) -> None:
+                self.tx += len(data)
+                write(data)
+
+            def counted_writelines(parts: Any) -> None:
+                parts = list(parts)
+                self.tx += sum(map(len, parts))
+                writelines(parts)
+
+            def noted_write_eof() -> None:
+                self.shut = True
+                write_eof()
+
+            transport.write, transport.writelines, transport.write_eof = counted_write, counted_writelines, noted_write_eof
             super().connection_made(transport)
 
         def data_received(self, data: bytes) -> None:
@@ -126,7 +148,7 @@ def _instrumented(base: type) -> type:
     return Recorded
 
 
-@dataclass
+@dataclass(repr=False)
 class Server:
     """One uvicorn server with one protocol, serving its own ``RecordingApp``."""
 
@@ -137,12 +159,19 @@ class Server:
     task: asyncio.Task | None = None
     connections: list = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return f"<{self.name} server on port {self.port}>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis prints fixtures so
+        printer.text(repr(self))
+
     @property
     def port(self) -> int:
         return self.sock.getsockname()[1]
 
-    async def exchange(self, pieces: list[bytes]) -> Outcome:
-        """Send ``pieces`` on a new connection, each read by the server before the next is sent."""
+    async def exchange(self, pieces: list[bytes], settle_each: bool = False) -> Outcome:
+        """Send ``pieces`` on a new connection, each read by the server before the next is sent
+        (``settle_each``: and each handled, as far as it goes, before the next)."""
         self.app.seen.clear()
         loop = asyncio.get_running_loop()
         client = socket.create_connection(("127.0.0.1", self.port))
@@ -153,22 +182,27 @@ class Server:
             conn = self.connections[known]
             sent = 0
             for piece in pieces:
-                await loop.sock_sendall(client, piece)
+                if conn.lost or conn.shut:
+                    break
+                try:
+                    await loop.sock_sendall(client, piece)
+                except ConnectionError:
+                    break
                 sent += len(piece)
                 # Until read (or refused): the next piece then comes in a read of its own.
                 # A pipeline may pause reading; then the pieces merge, as they would for real.
                 with contextlib.suppress(TimeoutError):
-                    await _until(lambda s=sent: conn.rx >= s or conn.lost or conn.transport.is_closing()
-                                 or not conn.transport.is_reading(), "the server to read", 1.0)
+                    if settle_each:
+                        await _until(lambda s=sent: self._settled(conn, s), "the server to settle", 1.0, turns=5)
+                    else:
+                        await _until(lambda s=sent: conn.rx >= s or conn.lost or conn.transport.is_closing()
+                                     or not conn.transport.is_reading(), "the server to read", 1.0)
             stalled = False
             try:
-                await _until(lambda: self._settled(conn, sent), "the server to settle", SETTLE_S)
+                await _until(lambda: self._settled(conn, sent), "the server to settle", SETTLE_S, turns=5)
             except TimeoutError:
                 stalled = True
-            data, closed = _drain(client, conn.lost)
-            if conn.lost and not closed:  # lost just now: the FIN follows the data
-                more, closed = _drain(client, True)
-                data += more
+            data, closed = await _receive(client, conn)
         finally:
             client.close()
             with contextlib.suppress(TimeoutError):
@@ -190,36 +224,47 @@ class Server:
         return conn.rx >= sent and transport.get_write_buffer_size() == 0
 
 
-async def _until(cond: Any, what: str, timeout: float = SETTLE_S) -> None:
-    """Let the loop run until ``cond()`` holds (each check one loop turn), at most ``timeout`` s."""
+async def _until(cond: Any, what: str, timeout: float = SETTLE_S, turns: int = 1) -> None:
+    """Let the loop run until ``cond()`` holds ``turns`` loop turns in a row, at most ``timeout`` s.
+
+    Several turns: an app woken by the last read still counts as waiting until its task runs,
+    and a closed transport tells its protocol a turn later; a few turns let such chains end."""
     deadline = time.monotonic() + timeout
-    turns = 0
-    while not cond():
+    held = spins = 0
+    while held < turns:
+        held = held + 1 if cond() else 0
+        if held >= turns:
+            return
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout} s for {what}")
-        turns += 1
+        spins += 1
         # Mostly single loop turns (the servers run in this loop); now and then a short
         # sleep so a busy machine's socket buffers can move.
-        await asyncio.sleep(0 if turns % 50 else 0.001)
+        await asyncio.sleep(0 if spins % 50 else 0.001)
 
 
-def _drain(client: socket.socket, expect_eof: bool) -> tuple[bytes, bool]:
-    """Everything the client can read now, and whether the server closed the connection."""
-    parts = []
+async def _receive(client: socket.socket, conn: Any) -> tuple[bytes, bool]:
+    """Every byte the server wrote (loopback may still be carrying some), then, if the server
+    closed or shut its side, the end of the stream; and whether the server closed."""
+    loop = asyncio.get_running_loop()
+    parts: list[bytes] = []
+    got = 0
     deadline = time.monotonic() + 2.0
-    while True:
+    while got < conn.tx or conn.lost or conn.shut:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
         try:
-            chunk = client.recv(65536)
-        except BlockingIOError:
-            if expect_eof and time.monotonic() < deadline:
-                time.sleep(0.0005)  # the FIN is in the kernel already: it lands at once
-                continue
-            return b"".join(parts), False
+            chunk = await asyncio.wait_for(loop.sock_recv(client, 65536), left)
+        except TimeoutError:
+            break
         except ConnectionResetError:
             return b"".join(parts), True
         if not chunk:
             return b"".join(parts), True
         parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts), False
 
 
 def parse_responses(data: bytes) -> tuple[list[int], bytes]:
