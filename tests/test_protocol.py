@@ -588,3 +588,18 @@ async def test_no_error_is_logged_when_the_app_cannot_answer_a_refused_or_abando
     writer.close()
     status, _, _ = await get(port, b"/silent")  # an app that really forgets to answer still logs
     assert status == 500 and any("without starting a response" in r.getMessage() for r in caplog.records)
+
+
+def test_serve_flags_set_the_limits_and_timeouts(start_gateway):
+    """``rainbridge serve`` (uvloop, our protocol) applies --max-url-bytes and --header-timeout."""
+    gw = start_gateway(None, "--max-url-bytes", "100", "--header-timeout", "0.5")
+    host, port = gw.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GET /health?" + b"q" * 120 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 414 ")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n")  # the head never ends
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes (bounded by the 5 s timeout)
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 ")

@@ -591,7 +591,8 @@ class Cycle:
             # The app waits for a body that has not come: a client that sent
             # "Expect: 100-continue" waits for our go-ahead first.
             self.continue_checked = True
-            if not self.started and conn.transport is not None and _expects_continue(self.scope["headers"]):
+            if not self.started and not conn.stopped and conn.transport is not None \
+                    and _expects_continue(self.scope["headers"]):
                 conn.transport.write(_CONTINUE)
         # After the whole body (ASGI): wait until the response is done or the client leaves.
         while not (self.disconnected or self.response_complete) and (self.body_read or (self.more_body and not self.body)):
