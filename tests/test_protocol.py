@@ -431,6 +431,8 @@ async def test_limits_are_configurable_and_answered_with_414_or_431(request_head
     (b"GET /", b"u" * 512, 414),  # a target growing read by read
     (b"GET /echo HTTP/1.1\r\nHost: t\r\nX-A: ", b"v" * 512, 431),  # one header value growing
     (b"GET /echo HTTP/1.1\r\nHost: t\r\nX-", b"n" * 512, 431),  # one header name growing
+    (b"GET /echo HTTP/1.1\r\nHost: t\r\n", b"X-F: v\r\n" * 64, 431),  # header fields that never end
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n", b"X-T: v\r\n" * 64, 431),  # trailers
 ])
 async def test_a_request_head_growing_in_many_reads_is_refused_once_over_the_limit(server, start, piece, status):
     """The cap is checked as the head grows: the answer comes long before the head would end

@@ -71,8 +71,10 @@ class Limits:
     header fields, 32 KiB of them (nginx: 4 buffers of 8 KiB)."""
 
     max_url_bytes: int = 8 * 1024  # request target; longer: 414
-    # Header fields of one request (and the trailer fields of its chunked body), counted as
-    # name + value + 3 bytes (":" and CRLF) each; more: 431.
+    # Header fields of one request (trailer fields of a chunked body are held to it too),
+    # counted as name + value + 3 bytes (":" and CRLF) each; more: 431. A head arriving in
+    # several reads is also refused once its bytes exceed max_url_bytes + max_header_bytes +
+    # 1 KiB (whitespace padding included), before httptools has joined a field that long.
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100  # header fields of one request; more: 431
     header_timeout: float = 20.0  # s from a request head's first byte to its end; then 408
@@ -176,8 +178,9 @@ class HttpProtocol(asyncio.Protocol):
         if self.idle_timer is not None:
             self._cancel_idle_timer()
         # A head that starts and ends in this read is at most len(data) bytes long: its header
-        # fields need counting only when that could be over the limit, or when it began earlier.
-        if self.in_head or len(data) > self.max_header_bytes:
+        # fields need counting only when that could be over the limit, or when it began earlier
+        # (or trailer fields began earlier: the trailer list is only filled between reads then).
+        if self.in_head or len(data) > self.max_header_bytes or self.headers:
             self._count_from_here()
         elif self.counting:
             self.counting = False
@@ -362,10 +365,11 @@ class HttpProtocol(asyncio.Protocol):
             self._count_header(len(name) + len(value))
 
     def _count_from_here(self) -> None:
-        """Count header bytes in this read; a head already begun counts what it has."""
-        self.counting = True
-        if self.in_head:
+        """Count header bytes in this read; a head (or trailer section) begun in an earlier
+        read, uncounted, counts what it has (once: then counting goes on with it)."""
+        if not self.counting and self.headers:
             self.header_room = self.max_header_bytes - sum(len(n) + len(v) + 3 for n, v in self.headers)
+        self.counting = True
 
     def _count_header(self, size: int) -> None:
         # 3: the ":" and CRLF around a field, so that a count never exceeds the bytes sent.
