@@ -102,6 +102,13 @@ _TIMEOUT = _plain_response(408, b"Request timed out.")
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
+    # Slots: more than 30 attributes in an instance dict make every attribute read slower.
+    __slots__ = ("__weakref__", "app", "app_state", "body_timeout", "buffered", "client", "closing", "counting", "cycle",
+                 "drained", "head_bytes", "head_timer", "header_room", "header_timeout", "headers",
+                 "idle_timer", "in_head", "keep_alive_timeout", "loop", "marks", "max_header_bytes",
+                 "max_headers", "max_url", "parser", "pipeline", "read_paused", "reading", "refusal",
+                 "root_path", "server", "server_state", "stopped", "transport", "url", "write_paused")
+
     def __init__(self, config: Any, server_state: Any, app_state: dict, _loop: asyncio.AbstractEventLoop | None = None,
                  limits: Limits = Limits()):
         self.app = config.loaded_app
@@ -124,9 +131,9 @@ class HttpProtocol(asyncio.Protocol):
         self.cycle: Cycle | None = None  # the request being answered
         self.pipeline: collections.deque[Cycle] = collections.deque()  # parsed, waiting their turn
         self.reading: Cycle | None = None  # the request whose body the parser is delivering
-        # The request head being parsed: target, header fields, room left for more, and the
-        # fields that need a closer look: 1 per Host, _CODED per Transfer-Encoding (a plain
-        # request has exactly 1).
+        # The request head being parsed: target, header fields, room left for more, and what
+        # needs a closer look: 1 per Host, _CODED per Transfer-Encoding, _SPLIT_URL for a
+        # target that came in pieces (a plain request has exactly 1).
         self.url: bytes | bytearray = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_room = 0
@@ -348,7 +355,11 @@ class HttpProtocol(asyncio.Protocol):
         self.url = url
 
     def _longer_url(self, url: bytes) -> bytearray:
-        so_far = self.url if isinstance(self.url, bytearray) else bytearray(self.url)
+        if isinstance(self.url, bytearray):
+            so_far = self.url
+        else:
+            so_far = bytearray(self.url)
+            self.marks |= _SPLIT_URL  # made bytes again in _check_unusual
         so_far += url
         if len(so_far) > self.max_url:
             self._refuse_head(414, b"Request target too long.")
@@ -392,7 +403,7 @@ class HttpProtocol(asyncio.Protocol):
         version = parser.get_http_version()
         method = parser.get_method().decode("ascii", "replace")
         if version != "1.1" or self.marks != 1 or url[:1] != b"/" or method == "CONNECT" \
-                or len(headers) > self.max_headers or url.__class__ is not bytes:
+                or len(headers) > self.max_headers:
             url = self._check_unusual(version, method, url, headers)
         if 35 in url:  # "#" (an int: memchr): a fragment is never sent, never part of the path
             url = url[:url.index(b"#")]
@@ -437,7 +448,7 @@ class HttpProtocol(asyncio.Protocol):
         hosts = self.marks % _CODED
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             self._refuse_head(400, b"An HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2).")
-        if self.marks >= _CODED:
+        if self.marks % _SPLIT_URL >= _CODED:
             self._check_coding(version, headers)
         if len(headers) > self.max_headers:
             self._refuse_head(431, b"Too many request header fields.")
@@ -727,6 +738,7 @@ _KNOWN: dict[bytes, tuple[bytes, bytes]] = {}
 # Request header names the protocol looks at (in on_header); see HttpProtocol.marks.
 _WATCHED = frozenset((b"host", b"transfer-encoding"))
 _CODED = 1 << 16
+_SPLIT_URL = 1 << 32
 _FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 
 
