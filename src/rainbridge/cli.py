@@ -7,8 +7,10 @@ import sys
 import click
 
 from . import __version__
+from .server.protocol import Limits
 from .server.run import SERVERS, ServeOptions, serve, setup_logging
 
+_LIMITS = Limits()  # the defaults
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
 
 
@@ -28,12 +30,25 @@ def main() -> None:
 @click.option("--server", default="uvicorn", show_default=True, type=click.Choice(SERVERS), help="HTTP server")
 @click.option("--no-migrate", is_flag=True, help="do not migrate the store; fail if its schema is behind")
 @click.option("--allow-unauthenticated-admin", is_flag=True, help="serve /api/ without an admin token (development only)")
+@click.option("--max-url-bytes", default=_LIMITS.max_url_bytes, show_default=True, type=click.IntRange(64),
+              help="longest request target; longer: 414")
+@click.option("--max-header-bytes", default=_LIMITS.max_header_bytes, show_default=True, type=click.IntRange(256),
+              help="header fields of one request, in bytes; more: 431")
+@click.option("--max-headers", default=_LIMITS.max_headers, show_default=True, type=click.IntRange(8),
+              help="header fields of one request; more: 431")
+@click.option("--header-timeout", default=_LIMITS.header_timeout, show_default=True, type=click.FloatRange(0.1),
+              help="seconds from a request head's first byte to its end; then 408 and close")
+@click.option("--body-timeout", default=_LIMITS.body_timeout, show_default=True, type=click.FloatRange(0.1),
+              help="seconds without a request body byte while the gateway waits for one; then 408 and close")
 def serve_cmd(config_path: str | None, app_dir: str, host: str, port: int, workers: int, log_level: str, server: str,
-              no_migrate: bool, allow_unauthenticated_admin: bool) -> None:
+              no_migrate: bool, allow_unauthenticated_admin: bool, max_url_bytes: int, max_header_bytes: int,
+              max_headers: int, header_timeout: float, body_timeout: float) -> None:
     """Start the gateway."""
     setup_logging(log_level)
+    limits = Limits(max_url_bytes, max_header_bytes, max_headers, header_timeout, body_timeout)
     opts = ServeOptions(config_path, app_dir, host, port, workers, log_level.lower(), server,
-                        run_migrations=not no_migrate, allow_unauthenticated_admin=allow_unauthenticated_admin)
+                        run_migrations=not no_migrate, allow_unauthenticated_admin=allow_unauthenticated_admin,
+                        http_limits=limits)
     sys.exit(serve(opts))
 
 

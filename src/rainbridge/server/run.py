@@ -16,9 +16,11 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from ..config.load import ConfigError, LoadedConfig, empty_config, load_file
+from .protocol import Limits
 
 log = logging.getLogger("rainbridge")
 
@@ -59,6 +61,8 @@ class ServeOptions:
     # How long to retry an unreachable PostgreSQL at start (RAINBRIDGE_STORE_WAIT_SECONDS).
     store_wait_s: float = float(os.environ.get("RAINBRIDGE_STORE_WAIT_SECONDS", "60"))
     worker_index: int = 0  # set by the Supervisor: each worker is its own cluster member
+    # Request size limits and read timeouts of our HTTP/1.1 protocol (--server uvicorn only).
+    http_limits: Limits = field(default_factory=Limits)
 
 
 def setup_logging(level: str) -> None:
@@ -142,7 +146,7 @@ def run_worker(opts: ServeOptions, loaded: LoadedConfig | None = None, sock: soc
     config = uvicorn.Config(
         app,
         loop="uvloop" if _has_uvloop() else "asyncio",
-        http="httptools" if opts.server == "uvicorn-httptools" else HttpProtocol,
+        http="httptools" if opts.server == "uvicorn-httptools" else partial(HttpProtocol, limits=opts.http_limits),
         lifespan="on",
         access_log=False,
         server_header=False,
