@@ -330,6 +330,20 @@ async def test_big_body_arrives_whole(server):
     writer.close()
 
 
+async def test_big_bodies_one_after_another_on_one_connection_are_all_answered(server):
+    """The last part of a big body may arrive after the parser finished the request: the
+    buffered count must still be released, or reading stays paused and the next request
+    on the connection is never read."""
+    _, port = server
+    reader, writer = await connect(port)
+    for size in (400_000, 400_000, 1_000_000, 10):
+        writer.write(b"POST /size HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+        await writer.drain()
+        status, _, body = await asyncio.wait_for(read_response(reader), 5)
+        assert (status, body) == (200, b"%d" % size)
+    writer.close()
+
+
 async def test_idle_keep_alive_connection_is_closed_after_the_timeout(server):
     _, port = server
     reader, writer = await connect(port)

@@ -627,8 +627,8 @@ class Cycle:
         chunks = self.body
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.body = []
-        if conn.reading is self:
-            conn.body_consumed()
+        if conn.reading is self or conn.reading is None:  # None: the parser finished this
+            conn.body_consumed()  # body; its last part still counted as buffered
         if not self.more_body:
             self.body_read = True
         return {"type": "http.request", "body": body, "more_body": self.more_body}
