@@ -58,6 +58,14 @@ class Proc:
         return self.popen.returncode
 
 
+async def read_request(reader) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 request (head, body) as a scripted upstream reads it: the gateway always
+    sends a Content-Length body (none on a GET)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    found = re.search(rb"(?i)content-length: (\d+)", head)
+    return head, await reader.readexactly(int(found.group(1))) if found else b""
+
+
 def http_json(method: str, url: str, body: dict | None = None, headers: dict | None = None, timeout: float = 10.0) -> tuple[int, dict, dict]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})})

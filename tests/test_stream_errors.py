@@ -4,12 +4,11 @@ event, scrubbed of the provider key, on both routes; a native Anthropic client's
 
 import asyncio
 import json
-import re
 
 import aiohttp
 import pytest
 
-from support import GatewayProcess
+from support import GatewayProcess, read_request
 
 PROVIDER_KEY = "sk-up-0123456789abcdef"
 ECHO = f"Incorrect API key provided: {PROVIDER_KEY} (also {PROVIDER_KEY[:12]}… and ...{PROVIDER_KEY[-6:]})"
@@ -42,10 +41,8 @@ class Upstream:
     async def handle(self, reader, writer):
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
+                head, _ = await read_request(reader)
                 self.heads.append(head)
-                length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-                await reader.readexactly(length)
                 body = ANTHROPIC_STREAM if b"/v1/messages" in head.split(b"\r\n")[0] else OPENAI_STREAM
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n%s"
                              % (len(body), body))

@@ -7,12 +7,11 @@ write ``"usage": {`` with spaces; both are the same usage and must be charged.
 
 import asyncio
 import json
-import re
 
 import openai
 import pytest
 
-from support import GatewayProcess, eventually, http_json
+from support import GatewayProcess, eventually, http_json, read_request
 
 TOKEN = "usage-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -38,9 +37,8 @@ class Upstream:
     async def handle(self, reader, writer):
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-                request = json.loads(await reader.readexactly(length))
+                _, body = await read_request(reader)
+                request = json.loads(body)
                 self.asked_for_usage.append(request.get("stream_options", {}).get("include_usage") is True)
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n%s"
                              % (len(self.body), self.body))

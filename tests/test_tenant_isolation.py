@@ -8,12 +8,11 @@ and B received A's completion (and was charged A's tokens).
 
 import asyncio
 import json
-import re
 
 import openai
 import pytest
 
-from support import GatewayProcess, http_json
+from support import GatewayProcess, http_json, read_request
 
 TOKEN = "iso-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -58,9 +57,7 @@ class Upstream:
     async def handle(self, reader, writer):
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-                body = await reader.readexactly(length)
+                head, body = await read_request(reader)
                 self.requests.append(head + body)
                 request = json.loads(body)
                 tenant = "A" if "I am A" in request["messages"][0]["content"] else "B"

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rainbridge.upstream import ConnectionLost, ProtocolError, Timeout, UpstreamClient
+from support import read_request
 
 ID = re.compile(rb"<(r\d+|FORGED)>")
 FAILURES = (ProtocolError, ConnectionLost, Timeout, TimeoutError)
@@ -73,9 +74,8 @@ class Upstream:
     async def handle(self, reader, writer):
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-                rid = ID.search(await reader.readexactly(length)).group(1).decode()
+                _, body = await read_request(reader)
+                rid = ID.search(body).group(1).decode()
                 first = rid not in self.seen
                 self.seen.add(rid)
                 if not await self.answer(writer, rid, first):

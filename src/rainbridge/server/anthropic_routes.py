@@ -100,9 +100,6 @@ async def _translated_frames(upstream: UpstreamStream, model: str, record: Reque
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
             raise StreamError("provider sent a malformed stream chunk") from None
-        if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
-            err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
-            raise StreamError(str(err.get("message", "upstream error")), str(err.get("type") or "api_error"))
         for name, data in translator.feed(chunk):
             yield _event(name.encode(), orjson.dumps(data))
     for name, data in translator.finish():
