@@ -113,3 +113,14 @@ async def test_native_client_anthropic_version_replaces_ours(setup):
                             for head in upstream.heads[-2:])
     assert [v.split(b":", 1)[1].strip() for v in with_client] == [b"2099-01-01"]
     assert [v.split(b":", 1)[1].strip() for v in without] == [b"2023-06-01"]
+
+
+async def test_openai_error_event_translated_to_the_anthropic_route_is_scrubbed(setup):
+    gw, _ = setup
+    text = await post_stream(gw.url + "/anthropic/v1/messages", {
+        "model": "oa/m", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    name, data = text.rstrip("\n").split("\n\n")[-1].split("\n")
+    assert name == "event: error"
+    error = json.loads(data.removeprefix("data: "))
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert_scrubbed(error["error"]["message"])
