@@ -60,7 +60,8 @@ def test_a_cluster_member_is_ready_only_once_synced(tmp_path, mock, start_gatewa
     }
     gw = start_gateway(config, "--host", host)
     status, _, body = http_json("GET", gw.url + "/health/ready")
-    assert (status, body) == (503, {"status": "not_ready", "checks": {"counters": "loaded", "cluster": "syncing"}})
+    assert (status, body) == (503, {"status": "not_ready", "checks": {
+        "counters": "loaded", "cluster": "syncing", "fleet_counters": "syncing"}})
     # No peer ever answers: after SYNC_WAIT the member is ready alone (and says so).
     eventually(lambda: http_json("GET", gw.url + "/health/ready")[0] == 200, SYNC_WAIT + 10, "ready alone")
     assert "no peer answered within 10s; ready alone" in gw.log()

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
+INFINITY = float("inf")
+
 # (scope, id, metric, window_start): scope vk | team | customer | budget; metric requests |
 # tokens | spend; window_start in epoch ms.
 Key = tuple[str, str, str, int]
 
 
 class Slot:
-    __slots__ = ("committed", "end_ms", "flushed", "key", "others", "reserved")
+    __slots__ = ("committed", "end_ms", "flushed", "key", "low", "others", "reserved")
 
     def __init__(self, key: Key, end_ms: int = 0) -> None:
         self.key = key
@@ -34,6 +36,10 @@ class Slot:
         self.others: float = 0  # what other nodes (and earlier incarnations) reported
         self.reserved: float = 0  # held by requests in flight on this process
         self.flushed: float = 0  # this process's usage as last written to the store
+        # Fleet limits (``fleet.py``): up to this value of ``committed`` (plus reservations,
+        # for tokens) this process admits on its own allowance; past it, admission asks the
+        # fleet. A single node has no such bound.
+        self.low: float = INFINITY
 
     @property
     def own(self) -> float:
@@ -49,3 +55,10 @@ class Counters(Protocol):
         """Committed usage of every node (without reservations)."""
 
     def reserved(self, key: Key) -> float: ...
+
+    def bind(self, slot: Slot, lid: str, limit: float, duration: str, cost_reserved: bool) -> None:
+        """The slot counts against the fleet-wide limit ``lid`` (a no-op on a single node)."""
+
+    def reach(self, slot: Slot, cost: int) -> bool:
+        """Admission past ``slot.low``: True to admit, False when the fleet refused (may
+        raise ``fleet.AwaitGrant``)."""

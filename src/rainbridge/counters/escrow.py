@@ -81,7 +81,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -148,6 +148,8 @@ class _ReclaimRound:
     started: int
     waiting: set[str]
     done_at: int | None = None
+    # Asks refused after this round: served again if a late hand-back frees units.
+    denied: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def member_name(member: str) -> str:
@@ -181,19 +183,20 @@ class EscrowNode:
         config: EscrowConfig | None = None,
         *,
         synced: bool = True,
+        resolve: Callable[[str], Limit | None] | None = None,
     ) -> None:
         """``roster``: every member name of the fleet (each limit's acceptor group is
-        drawn from it). ``synced=False`` for a member that (re)starts into a running fleet."""
+        drawn from it). ``synced=False`` for a member that (re)starts into a running fleet.
+        ``resolve``: the definition of a limit this member has not met yet (a message for it
+        arrived first), or None when it does not exist here."""
         self.name = name
         self.me = f"{name}:{incarnation}"
         self.limits = {lim.lid: lim for lim in limits}
         self.roster = tuple(roster)
         self.config = config or EscrowConfig()
+        self._resolve = resolve
         # Each limit's acceptor group: the first few of the roster by rendezvous rank.
-        self.acceptors = {
-            lid: tuple(rendezvous.ranking(lid, self.roster)[: self.config.acceptors])
-            for lid in self.limits
-        }
+        self.acceptors = {lid: self._group(lid) for lid in self.limits}
         self.synced = synced
         self.draining = False
         self.live: frozenset[str] = frozenset(self.roster)
@@ -221,6 +224,7 @@ class EscrowNode:
         self._sync_nonce = rng.getrandbits(32)
         self._sync_from: set[str] = set()
         self._sync_at = now
+        self._born = now
         self._next_gossip = now + rng.randrange(self.config.gossip_ms)
         if not synced:
             self._request_sync(now)
@@ -252,6 +256,32 @@ class EscrowNode:
         self._refresh(now)
         self.member.give_back_all()
         self._pump(now)
+
+    def add_limit(self, limit: Limit, now: int) -> None:
+        """Learn (or update the value of) a limit; its acceptor group comes from the roster."""
+        known = self.limits.get(limit.lid)
+        self.limits[limit.lid] = limit
+        if known is None:
+            self.acceptors[limit.lid] = self._group(limit.lid)
+            self._refresh(now)
+            self._pump(now)
+
+    def set_roster(self, roster: Iterable[str], now: int) -> None:
+        """The fleet's member names changed (a member joined, or left for good). Groups are
+        drawn again; with at most ``acceptors`` members every group is the whole roster, and
+        adding or removing members then keeps every new quorum intersecting every old one."""
+        roster = tuple(sorted(set(roster) | {self.name}))
+        if roster == self.roster:
+            return
+        self.roster = roster
+        self.acceptors = {lid: self._group(lid) for lid in self.limits}
+        if not self.synced:
+            self._request_sync(now)
+        self._refresh(now)
+        self._pump(now)
+
+    def _group(self, lid: str) -> tuple[str, ...]:
+        return tuple(rendezvous.ranking(lid, self.roster)[: self.config.acceptors])
 
     def handle(self, message: Message, sender: str, now: int) -> None:
         self._inbox.append((message, sender))
@@ -417,12 +447,15 @@ class EscrowNode:
                 self._step_down(key[0], led.ballot, now)
                 return
             led.ballot = o.ballot  # a window no acceptor of our quorum had: nothing granted
-        free = led.free(self.limits[key[0]].limit)
+        free = self._free(key, led)
         live = len(self.live)
         grants: dict[str, int] = {}
         new_units = False
         for member, (want, seen) in list(pend.items()):
             current = led.granted.get(member, 0)
+            if seen > current:  # the ledger lost it (its acceptors restarted): count it again
+                free = max(0, free - (seen - current))
+                led.granted[member] = current = seen
             if seen < current:  # a grant it has not seen yet: send it again
                 grants[member] = current
                 del pend[member]
@@ -437,6 +470,17 @@ class EscrowNode:
             self._start_commit(key, grants, now, new_units=new_units)
         if pend:
             self._exhausted(key, pend, now)
+
+    def _free(self, key: WKey, led: WindowLedger) -> int:
+        """What may still be granted: the limit minus what members hold, minus the usage of
+        incarnations the ledger does not know (a previous life's, loaded from the store or
+        gossiped): what they admitted is never granted again."""
+        usage = self._usage_of(key).by_member
+        granted = led.granted
+        taken = led.outstanding() + sum(
+            used for member, used in usage.items() if member not in granted
+        )
+        return max(0, self.limits[key[0]].limit - taken)
 
     def _exhausted(self, key: WKey, pend: dict[str, tuple[int, int]], now: int) -> None:
         """Nothing free for these asks: reclaim unused allowance first, refuse after."""
@@ -460,7 +504,7 @@ class EscrowNode:
         if r.done_at is None:
             return
         for member in list(pend):
-            del pend[member]
+            r.denied[member] = pend.pop(member)
             self.stats["denies"] += 1
             self._send(member_name(member), Deny(key[0], key[1], member))
 
@@ -477,6 +521,14 @@ class EscrowNode:
             r.waiting.discard(m.member)
             if not r.waiting:
                 r.done_at = now
+        elif r is not None and r.denied and self._free(key, led) > 0:
+            # A hand-back that came after the round refused someone: serve them now
+            # (the grant lifts their cached refusal).
+            self.stats["late_returns"] += 1
+            pend = self._pending.setdefault(key, {})
+            for member, ask in r.denied.items():
+                pend.setdefault(member, ask)
+            r.denied.clear()
         self._serve(key, now)
 
     def _start_commit(self, key: WKey, grants: dict[str, int], now: int, new_units: bool) -> None:
@@ -598,18 +650,20 @@ class EscrowNode:
             self._send(n, SyncRequest(self._sync_nonce))
 
     def _synced_enough(self) -> bool:
-        """A majority of the *other* acceptors of each group answered (this member's own,
-        lost, state counts for nothing)."""
+        """Enough *other* acceptors of each group answered that every commit quorum of the
+        group (a majority) includes one of them: ``ceil(n / 2)`` of the others (this
+        member's own, lost, state counts for nothing); a group of one has nobody to ask."""
         ok = all(
-            len(self._sync_from & set(g)) >= len(g) // 2 + 1 for g in self._sync_groups()
+            len(self._sync_from & set(g)) >= min((len(g) + 1) // 2, len(g) - 1)
+            for g in self._sync_groups()
         )
         if ok:
             self.synced = True
         return ok
 
     def _on_sync_request(self, m: SyncRequest, sender: str, now: int) -> None:
-        if not self.synced:
-            return
+        if not self.synced and now - self._born < self.config.bootstrap_ms:
+            return  # synced members answer first; see EscrowConfig.bootstrap_ms
         self._send(sender, SyncReply(m.nonce, self.acceptor.state(self.limits)))
 
     def _on_sync_reply(self, m: SyncReply, sender: str, now: int) -> None:
@@ -691,7 +745,11 @@ class EscrowNode:
     def _dispatch(self, m: Message, sender: str, now: int) -> None:
         lid = getattr(m, "lid", None)
         if lid is not None and lid not in self.limits:
-            return  # a limit this member does not know (yet): the sender retries
+            limit = self._resolve(lid) if self._resolve is not None else None
+            if limit is None:
+                return  # a limit this member does not know (yet): the sender retries
+            self.limits[lid] = limit
+            self.acceptors[lid] = self._group(lid)
         self._handlers[type(m)](m, sender, now)
 
     def _on_usage_delta(self, m: UsageDelta, sender: str, now: int) -> None:

@@ -46,6 +46,13 @@ class EscrowConfig:
     gossip_ms: int = 1000  # usage deltas and one push-pull per interval
     skew_ms: int = 2000  # clock skew tolerated between members
     acceptors: int = 5  # members per limit that hold its ledger (majority: 3 of 5)
+    # An unsynced member answers others' SyncRequests only after this long: when a whole
+    # fleet starts at once nobody is synced, and they must not wait for each other forever.
+    bootstrap_ms: int = 3000
+    # A grant wakes waiting admissions without counting them as used; the caller admits
+    # them again (the gateway: its slot is the one count of usage). The simulator counts
+    # them at once.
+    wake_only: bool = False
 
 
 class Allowance:
@@ -206,9 +213,16 @@ class MemberSide:
         self._send(owner, Ask(lid, ws, self.me, want, a.granted, a.returned, a.used))
 
     def _drain_waiters(self, lid: str, ws: int, a: Allowance) -> None:
-        while a.waiters and a.used + a.waiters[0][1] <= a.granted - a.returned:
+        """Admit the waiters the allowance now covers; with ``wake_only`` wake them without
+        counting their units (the caller admits them again: usage is never counted for an
+        admission that has not happened)."""
+        woken = 0
+        while a.waiters and a.used + woken + a.waiters[0][1] <= a.granted - a.returned:
             ticket, cost, _ = a.waiters.popleft()
-            a.used += cost
+            if self.config.wake_only:
+                woken += cost
+            else:
+                a.used += cost
             self.results.append((ticket, True, lid, ws))
 
     def _refuse_waiters(self, lid: str, ws: int, a: Allowance, before: int | None = None) -> None:

@@ -95,6 +95,12 @@ class LocalCounters:
         s = self.slots.get(key)
         return s.reserved if s is not None else 0.0
 
+    def bind(self, slot: Slot, lid: str, limit: float, duration: str, cost_reserved: bool) -> None:
+        """Limits of one process need no coordination."""
+
+    def reach(self, slot: Slot, cost: int) -> bool:
+        return True
+
     # -- persistence ------------------------------------------------------------------------
 
     async def load(self, db: Database, now_ms: int | None = None) -> int:

@@ -19,10 +19,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from ..cluster.service import ClusterEnv, ClusterService
+from ..cluster.events import MemberEvent
+from ..cluster.service import ClusterEnv, ClusterHandler, ClusterService
 from ..config.load import LoadedConfig
+from ..counters.escrow import Limit
+from ..counters.fleet import CHANNEL, AwaitGrant, FleetCounters
 from ..counters.local import LocalCounters
-from ..errors import GatewayError
+from ..errors import GatewayError, Unavailable
 from ..governance.engine import Governance, GovernanceState
 from ..governance.generated import GeneratedValues
 from ..governance.normalize import normalize
@@ -41,6 +44,10 @@ from .routing import Routes, Target
 log = logging.getLogger("rainbridge.gateway")
 
 MODELS_TTL_S = 60.0
+# An admission short of fleet allowance waits for a grant (each wait ends after the escrow's
+# wait_ms) and admits again: at most this many times, and this long in all.
+MAX_GRANT_WAITS = 20
+GRANT_WAIT_S = 1.0
 FLUSH_INTERVAL_S = 2.0  # usage counters -> config store
 POLL_INTERVAL_S = 1.0  # config store changes -> this worker
 
@@ -68,7 +75,8 @@ class Gateway:
         if self.config.cluster_config.enabled:
             self.cluster = ClusterService(self.config.cluster_config, cluster_env)
             self.node_id = self.cluster.node_id  # stable name + boot id
-        self.counters = LocalCounters(self.node_id)
+        # Cluster mode: one limit for the whole fleet (fleet.py); else this process's own.
+        self.counters = FleetCounters(self.node_id) if self.cluster is not None else LocalCounters(self.node_id)
         overrides = {k: Price(v.input_cost_per_token, v.output_cost_per_token) for k, v in self.config.pricing_overrides.items()}
         mandatory = (
             self.config.governance.is_vk_mandatory
@@ -76,6 +84,9 @@ class Gateway:
             or client.enforce_governance_header
         )
         self.governance = Governance(self.counters, Pricing(overrides), mandatory)
+        if isinstance(self.counters, FleetCounters):
+            self.counters.resolve = self._fleet_limit
+        self._fleet_task: asyncio.Task | None = None
         self.logs_db: Database | None = None
         self.log_writer: LogWriter | None = None
         self.log_ids = LogIds()
@@ -113,7 +124,23 @@ class Gateway:
         if self.config.client.enable_logging:
             await self._open_logs()
         if self.cluster is not None:
+            self.cluster.set_handler(_ClusterBridge(self))
             await self.cluster.start(self.metrics)
+            self._fleet_task = asyncio.get_running_loop().create_task(self._attach_fleet())
+
+    async def _attach_fleet(self) -> None:
+        """Fleet counters start once the member has synced with the cluster (joined and
+        done a push-pull, or found nobody): a member that restarts into a running fleet
+        must first learn who is there, or it would count itself alone."""
+        assert self.cluster is not None and isinstance(self.counters, FleetCounters)
+        while not self.cluster.synced:
+            await asyncio.sleep(0.05)
+        self.counters.attach(self.cluster)
+        self.counters.on_membership()
+
+    def _fleet_limit(self, lid: str) -> Limit | None:
+        found = self.governance.limit_for(lid)
+        return Limit(lid, found[0], found[1]) if found is not None else None
 
     def _install(self, provider_configs: dict) -> None:
         self.providers = build_providers(provider_configs, self.config, self.client)
@@ -177,8 +204,14 @@ class Gateway:
         log.info("draining: finishing in-flight requests before leaving")
         if self.cluster is not None:
             self.cluster.set_readiness("draining")
+        if isinstance(self.counters, FleetCounters):
+            self.counters.drain()  # stop owning limits, hand unused allowance back
 
     async def stop(self) -> None:
+        if self._fleet_task is not None:
+            self._fleet_task.cancel()
+        if isinstance(self.counters, FleetCounters):
+            self.counters.close()
         if self.cluster is not None:  # announce the leave first: others see "left", not failed
             await self.cluster.stop()
         if self._maintenance is not None:
@@ -215,10 +248,44 @@ class Gateway:
         max_tokens = req.get("max_tokens") or req.get("max_completion_tokens")
         if type(max_tokens) is not int or max_tokens < 0:
             max_tokens = 0
+        allowed = gov.allowed_keys(vk) if vk.provider_configs else None
         # ~4 bytes of JSON per prompt token: a reservation, corrected when the answer comes.
-        record.admission = admission = gov.admit(vk, body_size // 4, max_tokens, now_ms)
+        try:
+            record.admission = admission = gov.admit(vk, body_size // 4, max_tokens, now_ms)
+        except AwaitGrant as pending:  # near a fleet limit: the route awaits admit_later
+            pending.retry = lambda: self._admit_again(vk, body_size // 4, max_tokens, record, targets, allowed)
+            raise
         record.head_lines = admission[-1]
-        return targets, gov.allowed_keys(vk) if vk.provider_configs else None
+        return targets, allowed
+
+    def _admit_again(self, vk, prompt: int, max_tokens: int, record: RequestRecord,
+                     targets: list[Target], allowed: dict | None) -> tuple[list[Target], dict | None]:
+        record.admission = admission = self.governance.admit(vk, prompt, max_tokens, int(time.time() * 1000))
+        record.head_lines = admission[-1]
+        return targets, allowed
+
+    async def admit_later(self, pending: AwaitGrant) -> tuple[list[Target], dict | None]:
+        """An admission short of fleet allowance: wait for the owner's grant (bounded), then
+        admit again; a refusal by the fleet raises its 429. Waits at most
+        ``MAX_GRANT_WAITS`` times and ``GRANT_WAIT_S`` in all (a grant another request took
+        first means waiting again); then 503 ``limit_coordination_timeout``."""
+        retry = pending.retry
+        deadline = time.monotonic() + GRANT_WAIT_S
+        for _ in range(MAX_GRANT_WAITS):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                async with asyncio.timeout(left):
+                    await pending.future
+            except TimeoutError:
+                break
+            try:
+                return retry()
+            except AwaitGrant as again:
+                pending = again
+        raise Unavailable("the fleet-wide limit's owner did not answer in time; retry shortly",
+                          code="limit_coordination_timeout", headers=[(b"retry-after", b"1")])
 
     def finish(self, record: RequestRecord) -> None:
         """The request is over (response sent): settle its usage and log it."""
@@ -273,6 +340,9 @@ class Gateway:
         if self.cluster is not None:
             synced = self.cluster.synced
             checks["cluster"] = "synced" if synced else "syncing"
+        if isinstance(self.counters, FleetCounters):
+            synced = synced and self.counters.ready
+            checks["fleet_counters"] = "synced" if self.counters.ready else "syncing"
         if self.draining:
             return False, {"status": "draining", "checks": checks}
         ready = self.counters_loaded and synced
@@ -305,3 +375,21 @@ class Gateway:
             {"id": f"{provider.name}/{name}", "object": "model", "created": 0, "owned_by": provider.name}
             for name in sorted(names)
         ]
+
+
+class _ClusterBridge(ClusterHandler):
+    """The gateway's cluster hooks: direct messages by channel (first byte), membership
+    changes to the fleet counters."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def notify_msg(self, payload: bytes) -> None:
+        counters = self.gateway.counters
+        if payload[:1] == CHANNEL and isinstance(counters, FleetCounters):
+            counters.on_message(payload[1:])
+
+    def notify_event(self, event: MemberEvent) -> None:
+        counters = self.gateway.counters
+        if isinstance(counters, FleetCounters):
+            counters.on_membership()

@@ -57,6 +57,11 @@ class Check:
         # limit never changes, the reset text only every tenth of a second (Plan.refresh).
         self.lines = b""
 
+    @property
+    def lid(self) -> str:
+        """The fleet-wide limit's id: what it counts and over which duration."""
+        return f"{self.scope}/{self.owner_id}/{self.metric}/{self.duration}"
+
     def current(self, now_ms: int) -> Window:
         w = self.window
         if w is None or not (w.start_ms <= now_ms < w.end_ms):
@@ -109,6 +114,8 @@ class Plan:
             for c in self.checks:
                 w = c.current(now_ms)
                 c.slot = counters.slot((c.scope, c.owner_id, c.metric, w.start_ms), w.end_ms)
+                if c.metric != "spend":  # (budgets: usage gossip only, see README)
+                    counters.bind(c.slot, c.lid, c.limit, c.duration, c.metric == "tokens")
                 lists[c.metric].append((c.slot, c.limit))
                 valid_from = max(valid_from, w.start_ms)
                 valid_until = min(valid_until, w.end_ms)
@@ -281,6 +288,24 @@ class Governance:
         limited = {g.provider: frozenset(g.key_ids) for g in vk.provider_configs if g.key_ids is not None}
         return limited or None
 
+    def limit_for(self, lid: str) -> tuple[int, str] | None:
+        """``(limit, duration)`` of a fleet limit id (``Check.lid``) in the current state, for
+        a member that hears of it from another before any of its own requests used it."""
+        scope, _, rest = lid.partition("/")
+        owner_id, _, rest = rest.partition("/")
+        metric, _, duration = rest.partition("/")
+        state = self.state
+        owners: dict = {"vk": state.vks, "team": state.teams, "customer": state.customers}.get(scope, {})
+        owner = owners.get(owner_id)
+        rl = owner.rate_limit if owner is not None else None
+        if rl is None:
+            return None
+        if metric == "requests" and rl.request_max_limit is not None and rl.request_reset_duration == duration:
+            return int(rl.request_max_limit), duration
+        if metric == "tokens" and rl.token_max_limit is not None and rl.token_reset_duration == duration:
+            return int(rl.token_max_limit), duration
+        return None
+
     # -- may it pass -------------------------------------------------------------------------
 
     def admit(self, vk: VirtualKey, prompt_tokens: int, max_tokens: int, now_ms: int) -> Admission:
@@ -291,15 +316,22 @@ class Governance:
             plan.refresh(now_ms, self.counters)
         requests, tokens, spend = plan.requests, plan.tokens, plan.spend
         estimate = prompt_tokens + max_tokens  # counts stay ints: cheap to format in the headers
+        near = False  # past a fleet allowance's low-water mark (never on a single node)
         for s, limit in requests:  # (requests are never reserved: counted at once)
             if s.committed + 1 > limit:
                 raise self._denied(plan, estimate, now_ms)
+            if s.committed + 1 > s.low:
+                near = True
         for s, limit in tokens:
             if s.committed + s.reserved + estimate > limit:
                 raise self._denied(plan, estimate, now_ms)
+            if s.committed + s.reserved + estimate > s.low:
+                near = True
         for s, limit in spend:
             if s.committed >= limit:
                 raise self._denied(plan, estimate, now_ms)
+        if near:
+            self._reach(plan, estimate, now_ms)
         for s, _ in requests:
             s.committed += 1
         for s, _ in tokens:
@@ -313,6 +345,21 @@ class Governance:
         else:
             lines = _head_lines(plan) if plan.header_groups else b""
         return tokens, spend, estimate, plan, lines
+
+    def _reach(self, plan: Plan, estimate: int, now_ms: int) -> None:
+        """Ask the fleet for each limit past its allowance's low-water mark (the slow path):
+        raises the denial of a limit the fleet refused, or ``fleet.AwaitGrant``."""
+        reach = self.counters.reach
+        for s, _ in plan.requests:
+            if s.committed + 1 > s.low and not reach(s, 1):
+                raise self._fleet_denial(plan, s, 1, now_ms)
+        for s, _ in plan.tokens:
+            if s.committed + s.reserved + estimate > s.low and not reach(s, estimate):
+                raise self._fleet_denial(plan, s, estimate, now_ms)
+
+    def _fleet_denial(self, plan: Plan, slot: Slot, amount: float, now_ms: int) -> GatewayError:
+        check = next(c for c in plan.checks if c.slot is slot)
+        return self._denial(check, max(slot.committed + slot.reserved, check.limit), amount, now_ms)
 
     def _denied(self, plan: Plan, estimate: float, now_ms: int) -> GatewayError:
         """The error for the first check the request does not pass (the slow path)."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..counters.fleet import AwaitGrant
 from ..errors import InvalidRequest
 from ..gateway.record import RequestRecord
 from ..gateway.router import Job
@@ -47,7 +48,10 @@ async def handle(gateway: Gateway, scope: dict, headers: Headers, record: Reques
     validate_messages(req)
     stream = record.stream = stream_flag(req)
     model = req.get("model")
-    targets, allowed_keys = gateway.plan(headers.vk, req, len(raw), "anthropic", record)
+    try:
+        targets, allowed_keys = gateway.plan(headers.vk, req, len(raw), "anthropic", record)
+    except AwaitGrant as pending:  # near a fleet-wide limit
+        targets, allowed_keys = await gateway.admit_later(pending)
     job = Job("messages", req, stream, headers.extra, headers.native, allowed_keys)
     result, target = await gateway.router.run(job, targets)
     record.provider = target.provider.name

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..counters.fleet import AwaitGrant
 from ..errors import InvalidRequest, error_body
 from ..gateway.record import RequestRecord
 from ..gateway.router import Job
@@ -61,7 +62,10 @@ async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, recor
     req = parse_object(body)
     VALIDATORS[op](req)
     stream = record.stream = stream_flag(req) if op != "embeddings" else False
-    targets, allowed_keys = gateway.plan(headers.vk, req, len(body), "openai", record)
+    try:
+        targets, allowed_keys = gateway.plan(headers.vk, req, len(body), "openai", record)
+    except AwaitGrant as pending:  # near a fleet-wide limit
+        targets, allowed_keys = await gateway.admit_later(pending)
     strip_usage = stream and _ask_for_usage(req, gateway.wants_usage or (record.admission is not None and needs_usage(record.admission)))
     job = Job(op, req, stream, headers.extra, None, allowed_keys)
     result, target = await gateway.router.run(job, targets)

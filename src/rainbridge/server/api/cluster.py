@@ -3,7 +3,8 @@
 ``status``: this node (name, node id, addresses, incarnation), every member with its state,
 region, HTTP address, incarnation and last change, and a health summary (``healthy``,
 ``degraded``: someone is suspect or dead or our own Lifeguard score is up, ``alone``: peers
-are configured but nobody answered, ``left``). ``nodes``: the member list only. With
+are configured but nobody answered, ``left``), and the fleet counters of the worker that
+answered (``fleet_counters``: see ``FleetCounters.status``). ``nodes``: the member list only. With
 cluster mode off both answer ``{"enabled": false, ...}``.
 """
 
@@ -16,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ...counters.fleet import FleetCounters
+
 if TYPE_CHECKING:
     from ...gateway.gateway import Gateway
 
@@ -26,6 +29,9 @@ def routes(gateway: Gateway) -> list[Route]:
     async def status(request: Request) -> Response:
         cluster = gateway.cluster
         body = cluster.status() if cluster is not None else {"enabled": False, "message": _OFF}
+        counters = gateway.counters
+        if cluster is not None and isinstance(counters, FleetCounters):
+            body["fleet_counters"] = counters.status()
         return Response(orjson.dumps(body), media_type="application/json")
 
     async def nodes(request: Request) -> Response:

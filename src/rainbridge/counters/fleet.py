@@ -1,0 +1,381 @@
+"""Fleet-wide counters: governance's ``Slot``\\ s, admitted against escrow allowances.
+
+``LocalCounters`` (persistence, load, flush) plus one ``EscrowNode`` driven on the event
+loop, with the cluster service as its transport. How the request path uses it:
+
+- Each request or token limit a plan checks is **bound** to a slot (``bind``): its limit id
+  ``lid`` is ``scope/id/metric/duration``, so a changed duration starts new windows, while a
+  changed value applies to the window's usage so far.
+- The slot carries ``low``: the value of ``committed`` (the fleet's usage as this process
+  sees it) up to which this process may admit on its own, without asking anyone:
+  ``others + granted − returned`` minus a low-water margin (half of the last top-up). Far
+  from a limit the hot path pays one compare per check for it.
+- Past ``low`` admission calls ``reach`` (synchronous): the escrow admits from what is left
+  of the allowance and asks the limit's owner for a top-up, or answers that the fleet
+  refused, or that the admission must wait (``AwaitGrant``, awaited by the route handler,
+  at most ``EscrowConfig.wait_ms``, then admission runs again).
+- ``others`` is the rest of the fleet's usage: per other member-incarnation, the larger of
+  what the store held at start and what gossip (the escrow's usage CRDT) reports.
+
+The escrow's usage of a slot is the slot's own usage (``committed − others``, plus the
+tokens reserved by requests in flight), copied in before every escrow step, so nothing is
+counted twice. Until the member has synced with the cluster (``ready``), governed
+admissions are refused with 503 ``cluster_syncing`` and readiness says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from random import Random
+from typing import TYPE_CHECKING, Any
+
+from ..cluster.codec import WireError as TagError
+from ..cluster.codec import decode_tags
+from ..cluster.messages import NodeState
+from ..errors import Unavailable
+from .base import Key, Slot
+from .escrow import EscrowConfig, EscrowNode, Limit
+from .escrow_wire import WireError, decode, encode
+from .local import LocalCounters
+
+if TYPE_CHECKING:
+    from ..cluster.service import ClusterService
+
+log = logging.getLogger("rainbridge.counters")
+
+CHANNEL = b"E"  # first byte of every escrow payload on the cluster's direct messages
+ROSTER_FORGET_S = 600.0  # a member dead this long leaves the roster (its acceptor votes go)
+NEVER = math.inf
+# Real processes on a busy machine answer slower than the simulator's network: a reclaim
+# round waits longer before refusing (a late hand-back would otherwise be lost to the
+# burst), and groups of up to seven acceptors keep a three-replica × two-worker fleet's
+# group the whole roster (see EscrowNode.set_roster).
+FLEET_CONFIG = EscrowConfig(reclaim_ms=150, acceptors=7, wake_only=True)
+
+
+class AwaitGrant(Exception):
+    """An admission is short of allowance: await ``future`` (True: granted, False:
+    refused), then admit again."""
+
+    def __init__(self, future: asyncio.Future[bool]) -> None:
+        self.future = future
+        self.retry: Callable[[], Any] = lambda: None  # set by whoever can admit again
+
+
+class Binding:
+    """A slot bound to a fleet limit."""
+
+    __slots__ = ("cost_reserved", "lid", "slot", "window")
+
+    def __init__(self, lid: str, slot: Slot, window: int, cost_reserved: bool) -> None:
+        self.lid = lid
+        self.slot = slot
+        self.window = window
+        self.cost_reserved = cost_reserved  # tokens: reservations count as used
+
+
+def node_to_member(node_id: str) -> str:
+    """A store row's ``node_id`` (``name-boot``) as an escrow member id (``name:boot``)."""
+    name, _, boot = node_id.rpartition("-")
+    return f"{name}:{boot}" if name else node_id
+
+
+def member_to_node(member: str) -> str:
+    name, _, boot = member.rpartition(":")
+    return f"{name}-{boot}" if name else member
+
+
+class FleetCounters(LocalCounters):
+    def __init__(self, node_id: str, config: EscrowConfig | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(node_id)
+        self.config = config or FLEET_CONFIG
+        self._clock = clock
+        self.escrow: EscrowNode | None = None
+        self.service: ClusterService | None = None
+        self.bindings: dict[Key, Binding] = {}
+        self.limits: dict[str, Limit] = {}
+        self.resolve: Callable[[str], Limit | None] = lambda lid: None
+        self._roster_seen: dict[str, float] = {}  # name → when last seen not dead
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = NEVER
+        self._tickets = 0
+        self._waiting: dict[int, asyncio.Future[bool]] = {}
+        self.stats: dict[str, int] = {"waits": 0, "bad_frames": 0, "send_errors": 0}
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def attach(self, service: ClusterService) -> None:
+        """Start the escrow once the cluster service has synced (joined, or alone)."""
+        self.service = service
+        name, boot = service.name, service.boot
+        now = self.now_ms()
+        self.escrow = EscrowNode(
+            name, boot, self.limits.values(), self._roster(now / 1000), Random(), now,  # type: ignore[arg-type]
+            self.config, synced=False, resolve=self._resolve,
+        )
+        self._seed_usage()
+        self._after()
+
+    @property
+    def ready(self) -> bool:
+        return self.escrow is not None and self.escrow.synced
+
+    def on_message(self, payload: bytes) -> None:
+        """A direct cluster message on our channel (inside the protocol: no I/O here)."""
+        escrow = self.escrow
+        if escrow is None:
+            return
+        try:
+            sender, message = decode(payload)
+        except WireError:
+            self.stats["bad_frames"] += 1
+            return
+        self._sync_used()
+        escrow.handle(message, sender, self.now_ms())
+        self._after()
+
+    def on_membership(self) -> None:
+        """Members joined, failed, left or changed state: new view and roster."""
+        escrow = self.escrow
+        if escrow is None or self.service is None or self.service.node is None:
+            return
+        now = self.now_ms()
+        live = set()
+        for m in self.service.node.members():
+            tags = _tags(m.meta)
+            if tags.get("role") != "rainbridge":
+                continue
+            if m.state in (NodeState.ALIVE, NodeState.SUSPECT) and tags.get("state") != "draining":
+                live.add(m.name)
+        escrow.set_roster(self._roster(now / 1000), now)
+        escrow.set_view(live, now)
+        self._after()
+
+    def _roster(self, now_s: float) -> list[str]:
+        """Every member name seen, until it left or has been dead ``ROSTER_FORGET_S``: a
+        partitioned member is still counted, so the other side cannot form a majority
+        without it."""
+        service = self.service
+        if service is None or service.node is None:
+            return []
+        present = set()
+        for m in service.node.members():
+            if _tags(m.meta).get("role") != "rainbridge":
+                continue
+            present.add(m.name)
+            if m.state == NodeState.LEFT:
+                self._roster_seen.pop(m.name, None)
+            elif m.state != NodeState.DEAD or m.name not in self._roster_seen:
+                self._roster_seen[m.name] = now_s
+        for name, seen in list(self._roster_seen.items()):
+            if now_s - seen > ROSTER_FORGET_S:
+                del self._roster_seen[name]
+        self._roster_seen[service.name] = now_s
+        return sorted(self._roster_seen)
+
+    def drain(self) -> None:
+        """SIGTERM: stop owning, hand unused allowance back."""
+        if self.escrow is not None:
+            self._sync_used()
+            self.escrow.drain(self.now_ms())
+            self._after()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_result(False)
+        self._waiting.clear()
+
+    # -- binding slots to limits ---------------------------------------------------------------
+
+    def bind(self, slot: Slot, lid: str, limit: float, duration: str, cost_reserved: bool) -> None:
+        """Plan.refresh: this slot counts against fleet limit ``lid`` (requests or tokens)."""
+        known = self.limits.get(lid)
+        if known is None or known.limit != int(limit):
+            self.limits[lid] = lim = Limit(lid, int(limit), duration)
+            if self.escrow is not None:
+                self.escrow.add_limit(lim, self.now_ms())
+        b = self.bindings.get(slot.key)
+        if b is None:
+            self.bindings[slot.key] = b = Binding(lid, slot, slot.key[3], cost_reserved)
+            if self.escrow is not None:
+                self._seed_usage(b)
+        self._refresh_slot(b)
+
+    def _resolve(self, lid: str) -> Limit | None:
+        return self.limits.get(lid) or self.resolve(lid)
+
+    def _seed_usage(self, only: Binding | None = None) -> None:
+        """What the store held at start (other nodes, earlier incarnations) into the
+        escrow's usage CRDT, so an owner never grants it again."""
+        escrow = self.escrow
+        assert escrow is not None
+        for key, b in ([(only.slot.key, only)] if only else list(self.bindings.items())):
+            loaded = self.loaded.get(key)
+            if loaded:
+                usage = escrow._usage_of((b.lid, b.window))
+                for nid, value in loaded.items():
+                    usage.set_own(node_to_member(nid), int(value))
+
+    # -- admission past ``low`` ------------------------------------------------------------------
+
+    def reach(self, slot: Slot, cost: int) -> bool:
+        """Admission past ``slot.low``: True to admit (the allowance covers it), False when
+        the fleet refused; raises ``AwaitGrant`` when a grant is on its way."""
+        b = self.bindings.get(slot.key)
+        escrow = self.escrow
+        if b is None:
+            return True  # not a fleet limit
+        if escrow is None:
+            raise Unavailable(
+                "this gateway is still joining its cluster; retry in a second",
+                code="cluster_syncing", headers=[(b"retry-after", b"1")],
+            )
+        self._sync_used()
+        self._tickets += 1
+        ticket = self._tickets
+        verdict = escrow.admit(b.lid, self.now_ms(), ticket, cost)
+        if verdict is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiting[ticket] = fut
+            self.stats["waits"] += 1
+            self._after()
+            raise AwaitGrant(fut)
+        self._after()
+        return verdict
+
+    # -- the escrow's steps ------------------------------------------------------------------------
+
+    def _sync_used(self) -> None:
+        """Each bound slot's own usage (plus reservations, for tokens) into its allowance."""
+        escrow = self.escrow
+        if escrow is None:
+            return
+        allow = escrow.member.allow
+        for b in self.bindings.values():
+            a = allow.get((b.lid, b.window))
+            if a is not None:
+                s = b.slot
+                a.used = int(s.committed - s.others + (s.reserved if b.cost_reserved else 0))
+
+    def _after(self) -> None:
+        """Send what the escrow wants sent, resolve waiting admissions, refresh slots and
+        re-arm the timer."""
+        escrow = self.escrow
+        if escrow is None:
+            return
+        service = self.service
+        for out in escrow.take_outgoing():
+            if service is None:
+                break
+            try:
+                payload = CHANNEL + encode(escrow.name, out.message)
+                service.send(out.to, payload, reliable=len(payload) > service.rpc.max_packet_frame - 8)
+            except Exception as exc:  # an unknown or gone member: the escrow retries
+                self.stats["send_errors"] += 1
+                log.debug("escrow: could not send to %s: %s", out.to, exc)
+        for ticket, ok, _, _ in escrow.take_results():
+            fut = self._waiting.pop(ticket, None)  # type: ignore[call-overload]
+            if fut is not None and not fut.done():
+                fut.set_result(ok)
+        for b in self.bindings.values():
+            self._refresh_slot(b)
+        self._arm()
+
+    def _refresh_slot(self, b: Binding) -> None:
+        """``others`` from the store and the usage CRDT; ``low`` from the allowance."""
+        s = b.slot
+        escrow = self.escrow
+        if escrow is None:
+            s.low = -NEVER  # not synced: every governed admission takes the slow path
+            return
+        combined = dict(self.loaded.get(s.key, ()))
+        usage = escrow._usage.get((b.lid, b.window))
+        if usage is not None:
+            for member, used in usage.by_member.items():
+                nid = member_to_node(member)
+                if used > combined.get(nid, 0):
+                    combined[nid] = used
+        combined.pop(self.node_id, None)
+        others = sum(combined.values())
+        if others > s.others:  # usage only grows: a stale report never lowers it
+            s.committed += others - s.others
+            s.others = others
+        a = escrow.member.allow.get((b.lid, b.window))
+        if a is None:
+            s.low = -NEVER
+            return
+        margin = (a.last_grant + 1) // 2 if a.last_grant > 1 else 0
+        s.low = s.others + a.granted - a.returned - margin
+
+    def _arm(self) -> None:
+        escrow = self.escrow
+        if escrow is None:
+            return
+        deadline = escrow.next_deadline()
+        if self._timer is not None and deadline >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        delay = max(0.0, (deadline - self.now_ms()) / 1000)
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = NEVER
+        escrow = self.escrow
+        if escrow is None:
+            return
+        self._sync_used()
+        escrow.tick(self.now_ms())
+        self._after()
+
+    def prune(self, now_ms: int) -> None:
+        super().prune(now_ms)
+        for key in [k for k in self.bindings if k not in self.slots]:
+            del self.bindings[key]
+
+    # -- operator view ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        escrow = self.escrow
+        if escrow is None:
+            return {"state": "syncing", "keys": len(self.bindings)}
+        allowances = escrow.allowances()
+        return {
+            "state": "synced" if escrow.synced else "syncing",
+            "member": escrow.me,
+            "keys": len(self.bindings),
+            "owned": sorted(lid for lid in escrow.limits if escrow.owns(lid)),
+            "allowances_outstanding": sum(max(0, a.spare()) for _, a in allowances),
+            "allowances": [
+                {"limit": lid, "window": ws, "granted": a.granted, "returned": a.returned, "used": a.used}
+                for (lid, ws), a in allowances
+            ],
+            "usage": [
+                {"limit": lid, "window": ws, "fleet": u.total(), "members": len(u.by_member)}
+                for (lid, ws), u in escrow._usage.items()
+            ],
+            "roster": list(escrow.roster),
+            "live": sorted(escrow.live),
+            "stats": dict(escrow.stats) | self.stats,
+        }
+
+
+def _tags(meta: bytes) -> dict[str, str]:
+    try:
+        return decode_tags(meta)
+    except (TagError, ValueError):
+        return {}
