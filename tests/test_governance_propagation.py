@@ -3,7 +3,8 @@
 Three ``rainbridge serve`` processes in cluster mode (127.0.0.31 … 33, the ``lan`` profile:
 0.2 s gossip) share a fresh PostgreSQL config store and the fake provider. Their store
 poll is set to 30 s (``RAINBRIDGE_STORE_POLL_SECONDS``), so only the cluster announcement
-can meet the 1 s bound: a poll would make a trial wait up to 30 s.
+can meet the 1 s bound: a poll would make a trial wait up to 30 s. The last test runs one
+replica with ``--workers 2``: the announcement reaches the pod's other worker as well.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 
 import pytest
 
-from support import Proc, eventually, free_port, http_json, provider_config, wait_http
+from support import Proc, eventually, free_port, free_port_at, http_json, provider_config, wait_http
 
 HOSTS = ["127.0.0.31", "127.0.0.32", "127.0.0.33"]
 TOKEN = "test-admin-token-propagation"
@@ -29,6 +30,43 @@ TIMING = {"timeout_seconds": 4, "success_threshold": 1, "failure_threshold": 10}
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
+def launch(tmp_path, name: str, host: str, port: int, seed: str, dsn: str, mock_url: str, workers: int = 1) -> Proc:
+    config = {
+        **provider_config(mock_url),
+        "config_store": {"enabled": True, "type": "postgres", "config": {"dsn": dsn}},
+        "cluster_config": {
+            "enabled": True,
+            "node_name": name,
+            "peers": [seed],
+            "gossip": {"port": port, "profile": "lan", "config": TIMING},
+        },
+    }
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(config))
+    cmd = [sys.executable, "-m", "rainbridge", "serve", "--host", host, "--port", "0", "--workers", str(workers),
+           "--app-dir", str(tmp_path / f"{name}-data"), "--config", str(path)]
+    env = {"RAINBRIDGE_ADMIN_TOKEN": TOKEN, "RAINBRIDGE_STORE_POLL_SECONDS": str(POLL_S)}
+    return Proc(cmd, tmp_path / f"{name}.log", env=env)
+
+
+def ready(proc: Proc) -> str:
+    url = proc.wait_for(r"listening on (http://\S+)", timeout=30).group(1)
+    wait_http(url + "/health", timeout=30, proc=proc)
+    return url
+
+
+def alive_everywhere(urls: list[str], names: set[str]) -> None:
+    def check():
+        for url in urls:
+            _, _, body = http_json("GET", url + "/api/cluster/nodes", headers=ADMIN, timeout=3)
+            alive = {n["name"] for n in body.get("nodes", []) if n["state"] == "alive"}
+            if alive != names:
+                return f"{url} sees {sorted(alive)}"
+        return True
+
+    eventually(check, 15, f"{sorted(names)} alive everywhere")
+
+
 @pytest.fixture
 def replicas(tmp_path, pg_database, mock):
     """The three replicas' URLs, once each one sees all three alive."""
@@ -36,37 +74,9 @@ def replicas(tmp_path, pg_database, mock):
     procs: list[Proc] = []
     try:
         for i, host in enumerate(HOSTS):
-            config = {
-                **provider_config(mock.url),
-                "config_store": {"enabled": True, "type": "postgres", "config": {"dsn": pg_database}},
-                "cluster_config": {
-                    "enabled": True,
-                    "node_name": f"r{i}",
-                    "peers": [f"{HOSTS[0]}:{ports[0]}"],
-                    "gossip": {"port": ports[i], "profile": "lan", "config": TIMING},
-                },
-            }
-            path = tmp_path / f"r{i}.json"
-            path.write_text(json.dumps(config))
-            cmd = [sys.executable, "-m", "rainbridge", "serve", "--host", host, "--port", "0",
-                   "--app-dir", str(tmp_path / f"r{i}-data"), "--config", str(path)]
-            env = {"RAINBRIDGE_ADMIN_TOKEN": TOKEN, "RAINBRIDGE_STORE_POLL_SECONDS": str(POLL_S)}
-            procs.append(Proc(cmd, tmp_path / f"r{i}.log", env=env))
-        urls = []
-        for proc in procs:
-            url = proc.wait_for(r"listening on (http://\S+)", timeout=30).group(1)
-            wait_http(url + "/health", timeout=30, proc=proc)
-            urls.append(url)
-
-        def all_alive():
-            for url in urls:
-                _, _, body = http_json("GET", url + "/api/cluster/nodes", headers=ADMIN, timeout=3)
-                alive = {n["name"] for n in body.get("nodes", []) if n["state"] == "alive"}
-                if alive != {"r0", "r1", "r2"}:
-                    return f"{url} sees {sorted(alive)}"
-            return True
-
-        eventually(all_alive, 15, "three replicas alive everywhere")
+            procs.append(launch(tmp_path, f"r{i}", host, ports[i], f"{HOSTS[0]}:{ports[0]}", pg_database, mock.url))
+        urls = [ready(proc) for proc in procs]
+        alive_everywhere(urls, {"r0", "r1", "r2"})
         yield urls, procs
     finally:
         for proc in procs:
@@ -147,3 +157,38 @@ def test_a_provider_added_or_removed_on_one_replica_is_routed_so_by_all_within_a
     assert status == 200, reply
     seconds = until_everywhere(urls, time.monotonic(), lambda u: chat(u, model=model)[0], (200).__ne__)
     assert seconds <= BOUND_S
+
+
+def test_a_change_through_one_worker_reaches_the_other_worker_at_once(tmp_path, pg_database, mock):
+    """``--workers 2``: each worker is a member, so the announcement reaches the pod's other
+    worker too. Requests land on either worker (fresh connections, SO_REUSEPORT): an answer
+    counts once 20 in a row agree."""
+    host = "127.0.0.34"
+    port = next(p for p in (free_port(host) for _ in range(20)) if p < 65535 and free_port_at(host, p + 1))
+    proc = launch(tmp_path, "pod", host, port, f"{host}:{port}", pg_database, mock.url, workers=2)
+    try:
+        url = ready(proc)
+        alive_everywhere([url], {"pod-w0", "pod-w1"})
+
+        def settled(value: str, wanted) -> float:
+            since = time.monotonic()
+            streak, last_wrong = 0, since
+            while streak < 20:
+                assert time.monotonic() - since < 5 * BOUND_S, chat(url, value)
+                if wanted(chat(url, value)):
+                    streak += 1
+                else:
+                    streak, last_wrong = 0, time.monotonic()
+            return last_wrong - since
+
+        for trial in range(5):
+            status, _, body = http_json("POST", url + GOV, {"name": f"w-{trial}"}, headers=ADMIN)
+            assert status == 201, body
+            vk = body["virtual_key"]
+            assert settled(vk["value"], (200, None).__eq__) <= BOUND_S
+            status, _, body = http_json("DELETE", f"{url}{GOV}/{vk['id']}", headers=ADMIN)
+            assert status == 200, body
+            assert settled(vk["value"], (403, "virtual_key_not_found").__eq__) <= BOUND_S
+        assert "configuration changed on another member" in proc.output()
+    finally:
+        proc.stop(signal.SIGKILL, timeout=5)
