@@ -181,3 +181,14 @@ def free_port(ip: str) -> int:
                 continue
             return port
     raise RuntimeError("no free port")
+
+
+def free_port_at(ip: str, port: int) -> bool:
+    """Whether ``port`` is free for both UDP and TCP on ``ip`` (worker i gossips on port + i)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        try:
+            udp.bind((ip, port))
+            tcp.bind((ip, port))
+        except OSError:
+            return False
+    return True

@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +29,7 @@ import pytest
 
 from rainbridge.cluster.config import MembershipConfig, from_bifrost_gossip
 from rainbridge.cluster.timers import expected_confirmations, suspicion_bounds
-from support import Proc, free_port, http_json, provider_config, wait_http
+from support import Proc, free_port, free_port_at, http_json, provider_config, wait_http
 
 N = 5
 HOSTS = [f"127.0.0.{11 + i}" for i in range(N)]
@@ -319,16 +318,6 @@ def test_each_worker_is_its_own_member(tmp_path, pg_database, mock):
         assert proc.output().count("left the cluster") == 2
     finally:
         proc.stop(signal.SIGKILL, timeout=5)
-
-
-def free_port_at(ip: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-        try:
-            udp.bind((ip, port))
-            tcp.bind((ip, port))
-        except OSError:
-            return False
-    return True
 
 
 def test_sigterm_drains_streams_and_announces_draining(tmp_path, pg_database, mock):

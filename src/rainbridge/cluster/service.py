@@ -30,6 +30,11 @@ Choices made here (where Bifrost's config and the issue leave room):
   Frame: ``APP_MARKER, kind`` then, for ``KIND_DIRECT`` (``send``, the handler's own
   ``get_broadcasts``) the payload; for ``KIND_GOSSIP`` (``broadcast``) an 8-byte random id
   and the payload.
+- **Channels** (``on_message``): several parts of the application share the cluster: the
+  first byte of an application payload names its channel, and a payload whose first byte
+  is a registered channel goes to that channel's callback (without the byte); any other
+  payload goes to the ``ClusterHandler``. Channels in use: ``b"c"`` configuration changes
+  (``gateway/propagation.py``).
 - **broadcast** reaches every member, as Serf's events do: memberlist sends a broadcast
   only retransmit_mult·log10(N+1) times and receivers do not pass it on, which leaves a
   member out now and then in a small cluster (membership messages have push-pull to
@@ -54,7 +59,7 @@ import os
 import secrets
 import socket
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -190,7 +195,10 @@ class _Bridge(Delegate):
         elif kind != KIND_DIRECT:
             service.stats["unknown_app_messages"] += 1
             return
-        if service.handler is not None:
+        channel = service.channels.get(body[:1])
+        if channel is not None:
+            channel(body[1:])
+        elif service.handler is not None:
             service.handler.notify_msg(body)
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
@@ -253,6 +261,7 @@ class ClusterService:
         self.leave_timeout = leave_timeout
         self.readiness = "ready"
         self.handler: ClusterHandler | None = None
+        self.channels: dict[bytes, Callable[[bytes], None]] = {}  # see on_message
         self.node: ClusterNode | None = None
         self.keyring: Keyring | None = None
         self.http_address = ""
@@ -451,6 +460,19 @@ class ClusterService:
     def set_handler(self, handler: ClusterHandler | None) -> None:
         """Install the application's hooks (one handler; None removes it)."""
         self.handler = handler
+
+    def on_message(self, channel: bytes, callback: Callable[[bytes], None] | None) -> None:
+        """Deliver payloads (``broadcast`` or ``send``) whose first byte is ``channel`` to
+        ``callback(payload[1:])`` instead of the handler; the sender puts the byte in front.
+        The callback runs inside the protocol: return quickly, never block. None removes
+        it; a channel already taken by another callback is a ``ValueError`` (two parts of
+        the application would read each other's messages)."""
+        if len(channel) != 1:
+            raise ValueError("a channel is one byte")
+        if callback is None:
+            self.channels.pop(channel, None)
+        elif self.channels.setdefault(channel, callback) != callback:
+            raise ValueError(f"cluster channel {channel!r} is taken")
 
     def broadcast(self, payload: bytes, name: str | None = None) -> None:
         """Gossip ``payload`` to every other member's ``notify_msg`` (each relays it once).

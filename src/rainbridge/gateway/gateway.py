@@ -36,6 +36,7 @@ from ..store.governance_repo import GovernanceRepo, config_version
 from ..store.migrate import check, migrate
 from ..store.request_log import LogWriter
 from ..upstream import UpstreamClient
+from .propagation import ConfigPropagation, poll_interval
 from .provider import Provider, build_providers
 from .record import LogIds, RequestRecord, extract_usage, log_row
 from .router import Router
@@ -49,7 +50,7 @@ MODELS_TTL_S = 60.0
 MAX_GRANT_WAITS = 20
 GRANT_WAIT_S = 1.0
 FLUSH_INTERVAL_S = 2.0  # usage counters -> config store
-POLL_INTERVAL_S = 1.0  # config store changes -> this worker
+POLL_INTERVAL_S = 1.0  # maintenance tick; the store poll: RAINBRIDGE_STORE_POLL_SECONDS
 
 
 class Gateway:
@@ -93,6 +94,9 @@ class Gateway:
         self._models_cache: tuple[float, list[dict]] | None = None
         self._version: str | None = None
         self._maintenance: asyncio.Task | None = None
+        self.poll_interval_s = poll_interval(os.environ)  # config store changes -> this worker
+        self._reload_lock = asyncio.Lock()  # an older snapshot never overwrites a newer one
+        self.propagation: ConfigPropagation | None = None  # changes announced on the cluster
         self.draining = False  # set on SIGTERM: see begin_drain
         self.counters_loaded = False  # the store's open windows are in memory (readiness)
 
@@ -124,7 +128,11 @@ class Gateway:
         if self.config.client.enable_logging:
             await self._open_logs()
         if self.cluster is not None:
-            self.cluster.set_handler(_ClusterBridge(self))
+            if self.store is not None:
+                self.propagation = ConfigPropagation(self.cluster, self.reload_if_changed, lambda: self._version)
+            if isinstance(self.counters, FleetCounters):
+                self.cluster.on_message(CHANNEL, self.counters.on_message)
+                self.cluster.set_handler(_MembershipBridge(self.counters))
             await self.cluster.start(self.metrics)
             self._fleet_task = asyncio.get_running_loop().create_task(self._attach_fleet())
 
@@ -150,10 +158,17 @@ class Gateway:
     async def reload(self) -> None:
         """Take providers and governance from the config store (after a change anywhere)."""
         assert self.store is not None and self.governance_repo is not None
-        self._version = await config_version(self.store.db)
-        self._install(await self.store.providers.all())
-        customers, teams, vks = await self.governance_repo.load()
-        self.governance.state = GovernanceState(customers, teams, vks)
+        async with self._reload_lock:
+            self._version = await config_version(self.store.db)
+            self._install(await self.store.providers.all())
+            customers, teams, vks = await self.governance_repo.load()
+            self.governance.state = GovernanceState(customers, teams, vks)
+
+    def announce_change(self) -> None:
+        """This worker wrote to the config store and reloaded: tell every other member and
+        worker to reload now rather than at its next poll (see propagation.py)."""
+        if self.propagation is not None:
+            self.propagation.announce(self._version)
 
     async def reload_if_changed(self) -> bool:
         """Reload when the config store changed since this worker last looked."""
@@ -167,11 +182,16 @@ class Gateway:
         assert self.store is not None
         db = self.store.db
         last_flush = time.monotonic()
+        tick = min(POLL_INTERVAL_S, self.poll_interval_s)
+        slack = tick / 2  # a tick may wake a little early
+        poll_due = time.monotonic() + self.poll_interval_s - slack
         while True:
-            await asyncio.sleep(POLL_INTERVAL_S)
+            await asyncio.sleep(tick)
             try:
-                if await self.reload_if_changed():
-                    log.info("configuration changed in the store: reloaded providers and governance")
+                if time.monotonic() >= poll_due:
+                    poll_due = time.monotonic() + self.poll_interval_s - slack
+                    if await self.reload_if_changed():
+                        log.info("configuration changed in the store: reloaded providers and governance")
                 if time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
                     await self.counters.maintain(db)  # flush, prune, delete ended windows' rows
                     last_flush = time.monotonic()
@@ -212,6 +232,8 @@ class Gateway:
             self._fleet_task.cancel()
         if isinstance(self.counters, FleetCounters):
             self.counters.close()
+        if self.propagation is not None:
+            await self.propagation.close()
         if self.cluster is not None:  # announce the leave first: others see "left", not failed
             await self.cluster.stop()
         if self._maintenance is not None:
@@ -377,19 +399,11 @@ class Gateway:
         ]
 
 
-class _ClusterBridge(ClusterHandler):
-    """The gateway's cluster hooks: direct messages by channel (first byte), membership
-    changes to the fleet counters."""
+class _MembershipBridge(ClusterHandler):
+    """Membership changes (joins, failures, leaves, draining) to the fleet counters."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def notify_msg(self, payload: bytes) -> None:
-        counters = self.gateway.counters
-        if payload[:1] == CHANNEL and isinstance(counters, FleetCounters):
-            counters.on_message(payload[1:])
+    def __init__(self, counters: FleetCounters) -> None:
+        self.counters = counters
 
     def notify_event(self, event: MemberEvent) -> None:
-        counters = self.gateway.counters
-        if isinstance(counters, FleetCounters):
-            counters.on_membership()
+        self.counters.on_membership()

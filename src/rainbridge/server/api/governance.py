@@ -2,7 +2,8 @@
 
 Bodies use Bifrost's shapes (``budget`` or ``budgets``, ``rate_limit``, ``provider_configs``).
 Every write is one transaction; a rejected write leaves nothing behind. The worker that made
-the change reloads at once, the others within a second (they poll the store's version).
+the change reloads at once and, in cluster mode, announces it, so every member reloads at
+once too (``gateway/propagation.py``); the store poll is the fallback.
 """
 
 from __future__ import annotations
@@ -228,6 +229,7 @@ def routes(gateway: Gateway) -> list[Route]:
         except StoreUnavailable as exc:
             raise Unavailable(f"config store unavailable: {exc}", code="store_unavailable") from None
         await gateway.reload()
+        gateway.announce_change()
 
     def guard_id(owner_id: str) -> None:
         if owner_id.startswith(VK_PREFIXES):
@@ -292,6 +294,7 @@ def routes(gateway: Gateway) -> list[Route]:
                 raise ConflictError(f"{singular.replace('_', ' ')} {owner.id!r} is still in use (by a team or a virtual key)",
                                     param="id", code="in_use") from None
             await gateway.reload()
+            gateway.announce_change()
             return _json({"message": f"{singular.replace('_', ' ')} deleted", "id": owner.id})
 
         base = f"/api/governance/{segment}"

@@ -114,6 +114,7 @@ def routes(gateway: Gateway) -> list[Route]:
         except StoreUnavailable as exc:
             raise Unavailable(f"config store unavailable: {exc}", code="store_unavailable") from None
         await gateway.reload()
+        gateway.announce_change()
 
     async def get_or_404(name: str) -> ProviderConfig:
         providers = await load()
