@@ -34,7 +34,7 @@ Choices made here (where Bifrost's config and the issue leave room):
   first byte of an application payload names its channel, and a payload whose first byte
   is a registered channel goes to that channel's callback (without the byte); any other
   payload goes to the ``ClusterHandler``. Channels in use: ``b"c"`` configuration changes
-  (``gateway/propagation.py``).
+  (``gateway/propagation.py``), ``b"E"`` fleet counters (``counters/fleet.py``).
 - **broadcast** reaches every member, as Serf's events do: memberlist sends a broadcast
   only retransmit_mult·log10(N+1) times and receivers do not pass it on, which leaves a
   member out now and then in a small cluster (membership messages have push-pull to
