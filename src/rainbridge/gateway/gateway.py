@@ -221,20 +221,29 @@ class Gateway:
         return targets, gov.allowed_keys(vk) if vk.provider_configs else None
 
     def finish(self, record: RequestRecord) -> None:
-        """The request is over (response sent): settle its usage and log it."""
+        """The request is over (answered, refused, failed, cut or cancelled): settle its
+        usage and log it, once per record (``App.http`` calls it in a ``finally``; a second
+        call does nothing, so a cancellation racing the normal end never charges twice).
+
+        An answered request is charged its usage; one cut before its usage arrived (client
+        gone, upstream cut, shutdown cap) is charged an estimate, never nothing: see
+        ``RequestRecord.charged_tokens``. The log keeps the tokens the provider reported."""
+        if record.finished:
+            return
+        record.finished = True
         admission = record.admission
         writer = self.log_writer
         if admission is None and writer is None:
             return
-        prompt, completion = record.prompt_tokens, record.completion_tokens
-        if prompt is None and completion is None and record.response_body is not None and record.status == 200:
+        if record.prompt_tokens is None and record.completion_tokens is None and record.response_body is not None:
             found = extract_usage(record.response_body)  # (streams saw theirs on the way)
             if found is not None:
-                record.prompt_tokens, record.completion_tokens = prompt, completion = found
+                record.prompt_tokens, record.completion_tokens = found
         cost = None
         if admission is not None:
             record.admission = None  # settled once
-            cost = self.governance.settle(admission, record.provider, record.model, prompt or 0, completion or 0)
+            prompt, completion = record.charged_tokens()
+            cost = self.governance.settle(admission, record.provider, record.model, prompt, completion)
         if writer is not None:
             writer.record(log_row(record, self.log_ids.next(), self.node_id, cost))
 
