@@ -170,7 +170,12 @@ class Gateway:
     def begin_drain(self) -> None:
         """Shutdown was asked for (SIGTERM): in-flight requests and streams still finish, but
         tell the fleet and the load balancer now: the cluster metadata says ``draining``
-        (gossiped at once) and ``/health`` answers 503."""
+        (gossiped at once) and ``/health`` and ``/health/ready`` answer 503.
+
+        The whole order: this (readiness 503) → the server stops accepting connections →
+        in-flight requests finish, up to the graceful timeout, then are cancelled → every
+        one is settled (``App.settled``: ``finish`` runs in a ``finally``) → ``stop``: final
+        flush, allowance release, leave → exit."""
         if self.draining:
             return
         self.draining = True
@@ -179,17 +184,20 @@ class Gateway:
             self.cluster.set_readiness("draining")
 
     async def stop(self) -> None:
-        if self.cluster is not None:  # announce the leave first: others see "left", not failed
-            await self.cluster.stop()
-        if self._maintenance is not None:
+        """Called once every request is settled: write the final usage, then leave."""
+        if self._maintenance is not None:  # no periodic flush racing the final one
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
-        if self.store is not None:
+        if self.store is not None:  # 1. final flush: the store has every settled request
             try:
                 await self.counters.flush(self.store.db)
             except StoreUnavailable as exc:
                 log.error("could not flush usage counters at shutdown: %s", exc)
+        # 2. ALLOWANCE RELEASE (fleet-wide counters): hand the allowances this member holds
+        #    unused back to their owners here: after the final flush, before the leave.
+        if self.cluster is not None:  # 3. leave, announced: others see "left", not failed
+            await self.cluster.stop()
         if self.log_writer is not None:
             await self.log_writer.stop()
         if self.logs_db is not None:
