@@ -217,7 +217,12 @@ class Gateway:
     def begin_drain(self) -> None:
         """Shutdown was asked for (SIGTERM): in-flight requests and streams still finish, but
         tell the fleet and the load balancer now: the cluster metadata says ``draining``
-        (gossiped at once) and ``/health`` answers 503."""
+        (gossiped at once) and ``/health`` and ``/health/ready`` answer 503.
+
+        The whole order: this (readiness 503) → the server stops accepting connections →
+        in-flight requests finish, up to the graceful timeout, then are cancelled → every
+        one is settled (``App.settled``: ``finish`` runs in a ``finally``) → ``stop``: final
+        flush, allowance release, leave → exit."""
         if self.draining:
             return
         self.draining = True
@@ -228,23 +233,28 @@ class Gateway:
             self.counters.drain()  # stop owning limits, hand unused allowance back
 
     async def stop(self) -> None:
+        """Called once every request is settled: write the final usage, then leave."""
         if self._fleet_task is not None:
             self._fleet_task.cancel()
-        if isinstance(self.counters, FleetCounters):
-            self.counters.close()
         if self.propagation is not None:
             await self.propagation.close()
-        if self.cluster is not None:  # announce the leave first: others see "left", not failed
-            await self.cluster.stop()
-        if self._maintenance is not None:
+        if self._maintenance is not None:  # no periodic flush racing the final one
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
-        if self.store is not None:
+        if self.store is not None:  # 1. final flush: the store has every settled request
             try:
                 await self.counters.flush(self.store.db)
             except StoreUnavailable as exc:
                 log.error("could not flush usage counters at shutdown: %s", exc)
+        # 2. Allowance release (fleet-wide counters): hand the allowances this member holds
+        #    unused back to their owners (done at begin_drain already; again here for a stop
+        #    without drain), after the final flush, before the leave.
+        if isinstance(self.counters, FleetCounters):
+            self.counters.drain()
+            self.counters.close()
+        if self.cluster is not None:  # 3. leave, announced: others see "left", not failed
+            await self.cluster.stop()
         if self.log_writer is not None:
             await self.log_writer.stop()
         if self.logs_db is not None:
@@ -310,20 +320,29 @@ class Gateway:
                           code="limit_coordination_timeout", headers=[(b"retry-after", b"1")])
 
     def finish(self, record: RequestRecord) -> None:
-        """The request is over (response sent): settle its usage and log it."""
+        """The request is over (answered, refused, failed, cut or cancelled): settle its
+        usage and log it, once per record (``App.http`` calls it in a ``finally``; a second
+        call does nothing, so a cancellation racing the normal end never charges twice).
+
+        An answered request is charged its usage; one cut before its usage arrived (client
+        gone, upstream cut, shutdown cap) is charged an estimate, never nothing: see
+        ``RequestRecord.charged_tokens``. The log keeps the tokens the provider reported."""
+        if record.finished:
+            return
+        record.finished = True
         admission = record.admission
         writer = self.log_writer
         if admission is None and writer is None:
             return
-        prompt, completion = record.prompt_tokens, record.completion_tokens
-        if prompt is None and completion is None and record.response_body is not None and record.status == 200:
+        if record.prompt_tokens is None and record.completion_tokens is None and record.response_body is not None:
             found = extract_usage(record.response_body)  # (streams saw theirs on the way)
             if found is not None:
-                record.prompt_tokens, record.completion_tokens = prompt, completion = found
+                record.prompt_tokens, record.completion_tokens = found
         cost = None
         if admission is not None:
             record.admission = None  # settled once
-            cost = self.governance.settle(admission, record.provider, record.model, prompt or 0, completion or 0)
+            prompt, completion = record.charged_tokens()
+            cost = self.governance.settle(admission, record.provider, record.model, prompt, completion)
         if writer is not None:
             writer.record(log_row(record, self.log_ids.next(), self.node_id, cost))
 

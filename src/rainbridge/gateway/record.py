@@ -11,6 +11,11 @@ import time
 import orjson
 
 CONTENT_CAP = 64 * 1024  # bytes of request/response content kept per log entry
+# A request cut before its usage arrived is charged an estimate: ~4 bytes per token, the
+# rule admission reserves the prompt by, applied to the request body and to the text
+# (content, tool arguments, thinking) relayed so far.
+BYTES_PER_TOKEN = 4
+CANCELLED = "cancelled"  # error_type of a request whose task was cancelled (shutdown cap)
 
 
 class RequestRecord:
@@ -20,16 +25,20 @@ class RequestRecord:
         "content",
         "endpoint",
         "error_type",
+        "finished",
         "head_lines",
         "model",
         "prompt_tokens",
         "provider",
         "request_body",
+        "request_bytes",
         "response_body",
         "started",
         "status",
         "stream",
+        "stream_done",
         "stream_parts",
+        "text_bytes",
         "virtual_key_id",
         "wall_started",
     )
@@ -49,6 +58,10 @@ class RequestRecord:
         self.completion_tokens: int | None = None
         self.virtual_key_id: str | None = None
         self.request_body: bytes | None = None
+        self.request_bytes = 0  # size of the request body (the prompt estimate)
+        self.text_bytes = 0  # bytes of completion text relayed on a governed stream
+        self.stream_done = False  # every frame of the stream was relayed (its usage too)
+        self.finished = False  # Gateway.finish ran: settled and logged once
         self.response_body: bytes | None = None
         self.stream_parts: list[bytes] | None = None
         self.admission = None  # governance.engine.Admission when a virtual key was admitted
@@ -85,6 +98,35 @@ class RequestRecord:
         if self.content:
             self.keep_content(payload)
         return found
+
+    def count_text(self, frame: bytes) -> None:
+        """Add the completion text of one relayed stream frame (its JSON string values of
+        text fields, as escaped on the wire) to ``text_bytes``."""
+        for m in _TEXT_FIELD.finditer(frame):
+            self.text_bytes += m.end(1) - m.start(1)
+
+    def charged_tokens(self) -> tuple[int, int]:
+        """(prompt, completion) tokens to settle with. Refused or failed (an error status):
+        what was reported, else 0. Answered or cancelled: the provider's usage if the
+        request completed with it; otherwise estimates fill in, never 0: the prompt from the
+        request size, the completion from the text relayed so far, or what a partial usage
+        (Anthropic's ``message_start``) reported if that is more."""
+        prompt, completion = self.prompt_tokens, self.completion_tokens
+        if self.status != 200 and self.error_type != CANCELLED:
+            return prompt or 0, completion or 0
+        cut = self.error_type is not None and not self.stream_done
+        if prompt is not None and completion is not None and not cut:
+            return prompt, completion
+        if prompt is None and completion is None and self.response_body is not None:
+            self.count_text(self.response_body)  # an answer without any usage (rare)
+        if prompt is None:
+            prompt = max(1, -(-self.request_bytes // BYTES_PER_TOKEN))
+        relayed = -(-self.text_bytes // BYTES_PER_TOKEN)
+        if completion is None:
+            completion = relayed
+        elif cut:
+            completion = max(completion, relayed)
+        return prompt, completion
 
     def keep_content(self, payload: bytes) -> None:
         parts = self.stream_parts
@@ -136,6 +178,11 @@ def log_row(record: RequestRecord, row_id: str, node_id: str, cost: float | None
 
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+# The fields that carry generated text in OpenAI chat/completions chunks and Anthropic
+# events (native or translated): a JSON string value, escapes included.
+_TEXT_FIELD = re.compile(
+    rb'"(?:content|text|arguments|partial_json|thinking|reasoning_content|refusal)"\s*:\s*"((?:[^"\\]|\\.)*)"'
+)
 _TOKENS = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_tokens)":\s*(\d+)')
 # OpenAI's usage object as OpenAI (and most compatible servers) write it: a match at the
 # position of "usage" answers without the general search.

@@ -42,6 +42,7 @@ def validate_messages(req: dict) -> None:
 
 async def handle(gateway: Gateway, scope: dict, headers: Headers, record: RequestRecord, receive: Any, send: Any) -> None:
     raw = await read_body(receive, gateway.max_body_bytes)
+    record.request_bytes = len(raw)
     if record.content:
         record.request_body = raw
     req = parse_object(raw)

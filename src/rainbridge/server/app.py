@@ -7,6 +7,7 @@ builds one app around one ``Gateway``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -18,12 +19,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, UnsupportedMediaType
 from ..gateway.gateway import Gateway
-from ..gateway.record import RequestRecord
+from ..gateway.record import CANCELLED, RequestRecord
 from . import anthropic_routes, openai_routes
 from .api import AdminApp
 from .http import HEAD_LINES, ClientDisconnected, Headers, send_error, send_json, split_head_lines
 
 log = logging.getLogger("rainbridge.server")
+
+SETTLE_WAIT_S = 5.0  # at shutdown, for the requests cancelled at the graceful timeout to settle
 
 Handler = Callable[[dict, Headers, RequestRecord | None, Any, Any], Awaitable[None]]
 
@@ -34,6 +37,8 @@ class App:
         token = os.environ.get("RAINBRIDGE_ADMIN_TOKEN") or gateway.config.client.admin_token
         self.admin = AdminApp(gateway, token, allow_unauthenticated_admin)
         self.started = False
+        self.unsettled = 0  # inference requests started and not yet settled (Gateway.finish)
+        self._all_settled: asyncio.Event | None = None  # set when that reaches 0 (shutdown)
         # path -> (methods, handler, endpoint name of an inference route, for its log entry)
         self.routes: dict[str, tuple[frozenset[str], Handler, str | None]] = {}
         post = frozenset({"POST"})
@@ -93,6 +98,7 @@ class App:
                 )
             if endpoint is not None:
                 record = RequestRecord(endpoint, self.content_logging and not headers.no_content_log)
+                self.unsettled += 1  # (no await before the try that settles it)
                 if not headers.json_body():
                     raise UnsupportedMediaType("send the request body as JSON with content-type: application/json",
                                                code="unsupported_media_type")
@@ -111,14 +117,50 @@ class App:
             if record is not None:
                 record.status = 499
                 record.error_type = "client_disconnected"
+        except asyncio.CancelledError:  # the shutdown cap (or anyone) cancelled the request
+            if record is not None and record.error_type is None and not record.stream_done:
+                record.error_type = CANCELLED
+                if not record.status:
+                    record.status = 503
+            raise
         except Exception:  # a bug: log it, answer without a traceback
             log.exception("unhandled error on %s %s", method, path)
             if record is not None:
                 record.status = 500
                 record.error_type = "internal_error"
             await send_error(send, GatewayError("internal error; see the gateway log", code="internal_error"))
-        if record is not None:
+        finally:
+            if record is not None:
+                self._settle(record)
+
+    def _settle(self, record: RequestRecord) -> None:
+        """Charge and log a request however it ended (see ``Gateway.finish``), then count it
+        settled for ``settled``."""
+        try:
             self.gateway.finish(record)
+        except Exception:  # a bug: the request is over all the same
+            log.exception("settling a request failed")
+        finally:
+            self.unsettled -= 1
+            if not self.unsettled and self._all_settled is not None:
+                self._all_settled.set()
+
+    async def settled(self, timeout: float = SETTLE_WAIT_S) -> bool:
+        """Wait (bounded) until every request that started is settled: at shutdown, the
+        requests cancelled at the graceful timeout settle in their ``finally`` blocks after
+        the server stopped waiting for them, and the final flush must include them."""
+        if not self.unsettled:
+            return True
+        self._all_settled = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._all_settled.wait(), timeout)
+        except TimeoutError:
+            log.error("%d request(s) still not settled %gs into shutdown: their usage is not in the final flush",
+                      self.unsettled, timeout)
+            return False
+        finally:
+            self._all_settled = None
+        return True
 
     def _cors_headers(self, origin: bytes) -> list[tuple[bytes, bytes]] | None:
         if self.cors_any or origin in self.cors_origins:
@@ -168,6 +210,7 @@ class App:
                 self.started = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.settled()  # every request charged before the final flush
                 await self.gateway.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

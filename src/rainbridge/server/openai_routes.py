@@ -57,6 +57,7 @@ VALIDATORS = {"chat": validate_chat, "completions": validate_completions, "embed
 
 async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, record: RequestRecord, receive: Any, send: Any) -> None:
     body = await read_body(receive, gateway.max_body_bytes)
+    record.request_bytes = len(body)
     if record.content:
         record.request_body = body
     req = parse_object(body)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..gateway.record import RequestRecord
+from ..governance.engine import needs_usage
 from ..providers.base import StreamError, UpstreamStream
 from .http import HEAD_LINES
 
@@ -43,7 +44,12 @@ async def stream_events(
     record: RequestRecord,
     head_lines: bytes = b"",
 ) -> bool:
-    """Send ``frames`` as an SSE response. Returns False when the client went away."""
+    """Send ``frames`` as an SSE response. Returns False when the client went away.
+
+    A governed stream that needs usage counts the text it relays: if the stream is cut
+    before the provider's usage arrives, that text is what it is charged for."""
+    admission = record.admission
+    count_text = admission is not None and needs_usage(admission)
     state = {"disconnected": False}
     handler = asyncio.current_task()
     assert handler is not None
@@ -55,7 +61,10 @@ async def stream_events(
         await send(start)
         try:
             async for frame in frames:
+                if count_text:
+                    record.count_text(frame)
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
+            record.stream_done = True
         except StreamError as exc:
             log.warning("upstream stream failed: %s", exc.message)
             record.error_type = exc.type
