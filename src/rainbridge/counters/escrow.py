@@ -684,8 +684,8 @@ class EscrowNode:
 
     def _collect_one(self, key: WKey) -> None:
         a = self.member.allow.get(key)
-        if a is not None and a.used:
-            self._usage_of(key).set_own(self.me, a.used)
+        if a is not None and a.reported_usage():
+            self._usage_of(key).set_own(self.me, a.reported_usage())
 
     def _collect(self, now: int) -> None:
         """Own usage into the usage CRDT; forget windows long ended."""

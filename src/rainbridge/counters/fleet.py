@@ -17,9 +17,10 @@ loop, with the cluster service as its transport. How the request path uses it:
 - ``others`` is the rest of the fleet's usage: per other member-incarnation, the larger of
   what the store held at start and what gossip (the escrow's usage CRDT) reports.
 
-The escrow's usage of a slot is the slot's own usage (``committed − others``, plus the
-tokens reserved by requests in flight), copied in before every escrow step, so nothing is
-counted twice. Until the member has synced with the cluster (``ready``), governed
+The escrow's view of a slot is copied in before every escrow step, so nothing is counted
+twice: the allowance taken is the slot's own usage (``committed − others``) plus, for
+tokens, what requests in flight reserved; the usage reported to the fleet is the own usage
+alone (monotone: a reservation settled lower never shows). Until the member has synced with the cluster (``ready``), governed
 admissions are refused with 503 ``cluster_syncing`` and readiness says so.
 """
 
@@ -267,7 +268,9 @@ class FleetCounters(LocalCounters):
             a = allow.get((b.lid, b.window))
             if a is not None:
                 s = b.slot
-                a.used = int(s.committed - s.others + (s.reserved if b.cost_reserved else 0))
+                own = int(s.committed - s.others)
+                a.used = own + int(s.reserved) if b.cost_reserved else own
+                a.usage = own
 
     def _after(self) -> None:
         """Send what the escrow wants sent, resolve waiting admissions, refresh slots and
