@@ -240,3 +240,46 @@ def test_a_governed_request_is_charged_with_geminis_usage(gateway):
         return seen == (tokens, round(spend, 9)) or seen
 
     eventually(charged, 10, "the virtual key charged with Gemini's usage")
+
+
+@pytest.mark.parametrize(("control", "message"), [
+    ("x-bf-eh-x-mock-error-after", "gemini: The model is overloaded. Please try again later."),
+    ("x-bf-eh-x-mock-cut-after", "provider gemini broke the stream"),
+])
+def test_a_stream_that_breaks_after_its_start_ends_with_an_error_event(client, control, message):
+    stream = client.chat.completions.create(model="gemini/gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}],
+                                            stream=True, extra_headers={control: "3"})
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content)
+    assert "".join(filter(None, received)) == "This is a"
+    assert message in caught.value.message
+
+
+# --- the anthropic SDK on the Messages route, translated to chat and then to Gemini --------------
+
+
+@pytest.fixture
+def claude(gateway):
+    import anthropic
+
+    c = anthropic.Anthropic(base_url=gateway.url + "/anthropic", api_key="unused", max_retries=0, timeout=20)
+    yield c
+    c.close()
+
+
+def test_anthropic_sdk_messages_reach_gemini(claude):
+    reply = claude.messages.create(model="gemini/gemini-2.5-flash", max_tokens=100,
+                                   messages=[{"role": "user", "content": "Hello from claude land"}])
+    assert reply.content[0].text == "This is a mock response from gemini-2.5-flash: Hello from claude land"
+    assert reply.stop_reason == "end_turn" and reply.usage.output_tokens == len(reply.content[0].text.split())
+
+
+def test_anthropic_sdk_streaming_tool_use_reaches_gemini(claude):
+    tool = {"name": "get_weather", "input_schema": TOOLS[0]["function"]["parameters"]}
+    with claude.messages.stream(model="gemini/gemini-2.5-flash", max_tokens=100, tools=[tool],
+                                messages=[{"role": "user", "content": "weather?"}]) as stream:
+        final = stream.get_final_message()
+    (block,) = final.content
+    assert block.type == "tool_use" and block.input == {"city": "mock"} and final.stop_reason == "tool_use"

@@ -67,7 +67,10 @@ def route(path: str, headers: dict[str, str]) -> Route | None:
     """Which endpoint a path names; /v1/models answers in Anthropic's shape to Anthropic clients."""
     found = _EXACT.get(path)
     if found is None:
-        if path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+        if _gemini_v1(path):  # Gemini's v1: /v1/models/{model}:{method}
+            model, _, method = unquote(path[len("/v1/models/") :]).rpartition(":")
+            found = Route(GEMINI, _GEMINI_METHODS[method], ("POST",), model)
+        elif path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             found = Route(OPENAI, "model", ("GET",), unquote(path[len("/v1/models/") :]))
         elif path.startswith("/openai/deployments/"):
             deployment, _, op = path[len("/openai/deployments/") :].partition("/")
@@ -85,11 +88,18 @@ def route(path: str, headers: dict[str, str]) -> Route | None:
     return found
 
 
+def _gemini_v1(path: str) -> bool:
+    if not path.startswith("/v1/models/"):
+        return False
+    model, colon, method = path[len("/v1/models/") :].rpartition(":")
+    return bool(colon and model) and method in _GEMINI_METHODS
+
+
 def guess_family(path: str, headers: dict[str, str]) -> str:
     """The API family an unknown path most likely belongs to, for the 404's shape."""
     if path.startswith("/openai/"):
         return AZURE
-    if path.startswith("/v1beta/") or "x-goog-api-key" in headers:
+    if path.startswith("/v1beta/") or "x-goog-api-key" in headers or _gemini_v1(path):
         return GEMINI
     if path.startswith("/v1/messages") or "anthropic-version" in headers or "x-api-key" in headers:
         return ANTHROPIC

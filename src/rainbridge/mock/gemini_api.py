@@ -36,6 +36,7 @@ error-after control sends `data: {"error": {503 UNAVAILABLE}}`.
 
 from __future__ import annotations
 
+from base64 import b64encode
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,7 +72,10 @@ _PART_FIELDS = frozenset({
 _DECLARATION_FIELDS = frozenset({
     "name", "description", "parameters", "parametersJsonSchema", "response", "responseJsonSchema", "behavior",
 })
-_SNAKE = {"generationConfig": "generation_config", "systemInstruction": "system_instruction"}
+_TOOL_FIELDS = frozenset({"functionDeclarations", "googleSearch", "googleSearchRetrieval", "codeExecution", "urlContext"})
+_TOOL_CONFIG_FIELDS = frozenset({"functionCallingConfig", "retrievalConfig"})
+_CALLING_FIELDS = frozenset({"mode", "allowedFunctionNames"})
+_EMBED_FIELDS = frozenset({"model", "content", "taskType", "title", "outputDimensionality"})
 
 
 def frame(doc: dict) -> bytes:
@@ -82,7 +86,7 @@ def frame(doc: dict) -> bytes:
 
 
 def generate(call: Call, stream: bool = False, sse: bool = True) -> Reply:
-    body = call.body
+    body = _normalized(call.body)
     model = call.deployment or ""
     _known(body, _REQUEST_FIELDS, "")
     contents = _contents(body)
@@ -103,7 +107,7 @@ def generate(call: Call, stream: bool = False, sse: bool = True) -> Reply:
         name, arguments = tool
         part: dict = {"functionCall": {"name": name, "args": arguments}}
         if model.startswith("gemini-3"):
-            part["thoughtSignature"] = f"bW9jay1zaWduYXR1cmU{call.seq:08d}"
+            part["thoughtSignature"] = b64encode(f"mock-signature-{call.seq:08d}".encode()).decode()
         completion = n * len(synth.argument_fragments(orjson.dumps(arguments).decode()))
         usage = _usage(prompt, completion)
         if stream:
@@ -264,6 +268,40 @@ def _require_signatures(contents: list[dict]) -> None:
 # --- validation --------------------------------------------------------------------------------
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _camel_keys(doc: Any, fields: frozenset[str]) -> Any:
+    """Google's JSON parser takes a field by its proto name (snake_case) or its JSON name
+    (lowerCamelCase), and its own SDK sends both: one level of keys, camelCased when that
+    names a field (an unknown name stays as sent, for the error that names it)."""
+    if not isinstance(doc, dict):
+        return doc
+    return {(_camel(k) if "_" in k and _camel(k) in fields else k): v for k, v in doc.items()}
+
+
+def _normalized(body: dict) -> dict:
+    """The request with every structural level's keys camelCased (user data left alone:
+    function arguments, responses and schemas keep their keys)."""
+    out = _camel_keys(body, _REQUEST_FIELDS)
+    if isinstance(out.get("generationConfig"), dict):
+        out["generationConfig"] = _camel_keys(out["generationConfig"], _CONFIG_FIELDS)
+    for owner in (out.get("systemInstruction"), *(out.get("contents") or ())):
+        if isinstance(owner, dict) and isinstance(owner.get("parts"), list):
+            owner["parts"] = [_camel_keys(p, _PART_FIELDS) for p in owner["parts"]]
+    if isinstance(out.get("tools"), list):
+        out["tools"] = [_camel_keys(t, _TOOL_FIELDS) for t in out["tools"]]
+        for tool in out["tools"]:
+            if isinstance(tool, dict) and isinstance(tool.get("functionDeclarations"), list):
+                tool["functionDeclarations"] = [_camel_keys(d, _DECLARATION_FIELDS) for d in tool["functionDeclarations"]]
+    if isinstance(out.get("toolConfig"), dict):
+        config = out["toolConfig"] = _camel_keys(out["toolConfig"], _TOOL_CONFIG_FIELDS)
+        config["functionCallingConfig"] = _camel_keys(config.get("functionCallingConfig"), _CALLING_FIELDS)
+    return out
+
+
 def _known(doc: dict, fields: frozenset[str], where: str) -> None:
     for name in doc:
         if name not in fields:
@@ -322,7 +360,7 @@ def _invalid(message: str) -> ApiError:
 
 
 def embed(call: Call) -> Reply:
-    values = _embedding(call.deployment or "", call.body)
+    values = _embedding(call.deployment or "", _camel_keys(call.body, _EMBED_FIELDS))
     return Reply(body=orjson.dumps({"embedding": {"values": values}}))
 
 
@@ -339,7 +377,7 @@ def batch_embed(call: Call) -> Reply:
             raise _invalid(f"Invalid value at 'requests[{i}]': expected an object")
         if request.get("model") != f"models/{model}":
             raise _invalid(f"* BatchEmbedContentsRequest.requests[{i}].model: the model must be models/{model}")
-        out.append({"values": _embedding(model, request)})
+        out.append({"values": _embedding(model, _camel_keys(request, _EMBED_FIELDS))})
     return Reply(body=orjson.dumps({"embeddings": out}))
 
 
