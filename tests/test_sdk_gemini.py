@@ -4,12 +4,13 @@ rotation, and a governed request charged with Gemini's usageMetadata."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import openai
 import pytest
 
-from support import GatewayProcess, eventually, http_json
+from support import GatewayProcess, eventually, http_json, read_request
 
 TOKEN = "gemini-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -283,3 +284,54 @@ def test_anthropic_sdk_streaming_tool_use_reaches_gemini(claude):
         final = stream.get_final_message()
     (block,) = final.content
     assert block.type == "tool_use" and block.input == {"city": "mock"} and final.stop_reason == "tool_use"
+
+
+# --- an upstream that does not speak Gemini ------------------------------------------------------
+
+
+class Scripted:
+    """An upstream answering every request 200 with a fixed body."""
+
+    def __init__(self, body: bytes, content_type: str):
+        self.response = (b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s"
+                         % (content_type.encode(), len(body), body))
+
+    async def handle(self, reader, writer):
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(self.response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize(("body", "content_type", "stream", "error"), [
+    (b"<html>not json</html>", "text/html", False, "not in Gemini's format"),
+    (b'{"candidates": "many"}', "application/json", False, "not in Gemini's format"),
+    (b'data: {"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]}\r\n\r\n', "text/event-stream", True,
+     "ended the stream before the answer was complete"),
+    (b'data: {"candidates": [7]}\r\n\r\n', "text/event-stream", True, "malformed stream event"),
+])
+async def test_an_answer_not_in_geminis_format_is_a_clear_error_never_a_500(tmp_path, body, content_type, stream, error):
+    server = await asyncio.start_server(Scripted(body, content_type).handle, "127.0.0.1", 0)
+    config = {"providers": {"gemini": {"keys": [{"value": KEY}], "network_config": {
+        "base_url": f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"}}}}
+    gw = await asyncio.to_thread(GatewayProcess, tmp_path, config)
+    try:
+        async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0, timeout=20) as sdk:
+            with pytest.raises(openai.APIError) as caught:
+                reply = await sdk.chat.completions.create(model="gemini/gemini-2.5-flash", stream=stream,
+                                                          messages=[{"role": "user", "content": "hi"}])
+                if stream:
+                    async for _ in reply:
+                        pass
+        assert error in caught.value.message
+        if not stream:
+            assert caught.value.status_code == 502 and caught.value.body["code"] == "upstream_protocol_error"
+        assert "Traceback" not in gw.log()
+    finally:
+        await asyncio.to_thread(gw.stop)
+        server.close()

@@ -34,7 +34,8 @@ def to_gemini(messages, **extra):
 
 def refused(messages, **extra) -> str | None:
     with pytest.raises(TranslationError) as caught:
-        chat_request_to_gemini({"model": "m", "messages": messages, **extra})
+        # A valid user turn last, so the request gets as far as its config and tools.
+        chat_request_to_gemini({"model": "m", "messages": [*messages, {"role": "user", "content": "hi"}], **extra})
     return caught.value.param
 
 
@@ -268,3 +269,25 @@ def test_stream_candidates_keep_their_index():
                            {"content": {"parts": [{"text": "b"}]}, "index": 1, "finishReason": "MAX_TOKENS"}]}
     chunks = run(t, [both])
     assert [(c["choices"][0]["index"], c["choices"][0]["finish_reason"]) for c in chunks] == [(0, None), (0, "stop"), (1, None), (1, "length")]
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=6),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+                        ["role", "content", "type", "text", "image_url", "url", "tool_calls", "tool_call_id", "function",
+                         "name", "arguments", "input_audio", "file", "file_data", "data", "id", "extra_content"]), inner, max_size=4),
+                    max_leaves=12)
+ROLES = st.sampled_from(["system", "developer", "user", "assistant", "tool", "function", "robot"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"role": ROLES}, optional={
+    "content": JSON, "tool_calls": JSON, "tool_call_id": JSON, "name": JSON, "function_call": JSON}), max_size=4),
+    st.dictionaries(st.sampled_from(["tools", "tool_choice", "stop", "n", "response_format", "logprobs", "max_tokens"]), JSON, max_size=3))
+def test_any_request_translates_or_is_refused_naming_a_field(messages, extra):
+    """Hostile input: the translation answers or raises TranslationError (a 400 with a param),
+    never anything else (which would be a 500)."""
+    try:
+        # A valid user turn last, so the request gets as far as its config and tools.
+        chat_request_to_gemini({"model": "m", "messages": [*messages, {"role": "user", "content": "hi"}], **extra})
+    except TranslationError as exc:
+        assert exc.param

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import orjson
 
-from ..errors import InvalidRequest, UpstreamError
+from ..errors import InvalidRequest, UpstreamError, UpstreamUnreachable
 from ..translate import (
     GeminiStreamToChat,
     TranslationError,
@@ -77,7 +77,10 @@ class GeminiAdapter(HttpAdapter):
         body = self._to_gemini(call.body)
         reply = await self.post(self.base_url, self.model_path(model, "generateContent"), orjson.dumps(body),
                                 call.key, call.extra_headers)
-        data = gemini_response_to_chat(reply.data, model)
+        try:
+            data = gemini_response_to_chat(reply.data, model)
+        except (AttributeError, TypeError, ValueError):  # not a GenerateContentResponse
+            raise self._malformed() from None
         return Reply(orjson.dumps(data), data)
 
     async def chat_stream(self, call: Call) -> UpstreamStream:
@@ -101,7 +104,11 @@ class GeminiAdapter(HttpAdapter):
             if "error" in parsed:
                 message, status, _ = _error_fields(parsed, 500)
                 raise StreamError(f"{self.name}: {scrub(message, key)}", openai_error_type(status))
-            for chunk in translator.feed(parsed):
+            try:
+                chunks = translator.feed(parsed)
+            except (AttributeError, TypeError, ValueError):
+                raise StreamError(f"{self.name}: malformed stream event") from None
+            for chunk in chunks:
                 yield orjson.dumps(chunk)
         if not translator.complete:
             raise StreamError(f"provider {self.name} ended the stream before the answer was complete")
@@ -126,10 +133,13 @@ class GeminiAdapter(HttpAdapter):
                                 call.key, call.extra_headers)
         base64 = call.body.get("encoding_format") == "base64"
         data = []
-        for i, found in enumerate(reply.data.get("embeddings") or ()):
-            values = found.get("values") or []
-            vector = b64encode(struct.pack(f"<{len(values)}f", *values)).decode() if base64 else values
-            data.append({"object": "embedding", "index": i, "embedding": vector})
+        try:
+            for i, found in enumerate(reply.data.get("embeddings") or ()):
+                values = found.get("values") or []
+                vector = b64encode(struct.pack(f"<{len(values)}f", *values)).decode() if base64 else values
+                data.append({"object": "embedding", "index": i, "embedding": vector})
+        except (AttributeError, TypeError, ValueError, struct.error):  # not a BatchEmbedContentsResponse
+            raise self._malformed() from None
         # Gemini's embedding answers carry no token count.
         out = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 0, "total_tokens": 0}}
         return Reply(orjson.dumps(out), out)
@@ -142,9 +152,17 @@ class GeminiAdapter(HttpAdapter):
     completions_stream = completions
 
     async def list_models(self, key: ProviderKey) -> list[str]:
-        data = (await self.get(self.base_url, f"{self.base_path}/{API_VERSION}/models?pageSize=1000", key)).data
-        names = (m.get("name") for m in data.get("models") or () if isinstance(m, dict))
+        reply = await self.get(self.base_url, f"{self.base_path}/{API_VERSION}/models?pageSize=1000", key)
+        try:
+            found = reply.data.get("models") or ()
+        except (AttributeError, ValueError):
+            raise self._malformed() from None
+        names = (m.get("name") for m in (found if isinstance(found, list) else ()) if isinstance(m, dict))
         return [n[len("models/"):] if n.startswith("models/") else n for n in names if isinstance(n, str)]
+
+    def _malformed(self) -> UpstreamUnreachable:
+        return UpstreamUnreachable(f"provider {self.name} sent an answer that is not in Gemini's format",
+                                   provider=self.name, code="upstream_protocol_error")
 
     def _refused(self, exchange: Exchange, data: bytes, key: ProviderKey) -> Exception:
         if exchange.status < 400:

@@ -99,6 +99,8 @@ def chat_request_to_gemini(req: dict) -> dict:
         out["generationConfig"] = config
     tools = req.get("tools")
     if tools:
+        if not isinstance(tools, list):
+            raise TranslationError("tools must be a list", param="tools")
         out["tools"] = [{"functionDeclarations": [_declaration(t, f"tools[{i}]") for i, t in enumerate(tools)]}]
         choice = req.get("tool_choice")
         if choice is not None:
@@ -150,12 +152,14 @@ def _user_parts(content: object, param: str) -> list[dict]:
             url = image.get("url") if isinstance(image, dict) else image
             parts.append(_media(url, f"{where}.image_url.url"))
         elif kind == "input_audio":
-            audio = part.get("input_audio") or {}
+            audio = part.get("input_audio")
+            if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+                raise TranslationError("input_audio needs data (base64) and format", param=f"{where}.input_audio")
             fmt = audio.get("format") or "wav"
-            parts.append({"inlineData": {"mimeType": f"audio/{fmt}", "data": audio.get("data") or ""}})
+            parts.append({"inlineData": {"mimeType": f"audio/{fmt}", "data": audio["data"]}})
         elif kind == "file":
-            file = part.get("file") or {}
-            if not isinstance(file.get("file_data"), str):
+            file = part.get("file")
+            if not isinstance(file, dict) or not isinstance(file.get("file_data"), str):
                 raise TranslationError("only files given inline (file_data) reach gemini", f"{where}.file")
             parts.append(_media(file["file_data"], f"{where}.file.file_data"))
         else:
@@ -196,6 +200,8 @@ def _assistant_parts(msg: dict, where: str, names: dict[str, str]) -> list[dict]
     elif content is not None:
         raise TranslationError("content must be a string or a list of parts", param=f"{where}.content")
     calls = msg.get("tool_calls") or ()
+    if not isinstance(calls, list | tuple):
+        raise TranslationError("tool_calls must be a list", param=f"{where}.tool_calls")
     if not calls and isinstance(msg.get("function_call"), dict):
         calls = ({"function": msg["function_call"]},)  # the legacy single call
     for k, call in enumerate(calls):
@@ -248,7 +254,10 @@ def _generation_config(req: dict) -> dict:
         config["maxOutputTokens"] = limit
     stop = req.get("stop")
     if stop:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        stop = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise TranslationError("stop must be a string or a list of strings", param="stop")
+        config["stopSequences"] = stop
     n = req.get("n")
     if n is not None and n != 1:
         config["candidateCount"] = n
@@ -259,7 +268,8 @@ def _generation_config(req: dict) -> dict:
             config["responseMimeType"] = "application/json"
         elif kind == "json_schema":
             config["responseMimeType"] = "application/json"
-            schema = (fmt.get("json_schema") or {}).get("schema")
+            spec = fmt.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, dict) else None
             if isinstance(schema, dict):
                 config["responseJsonSchema"] = schema
         elif kind not in (None, "text"):
@@ -286,8 +296,8 @@ def _calling_config(choice: object) -> dict:
         return {"mode": "AUTO"}
     if choice == "required":
         return {"mode": "ANY"}
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
+    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
         if isinstance(name, str) and name:
             return {"mode": "ANY", "allowedFunctionNames": [name]}
     raise TranslationError("tool_choice must be none, auto, required or a named function", param="tool_choice")
