@@ -39,11 +39,6 @@ class GeminiStreamToChat:
         """Whether every candidate seen has finished: a stream that ends before is cut."""
         return bool(self._seen) and self._seen <= self._finished
 
-    @property
-    def usage(self) -> dict | None:
-        """The usage reported so far (OpenAI shape), for accounting."""
-        return usage_of(self._usage) if self._usage is not None else None
-
     def feed(self, event: dict) -> list[dict]:
         if isinstance(event.get("usageMetadata"), dict):
             self._usage = event["usageMetadata"]
