@@ -25,7 +25,14 @@ class Limit:
 
     lid: str
     limit: int  # units per window
-    duration: str  # "1m", "10s" … (calendar-aligned windows, see windows.py)
+    duration: str  # "1m", "10s" … (see windows.py)
+    aligned: bool = True  # calendar-aligned windows, else counted from ``anchor`` (epoch ms)
+    anchor: int = 0
+
+    def window_at(self, now: int) -> tuple[int, int]:
+        """(start, end) of the window open at ``now``."""
+        w = window_for(self.duration, now, self.aligned, self.anchor)
+        return w.start_ms, w.end_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +206,7 @@ class MemberSide:
         """The window of ``lid`` open at ``now`` (by this member's clock)."""
         w = self._windows.get(lid)
         if w is None or not w[0] <= now < w[1]:
-            start, end = window_for(self.limits[lid].duration, now, True)
-            w = self._windows[lid] = (start, end)
+            w = self._windows[lid] = self.limits[lid].window_at(now)
         return w
 
     def _ask_wait(self, a: Allowance) -> int:
