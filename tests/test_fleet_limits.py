@@ -234,3 +234,19 @@ def test_a_budget_holds_across_three_replicas_within_one_reservation_per_member(
         assert r.proc.stop(signal.SIGTERM) == 0
     stored = asyncio.run(stored_total(dsn, scope="budget"))  # the key's one budget
     assert abs(stored - spent) < 1e-9, (stored, spent)
+
+
+def test_the_usage_api_of_a_replica_that_served_nothing_shows_the_fleets_usage(fleet):
+    replicas, _ = fleet
+    skip_window_edge()
+    served = [chat(replicas[0].url) for _ in range(7)]
+    assert served == [200] * 7
+
+    def request_usage(replica: Replica) -> float:
+        status, _, body = http_json("GET", replica.url + "/api/governance/virtual-keys/vk-fleet/usage",
+                                    headers={"authorization": f"Bearer {TOKEN}"}, timeout=3)
+        assert status == 200, body
+        return body["levels"][0]["rate_limit"]["request"]["current_usage"]
+
+    # Both workers of the replica that served nothing learn it by gossip (push-pull each second).
+    eventually(lambda: all(request_usage(replicas[2]) == 7 for _ in range(6)), 10, "the fleet's usage on replica 2")

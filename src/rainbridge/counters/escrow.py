@@ -718,9 +718,21 @@ class EscrowNode:
         )
         return FullState(usage, reply)
 
+    def _known(self, lid: str) -> bool:
+        """Whether this member knows limit ``lid``, learning it through ``resolve`` if it
+        can (a message about it came before any of its own requests used it)."""
+        if lid in self.limits:
+            return True
+        limit = self._resolve(lid) if self._resolve is not None else None
+        if limit is None:
+            return False
+        self.limits[lid] = limit
+        self.acceptors[lid] = self._group(lid)
+        return True
+
     def _on_full_state(self, m: FullState, sender: str, now: int) -> None:
         for lid, ws, entries in m.usage:
-            if lid in self.limits:
+            if self._known(lid):
                 u = self._usage_of((lid, ws))
                 for member, used in entries:
                     u.set_own(member, used)
@@ -743,12 +755,8 @@ class EscrowNode:
 
     def _dispatch(self, m: Message, sender: str, now: int) -> None:
         lid = getattr(m, "lid", None)
-        if lid is not None and lid not in self.limits:
-            limit = self._resolve(lid) if self._resolve is not None else None
-            if limit is None:
-                return  # a limit this member does not know (yet): the sender retries
-            self.limits[lid] = limit
-            self.acceptors[lid] = self._group(lid)
+        if lid is not None and not self._known(lid):
+            return  # a limit this member does not know (yet): the sender retries
         self._handlers[type(m)](m, sender, now)
 
     def _on_usage_delta(self, m: UsageDelta, sender: str, now: int) -> None:

@@ -42,10 +42,11 @@ from ..errors import Unavailable
 from .base import Key, Slot
 from .escrow import EscrowConfig, EscrowNode, Limit
 from .escrow_wire import WireError, decode, encode
-from .local import LocalCounters
+from .local import UPSERT_SQL, LocalCounters, row_key
 
 if TYPE_CHECKING:
     from ..cluster.service import ClusterService
+    from ..store.db import Database
 
 log = logging.getLogger("rainbridge.counters")
 
@@ -110,6 +111,8 @@ class FleetCounters(LocalCounters):
         self._tickets = 0
         self._waiting: dict[int, asyncio.Future[bool]] = {}
         self.stats: dict[str, int] = {"waits": 0, "bad_frames": 0, "send_errors": 0}
+        self._running: set[str] = set()  # member ids (name:boot) alive or suspect in the view
+        self._orphans_written: dict[tuple[Key, str], float] = {}
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -153,12 +156,16 @@ class FleetCounters(LocalCounters):
             return
         now = self.now_ms()
         live = set()
+        running = {escrow.me}
         for m in self.service.node.members():
             tags = _tags(m.meta)
             if tags.get("role") != "rainbridge":
                 continue
-            if m.state in (NodeState.ALIVE, NodeState.SUSPECT) and tags.get("state") != "draining":
-                live.add(m.name)
+            if m.state in (NodeState.ALIVE, NodeState.SUSPECT):
+                running.add(f"{m.name}:{tags.get('boot', '')}")
+                if tags.get("state") != "draining":
+                    live.add(m.name)
+        self._running = running
         escrow.set_roster(self._roster(now / 1000), now)
         escrow.set_view(live, now)
         self._after()
@@ -353,10 +360,63 @@ class FleetCounters(LocalCounters):
         escrow.tick(self.now_ms())
         self._after()
 
+    def value(self, key: Key) -> float:
+        """The fleet's usage of a counter, also one this worker never used (the usage API
+        answers from any replica): from the usage CRDT then."""
+        s = self.slots.get(key)
+        if s is not None:
+            return s.committed
+        escrow = self.escrow
+        if escrow is None:
+            return 0.0
+        prefix = f"{key[0]}/{key[1]}/{key[2]}/"
+        for (lid, ws), usage in escrow._usage.items():
+            if ws == key[3] and lid.startswith(prefix):
+                total = usage.total()
+                return total / 1_000_000 if key[2] == "spend" else total
+        return 0.0
+
+    async def flush(self, db: Database) -> int:
+        """This process's rows, then the usage of members that died before they flushed it
+        (known from gossip: written under their own node ids with the same ``GREATEST``
+        upserts, so a row they wrote themselves is never lowered and a replay changes
+        nothing)."""
+        written = await super().flush(db)
+        rows = self._orphan_rows()
+        if rows:
+            await db.executemany(UPSERT_SQL[db.dialect], [row for row, _ in rows])
+            for row, mark in rows:
+                self._orphans_written[mark] = row[5]
+        return written + len(rows)
+
+    def _orphan_rows(self) -> list[tuple[tuple, tuple[Key, str]]]:
+        escrow = self.escrow
+        if escrow is None or not self._running:
+            return []
+        now = self.now_ms()
+        rows = []
+        for key, b in self.bindings.items():
+            usage = escrow._usage.get((b.lid, b.window))
+            if usage is None:
+                continue
+            for member, used in usage.by_member.items():
+                if member in self._running:
+                    continue
+                nid = member_to_node(member)
+                value = used if b.scale == 1 else used / b.scale
+                mark = (key, nid)
+                stored = max(self._orphans_written.get(mark, 0), self.loaded.get(key, {}).get(nid, 0))
+                if nid == self.node_id or stored >= value:
+                    continue  # ours, or the store has it already
+                rows.append(((key[0], row_key(key), key[3], b.slot.end_ms, nid, float(value), now), mark))
+        return rows
+
     def prune(self, now_ms: int) -> None:
         super().prune(now_ms)
         for key in [k for k in self.bindings if k not in self.slots]:
             del self.bindings[key]
+        for mark in [m for m in self._orphans_written if m[0] not in self.slots]:
+            del self._orphans_written[mark]
 
     # -- operator view ---------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ DELETE_ENDED_SQL = (
 )
 
 
-def _row_key(key: Key) -> str:
+def row_key(key: Key) -> str:
     return f"{key[1]}\x1f{key[2]}"
 
 
@@ -139,7 +139,7 @@ class LocalCounters:
             return 0
         now = int(time.time() * 1000)
         rows = [
-            (s.key[0], _row_key(s.key), s.key[3], s.end_ms, self.node_id, float(own), now)
+            (s.key[0], row_key(s.key), s.key[3], s.end_ms, self.node_id, float(own), now)
             for s, own in changed
         ]
         await db.executemany(UPSERT_SQL[db.dialect], rows)

@@ -51,7 +51,7 @@ COMPLETION_ESTIMATE_DEFAULT = 256
 # An admission short of fleet allowance waits for a grant (each wait ends after the escrow's
 # wait_ms) and admits again: at most this many times, and this long in all.
 MAX_GRANT_WAITS = 20
-GRANT_WAIT_S = 1.0
+GRANT_WAIT_S = 3.0
 FLUSH_INTERVAL_S = 2.0  # usage counters -> config store
 POLL_INTERVAL_S = 1.0  # maintenance tick; the store poll: RAINBRIDGE_STORE_POLL_SECONDS
 
@@ -152,7 +152,7 @@ class Gateway:
 
     def _fleet_limit(self, lid: str) -> Limit | None:
         found = self.governance.limit_for(lid)
-        return Limit(lid, found[0], found[1]) if found is not None else None
+        return Limit(lid, *found) if found is not None else None
 
     def _install(self, provider_configs: dict) -> None:
         self.providers = build_providers(provider_configs, self.config, self.client)

@@ -291,22 +291,29 @@ class Governance:
         limited = {g.provider: frozenset(g.key_ids) for g in vk.provider_configs if g.key_ids is not None}
         return limited or None
 
-    def limit_for(self, lid: str) -> tuple[int, str] | None:
-        """``(limit, duration)`` of a fleet limit id (``Check.lid``) in the current state, for
-        a member that hears of it from another before any of its own requests used it."""
+    def limit_for(self, lid: str) -> tuple[int, str, bool, int] | None:
+        """``(units, duration, aligned, anchor)`` of a fleet limit id (``Check.lid``) in the
+        current state (budgets in micro-USD), for a member that hears of it from another
+        before any of its own requests used it."""
         scope, _, rest = lid.partition("/")
         owner_id, _, rest = rest.partition("/")
         metric, _, duration = rest.partition("/")
         state = self.state
+        if scope == "budget":
+            for owner in (*state.vks.values(), *state.teams.values(), *state.customers.values()):
+                for b in owner.budgets:
+                    if b.id == owner_id and b.reset_duration == duration:
+                        return int(b.max_limit * 1_000_000), duration, b.calendar_aligned, b.created_at
+            return None
         owners: dict = {"vk": state.vks, "team": state.teams, "customer": state.customers}.get(scope, {})
         owner = owners.get(owner_id)
         rl = owner.rate_limit if owner is not None else None
         if rl is None:
             return None
         if metric == "requests" and rl.request_max_limit is not None and rl.request_reset_duration == duration:
-            return int(rl.request_max_limit), duration
+            return int(rl.request_max_limit), duration, True, 0
         if metric == "tokens" and rl.token_max_limit is not None and rl.token_reset_duration == duration:
-            return int(rl.token_max_limit), duration
+            return int(rl.token_max_limit), duration, True, 0
         return None
 
     # -- may it pass -------------------------------------------------------------------------
