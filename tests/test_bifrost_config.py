@@ -202,7 +202,7 @@ def test_config_check_groups_refused_ignored_and_used(tmp_path):
     ("bedrock", {"keys": [{"value": "", "bedrock_key_config": {"region": "us-east-1"}}]}),
     ("cohere", {"keys": [{"value": "co-key"}]}),
     ("my-vertex", {"custom_provider_config": {"base_provider_type": "vertex"}, "keys": []}),
-    ("g", {"type": "gemini", "keys": [{"value": "k"}]}),
+    ("voice", {"type": "elevenlabs", "keys": [{"value": "k"}]}),
 ])
 def test_unsupported_bifrost_provider_is_skipped_with_a_warning_naming_it(name, entry):
     loaded = load_data({"providers": {"openai": copy.deepcopy(PROVIDER), name: entry}}, ENV)

@@ -8,7 +8,7 @@ import pytest
 
 from support import GatewayProcess
 
-SKIPPED = ("bedrock", "gemini", "vertex")
+SKIPPED = ("bedrock", "vertex")
 
 
 def config(mock_url: str) -> dict:
@@ -18,7 +18,6 @@ def config(mock_url: str) -> dict:
         # As Bifrost's docs write them (values are never sent anywhere: the providers are skipped).
         "bedrock": {"keys": [{"name": "aws", "value": "", "models": ["*"], "weight": 1,
                               "bedrock_key_config": {"access_key": "AKIAEXAMPLE", "secret_key": "example", "region": "us-east-1"}}]},
-        "gemini": {"keys": [{"name": "g", "value": "gemini-example-key", "models": ["*"], "weight": 1}]},
         "vertex": {"keys": [{"name": "v", "value": "", "models": ["*"], "weight": 1,
                              "vertex_key_config": {"project_id": "p", "region": "us-central1", "auth_credentials": ""}}]},
     }}

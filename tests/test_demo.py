@@ -138,3 +138,13 @@ def test_cluster_demo_with_embedded_postgres_watches_the_limit_hold_and_ctrl_c_s
             assert pgdata.encode() not in cmdline.read_bytes(), "the embedded PostgreSQL still runs"
         except (FileNotFoundError, ProcessLookupError):
             pass
+
+
+def test_cluster_demo_with_an_unreachable_postgres_says_so_and_starts_nothing(tmp_path):
+    dsn = "postgresql://demo:hunter2-secret@127.0.0.1:1/nothing"
+    demo = Proc([sys.executable, "-m", "rainbridge", "demo", "--cluster", "3", "--postgres", dsn], tmp_path / "demo.log")
+    assert demo.popen.wait(30) == 2
+    out = demo.output()
+    assert "rainbridge: cannot connect to PostgreSQL at postgresql://demo:***@127.0.0.1:1/nothing" in out
+    assert "hunter2-secret" not in out
+    assert "replicas of one gateway" not in out

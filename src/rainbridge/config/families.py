@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAMILIES = ("openai", "azure", "anthropic")
+FAMILIES = ("openai", "azure", "anthropic", "gemini")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,7 @@ KNOWN_PROVIDERS: dict[str, KnownProvider] = {
     "openai": KnownProvider("openai", "https://api.openai.com"),
     "azure": KnownProvider("azure", None),
     "anthropic": KnownProvider("anthropic", "https://api.anthropic.com"),
+    "gemini": KnownProvider("gemini", "https://generativelanguage.googleapis.com"),
     "groq": KnownProvider("openai", "https://api.groq.com/openai"),
     "mistral": KnownProvider("openai", "https://api.mistral.ai"),
     "openrouter": KnownProvider("openai", "https://openrouter.ai/api"),
@@ -53,7 +54,7 @@ def provider_family(name: str, explicit_type: str | None, custom_base: str | Non
 # less the ones above). A config naming one starts without it, with a warning naming it; its
 # models answer 404 ``provider_not_supported``.
 UNSUPPORTED_PROVIDERS = frozenset({
-    "bedrock", "vertex", "gemini", "cohere", "perplexity", "nebius", "huggingface", "parasail",
+    "bedrock", "vertex", "cohere", "perplexity", "nebius", "huggingface", "parasail",
     "elevenlabs", "replicate", "runway", "runware", "bedrock_mantle", "opencode-go", "opencode-zen",
 })
 

@@ -111,7 +111,7 @@ class CustomProviderConfig(Base):
 
 
 class ProviderConfig(Base):
-    # rainbridge extension: the API family ("openai", "azure", "anthropic") for a provider
+    # rainbridge extension: the API family ("openai", "azure", "anthropic", "gemini") for a provider
     # under a name of your choice; Bifrost's custom_provider_config.base_provider_type works too.
     type: str | None = None
     keys: list[KeyConfig] = []

@@ -56,9 +56,10 @@ class Counters(Protocol):
 
     def reserved(self, key: Key) -> float: ...
 
-    def bind(self, slot: Slot, lid: str, limit: float, duration: str, cost_reserved: bool) -> None:
+    def bind(self, slot: Slot, lid: str, limit: float, duration: str, cost_reserved: bool,
+             scale: int = 1, aligned: bool = True, anchor: int = 0) -> None:
         """The slot counts against the fleet-wide limit ``lid`` (a no-op on a single node)."""
 
-    def reach(self, slot: Slot, cost: int) -> bool:
+    def reach(self, slot: Slot, cost: float) -> bool:
         """Admission past ``slot.low``: True to admit, False when the fleet refused (may
         raise ``fleet.AwaitGrant``)."""

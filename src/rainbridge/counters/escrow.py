@@ -113,7 +113,6 @@ from rainbridge.counters.escrow_messages import (
     SyncRequest,
     UsageDelta,
 )
-from rainbridge.counters.windows import window_for
 
 __all__ = ["Allowance", "EscrowConfig", "EscrowNode", "Limit", "backoff", "grant_size"]
 
@@ -413,7 +412,7 @@ class EscrowNode:
                 del table[key]
 
     def _end_of(self, lid: str, ws: int) -> int:
-        return window_for(self.limits[lid].duration, ws, True).end_ms
+        return self.limits[lid].window_at(ws)[1]
 
     def _servable(self, lid: str, ws: int, now: int) -> bool:
         """Grants for this window are still (or already) allowed (clock-skew slack)."""
@@ -684,8 +683,8 @@ class EscrowNode:
 
     def _collect_one(self, key: WKey) -> None:
         a = self.member.allow.get(key)
-        if a is not None and a.used:
-            self._usage_of(key).set_own(self.me, a.used)
+        if a is not None and a.reported_usage():
+            self._usage_of(key).set_own(self.me, a.reported_usage())
 
     def _collect(self, now: int) -> None:
         """Own usage into the usage CRDT; forget windows long ended."""

@@ -25,7 +25,14 @@ class Limit:
 
     lid: str
     limit: int  # units per window
-    duration: str  # "1m", "10s" … (calendar-aligned windows, see windows.py)
+    duration: str  # "1m", "10s" … (see windows.py)
+    aligned: bool = True  # calendar-aligned windows, else counted from ``anchor`` (epoch ms)
+    anchor: int = 0
+
+    def window_at(self, now: int) -> tuple[int, int]:
+        """(start, end) of the window open at ``now``."""
+        w = window_for(self.duration, now, self.aligned, self.anchor)
+        return w.start_ms, w.end_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,7 @@ class Allowance:
         "last_use",
         "reported",
         "returned",
+        "usage",
         "used",
         "waiters",
     )
@@ -78,7 +86,11 @@ class Allowance:
         self.end_ms = end_ms
         self.granted = 0
         self.returned = 0
-        self.used = 0
+        self.used = 0  # units of the allowance taken (admitted, or reserved in flight)
+        # What is reported as usage (monotone, merged by max): ``used`` unless the caller
+        # keeps reservations apart (tokens: a reservation settled lower must never show in
+        # the fleet's usage).
+        self.usage: int | None = None
         self.reported = 0  # usage last sent to the owner
         self.last_grant = 0  # size of the last top-up (sets the low-water mark)
         self.last_use = 0
@@ -88,6 +100,9 @@ class Allowance:
         self.denied_at: int | None = None
         self.deny_ms = 0  # how long the last refusal is cached
         self.waiters: deque[tuple[object, int, int]] = deque()  # (ticket, cost, deadline)
+
+    def reported_usage(self) -> int:
+        return self.used if self.usage is None else self.usage
 
     def spare(self) -> int:
         return self.granted - self.returned - self.used
@@ -149,9 +164,10 @@ class MemberSide:
         (marked as reported)."""
         out = []
         for (lid, ws), a in self.allow.items():
-            if a.used > a.reported:
-                a.reported = a.used
-                out.append((lid, ws, a.used))
+            usage = a.reported_usage()
+            if usage > a.reported:
+                a.reported = usage
+                out.append((lid, ws, usage))
         return out
 
     def give_back_all(self) -> None:
@@ -190,8 +206,7 @@ class MemberSide:
         """The window of ``lid`` open at ``now`` (by this member's clock)."""
         w = self._windows.get(lid)
         if w is None or not w[0] <= now < w[1]:
-            start, end = window_for(self.limits[lid].duration, now, True)
-            w = self._windows[lid] = (start, end)
+            w = self._windows[lid] = self.limits[lid].window_at(now)
         return w
 
     def _ask_wait(self, a: Allowance) -> int:
@@ -208,9 +223,9 @@ class MemberSide:
         if owner is None:
             return
         a.ask_at, a.asked_want = now, want
-        a.reported = a.used
+        a.reported = a.reported_usage()
         self.stats["asks"] += 1
-        self._send(owner, Ask(lid, ws, self.me, want, a.granted, a.returned, a.used))
+        self._send(owner, Ask(lid, ws, self.me, want, a.granted, a.returned, a.reported))
 
     def _drain_waiters(self, lid: str, ws: int, a: Allowance) -> None:
         """Admit the waiters the allowance now covers; with ``wake_only`` wake them without
@@ -248,8 +263,8 @@ class MemberSide:
         a.returned += max(0, a.spare())
         owner = owner or self._owner_of(lid)
         if owner is not None:
-            a.reported = a.used
-            self._send(owner, Return(lid, ws, self.me, a.returned, a.used))
+            a.reported = a.reported_usage()
+            self._send(owner, Return(lid, ws, self.me, a.returned, a.reported))
 
     def on_grant(self, m: Grant, sender: str, now: int) -> None:
         a = self.allow.get((m.lid, m.window))

@@ -3,9 +3,10 @@
 ``LocalCounters`` (persistence, load, flush) plus one ``EscrowNode`` driven on the event
 loop, with the cluster service as its transport. How the request path uses it:
 
-- Each request or token limit a plan checks is **bound** to a slot (``bind``): its limit id
-  ``lid`` is ``scope/id/metric/duration``, so a changed duration starts new windows, while a
-  changed value applies to the window's usage so far.
+- Each request limit, token limit and budget a plan checks is **bound** to a slot
+  (``bind``): its limit id ``lid`` is ``scope/id/metric/duration``, so a changed duration
+  starts new windows, while a changed value applies to the window's usage so far. Budgets
+  count micro-USD in the escrow (integers), USD in the slot.
 - The slot carries ``low``: the value of ``committed`` (the fleet's usage as this process
   sees it) up to which this process may admit on its own, without asking anyone:
   ``others + granted − returned`` minus a low-water margin (half of the last top-up). Far
@@ -17,9 +18,10 @@ loop, with the cluster service as its transport. How the request path uses it:
 - ``others`` is the rest of the fleet's usage: per other member-incarnation, the larger of
   what the store held at start and what gossip (the escrow's usage CRDT) reports.
 
-The escrow's usage of a slot is the slot's own usage (``committed − others``, plus the
-tokens reserved by requests in flight), copied in before every escrow step, so nothing is
-counted twice. Until the member has synced with the cluster (``ready``), governed
+The escrow's view of a slot is copied in before every escrow step, so nothing is counted
+twice: the allowance taken is the slot's own usage (``committed − others``) plus, for
+tokens, what requests in flight reserved; the usage reported to the fleet is the own usage
+alone (monotone: a reservation settled lower never shows). Until the member has synced with the cluster (``ready``), governed
 admissions are refused with 503 ``cluster_syncing`` and readiness says so.
 """
 
@@ -67,15 +69,17 @@ class AwaitGrant(Exception):
 
 
 class Binding:
-    """A slot bound to a fleet limit."""
+    """A slot bound to a fleet limit. The escrow counts integer units: ``scale`` of them
+    per unit of the slot (1 for requests and tokens; spend, in USD, counts micro-USD)."""
 
-    __slots__ = ("cost_reserved", "lid", "slot", "window")
+    __slots__ = ("cost_reserved", "lid", "scale", "slot", "window")
 
-    def __init__(self, lid: str, slot: Slot, window: int, cost_reserved: bool) -> None:
+    def __init__(self, lid: str, slot: Slot, window: int, cost_reserved: bool, scale: int) -> None:
         self.lid = lid
         self.slot = slot
         self.window = window
-        self.cost_reserved = cost_reserved  # tokens: reservations count as used
+        self.cost_reserved = cost_reserved  # tokens and spend: reservations count as taken
+        self.scale = scale
 
 
 def node_to_member(node_id: str) -> str:
@@ -199,16 +203,18 @@ class FleetCounters(LocalCounters):
 
     # -- binding slots to limits ---------------------------------------------------------------
 
-    def bind(self, slot: Slot, lid: str, limit: float, duration: str, cost_reserved: bool) -> None:
-        """Plan.refresh: this slot counts against fleet limit ``lid`` (requests or tokens)."""
+    def bind(self, slot: Slot, lid: str, limit: float, duration: str, cost_reserved: bool,
+             scale: int = 1, aligned: bool = True, anchor: int = 0) -> None:
+        """Plan.refresh: this slot counts against fleet limit ``lid``."""
+        units = int(limit * scale)
         known = self.limits.get(lid)
-        if known is None or known.limit != int(limit):
-            self.limits[lid] = lim = Limit(lid, int(limit), duration)
+        if known is None or known.limit != units:
+            self.limits[lid] = lim = Limit(lid, units, duration, aligned, anchor)
             if self.escrow is not None:
                 self.escrow.add_limit(lim, self.now_ms())
         b = self.bindings.get(slot.key)
         if b is None:
-            self.bindings[slot.key] = b = Binding(lid, slot, slot.key[3], cost_reserved)
+            self.bindings[slot.key] = b = Binding(lid, slot, slot.key[3], cost_reserved, scale)
             if self.escrow is not None:
                 self._seed_usage(b)
         self._refresh_slot(b)
@@ -226,11 +232,11 @@ class FleetCounters(LocalCounters):
             if loaded:
                 usage = escrow._usage_of((b.lid, b.window))
                 for nid, value in loaded.items():
-                    usage.set_own(node_to_member(nid), int(value))
+                    usage.set_own(node_to_member(nid), math.ceil(value * b.scale))
 
     # -- admission past ``low`` ------------------------------------------------------------------
 
-    def reach(self, slot: Slot, cost: int) -> bool:
+    def reach(self, slot: Slot, cost: float) -> bool:
         """Admission past ``slot.low``: True to admit (the allowance covers it), False when
         the fleet refused; raises ``AwaitGrant`` when a grant is on its way."""
         b = self.bindings.get(slot.key)
@@ -245,7 +251,7 @@ class FleetCounters(LocalCounters):
         self._sync_used()
         self._tickets += 1
         ticket = self._tickets
-        verdict = escrow.admit(b.lid, self.now_ms(), ticket, cost)
+        verdict = escrow.admit(b.lid, self.now_ms(), ticket, math.ceil(cost * b.scale))
         if verdict is None:
             fut = asyncio.get_running_loop().create_future()
             self._waiting[ticket] = fut
@@ -267,7 +273,9 @@ class FleetCounters(LocalCounters):
             a = allow.get((b.lid, b.window))
             if a is not None:
                 s = b.slot
-                a.used = int(s.committed - s.others + (s.reserved if b.cost_reserved else 0))
+                own = s.committed - s.others
+                a.usage = round(own * b.scale)
+                a.used = math.ceil((own + s.reserved) * b.scale) if b.cost_reserved else a.usage
 
     def _after(self) -> None:
         """Send what the escrow wants sent, resolve waiting admissions, refresh slots and
@@ -303,10 +311,12 @@ class FleetCounters(LocalCounters):
         combined = dict(self.loaded.get(s.key, ()))
         usage = escrow._usage.get((b.lid, b.window))
         if usage is not None:
+            scale = b.scale
             for member, used in usage.by_member.items():
                 nid = member_to_node(member)
-                if used > combined.get(nid, 0):
-                    combined[nid] = used
+                value = used if scale == 1 else used / scale
+                if value > combined.get(nid, 0):
+                    combined[nid] = value
         combined.pop(self.node_id, None)
         others = sum(combined.values())
         if others > s.others:  # usage only grows: a stale report never lowers it
@@ -317,7 +327,8 @@ class FleetCounters(LocalCounters):
             s.low = -NEVER
             return
         margin = (a.last_grant + 1) // 2 if a.last_grant > 1 else 0
-        s.low = s.others + a.granted - a.returned - margin
+        room = a.granted - a.returned - margin
+        s.low = s.others + (room if b.scale == 1 else room / b.scale)
 
     def _arm(self) -> None:
         escrow = self.escrow

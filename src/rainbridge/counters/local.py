@@ -95,10 +95,11 @@ class LocalCounters:
         s = self.slots.get(key)
         return s.reserved if s is not None else 0.0
 
-    def bind(self, slot: Slot, lid: str, limit: float, duration: str, cost_reserved: bool) -> None:
+    def bind(self, slot: Slot, lid: str, limit: float, duration: str, cost_reserved: bool,
+             scale: int = 1, aligned: bool = True, anchor: int = 0) -> None:
         """Limits of one process need no coordination."""
 
-    def reach(self, slot: Slot, cost: int) -> bool:
+    def reach(self, slot: Slot, cost: float) -> bool:
         return True
 
     # -- persistence ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -45,6 +46,8 @@ from .routing import Routes, Target
 log = logging.getLogger("rainbridge.gateway")
 
 MODELS_TTL_S = 60.0
+COMPLETION_ESTIMATE_ENV = "RAINBRIDGE_COMPLETION_ESTIMATE_TOKENS"
+COMPLETION_ESTIMATE_DEFAULT = 256
 # An admission short of fleet allowance waits for a grant (each wait ends after the escrow's
 # wait_ms) and admits again: at most this many times, and this long in all.
 MAX_GRANT_WAITS = 20
@@ -95,6 +98,7 @@ class Gateway:
         self._version: str | None = None
         self._maintenance: asyncio.Task | None = None
         self.poll_interval_s = poll_interval(os.environ)  # config store changes -> this worker
+        self.completion_estimate = completion_estimate(os.environ)
         self._reload_lock = asyncio.Lock()  # an older snapshot never overwrites a newer one
         self.propagation: ConfigPropagation | None = None  # changes announced on the cluster
         self.draining = False  # set on SIGTERM: see begin_drain
@@ -278,12 +282,14 @@ class Gateway:
             return targets, None
         record.virtual_key_id = vk.id
         max_tokens = req.get("max_tokens") or req.get("max_completion_tokens")
-        if type(max_tokens) is not int or max_tokens < 0:
-            max_tokens = 0
+        if type(max_tokens) is not int or max_tokens <= 0:  # no bound given: reserve an estimate
+            max_tokens = self.completion_estimate
         allowed = gov.allowed_keys(vk) if vk.provider_configs else None
         # ~4 bytes of JSON per prompt token: a reservation, corrected when the answer comes.
+        first = targets[0]
+        where = (first.provider.name, first.model)
         try:
-            record.admission = admission = gov.admit(vk, body_size // 4, max_tokens, now_ms)
+            record.admission = admission = gov.admit(vk, body_size // 4, max_tokens, now_ms, *where)
         except AwaitGrant as pending:  # near a fleet limit: the route awaits admit_later
             pending.retry = lambda: self._admit_again(vk, body_size // 4, max_tokens, record, targets, allowed)
             raise
@@ -292,7 +298,9 @@ class Gateway:
 
     def _admit_again(self, vk, prompt: int, max_tokens: int, record: RequestRecord,
                      targets: list[Target], allowed: dict | None) -> tuple[list[Target], dict | None]:
-        record.admission = admission = self.governance.admit(vk, prompt, max_tokens, int(time.time() * 1000))
+        first = targets[0]
+        record.admission = admission = self.governance.admit(
+            vk, prompt, max_tokens, int(time.time() * 1000), first.provider.name, first.model)
         record.head_lines = admission[-1]
         return targets, allowed
 
@@ -416,6 +424,21 @@ class Gateway:
             {"id": f"{provider.name}/{name}", "object": "model", "created": 0, "owned_by": provider.name}
             for name in sorted(names)
         ]
+
+
+def completion_estimate(environ: Mapping[str, str]) -> int:
+    """Completion tokens a governed request without ``max_tokens`` reserves against token
+    limits and budgets until its real usage is known (``COMPLETION_ESTIMATE_ENV``, ≥ 0;
+    default 256: about a typical chat answer). Too low lets requests in flight overshoot a
+    limit by what they use beyond it; too high holds back room near a limit."""
+    raw = environ.get(COMPLETION_ESTIMATE_ENV, "").strip()
+    if not raw:
+        return COMPLETION_ESTIMATE_DEFAULT
+    if not raw.isdigit() or len(raw) > 9:
+        log.warning("%s=%r is not a whole number of tokens; using %d", COMPLETION_ESTIMATE_ENV, raw,
+                    COMPLETION_ESTIMATE_DEFAULT)
+        return COMPLETION_ESTIMATE_DEFAULT
+    return int(raw)
 
 
 class _MembershipBridge(ClusterHandler):

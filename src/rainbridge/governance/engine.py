@@ -114,7 +114,9 @@ class Plan:
             for c in self.checks:
                 w = c.current(now_ms)
                 c.slot = counters.slot((c.scope, c.owner_id, c.metric, w.start_ms), w.end_ms)
-                if c.metric != "spend":  # (budgets: usage gossip only, see README)
+                if c.metric == "spend":  # USD in the slot, micro-USD in a fleet's escrow
+                    counters.bind(c.slot, c.lid, c.limit, c.duration, True, 1_000_000, c.aligned, c.anchor)
+                else:
                     counters.bind(c.slot, c.lid, c.limit, c.duration, c.metric == "tokens")
                 lists[c.metric].append((c.slot, c.limit))
                 valid_from = max(valid_from, w.start_ms)
@@ -183,9 +185,10 @@ class GovernanceState:
 # What one admitted request holds until it is settled, as a plain tuple (made on every
 # governed request; a tuple costs a fraction of an object with an ``__init__``):
 # (the token slots it reserved on, the budget slots it will be charged on, the tokens
-#  reserved on each, the key's plan (its price cache), and last the x-ratelimit-* header
-#  lines of the answer: rendered, see ``server.http.HEAD_LINES``).
-Admission = tuple[list[tuple[Slot, float]], list[tuple[Slot, float]], int, "Plan", bytes]
+#  reserved on each, the key's plan (its price cache), the worst-case cost reserved on each
+#  budget, and last the x-ratelimit-* header lines of the answer: rendered, see
+#  ``server.http.HEAD_LINES``).
+Admission = tuple[list[tuple[Slot, float]], list[tuple[Slot, float]], int, "Plan", float, bytes]
 
 
 def needs_usage(admission: Admission) -> bool:
@@ -308,8 +311,11 @@ class Governance:
 
     # -- may it pass -------------------------------------------------------------------------
 
-    def admit(self, vk: VirtualKey, prompt_tokens: int, max_tokens: int, now_ms: int) -> Admission:
-        """Check every limit of the key, its team and its customer and reserve, all or nothing."""
+    def admit(self, vk: VirtualKey, prompt_tokens: int, max_tokens: int, now_ms: int,
+              provider: str | None = None, model: str | None = None) -> Admission:
+        """Check every limit of the key, its team and its customer and reserve, all or nothing.
+        ``provider``/``model``: where the request goes first; budgets reserve its worst-case
+        cost (the prompt estimate and ``max_tokens`` at that model's price)."""
         state = self.state
         plan = state.plans.get(vk.id) or state.plan(vk)
         if not (plan.valid_from <= now_ms < plan.valid_until):
@@ -327,15 +333,25 @@ class Governance:
                 raise self._denied(plan, estimate, now_ms)
             if s.committed + s.reserved + estimate > s.low:
                 near = True
-        for s, limit in spend:
+        cost = 0.0
+        if spend:
+            price = self._price(plan, provider, model)
+            if price is not None:
+                cost = prompt_tokens * price.input_per_token + max_tokens * price.output_per_token
+        for s, limit in spend:  # a budget needs room left; its fleet allowance the cost
             if s.committed >= limit:
                 raise self._denied(plan, estimate, now_ms)
+            if s.committed + s.reserved + cost > s.low:
+                near = True
         if near:
-            self._reach(plan, estimate, now_ms)
+            self._reach(plan, estimate, cost, now_ms)
         for s, _ in requests:
             s.committed += 1
         for s, _ in tokens:
             s.reserved += estimate
+        if cost:
+            for s, _ in spend:
+                s.reserved += cost
         pair = plan.pair
         if pair is not None:  # one request limit and one token limit: only the counts change
             template, rs, rl, ts, tl = pair
@@ -344,9 +360,16 @@ class Governance:
             lines = template % (left_r if left_r > 0 else 0, left_t if left_t > 0 else 0)
         else:
             lines = _head_lines(plan) if plan.header_groups else b""
-        return tokens, spend, estimate, plan, lines
+        return tokens, spend, estimate, plan, cost, lines
 
-    def _reach(self, plan: Plan, estimate: int, now_ms: int) -> None:
+    def _price(self, plan: Plan, provider: str | None, model: str | None) -> Price | None:
+        """The model's price, cached on the plan (the same model, request after request)."""
+        if model != plan.priced_model or provider != plan.priced_provider:
+            plan.price = self.pricing.price(provider, model) if provider and model else None
+            plan.priced_provider, plan.priced_model = provider, model
+        return plan.price
+
+    def _reach(self, plan: Plan, estimate: int, cost: float, now_ms: int) -> None:
         """Ask the fleet for each limit past its allowance's low-water mark (the slow path):
         raises the denial of a limit the fleet refused, or ``fleet.AwaitGrant``."""
         reach = self.counters.reach
@@ -356,10 +379,14 @@ class Governance:
         for s, _ in plan.tokens:
             if s.committed + s.reserved + estimate > s.low and not reach(s, estimate):
                 raise self._fleet_denial(plan, s, estimate, now_ms)
+        for s, _ in plan.spend:
+            if s.committed + s.reserved + cost > s.low and not reach(s, cost):
+                raise self._fleet_denial(plan, s, cost, now_ms)
 
     def _fleet_denial(self, plan: Plan, slot: Slot, amount: float, now_ms: int) -> GatewayError:
         check = next(c for c in plan.checks if c.slot is slot)
-        return self._denial(check, max(slot.committed + slot.reserved, check.limit), amount, now_ms)
+        used = slot.committed if check.metric == "spend" else max(slot.committed + slot.reserved, check.limit)
+        return self._denial(check, used, amount, now_ms)
 
     def _denied(self, plan: Plan, estimate: float, now_ms: int) -> GatewayError:
         """The error for the first check the request does not pass (the slow path)."""
@@ -405,19 +432,15 @@ class Governance:
         """Replace the reservations by what the request used and return its cost; the caller
         settles each admission once (a retried or fallen-back request is one admission:
         charged once)."""
-        tokens, spend, estimate, plan, _ = admission
+        tokens, spend, estimate, plan, reserved_cost, _ = admission
         used = prompt + completion
         for s, _ in tokens:
             s.reserved -= estimate
             s.committed += used
-        if model != plan.priced_model or provider != plan.priced_provider:  # (the same, request after request)
-            plan.price = self.pricing.price(provider, model) if provider and model else None
-            plan.priced_provider, plan.priced_model = provider, model
-        price = plan.price
-        if price is None:
-            return 0.0
-        cost = prompt * price.input_per_token + completion * price.output_per_token
+        price = self._price(plan, provider, model)
+        cost = 0.0 if price is None else prompt * price.input_per_token + completion * price.output_per_token
         for s, _ in spend:
+            s.reserved -= reserved_cost
             s.committed += cost
         return cost
 

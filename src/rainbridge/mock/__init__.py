@@ -1,8 +1,8 @@
-"""A fake upstream LLM provider: OpenAI, Azure OpenAI and Anthropic over real HTTP.
+"""A fake upstream LLM provider: OpenAI, Azure OpenAI, Anthropic and Gemini over real HTTP.
 
 The gateway's tests, demo and benchmarks run against it, because no real
-provider is reachable. Answers are deterministic; the official `openai` and
-`anthropic` SDKs work against it with only `base_url` changed.
+provider is reachable. Answers are deterministic; the official `openai`,
+`anthropic` and `google-genai` SDKs work against it with only `base_url` changed.
 
 Endpoints
 ---------
@@ -14,6 +14,7 @@ Endpoints
 | `GET /v1/models`, `GET /v1/models/{id}` | model list (Anthropic shape when `anthropic-version` is sent) |
 | `POST /openai/deployments/{name}/chat/completions`, `/completions`, `/embeddings` | Azure OpenAI (`api-key`, `?api-version=` required) |
 | `POST /v1/messages`, `POST /v1/messages/count_tokens` | Anthropic Messages (`x-api-key`, `anthropic-version` required) |
+| `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent` (`?alt=sse`), `:embedContent`, `:batchEmbedContents`; `GET /v1beta/models[/{model}]` | Gemini API (`x-goog-api-key` or `?key=`; `/v1/models/{model}:…` too); see `gemini_api` |
 | `GET /mock/stats`, `POST /mock/reset` | introspection (not counted in the stats) |
 
 The answer is `"This is a mock response from <model>: "` followed by the first
@@ -42,13 +43,14 @@ control name or a bad value is a 400 naming it.
 | `fail-first` | count | fail the first K requests carrying the same `mock-id` (status `fail-status`, default 500), then succeed; without a `mock-id` all such requests share one counter |
 | `mock-id` | string | groups requests for `fail-first` and `by_mock_id` (header `x-mock-mock-id` or `x-mock-id`) |
 | `cut-after` | count | stream: after K content chunks drop the connection with no terminal chunk (at the end of the content if it is shorter); non-stream: drop the connection unanswered |
-| `error-after` | count | stream: after K content chunks (or at the end of a shorter content) send an error event in the API's format (OpenAI `data: {"error": ...}` server_error, Anthropic `event: error` overloaded_error) and end the stream cleanly; ignored without `stream` |
+| `error-after` | count | stream: after K content chunks (or at the end of a shorter content) send an error event in the API's format (OpenAI `data: {"error": ...}` server_error, Anthropic `event: error` overloaded_error, Gemini `data: {"error": ...}` 503 UNAVAILABLE) and end the stream cleanly; ignored without `stream` |
 | `hang` | bool | never answer; when the client gives up it counts as a disconnect |
-| `retry-after` | string | `retry-after` header on error responses (default `1` on 429) |
+| `retry-after` | string | `retry-after` header on error responses (default `1` on 429); Gemini sends no header but a RetryInfo `retryDelay` of this many seconds in a 429's body |
 
 An API key containing `status-NNN` (e.g. `sk-status-401-x`; in `Authorization:
-Bearer`, `x-api-key` or `api-key` alike) makes every request with it fail
-with status NNN (4xx/5xx). Order of checks: route (404/405), key present
+Bearer`, `x-api-key`, `api-key` or `x-goog-api-key` alike) makes every request with it fail
+with status NNN (4xx/5xx; Gemini answers 401 as Google answers a bad key: 400
+INVALID_ARGUMENT, reason API_KEY_INVALID). Order of checks: route (404/405), key present
 (401), `anthropic-version` / `api-version` (400), controls valid (400),
 key status, fail-first / fail-status, then body validation (400).
 

@@ -16,9 +16,9 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from . import anthropic_api, openai_api
+from . import anthropic_api, gemini_api, openai_api
 from .controls import NO_CONTROLS, ControlError, Controls, key_status, parse_controls
-from .errors import ANTHROPIC, AZURE, OPENAI, ApiError, error_body, mock_failure
+from .errors import ANTHROPIC, AZURE, GEMINI, OPENAI, ApiError, error_body, mock_failure
 from .http import Deferred, HttpConnection
 from .reply import Call, Reply, Request
 from .stats import MockStats
@@ -27,10 +27,11 @@ from .stats import MockStats
 @dataclass(slots=True, frozen=True)
 class Route:
     family: str
-    # chat, completions, embeddings, messages, count_tokens, models, model
+    # chat, completions, embeddings, messages, count_tokens, models, model,
+    # generate, stream_generate, embed, batch_embed
     endpoint: str
     methods: tuple[str, ...]
-    param: str | None = None  # Azure deployment, or model id
+    param: str | None = None  # Azure deployment, or model id (Gemini: the model in the path)
 
 
 _EXACT = {
@@ -41,6 +42,13 @@ _EXACT = {
     "/v1/messages": Route(ANTHROPIC, "messages", ("POST",)),
     "/v1/messages/count_tokens": Route(ANTHROPIC, "count_tokens", ("POST",)),
     "/openai/models": Route(AZURE, "models", ("GET",)),
+    "/v1beta/models": Route(GEMINI, "models", ("GET",)),
+}
+_GEMINI_METHODS = {
+    "generateContent": "generate",
+    "streamGenerateContent": "stream_generate",
+    "embedContent": "embed",
+    "batchEmbedContents": "batch_embed",
 }
 _AZURE_OPS = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
 _POST_HANDLERS = {
@@ -49,6 +57,9 @@ _POST_HANDLERS = {
     "embeddings": openai_api.embeddings,
     "messages": anthropic_api.messages,
     "count_tokens": anthropic_api.count_tokens,
+    "generate": gemini_api.generate,
+    "embed": gemini_api.embed,
+    "batch_embed": gemini_api.batch_embed,
 }
 
 
@@ -56,22 +67,40 @@ def route(path: str, headers: dict[str, str]) -> Route | None:
     """Which endpoint a path names; /v1/models answers in Anthropic's shape to Anthropic clients."""
     found = _EXACT.get(path)
     if found is None:
-        if path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+        if _gemini_v1(path):  # Gemini's v1: /v1/models/{model}:{method}
+            model, _, method = unquote(path[len("/v1/models/") :]).rpartition(":")
+            found = Route(GEMINI, _GEMINI_METHODS[method], ("POST",), model)
+        elif path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             found = Route(OPENAI, "model", ("GET",), unquote(path[len("/v1/models/") :]))
         elif path.startswith("/openai/deployments/"):
             deployment, _, op = path[len("/openai/deployments/") :].partition("/")
             if deployment and op in _AZURE_OPS:
                 found = Route(AZURE, _AZURE_OPS[op], ("POST",), unquote(deployment))
+        elif path.startswith("/v1beta/models/"):
+            model, colon, method = unquote(path[len("/v1beta/models/") :]).rpartition(":")
+            if colon and model and method in _GEMINI_METHODS:
+                found = Route(GEMINI, _GEMINI_METHODS[method], ("POST",), model)
+            elif not colon and method:
+                found = Route(GEMINI, "model", ("GET",), method)
     if found is not None and found.family == OPENAI and found.endpoint.startswith("model"):
         if "anthropic-version" in headers:
             found = Route(ANTHROPIC, found.endpoint, found.methods, found.param)
     return found
 
 
+def _gemini_v1(path: str) -> bool:
+    if not path.startswith("/v1/models/"):
+        return False
+    model, colon, method = path[len("/v1/models/") :].rpartition(":")
+    return bool(colon and model) and method in _GEMINI_METHODS
+
+
 def guess_family(path: str, headers: dict[str, str]) -> str:
     """The API family an unknown path most likely belongs to, for the 404's shape."""
     if path.startswith("/openai/"):
         return AZURE
+    if path.startswith("/v1beta/") or "x-goog-api-key" in headers or _gemini_v1(path):
+        return GEMINI
     if path.startswith("/v1/messages") or "anthropic-version" in headers or "x-api-key" in headers:
         return ANTHROPIC
     return OPENAI
@@ -80,8 +109,11 @@ def guess_family(path: str, headers: dict[str, str]) -> str:
 _KEY_HEADERS = {ANTHROPIC: "x-api-key", AZURE: "api-key"}
 
 
-def api_key(family: str, headers: dict[str, str]) -> str | None:
-    """The caller's key: the family's own header, else `Authorization: Bearer` (all three accept it)."""
+def api_key(family: str, headers: dict[str, str], query: str = "") -> str | None:
+    """The caller's key: the family's own header, else `Authorization: Bearer` (OpenAI, Azure
+    and Anthropic accept it); Gemini takes `x-goog-api-key` or `?key=` (Bearer is OAuth there)."""
+    if family == GEMINI:
+        return headers.get("x-goog-api-key") or (parse_qs(query).get("key") or [None])[0]
     own = _KEY_HEADERS.get(family)
     if own is not None and headers.get(own):
         return headers[own]
@@ -119,7 +151,7 @@ class MockApp:
             controls = parse_controls(request.mock_headers, body)
         except ControlError as exc:
             controls, control_error = NO_CONTROLS, exc
-        key = api_key(family, request.headers)
+        key = api_key(family, request.headers, request.query)
         mock_id = controls.mock_id
         if mock_id is None and controls.fail_first is not None:
             mock_id = ""  # fail-first without a mock-id shares one anonymous counter
@@ -130,7 +162,9 @@ class MockApp:
         try:
             reply = self._answer(request, found, family, body, key, controls, control_error, seen)
         except ApiError as err:
-            headers = _error_headers(err, controls)
+            if family == GEMINI and err.status == 429 and err.details is None:
+                err.details = [_retry_info(controls.retry_after or "1")]
+            headers = _error_headers(err, controls) if family != GEMINI else []
             if err.status == 405 and found is not None:
                 headers.append(("allow", ", ".join(found.methods)))
             reply = Reply(err.status, error_body(family, err), headers=headers)
@@ -180,14 +214,15 @@ class MockApp:
             raise mock_failure(controls.fail_status, "fail-status")
 
         if found.endpoint == "models":
-            return anthropic_api.list_models() if family == ANTHROPIC else openai_api.list_models()
+            return _MODEL_APIS.get(family, openai_api).list_models()
         if found.endpoint == "model":
-            api = anthropic_api if family == ANTHROPIC else openai_api
-            return api.get_model(found.param or "")
+            return _MODEL_APIS.get(family, openai_api).get_model(found.param or "")
         if not isinstance(body, dict):
             raise _bad_body(family, request.body)
         self._seq += 1
         call = Call(family, body, controls, self._seq, int(time.time()), found.param)
+        if found.endpoint == "stream_generate":
+            return gemini_api.generate(call, stream=True, sse=parse_qs(request.query).get("alt") == ["sse"])
         return _POST_HANDLERS[found.endpoint](call)
 
     async def _deferred(self, reply: Reply, controls: Controls, conn: HttpConnection) -> None:
@@ -260,6 +295,15 @@ class MockApp:
         self._seq = 0
 
 
+_MODEL_APIS: dict[str, Any] = {ANTHROPIC: anthropic_api, GEMINI: gemini_api}
+
+
+def _retry_info(delay: str) -> dict:
+    """google.rpc.RetryInfo: how Gemini says when to come back (it sends no retry-after header)."""
+    seconds = delay if delay.endswith("s") else delay + "s"
+    return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": seconds}
+
+
 def _error_headers(err: ApiError, controls: Controls) -> list[tuple[str, str]]:
     retry_after = controls.retry_after
     if retry_after is None and err.status == 429:
@@ -268,6 +312,8 @@ def _error_headers(err: ApiError, controls: Controls) -> list[tuple[str, str]]:
 
 
 def _not_found(family: str, method: str, path: str) -> ApiError:
+    if family == GEMINI:
+        return ApiError(404, f"Method not found: {method} {path}")
     if family == ANTHROPIC:
         return ApiError(404, "Not Found")
     if family == AZURE:
@@ -276,6 +322,12 @@ def _not_found(family: str, method: str, path: str) -> ApiError:
 
 
 def _missing_key(family: str) -> ApiError:
+    if family == GEMINI:
+        return ApiError(
+            403,
+            "Method doesn't allow unregistered callers (callers without established identity). "
+            "Please use API Key or other form of API consumer identity to call this API.",
+        )
     if family == ANTHROPIC:
         return ApiError(401, "x-api-key header is required")
     if family == AZURE:
@@ -295,6 +347,10 @@ def _missing_key(family: str) -> ApiError:
 def _key_failure(family: str, status: int, key: str) -> ApiError:
     if status != 401:
         return mock_failure(status, "api key")
+    if family == GEMINI:
+        info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}
+        return ApiError(400, "API key not valid. Please pass a valid API key.", details=[info])
     if family == ANTHROPIC:
         return ApiError(401, "invalid x-api-key")
     masked = key[:6] + "*" * 4 + key[-4:] if len(key) > 10 else "****"
@@ -307,6 +363,8 @@ def _key_failure(family: str, status: int, key: str) -> ApiError:
 
 
 def _bad_body(family: str, raw: bytes) -> ApiError:
+    if family == GEMINI:
+        return ApiError(400, "Invalid JSON payload received. Expected an object.")
     if family == ANTHROPIC:
         return ApiError(
             400, "Request body must be a JSON object" if raw else "Request body is required"

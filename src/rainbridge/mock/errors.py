@@ -8,6 +8,22 @@ import orjson
 OPENAI = "openai"
 AZURE = "azure"
 ANTHROPIC = "anthropic"
+GEMINI = "gemini"
+
+# google.rpc.Code names Google's APIs put in `error.status`, by HTTP status.
+_GEMINI_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -32,6 +48,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         type: str | None = None,
+        details: list[dict] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -39,6 +56,7 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.type = type
+        self.details = details  # Gemini: google.rpc detail objects (ErrorInfo, RetryInfo …)
 
 
 def openai_type(status: int) -> str:
@@ -55,8 +73,19 @@ def anthropic_type(status: int) -> str:
     return "api_error" if status >= 500 else "invalid_request_error"
 
 
+def gemini_status(status: int) -> str:
+    if status in _GEMINI_STATUS:
+        return _GEMINI_STATUS[status]
+    return "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"
+
+
 def error_object(family: str, err: ApiError) -> dict:
     """The JSON error document, as each provider returns it."""
+    if family == GEMINI:
+        doc = {"code": err.status, "message": err.message, "status": err.type or gemini_status(err.status)}
+        if err.details:
+            doc["details"] = err.details
+        return {"error": doc}
     if family == ANTHROPIC:
         return {
             "type": "error",
@@ -81,7 +110,7 @@ def error_body(family: str, err: ApiError) -> bytes:
 
 
 def stream_error_frame(family: str, err: ApiError) -> bytes:
-    """A mid-stream error event: Anthropic's `event: error`, OpenAI's `data: {"error": ...}`."""
+    """A mid-stream error event: Anthropic's `event: error`, OpenAI's and Gemini's `data: {"error": ...}`."""
     doc = error_object(family, err)
     if family == ANTHROPIC:
         doc.pop("request_id")

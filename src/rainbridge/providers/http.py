@@ -27,7 +27,7 @@ from .base import ProviderKey, Reply, StreamError, UpstreamStream, iter_sse, ups
 FORBIDDEN_EXTRA = frozenset(
     {
         "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-        "te", "trailer", "expect", "authorization", "api-key", "x-api-key", "accept-encoding",
+        "te", "trailer", "expect", "authorization", "api-key", "x-api-key", "x-goog-api-key", "accept-encoding",
     }
 )
 

@@ -9,6 +9,7 @@ from ..upstream import UpstreamClient
 from .anthropic import AnthropicAdapter
 from .azure import AzureAdapter
 from .base import ProviderKey
+from .gemini import GeminiAdapter
 from .http import HttpAdapter
 from .openai import OpenAIAdapter
 
@@ -16,6 +17,7 @@ ADAPTERS: dict[str, type[HttpAdapter]] = {
     "openai": OpenAIAdapter,
     "azure": AzureAdapter,
     "anthropic": AnthropicAdapter,
+    "gemini": GeminiAdapter,
 }
 
 
