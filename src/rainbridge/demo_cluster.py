@@ -220,7 +220,7 @@ def _run(stack: contextlib.ExitStack, size: int, host: str, port: int, postgres:
     print(instructions(replicas, mock_url, pg_label, token, limit, tmp, watching=bool(watch_requests)), flush=True)
     if watch_requests:
         watch([r.url for r in replicas], VK_VALUE, watch_requests, limit, echo=lambda s: print(s, flush=True))
-        print("Press Ctrl-C to stop.", flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
     while True:
         for r in replicas:
             if r.proc.poll() is not None:
@@ -263,5 +263,5 @@ The cluster as one member sees it: members, their states, the fleet counters:
 
   RAINBRIDGE_ADMIN_TOKEN={token} {program()} cluster status --url {replicas[0].url}
 
-{hint}Press Ctrl-C to stop (replicas, fake provider, PostgreSQL if embedded, {tmp}).
+{hint}Ctrl-C stops the replicas, the fake provider and PostgreSQL if embedded, and deletes {tmp}
 """

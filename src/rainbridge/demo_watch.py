@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import orjson
 
 MODEL = "openai/gpt-4o-mini"
-WINDOW_MARGIN_S = 5.0  # fewer seconds than this left in the minute: wait for the next one
+WINDOW_MARGIN_S = 10.0  # fewer seconds than this left in the minute: wait for the next one
 
 
 def chat_status(url: str, key: str, timeout: float = 20.0) -> int:
