@@ -192,3 +192,12 @@ def free_port_at(ip: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def skip_window_edge(length_s: int = 3600, margin_s: float = 60.0) -> None:
+    """Calendar-aligned windows of ``length_s`` seconds must not end during what comes next:
+    with less than ``margin_s`` left in the current one, wait for the next (a clock boundary,
+    nothing to poll for)."""
+    left = length_s - time.time() % length_s
+    if left < margin_s:
+        time.sleep(left + 1)

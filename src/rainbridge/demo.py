@@ -35,11 +35,14 @@ Press Ctrl-C to stop.
 """
 
 
-def _start_mock(host: str) -> tuple[subprocess.Popen, str]:
+def start_mock(host: str, new_session: bool = False) -> tuple[subprocess.Popen, str]:
+    """The fake provider; in a session of its own (out of reach of a terminal's Ctrl-C) when
+    its starter stops it itself."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "rainbridge.mock", "--host", host, "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 15
@@ -53,7 +56,7 @@ def _start_mock(host: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the fake provider did not start")
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         try:
             sock.bind((host, port))
@@ -79,11 +82,11 @@ def demo_config(mock_url: str) -> dict:
 
 
 def run_demo(host: str, port: int) -> int:
-    mock, mock_url = _start_mock(host)
+    mock, mock_url = start_mock(host)
     try:
         with tempfile.TemporaryDirectory(prefix="rainbridge-demo-") as app_dir:
             Path(app_dir, "config.json").write_bytes(orjson.dumps(demo_config(mock_url), option=orjson.OPT_INDENT_2))
-            if port and not _port_free(host, port):
+            if port and not port_free(host, port):
                 log.warning("port %d is busy; using a free port instead", port)
                 port = 0
             if port == 0:

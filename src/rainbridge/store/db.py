@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import aiosqlite
 
@@ -278,7 +278,9 @@ class PostgresDatabase(Database):
         s = self.settings
         if s.dsn:
             parts = urlsplit(s.dsn)
-            return f"postgres://{parts.hostname}:{parts.port or 5432}{parts.path}"
+            # a Unix socket directory comes as ?host=/path (the demo's embedded PostgreSQL)
+            host = parts.hostname or parse_qs(parts.query).get("host", ["localhost"])[0]
+            return f"postgres://{host}:{parts.port or 5432}{parts.path}"
         return f"postgres://{s.host}:{s.port}/{s.db_name or ''}"
 
     def _connect_args(self) -> dict:
