@@ -48,6 +48,8 @@ class Slot:
 
 
 class Counters(Protocol):
+    shared: bool  # limits are shared with other members (cluster mode)
+
     def slot(self, key: Key, end_ms: int) -> Slot:
         """The live counter of one window (created empty on first use)."""
 

@@ -525,8 +525,9 @@ class EscrowNode:
             # (the grant lifts their cached refusal).
             self.stats["late_returns"] += 1
             pend = self._pending.setdefault(key, {})
-            for member, ask in r.denied.items():
-                pend.setdefault(member, ask)
+            for member, (want, _) in r.denied.items():
+                # As if it had seen its current grant: it gets new units, not a re-send.
+                pend.setdefault(member, (max(want, 1), led.granted.get(member, 0)))
             r.denied.clear()
         self._serve(key, now)
 

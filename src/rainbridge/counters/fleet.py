@@ -57,7 +57,7 @@ NEVER = math.inf
 # round waits longer before refusing (a late hand-back would otherwise be lost to the
 # burst), and groups of up to seven acceptors keep a three-replica × two-worker fleet's
 # group the whole roster (see EscrowNode.set_roster).
-FLEET_CONFIG = EscrowConfig(reclaim_ms=150, acceptors=7, wake_only=True)
+FLEET_CONFIG = EscrowConfig(reclaim_ms=250, acceptors=7, wake_only=True)
 
 
 class AwaitGrant(Exception):
@@ -95,6 +95,8 @@ def member_to_node(member: str) -> str:
 
 
 class FleetCounters(LocalCounters):
+    shared = True  # limits are the fleet's: budgets reserve their cost up front
+
     def __init__(self, node_id: str, config: EscrowConfig | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(node_id)

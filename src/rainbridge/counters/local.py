@@ -69,6 +69,8 @@ def row_key(key: Key) -> str:
 
 
 class LocalCounters:
+    shared = False  # one process: no other member to coordinate with
+
     def __init__(self, node_id: str):
         self.node_id = node_id
         self.slots: dict[Key, Slot] = {}

@@ -286,10 +286,8 @@ class Gateway:
             max_tokens = self.completion_estimate
         allowed = gov.allowed_keys(vk) if vk.provider_configs else None
         # ~4 bytes of JSON per prompt token: a reservation, corrected when the answer comes.
-        first = targets[0]
-        where = (first.provider.name, first.model)
         try:
-            record.admission = admission = gov.admit(vk, body_size // 4, max_tokens, now_ms, *where)
+            record.admission = admission = gov.admit(vk, body_size // 4, max_tokens, now_ms, targets[0])
         except AwaitGrant as pending:  # near a fleet limit: the route awaits admit_later
             pending.retry = lambda: self._admit_again(vk, body_size // 4, max_tokens, record, targets, allowed)
             raise
@@ -298,9 +296,7 @@ class Gateway:
 
     def _admit_again(self, vk, prompt: int, max_tokens: int, record: RequestRecord,
                      targets: list[Target], allowed: dict | None) -> tuple[list[Target], dict | None]:
-        first = targets[0]
-        record.admission = admission = self.governance.admit(
-            vk, prompt, max_tokens, int(time.time() * 1000), first.provider.name, first.model)
+        record.admission = admission = self.governance.admit(vk, prompt, max_tokens, int(time.time() * 1000), targets[0])
         record.head_lines = admission[-1]
         return targets, allowed
 

@@ -215,6 +215,7 @@ class WindowCache:
 class Governance:
     def __init__(self, counters: Counters, pricing: Pricing, mandatory: bool, rng: random.Random | None = None):
         self.counters = counters
+        self.shared = counters.shared  # cluster mode: limits are the fleet's (see _fleet)
         self.pricing = pricing
         self.mandatory = mandatory
         self.state = GovernanceState()
@@ -319,39 +320,26 @@ class Governance:
     # -- may it pass -------------------------------------------------------------------------
 
     def admit(self, vk: VirtualKey, prompt_tokens: int, max_tokens: int, now_ms: int,
-              provider: str | None = None, model: str | None = None) -> Admission:
+              target: Target | None = None) -> Admission:
         """Check every limit of the key, its team and its customer and reserve, all or nothing.
-        ``provider``/``model``: where the request goes first; budgets reserve its worst-case
-        cost (the prompt estimate and ``max_tokens`` at that model's price)."""
+        ``target``: where the request goes first; in cluster mode budgets reserve its
+        worst-case cost (the prompt estimate and ``max_tokens`` at that model's price)."""
         state = self.state
         plan = state.plans.get(vk.id) or state.plan(vk)
         if not (plan.valid_from <= now_ms < plan.valid_until):
             plan.refresh(now_ms, self.counters)
         requests, tokens, spend = plan.requests, plan.tokens, plan.spend
         estimate = prompt_tokens + max_tokens  # counts stay ints: cheap to format in the headers
-        near = False  # past a fleet allowance's low-water mark (never on a single node)
         for s, limit in requests:  # (requests are never reserved: counted at once)
             if s.committed + 1 > limit:
                 raise self._denied(plan, estimate, now_ms)
-            if s.committed + 1 > s.low:
-                near = True
         for s, limit in tokens:
             if s.committed + s.reserved + estimate > limit:
                 raise self._denied(plan, estimate, now_ms)
-            if s.committed + s.reserved + estimate > s.low:
-                near = True
-        cost = 0.0
-        if spend:
-            price = self._price(plan, provider, model)
-            if price is not None:
-                cost = prompt_tokens * price.input_per_token + max_tokens * price.output_per_token
-        for s, limit in spend:  # a budget needs room left; its fleet allowance the cost
+        for s, limit in spend:  # a budget needs room left
             if s.committed >= limit:
                 raise self._denied(plan, estimate, now_ms)
-            if s.committed + s.reserved + cost > s.low:
-                near = True
-        if near:
-            self._reach(plan, estimate, cost, now_ms)
+        cost = self._fleet(plan, estimate, prompt_tokens, max_tokens, target, now_ms) if self.shared else 0.0
         for s, _ in requests:
             s.committed += 1
         for s, _ in tokens:
@@ -376,9 +364,17 @@ class Governance:
             plan.priced_provider, plan.priced_model = provider, model
         return plan.price
 
-    def _reach(self, plan: Plan, estimate: int, cost: float, now_ms: int) -> None:
-        """Ask the fleet for each limit past its allowance's low-water mark (the slow path):
-        raises the denial of a limit the fleet refused, or ``fleet.AwaitGrant``."""
+    def _fleet(self, plan: Plan, estimate: int, prompt_tokens: int, max_tokens: int,
+               target: Target | None, now_ms: int) -> float:
+        """Cluster mode, after the limits' own checks: each limit past its fleet allowance's
+        low-water mark (``Slot.low``) asks the fleet (``Counters.reach``: raises the denial
+        of a limit the fleet refused, or ``fleet.AwaitGrant``). Returns the worst-case cost
+        budgets reserve (the prompt estimate and ``max_tokens`` at the model's price)."""
+        cost = 0.0
+        if plan.spend and target is not None:
+            price = self._price(plan, target.provider.name, target.model)
+            if price is not None:
+                cost = prompt_tokens * price.input_per_token + max_tokens * price.output_per_token
         reach = self.counters.reach
         for s, _ in plan.requests:
             if s.committed + 1 > s.low and not reach(s, 1):
@@ -389,6 +385,7 @@ class Governance:
         for s, _ in plan.spend:
             if s.committed + s.reserved + cost > s.low and not reach(s, cost):
                 raise self._fleet_denial(plan, s, cost, now_ms)
+        return cost
 
     def _fleet_denial(self, plan: Plan, slot: Slot, amount: float, now_ms: int) -> GatewayError:
         check = next(c for c in plan.checks if c.slot is slot)
@@ -444,11 +441,16 @@ class Governance:
         for s, _ in tokens:
             s.reserved -= estimate
             s.committed += used
-        price = self._price(plan, provider, model)
-        cost = 0.0 if price is None else prompt * price.input_per_token + completion * price.output_per_token
-        for s, _ in spend:
-            s.reserved -= reserved_cost
-            s.committed += cost
+        price = plan.price if model == plan.priced_model and provider == plan.priced_provider else self._price(plan, provider, model)
+        if price is None:
+            cost = 0.0
+        else:
+            cost = prompt * price.input_per_token + completion * price.output_per_token
+            for s, _ in spend:
+                s.committed += cost
+        if reserved_cost:
+            for s, _ in spend:
+                s.reserved -= reserved_cost
         return cost
 
     def usage(self, vk: VirtualKey, now_ms: int) -> list[dict]:
