@@ -41,6 +41,7 @@ from .base import Key, Slot
 from .escrow import EscrowConfig, EscrowNode, Limit
 from .escrow_wire import WireError, decode, encode
 from .local import LocalCounters
+from .sync_view import SyncView
 
 if TYPE_CHECKING:
     from ..cluster.service import ClusterService
@@ -105,7 +106,8 @@ class FleetCounters(LocalCounters):
         self._timer_at = NEVER
         self._tickets = 0
         self._waiting: dict[int, asyncio.Future[bool]] = {}
-        self.stats: dict[str, int] = {"waits": 0, "bad_frames": 0, "send_errors": 0}
+        self.stats: dict[str, int] = {"waits": 0, "refusals": 0, "bad_frames": 0, "send_errors": 0}
+        self.sync = SyncView()  # operator view: last message per member, report ages, bytes
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -138,6 +140,7 @@ class FleetCounters(LocalCounters):
         except WireError:
             self.stats["bad_frames"] += 1
             return
+        self.sync.received(sender, message, len(payload))
         self._sync_used()
         escrow.handle(message, sender, self.now_ms())
         self._after()
@@ -253,6 +256,8 @@ class FleetCounters(LocalCounters):
             self._after()
             raise AwaitGrant(fut)
         self._after()
+        if not verdict:
+            self.stats["refusals"] += 1  # the fleet refused: a 429
         return verdict
 
     # -- the escrow's steps ------------------------------------------------------------------------
@@ -280,8 +285,10 @@ class FleetCounters(LocalCounters):
             if service is None:
                 break
             try:
-                payload = CHANNEL + encode(escrow.name, out.message)
+                frame = encode(escrow.name, out.message)
+                payload = CHANNEL + frame
                 service.send(out.to, payload, reliable=len(payload) > service.rpc.max_packet_frame - 8)
+                self.sync.sent(len(frame))
             except Exception as exc:  # an unknown or gone member: the escrow retries
                 self.stats["send_errors"] += 1
                 log.debug("escrow: could not send to %s: %s", out.to, exc)
@@ -346,6 +353,8 @@ class FleetCounters(LocalCounters):
         super().prune(now_ms)
         for key in [k for k in self.bindings if k not in self.slots]:
             del self.bindings[key]
+        if self.escrow is not None:
+            self.sync.tidy(self.escrow._usage, self._roster_seen)
 
     # -- operator view ---------------------------------------------------------------------------
 
