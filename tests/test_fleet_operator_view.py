@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from rainbridge.cli import _status_table
 from rainbridge.counters.escrow_messages import Ask, FullState, Grant, UsageDelta
 from rainbridge.counters.sync_view import SyncView
 from support import eventually, free_port, http_json
@@ -52,6 +53,19 @@ def test_sync_view_oldest_report_per_member_and_tidy():
     assert view.staleness(lambda lid, ws: True) == {"b:1": 3.0}
     view.tidy({("M", 0)}, set())  # b left the roster
     assert view.last_sync("b") is None
+
+
+def test_cli_status_table_shows_clock_and_sync_columns():
+    row = {"name": "r1", "self": False, "state": "alive", "address": "127.0.0.62:7946", "http": "",
+           "region": "", "incarnation": 3, "readiness": "ready", "seconds_since_change": 5,
+           "last_change": "2026-12-04T18:00:00.000+00:00", "clock_offset_ms": 1500.4,
+           "clock_error_ms": 0.3, "last_sync_s": 0.42, "view_staleness_s": None}
+    me = {**row, "name": "r0", "self": True, "clock_offset_ms": 0.0, "last_sync_s": None}
+    body = {"enabled": True, "node": {"name": "r0"}, "health": {"status": "healthy"}, "members": [me, row]}
+    lines = _status_table(body).splitlines()
+    assert lines[0].split()[6:9] == ["READY", "CLOCK", "SYNC/STALE"]
+    assert lines[1].split()[7:10] == ["ready", "-", "-"]  # our own row (marked *)
+    assert lines[2].split()[6:9] == ["ready", "+1500ms±0", "0.4s/-"]
 
 
 # --------------------------------------------------------------------------- real processes
