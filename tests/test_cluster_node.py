@@ -26,6 +26,7 @@ from rainbridge.cluster.addresses import (
     gossip_addresses,
     parse_peer,
 )
+from rainbridge.cluster.clock import INTERVAL_S as CLOCK_INTERVAL_S
 from rainbridge.cluster.events import EventKind, MemberEvent
 from rainbridge.cluster.messages import NodeState
 from rainbridge.cluster.metrics import ClusterCollector
@@ -102,7 +103,8 @@ async def make():
     started: list[ClusterService] = []
 
     async def make(
-        name: str, ip: str, peers: list[str] = (), *, port: int = 0, start: bool = True, **gossip
+        name: str, ip: str, peers: list[str] = (), *, port: int = 0, start: bool = True,
+        clock_interval: float | None = CLOCK_INTERVAL_S, wall_clock=time.time, **gossip
     ) -> ClusterService:
         discovery = {"allowed_address_space": gossip.pop("allowed", [])}
         cfg = msgspec.convert(
@@ -118,7 +120,8 @@ async def make():
         )
         timing = membership_config(cfg.gossip).replace(push_pull_interval=PUSH_PULL)
         env = ClusterEnv(http_host=ip, http_port=8000)
-        service = ClusterService(cfg, env, environ={}, timing=timing)
+        service = ClusterService(cfg, env, environ={}, timing=timing, wall_clock=wall_clock,
+                                 clock_interval=clock_interval)
         service.set_handler(Recorder())
         if start:
             await service.start()

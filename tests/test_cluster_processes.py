@@ -266,6 +266,7 @@ def test_five_processes_form_a_cluster_and_handle_failures(cluster, tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split()[:3] == ["NAME", "STATE", "ADDRESS"]
+    assert "CLOCK" in lines[0].split()
     for m in members:
         row = next(line for line in lines[1:] if f" {m.name} " in f" {line} ")
         assert m.host in row

@@ -2,6 +2,7 @@
 """The cluster service's request/reply helper and its broadcast size limit, between real
 members on loopback UDP/TCP (the ``make`` / ``form`` fixtures of test_cluster_node.py).
 
+The members' own clock probes (also requests) are off here: these tests count requests.
 Loss is injected on the real receive path: a member's ``ClusterNode._on_datagram`` is
 wrapped so the first datagram carrying a request (or a reply) is dropped on arrival.
 """
@@ -71,7 +72,7 @@ def test_packet_budget_formula(udp, label, encrypted, broadcast, frame):
 @pytest.mark.parametrize("secure", [False, True], ids=["plain", "label+encryption"])
 async def test_broadcast_at_the_limit_arrives_and_one_byte_more_raises(make, secure):
     extra = {"label": "prod", "encryption_keys": [KEY]} if secure else {}
-    a, b = await form(make, 2, **extra)
+    a, b = await form(make, 2, clock_interval=None, **extra)
     limit = a.max_broadcast
     assert limit == (1345 if secure else 1380)
     biggest = b"x" * limit
@@ -95,7 +96,7 @@ def test_request_frame_round_trip():
 
 
 async def test_reply_is_delivered_small_over_udp_and_large_over_tcp(make):
-    a, b = await form(make, 2)
+    a, b = await form(make, 2, clock_interval=None)
     b.on_request("echo", echo)
     sent: list[tuple[str, bool]] = []  # (service, reliable) of every frame either one sends
     for service in (a, b):
@@ -110,7 +111,7 @@ async def test_reply_is_delivered_small_over_udp_and_large_over_tcp(make):
 
 
 async def test_async_handler_and_handler_errors(make):
-    a, b = await form(make, 2)
+    a, b = await form(make, 2, clock_interval=None)
 
     async def slow_echo(requester: str, payload: bytes) -> bytes:
         await asyncio.sleep(0)
@@ -135,7 +136,7 @@ async def test_async_handler_and_handler_errors(make):
 
 
 async def test_a_lost_request_is_retried(make):
-    a, b = await form(make, 2)
+    a, b = await form(make, 2, clock_interval=None)
     calls: list[bytes] = []
     b.on_request("count", lambda requester, payload: calls.append(payload) or b"ok")
     dropped = drop_first(b, APP_MARKER + KIND_REQUEST)
@@ -145,7 +146,7 @@ async def test_a_lost_request_is_retried(make):
 
 
 async def test_a_lost_reply_is_answered_again_without_running_the_handler_twice(make):
-    a, b = await form(make, 2)
+    a, b = await form(make, 2, clock_interval=None)
     calls: list[bytes] = []
     b.on_request("grant", lambda requester, payload: calls.append(payload) or b"granted")
     dropped = drop_first(a, APP_MARKER + KIND_REPLY)
@@ -156,7 +157,7 @@ async def test_a_lost_reply_is_answered_again_without_running_the_handler_twice(
 
 
 async def test_timeout_when_the_peer_is_gone_leaves_nothing_pending(make):
-    a, b = await form(make, 2)
+    a, b = await form(make, 2, clock_interval=None)
     b.on_request("echo", echo)
     await b.abort()  # sockets closed, no leave: a still lists it alive for a while
     with pytest.raises(RequestError) as gone:
@@ -166,7 +167,7 @@ async def test_timeout_when_the_peer_is_gone_leaves_nothing_pending(make):
 
 
 async def test_pending_table_is_bounded_and_cancellation_frees_it(make):
-    a, b = await form(make, 2)
+    a, b = await form(make, 2, clock_interval=None)
     release = asyncio.Event()
 
     async def stall(requester: str, payload: bytes) -> bytes:

@@ -52,7 +52,7 @@ TIMING = {"timeout_seconds": 4, "success_threshold": 1, "failure_threshold": 10}
 
 
 class Replica:
-    def __init__(self, tmp: Path, index: int, config: dict) -> None:
+    def __init__(self, tmp: Path, index: int, config: dict, workers: int = WORKERS) -> None:
         self.name = f"r{index}"
         self.host = HOSTS[index]
         app_dir = tmp / f"{self.name}-data"
@@ -60,7 +60,7 @@ class Replica:
         path = tmp / f"{self.name}.json"
         path.write_text(json.dumps(config))
         cmd = [sys.executable, "-m", "rainbridge", "serve", "--host", self.host, "--port", "0",
-               "--workers", str(WORKERS), "--app-dir", str(app_dir), "--config", str(path)]
+               "--workers", str(workers), "--app-dir", str(app_dir), "--config", str(path)]
         self.proc = Proc(cmd, tmp / f"{self.name}.log", env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
         self.url = self.proc.wait_for(r"listening on (http://\S+)", timeout=30).group(1)
         wait_http(self.url + "/health", timeout=30, proc=self.proc)
@@ -77,13 +77,13 @@ class Replica:
         return sum(1 for m in body["members"] if m["state"] == "alive")
 
 
-def fleet_config(mock_url: str, dsn: str, index: int, ports: list[int]) -> dict:
+def fleet_config(mock_url: str, dsn: str, index: int, ports: list[int], limit: int = LIMIT) -> dict:
     return {
         **provider_config(mock_url),
         "config_store": {"enabled": True, "type": "postgres", "config": {"dsn": dsn}},
         "governance": {"virtual_keys": [
             {"id": "vk-fleet", "name": "fleet", "value": VK_VALUE,
-             "rate_limit": {"request_max_limit": LIMIT, "request_reset_duration": "1h"}},
+             "rate_limit": {"request_max_limit": limit, "request_reset_duration": "1h"}},
             {"id": "vk-tokens", "name": "fleet-tokens", "value": TOKENS_VK_VALUE,
              "rate_limit": {"token_max_limit": TOKEN_LIMIT, "token_reset_duration": "1h"}},
             {"id": "vk-budget", "name": "fleet-budget", "value": BUDGET_VK_VALUE,
@@ -93,7 +93,7 @@ def fleet_config(mock_url: str, dsn: str, index: int, ports: list[int]) -> dict:
         "cluster_config": {
             "enabled": True,
             "node_name": f"r{index}",
-            "peers": [f"{HOSTS[i]}:{ports[i]}" for i in range(len(HOSTS))],
+            "peers": [f"{HOSTS[i]}:{ports[i]}" for i in range(len(ports))],
             "gossip": {"port": ports[index], "profile": "lan", "config": TIMING},
         },
     }

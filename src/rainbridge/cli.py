@@ -202,12 +202,14 @@ def _status_table(body: dict) -> str:
     if not body.get("enabled"):
         return body.get("message", "cluster mode is off")
     node, health = body["node"], body["health"]
-    header = ("", "NAME", "STATE", "ADDRESS", "HTTP", "REGION", "INC", "READY", "LAST CHANGE")
+    header = ("", "NAME", "STATE", "ADDRESS", "HTTP", "REGION", "INC", "READY", "CLOCK", "SYNC/STALE",
+              "LAST CHANGE")
     rows = [header]
     for m in body["members"]:
         ago = f"{m['last_change'][:19].replace('T', ' ')}Z ({m['seconds_since_change']:.0f}s ago)"
         rows.append(("*" if m["self"] else "", m["name"], m["state"], m["address"], m["http"] or "-",
-                     m["region"] or "-", str(m["incarnation"]), m["readiness"] or "-", ago))
+                     m["region"] or "-", str(m["incarnation"]), m["readiness"] or "-", _clock_cell(m),
+                     _sync_cell(m), ago))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append("")
@@ -249,6 +251,22 @@ def _fleet_lines(fc: dict) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return lines
+
+
+def _clock_cell(member: dict) -> str:
+    """``+1500ms±2``: the member's clock minus the answering member's, and the bound."""
+    offset, error = member.get("clock_offset_ms"), member.get("clock_error_ms")
+    if offset is None or member.get("self"):
+        return "-"
+    return f"{offset:+.0f}ms±{error:.0f}"
+
+
+def _sync_cell(member: dict) -> str:
+    """``0.4s/1.2s``: last escrow message from it / the oldest usage report of it."""
+    last, stale = member.get("last_sync_s"), member.get("view_staleness_s")
+    if last is None and stale is None:
+        return "-"
+    return "/".join("-" if v is None else f"{v:.1f}s" for v in (last, stale))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ A custom collector (registered in the gateway's own registry, never the global o
 the state machine's ``stats``, the driver's ``stats`` and the member table when Prometheus
 scrapes, so the protocol pays nothing per packet for metrics. Every series carries
 ``node`` (the member name): with ``--workers N`` each worker is a member of its own.
+
+Clock offsets are one series per measured member (``member`` label), at most
+``CLOCK_SERIES`` (64) of them: past that only the members farthest off are exported (the
+set may change between scrapes), while ``rainbridge_cluster_clock_offset_max_abs_seconds``
+always covers every member measured.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from .messages import NodeState
 
 if TYPE_CHECKING:
     from .service import ClusterService
+
+CLOCK_SERIES = 64  # members with an offset series at most (label cardinality)
 
 # (name, help, key in Membership.stats)
 _PROTOCOL_COUNTERS = (
@@ -117,9 +124,28 @@ class ClusterCollector(Collector):
             if key.startswith("events:"):
                 events.add_metric([name, key[len("events:"):]], value)
         yield events
+        yield from _clock(service)
         yield _counter("foreign_messages",
                        "Messages of other memberlist applications (e.g. Serf) ignored",
                        name, service.stats["foreign_messages"])
+
+
+def _clock(service: ClusterService) -> Iterator[Metric]:
+    offsets = service.clock.offsets.offsets()
+    name = service.name
+    family = GaugeMetricFamily(
+        "rainbridge_cluster_clock_offset_seconds",
+        f"A member's wall clock minus this member's (NTP-style estimate, lowest-RTT sample); "
+        f"the {CLOCK_SERIES} members farthest off at most",
+        labels=["node", "member"],
+    )
+    farthest = sorted(offsets.items(), key=lambda kv: (-abs(kv[1].offset), kv[0]))
+    for member, sample in farthest[:CLOCK_SERIES]:
+        family.add_metric([name, member], sample.offset)
+    yield family
+    yield _gauge("clock_offset_max_abs_seconds",
+                 "The largest absolute clock offset among the members measured (0: none yet)",
+                 name, max((abs(s.offset) for s in offsets.values()), default=0.0))
 
 
 def _gauge(metric: str, doc: str, node: str, value: float) -> GaugeMetricFamily:

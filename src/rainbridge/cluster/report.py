@@ -4,7 +4,8 @@
 member is suspect or dead (until it is reaped, ``gossip_to_the_dead_time`` later) or our
 own Lifeguard score is above 0; ``alone`` when peers are configured but nobody else is
 alive; ``left`` after a graceful leave. Times are UTC wall-clock (``last_change``) and
-seconds since then.
+seconds since then. ``clock_offset_ms`` / ``clock_error_ms``: the member's wall clock minus
+ours, and the bound of that estimate (``clock.py``); 0 for this member, null until measured.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ def member_view(service: ClusterService, member: Member) -> dict[str, Any]:
     except WireError:
         tags = {}
     changed = service.node.wall_time(member.state_change)
+    me = member.name == service.name
+    sample = None if me else service.clock.offsets.best(member.name)
     return {
         "name": member.name,
-        "self": member.name == service.name,
+        "self": me,
         "state": member.state.name.lower(),
         "address": format_address(member.address),
         "http": tags.get("http", ""),
@@ -47,8 +50,14 @@ def member_view(service: ClusterService, member: Member) -> dict[str, Any]:
         "healthy": member.healthy,
         "last_change": datetime.fromtimestamp(changed, UTC).isoformat(timespec="milliseconds"),
         "seconds_since_change": round(max(0.0, time.time() - changed), 1),
+        "clock_offset_ms": 0.0 if me else _ms(sample.offset if sample else None),
+        "clock_error_ms": 0.0 if me else _ms(sample.error if sample else None),
         "tags": tags,
     }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def nodes(service: ClusterService) -> list[dict[str, Any]]:

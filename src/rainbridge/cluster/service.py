@@ -48,6 +48,10 @@ Choices made here (where Bifrost's config and the issue leave room):
   queueing it forever: send such state point to point (``send(..., reliable=True)``).
 - **request / reply** (``request``, ``on_request``): see ``rpc.py``; UDP with retries,
   TCP for frames larger than a packet, at-most-once handling, a bounded pending table.
+- **Clock offsets** (``clock``, request kind ``clock``): from ``start()`` on, a few members
+  per ``clock_interval`` (5 s) are asked their wall time (``clock.py``); the estimates appear in
+  the status (``clock_offset_ms``, ``clock_error_ms``) and the metrics, and a member whose
+  clock is surely more than 1 s off is logged. ``wall_clock`` is injectable (tests).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,7 +78,10 @@ from .broadcast import (
     USER_MSG_OVERHEAD,
     TransmitLimitedQueue,
 )
-from .codec import WireError, encode_tags
+from .clock import INTERVAL_S as CLOCK_INTERVAL_S
+from .clock import KIND as CLOCK_KIND
+from .clock import ClockProbe
+from .codec import WireError, decode_tags, encode_tags
 from .config import MembershipConfig, from_bifrost_gossip, knob_problems
 from .events import Delegate, Member, MemberEvent
 from .messages import Address, NodeState
@@ -245,10 +253,14 @@ class ClusterService:
         environ: Mapping[str, str] | None = None,
         timing: MembershipConfig | None = None,
         leave_timeout: float = 3.0,
+        wall_clock: Callable[[], float] = time.time,
+        clock_interval: float | None = CLOCK_INTERVAL_S,
     ) -> None:
         """Only the identity is settled here; ``start()`` checks the rest (addresses, keys)
         so that a bad setting fails the start with a clear message. ``timing`` replaces the
-        configured timings (tests and benchmarks)."""
+        configured timings (tests and benchmarks); ``wall_clock`` is what this member
+        answers clock probes with (tests shift it); ``clock_interval``: seconds between
+        clock probe rounds (None: this member does not probe, it still answers)."""
         self.cluster = cluster
         self.env = env or ClusterEnv()
         self._environ = os.environ if environ is None else environ
@@ -277,6 +289,10 @@ class ClusterService:
         self.max_broadcast = 0  # set by start(): max_broadcast_payload
         self.rpc = RequestReply(self.name, self._send_frame, 0)
         self._join_task: asyncio.Task | None = None
+        self.clock = ClockProbe(self._clock_request, self._clock_members, wall=wall_clock,
+                                interval=clock_interval or CLOCK_INTERVAL_S)
+        self._clock_probing = clock_interval is not None
+        self._clock_task: asyncio.Task | None = None
         self._registry: CollectorRegistry | None = None
         self._collector: Any = None
 
@@ -346,10 +362,15 @@ class ClusterService:
             self._collector = ClusterCollector(self)
             registry.register(self._collector)
             self._registry = registry
-        self._join_task = asyncio.get_running_loop().create_task(self._join_loop())
+        loop = asyncio.get_running_loop()
+        self._join_task = loop.create_task(self._join_loop())
+        self.on_request(CLOCK_KIND, self.clock.answer)
+        if self._clock_probing:
+            self._clock_task = loop.create_task(self.clock.run())
 
     async def stop(self) -> None:
         """Leave gracefully (others see *left*, not failed), then close the sockets."""
+        await self._stop_clock()
         if self._join_task is not None:
             self._join_task.cancel()
             try:
@@ -377,11 +398,39 @@ class ClusterService:
 
     async def abort(self) -> None:
         """Stop without leaving (tests: the others see a crash)."""
+        await self._stop_clock()
         if self._join_task is not None:
             self._join_task.cancel()
         if self.node is not None:
             await self.node.close()
         self._unregister()
+
+    async def _stop_clock(self) -> None:
+        task, self._clock_task = self._clock_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _clock_request(self, member: str, kind: str, payload: bytes, timeout: float) -> bytes:
+        return await self.request(member, kind, payload, timeout=timeout, retries=0)
+
+    def _clock_members(self) -> list[tuple[str, str]]:
+        """``(name, node id)`` of the live rainbridge members other than this one."""
+        node = self.node
+        if node is None or node.membership is None:
+            return []
+        out = []
+        for m in node.members():
+            if m.name == self.name or m.state != NodeState.ALIVE:
+                continue
+            try:
+                tags = decode_tags(m.meta)
+            except WireError:
+                continue
+            if tags.get("role") == "rainbridge":
+                out.append((m.name, tags.get("id", m.name)))
+        return out
 
     def _unregister(self) -> None:
         if self._registry is not None and self._collector is not None:

@@ -43,6 +43,7 @@ from .base import Key, Slot
 from .escrow import EscrowConfig, EscrowNode, Limit
 from .escrow_wire import WireError, decode, encode
 from .local import UPSERT_SQL, LocalCounters, row_key
+from .sync_view import SyncView
 
 if TYPE_CHECKING:
     from ..cluster.service import ClusterService
@@ -112,7 +113,8 @@ class FleetCounters(LocalCounters):
         self._timer_at = NEVER
         self._tickets = 0
         self._waiting: dict[int, asyncio.Future[bool]] = {}
-        self.stats: dict[str, int] = {"waits": 0, "bad_frames": 0, "send_errors": 0}
+        self.stats: dict[str, int] = {"waits": 0, "refusals": 0, "bad_frames": 0, "send_errors": 0}
+        self.sync = SyncView()  # operator view: last message per member, report ages, bytes
         self._running: set[str] = set()  # member ids (name:boot) alive or suspect in the view
         self._orphans_written: dict[tuple[Key, str], float] = {}
 
@@ -147,6 +149,7 @@ class FleetCounters(LocalCounters):
         except WireError:
             self.stats["bad_frames"] += 1
             return
+        self.sync.received(sender, message, len(payload))
         self._sync_used()
         escrow.handle(message, sender, self.now_ms())
         self._after()
@@ -268,6 +271,8 @@ class FleetCounters(LocalCounters):
             self._after()
             raise AwaitGrant(fut)
         self._after()
+        if not verdict:
+            self.stats["refusals"] += 1  # the fleet refused: a 429
         return verdict
 
     # -- the escrow's steps ------------------------------------------------------------------------
@@ -297,8 +302,10 @@ class FleetCounters(LocalCounters):
             if service is None:
                 break
             try:
-                payload = CHANNEL + encode(escrow.name, out.message)
+                frame = encode(escrow.name, out.message)
+                payload = CHANNEL + frame
                 service.send(out.to, payload, reliable=len(payload) > service.rpc.max_packet_frame - 8)
+                self.sync.sent(len(frame))
             except Exception as exc:  # an unknown or gone member: the escrow retries
                 self.stats["send_errors"] += 1
                 log.debug("escrow: could not send to %s: %s", out.to, exc)
@@ -419,6 +426,8 @@ class FleetCounters(LocalCounters):
             del self.bindings[key]
         for mark in [m for m in self._orphans_written if m[0] not in self.slots]:
             del self._orphans_written[mark]
+        if self.escrow is not None:
+            self.sync.tidy(self.escrow._usage, self._roster_seen)
 
     # -- operator view ---------------------------------------------------------------------------
 

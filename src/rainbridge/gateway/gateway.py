@@ -25,6 +25,7 @@ from ..cluster.service import ClusterEnv, ClusterHandler, ClusterService
 from ..config.load import LoadedConfig
 from ..counters.escrow import Limit
 from ..counters.fleet import CHANNEL, AwaitGrant, FleetCounters
+from ..counters.fleet_metrics import FleetCollector
 from ..counters.local import LocalCounters
 from ..errors import GatewayError, Unavailable
 from ..governance.engine import Governance, GovernanceState
@@ -90,6 +91,7 @@ class Gateway:
         self.governance = Governance(self.counters, Pricing(overrides), mandatory)
         if isinstance(self.counters, FleetCounters):
             self.counters.resolve = self._fleet_limit
+            self.metrics.register(FleetCollector(self.counters))
         self._fleet_task: asyncio.Task | None = None
         self.logs_db: Database | None = None
         self.log_writer: LogWriter | None = None

@@ -4,8 +4,10 @@
 region, HTTP address, incarnation and last change, and a health summary (``healthy``,
 ``degraded``: someone is suspect or dead or our own Lifeguard score is up, ``alone``: peers
 are configured but nobody answered, ``left``), and the fleet counters of the worker that
-answered (``fleet_counters``: see ``FleetCounters.status``). ``nodes``: the member list only. With
-cluster mode off both answer ``{"enabled": false, ...}``.
+answered (``fleet_counters``: see ``FleetCounters.status``), with per member row its
+``clock_offset_ms`` / ``clock_error_ms`` (``cluster/clock.py``) and this worker's
+``last_sync_s`` / ``view_staleness_s`` (``counters/sync_view.py``). ``nodes``: the member list
+only. With cluster mode off both answer ``{"enabled": false, ...}``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ...counters.fleet import FleetCounters
+from ...counters.sync_view import add_to_members
 
 if TYPE_CHECKING:
     from ...gateway.gateway import Gateway
@@ -32,6 +35,7 @@ def routes(gateway: Gateway) -> list[Route]:
         counters = gateway.counters
         if cluster is not None and isinstance(counters, FleetCounters):
             body["fleet_counters"] = counters.status()
+            add_to_members(body["members"], counters)
         return Response(orjson.dumps(body), media_type="application/json")
 
     async def nodes(request: Request) -> Response:

@@ -1,0 +1,105 @@
+"""How fresh this member's view of the fleet counters is: the operator's sync health.
+
+Fed by ``FleetCounters`` with every escrow message in and out (a dict write each), read by
+``GET /api/cluster/status`` and the metrics; nothing here is on the request path.
+
+- **last sync** of a member: seconds since the last escrow message from it (any kind).
+- **view staleness** of a member-incarnation: the age of the oldest *first-hand* report of
+  its usage among the open windows this member holds usage of it for: when this member
+  last heard that usage from the member itself (``UsageDelta``, ``Ask``, ``Return``: the
+  limit's owner hears those; ``FullState``: every member, from the escrow's periodic
+  push-pull with a random peer, so about ``N × gossip_ms`` apart in a fleet of N). Usage
+  relayed by a third member is of unknown age and refreshes nothing.
+- **sync bytes**: escrow frames (msgpack, channel byte excluded) sent and received.
+
+Bounded: one entry per (limit, window, member-incarnation) the escrow holds usage of, and
+one per member name; ``tidy`` drops what the escrow and the roster dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Container, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .escrow import member_name
+from .escrow_messages import Ask, FullState, Message, Return, UsageDelta
+from .windows import window_for
+
+if TYPE_CHECKING:
+    from .fleet import FleetCounters
+
+ReportKey = tuple[str, int, str]  # (limit id, window start, member-incarnation)
+
+
+class SyncView:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.heard: dict[str, float] = {}  # member name → when its last message came
+        self.reports: dict[ReportKey, float] = {}  # → when last heard first-hand
+
+    def sent(self, size: int) -> None:
+        self.bytes_sent += size
+
+    def received(self, sender: str, message: Message, size: int) -> None:
+        now = self._clock()
+        self.bytes_received += size
+        self.heard[sender] = now
+        if isinstance(message, (UsageDelta, Ask, Return)):
+            if member_name(message.member) == sender:
+                self.reports[(message.lid, message.window, message.member)] = now
+        elif isinstance(message, FullState):
+            for lid, ws, entries in message.usage:
+                for member, _ in entries:
+                    if member_name(member) == sender:
+                        self.reports[(lid, ws, member)] = now
+
+    def tidy(self, windows: Container[tuple[str, int]], members: Container[str]) -> None:
+        """Forget reports of windows the escrow no longer holds and members gone from the
+        roster."""
+        for key in [k for k in self.reports if (k[0], k[1]) not in windows]:
+            del self.reports[key]
+        for name in [n for n in self.heard if n not in members]:
+            del self.heard[name]
+
+    def last_sync(self, name: str) -> float | None:
+        at = self.heard.get(name)
+        return None if at is None else self._clock() - at
+
+    def staleness(self, is_open: Callable[[str, int], bool]) -> dict[str, float]:
+        """Member-incarnation → age of its oldest first-hand report among open windows."""
+        now = self._clock()
+        oldest: dict[str, float] = {}
+        for (lid, ws, member), at in self.reports.items():
+            if is_open(lid, ws):
+                age = now - at
+                if age > oldest.get(member, -1.0):
+                    oldest[member] = age
+        return oldest
+
+
+def open_windows(counters: FleetCounters) -> Callable[[str, int], bool]:
+    """Whether a (limit, window) of ``counters`` is still open by this member's clock."""
+    now = counters.now_ms()
+    limits = counters.limits
+
+    def is_open(lid: str, ws: int) -> bool:
+        limit = limits.get(lid)
+        return limit is not None and window_for(limit.duration, ws, True).end_ms > now
+
+    return is_open
+
+
+def add_to_members(rows: Iterable[dict[str, Any]], counters: FleetCounters) -> None:
+    """``last_sync_s`` and ``view_staleness_s`` into the status's member rows (null: nothing
+    heard / no report held; this member's own row: null)."""
+    view = counters.sync
+    ages = view.staleness(open_windows(counters))
+    for row in rows:
+        me = row.get("self", False)
+        last = None if me else view.last_sync(row["name"])
+        age = None if me else ages.get(f"{row['name']}:{row.get('boot', '')}")
+        row["last_sync_s"] = None if last is None else round(last, 3)
+        row["view_staleness_s"] = None if age is None else round(age, 3)
