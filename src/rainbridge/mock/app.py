@@ -16,9 +16,9 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from . import anthropic_api, gemini_api, openai_api
+from . import anthropic_api, cohere_api, gemini_api, openai_api
 from .controls import NO_CONTROLS, ControlError, Controls, key_status, parse_controls
-from .errors import ANTHROPIC, AZURE, GEMINI, OPENAI, ApiError, error_body, mock_failure
+from .errors import ANTHROPIC, AZURE, COHERE, GEMINI, OPENAI, ApiError, error_body, mock_failure
 from .http import Deferred, HttpConnection
 from .reply import Call, Reply, Request
 from .stats import MockStats
@@ -43,6 +43,8 @@ _EXACT = {
     "/v1/messages/count_tokens": Route(ANTHROPIC, "count_tokens", ("POST",)),
     "/openai/models": Route(AZURE, "models", ("GET",)),
     "/v1beta/models": Route(GEMINI, "models", ("GET",)),
+    "/v2/chat": Route(COHERE, "cohere_chat", ("POST",)),
+    "/v2/embed": Route(COHERE, "cohere_embed", ("POST",)),
 }
 _GEMINI_METHODS = {
     "generateContent": "generate",
@@ -60,6 +62,8 @@ _POST_HANDLERS = {
     "generate": gemini_api.generate,
     "embed": gemini_api.embed,
     "batch_embed": gemini_api.batch_embed,
+    "cohere_chat": cohere_api.chat,
+    "cohere_embed": cohere_api.embed,
 }
 
 
@@ -97,6 +101,8 @@ def _gemini_v1(path: str) -> bool:
 
 def guess_family(path: str, headers: dict[str, str]) -> str:
     """The API family an unknown path most likely belongs to, for the 404's shape."""
+    if path.startswith("/v2/"):
+        return COHERE
     if path.startswith("/openai/"):
         return AZURE
     if path.startswith("/v1beta/") or "x-goog-api-key" in headers or _gemini_v1(path):
@@ -214,6 +220,9 @@ class MockApp:
             raise mock_failure(controls.fail_status, "fail-status")
 
         if found.endpoint == "models":
+            if family == OPENAI and "endpoint" in parse_qs(request.query):
+                # Cohere's GET /v1/models shares OpenAI's path; its endpoint filter tells it apart.
+                return cohere_api.list_models()
             return _MODEL_APIS.get(family, openai_api).list_models()
         if found.endpoint == "model":
             return _MODEL_APIS.get(family, openai_api).get_model(found.param or "")
@@ -330,6 +339,8 @@ def _missing_key(family: str) -> ApiError:
         )
     if family == ANTHROPIC:
         return ApiError(401, "x-api-key header is required")
+    if family == COHERE:
+        return ApiError(401, "no api key supplied")
     if family == AZURE:
         return ApiError(
             401,
@@ -353,6 +364,8 @@ def _key_failure(family: str, status: int, key: str) -> ApiError:
         return ApiError(400, "API key not valid. Please pass a valid API key.", details=[info])
     if family == ANTHROPIC:
         return ApiError(401, "invalid x-api-key")
+    if family == COHERE:
+        return ApiError(401, "invalid api token")
     masked = key[:6] + "*" * 4 + key[-4:] if len(key) > 10 else "****"
     return ApiError(
         401,
@@ -369,6 +382,8 @@ def _bad_body(family: str, raw: bytes) -> ApiError:
         return ApiError(
             400, "Request body must be a JSON object" if raw else "Request body is required"
         )
+    if family == COHERE:
+        return ApiError(400, "invalid request: body must be a JSON object")
     return ApiError(
         400,
         "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "

@@ -9,6 +9,7 @@ OPENAI = "openai"
 AZURE = "azure"
 ANTHROPIC = "anthropic"
 GEMINI = "gemini"
+COHERE = "cohere"
 
 # google.rpc.Code names Google's APIs put in `error.status`, by HTTP status.
 _GEMINI_STATUS = {
@@ -86,6 +87,8 @@ def error_object(family: str, err: ApiError) -> dict:
         if err.details:
             doc["details"] = err.details
         return {"error": doc}
+    if family == COHERE:
+        return {"id": "00000000-0000-0000-0000-00000000e770", "message": err.message}
     if family == ANTHROPIC:
         return {
             "type": "error",
