@@ -200,7 +200,7 @@ def test_config_check_groups_refused_ignored_and_used(tmp_path):
 
 @pytest.mark.parametrize(("name", "entry"), [
     ("bedrock", {"keys": [{"value": "", "bedrock_key_config": {"region": "us-east-1"}}]}),
-    ("cohere", {"keys": [{"value": "co-key"}]}),
+    ("speech", {"custom_provider_config": {"base_provider_type": "replicate"}, "keys": [{"value": "r-key"}]}),
     ("my-vertex", {"custom_provider_config": {"base_provider_type": "vertex"}, "keys": []}),
     ("voice", {"type": "elevenlabs", "keys": [{"value": "k"}]}),
 ])

@@ -36,6 +36,7 @@ class Route:
 
 _EXACT = {
     "/v1/chat/completions": Route(OPENAI, "chat", ("POST",)),
+    "/chat/completions": Route(OPENAI, "chat", ("POST",)),  # Perplexity's path (no /v1)
     "/v1/completions": Route(OPENAI, "completions", ("POST",)),
     "/v1/embeddings": Route(OPENAI, "embeddings", ("POST",)),
     "/v1/models": Route(OPENAI, "models", ("GET",)),
