@@ -387,12 +387,17 @@ def _is_enabled_governance(raw: dict[str, Any], path: str) -> bool:
 
 # ----------------------------------------------------------------------------- numbers
 
-# Bifrost's schema types these as strings (its Helm chart renders "5432"); digit strings load.
-_PORT_PATHS = ("$.config_store.config.port", "$.logs_store.config.port")
+# Numbers Bifrost's schema (transports/config.schema.json) types as strings, which its Helm chart
+# renders as strings ("5432"): a string of ASCII digits loads as that number here. The other
+# such fields of Bifrost's schema name things rainbridge does not read: the ClickHouse logs
+# store's port (ClickHouse is refused), the Datadog plugin's agent_port and dogstatsd_port
+# (the plugin is ignored with a warning), MCP's tool_execution_timeout (no MCP). Every other
+# number of Bifrost's schema is an integer there too, and a string is refused as Bifrost does.
+DIGIT_STRING_FIELDS = ("$.config_store.config.port", "$.logs_store.config.port")
 
 
 def _fold_digit_ports(raw: dict[str, Any]) -> None:
-    for pattern in _PORT_PATHS:
+    for pattern in DIGIT_STRING_FIELDS:
         *parent_parts, key = pattern[2:].split(".")
         node: Any = raw
         for part in parent_parts:
