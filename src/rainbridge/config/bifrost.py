@@ -182,21 +182,17 @@ ENTRA_FIELDS = ("client_id", "client_secret", "tenant_id")
 
 
 def _check_azure_entra(raw: dict[str, Any], out: list[Problem]) -> None:
-    """Azure keys authenticated by Entra ID (service principal) instead of an API key."""
+    """Azure keys authenticated by an Entra ID service principal. With all three fields the
+    service principal is used and the key's ``value`` is not, as Bifrost gives it precedence
+    (a partial service principal is refused in checks.py, for the management API too)."""
     for path, azure in matches(raw, "$.providers.*.keys[*].azure_key_config"):
-        if not isinstance(azure, dict) or not any(azure.get(f) for f in ENTRA_FIELDS):
+        if not isinstance(azure, dict) or not all(isinstance(azure.get(f), str) and azure[f] for f in ENTRA_FIELDS):
             continue
-        key_path = path.removesuffix(".azure_key_config")
-        has_value = bool(_at(raw, key_path, "value"))
-        for field in ENTRA_FIELDS:
-            if field in azure:
-                del azure[field]  # reported here, not again as an unknown key
-        if has_value:
-            out.append(Problem(f"{path}.client_id", "Entra ID is not supported yet: the API key in value is used "
-                               "(ignored)", "warning"))
+        if _at(raw, path.removesuffix(".azure_key_config"), "value"):
+            out.append(Problem(f"{path}.client_id", "the Entra ID service principal is used and the key's value "
+                               "is not (as in Bifrost)", "warning"))
         else:
-            out.append(Problem(f"{path}.client_id", "Entra ID (service principal) authentication is not supported "
-                               "yet: give the resource's API key in value"))
+            out.append(Problem(f"{path}.client_id", "authenticates with Entra ID tokens (client credentials)", NOTE))
 
 
 def _at(raw: dict[str, Any], path: str, key: str) -> Any:
