@@ -18,6 +18,9 @@ PRESETS = ("perplexity", "nebius", "huggingface", "parasail", "opencode-zen", "o
 def gateway(mock, tmp_path_factory):
     providers = {name: {"keys": [{"name": "k", "value": f"{name}-key-0123456789", "models": ["*"]}],
                         "network_config": {"base_url": mock.url}} for name in PRESETS}
+    # Bifrost's form for a self-hosted server: its URL in the key, no base_url.
+    # (A value, as the fake speaks OpenAI's API and wants a key; Ollama ignores it.)
+    providers["ollama"] = {"keys": [{"name": "local", "value": "ollama-key", "ollama_key_config": {"url": mock.url + "/v1"}}]}
     gw = GatewayProcess(tmp_path_factory.mktemp("presets"), {"providers": providers})
     yield gw
     gw.stop()
@@ -74,3 +77,12 @@ def test_an_operation_the_vendor_lacks_is_a_400_naming_it(client, mock, provider
     assert caught.value.body["message"] == f"provider {provider} does not support {what}"
     assert caught.value.body["param"] == "model"
     assert mock.stats()["requests"] == before  # nothing went upstream
+
+
+def test_an_ollama_server_named_in_its_key_config_is_where_requests_go(client, mock):
+    mid = uuid.uuid4().hex
+    reply = client.chat.completions.create(model="ollama/llama3.2", messages=[{"role": "user", "content": "hi"}],
+                                           extra_headers={"x-bf-eh-x-mock-id": mid})
+    assert reply.choices[0].message.content == "This is a mock response from llama3.2: hi"
+    seen = sent(mock, mid)
+    assert seen["path"] == "/v1/chat/completions" and seen["headers"]["authorization"] == "Bearer ollama-key"
