@@ -4,13 +4,14 @@ rotation, embeddings, and a governed request charged with Cohere's usage."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import anthropic
 import openai
 import pytest
 
-from support import GatewayProcess, eventually, http_json
+from support import GatewayProcess, eventually, http_json, read_request
 
 TOKEN = "cohere-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -257,3 +258,58 @@ def test_anthropic_sdk_messages_reach_cohere(gateway):
                                        messages=[{"role": "user", "content": "Hi from Claude"}])
     assert reply.content[0].text == f"This is a mock response from {MODEL}: Hi from Claude"
     assert reply.stop_reason == "end_turn"
+
+
+# --- an upstream that answers something else than Cohere's format -------------------------------
+
+
+class Scripted:
+    """Answers every request with one fixed 200 response (a Cohere endpoint gone wrong)."""
+
+    def __init__(self, body: bytes, content_type: str):
+        self.response = (b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s"
+                         % (content_type.encode(), len(body), body))
+
+    async def handle(self, reader, writer):
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(self.response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize(("body", "content_type", "stream", "error"), [
+    (b"<html>not json</html>", "text/html", False, "not in Cohere's format"),
+    (b'{"message": "many"}', "application/json", False, "not in Cohere's format"),
+    (b'event: content-delta\ndata: {"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": "Hi"}}}}\n\n',
+     "text/event-stream", True, "ended the stream before the answer was complete"),
+    (b'data: [1, 2]\n\n', "text/event-stream", True, "malformed stream event"),
+    (b'data: {"type": "tool-call-start", "delta": {"message": {"tool_calls": 7}}}\n\n', "text/event-stream", True,
+     "malformed stream event"),
+])
+async def test_an_answer_not_in_coheres_format_is_a_clear_error_never_a_500(tmp_path, body, content_type, stream, error):
+    server = await asyncio.start_server(Scripted(body, content_type).handle, "127.0.0.1", 0)
+    config = {"providers": {"cohere": {"keys": [{"value": KEY, "models": ["*"]}], "network_config": {
+        "base_url": f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"}}}}
+    gw = await asyncio.to_thread(GatewayProcess, tmp_path, config)
+    try:
+        async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0, timeout=20) as sdk:
+            with pytest.raises(openai.APIError) as caught:
+                reply = await sdk.chat.completions.create(model=f"cohere/{MODEL}", stream=stream,
+                                                          messages=[{"role": "user", "content": "hi"}])
+                if stream:
+                    async for _ in reply:
+                        pass
+            assert error in caught.value.message
+            if not stream:
+                assert caught.value.status_code == 502 and caught.value.body["code"] == "upstream_protocol_error"
+            status, _, listed = await asyncio.to_thread(http_json, "GET", gw.url + "/v1/models")
+            assert status == 200 and listed["data"] == []  # the model list says nothing, never a 500
+        assert "Traceback" not in gw.log()
+    finally:
+        await asyncio.to_thread(gw.stop)
+        server.close()

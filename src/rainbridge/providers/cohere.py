@@ -76,8 +76,11 @@ class CohereAdapter(HttpAdapter):
         model = call.body.get("model") or ""
         reply = await self.post(self.base_url, f"{self.base_path}/v2/chat", self._to_cohere(call.body, False),
                                 call.key, call.extra_headers)
-        data = reply.data if isinstance(reply.data, dict) else None
-        if data is None or not isinstance(data.get("message"), dict):
+        try:
+            data = reply.data
+        except ValueError:  # not JSON
+            raise self._malformed() from None
+        if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
             raise self._malformed()
         if data.get("finish_reason") in FAILED_FINISH:
             raise self._failed(str(data["finish_reason"]))
@@ -155,8 +158,12 @@ class CohereAdapter(HttpAdapter):
 
     async def list_models(self, key: ProviderKey) -> list[str]:
         reply = await self.get(self.base_url, f"{self.base_path}/v1/models?endpoint=chat&page_size=1000", key)
-        found = reply.data.get("models") if isinstance(reply.data, dict) else None
-        return [m["name"] for m in found or () if isinstance(m, dict) and isinstance(m.get("name"), str)]
+        try:
+            found = reply.data.get("models") if isinstance(reply.data, dict) else None
+        except ValueError:  # not JSON
+            raise self._malformed() from None
+        models = found if isinstance(found, list) else ()
+        return [m["name"] for m in models if isinstance(m, dict) and isinstance(m.get("name"), str)]
 
     def _malformed(self) -> UpstreamUnreachable:
         return UpstreamUnreachable(f"provider {self.name} sent an answer that is not in Cohere's format",
