@@ -57,7 +57,7 @@ class CohereAdapter(HttpAdapter):
     native_messages = False
 
     def key_headers(self, key: ProviderKey) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json", **self.network.extra_headers}
+        headers = {"Content-Type": "application/json", **self.network.extra_headers}
         if key.value:
             headers["Authorization"] = f"Bearer {key.value}"
         return headers
