@@ -200,7 +200,7 @@ def test_config_check_groups_refused_ignored_and_used(tmp_path):
 
 @pytest.mark.parametrize(("name", "entry"), [
     ("bedrock", {"keys": [{"value": "", "bedrock_key_config": {"region": "us-east-1"}}]}),
-    ("cohere", {"keys": [{"value": "co-key"}]}),
+    ("speech", {"custom_provider_config": {"base_provider_type": "replicate"}, "keys": [{"value": "r-key"}]}),
     ("my-vertex", {"custom_provider_config": {"base_provider_type": "vertex"}, "keys": []}),
     ("voice", {"type": "elevenlabs", "keys": [{"value": "k"}]}),
 ])
@@ -284,14 +284,24 @@ def azure(key: dict) -> dict:
         "endpoint": "https://x.openai.azure.com", "client_id": "c", "client_secret": "s", "tenant_id": "t"}}]}}}
 
 
-def test_azure_entra_id_key_without_api_key_is_refused_clearly():
-    errors = errors_of(azure({"value": ""}))
-    assert "Entra ID" in errors["$.providers.azure.keys[0].azure_key_config.client_id"]
+def test_azure_entra_id_key_without_api_key_loads_and_says_it_uses_entra_id():
+    loaded = load_data(azure({"value": ""}), ENV)
+    assert loaded.warnings == []
+    assert [n.path for n in loaded.notes] == ["$.providers.azure.keys[0].azure_key_config.client_id"]
+    assert loaded.config.providers["azure"].keys[0].azure_key_config.tenant_id == "t"
 
 
-def test_azure_entra_id_fields_beside_an_api_key_are_warned_and_the_api_key_used():
+def test_azure_entra_id_fields_beside_an_api_key_win_as_in_bifrost_with_a_warning():
     loaded = load_data(azure({"value": "azure-api-key-0123456789"}), ENV)
-    assert [w.path for w in loaded.warnings] == ["$.providers.azure.keys[0].azure_key_config.client_id"]
+    (warning,) = loaded.warnings
+    assert warning.path == "$.providers.azure.keys[0].azure_key_config.client_id" and "value is not" in warning.message
+
+
+@pytest.mark.parametrize("missing", ["client_id", "client_secret", "tenant_id"])
+def test_a_partial_entra_id_service_principal_is_refused_naming_what_is_missing(missing):
+    config = azure({"value": "azure-api-key-0123456789"})
+    del config["providers"]["azure"]["keys"][0]["azure_key_config"][missing]
+    assert list(errors_of(config)) == [f"$.providers.azure.keys[0].azure_key_config.{missing}"]
 
 
 def test_clickhouse_logs_store_is_refused_clearly():

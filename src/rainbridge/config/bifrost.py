@@ -182,21 +182,17 @@ ENTRA_FIELDS = ("client_id", "client_secret", "tenant_id")
 
 
 def _check_azure_entra(raw: dict[str, Any], out: list[Problem]) -> None:
-    """Azure keys authenticated by Entra ID (service principal) instead of an API key."""
+    """Azure keys authenticated by an Entra ID service principal. With all three fields the
+    service principal is used and the key's ``value`` is not, as Bifrost gives it precedence
+    (a partial service principal is refused in checks.py, for the management API too)."""
     for path, azure in matches(raw, "$.providers.*.keys[*].azure_key_config"):
-        if not isinstance(azure, dict) or not any(azure.get(f) for f in ENTRA_FIELDS):
+        if not isinstance(azure, dict) or not all(isinstance(azure.get(f), str) and azure[f] for f in ENTRA_FIELDS):
             continue
-        key_path = path.removesuffix(".azure_key_config")
-        has_value = bool(_at(raw, key_path, "value"))
-        for field in ENTRA_FIELDS:
-            if field in azure:
-                del azure[field]  # reported here, not again as an unknown key
-        if has_value:
-            out.append(Problem(f"{path}.client_id", "Entra ID is not supported yet: the API key in value is used "
-                               "(ignored)", "warning"))
+        if _at(raw, path.removesuffix(".azure_key_config"), "value"):
+            out.append(Problem(f"{path}.client_id", "the Entra ID service principal is used and the key's value "
+                               "is not (as in Bifrost)", "warning"))
         else:
-            out.append(Problem(f"{path}.client_id", "Entra ID (service principal) authentication is not supported "
-                               "yet: give the resource's API key in value"))
+            out.append(Problem(f"{path}.client_id", "authenticates with Entra ID tokens (client credentials)", NOTE))
 
 
 def _at(raw: dict[str, Any], path: str, key: str) -> Any:
@@ -387,12 +383,17 @@ def _is_enabled_governance(raw: dict[str, Any], path: str) -> bool:
 
 # ----------------------------------------------------------------------------- numbers
 
-# Bifrost's schema types these as strings (its Helm chart renders "5432"); digit strings load.
-_PORT_PATHS = ("$.config_store.config.port", "$.logs_store.config.port")
+# Numbers Bifrost's schema (transports/config.schema.json) types as strings, which its Helm chart
+# renders as strings ("5432"): a string of ASCII digits loads as that number here. The other
+# such fields of Bifrost's schema name things rainbridge does not read: the ClickHouse logs
+# store's port (ClickHouse is refused), the Datadog plugin's agent_port and dogstatsd_port
+# (the plugin is ignored with a warning), MCP's tool_execution_timeout (no MCP). Every other
+# number of Bifrost's schema is an integer there too, and a string is refused as Bifrost does.
+DIGIT_STRING_FIELDS = ("$.config_store.config.port", "$.logs_store.config.port")
 
 
 def _fold_digit_ports(raw: dict[str, Any]) -> None:
-    for pattern in _PORT_PATHS:
+    for pattern in DIGIT_STRING_FIELDS:
         *parent_parts, key = pattern[2:].split(".")
         node: Any = raw
         for part in parent_parts:

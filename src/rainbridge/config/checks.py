@@ -6,7 +6,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from .families import FAMILIES, KNOWN_PROVIDERS, provider_family
-from .schema import Config, ProviderConfig
+from .schema import AzureKeyConfig, Config, ProviderConfig
 from .validate import Problem, child
 
 
@@ -120,6 +120,7 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
         keyless = (known is not None and not known.needs_key) or (custom is not None and custom.is_key_less)
         if not key.value and not keyless and family != "azure":
             out.append(Problem(f"{kpath}.value", "empty API key"))
+        entra = family == "azure" and _entra_complete(key.azure_key_config, kpath, out)
         if family == "azure":
             azure = key.azure_key_config
             endpoint = (azure.endpoint if azure else "") or base_url
@@ -134,8 +135,9 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
                 out.append(
                     Problem(f"{kpath}.azure_key_config.endpoint", f"not an http(s) URL: {endpoint!r}")
                 )
-            if not key.value:
-                out.append(Problem(f"{kpath}.value", "empty API key"))
+            if not key.value and not entra:
+                out.append(Problem(f"{kpath}.value", "empty API key (or give azure_key_config.client_id, "
+                                   "client_secret and tenant_id for Entra ID)"))
         if key.models == []:
             out.append(Problem(f"{kpath}.models", "empty list: this key serves no model", "warning"))
     if not provider.keys:
@@ -144,6 +146,21 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
             out.append(
                 Problem(f"{path}.keys", "no keys: requests go upstream without an API key", "warning")
             )
+
+
+ENTRA_FIELDS = ("client_id", "client_secret", "tenant_id")
+
+
+def _entra_complete(azure: AzureKeyConfig | None, kpath: str, out: list[Problem]) -> bool:
+    """Whether an Azure key names a whole Entra ID service principal; a partial one is refused
+    (Bifrost's schema: the three fields require each other)."""
+    given = [f for f in ENTRA_FIELDS if azure is not None and getattr(azure, f)]
+    if given and len(given) < len(ENTRA_FIELDS):
+        for field in ENTRA_FIELDS:
+            if field not in given:
+                out.append(Problem(f"{kpath}.azure_key_config.{field}", "required with the other Entra ID fields "
+                                   "(client_id, client_secret and tenant_id name one service principal)"))
+    return len(given) == len(ENTRA_FIELDS)
 
 
 def _check_cluster(config: Config, out: list[Problem]) -> None:

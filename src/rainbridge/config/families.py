@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAMILIES = ("openai", "azure", "anthropic", "gemini")
+FAMILIES = ("openai", "azure", "anthropic", "gemini", "cohere")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,38 @@ KNOWN_PROVIDERS: dict[str, KnownProvider] = {
     "sgl": KnownProvider("openai", None, needs_key=False),
     "lmstudio": KnownProvider("openai", "http://localhost:1234", needs_key=False),
 }
+# Bifrost's providers added for issue 14 (native Cohere, and OpenAI-compatible presets).
+KNOWN_PROVIDERS |= {
+    "cohere": KnownProvider("cohere", "https://api.cohere.com"),
+    # OpenAI wire format at their own endpoints (paths that differ: OPENAI_ROUTES).
+    "perplexity": KnownProvider("openai", "https://api.perplexity.ai"),
+    "nebius": KnownProvider("openai", "https://api.tokenfactory.nebius.com"),
+    "huggingface": KnownProvider("openai", "https://router.huggingface.co"),
+    "parasail": KnownProvider("openai", "https://api.parasail.io"),
+    "opencode-zen": KnownProvider("openai", "https://opencode.ai/zen"),
+    "opencode-go": KnownProvider("openai", "https://opencode.ai/zen/go"),
+}
+
+# OpenAI-compatible presets whose operations are not all at ``/v1/{op}``: the path under
+# base_url of each operation that differs, None where the vendor has no such endpoint
+# (the request is then a 400 naming it, not a call to a path that does not exist).
+OPENAI_ROUTES: dict[str, dict[str, str | None]] = {
+    # Perplexity serves chat at /chat/completions (its docs, and Bifrost's adapter);
+    # it has no text completions or embeddings endpoint.
+    "perplexity": {"chat/completions": "/chat/completions", "completions": None, "embeddings": None},
+    # The router's OpenAI-compatible surface is chat only; embeddings go through per-task
+    # pipelines in another format.
+    "huggingface": {"completions": None, "embeddings": None},
+}
+
+
+def preset_of(name: str, explicit_type: str | None, custom_base: str | None) -> str | None:
+    """The known provider whose endpoint conventions a configured provider follows: its
+    ``type`` when that names one, else a custom provider's base, else its own name."""
+    for candidate in (explicit_type, custom_base, name):
+        if candidate:
+            return candidate if candidate in KNOWN_PROVIDERS else None
+    return None
 
 
 def provider_family(name: str, explicit_type: str | None, custom_base: str | None) -> str | None:
@@ -54,8 +86,10 @@ def provider_family(name: str, explicit_type: str | None, custom_base: str | Non
 # less the ones above). A config naming one starts without it, with a warning naming it; its
 # models answer 404 ``provider_not_supported``.
 UNSUPPORTED_PROVIDERS = frozenset({
-    "bedrock", "vertex", "cohere", "perplexity", "nebius", "huggingface", "parasail",
-    "elevenlabs", "replicate", "runway", "runware", "bedrock_mantle", "opencode-go", "opencode-zen",
+    "bedrock", "vertex",
+    # Not chat APIs: speech (elevenlabs), predictions (replicate), images and video (runway,
+    # runware). bedrock_mantle speaks OpenAI's format but signs with SigV4 from an AWS key pair.
+    "elevenlabs", "replicate", "runway", "runware", "bedrock_mantle",
 })
 
 

@@ -64,6 +64,12 @@ class AzureKeyConfig(Base):
     endpoint: str = ""  # https://<resource>.openai.azure.com (falls back to network_config.base_url)
     deployments: dict[str, str] = {}  # model name -> deployment name (default: the model name)
     api_version: str | None = None  # Azure api-version query parameter (default 2024-10-21)
+    # Entra ID service principal (all three or none): requests carry a bearer token from the
+    # client-credentials flow instead of the key's value. The secret is stored sealed, never shown.
+    client_id: str = ""
+    client_secret: str = ""  # env.VAR allowed; never logged
+    tenant_id: str = ""
+    scopes: list[str] = []  # token scopes (default: https://cognitiveservices.azure.com/.default)
 
 
 class KeyConfig(Base):

@@ -1,4 +1,4 @@
-"""A fake upstream LLM provider: OpenAI, Azure OpenAI, Anthropic and Gemini over real HTTP.
+"""A fake upstream LLM provider: OpenAI, Azure OpenAI, Anthropic, Gemini and Cohere over real HTTP.
 
 The gateway's tests, demo and benchmarks run against it, because no real
 provider is reachable. Answers are deterministic; the official `openai`,
@@ -8,13 +8,14 @@ Endpoints
 ---------
 | path | API |
 |---|---|
-| `POST /v1/chat/completions` | OpenAI chat (stream, `stream_options.include_usage`, tools, `n`, `max_tokens`/`max_completion_tokens`) |
+| `POST /v1/chat/completions` | OpenAI chat (stream, `stream_options.include_usage`, tools, `n`, `max_tokens`/`max_completion_tokens`); `POST /chat/completions` too, Perplexity's path |
 | `POST /v1/completions` | OpenAI legacy completions (stream too) |
 | `POST /v1/embeddings` | OpenAI embeddings (`dimensions`, `encoding_format` float/base64) |
 | `GET /v1/models`, `GET /v1/models/{id}` | model list (Anthropic shape when `anthropic-version` is sent) |
 | `POST /openai/deployments/{name}/chat/completions`, `/completions`, `/embeddings` | Azure OpenAI (`api-key`, `?api-version=` required) |
 | `POST /v1/messages`, `POST /v1/messages/count_tokens` | Anthropic Messages (`x-api-key`, `anthropic-version` required) |
 | `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent` (`?alt=sse`), `:embedContent`, `:batchEmbedContents`; `GET /v1beta/models[/{model}]` | Gemini API (`x-goog-api-key` or `?key=`; `/v1/models/{model}:…` too); see `gemini_api` |
+| `POST /v2/chat`, `POST /v2/embed`, `GET /v1/models?endpoint=chat` | Cohere v2 (`Authorization: Bearer`); see `cohere_api` |
 | `GET /mock/stats`, `POST /mock/reset` | introspection (not counted in the stats) |
 
 The answer is `"This is a mock response from <model>: "` followed by the first

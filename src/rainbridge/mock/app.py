@@ -12,13 +12,23 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, parse_qsl, unquote
 
 import orjson
 
-from . import anthropic_api, gemini_api, openai_api
+from . import anthropic_api, cohere_api, entra_api, gemini_api, openai_api
 from .controls import NO_CONTROLS, ControlError, Controls, key_status, parse_controls
-from .errors import ANTHROPIC, AZURE, GEMINI, OPENAI, ApiError, error_body, mock_failure
+from .errors import (
+    ANTHROPIC,
+    AZURE,
+    COHERE,
+    ENTRA,
+    GEMINI,
+    OPENAI,
+    ApiError,
+    error_body,
+    mock_failure,
+)
 from .http import Deferred, HttpConnection
 from .reply import Call, Reply, Request
 from .stats import MockStats
@@ -36,6 +46,7 @@ class Route:
 
 _EXACT = {
     "/v1/chat/completions": Route(OPENAI, "chat", ("POST",)),
+    "/chat/completions": Route(OPENAI, "chat", ("POST",)),  # Perplexity's path (no /v1)
     "/v1/completions": Route(OPENAI, "completions", ("POST",)),
     "/v1/embeddings": Route(OPENAI, "embeddings", ("POST",)),
     "/v1/models": Route(OPENAI, "models", ("GET",)),
@@ -43,6 +54,8 @@ _EXACT = {
     "/v1/messages/count_tokens": Route(ANTHROPIC, "count_tokens", ("POST",)),
     "/openai/models": Route(AZURE, "models", ("GET",)),
     "/v1beta/models": Route(GEMINI, "models", ("GET",)),
+    "/v2/chat": Route(COHERE, "cohere_chat", ("POST",)),
+    "/v2/embed": Route(COHERE, "cohere_embed", ("POST",)),
 }
 _GEMINI_METHODS = {
     "generateContent": "generate",
@@ -60,6 +73,8 @@ _POST_HANDLERS = {
     "generate": gemini_api.generate,
     "embed": gemini_api.embed,
     "batch_embed": gemini_api.batch_embed,
+    "cohere_chat": cohere_api.chat,
+    "cohere_embed": cohere_api.embed,
 }
 
 
@@ -76,6 +91,8 @@ def route(path: str, headers: dict[str, str]) -> Route | None:
             deployment, _, op = path[len("/openai/deployments/") :].partition("/")
             if deployment and op in _AZURE_OPS:
                 found = Route(AZURE, _AZURE_OPS[op], ("POST",), unquote(deployment))
+        elif path.endswith(ENTRA_TOKEN_PATH) and path.count("/") == ENTRA_TOKEN_PATH.count("/") + 1:
+            found = Route(ENTRA, "entra_token", ("POST",), unquote(path[1 : -len(ENTRA_TOKEN_PATH)]))
         elif path.startswith("/v1beta/models/"):
             model, colon, method = unquote(path[len("/v1beta/models/") :]).rpartition(":")
             if colon and model and method in _GEMINI_METHODS:
@@ -88,6 +105,9 @@ def route(path: str, headers: dict[str, str]) -> Route | None:
     return found
 
 
+ENTRA_TOKEN_PATH = "/oauth2/v2.0/token"
+
+
 def _gemini_v1(path: str) -> bool:
     if not path.startswith("/v1/models/"):
         return False
@@ -97,6 +117,10 @@ def _gemini_v1(path: str) -> bool:
 
 def guess_family(path: str, headers: dict[str, str]) -> str:
     """The API family an unknown path most likely belongs to, for the 404's shape."""
+    if path.startswith("/v2/"):
+        return COHERE
+    if path.endswith(ENTRA_TOKEN_PATH):
+        return ENTRA
     if path.startswith("/openai/"):
         return AZURE
     if path.startswith("/v1beta/") or "x-goog-api-key" in headers or _gemini_v1(path):
@@ -128,6 +152,7 @@ class MockApp:
         self.stats = stats
         self.stopping = False  # set by MockProvider.stop so its own closes are not disconnects
         self._seq = 0
+        self._entra_tokens: dict[str, float] = {}  # access token -> expiry (monotonic seconds)
 
     def disconnected(self) -> None:
         if not self.stopping:
@@ -141,7 +166,9 @@ class MockApp:
         family = found.family if found is not None else guess_family(path, request.headers)
 
         body: Any = None
-        if request.body:
+        if request.body and family == ENTRA:  # a form, as OAuth 2.0 token requests are
+            body = dict(parse_qsl(request.body.decode("utf-8", "replace")))
+        elif request.body:
             try:
                 body = orjson.loads(request.body)
             except orjson.JSONDecodeError:
@@ -190,8 +217,13 @@ class MockApp:
             raise ApiError(
                 405, f"Invalid method for URL ({method} {path})", type="invalid_request_error"
             )
+        if family == ENTRA:
+            return self._entra_token(body if isinstance(body, dict) else {})
         if key is None:
             raise _missing_key(family)
+        if family == AZURE and key.startswith("mock-entra-token-") and self._entra_tokens.get(key, 0) <= time.monotonic():
+            raise ApiError(401, "Unauthorized. Access token is missing, invalid, audience is incorrect "
+                           "(https://cognitiveservices.azure.com), or have expired.", code="401")
         if family == ANTHROPIC and "anthropic-version" not in request.headers:
             raise ApiError(400, "anthropic-version: header is required")
         if family == AZURE and "api-version" not in parse_qs(request.query):
@@ -214,6 +246,9 @@ class MockApp:
             raise mock_failure(controls.fail_status, "fail-status")
 
         if found.endpoint == "models":
+            if family == OPENAI and "endpoint" in parse_qs(request.query):
+                # Cohere's GET /v1/models shares OpenAI's path; its endpoint filter tells it apart.
+                return cohere_api.list_models()
             return _MODEL_APIS.get(family, openai_api).list_models()
         if found.endpoint == "model":
             return _MODEL_APIS.get(family, openai_api).get_model(found.param or "")
@@ -224,6 +259,14 @@ class MockApp:
         if found.endpoint == "stream_generate":
             return gemini_api.generate(call, stream=True, sse=parse_qs(request.query).get("alt") == ["sse"])
         return _POST_HANDLERS[found.endpoint](call)
+
+    def _entra_token(self, form: dict) -> Reply:
+        self._seq += 1
+        reply, token, lifetime = entra_api.token(form, self._seq)
+        now = time.monotonic()
+        self._entra_tokens = {t: e for t, e in self._entra_tokens.items() if e > now}  # bounded by live tokens
+        self._entra_tokens[token] = now + lifetime
+        return reply
 
     async def _deferred(self, reply: Reply, controls: Controls, conn: HttpConnection) -> None:
         stats = self.stats
@@ -293,6 +336,7 @@ class MockApp:
     def reset(self) -> None:
         self.stats.reset()
         self._seq = 0
+        self._entra_tokens.clear()
 
 
 _MODEL_APIS: dict[str, Any] = {ANTHROPIC: anthropic_api, GEMINI: gemini_api}
@@ -330,6 +374,8 @@ def _missing_key(family: str) -> ApiError:
         )
     if family == ANTHROPIC:
         return ApiError(401, "x-api-key header is required")
+    if family == COHERE:
+        return ApiError(401, "no api key supplied")
     if family == AZURE:
         return ApiError(
             401,
@@ -353,6 +399,8 @@ def _key_failure(family: str, status: int, key: str) -> ApiError:
         return ApiError(400, "API key not valid. Please pass a valid API key.", details=[info])
     if family == ANTHROPIC:
         return ApiError(401, "invalid x-api-key")
+    if family == COHERE:
+        return ApiError(401, "invalid api token")
     masked = key[:6] + "*" * 4 + key[-4:] if len(key) > 10 else "****"
     return ApiError(
         401,
@@ -369,6 +417,8 @@ def _bad_body(family: str, raw: bytes) -> ApiError:
         return ApiError(
             400, "Request body must be a JSON object" if raw else "Request body is required"
         )
+    if family == COHERE:
+        return ApiError(400, "invalid request: body must be a JSON object")
     return ApiError(
         400,
         "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "

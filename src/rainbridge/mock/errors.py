@@ -9,6 +9,8 @@ OPENAI = "openai"
 AZURE = "azure"
 ANTHROPIC = "anthropic"
 GEMINI = "gemini"
+COHERE = "cohere"
+ENTRA = "entra"  # Microsoft Entra ID's token endpoint
 
 # google.rpc.Code names Google's APIs put in `error.status`, by HTTP status.
 _GEMINI_STATUS = {
@@ -86,6 +88,13 @@ def error_object(family: str, err: ApiError) -> dict:
         if err.details:
             doc["details"] = err.details
         return {"error": doc}
+    if family == COHERE:
+        return {"id": "00000000-0000-0000-0000-00000000e770", "message": err.message}
+    if family == ENTRA:
+        zero = "00000000-0000-0000-0000-000000000000"
+        codes = [d["error_code"] for d in err.details or () if "error_code" in d]
+        return {"error": err.code or "invalid_request", "error_description": err.message, "error_codes": codes,
+                "timestamp": "2026-01-01 00:00:00Z", "trace_id": zero, "correlation_id": zero}
     if family == ANTHROPIC:
         return {
             "type": "error",

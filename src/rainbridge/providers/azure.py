@@ -1,15 +1,31 @@
-"""Azure OpenAI: the OpenAI wire format at deployment URLs, with an ``api-key`` header.
+"""Azure OpenAI: the OpenAI wire format at deployment URLs, with an ``api-key`` header or an
+Entra ID bearer token.
 
 ``{endpoint}/openai/deployments/{deployment}/{op}?api-version={version}``, where the
-endpoint and the model → deployment map come from each key's ``azure_key_config``.
+endpoint and the model → deployment map come from each key's ``azure_key_config``. A key whose
+``azure_key_config`` names a service principal (``client_id``, ``client_secret``,
+``tenant_id``) authenticates with ``Authorization: Bearer`` from Entra ID instead of its
+``value``, as Bifrost gives the service principal precedence (see entra.py).
 """
 
 from __future__ import annotations
 
 from urllib.parse import quote, urlsplit
 
-from ..config.schema import AzureKeyConfig
-from .base import ProviderKey
+from ..config.schema import AzureKeyConfig, NetworkConfig
+from ..errors import UpstreamError, UpstreamUnreachable
+from ..translate.anthropic_openai import openai_error_type
+from ..upstream import Exchange, UpstreamClient
+from .base import ProviderKey, Reply, scrub
+from .entra import (
+    ServicePrincipal,
+    TokenCache,
+    TokenRefused,
+    authority,
+    parse_token_response,
+    service_principal,
+    token_request,
+)
 from .openai import OpenAIAdapter
 
 DEFAULT_API_VERSION = "2024-10-21"
@@ -18,9 +34,15 @@ DEFAULT_API_VERSION = "2024-10-21"
 class AzureAdapter(OpenAIAdapter):
     family = "azure"
 
+    def __init__(self, name: str, base_url: str, client: UpstreamClient, network: NetworkConfig):
+        super().__init__(name, base_url, client, network)
+        self.authority = authority()
+        self.tokens = TokenCache(self._fetch_token)
+        self._bearer: dict[str, bytes] = {}  # key id -> its current Authorization line
+
     def key_headers(self, key: ProviderKey) -> dict[str, str]:
         headers = {"Content-Type": "application/json", **self.network.extra_headers}
-        if key.value:
+        if key.value and service_principal(key.azure) is None:
             headers["api-key"] = key.value
         return headers
 
@@ -35,3 +57,58 @@ class AzureAdapter(OpenAIAdapter):
     async def list_models(self, key: ProviderKey) -> list[str]:
         azure: AzureKeyConfig | None = key.azure  # type: ignore[assignment]
         return sorted(azure.deployments) if azure else []
+
+    # -- Entra ID ---------------------------------------------------------------------------
+
+    async def post(self, url: str, path: str, body: bytes, key: ProviderKey, extra: dict[str, str] | None) -> Reply:
+        await self._authorize(key)
+        return await super().post(url, path, body, key, extra)
+
+    async def open_stream(self, url: str, path: str, body: bytes, key: ProviderKey, extra: dict[str, str] | None) -> Exchange:
+        await self._authorize(key)
+        return await super().open_stream(url, path, body, key, extra)
+
+    def post_head(self, origin, path: str, key: ProviderKey, length: int, extra: dict[str, str] | None) -> bytes:
+        head = super().post_head(origin, path, key, length, extra)
+        line = self._bearer.get(key.id) if key.azure is not None else None
+        if line is None:
+            return head
+        end = head.index(b"\r\n") + 2  # after the request line
+        return head[:end] + line + head[end:]
+
+    async def _authorize(self, key: ProviderKey) -> None:
+        """Make sure the key's bearer token is fresh before its request head is built (the
+        head is built without an await after this, so it sees this token)."""
+        sp = service_principal(key.azure)
+        if sp is not None:
+            token = await self.tokens.get(sp)
+            self._bearer[key.id] = b"Authorization: Bearer " + token.encode("ascii") + b"\r\n"
+
+    async def _fetch_token(self, sp: ServicePrincipal) -> tuple[str, float]:
+        path, body = token_request(sp)
+        origin = self.client.origin(self.authority)  # always verified TLS, whatever the provider's setting
+        prefix = urlsplit(self.authority).path.rstrip("/")
+        head = (f"POST {prefix}{path} HTTP/1.1\r\nHost: ".encode("latin-1") + origin.host_header
+                + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nAccept: application/json\r\n"
+                b"Accept-Encoding: identity\r\nContent-Length: %d\r\n\r\n" % len(body))
+        try:
+            exchange = await self._exchange(origin, head, body)
+            data = await exchange.read()
+        except UpstreamUnreachable as exc:
+            raise UpstreamUnreachable(f"provider {self.name} cannot get an Entra ID token from {self.authority}: "
+                                      f"{exc.message}", provider=self.name, code="entra_unreachable") from None
+        try:
+            return parse_token_response(exchange.status, data)
+        except TokenRefused as exc:
+            # A refused credential is a dead key (401: the router moves to the next key); Entra
+            # busy, down or answering nonsense is retried like any upstream failure.
+            if exc.status == 429 or exc.status >= 500:
+                status = exc.status
+            else:
+                status = 401 if exc.status >= 400 else 502
+            secret = ProviderKey("entra", sp.client_secret, None, 1.0)
+            raise UpstreamError(
+                f"{self.name}: Entra ID gave no token for client {sp.client_id} ({scrub(exc.message, secret)})",
+                provider=self.name, status=status, type=openai_error_type(status), code="entra_token_refused",
+                retry_after=exchange.retry_after,
+            ) from None

@@ -2,6 +2,8 @@
 
 Bodies pass through untouched apart from ``model``: fields we do not know reach the
 provider as the client sent them, and the provider's answer reaches the client as bytes.
+Operations live at ``{base_url}/v1/{op}`` unless a preset's ``routes`` say otherwise
+(Perplexity's chat is at ``/chat/completions``; an operation a vendor lacks is a 400).
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from collections.abc import AsyncIterator
 import orjson
 
 from ..upstream import Exchange
-from .base import Call, ProviderKey, Reply, UpstreamStream, stream_error_event
+from .base import Call, ProviderKey, Reply, UnsupportedOperation, UpstreamStream, stream_error_event
 from .http import HttpAdapter
+
+_OPERATION_NAMES = {"chat/completions": "chat completions", "completions": "/v1/completions", "embeddings": "embeddings"}
 
 
 class OpenAIAdapter(HttpAdapter):
     family = "openai"
     native_messages = False
+    # op -> path under base_url where it is not /v1/{op}; None: the vendor has no such endpoint.
+    routes: dict[str, str | None] = {}
 
     def key_headers(self, key: ProviderKey) -> dict[str, str]:
         headers = {"Content-Type": "application/json", **self.network.extra_headers}
@@ -27,6 +33,12 @@ class OpenAIAdapter(HttpAdapter):
 
     def target(self, op: str, key: ProviderKey, model: str) -> tuple[str, str]:
         """(origin URL, request path) of an operation."""
+        if op in self.routes:
+            path = self.routes[op]
+            if path is None:
+                what = _OPERATION_NAMES.get(op, op)
+                raise UnsupportedOperation(f"provider {self.name} does not support {what}", param="model")
+            return self.base_url, self.base_path + path
         return self.base_url, f"{self.base_path}/v1/{op}"
 
     async def chat(self, call: Call) -> Reply:
@@ -49,13 +61,18 @@ class OpenAIAdapter(HttpAdapter):
         data = (await self.get(url, path, key)).data.get("data") or []
         return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
+    def upstream_body(self, body: dict) -> dict:
+        """The body as this vendor takes it (a preset may rename the model)."""
+        return body
+
     async def _send(self, op: str, call: Call) -> Reply:
         url, path = self.target(op, call.key, call.body.get("model", ""))
-        return await self.post(url, path, orjson.dumps(call.body), call.key, call.extra_headers)
+        return await self.post(url, path, orjson.dumps(self.upstream_body(call.body)), call.key, call.extra_headers)
 
     async def _stream(self, op: str, call: Call) -> UpstreamStream:
         url, path = self.target(op, call.key, call.body.get("model", ""))
-        exchange = await self.open_stream(url, path, orjson.dumps(call.body), call.key, call.extra_headers)
+        body = orjson.dumps(self.upstream_body(call.body))
+        exchange = await self.open_stream(url, path, body, call.key, call.extra_headers)
         return self.stream_of(self._payloads(exchange, call.key), exchange)
 
     async def _payloads(self, exchange: Exchange, key: ProviderKey) -> AsyncIterator[bytes]:

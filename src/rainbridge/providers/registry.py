@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from ..config.checks import default_base_url
-from ..config.families import provider_family
+from ..config.families import OPENAI_ROUTES, preset_of, provider_family
 from ..config.schema import Config, ProviderConfig
 from ..upstream import UpstreamClient
 from .anthropic import AnthropicAdapter
 from .azure import AzureAdapter
 from .base import ProviderKey
+from .cohere import CohereAdapter
 from .gemini import GeminiAdapter
 from .http import HttpAdapter
+from .huggingface import HuggingFaceAdapter
 from .openai import OpenAIAdapter
 
 ADAPTERS: dict[str, type[HttpAdapter]] = {
@@ -18,7 +20,10 @@ ADAPTERS: dict[str, type[HttpAdapter]] = {
     "azure": AzureAdapter,
     "anthropic": AnthropicAdapter,
     "gemini": GeminiAdapter,
+    "cohere": CohereAdapter,
 }
+# Presets of the openai family that need more than a base URL (a model name form).
+PRESET_ADAPTERS: dict[str, type[HttpAdapter]] = {"huggingface": HuggingFaceAdapter}
 
 
 def build_adapter(name: str, pc: ProviderConfig, client: UpstreamClient) -> HttpAdapter:
@@ -27,7 +32,11 @@ def build_adapter(name: str, pc: ProviderConfig, client: UpstreamClient) -> Http
     if family is None:  # config validation rejects this earlier
         raise ValueError(f"provider {name}: unknown type")
     base_url = pc.network_config.base_url or default_base_url(name, pc) or ""
-    return ADAPTERS[family](name, base_url, client, pc.network_config)
+    preset = preset_of(name, pc.type, custom.base_provider_type if custom else None)
+    adapter = PRESET_ADAPTERS.get(preset or "", ADAPTERS[family])(name, base_url, client, pc.network_config)
+    if preset in OPENAI_ROUTES and isinstance(adapter, OpenAIAdapter):
+        adapter.routes = OPENAI_ROUTES[preset]
+    return adapter
 
 
 def build_keys(pc: ProviderConfig, adapter: HttpAdapter, version: int) -> list[ProviderKey]:

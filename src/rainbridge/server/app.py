@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -25,6 +26,9 @@ from .api import AdminApp
 from .http import HEAD_LINES, ClientDisconnected, Headers, send_error, send_json, split_head_lines
 
 log = logging.getLogger("rainbridge.server")
+
+_DEPLOYMENT = re.compile(r"(?:/openai)?/openai/deployments/([^/]+)/(chat/completions|completions|embeddings)/?")
+_DEPLOYMENT_OPS = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
 
 SETTLE_WAIT_S = 5.0  # at shutdown, for the requests cancelled at the graceful timeout to settle
 
@@ -60,6 +64,18 @@ class App:
                    "anthropic-version", "anthropic-beta", *gateway.config.client.allowed_headers]
         self.cors_allow_headers = ", ".join(allowed).encode()
 
+    def _deployment_route(self, path: str) -> tuple[frozenset[str], Handler, str | None] | None:
+        """Azure OpenAI's deployment URLs, as Bifrost serves them under its OpenAI integration
+        (``/openai/openai/deployments/{deployment}/chat/completions?api-version=…``, what the
+        AzureOpenAI SDK sends with ``azure_endpoint=<gateway>/openai``; without the first
+        ``/openai`` too): the request goes to provider ``azure``, model ``{deployment}``."""
+        found = _DEPLOYMENT.fullmatch(path)
+        if found is None:
+            return None
+        deployment, op = found.group(1), _DEPLOYMENT_OPS[found.group(2)]
+        handler = partial(openai_routes.handle, self.gateway, op, model=f"azure/{deployment}")
+        return frozenset({"POST"}), handler, op
+
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
@@ -75,6 +91,8 @@ class App:
         route = self.routes.get(path)
         if route is None and path.endswith("/") and len(path) > 1:
             route = self.routes.get(path.rstrip("/"))
+        if route is None and "/deployments/" in path:
+            route = self._deployment_route(path)
         headers = Headers(scope["headers"])
         cors = self._cors_headers(headers.origin) if headers.origin is not None else None
         if cors is not None:

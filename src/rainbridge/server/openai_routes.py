@@ -55,12 +55,16 @@ def validate_embeddings(req: dict) -> None:
 VALIDATORS = {"chat": validate_chat, "completions": validate_completions, "embeddings": validate_embeddings}
 
 
-async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, record: RequestRecord, receive: Any, send: Any) -> None:
+async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, record: RequestRecord, receive: Any, send: Any,
+                 model: str | None = None) -> None:
+    """``model``: set by the route (an Azure deployment URL names it), whatever the body says."""
     body = await read_body(receive, gateway.max_body_bytes)
     record.request_bytes = len(body)
     if record.content:
         record.request_body = body
     req = parse_object(body)
+    if model is not None:
+        req["model"] = model
     VALIDATORS[op](req)
     stream = record.stream = stream_flag(req) if op != "embeddings" else False
     try:

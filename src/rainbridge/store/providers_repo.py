@@ -1,4 +1,4 @@
-"""Providers and their keys in the config store (key values sealed by ``Secrets``)."""
+"""Providers and their keys in the config store (key values and secret settings sealed by ``Secrets``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import msgspec
 
 from ..config.schema import KeyConfig, ProviderConfig
 from .db import Database, Executor
-from .secrets import Secrets
+from .secrets import Secrets, open_key_fields, seal_key_fields
 
 _KEY_ROW_FIELDS = {"id", "name", "value", "models", "weight"}
 
@@ -44,7 +44,7 @@ class ProvidersRepo:
         return out
 
     def _key_dict(self, row: dict) -> dict[str, Any]:
-        extra = msgspec.json.decode(row["config"])
+        extra = open_key_fields(self.secrets, msgspec.json.decode(row["config"]), row["id"])
         return {
             **extra,
             "id": row["id"],
@@ -77,7 +77,7 @@ class ProvidersRepo:
         ts = ts or now_ms()
         kid = key_id(provider, key, index)
         raw = msgspec.to_builtins(key)
-        extra = {k: v for k, v in raw.items() if k not in _KEY_ROW_FIELDS}
+        extra = seal_key_fields(self.secrets, {k: v for k, v in raw.items() if k not in _KEY_ROW_FIELDS}, kid)
         await tx.execute(
             "INSERT INTO provider_keys (id, provider, name, value, models, weight, config, created_at, updated_at) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",

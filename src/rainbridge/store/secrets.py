@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 
 from .crypto import Cipher, DecryptionError, is_encrypted, new_salt
@@ -10,8 +11,10 @@ from .db import Database, Executor
 
 log = logging.getLogger("rainbridge.store")
 
-# (table, id column, secret column): every secret the config store keeps.
+# (table, id column, secret column): every secret the config store keeps in a column of its own.
 SECRET_COLUMNS = [("provider_keys", "id", "value")]
+# Secrets inside a key's settings (provider_keys.config, a JSON document): (section, field).
+SECRET_KEY_FIELDS = [("azure_key_config", "client_secret")]
 
 
 class EncryptionKeyError(Exception):
@@ -55,6 +58,28 @@ async def _set_meta(tx: Executor, key: str, value: str) -> None:
     )
 
 
+def _field_table(section: str, field: str) -> str:
+    return f"provider_keys.{section}.{field}"
+
+
+def seal_key_fields(secrets: Secrets, config: dict, key_id: str) -> dict:
+    """A key's settings with its secret fields sealed (the input is left as it is)."""
+    return _map_key_fields(config, lambda value, table: secrets.seal(value, table, key_id))
+
+
+def open_key_fields(secrets: Secrets, config: dict, key_id: str) -> dict:
+    return _map_key_fields(config, lambda value, table: secrets.open(value, table, key_id))
+
+
+def _map_key_fields(config: dict, apply) -> dict:
+    out = dict(config)
+    for section, field in SECRET_KEY_FIELDS:
+        inner = out.get(section)
+        if isinstance(inner, dict) and isinstance(inner.get(field), str) and inner[field]:
+            out[section] = {**inner, field: apply(inner[field], _field_table(section, field))}
+    return out
+
+
 async def _reseal_all(tx: Executor, old: Secrets, new: Secrets) -> int:
     count = 0
     for table, id_col, col in SECRET_COLUMNS:
@@ -63,6 +88,12 @@ async def _reseal_all(tx: Executor, old: Secrets, new: Secrets) -> int:
             plain = old.open(row["value"], table, row["id"])
             await tx.execute(f"UPDATE {table} SET {col} = $1 WHERE {id_col} = $2", new.seal(plain, table, row["id"]), row["id"])
             count += 1
+    for row in await tx.fetch("SELECT id, config FROM provider_keys"):
+        config = json.loads(row["config"])
+        sealed = seal_key_fields(new, open_key_fields(old, config, row["id"]), row["id"])
+        if sealed != config:
+            await tx.execute("UPDATE provider_keys SET config = $1 WHERE id = $2", json.dumps(sealed), row["id"])
+            count += sum(1 for section, field in SECRET_KEY_FIELDS if (config.get(section) or {}).get(field))
     return count
 
 

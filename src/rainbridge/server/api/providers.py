@@ -42,6 +42,9 @@ def _present_key(key: KeyConfig) -> dict:
     # Every key shows its routing fields, defaults included; the value only as set or not.
     out = {"id": key.id, "name": key.name, "models": key.models, "weight": key.weight, **msgspec.to_builtins(key)}
     out["value"] = "…" if key.value else ""
+    azure = out.get("azure_key_config")
+    if isinstance(azure, dict) and azure.get("client_secret"):
+        azure["client_secret"] = "…"  # write-only, as the value
     return out
 
 
