@@ -1,0 +1,96 @@
+"""``FleetCounters`` on a real store (SQLite and PostgreSQL), without a cluster: the escrow
+runs as a fleet of one, so these check the driver's own rules.
+
+- the usage of a member that died before flushing it, known from gossip, is written under
+  that member's node id by a live member, only once, and never lowers a row;
+- a slot's ``low`` bound follows the allowance; usage reported by others raises ``others``
+  (and ``committed``) but a stale, lower report never lowers them;
+- the fleet's usage of a counter this worker never used comes from the usage CRDT.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from rainbridge.counters.fleet import AwaitGrant, FleetCounters, member_to_node, node_to_member
+from test_counters import open_db, rows
+
+NOW_S = 1_764_000_030.0  # 30 s into a minute
+WINDOW = 1_764_000_000_000
+KEY = ("vk", "vk_1", "requests", WINDOW)
+LID = "vk/vk_1/requests/1m"
+
+
+def fleet_of_one() -> FleetCounters:
+    counters = FleetCounters("n1-b00t", clock=lambda: NOW_S)
+    counters.attach(SimpleNamespace(name="n1", boot="b00t", node=None, rpc=None))  # type: ignore[arg-type]
+    slot = counters.slot(KEY, WINDOW + 60_000)
+    counters.bind(slot, LID, 100, "1m", False)
+    return counters
+
+
+def test_node_ids_and_member_ids_map_both_ways():
+    assert node_to_member("rb-0-w1-9f3a") == "rb-0-w1:9f3a"
+    assert member_to_node("rb-0-w1:9f3a") == "rb-0-w1-9f3a"
+
+
+async def test_a_dead_members_gossiped_usage_is_flushed_once_under_its_node_id(store_config, tmp_path):
+    db = await open_db(store_config, tmp_path)
+    try:
+        counters = fleet_of_one()
+        escrow = counters.escrow
+        usage = escrow._usage_of((LID, WINDOW))
+        usage.set_own("n2:dead", 7)  # died before flushing: only gossip knows its 7
+        usage.set_own("n3:live", 4)  # alive: it flushes its own rows
+        counters._running = {escrow.me, "n3:live"}
+        await counters.flush(db)
+        assert [r for r in await rows(db) if r[3] != "n1-b00t"] == [("vk", "vk_1\x1frequests", WINDOW, "n2-dead", 7.0)]
+        # Written once: a second flush writes nothing more for it.
+        assert counters._orphan_rows() == []
+        # A row the dead member wrote itself with more is never lowered (GREATEST).
+        await db.execute("UPDATE counters SET value = 9 WHERE node_id = 'n2-dead'")
+        usage.set_own("n2:dead", 8)
+        await counters.flush(db)
+        assert [r[4] for r in await rows(db) if r[3] == "n2-dead"] == [9.0]
+    finally:
+        counters.close()
+        await db.close()
+
+
+async def test_low_follows_the_allowance_and_others_only_grow():
+    counters = fleet_of_one()
+    slot = counters.slots[KEY]
+    assert slot.low == float("-inf")  # nothing granted yet: admission must ask
+    now = int(NOW_S * 1000)
+    counters.escrow.set_roster(["n1"], now)  # a fleet of one: it owns every limit
+    counters.escrow.set_view(["n1"], now)
+    with pytest.raises(AwaitGrant) as waiting:
+        counters.reach(slot, 1)
+    assert waiting.value.future.done() and waiting.value.future.result() is True  # granted at once
+    allowance = counters.escrow.allowance(LID, WINDOW)
+    assert allowance.granted == 50  # max(1, ceil(100 / (2 × 1 member)))
+    margin = (allowance.last_grant + 1) // 2
+    assert slot.low == allowance.granted - allowance.returned - margin == 25
+    assert counters.reach(slot, 1) is True  # past low, within the allowance: admitted, topped up
+    usage = counters.escrow._usage_of((LID, WINDOW))
+    usage.set_own("n2:x", 5)
+    counters._after()
+    assert (slot.others, slot.committed) == (5, 5)
+    assert slot.low == 5 + allowance.granted - allowance.returned - (allowance.last_grant + 1) // 2
+    usage.by_member["n2:x"] = 3  # a lower, stale report (the CRDT never does this; forced here)
+    counters._after()
+    assert (slot.others, slot.committed) == (5, 5)
+    counters.close()
+
+
+async def test_the_fleets_usage_of_a_counter_never_used_here_comes_from_gossip():
+    counters = fleet_of_one()
+    other = ("team", "t_1", "requests", WINDOW)
+    counters.escrow._usage_of(("team/t_1/requests/1m", WINDOW)).set_own("n2:x", 11)
+    counters.escrow._usage_of(("budget/b_1/spend/1d", WINDOW)).set_own("n2:x", 2_500_000)
+    assert counters.value(other) == 11
+    assert counters.value(("budget", "b_1", "spend", WINDOW)) == 2.5  # micro-USD → USD
+    assert counters.value(("team", "t_2", "requests", WINDOW)) == 0
+    counters.close()
