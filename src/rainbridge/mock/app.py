@@ -16,9 +16,20 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from . import anthropic_api, gemini_api, openai_api
+from . import anthropic_api, bedrock_api, gemini_api, openai_api
 from .controls import NO_CONTROLS, ControlError, Controls, key_status, parse_controls
-from .errors import ANTHROPIC, AZURE, GEMINI, OPENAI, ApiError, error_body, mock_failure
+from .errors import (
+    ANTHROPIC,
+    AZURE,
+    BEDROCK,
+    GEMINI,
+    OPENAI,
+    VERTEX,
+    ApiError,
+    error_body,
+    mock_failure,
+)
+from .google_oauth import GoogleOAuth
 from .http import Deferred, HttpConnection
 from .reply import Call, Reply, Request
 from .stats import MockStats
@@ -50,6 +61,13 @@ _GEMINI_METHODS = {
     "embedContent": "embed",
     "batchEmbedContents": "batch_embed",
 }
+_VERTEX_METHODS = {
+    ("google", "generateContent"): "generate",
+    ("google", "streamGenerateContent"): "stream_generate",
+    ("anthropic", "rawPredict"): "raw_predict",
+    ("anthropic", "streamRawPredict"): "raw_predict",
+}
+_BEDROCK_ACTIONS = {"converse": "converse", "converse-stream": "converse_stream"}
 _AZURE_OPS = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
 _POST_HANDLERS = {
     "chat": openai_api.chat,
@@ -60,6 +78,7 @@ _POST_HANDLERS = {
     "generate": gemini_api.generate,
     "embed": gemini_api.embed,
     "batch_embed": gemini_api.batch_embed,
+    "converse": bedrock_api.converse,
 }
 
 
@@ -70,6 +89,12 @@ def route(path: str, headers: dict[str, str]) -> Route | None:
         if _gemini_v1(path):  # Gemini's v1: /v1/models/{model}:{method}
             model, _, method = unquote(path[len("/v1/models/") :]).rpartition(":")
             found = Route(GEMINI, _GEMINI_METHODS[method], ("POST",), model)
+        elif path.startswith("/v1/projects/"):
+            found = _vertex_route(path)
+        elif path.startswith("/model/"):
+            model_id, _, action = path[len("/model/"):].partition("/")
+            if model_id and action in _BEDROCK_ACTIONS:
+                found = Route(BEDROCK, _BEDROCK_ACTIONS[action], ("POST",), unquote(model_id))
         elif path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             found = Route(OPENAI, "model", ("GET",), unquote(path[len("/v1/models/") :]))
         elif path.startswith("/openai/deployments/"):
@@ -88,6 +113,18 @@ def route(path: str, headers: dict[str, str]) -> Route | None:
     return found
 
 
+def _vertex_route(path: str) -> Route | None:
+    """``/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:{method}``"""
+    parts = path.split("/")
+    if len(parts) != 10 or parts[4] != "locations" or parts[6] != "publishers" or parts[8] != "models":
+        return None
+    model, colon, method = unquote(parts[9]).rpartition(":")
+    endpoint = _VERTEX_METHODS.get((parts[7], method))
+    if not colon or not model or endpoint is None:
+        return None
+    return Route(VERTEX, endpoint, ("POST",), model)
+
+
 def _gemini_v1(path: str) -> bool:
     if not path.startswith("/v1/models/"):
         return False
@@ -101,6 +138,10 @@ def guess_family(path: str, headers: dict[str, str]) -> str:
         return AZURE
     if path.startswith("/v1beta/") or "x-goog-api-key" in headers or _gemini_v1(path):
         return GEMINI
+    if path.startswith("/v1/projects/"):
+        return VERTEX
+    if path.startswith("/model/") or "x-amz-date" in headers:
+        return BEDROCK
     if path.startswith("/v1/messages") or "anthropic-version" in headers or "x-api-key" in headers:
         return ANTHROPIC
     return OPENAI
@@ -126,6 +167,7 @@ def api_key(family: str, headers: dict[str, str], query: str = "") -> str | None
 class MockApp:
     def __init__(self, stats: MockStats) -> None:
         self.stats = stats
+        self.google = GoogleOAuth()
         self.stopping = False  # set by MockProvider.stop so its own closes are not disconnects
         self._seq = 0
 
@@ -137,6 +179,8 @@ class MockApp:
         path = request.path
         if path.startswith("/mock/"):
             return self._introspect(request)
+        if path == "/token":  # Google's OAuth2 token endpoint
+            return self.google.token(request)
         found = route(path, request.headers)
         family = found.family if found is not None else guess_family(path, request.headers)
 
@@ -151,7 +195,16 @@ class MockApp:
             controls = parse_controls(request.mock_headers, body)
         except ControlError as exc:
             controls, control_error = NO_CONTROLS, exc
-        key = api_key(family, request.headers, request.query)
+        auth_error = None
+        if family == BEDROCK:
+            try:
+                key = bedrock_api.caller(request)
+            except ApiError as err:
+                key, auth_error = None, err
+        elif family == VERTEX:
+            key = self.google.holder(request.headers.get("authorization"))
+        else:
+            key = api_key(family, request.headers, request.query)
         mock_id = controls.mock_id
         if mock_id is None and controls.fail_first is not None:
             mock_id = ""  # fail-first without a mock-id shares one anonymous counter
@@ -160,11 +213,16 @@ class MockApp:
         )
 
         try:
+            if auth_error is not None:
+                raise auth_error
             reply = self._answer(request, found, family, body, key, controls, control_error, seen)
         except ApiError as err:
-            if family == GEMINI and err.status == 429 and err.details is None:
+            if family in (GEMINI, VERTEX) and err.status == 429 and err.details is None:
                 err.details = [_retry_info(controls.retry_after or "1")]
-            headers = _error_headers(err, controls) if family != GEMINI else []
+            if family == BEDROCK:
+                headers = bedrock_api.error_headers(err)
+            else:
+                headers = _error_headers(err, controls) if family not in (GEMINI, VERTEX) else []
             if err.status == 405 and found is not None:
                 headers.append(("allow", ", ".join(found.methods)))
             reply = Reply(err.status, error_body(family, err), headers=headers)
@@ -223,6 +281,10 @@ class MockApp:
         call = Call(family, body, controls, self._seq, int(time.time()), found.param)
         if found.endpoint == "stream_generate":
             return gemini_api.generate(call, stream=True, sse=parse_qs(request.query).get("alt") == ["sse"])
+        if found.endpoint == "converse_stream":
+            return bedrock_api.converse(call, stream=True)
+        if found.endpoint == "raw_predict":
+            return anthropic_api.messages(_vertex_claude_call(call))
         return _POST_HANDLERS[found.endpoint](call)
 
     async def _deferred(self, reply: Reply, controls: Controls, conn: HttpConnection) -> None:
@@ -246,7 +308,7 @@ class MockApp:
         stats = self.stats
         stream = reply.stream
         assert stream is not None
-        conn.start_stream(reply.status, reply.headers)
+        conn.start_stream(reply.status, reply.headers, stream.content_type)
         stats.streams_started += 1
         for frame in stream.head:
             conn.send_frame(frame)
@@ -283,6 +345,10 @@ class MockApp:
             if request.method != "GET":
                 return Reply(405, b'{"error":"use GET"}', headers=[("allow", "GET")])
             return Reply(body=orjson.dumps(self.stats.snapshot()))
+        if request.path == "/mock/google/service-accounts":
+            return self.google.register(request)
+        if request.path == "/mock/google/grants":
+            return Reply(body=orjson.dumps(self.google.grants))
         if request.path == "/mock/reset":
             if request.method != "POST":
                 return Reply(405, b'{"error":"use POST"}', headers=[("allow", "POST")])
@@ -296,6 +362,18 @@ class MockApp:
 
 
 _MODEL_APIS: dict[str, Any] = {ANTHROPIC: anthropic_api, GEMINI: gemini_api}
+
+
+def _vertex_claude_call(call: Call) -> Call:
+    """Claude on Vertex (rawPredict): a Messages body without ``model`` (it is in the URL) and
+    with ``anthropic_version: vertex-2023-10-16`` instead of the header."""
+    body = dict(call.body)
+    if body.pop("anthropic_version", None) != "vertex-2023-10-16":
+        raise ApiError(400, "anthropic_version: Input should be 'vertex-2023-10-16'")
+    if "model" in body:
+        raise ApiError(400, "model: Extra inputs are not permitted")
+    body["model"] = call.deployment
+    return Call(ANTHROPIC, body, call.controls, call.seq, call.created, call.deployment)
 
 
 def _retry_info(delay: str) -> dict:
@@ -312,7 +390,9 @@ def _error_headers(err: ApiError, controls: Controls) -> list[tuple[str, str]]:
 
 
 def _not_found(family: str, method: str, path: str) -> ApiError:
-    if family == GEMINI:
+    if family == BEDROCK:
+        return ApiError(404, "The requested resource could not be found.", type="UnknownOperationException")
+    if family in (GEMINI, VERTEX):
         return ApiError(404, f"Method not found: {method} {path}")
     if family == ANTHROPIC:
         return ApiError(404, "Not Found")
@@ -322,6 +402,9 @@ def _not_found(family: str, method: str, path: str) -> ApiError:
 
 
 def _missing_key(family: str) -> ApiError:
+    if family == VERTEX:
+        return ApiError(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+                        "cookie or other valid authentication credential.")
     if family == GEMINI:
         return ApiError(
             403,
@@ -363,7 +446,9 @@ def _key_failure(family: str, status: int, key: str) -> ApiError:
 
 
 def _bad_body(family: str, raw: bytes) -> ApiError:
-    if family == GEMINI:
+    if family == BEDROCK:
+        return ApiError(400, "Malformed input request, please reformat your input and try again.")
+    if family in (GEMINI, VERTEX):
         return ApiError(400, "Invalid JSON payload received. Expected an object.")
     if family == ANTHROPIC:
         return ApiError(

@@ -9,6 +9,8 @@ OPENAI = "openai"
 AZURE = "azure"
 ANTHROPIC = "anthropic"
 GEMINI = "gemini"
+BEDROCK = "bedrock"
+VERTEX = "vertex"  # Google's error format, OAuth bearer tokens
 
 # google.rpc.Code names Google's APIs put in `error.status`, by HTTP status.
 _GEMINI_STATUS = {
@@ -81,7 +83,9 @@ def gemini_status(status: int) -> str:
 
 def error_object(family: str, err: ApiError) -> dict:
     """The JSON error document, as each provider returns it."""
-    if family == GEMINI:
+    if family == BEDROCK:
+        return {"message": err.message}
+    if family in (GEMINI, VERTEX):
         doc = {"code": err.status, "message": err.message, "status": err.type or gemini_status(err.status)}
         if err.details:
             doc["details"] = err.details

@@ -9,15 +9,19 @@ from ..upstream import UpstreamClient
 from .anthropic import AnthropicAdapter
 from .azure import AzureAdapter
 from .base import ProviderKey
+from .bedrock import BedrockAdapter
 from .gemini import GeminiAdapter
 from .http import HttpAdapter
 from .openai import OpenAIAdapter
+from .vertex import VertexAdapter
 
 ADAPTERS: dict[str, type[HttpAdapter]] = {
     "openai": OpenAIAdapter,
     "azure": AzureAdapter,
     "anthropic": AnthropicAdapter,
     "gemini": GeminiAdapter,
+    "bedrock": BedrockAdapter,
+    "vertex": VertexAdapter,
 }
 
 
@@ -46,6 +50,8 @@ def build_keys(pc: ProviderConfig, adapter: HttpAdapter, version: int) -> list[P
             aliases=dict(kc.aliases),
             blacklist=frozenset(kc.blacklisted_models),
             azure=kc.azure_key_config,
+            bedrock=kc.bedrock_key_config,
+            vertex=kc.vertex_key_config,
             key_id=kc.id,
         )
         keys.append(key)

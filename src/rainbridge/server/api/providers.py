@@ -42,6 +42,11 @@ def _present_key(key: KeyConfig) -> dict:
     # Every key shows its routing fields, defaults included; the value only as set or not.
     out = {"id": key.id, "name": key.name, "models": key.models, "weight": key.weight, **msgspec.to_builtins(key)}
     out["value"] = "…" if key.value else ""
+    # Cloud credentials are secrets too: shown only as set or not.
+    for section, fields in (("bedrock_key_config", ("secret_key", "session_token")), ("vertex_key_config", ("auth_credentials",))):
+        config = out.get(section)
+        if isinstance(config, dict):
+            config.update({f: "…" for f in fields if config.get(f)})
     return out
 
 
