@@ -3,8 +3,8 @@
 As Google's "Using OAuth 2.0 for Server to Server Applications" documents it:
 `POST /token` with `application/x-www-form-urlencoded` `grant_type=urn:ietf:params:oauth:
 grant-type:jwt-bearer&assertion=<JWT>`. The JWT is RS256-signed by the service account's
-private key; its claims are `iss` (the account's email), `scope`, `aud` (the token endpoint's
-URL), `iat` and `exp` (at most an hour after `iat`). The answer is `{"access_token",
+private key; its claims are `iss` (the account's email), `scope`, `aud` (Google's token endpoint
+URL, or this endpoint's own), `iat` and `exp` (at most an hour after `iat`). The answer is `{"access_token",
 "expires_in", "token_type": "Bearer"}`; a refusal is 400 `{"error": "invalid_grant" |
 "unsupported_grant_type" | "invalid_request", "error_description"}`.
 
@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .reply import Reply, Request
 
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # the aud Google's documentation names
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_LIFETIME_S = 3600  # Google: a JWT may be valid for at most one hour
 CLOCK_SKEW_S = 300
@@ -115,8 +116,8 @@ class GoogleOAuth:
             account.public_key.verify(signature, f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
             raise _Refused("Invalid JWT Signature.") from None
-        if claims.get("aud") != audience:
-            raise _Refused(f"Invalid JWT: the audience must be {audience}.")
+        if claims.get("aud") not in (GOOGLE_TOKEN_URI, audience):
+            raise _Refused(f"Invalid JWT: the audience must be {GOOGLE_TOKEN_URI}.")
         if not claims.get("scope"):
             raise _Refused("Invalid JWT: no scope.")
         iat, exp, now = claims.get("iat"), claims.get("exp"), time.time()
