@@ -11,13 +11,14 @@ A header is ``name length u8, name, type u8, value`` (strings: ``u16 length, byt
 The decoder is strict and bounded: both CRCs are checked, lengths that cannot be right are
 refused before anything is buffered, and no message may exceed ``max_message`` bytes, so a
 hostile upstream makes us hold at most that much. botocore's parser is the reference; a
-differential test feeds both the same bytes.
+differential test feeds both the same bytes. Where they differ we are stricter: a header
+whose declared length runs past the header block is an error (botocore reads what is there),
+and a message over ``max_message`` (1 MiB) is refused (botocore allows 24 MiB payloads).
 """
 
 from __future__ import annotations
 
 import struct
-import uuid
 from binascii import crc32
 
 __all__ = ["EventStreamDecoder", "EventStreamError", "encode_message"]
@@ -95,7 +96,7 @@ def _headers(block: bytes) -> dict[str, object]:
     while i < end:
         size = block[i]
         i += 1
-        if size == 0 or i + size + 1 > end:
+        if i + size + 1 > end:
             raise EventStreamError("event-stream header name runs past the header block")
         try:
             name = block[i : i + size].decode()
@@ -132,7 +133,7 @@ def _headers(block: bytes) -> dict[str, object]:
         elif kind == 9:
             if i + 16 > end:
                 raise EventStreamError(f"event-stream header {name!r} runs past the header block")
-            value = uuid.UUID(bytes=block[i : i + 16])
+            value = block[i : i + 16]  # the UUID's bytes, as botocore gives them
             i += 16
         else:
             raise EventStreamError(f"event-stream header {name!r} has unknown type {kind}")

@@ -32,13 +32,15 @@ def botocore_available() -> bool:
 class AwsSigner:
     """Signs requests for one key: static credentials, or the default chain when none are given."""
 
-    __slots__ = ("_chain", "_lock", "region", "static")
+    __slots__ = ("_chain", "_lock", "region", "service", "static")
 
-    def __init__(self, region: str, access_key: str = "", secret_key: str = "", session_token: str | None = None):
+    def __init__(self, region: str, access_key: str = "", secret_key: str = "", session_token: str | None = None,
+                 service: str = SERVICE):
         found = _botocore()
         if found is None:
             raise RuntimeError("the bedrock provider signs with botocore: pip install 'rainbridge[bedrock]'")
         self.region = region
+        self.service = service
         self.static = found[2](access_key, secret_key, session_token or None) if access_key else None
         self._chain = None  # botocore credentials from the default chain, resolved on first use
         self._lock = asyncio.Lock()
@@ -65,7 +67,7 @@ class AwsSigner:
         for temporary credentials, X-Amz-Security-Token. ``headers`` are signed with them."""
         sigv4, request_type, _ = _botocore()  # type: ignore[misc]
         request = request_type(method="POST", url=url, data=body, headers=dict(headers))
-        sigv4(await self.credentials(), SERVICE, self.region).add_auth(request)
+        sigv4(await self.credentials(), self.service, self.region).add_auth(request)
         return {name: value for name, value in request.headers.items() if name not in headers}
 
 
