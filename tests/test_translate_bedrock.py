@@ -6,7 +6,11 @@ from __future__ import annotations
 import pytest
 
 from rainbridge.translate import TranslationError
-from rainbridge.translate.bedrock_openai import chat_request_to_converse, converse_response_to_chat, usage_of
+from rainbridge.translate.bedrock_openai import (
+    chat_request_to_converse,
+    converse_response_to_chat,
+    usage_of,
+)
 from rainbridge.translate.bedrock_openai_stream import ConverseStreamToChat
 
 TOOL = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
