@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import re
@@ -140,8 +141,12 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
                 out.append(Problem(f"{kpath}.value", "empty API key"))
         if family == "bedrock":
             _check_bedrock_key(key.bedrock_key_config, kpath, out)
+            if not key.value and not _installed("botocore"):
+                out.append(Problem(kpath, "bedrock signs requests with botocore: pip install 'rainbridge[bedrock]'"))
         elif family == "vertex":
             _check_vertex_key(key.vertex_key_config, kpath, out)
+            if not _installed("google.auth"):
+                out.append(Problem(kpath, "vertex gets tokens with google-auth: pip install 'rainbridge[vertex]'"))
         if key.models == []:
             out.append(Problem(f"{kpath}.models", "empty list: this key serves no model", "warning"))
     if not provider.keys:
@@ -181,6 +186,14 @@ def _check_vertex_key(vertex: VertexKeyConfig | None, kpath: str, out: list[Prob
     problem = service_account_problem(vertex.auth_credentials)
     if problem:
         out.append(Problem(f"{path}.auth_credentials", problem))
+
+
+def _installed(module: str) -> bool:
+    """Whether an optional extra's library is importable (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        return False
 
 
 def service_account_problem(credentials: object) -> str | None:
