@@ -66,3 +66,7 @@ def test_vertex_key_config_mistakes_are_refused_without_quoting_credentials(conf
 def test_a_custom_provider_on_bedrock_needs_no_base_url():
     entry = {"custom_provider_config": {"base_provider_type": "bedrock"}, "keys": [{"name": "k", "value": "api-key"}]}
     assert "aws-eu" in load_data({"providers": {"aws-eu": entry}}, {}).config.providers
+
+
+def test_vertex_without_keys_is_refused():
+    assert "vertex_key_config" in errors_of({"vertex": {"keys": []}})["$.providers.vertex.keys"]

@@ -262,3 +262,13 @@ def test_the_management_api_never_shows_the_secret_key(gateway):
     _, _, body = http_json("GET", f"{gateway.url}/api/providers/bedtemp/keys", None, ADMIN)
     config = body["keys"][0]["bedrock_key_config"]
     assert config["secret_key"] == "…" and config["session_token"] == "…" and config["access_key"] == TEMP
+
+
+def test_extra_headers_ride_along_a_signed_request_but_not_its_content_type(client, mock):
+    mid = uuid.uuid4().hex
+    assert ask(client, f"bedrock/{MODEL}", mid, headers={"x-bf-eh-accept": "application/json, */*"}).choices[0].message.content
+    (seen,) = attempts(mock, mid)
+    assert seen["headers"]["accept"] == "application/json, */*" and seen["key"] == AKID
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, f"bedrock/{MODEL}", uuid.uuid4().hex, headers={"x-bf-eh-content-type": "text/plain"})
+    assert caught.value.body["param"] == "x-bf-eh-content-type"

@@ -149,6 +149,8 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
                 out.append(Problem(kpath, "vertex gets tokens with google-auth: pip install 'rainbridge[vertex]'"))
         if key.models == []:
             out.append(Problem(f"{kpath}.models", "empty list: this key serves no model", "warning"))
+    if family == "vertex" and not provider.keys:
+        out.append(Problem(f"{path}.keys", "vertex needs a key with vertex_key_config (project_id, region, auth_credentials)"))
     if not provider.keys:
         keyless = (known is not None and not known.needs_key) or (custom is not None and custom.is_key_less)
         if not keyless:

@@ -99,8 +99,15 @@ class BedrockAdapter(HttpAdapter):
         host = origin.host_header.decode("latin-1")
         scheme = "https" if self.url_for(key).startswith("https:") else "http"
         signed = await self.signer(key).sign(f"{scheme}://{host}{path}", body, {"Content-Type": "application/json"})
+        own = key.headers
+        if extra:  # a request's own header replaces the provider's of that name (as post_head does)
+            names = {name.lower() for name in extra}
+            if "content-type" in names:
+                raise InvalidRequest("header x-bf-eh-content-type cannot be forwarded to bedrock: the content type is "
+                                     "part of the request's signature", param="x-bf-eh-content-type", code="invalid_extra_header")
+            own = {n: v for n, v in own.items() if n.lower() not in names}
         head = (f"POST {path} HTTP/1.1\r\n".encode("latin-1") + b"Host: " + origin.host_header + b"\r\n"
-                + header_block({"Accept-Encoding": "identity", **key.headers, **signed}))
+                + header_block({"Accept-Encoding": "identity", **own, **signed}))
         return head + b"Content-Length: %d\r\n" % len(body) + extra_block(extra) + b"\r\n"
 
     # -- chat -------------------------------------------------------------------------------------
