@@ -66,9 +66,11 @@ class TokenSource:
         return self._token
 
     async def _refresh(self) -> None:
+        from google.auth.exceptions import GoogleAuthError
+
         try:
             token, expiry = await asyncio.to_thread(self._fetch)
-        except Exception as exc:  # google-auth raises many kinds; none may escape as a 500
+        except (GoogleAuthError, ValueError, OSError) as exc:  # refused grant, unreachable endpoint, unreadable key
             raise UpstreamUnreachable(
                 f"provider {self.provider}: could not get a Google access token ({type(exc).__name__})",
                 provider=self.provider, code="token_refresh_failed") from None
