@@ -199,9 +199,9 @@ def test_config_check_groups_refused_ignored_and_used(tmp_path):
 
 
 @pytest.mark.parametrize(("name", "entry"), [
-    ("bedrock", {"keys": [{"value": "", "bedrock_key_config": {"region": "us-east-1"}}]}),
+    ("replicate", {"keys": [{"value": "r8-key"}]}),
     ("speech", {"custom_provider_config": {"base_provider_type": "replicate"}, "keys": [{"value": "r-key"}]}),
-    ("my-vertex", {"custom_provider_config": {"base_provider_type": "vertex"}, "keys": []}),
+    ("my-runway", {"custom_provider_config": {"base_provider_type": "runway"}, "keys": []}),
     ("voice", {"type": "elevenlabs", "keys": [{"value": "k"}]}),
 ])
 def test_unsupported_bifrost_provider_is_skipped_with_a_warning_naming_it(name, entry):

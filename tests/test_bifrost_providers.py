@@ -8,7 +8,7 @@ import pytest
 
 from support import GatewayProcess
 
-SKIPPED = ("bedrock", "vertex")
+SKIPPED = ("elevenlabs", "runway")
 
 
 def config(mock_url: str) -> dict:
@@ -16,10 +16,8 @@ def config(mock_url: str) -> dict:
         "openai": {"keys": [{"name": "main", "value": "sk-bifrost-prov-0123456789", "models": ["*"]}],
                    "network_config": {"base_url": mock_url}},
         # As Bifrost's docs write them (values are never sent anywhere: the providers are skipped).
-        "bedrock": {"keys": [{"name": "aws", "value": "", "models": ["*"], "weight": 1,
-                              "bedrock_key_config": {"access_key": "AKIAEXAMPLE", "secret_key": "example", "region": "us-east-1"}}]},
-        "vertex": {"keys": [{"name": "v", "value": "", "models": ["*"], "weight": 1,
-                             "vertex_key_config": {"project_id": "p", "region": "us-central1", "auth_credentials": ""}}]},
+        "elevenlabs": {"keys": [{"name": "el", "value": "el-example-key", "models": ["*"], "weight": 1}]},
+        "runway": {"keys": [{"name": "rw", "value": "rw-example-key", "models": ["*"], "weight": 1}]},
     }}
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
+import json
+import re
 from urllib.parse import urlsplit
 
 from .families import FAMILIES, KNOWN_PROVIDERS, provider_family
-from .schema import AzureKeyConfig, Config, ProviderConfig
+from .schema import AzureKeyConfig, BedrockKeyConfig, Config, ProviderConfig, VertexKeyConfig
 from .validate import Problem, child
 
 
@@ -92,7 +95,7 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
             Problem(f"{path}.network_config.base_url", f"not an http(s) URL: {base_url!r}")
         )
     known = KNOWN_PROVIDERS.get(provider.type or name)
-    if base_url is None and family != "azure" and default_base_url(name, provider) is None:
+    if base_url is None and family not in REGIONAL and default_base_url(name, provider) is None:
         if provider.type is not None or custom is not None or (known and known.base_url is None):
             out.append(
                 Problem(
@@ -138,8 +141,18 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
             if not key.value and not entra:
                 out.append(Problem(f"{kpath}.value", "empty API key (or give azure_key_config.client_id, "
                                    "client_secret and tenant_id for Entra ID)"))
+        if family == "bedrock":
+            _check_bedrock_key(key.bedrock_key_config, kpath, out)
+            if not key.value and not _installed("botocore"):
+                out.append(Problem(kpath, "bedrock signs requests with botocore: pip install 'rainbridge[bedrock]'"))
+        elif family == "vertex":
+            _check_vertex_key(key.vertex_key_config, kpath, out)
+            if not _installed("google.auth"):
+                out.append(Problem(kpath, "vertex gets tokens with google-auth: pip install 'rainbridge[vertex]'"))
         if key.models == []:
             out.append(Problem(f"{kpath}.models", "empty list: this key serves no model", "warning"))
+    if family == "vertex" and not provider.keys:
+        out.append(Problem(f"{path}.keys", "vertex needs a key with vertex_key_config (project_id, region, auth_credentials)"))
     if not provider.keys:
         keyless = (known is not None and not known.needs_key) or (custom is not None and custom.is_key_less)
         if not keyless:
@@ -161,6 +174,66 @@ def _entra_complete(azure: AzureKeyConfig | None, kpath: str, out: list[Problem]
                 out.append(Problem(f"{kpath}.azure_key_config.{field}", "required with the other Entra ID fields "
                                    "(client_id, client_secret and tenant_id name one service principal)"))
     return len(given) == len(ENTRA_FIELDS)
+
+
+# Families whose endpoint is built per key from its region, not from a base URL.
+REGIONAL = ("azure", "bedrock", "vertex")
+_REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+def _check_bedrock_key(bedrock: BedrockKeyConfig | None, kpath: str, out: list[Problem]) -> None:
+    if bedrock is None:
+        return
+    path = f"{kpath}.bedrock_key_config"
+    if bool(bedrock.access_key) != bool(bedrock.secret_key):
+        out.append(Problem(f"{path}.{'secret_key' if bedrock.access_key else 'access_key'}",
+                           "access_key and secret_key go together (both empty: the default AWS credential chain)"))
+    if bedrock.role_arn:
+        out.append(Problem(f"{path}.role_arn", "STS AssumeRole is not supported yet: give the role's credentials "
+                           "(access_key, secret_key, session_token) or leave them empty for the default AWS chain"))
+    if bedrock.region is not None and not _REGION.match(bedrock.region):
+        out.append(Problem(f"{path}.region", f"not an AWS region name: {bedrock.region[:40]!r}"))
+
+
+def _check_vertex_key(vertex: VertexKeyConfig | None, kpath: str, out: list[Problem]) -> None:
+    path = f"{kpath}.vertex_key_config"
+    if vertex is None or not vertex.project_id:
+        out.append(Problem(f"{path}.project_id", "required for vertex: the Google Cloud project to call"))
+        return
+    if not _REGION.match(vertex.region):
+        out.append(Problem(f"{path}.region", f"not a Vertex AI location: {vertex.region[:40]!r}"))
+    problem = service_account_problem(vertex.auth_credentials)
+    if problem:
+        out.append(Problem(f"{path}.auth_credentials", problem))
+
+
+def _installed(module: str) -> bool:
+    """Whether an optional extra's library is importable (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        return False
+
+
+def service_account_problem(credentials: object) -> str | None:
+    """Why ``auth_credentials`` is not usable, or None (empty: Application Default Credentials).
+    The message never quotes the credentials."""
+    if credentials in ("", None):
+        return None
+    info = credentials
+    if isinstance(credentials, str):
+        try:
+            info = json.loads(credentials)
+        except ValueError:
+            return "not JSON: give the service account key file's contents"
+    if not isinstance(info, dict):
+        return "must be a service account key (a JSON object)"
+    if info.get("type") != "service_account":
+        return "only service account keys (\"type\": \"service_account\") are supported"
+    missing = [f for f in ("client_email", "private_key", "token_uri") if not isinstance(info.get(f), str) or not info[f]]
+    if missing:
+        return f"the service account key lacks {', '.join(missing)}"
+    return None
 
 
 def _check_cluster(config: Config, out: list[Problem]) -> None:

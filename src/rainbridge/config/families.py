@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAMILIES = ("openai", "azure", "anthropic", "gemini", "cohere")
+FAMILIES = ("openai", "azure", "anthropic", "gemini", "cohere", "bedrock", "vertex")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,10 @@ KNOWN_PROVIDERS: dict[str, KnownProvider] = {
     "azure": KnownProvider("azure", None),
     "anthropic": KnownProvider("anthropic", "https://api.anthropic.com"),
     "gemini": KnownProvider("gemini", "https://generativelanguage.googleapis.com"),
+    # Regional endpoints, built per key from its region (bedrock-runtime.{region}.amazonaws.com,
+    # {region}-aiplatform.googleapis.com); credentials come from the key's *_key_config.
+    "bedrock": KnownProvider("bedrock", "", needs_key=False),
+    "vertex": KnownProvider("vertex", "", needs_key=False),
     "groq": KnownProvider("openai", "https://api.groq.com/openai"),
     "mistral": KnownProvider("openai", "https://api.mistral.ai"),
     "openrouter": KnownProvider("openai", "https://openrouter.ai/api"),
@@ -86,7 +90,6 @@ def provider_family(name: str, explicit_type: str | None, custom_base: str | Non
 # less the ones above). A config naming one starts without it, with a warning naming it; its
 # models answer 404 ``provider_not_supported``.
 UNSUPPORTED_PROVIDERS = frozenset({
-    "bedrock", "vertex",
     # Not chat APIs: speech (elevenlabs), predictions (replicate), images and video (runway,
     # runware). bedrock_mantle speaks OpenAI's format but signs with SigV4 from an AWS key pair.
     "elevenlabs", "replicate", "runway", "runware", "bedrock_mantle",

@@ -72,6 +72,38 @@ class AzureKeyConfig(Base):
     scopes: list[str] = []  # token scopes (default: https://cognitiveservices.azure.com/.default)
 
 
+class BedrockKeyConfig(Base):
+    """AWS credentials of one Bedrock key (Bifrost's ``bedrock_key_config``). A key with a
+    ``value`` is a Bedrock API key (``Authorization: Bearer``); otherwise requests are signed
+    with SigV4 using access_key/secret_key, or, both empty, botocore's default credential chain
+    (environment, shared files, web identity / IAM role, instance metadata)."""
+
+    access_key: str = ""  # AWS access key id; env.VAR allowed
+    secret_key: str = ""  # AWS secret access key; env.VAR allowed; never logged
+    session_token: str | None = None  # temporary credentials' session token; never logged
+    region: str | None = None  # AWS region of bedrock-runtime (default us-east-1)
+    # Inference-profile ARN prefix: the model id sent becomes "{arn}/{deployment}".
+    arn: str | None = None
+    deployments: dict[str, str] = {}  # model name -> Bedrock model id / inference profile
+    # STS AssumeRole: not supported yet, refused at start-up (config/checks.py).
+    role_arn: str | None = None
+    external_id: str | None = None
+    session_name: str | None = None
+    project_id: str | None = None  # Bedrock Mantle only; unused by the Converse API
+    batch_s3_config: Any = None  # accepted, unused (batch API)
+
+
+class VertexKeyConfig(Base):
+    """Google Cloud project and credentials of one Vertex AI key (``vertex_key_config``)."""
+
+    project_id: str = ""  # Google Cloud project id (required)
+    project_number: str = ""  # accepted, unused
+    region: str = "us-central1"  # Vertex location, e.g. us-central1, europe-west4 or global
+    # Service-account JSON (the file's text or the object); empty: Application Default Credentials.
+    auth_credentials: Any = ""
+    force_single_region: bool = False  # accepted, unused (multi-region pools are not used)
+
+
 class KeyConfig(Base):
     id: str | None = None  # stable id (management API); defaults to the name
     name: str = ""  # unique per provider; used in logs and virtual key pins
@@ -82,8 +114,8 @@ class KeyConfig(Base):
     weight: NonNegFloat = 1.0  # relative share in weighted random key choice
     azure_key_config: AzureKeyConfig | None = None
     openai_key_config: dict[str, Any] | None = None  # accepted, unused
-    vertex_key_config: dict[str, Any] | None = None  # accepted, provider not supported
-    bedrock_key_config: dict[str, Any] | None = None  # accepted, provider not supported
+    vertex_key_config: VertexKeyConfig | None = None
+    bedrock_key_config: BedrockKeyConfig | None = None
     aliases: dict[str, str] = {}  # model alias -> upstream model name for this key
     use_for_batch_api: bool = False  # accepted, unused
 

@@ -1,4 +1,5 @@
-"""A fake upstream LLM provider: OpenAI, Azure OpenAI, Anthropic, Gemini and Cohere over real HTTP.
+"""A fake upstream LLM provider: OpenAI, Azure OpenAI, Anthropic, Gemini, Cohere, Vertex AI
+and Bedrock over real HTTP.
 
 The gateway's tests, demo and benchmarks run against it, because no real
 provider is reachable. Answers are deterministic; the official `openai`,
@@ -16,6 +17,9 @@ Endpoints
 | `POST /v1/messages`, `POST /v1/messages/count_tokens` | Anthropic Messages (`x-api-key`, `anthropic-version` required) |
 | `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent` (`?alt=sse`), `:embedContent`, `:batchEmbedContents`; `GET /v1beta/models[/{model}]` | Gemini API (`x-goog-api-key` or `?key=`; `/v1/models/{model}:…` too); see `gemini_api` |
 | `POST /v2/chat`, `POST /v2/embed`, `GET /v1/models?endpoint=chat` | Cohere v2 (`Authorization: Bearer`); see `cohere_api` |
+| `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`, `:streamGenerateContent`; `publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict` | Vertex AI (`Authorization: Bearer` token from `/token`; the key in the stats is the token's service account) |
+| `POST /token`, `POST /mock/google/service-accounts`, `GET /mock/google/grants` | Google's OAuth2 token endpoint (JWT bearer grant, signature checked against the registered public key); see `google_oauth` |
+| `POST /model/{modelId}/converse`, `/converse-stream` | Bedrock Converse (SigV4 recomputed with botocore, or a Bedrock API key as Bearer; the key in the stats is the access key id); see `bedrock_api` |
 | `GET /mock/stats`, `POST /mock/reset` | introspection (not counted in the stats) |
 
 The answer is `"This is a mock response from <model>: "` followed by the first

@@ -16,19 +16,22 @@ from urllib.parse import parse_qs, parse_qsl, unquote
 
 import orjson
 
-from . import anthropic_api, cohere_api, entra_api, gemini_api, openai_api
+from . import anthropic_api, bedrock_api, cohere_api, entra_api, gemini_api, openai_api
 from .controls import NO_CONTROLS, ControlError, Controls, key_status, parse_controls
 from .errors import (
     ANTHROPIC,
     AZURE,
+    BEDROCK,
     COHERE,
     ENTRA,
     GEMINI,
     OPENAI,
+    VERTEX,
     ApiError,
     error_body,
     mock_failure,
 )
+from .google_oauth import GoogleOAuth
 from .http import Deferred, HttpConnection
 from .reply import Call, Reply, Request
 from .stats import MockStats
@@ -63,6 +66,13 @@ _GEMINI_METHODS = {
     "embedContent": "embed",
     "batchEmbedContents": "batch_embed",
 }
+_VERTEX_METHODS = {
+    ("google", "generateContent"): "generate",
+    ("google", "streamGenerateContent"): "stream_generate",
+    ("anthropic", "rawPredict"): "raw_predict",
+    ("anthropic", "streamRawPredict"): "raw_predict",
+}
+_BEDROCK_ACTIONS = {"converse": "converse", "converse-stream": "converse_stream"}
 _AZURE_OPS = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
 _POST_HANDLERS = {
     "chat": openai_api.chat,
@@ -75,6 +85,7 @@ _POST_HANDLERS = {
     "batch_embed": gemini_api.batch_embed,
     "cohere_chat": cohere_api.chat,
     "cohere_embed": cohere_api.embed,
+    "converse": bedrock_api.converse,
 }
 
 
@@ -85,6 +96,12 @@ def route(path: str, headers: dict[str, str]) -> Route | None:
         if _gemini_v1(path):  # Gemini's v1: /v1/models/{model}:{method}
             model, _, method = unquote(path[len("/v1/models/") :]).rpartition(":")
             found = Route(GEMINI, _GEMINI_METHODS[method], ("POST",), model)
+        elif path.startswith("/v1/projects/"):
+            found = _vertex_route(path)
+        elif path.startswith("/model/"):
+            model_id, _, action = path[len("/model/"):].partition("/")
+            if model_id and action in _BEDROCK_ACTIONS:
+                found = Route(BEDROCK, _BEDROCK_ACTIONS[action], ("POST",), unquote(model_id))
         elif path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             found = Route(OPENAI, "model", ("GET",), unquote(path[len("/v1/models/") :]))
         elif path.startswith("/openai/deployments/"):
@@ -108,6 +125,18 @@ def route(path: str, headers: dict[str, str]) -> Route | None:
 ENTRA_TOKEN_PATH = "/oauth2/v2.0/token"
 
 
+def _vertex_route(path: str) -> Route | None:
+    """``/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:{method}``"""
+    parts = path.split("/")
+    if len(parts) != 10 or parts[4] != "locations" or parts[6] != "publishers" or parts[8] != "models":
+        return None
+    model, colon, method = unquote(parts[9]).rpartition(":")
+    endpoint = _VERTEX_METHODS.get((parts[7], method))
+    if not colon or not model or endpoint is None:
+        return None
+    return Route(VERTEX, endpoint, ("POST",), model)
+
+
 def _gemini_v1(path: str) -> bool:
     if not path.startswith("/v1/models/"):
         return False
@@ -125,6 +154,10 @@ def guess_family(path: str, headers: dict[str, str]) -> str:
         return AZURE
     if path.startswith("/v1beta/") or "x-goog-api-key" in headers or _gemini_v1(path):
         return GEMINI
+    if path.startswith("/v1/projects/"):
+        return VERTEX
+    if path.startswith("/model/") or "x-amz-date" in headers:
+        return BEDROCK
     if path.startswith("/v1/messages") or "anthropic-version" in headers or "x-api-key" in headers:
         return ANTHROPIC
     return OPENAI
@@ -150,6 +183,7 @@ def api_key(family: str, headers: dict[str, str], query: str = "") -> str | None
 class MockApp:
     def __init__(self, stats: MockStats) -> None:
         self.stats = stats
+        self.google = GoogleOAuth()
         self.stopping = False  # set by MockProvider.stop so its own closes are not disconnects
         self._seq = 0
         self._entra_tokens: dict[str, float] = {}  # access token -> expiry (monotonic seconds)
@@ -162,6 +196,8 @@ class MockApp:
         path = request.path
         if path.startswith("/mock/"):
             return self._introspect(request)
+        if path == "/token":  # Google's OAuth2 token endpoint
+            return self.google.token(request)
         found = route(path, request.headers)
         family = found.family if found is not None else guess_family(path, request.headers)
 
@@ -178,7 +214,16 @@ class MockApp:
             controls = parse_controls(request.mock_headers, body)
         except ControlError as exc:
             controls, control_error = NO_CONTROLS, exc
-        key = api_key(family, request.headers, request.query)
+        auth_error = None
+        if family == BEDROCK:
+            try:
+                key = bedrock_api.caller(request)
+            except ApiError as err:
+                key, auth_error = None, err
+        elif family == VERTEX:
+            key = self.google.holder(request.headers.get("authorization"))
+        else:
+            key = api_key(family, request.headers, request.query)
         mock_id = controls.mock_id
         if mock_id is None and controls.fail_first is not None:
             mock_id = ""  # fail-first without a mock-id shares one anonymous counter
@@ -187,11 +232,16 @@ class MockApp:
         )
 
         try:
+            if auth_error is not None:
+                raise auth_error
             reply = self._answer(request, found, family, body, key, controls, control_error, seen)
         except ApiError as err:
-            if family == GEMINI and err.status == 429 and err.details is None:
+            if family in (GEMINI, VERTEX) and err.status == 429 and err.details is None:
                 err.details = [_retry_info(controls.retry_after or "1")]
-            headers = _error_headers(err, controls) if family != GEMINI else []
+            if family == BEDROCK:
+                headers = bedrock_api.error_headers(err)
+            else:
+                headers = _error_headers(err, controls) if family not in (GEMINI, VERTEX) else []
             if err.status == 405 and found is not None:
                 headers.append(("allow", ", ".join(found.methods)))
             reply = Reply(err.status, error_body(family, err), headers=headers)
@@ -258,6 +308,10 @@ class MockApp:
         call = Call(family, body, controls, self._seq, int(time.time()), found.param)
         if found.endpoint == "stream_generate":
             return gemini_api.generate(call, stream=True, sse=parse_qs(request.query).get("alt") == ["sse"])
+        if found.endpoint == "converse_stream":
+            return bedrock_api.converse(call, stream=True)
+        if found.endpoint == "raw_predict":
+            return anthropic_api.messages(_vertex_claude_call(call))
         return _POST_HANDLERS[found.endpoint](call)
 
     def _entra_token(self, form: dict) -> Reply:
@@ -289,7 +343,7 @@ class MockApp:
         stats = self.stats
         stream = reply.stream
         assert stream is not None
-        conn.start_stream(reply.status, reply.headers)
+        conn.start_stream(reply.status, reply.headers, stream.content_type)
         stats.streams_started += 1
         for frame in stream.head:
             conn.send_frame(frame)
@@ -326,6 +380,10 @@ class MockApp:
             if request.method != "GET":
                 return Reply(405, b'{"error":"use GET"}', headers=[("allow", "GET")])
             return Reply(body=orjson.dumps(self.stats.snapshot()))
+        if request.path == "/mock/google/service-accounts":
+            return self.google.register(request)
+        if request.path == "/mock/google/grants":
+            return Reply(body=orjson.dumps(self.google.grants))
         if request.path == "/mock/reset":
             if request.method != "POST":
                 return Reply(405, b'{"error":"use POST"}', headers=[("allow", "POST")])
@@ -342,6 +400,18 @@ class MockApp:
 _MODEL_APIS: dict[str, Any] = {ANTHROPIC: anthropic_api, GEMINI: gemini_api}
 
 
+def _vertex_claude_call(call: Call) -> Call:
+    """Claude on Vertex (rawPredict): a Messages body without ``model`` (it is in the URL) and
+    with ``anthropic_version: vertex-2023-10-16`` instead of the header."""
+    body = dict(call.body)
+    if body.pop("anthropic_version", None) != "vertex-2023-10-16":
+        raise ApiError(400, "anthropic_version: Input should be 'vertex-2023-10-16'")
+    if "model" in body:
+        raise ApiError(400, "model: Extra inputs are not permitted")
+    body["model"] = call.deployment
+    return Call(ANTHROPIC, body, call.controls, call.seq, call.created, call.deployment)
+
+
 def _retry_info(delay: str) -> dict:
     """google.rpc.RetryInfo: how Gemini says when to come back (it sends no retry-after header)."""
     seconds = delay if delay.endswith("s") else delay + "s"
@@ -356,7 +426,9 @@ def _error_headers(err: ApiError, controls: Controls) -> list[tuple[str, str]]:
 
 
 def _not_found(family: str, method: str, path: str) -> ApiError:
-    if family == GEMINI:
+    if family == BEDROCK:
+        return ApiError(404, "The requested resource could not be found.", type="UnknownOperationException")
+    if family in (GEMINI, VERTEX):
         return ApiError(404, f"Method not found: {method} {path}")
     if family == ANTHROPIC:
         return ApiError(404, "Not Found")
@@ -366,6 +438,9 @@ def _not_found(family: str, method: str, path: str) -> ApiError:
 
 
 def _missing_key(family: str) -> ApiError:
+    if family == VERTEX:
+        return ApiError(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+                        "cookie or other valid authentication credential.")
     if family == GEMINI:
         return ApiError(
             403,
@@ -411,7 +486,9 @@ def _key_failure(family: str, status: int, key: str) -> ApiError:
 
 
 def _bad_body(family: str, raw: bytes) -> ApiError:
-    if family == GEMINI:
+    if family == BEDROCK:
+        return ApiError(400, "Malformed input request, please reformat your input and try again.")
+    if family in (GEMINI, VERTEX):
         return ApiError(400, "Invalid JSON payload received. Expected an object.")
     if family == ANTHROPIC:
         return ApiError(

@@ -11,6 +11,8 @@ ANTHROPIC = "anthropic"
 GEMINI = "gemini"
 COHERE = "cohere"
 ENTRA = "entra"  # Microsoft Entra ID's token endpoint
+BEDROCK = "bedrock"
+VERTEX = "vertex"  # Google's error format, OAuth bearer tokens
 
 # google.rpc.Code names Google's APIs put in `error.status`, by HTTP status.
 _GEMINI_STATUS = {
@@ -83,7 +85,9 @@ def gemini_status(status: int) -> str:
 
 def error_object(family: str, err: ApiError) -> dict:
     """The JSON error document, as each provider returns it."""
-    if family == GEMINI:
+    if family == BEDROCK:
+        return {"message": err.message}
+    if family in (GEMINI, VERTEX):
         doc = {"code": err.status, "message": err.message, "status": err.type or gemini_status(err.status)}
         if err.details:
             doc["details"] = err.details

@@ -229,12 +229,13 @@ class HttpConnection(asyncio.Protocol):
         self._transport.write(b"".join(head))  # type: ignore[union-attr]
         self._finish()
 
-    def start_stream(self, status: int = 200, headers: list[tuple[str, str]] | None = None) -> None:
+    def start_stream(self, status: int = 200, headers: list[tuple[str, str]] | None = None,
+                     content_type: str = "text/event-stream; charset=utf-8") -> None:
         if self._closing or self._closed:
             raise ClientGone
         head = [
             status_line(status),
-            b"content-type: text/event-stream; charset=utf-8\r\n"
+            b"content-type: " + content_type.encode("latin-1") + b"\r\n"
             b"cache-control: no-cache\r\n"
             b"transfer-encoding: chunked\r\n",
         ]
@@ -245,7 +246,7 @@ class HttpConnection(asyncio.Protocol):
         self._transport.write(b"".join(head))  # type: ignore[union-attr]
 
     def send_frame(self, frame: bytes) -> None:
-        """One SSE event as one chunk, written now."""
+        """One stream event (SSE or event-stream message) as one chunk, written now."""
         if self._closing or self._closed:
             raise ClientGone
         self._transport.write(b"%x\r\n%b\r\n" % (len(frame), frame))  # type: ignore[union-attr]

@@ -42,6 +42,7 @@ class Stream:
     content: Iterator[bytes]
     tail: list[bytes]
     error: bytes
+    content_type: str = "text/event-stream; charset=utf-8"  # Bedrock: AWS event-stream framing
 
 
 @dataclass(slots=True)

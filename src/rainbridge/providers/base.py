@@ -18,7 +18,7 @@ from ..errors import InvalidRequest, UpstreamError
 class ProviderKey:
     """One API key of a provider, with the headers it sends prebuilt (never logged)."""
 
-    __slots__ = ("aliases", "azure", "blacklist", "headers", "id", "models", "name", "value", "weight")
+    __slots__ = ("aliases", "azure", "bedrock", "blacklist", "headers", "id", "models", "name", "value", "vertex", "weight")
 
     def __init__(
         self,
@@ -30,6 +30,8 @@ class ProviderKey:
         blacklist: frozenset[str] = frozenset(),
         azure: object | None = None,
         key_id: str | None = None,
+        bedrock: object | None = None,
+        vertex: object | None = None,
     ):
         self.id = key_id or name
         self.name = name
@@ -39,6 +41,8 @@ class ProviderKey:
         self.aliases = aliases or {}
         self.blacklist = blacklist
         self.azure = azure
+        self.bedrock = bedrock  # BedrockKeyConfig
+        self.vertex = vertex  # VertexKeyConfig
         self.headers: dict[str, str] = {}
 
     def serves(self, model: str) -> bool:

@@ -129,11 +129,17 @@ class HttpAdapter:
         replaced = frozenset(n for n in map(str.lower, key.headers) if n in names)
         return self.head("POST", origin, path, key, replaced) + b"Content-Length: %d\r\n" % length + lines + b"\r\n"
 
+    async def request_head(self, origin: Origin, path: str, key: ProviderKey, body: bytes,
+                           extra: dict[str, str] | None) -> bytes:
+        """A POST's whole head. Adapters whose credentials change per request (a SigV4
+        signature, an OAuth token) add them here."""
+        return self.post_head(origin, path, key, len(body), extra)
+
     # -- exchanges --------------------------------------------------------------------------
 
     async def post(self, url: str, path: str, body: bytes, key: ProviderKey, extra: dict[str, str] | None) -> Reply:
         origin = self.origin_for(url)
-        head = self.post_head(origin, path, key, len(body), extra)
+        head = await self.request_head(origin, path, key, body, extra)
         exchange = await self._exchange(origin, head, body)
         data = await exchange.read()  # complete already
         if exchange.status != 200 and not _relayable(exchange.status):
@@ -162,7 +168,7 @@ class HttpAdapter:
     async def open_stream(self, url: str, path: str, body: bytes, key: ProviderKey, extra: dict[str, str] | None) -> Exchange:
         """Send a streaming request; return once the upstream answered 2xx headers."""
         origin = self.origin_for(url)
-        head = self.post_head(origin, path, key, len(body), extra)
+        head = await self.request_head(origin, path, key, body, extra)
         try:
             exchange = await self.client.stream(origin, head, body, self.timeout_s)
         except Timeout:

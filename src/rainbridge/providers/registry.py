@@ -9,11 +9,13 @@ from ..upstream import UpstreamClient
 from .anthropic import AnthropicAdapter
 from .azure import AzureAdapter
 from .base import ProviderKey
+from .bedrock import BedrockAdapter
 from .cohere import CohereAdapter
 from .gemini import GeminiAdapter
 from .http import HttpAdapter
 from .huggingface import HuggingFaceAdapter
 from .openai import OpenAIAdapter
+from .vertex import VertexAdapter
 
 ADAPTERS: dict[str, type[HttpAdapter]] = {
     "openai": OpenAIAdapter,
@@ -21,6 +23,8 @@ ADAPTERS: dict[str, type[HttpAdapter]] = {
     "anthropic": AnthropicAdapter,
     "gemini": GeminiAdapter,
     "cohere": CohereAdapter,
+    "bedrock": BedrockAdapter,
+    "vertex": VertexAdapter,
 }
 # Presets of the openai family that need more than a base URL (a model name form).
 PRESET_ADAPTERS: dict[str, type[HttpAdapter]] = {"huggingface": HuggingFaceAdapter}
@@ -55,6 +59,8 @@ def build_keys(pc: ProviderConfig, adapter: HttpAdapter, version: int) -> list[P
             aliases=dict(kc.aliases),
             blacklist=frozenset(kc.blacklisted_models),
             azure=kc.azure_key_config,
+            bedrock=kc.bedrock_key_config,
+            vertex=kc.vertex_key_config,
             key_id=kc.id,
         )
         keys.append(key)

@@ -74,6 +74,7 @@ class Exchange:
         "content_type",
         "done",
         "error",
+        "error_type",
         "headers_done",
         "retry_after",
         "status",
@@ -86,6 +87,7 @@ class Exchange:
         self.status = 0
         self.retry_after: str | None = None
         self.content_type: str | None = None
+        self.error_type: str | None = None  # x-amzn-ErrorType
         self.headers_done = False
         self.done = False
         self.error: BaseException | None = None
@@ -181,8 +183,9 @@ class Exchange:
             self.done = True
 
 
-_LENGTH, _TYPE, _TRANSFER, _RETRY, _ENCODING = range(5)
+_LENGTH, _TYPE, _TRANSFER, _RETRY, _ENCODING, _ERROR_TYPE = range(6)
 _WATCHED = {
+    b"x-amzn-errortype": _ERROR_TYPE,  # AWS: the exception an error status is
     b"content-length": _LENGTH,
     b"content-type": _TYPE,
     b"transfer-encoding": _TRANSFER,
@@ -295,6 +298,8 @@ class Connection(asyncio.Protocol):
                 self._coding = value
         elif kind == _RETRY:
             exchange.retry_after = value.decode("latin-1")
+        elif kind == _ERROR_TYPE:
+            exchange.error_type = value[:200].decode("latin-1")
         elif value.lower() != b"identity":  # content-encoding
             self._coding = value
 
@@ -307,7 +312,7 @@ class Connection(asyncio.Protocol):
             if status == 101 or status < 100:
                 raise ProtocolError(f"unexpected status {status}")
             self._interim = True  # skipped; its headers are not the answer's
-            exchange.retry_after = exchange.content_type = None
+            exchange.retry_after = exchange.content_type = exchange.error_type = None
             return
         if status > 599:
             raise ProtocolError(f"invalid status {status}")

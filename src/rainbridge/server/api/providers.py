@@ -45,6 +45,11 @@ def _present_key(key: KeyConfig) -> dict:
     azure = out.get("azure_key_config")
     if isinstance(azure, dict) and azure.get("client_secret"):
         azure["client_secret"] = "…"  # write-only, as the value
+    # Cloud credentials are secrets too: shown only as set or not.
+    for section, fields in (("bedrock_key_config", ("secret_key", "session_token")), ("vertex_key_config", ("auth_credentials",))):
+        config = out.get(section)
+        if isinstance(config, dict):
+            config.update({f: "…" for f in fields if config.get(f)})
     return out
 
 
