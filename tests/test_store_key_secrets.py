@@ -1,9 +1,14 @@
-"""An Azure key's Entra ID client secret is a secret like a key's value (issue 14): sealed in
-the config store, opened on read, re-sealed by key rotation, never shown by the API."""
+"""Secrets inside a key's settings (an Azure key's Entra ID client secret, Bedrock's secret
+key and session token, Vertex's service-account JSON) are secrets like a key's value (issue
+14): sealed in the config store, opened on read, re-sealed by key rotation, never shown by
+the API."""
 
 from __future__ import annotations
 
+import json
+
 import msgspec
+import pytest
 
 from rainbridge.config.schema import KeyConfig, ProviderConfig, StoreConfig
 from rainbridge.server.api.providers import _present_key
@@ -63,3 +68,32 @@ async def test_a_plaintext_store_seals_the_client_secret_when_a_key_appears_and_
 def test_the_api_shows_the_client_secret_only_as_set():
     shown = _present_key(msgspec.convert(msgspec.to_builtins(azure().keys[0]), KeyConfig))
     assert shown["azure_key_config"]["client_secret"] == "…" and shown["azure_key_config"]["client_id"] == "app-1"
+
+
+SECRET_ACCESS = "aws-secret-access-key-Zp93/x"
+SESSION = "aws-session-token-FQoGZXIvYXdzEJr"
+SERVICE_ACCOUNT = '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----sa-key-material"}'
+
+
+@pytest.mark.parametrize("as_object", [False, True])
+async def test_bedrock_and_vertex_credentials_are_sealed_at_rest_and_opened_on_read(store_config, tmp_path, as_object):
+    bedrock = msgspec.convert({"keys": [{"name": "aws", "value": "", "bedrock_key_config": {
+        "access_key": "AKIAEXAMPLE", "secret_key": SECRET_ACCESS, "session_token": SESSION,
+        "region": "us-east-1"}}]}, ProviderConfig)
+    vertex = msgspec.convert({"keys": [{"name": "gcp", "value": "", "vertex_key_config": {
+        "project_id": "p-1", "region": "us-central1",
+        "auth_credentials": json.loads(SERVICE_ACCOUNT) if as_object else SERVICE_ACCOUNT}}]}, ProviderConfig)
+    store = await open_store(store_config, tmp_path, "correct horse battery staple")
+    try:
+        await store.providers.sync_from_file({"bedrock": bedrock, "vertex": vertex})
+        at_rest = " ".join(r["config"] for r in await store.db.fetch("SELECT config FROM provider_keys"))
+        for secret in (SECRET_ACCESS, SESSION, "sa-key-material"):
+            assert secret not in at_rest
+        assert "AKIAEXAMPLE" in at_rest and "p-1" in at_rest  # identifiers stay readable
+        providers = await store.providers.all()
+        aws = providers["bedrock"].keys[0].bedrock_key_config
+        assert (aws.secret_key, aws.session_token) == (SECRET_ACCESS, SESSION)
+        opened = providers["vertex"].keys[0].vertex_key_config.auth_credentials  # the object comes back as its text
+        assert json.loads(opened) == json.loads(SERVICE_ACCOUNT)
+    finally:
+        await store.close()

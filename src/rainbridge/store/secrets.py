@@ -14,7 +14,12 @@ log = logging.getLogger("rainbridge.store")
 # (table, id column, secret column): every secret the config store keeps in a column of its own.
 SECRET_COLUMNS = [("provider_keys", "id", "value")]
 # Secrets inside a key's settings (provider_keys.config, a JSON document): (section, field).
-SECRET_KEY_FIELDS = [("azure_key_config", "client_secret")]
+SECRET_KEY_FIELDS = [
+    ("azure_key_config", "client_secret"),
+    ("bedrock_key_config", "secret_key"),
+    ("bedrock_key_config", "session_token"),
+    ("vertex_key_config", "auth_credentials"),
+]
 
 
 class EncryptionKeyError(Exception):
@@ -75,8 +80,13 @@ def _map_key_fields(config: dict, apply) -> dict:
     out = dict(config)
     for section, field in SECRET_KEY_FIELDS:
         inner = out.get(section)
-        if isinstance(inner, dict) and isinstance(inner.get(field), str) and inner[field]:
-            out[section] = {**inner, field: apply(inner[field], _field_table(section, field))}
+        if not isinstance(inner, dict) or not inner.get(field):
+            continue
+        value = inner[field]
+        if isinstance(value, dict):  # a JSON object (Vertex's service-account key): kept as its text
+            value = json.dumps(value)
+        if isinstance(value, str):
+            out[section] = {**inner, field: apply(value, _field_table(section, field))}
     return out
 
 
