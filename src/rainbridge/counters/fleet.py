@@ -39,6 +39,7 @@ from ..cluster.messages import NodeState
 from ..errors import Unavailable
 from .base import Key, Slot
 from .escrow import EscrowConfig, EscrowNode, Limit
+from .escrow_messages import FullState, SyncReply, SyncRequest, UsageDelta
 from .escrow_wire import WireError, decode, encode
 from .local import LocalCounters
 
@@ -55,6 +56,9 @@ NEVER = math.inf
 # burst), and groups of up to seven acceptors keep a three-replica × two-worker fleet's
 # group the whole roster (see EscrowNode.set_roster).
 FLEET_CONFIG = EscrowConfig(reclaim_ms=150, acceptors=7, wake_only=True)
+# Counted as sync bytes in ``stats`` (usage gossip, push-pull, restart sync); every other
+# escrow message is grant traffic (asks, grants, commits, reclaims, elections).
+SYNC_MESSAGES = (UsageDelta, FullState, SyncRequest, SyncReply)
 
 
 class AwaitGrant(Exception):
@@ -105,7 +109,10 @@ class FleetCounters(LocalCounters):
         self._timer_at = NEVER
         self._tickets = 0
         self._waiting: dict[int, asyncio.Future[bool]] = {}
-        self.stats: dict[str, int] = {"waits": 0, "bad_frames": 0, "send_errors": 0}
+        self.stats: dict[str, int] = {
+            "waits": 0, "bad_frames": 0, "send_errors": 0,
+            "bytes_in": 0, "grant_bytes_out": 0, "sync_bytes_out": 0,
+        }
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -133,6 +140,7 @@ class FleetCounters(LocalCounters):
         escrow = self.escrow
         if escrow is None:
             return
+        self.stats["bytes_in"] += len(payload)
         try:
             sender, message = decode(payload)
         except WireError:
@@ -282,6 +290,8 @@ class FleetCounters(LocalCounters):
             try:
                 payload = CHANNEL + encode(escrow.name, out.message)
                 service.send(out.to, payload, reliable=len(payload) > service.rpc.max_packet_frame - 8)
+                kind = "sync_bytes_out" if isinstance(out.message, SYNC_MESSAGES) else "grant_bytes_out"
+                self.stats[kind] += len(payload)
             except Exception as exc:  # an unknown or gone member: the escrow retries
                 self.stats["send_errors"] += 1
                 log.debug("escrow: could not send to %s: %s", out.to, exc)
