@@ -53,6 +53,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -60,12 +61,13 @@ import asyncpg
 import httpload
 import procs
 import wrkload
+from rainbridge.counters.fleet import FLEET_CONFIG
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_OUT = BENCH / "results" / "cluster_limits.json"
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 TOKEN = "cluster-limits-bench-admin-token"
-ESCROW_GOSSIP_S = 1.0  # EscrowConfig.gossip_ms of FLEET_CONFIG: push-pull interval
+ESCROW_GOSSIP_S = FLEET_CONFIG.gossip_ms / 1000  # the escrow's push-pull interval
 TIMING = {"timeout_seconds": 4, "success_threshold": 1, "failure_threshold": 10}
 FAR_KEY = "sk-rb-far-" + "0" * 26
 TARGETS = {
@@ -243,7 +245,7 @@ async def run_limit(members: list[procs.Proc], key: str, vk_id: str, limit: int,
         while True:
             t = time.perf_counter()
             try:
-                value = await loop.run_in_executor(None, view, members[j].url)
+                value = await loop.run_in_executor(pool, view, members[j].url)
                 samples[j].append((t, value))
             except (OSError, ValueError):
                 pass
@@ -256,10 +258,12 @@ async def run_limit(members: list[procs.Proc], key: str, vk_id: str, limit: int,
     def admitted_so_far() -> int:
         return sum(1 for r in results if r[4] == 200)
 
+    pool = ThreadPoolExecutor(max_workers=n)  # one poller thread per member: no queueing
     pollers = [asyncio.create_task(poll(j)) for j in range(n)]
     await asyncio.gather(*(one(i) for i in range(total)))
     loop_done.set()
     await asyncio.gather(*pollers)
+    pool.shutdown()
     for c in clients:
         c.close()
 
