@@ -10,6 +10,12 @@ truth after a random failure-detection delay, so views disagree for a while, as 
 
 Every admission is recorded under the window the admitting member computed, so
 ``violations()`` checks the invariant Σ admitted ≤ limit per (limit, window).
+
+For the scale study (``bench/escrow_scale.py``) it also counts messages sent by type
+(``messages``, and their wire size in ``bytes`` when given a ``sizer``), delivered per
+(receiver, type, limit) in ``delivered``, notes when each window's limit was reached
+(``reached``, and ``on_reached``), and with ``trace`` logs every verdict with the time it
+was asked and answered (``verdicts``).
 """
 
 from __future__ import annotations
@@ -58,9 +64,14 @@ class EscrowSim:
         config: EscrowConfig | None = None,
         *,
         strict: bool = False,
+        trace: bool = False,
+        sizer: Callable[[Message], int] | None = None,
     ) -> None:
         """``strict``: after every event, record the largest Σ (granted − returned) the
-        members (crashed ones included) hold per window, in ``peak_outstanding``."""
+        members (crashed ones included) hold per window, in ``peak_outstanding``.
+        ``trace``: log ``(asked, answered, member, lid, window, admitted)`` of every verdict
+        in ``verdicts``. ``sizer``: a message's size on the wire, summed by type in
+        ``bytes``."""
         self.rng = Random(seed)
         self.strict = strict
         self.peak_outstanding: Counter[tuple[str, int]] = Counter()
@@ -77,6 +88,13 @@ class EscrowSim:
         self.requests: Counter[str] = Counter()
         self.unserved = 0  # requests sent to a crashed member
         self.messages: Counter[str] = Counter()
+        self.bytes: Counter[str] = Counter()
+        self.delivered: Counter[tuple[str, str, str | None]] = Counter()  # (to, type, lid)
+        self.reached: dict[tuple[str, int], float] = {}  # (lid, window) → when Σ hit the limit
+        self.on_reached: Callable[[str, int], None] | None = None
+        self.verdicts: list[tuple[float, float, str, str, int, bool]] | None = [] if trace else None
+        self._sizer = sizer
+        self._asked: dict[int, float] = {}  # ticket → when asked (trace only)
         self._groups: dict[str, int] = {}
         self._draining: set[str] = set()
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
@@ -147,11 +165,14 @@ class EscrowSim:
             return
         now_ms = self._clock(m.skew_ms)
         ws = m.node.window(lid, now_ms)[0]
-        verdict = m.node.admit(lid, now_ms, next(self._tickets))
+        ticket = next(self._tickets)
+        verdict = m.node.admit(lid, now_ms, ticket)
         if verdict is True:
             self._record(name, lid, ws, True)
         elif verdict is False:
             self._record(name, lid, ws, False)
+        elif self.verdicts is not None:
+            self._asked[ticket] = self.now
         self._after(m)
 
     def load(
@@ -268,17 +289,23 @@ class EscrowSim:
         m.node.set_view(self._truth(m.name), self._clock(m.skew_ms))
         self._after(m)
 
-    def _record(self, name: str, lid: str, ws: int, ok: bool) -> None:
+    def _record(self, name: str, lid: str, ws: int, ok: bool, asked: float | None = None) -> None:
         if ok:
             self.admitted[(lid, ws)] += 1
             self.admitted_by[(name, lid, ws)] += 1
+            if self.admitted[(lid, ws)] == self.limits[lid].limit:
+                self.reached[(lid, ws)] = self.now
+                if self.on_reached is not None:
+                    self.on_reached(lid, ws)
         else:
             self.refused[(lid, ws)] += 1
+        if self.verdicts is not None:
+            self.verdicts.append((self.now if asked is None else asked, self.now, name, lid, ws, ok))
 
     def _after(self, m: SimMember) -> None:
         node = m.node
-        for _ticket, ok, lid, ws in node.take_results():
-            self._record(m.name, lid, ws, ok)
+        for ticket, ok, lid, ws in node.take_results():
+            self._record(m.name, lid, ws, ok, self._asked.pop(ticket, None))  # type: ignore[call-overload]
         for send in node.take_outgoing():
             self._send(m, send)
         if not self._current(m):
@@ -297,7 +324,10 @@ class EscrowSim:
 
     def _send(self, src: SimMember, send: Send) -> None:
         f = self.faults
-        self.messages[type(send.message).__name__] += 1
+        kind = type(send.message).__name__
+        self.messages[kind] += 1
+        if self._sizer is not None:
+            self.bytes[kind] += self._sizer(send.message)
         copies = 2 if f.duplicate and self.rng.random() < f.duplicate else 1
         for _ in range(copies):
             if f.loss and self.rng.random() < f.loss:
@@ -311,6 +341,7 @@ class EscrowSim:
         m = self.members.get(to)
         if m is None or not self._current(m) or not self._reachable(sender, to):
             return
+        self.delivered[(to, type(message).__name__, getattr(message, "lid", None))] += 1
         m.node.handle(message, sender, self._clock(m.skew_ms))
         self._after(m)
 

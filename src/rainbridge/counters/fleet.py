@@ -41,6 +41,7 @@ from ..cluster.messages import NodeState
 from ..errors import Unavailable
 from .base import Key, Slot
 from .escrow import EscrowConfig, EscrowNode, Limit
+from .escrow_messages import FullState, SyncReply, SyncRequest, UsageDelta
 from .escrow_wire import WireError, decode, encode
 from .local import UPSERT_SQL, LocalCounters, row_key
 from .sync_view import SyncView
@@ -59,6 +60,9 @@ NEVER = math.inf
 # burst), and groups of up to seven acceptors keep a three-replica × two-worker fleet's
 # group the whole roster (see EscrowNode.set_roster).
 FLEET_CONFIG = EscrowConfig(reclaim_ms=250, acceptors=7, wake_only=True)
+# Counted as sync bytes in ``stats`` (usage gossip, push-pull, restart sync); every other
+# escrow message is grant traffic (asks, grants, commits, reclaims, elections).
+SYNC_MESSAGES = (UsageDelta, FullState, SyncRequest, SyncReply)
 
 
 class AwaitGrant(Exception):
@@ -113,7 +117,10 @@ class FleetCounters(LocalCounters):
         self._timer_at = NEVER
         self._tickets = 0
         self._waiting: dict[int, asyncio.Future[bool]] = {}
-        self.stats: dict[str, int] = {"waits": 0, "refusals": 0, "bad_frames": 0, "send_errors": 0}
+        self.stats: dict[str, int] = {
+            "waits": 0, "refusals": 0, "bad_frames": 0, "send_errors": 0,
+            "bytes_in": 0, "grant_bytes_out": 0, "sync_bytes_out": 0,
+        }
         self.sync = SyncView()  # operator view: last message per member, report ages, bytes
         self._running: set[str] = set()  # member ids (name:boot) alive or suspect in the view
         self._orphans_written: dict[tuple[Key, str], float] = {}
@@ -144,6 +151,7 @@ class FleetCounters(LocalCounters):
         escrow = self.escrow
         if escrow is None:
             return
+        self.stats["bytes_in"] += len(payload)
         try:
             sender, message = decode(payload)
         except WireError:
@@ -306,6 +314,8 @@ class FleetCounters(LocalCounters):
                 payload = CHANNEL + frame
                 service.send(out.to, payload, reliable=len(payload) > service.rpc.max_packet_frame - 8)
                 self.sync.sent(len(frame))
+                kind = "sync_bytes_out" if isinstance(out.message, SYNC_MESSAGES) else "grant_bytes_out"
+                self.stats[kind] += len(payload)
             except Exception as exc:  # an unknown or gone member: the escrow retries
                 self.stats["send_errors"] += 1
                 log.debug("escrow: could not send to %s: %s", out.to, exc)
