@@ -198,7 +198,7 @@ class EscrowNode:
         self.acceptors = {lid: self._group(lid) for lid in self.limits}
         self.synced = synced
         self.draining = False
-        self.live: frozenset[str] = frozenset(self.roster)
+        self.live = frozenset(self.roster)
         self.stats: Counter[str] = Counter()
         self._rng = rng
         self._outgoing: list[Send] = []
@@ -345,8 +345,21 @@ class EscrowNode:
     def _accept_wait(self, cm: _Commit) -> int:
         return backoff(self.config.accept_retry_ms, cm.tries, self.config.retry_cap_ms)
 
+    @property
+    def live(self) -> frozenset[str]:
+        return self._live
+
+    @live.setter
+    def live(self, members: frozenset[str]) -> None:
+        self._live = members
+        self._owners: dict[str, str | None] = {}  # owner per limit in this view (hashing is O(members))
+
     def owner_of(self, lid: str) -> str | None:
-        return rendezvous.owner(lid, self.live)
+        owners = self._owners
+        if lid in owners:
+            return owners[lid]
+        owner = owners[lid] = rendezvous.owner(lid, self._live)
+        return owner
 
     def owns(self, lid: str) -> bool:
         o = self._own.get(lid)
