@@ -19,7 +19,6 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,21 +26,19 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+import fleet_support
+from fleet_support import TOKEN, VK_VALUE
 from support import (
-    Proc,
     eventually,
     free_port,
     http_json,
     provider_config,
     skip_window_edge,
-    wait_http,
 )
 
 HOSTS = ["127.0.0.61", "127.0.0.62", "127.0.0.63"]
 WORKERS = 2
 LIMIT = 50
-TOKEN = "fleet-limits-admin-token"
-VK_VALUE = "sk-rb-fleet-" + "0" * 24
 TOKENS_VK_VALUE = "sk-rb-fleet-tokens-" + "0" * 24
 TOKEN_LIMIT = 2000
 MAX_TOKENS = 20
@@ -51,30 +48,11 @@ PRICE = 0.00001  # $ per token, input and output
 TIMING = {"timeout_seconds": 4, "success_threshold": 1, "failure_threshold": 10}
 
 
-class Replica:
+class Replica(fleet_support.Replica):
+    """Replica ``index`` of this file's fleet (``fleet_support.Replica`` on ``HOSTS[index]``)."""
+
     def __init__(self, tmp: Path, index: int, config: dict, workers: int = WORKERS) -> None:
-        self.name = f"r{index}"
-        self.host = HOSTS[index]
-        app_dir = tmp / f"{self.name}-data"
-        app_dir.mkdir(exist_ok=True)
-        path = tmp / f"{self.name}.json"
-        path.write_text(json.dumps(config))
-        cmd = [sys.executable, "-m", "rainbridge", "serve", "--host", self.host, "--port", "0",
-               "--workers", str(workers), "--app-dir", str(app_dir), "--config", str(path)]
-        self.proc = Proc(cmd, tmp / f"{self.name}.log", env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
-        self.url = self.proc.wait_for(r"listening on (http://\S+)", timeout=30).group(1)
-        wait_http(self.url + "/health", timeout=30, proc=self.proc)
-
-    def ready_everywhere(self) -> bool:
-        """Readiness of both workers: several answers in a row (the kernel spreads
-        connections over the workers sharing the port)."""
-        return all(http_json("GET", self.url + "/health/ready", timeout=3)[0] == 200 for _ in range(8))
-
-    def members_seen(self) -> int:
-        status, _, body = http_json("GET", self.url + "/api/cluster/status",
-                                    headers={"authorization": f"Bearer {TOKEN}"}, timeout=3)
-        assert status == 200, body
-        return sum(1 for m in body["members"] if m["state"] == "alive")
+        super().__init__(tmp, f"r{index}", HOSTS[index], config, workers=workers)
 
 
 def fleet_config(mock_url: str, dsn: str, index: int, ports: list[int], limit: int = LIMIT) -> dict:
