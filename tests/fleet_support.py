@@ -242,6 +242,21 @@ async def _stored(dsn: str, counter: str, scope: str | None) -> float:
         await conn.close()
 
 
+async def _last_flush(dsn: str, node_prefix: str, counter: str) -> float | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        ms = await conn.fetchval("SELECT MAX(updated_at) FROM counters WHERE counter_key = $1 AND node_id LIKE $2",
+                                 counter, node_prefix + "%")
+        return None if ms is None else ms / 1000
+    finally:
+        await conn.close()
+
+
+def last_flush(dsn: str, name: str, counter: str = REQUESTS_ROW) -> float | None:
+    """When member ``name`` (any incarnation) last wrote the counter's row (wall clock, s)."""
+    return asyncio.run(_last_flush(dsn, name + "-", counter))
+
+
 def stored_total(dsn: str, counter: str = REQUESTS_ROW, scope: str | None = None) -> float:
     """The store's total of one counter over every node (``scope``: of every counter of it);
     by default the key's request count."""
