@@ -455,6 +455,12 @@ class Governance:
 
     def usage(self, vk: VirtualKey, now_ms: int) -> list[dict]:
         """Usage, limits and reset times of a key and every level above it."""
+        # Bind the current windows to their fleet limits first, as an admission does: a
+        # member that admitted nothing for the key yet would otherwise never merge the
+        # fleet's usage of it and report what the store held when it started.
+        plan = self.state.plans.get(vk.id) or self.state.plan(vk)
+        if not (plan.valid_from <= now_ms < plan.valid_until):
+            plan.refresh(now_ms, self.counters)
         return [self.usage_level(kind, owner, now_ms) for kind, owner in self.state.levels(vk)]
 
     def usage_level(self, kind: str, owner: Owner, now_ms: int) -> dict:
