@@ -183,6 +183,7 @@ class Answer:
     replica: str
     status: int  # 0: no answer (connection refused or reset: the replica was down)
     code: str
+    wall: float  # time.time() when the answer came (to compare with the store's times)
 
 
 class Load:
@@ -217,7 +218,7 @@ class Load:
                 continue
             status, code = replica.chat()
             with self._lock:
-                self.answers.append(Answer(sent, time.monotonic(), replica.name, status, code))
+                self.answers.append(Answer(sent, time.monotonic(), replica.name, status, code, time.time()))
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - sent)))
 
     def admitted(self, since: float = -1.0, replica: str | None = None) -> int:

@@ -21,15 +21,14 @@ the namespaces are removed in a finalizer whatever happens.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from netns_support import network, unavailable
 
 N = 5
 SUBNET = "10.231.0"
@@ -89,62 +88,6 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.ar
 '''
 
 
-def _run(*cmd: str, input: str | None = None) -> None:
-    out = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=20)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {out.stderr.strip() or out.stdout.strip()}")
-
-
-class Net:
-    """The namespaces of one test run; ``close()`` removes them all (and their links)."""
-
-    def __init__(self) -> None:
-        self.prefix = f"rbtest-{secrets.token_hex(3)}"
-        self.hub = f"{self.prefix}-hub"
-        self.members = [f"{self.prefix}-{i}" for i in range(N)]
-        self.created: list[str] = []
-
-    def add_ns(self, name: str) -> None:
-        _run("ip", "netns", "add", name)
-        self.created.append(name)
-        _run("ip", "-n", name, "link", "set", "lo", "up")
-
-    def build(self) -> None:
-        self.add_ns(self.hub)
-        _run("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
-        _run("ip", "-n", self.hub, "link", "set", "br0", "up")
-        for i, ns in enumerate(self.members):
-            self.add_ns(ns)
-            # one end in the hub (on the bridge), the other in the member's namespace
-            _run("ip", "-n", self.hub, "link", "add", f"v{i}", "type", "veth",
-                 "peer", "name", "eth0", "netns", ns)
-            _run("ip", "-n", self.hub, "link", "set", f"v{i}", "master", "br0", "up")
-            _run("ip", "-n", ns, "addr", "add", f"{IPS[i]}/24", "dev", "eth0")
-            _run("ip", "-n", ns, "link", "set", "eth0", "up")
-
-    def cut(self, side: list[int], other: list[int]) -> None:
-        """Drop everything (UDP and TCP) that reaches ``side`` from ``other``."""
-        sources = ", ".join(IPS[j] for j in other)
-        rules = (
-            "table inet rbtest_split {\n"
-            "  chain input { type filter hook input priority 0; policy accept;\n"
-            f"    ip saddr {{ {sources} }} counter drop\n"
-            "  }\n"
-            "}\n"
-        )
-        for i in side:
-            _run("ip", "netns", "exec", self.members[i], "nft", "-f", "-", input=rules)
-
-    def heal(self) -> None:
-        for ns in self.members:
-            _run("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "rbtest_split")
-
-    def close(self) -> None:
-        for ns in reversed(self.created):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
-        self.created.clear()
-
-
 class Member:
     def __init__(self, index: int, ns: str, script: Path, log: Path) -> None:
         self.name = f"p{index}"
@@ -175,46 +118,10 @@ class Member:
         self.proc.wait(10)
 
 
-def _skip_reason() -> str | None:
-    if sys.platform != "linux":
-        return "network namespaces need Linux"
-    if os.geteuid() != 0:
-        return "creating network namespaces needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN)"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not installed (apt-get install {package})"
-    return None
-
-
-def in_ci(environ=os.environ) -> bool:
-    """CI sets ``CI`` (GitHub Actions, GitLab, ...: ``true``); ``0``/``false``/empty do not count."""
-    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def unavailable(reason: str, environ=os.environ) -> None:
-    """The partition test cannot run here: a failure in CI (where namespaces must work, or
-    the test would silently stop guarding anything), a skip on a developer's machine."""
-    if in_ci(environ):
-        pytest.fail(f"the partition test must run in CI, but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def net():
-    reason = _skip_reason()
-    if reason:
-        unavailable(reason)
-    lab = Net()
-    try:
-        try:
-            lab.add_ns(lab.hub)
-        except RuntimeError as exc:
-            unavailable(f"cannot create a network namespace here: {exc}")
-        lab.close()
-        lab.build()
+    with network(IPS) as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 @pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("1", pytest.fail.Exception),
