@@ -102,6 +102,12 @@ class Targets:
         return now[i % len(now)] if now else None
 
 
+def refusing(load: Load, replicas: list[Replica]) -> bool:
+    """Each of ``replicas`` answered a 429 (the fleet's limit reached)."""
+    refused = {a.replica for a in list(load.answers) if a.status == 429}
+    return all(r.name in refused for r in replicas)
+
+
 def owner_of(replicas: list[Replica], lid: str) -> list[Replica]:
     return [r for r in replicas if r.alive() and lid in r.fleet()["owned"]]
 
@@ -145,6 +151,10 @@ def test_owner_sigkilled_mid_window_never_overshoots_and_admissions_resume_after
                              5.0, "admissions after the takeover")
         eventually(lambda: load.admitted(since=killed_at) > held or (held, load.admitted(since=killed_at)), 10.0,
                    "the survivors admit beyond what they held at the kill (new grants)")
+        # ... up to the limit, where the fleet refuses on both (the successor never grants
+        # again what its predecessor granted).
+        eventually(lambda: refusing(load, survivors) or Counter((a.replica, a.status) for a in list(load.answers)),
+                   20, "both survivors refuse at the limit")
     finally:
         answers = load.stop()
     statuses = Counter((a.status, a.code) for a in answers)
@@ -402,6 +412,9 @@ def test_a_2_1_partition_under_load_keeps_the_limit_and_usage_converges_after_th
         took_over_at = time.monotonic()
         eventually(lambda: sum(load.admitted(since=took_over_at, replica=r.name) for r in pair) > 0,
                    5, "the pair admits under its new owner")
+        # The pair goes on up to the limit (what the lone one holds stays counted).
+        eventually(lambda: refusing(load, pair) or Counter((a.replica, a.status) for a in list(load.answers)),
+                   20, "the pair refuses at the limit")
         # The lonely replica runs dry: it refuses (or stalls) once its allowance is spent.
         eventually(lambda: any(a.replica == lonely.name and a.sent > cut_at and a.status != 200
                                for a in list(load.answers)), 15, "the lonely replica stops admitting")
