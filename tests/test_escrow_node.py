@@ -95,3 +95,29 @@ def test_acceptor_refuses_an_older_ballot_and_keeps_the_newer_ledger():
     reply = _sent(acceptor, Accepted)[0].message
     assert not reply.ok and reply.promised == new
     assert acceptor.acceptor.windows(LIMIT.lid).get(W) is None  # nothing of it merged
+
+
+def test_an_owner_that_learns_a_limit_from_an_ask_grants_without_waiting_for_a_tick():
+    """Regression: the owner learned the limit (``resolve``) from the first Ask but took up
+    its ownership only at its next tick (up to ``gossip_ms`` later), dropping that Ask: the
+    first request of a fresh limit waited up to ~1.5 s for its grant, past the gateway's
+    1 s wait (503 ``limit_coordination_timeout``)."""
+    owner, (b, c) = _owner_and_others()
+    node = EscrowNode(owner, 1, [], [owner, b, c], Random(0), T,
+                      resolve=lambda lid: LIMIT if lid == LIMIT.lid else None)
+    node.take_outgoing()
+    node.handle(Ask(LIMIT.lid, W, f"{b}:1", 1, 0, 0, 0), b, T + 1)
+    prepares = _sent(node, Prepare)
+    assert {s.to for s in prepares} == {b, c}  # at once, not at the next tick
+    ballot = prepares[0].message.ballot
+    node.handle(Promise(LIMIT.lid, ballot, True, ballot), c, T + 2)
+    grants = []
+    for step in range(3):  # the takeover's re-commit of the window first, then the grant's
+        out = node.take_outgoing()
+        grants = [s for s in out if isinstance(s.message, Grant)]
+        accept = next((s for s in out if isinstance(s.message, Accept)), None)
+        if grants or accept is None:
+            break
+        msg = accept.message
+        node.handle(Accepted(LIMIT.lid, msg.ballot, W, msg.seq, True, msg.ballot), accept.to, T + 3 + step)
+    assert [(g.to, g.message.member) for g in grants] == [(b, f"{b}:1")]  # the Ask was kept

@@ -732,7 +732,7 @@ class EscrowNode:
         )
         return FullState(usage, reply)
 
-    def _known(self, lid: str) -> bool:
+    def _known(self, lid: str, now: int) -> bool:
         """Whether this member knows limit ``lid``, learning it through ``resolve`` if it
         can (a message about it came before any of its own requests used it)."""
         if lid in self.limits:
@@ -742,11 +742,15 @@ class EscrowNode:
             return False
         self.limits[lid] = limit
         self.acceptors[lid] = self._group(lid)
+        # Take up its ownership now when it hashes here (an Ask for it may be on its way or
+        # be this very message): otherwise the Ask is dropped and ownership waits for the
+        # next tick, up to ``gossip_ms`` later, which outlasts an admission's wait for its grant.
+        self._refresh(now)
         return True
 
     def _on_full_state(self, m: FullState, sender: str, now: int) -> None:
         for lid, ws, entries in m.usage:
-            if self._known(lid):
+            if self._known(lid, now):
                 u = self._usage_of((lid, ws))
                 for member, used in entries:
                     u.set_own(member, used)
@@ -769,7 +773,7 @@ class EscrowNode:
 
     def _dispatch(self, m: Message, sender: str, now: int) -> None:
         lid = getattr(m, "lid", None)
-        if lid is not None and not self._known(lid):
+        if lid is not None and not self._known(lid, now):
             return  # a limit this member does not know (yet): the sender retries
         self._handlers[type(m)](m, sender, now)
 
