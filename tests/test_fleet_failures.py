@@ -65,6 +65,9 @@ DETECTION_S = 2 * PROBE_S + SUSPICION_MAX_S + 1.0
 # The gateway flushes its counters at the first maintenance tick (1 s) at least 2 s after
 # the previous flush (gateway.FLUSH_INTERVAL_S, POLL_INTERVAL_S): at most 3 s apart.
 FLUSH_GAP_S = 3.0
+# Every test runs inside one hourly window: one starting less than this before the hour
+# waits for the next window first (the timeouts allow for that wait).
+WINDOW_NEED_S = 75
 
 
 @pytest.fixture
@@ -118,11 +121,11 @@ def spare(replica: Replica) -> int:
                if a["limit"] == LID)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(WINDOW_NEED_S + 60)
 def test_owner_sigkilled_mid_window_never_overshoots_and_admissions_resume_after_detection(start_fleet):
     limit = 60
+    skip_window_edge(WINDOW_NEED_S)
     replicas, _ = start_fleet(limit)
-    skip_window_edge()
     assert replicas[0].chat()[0] == 200  # the limit exists in the fleet now: someone owns it
     eventually(lambda: len(owner_of(replicas, LID)) == 1 or [r.name for r in owner_of(replicas, LID)],
                10, "one owner of the key's limit")
@@ -172,11 +175,11 @@ def test_owner_sigkilled_mid_window_never_overshoots_and_admissions_resume_after
           f"admitting again {resumed:.1f}s later; {dict(statuses)}")
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(WINDOW_NEED_S + 60)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_a_replica_stopped_under_load_leaves_the_store_total_the_rule_allows(start_fleet, sig):
+    skip_window_edge(WINDOW_NEED_S)
     replicas, dsn = start_fleet(1000)
-    skip_window_edge()
     victim = replicas[2]
     targets = Targets(replicas)
     load = Load(targets, threads=3, interval=0.1)
@@ -220,11 +223,11 @@ def test_a_replica_stopped_under_load_leaves_the_store_total_the_rule_allows(sta
           f"the victim answered {since_flush} since its last flush, {stopped_wall - flushed:.1f}s before the kill")
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(WINDOW_NEED_S + 90)
 def test_rolling_restart_keeps_the_limit_and_counts_every_request_once(start_fleet):
     limit = 60
+    skip_window_edge(WINDOW_NEED_S)
     replicas, dsn = start_fleet(limit)
-    skip_window_edge(need=90)
     targets = Targets(replicas)
     load = Load(targets, threads=3, interval=0.4)
     readings: list[tuple[float, str, float]] = []
@@ -279,13 +282,13 @@ def test_rolling_restart_keeps_the_limit_and_counts_every_request_once(start_fle
     print(f"rolling restart: {served} served of limit {limit}; {len(readings)} usage readings; {dict(statuses)}")
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(WINDOW_NEED_S + 60)
 def test_a_replica_that_served_none_of_the_keys_requests_reports_the_fleets_usage(start_fleet):
     """Regression: a replica reported only what the store held when it started for a key it
     had not admitted anything for itself (the slot was never bound to the fleet limit, so
     gossip never reached it), e.g. one just restarted in a rolling restart."""
+    skip_window_edge(WINDOW_NEED_S)
     replicas, _ = start_fleet(1000)
-    skip_window_edge()
     assert [replicas[i % 2].chat()[0] for i in range(10)] == [200] * 10
     took = eventually(lambda: replicas[2].usage() == 10 or replicas[2].usage(), 10, "r2 reports the fleet's usage")
     print(f"r2 reported the fleet's 10 after {took:.1f}s")
@@ -385,11 +388,11 @@ def granted(replica: Replica) -> tuple[int, int, int]:
     return (sum(a["granted"] for a in rows), sum(a["returned"] for a in rows), sum(a["used"] for a in rows))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(WINDOW_NEED_S + 120)
 def test_a_2_1_partition_under_load_keeps_the_limit_and_usage_converges_after_the_heal(ns_fleet):
     limit = 60
+    skip_window_edge(WINDOW_NEED_S)
     net, replicas, _ = ns_fleet(limit)
-    skip_window_edge(need=90)
     assert replicas[0].chat()[0] == 200
     eventually(lambda: len(owner_of(replicas, LID)) == 1 or [r.name for r in owner_of(replicas, LID)],
                10, "one owner of the key's limit")
