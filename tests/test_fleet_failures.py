@@ -166,11 +166,11 @@ def test_owner_sigkilled_mid_window_never_overshoots_and_admissions_resume_after
     assert admitted <= limit, statuses  # no request beyond the limit, ever
     assert 0 < before and admitted > before, statuses
     assert successor.fleet()["stats"]["takeovers"] >= 1
-    # only answers the rule allows: admitted, refused by the fleet, or stalled while the
-    # owner was down (a bounded wait, then 503), or cut by the kill
-    assert set(statuses) <= {(200, ""), (429, "request_limited"), (503, "limit_coordination_timeout"),
-                             (0, "RemoteDisconnected"), (0, "ConnectionResetError"),
-                             (0, "ConnectionRefusedError")}, statuses
+    # Only answers the rule allows: admitted, refused by the fleet, or stalled while no owner
+    # could grant (a bounded wait, then 503); no answer only from the killed one.
+    assert {(a.status, a.code) for a in answers if a.replica != owner.name} <= {
+        (200, ""), (429, "request_limited"), (503, "limit_coordination_timeout")}, statuses
+    assert {a.status for a in answers if a.replica == owner.name} <= {200, 0}, statuses
     print(f"owner {owner.name} killed: {before} admitted before, {admitted} in all (limit {limit}); "
           f"{successor.name} took over after {detected:.1f}s (bound {DETECTION_S:.1f}s), "
           f"admitting again {resumed:.1f}s later; {dict(statuses)}")
@@ -258,9 +258,9 @@ def test_rolling_restart_keeps_the_limit_and_counts_every_request_once(start_fle
             eventually(r.ready_everywhere, 30, f"{r.name} ready again")
             back = time.monotonic()
             targets.set(replicas)
-        # the last one restarted answers requests again
-        eventually(lambda: sum(1 for a in load.answers if a.replica == r.name and a.sent > back) >= 3,
-                   10, f"{r.name} answers again")
+        last = replicas[-1]  # the last one restarted answers requests again
+        eventually(lambda: sum(1 for a in list(load.answers) if a.replica == last.name and a.sent > back) >= 3,
+                   10, f"{last.name} answers again")
     finally:
         answers = load.stop()
         watching.set()
@@ -408,11 +408,12 @@ def test_a_2_1_partition_under_load_keeps_the_limit_and_usage_converges_after_th
         eventually(lambda: load.admitted() >= 12 or load.admitted(), 20, "admissions before the split")
         net.unplug(replicas.index(lonely))
         cut_at = time.monotonic()
-        lonely_at_cut = granted(lonely)  # nothing can reach it from now on
-        pair_granted_at_cut = sum(granted(r)[0] for r in pair)
+        pair_granted_at_cut = sum(granted(r)[0] for r in pair)  # no owner on their side now
 
         # The majority side detects the owner's failure, one of the two takes over and grants.
         took = eventually(lambda: len(owner_of(pair, LID)) == 1 or None, DETECTION_S, "the pair owns the limit")
+        # Seconds after the cut: no packet from before it can still be on its way in.
+        lonely_at_cut = granted(lonely)
         eventually(lambda: sum(granted(r)[0] for r in pair) > pair_granted_at_cut
                    or (pair_granted_at_cut, [granted(r) for r in pair]), 10, "the pair keeps granting")
         took_over_at = time.monotonic()
