@@ -34,6 +34,10 @@ STREAM_LOW_WATER = 64 * 1024
 # The status line and headers of a response (interim ones included) may take this many bytes.
 # Checked per read, so a head that arrives in one read may exceed it by up to that read.
 MAX_HEAD_BYTES = 64 * 1024
+# Interim responses one exchange may skip (servers send one or two: 100, 103). Counting them
+# bounds a run of them whatever the reads' sizes: bytes are counted per read only while the
+# final head is incomplete, and one read may hold many interims and the final head at once.
+MAX_INTERIM_RESPONSES = 100
 
 # A body read whole (non-streaming answers, error bodies) may take this many bytes. The
 # largest legitimate answer we know of is an embeddings batch (2,048 inputs × 3,072 floats
@@ -223,6 +227,7 @@ class Connection(asyncio.Protocol):
         self._finished = False  # the final response ended in the read being parsed
         self._keep_alive = False
         self._head_bytes = 0  # bytes read while the final response's head is incomplete
+        self._interims = 0  # interim responses skipped in this exchange
         self._coding: bytes | None = None  # a content/transfer coding we cannot relay
 
     # -- asyncio.Protocol -----------------------------------------------------------------
@@ -312,6 +317,9 @@ class Connection(asyncio.Protocol):
             if status == 101 or status < 100:
                 raise ProtocolError(f"unexpected status {status}")
             self._interim = True  # skipped; its headers are not the answer's
+            self._interims += 1
+            if self._interims > MAX_INTERIM_RESPONSES:
+                raise ResponseTooLarge(f"more than {MAX_INTERIM_RESPONSES} interim responses")
             exchange.retry_after = exchange.content_type = exchange.error_type = None
             return
         if status > 599:
@@ -350,6 +358,7 @@ class Connection(asyncio.Protocol):
         self.exchange = exchange
         self._received = False
         self._head_bytes = 0
+        self._interims = 0
         transport = self.transport
         assert transport is not None
         if body:
