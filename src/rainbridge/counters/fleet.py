@@ -57,9 +57,9 @@ ROSTER_FORGET_S = 600.0  # a member dead this long leaves the roster (its accept
 NEVER = math.inf
 # Real processes on a busy machine answer slower than the simulator's network: a reclaim
 # round waits longer before refusing (a late hand-back would otherwise be lost to the
-# burst), and groups of up to seven acceptors keep a three-replica × two-worker fleet's
+# burst), and groups of up to fifteen acceptors keep a fleet of up to fifteen members'
 # group the whole roster (see EscrowNode.set_roster).
-FLEET_CONFIG = EscrowConfig(reclaim_ms=250, acceptors=7, wake_only=True)
+FLEET_CONFIG = EscrowConfig(reclaim_ms=250, acceptors=15, wake_only=True)
 # Counted as sync bytes in ``stats`` (usage gossip, push-pull, restart sync); every other
 # escrow message is grant traffic (asks, grants, commits, reclaims, elections).
 SYNC_MESSAGES = (UsageDelta, FullState, SyncRequest, SyncReply)
