@@ -1,0 +1,55 @@
+"""The one interface every discovery backend implements, and its health report.
+
+A backend finds *candidates*: gossip addresses that may be other members. It never joins
+or contacts them itself; the cluster service filters them through the allowed address
+space and joins. A backend that fails (API down, NXDOMAIN, server unreachable) keeps its
+last good candidates, retries with backoff and says so in :attr:`Discovery.health`; it
+never raises out of :meth:`candidates` and never stops a running node.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+Address = tuple[str, int]  # (ip literal, gossip port); hostnames are resolved by the backend
+
+
+@dataclass(slots=True)
+class DiscoveryHealth:
+    """What ``/api/cluster/status`` and the metrics show per backend."""
+
+    backend: str
+    healthy: bool = True
+    last_error: str | None = None  # a short reason, never a secret (tokens, passwords)
+    last_success: float | None = None  # wall-clock seconds of the last good round
+    failures: int = 0  # consecutive failed rounds; 0 when healthy
+    candidates: int = 0  # how many candidates the last good round found
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Discovery(abc.ABC):
+    """Start, current candidates, stop. Implementations are asyncio-native."""
+
+    name: str = "discovery"
+
+    def __init__(self) -> None:
+        self.health = DiscoveryHealth(self.name)
+
+    async def start(self) -> None:
+        """Begin finding (open watches, register ourselves, start announcing).
+
+        Raises :class:`DiscoveryConfigError` only for a configuration that can never
+        work; a server that is merely down is retried, not raised."""
+
+    @abc.abstractmethod
+    async def candidates(self) -> list[Address]:
+        """The addresses found so far (deduplicated, without our own). Never raises:
+        on failure it returns the last good list and records the error in ``health``."""
+
+    async def stop(self) -> None:
+        """Stop watches and background tasks; deregister/revoke what ``start`` made."""
+
+
+class DiscoveryConfigError(ValueError):
+    """A discovery configuration that can never work; the message names the field."""
