@@ -25,7 +25,8 @@ LID = "vk/vk_1/requests/1m"
 
 def fleet_of_one() -> FleetCounters:
     counters = FleetCounters("n1-b00t", clock=lambda: NOW_S)
-    counters.attach(SimpleNamespace(name="n1", boot="b00t", node=None, rpc=None))  # type: ignore[arg-type]
+    counters.attach(SimpleNamespace(name="n1", boot="b00t", node=None, rpc=None,
+                                    on_request=lambda kind, handler: None))  # type: ignore[arg-type]
     slot = counters.slot(KEY, WINDOW + 60_000)
     counters.bind(slot, LID, 100, "1m", False)
     return counters

@@ -203,13 +203,13 @@ def _status_table(body: dict) -> str:
         return body.get("message", "cluster mode is off")
     node, health = body["node"], body["health"]
     header = ("", "NAME", "STATE", "ADDRESS", "HTTP", "REGION", "INC", "READY", "CLOCK", "SYNC/STALE",
-              "LAST CHANGE")
+              "KEYS/OWNED/SPARE/BYTES", "LAST CHANGE")
     rows = [header]
     for m in body["members"]:
         ago = f"{m['last_change'][:19].replace('T', ' ')}Z ({m['seconds_since_change']:.0f}s ago)"
         rows.append(("*" if m["self"] else "", m["name"], m["state"], m["address"], m["http"] or "-",
                      m["region"] or "-", str(m["incarnation"]), m["readiness"] or "-", _clock_cell(m),
-                     _sync_cell(m), ago))
+                     _sync_cell(m), _counters_cell(m), ago))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append("")
@@ -251,6 +251,18 @@ def _fleet_lines(fc: dict) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return lines
+
+
+def _counters_cell(member: dict) -> str:
+    """``3/1/12/2.1k``: the member's fleet counters: limits bound, limits it owns, allowance
+    it holds unused, bytes of usage state (``-``: not asked or no answer)."""
+    c = member.get("counters")
+    if not c:
+        return "-"
+    size = c.get("state_bytes")
+    size_text = "-" if size is None else (f"{size / 1000:.1f}k" if size >= 1000 else str(size))
+    return "/".join(["-" if c.get(k) is None else str(c[k]) for k in ("keys", "owned", "allowances_outstanding")]
+                    + [size_text])
 
 
 def _clock_cell(member: dict) -> str:

@@ -65,3 +65,7 @@ class Counters(Protocol):
     def reach(self, slot: Slot, cost: float) -> bool:
         """Admission past ``slot.low``: True to admit, False when the fleet refused (may
         raise ``fleet.AwaitGrant``)."""
+
+    def refused(self) -> None:
+        """A governed request was refused by a limit (counted by fleet counters for the
+        operator; nothing on a single node)."""

@@ -724,6 +724,11 @@ class EscrowNode:
         if peers:
             self._send(self._rng.choice(peers), self._full_state(reply=False))
 
+    def full_state(self) -> FullState:
+        """The usage CRDT of every window held, as push-pull carries it (the operator
+        view measures its encoded size)."""
+        return self._full_state(reply=False)
+
     def _full_state(self, reply: bool) -> FullState:
         for key in self.member.allow:
             self._collect_one(key)

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from random import Random
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ..cluster.codec import WireError as TagError
 from ..cluster.codec import decode_tags
 from ..cluster.messages import NodeState
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rainbridge.counters")
 
 CHANNEL = b"E"  # first byte of every escrow payload on the cluster's direct messages
+SUMMARY_KIND = "fleet.summary"  # request kind: another member asks for our summary()
 ROSTER_FORGET_S = 600.0  # a member dead this long leaves the roster (its acceptor votes go)
 NEVER = math.inf
 # Real processes on a busy machine answer slower than the simulator's network: a reclaim
@@ -141,6 +144,10 @@ class FleetCounters(LocalCounters):
         )
         self._seed_usage()
         self._after()
+        service.on_request(SUMMARY_KIND, self._answer_summary)
+
+    def _answer_summary(self, requester: str, payload: bytes) -> bytes:
+        return orjson.dumps(self.summary())
 
     @property
     def ready(self) -> bool:
@@ -280,8 +287,13 @@ class FleetCounters(LocalCounters):
             raise AwaitGrant(fut)
         self._after()
         if not verdict:
-            self.stats["refusals"] += 1  # the fleet refused: a 429
+            self.stats["refusals"] += 1  # the fleet refused: a 429 / 402
         return verdict
+
+    def refused(self) -> None:
+        """Governance refused a request on this member's view of the fleet's usage (the
+        limit already reached there: no escrow step was needed)."""
+        self.stats["refusals"] += 1
 
     # -- the escrow's steps ------------------------------------------------------------------------
 
@@ -440,6 +452,23 @@ class FleetCounters(LocalCounters):
             self.sync.tidy(self.escrow._usage, self._roster_seen)
 
     # -- operator view ---------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """This member's counters in a few numbers, for every member's status page (asked
+        on demand with ``SUMMARY_KIND``; see ``sync_view.add_summaries``): limits bound
+        (``keys``), limits this member owns, allowance held unused, windows of usage held,
+        and the encoded size of that usage state (what one push-pull carries)."""
+        escrow = self.escrow
+        if escrow is None:
+            return {"state": "syncing", "keys": len(self.bindings)}
+        return {
+            "state": "synced" if escrow.synced else "syncing",
+            "keys": len(self.bindings),
+            "owned": sum(1 for lid in escrow.limits if escrow.owns(lid)),
+            "allowances_outstanding": sum(max(0, a.spare()) for _, a in escrow.allowances()),
+            "windows": len(escrow._usage),
+            "state_bytes": len(encode(escrow.me, escrow.full_state())),
+        }
 
     def status(self) -> dict[str, Any]:
         escrow = self.escrow

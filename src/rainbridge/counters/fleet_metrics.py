@@ -39,7 +39,7 @@ class FleetCollector(Collector):
         yield _counter("allowance_waits",
                        "Admissions that waited for a grant (short of allowance, not of the limit)",
                        node, c.stats["waits"])
-        yield _counter("refusals", "Admissions refused here because the fleet reached the limit (429)",
+        yield _counter("refusals", "Governed requests refused here because the fleet reached a limit (429/402)",
                        node, c.stats["refusals"])
         yield _counter("reclaims", "Reclaim rounds this member started as owner before refusing",
                        node, es["reclaims"])

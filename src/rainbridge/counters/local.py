@@ -104,6 +104,9 @@ class LocalCounters:
     def reach(self, slot: Slot, cost: float) -> bool:
         return True
 
+    def refused(self) -> None:
+        pass
+
     # -- persistence ------------------------------------------------------------------------
 
     async def load(self, db: Database, now_ms: int | None = None) -> int:

@@ -18,9 +18,12 @@ one per member name; ``tidy`` drops what the escrow and the roster dropped.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Container, Iterable
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from .escrow import member_name
 from .escrow_messages import Ask, FullState, Message, Return, UsageDelta
@@ -103,3 +106,50 @@ def add_to_members(rows: Iterable[dict[str, Any]], counters: FleetCounters) -> N
         age = None if me else ages.get(f"{row['name']}:{row.get('boot', '')}")
         row["last_sync_s"] = None if last is None else round(last, 3)
         row["view_staleness_s"] = None if age is None else round(age, 3)
+
+
+SUMMARY_FIELDS = ("keys", "owned", "allowances_outstanding", "windows", "state_bytes")
+SUMMARY_ASK_AT_MOST = 64  # members asked per status call; more answer null (ask them directly)
+SUMMARY_TIMEOUT_S = 0.4  # per attempt; one retry: a status call waits under a second for this
+
+
+async def add_summaries(rows: list[dict[str, Any]], counters: FleetCounters) -> None:
+    """``counters`` into every member row: that member's ``FleetCounters.summary`` (keys
+    held, keys owned, allowance outstanding, windows and bytes of usage state), asked of
+    each live rainbridge member over the cluster's request/reply when the status is read
+    (nothing is gossiped for it); null for a member that is not alive, not ours, past
+    ``SUMMARY_ASK_AT_MOST`` or silent. A reply is another member's word, so only the known
+    integer fields are kept."""
+    from .fleet import SUMMARY_KIND
+
+    service = counters.service
+    asked: list[tuple[dict[str, Any], Any]] = []
+    for row in rows:
+        row["counters"] = None
+        if row.get("self"):
+            row["counters"] = counters.summary()
+        elif (service is not None and row.get("state") == "alive" and row.get("role") == "rainbridge"
+              and len(asked) < SUMMARY_ASK_AT_MOST):
+            asked.append((row, service.request(row["name"], SUMMARY_KIND, b"", timeout=SUMMARY_TIMEOUT_S,
+                                               retries=1)))
+    if not asked:
+        return
+    replies = await asyncio.gather(*(call for _, call in asked), return_exceptions=True)
+    for (row, _), reply in zip(asked, replies, strict=True):
+        if isinstance(reply, BaseException):  # RequestError (timeout, no handler), gone member
+            continue
+        row["counters"] = _summary_of(reply)
+
+
+def _summary_of(reply: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(reply)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    out: dict[str, Any] = {"state": data["state"] if data.get("state") in ("synced", "syncing") else None}
+    for name in SUMMARY_FIELDS:
+        value = data.get(name)
+        out[name] = value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return out

@@ -394,6 +394,8 @@ class Governance:
 
     def _denied(self, plan: Plan, estimate: float, now_ms: int) -> GatewayError:
         """The error for the first check the request does not pass (the slow path)."""
+        if self.shared:
+            self.counters.refused()
         for check in plan.checks:
             assert check.slot is not None
             used = check.slot.committed + check.slot.reserved

@@ -36,7 +36,7 @@ class Discovery(abc.ABC):
     def __init__(self) -> None:
         self.health = DiscoveryHealth(self.name)
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 (optional hook: most backends need it)
         """Begin finding (open watches, register ourselves, start announcing).
 
         Raises :class:`DiscoveryConfigError` only for a configuration that can never
@@ -47,7 +47,7 @@ class Discovery(abc.ABC):
         """The addresses found so far (deduplicated, without our own). Never raises:
         on failure it returns the last good list and records the error in ``health``."""
 
-    async def stop(self) -> None:
+    async def stop(self) -> None:  # noqa: B027 (optional hook)
         """Stop watches and background tasks; deregister/revoke what ``start`` made."""
 
 

@@ -6,7 +6,9 @@ region, HTTP address, incarnation and last change, and a health summary (``healt
 are configured but nobody answered, ``left``), and the fleet counters of the worker that
 answered (``fleet_counters``: see ``FleetCounters.status``), with per member row its
 ``clock_offset_ms`` / ``clock_error_ms`` (``cluster/clock.py``) and this worker's
-``last_sync_s`` / ``view_staleness_s`` (``counters/sync_view.py``). ``nodes``: the member list
+``last_sync_s`` / ``view_staleness_s`` (``counters/sync_view.py``), and ``counters``: that
+member's own summary (keys held and owned, allowance outstanding, windows and bytes of usage
+state), asked of it when the status is read. ``nodes``: the member list
 only. With cluster mode off both answer ``{"enabled": false, ...}``.
 """
 
@@ -20,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ...counters.fleet import FleetCounters
-from ...counters.sync_view import add_to_members
+from ...counters.sync_view import add_summaries, add_to_members
 
 if TYPE_CHECKING:
     from ...gateway.gateway import Gateway
@@ -36,6 +38,7 @@ def routes(gateway: Gateway) -> list[Route]:
         if cluster is not None and isinstance(counters, FleetCounters):
             body["fleet_counters"] = counters.status()
             add_to_members(body["members"], counters)
+            await add_summaries(body["members"], counters)
         return Response(orjson.dumps(body), media_type="application/json")
 
     async def nodes(request: Request) -> Response:
