@@ -13,6 +13,7 @@ from rainbridge.counters.escrow_sim import (
     Faults,
     chaos_scenario,
     fault_scenario,
+    scale_up_scenario,
 )
 
 A = Limit("vk_a:requests:10s", 50, "10s")
@@ -88,6 +89,16 @@ def test_fleet_limit_holds_under_loss_partition_owner_crash_and_skew(seed):
 def test_fleet_limit_holds_through_random_partitions_crashes_and_restarts(seed):
     sim = chaos_scenario(seed, [A, SMALL])
     assert sim.violations() == {}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fleet_limit_holds_through_a_bulk_scale_up_within_the_acceptor_group_size(seed):
+    # Up to 15 members every acceptor group is the whole roster: batches of joiners (which
+    # sync before they promise) and a crashed minority never lose a committed grant.
+    sim = scale_up_scenario(seed, [A, SMALL], acceptors=15, fleet=15)
+    assert len(sim.names) <= 15
+    assert sim.violations() == {}
+    assert sum(sim.admitted.values()) > 0
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 10])

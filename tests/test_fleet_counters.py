@@ -95,3 +95,14 @@ async def test_the_fleets_usage_of_a_counter_never_used_here_comes_from_gossip()
     assert counters.value(("budget", "b_1", "spend", WINDOW)) == 2.5  # micro-USD → USD
     assert counters.value(("team", "t_2", "requests", WINDOW)) == 0
     counters.close()
+
+
+def test_acceptor_group_size_comes_from_the_environment_and_bad_values_keep_the_default(caplog):
+    from rainbridge.counters.fleet import FLEET_CONFIG, fleet_config
+
+    assert fleet_config({}) is FLEET_CONFIG and FLEET_CONFIG.acceptors == 15
+    wide = fleet_config({"RAINBRIDGE_FLEET_ACCEPTORS": "33"})
+    assert wide.acceptors == 33 and wide.reclaim_ms == FLEET_CONFIG.reclaim_ms
+    for bad in ("0", "-3", "many", "256"):
+        assert fleet_config({"RAINBRIDGE_FLEET_ACCEPTORS": bad}) is FLEET_CONFIG
+    assert "RAINBRIDGE_FLEET_ACCEPTORS='many' is not a whole number from 1 to 255" in caplog.text

@@ -149,6 +149,24 @@ class EscrowSim:
         self._start(name, old.skew_ms, old.incarnation + 1, synced=False)
         self._views_follow()
 
+    def join(self, *names: str) -> None:
+        """Scale-up: new members start at once (empty, unsynced, knowing the new roster);
+        each existing member learns the new roster, and sees them live, after its own
+        failure-detection delay, so for a while old and new members draw groups from
+        different rosters."""
+        self.names = [*self.names, *names]
+        for name in names:
+            self._start(name, self.rng.randint(-self.faults.skew_ms, self.faults.skew_ms), 1, synced=False)
+        lo, hi = self.faults.detect
+        for m in list(self.members.values()):
+            if self._current(m) and m.name not in names:
+                self.at(self.now + self.rng.uniform(lo, hi), lambda m=m: self._learn_roster(m))
+
+    def _learn_roster(self, m: SimMember) -> None:
+        if self._current(m):
+            m.node.set_roster(self.names, self._clock(m.skew_ms))
+            self._refresh_view(m)
+
     def owner_of(self, lid: str) -> str | None:
         """The owner a majority-side member would pick now (truth, not a view)."""
         from rainbridge.counters.rendezvous import owner
@@ -414,5 +432,35 @@ def chaos_scenario(seed: int, limits: Iterable[Limit], *, strict: bool = False) 
             dead = [name for name, m in sim.members.items() if m.crashed]
             if dead:
                 sim.restart(r.choice(dead))
+    sim.run_until(45)
+    return sim
+
+
+def scale_up_scenario(seed: int, limits: Iterable[Limit], *, acceptors: int = 15,
+                      fleet: int = 15) -> EscrowSim:
+    """An autoscaler's bulk scale-up under 4x load: 2-6 members, loss up to 20 %, ±2 s skew,
+    uneven failure detection; at 1-9 s a batch of new members joins at once, then a
+    minority of the first members crashes, then a second batch joins, up to ``fleet``
+    members in all."""
+    limits = list(limits)
+    r = Random(seed)
+    n = r.randint(2, 6)
+    faults = Faults(loss=r.uniform(0, 0.2), duplicate=0.02, delay=(0.0005, 0.03), skew_ms=2000,
+                    detect=(0.2, 2.0))
+    sim = EscrowSim(n, limits, seed=seed, faults=faults, config=EscrowConfig(acceptors=acceptors))
+    for lim in limits:
+        sim.load(lim.lid, 4 * lim.limit / (sim.window_len(lim.lid) / 1000), 0, 40)
+    t = r.uniform(1, 9)
+    sim.run_until(t)
+    first = list(sim.names)
+    batch = r.randint(1, max(1, fleet - n - 1))
+    sim.join(*[f"j{i}" for i in range(batch)])
+    t += r.uniform(0, 3)
+    sim.run_until(t)
+    for name in r.sample(first, r.randint(0, (len(first) - 1) // 2)):
+        sim.crash(name)
+    t += r.uniform(0, 5)
+    sim.run_until(t)
+    sim.join(*[f"k{i}" for i in range(r.randint(0, max(0, fleet - n - batch)))])
     sim.run_until(45)
     return sim

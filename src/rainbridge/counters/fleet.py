@@ -28,10 +28,11 @@ admissions are refused with 503 ``cluster_syncing`` and readiness says so.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from random import Random
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,24 @@ NEVER = math.inf
 # burst), and groups of up to fifteen acceptors keep a fleet of up to fifteen members'
 # group the whole roster (see EscrowNode.set_roster).
 FLEET_CONFIG = EscrowConfig(reclaim_ms=250, acceptors=15, wake_only=True)
+ACCEPTORS_ENV = "RAINBRIDGE_FLEET_ACCEPTORS"
+ACCEPTORS_RANGE = (1, 255)
+
+
+def fleet_config(environ: Mapping[str, str]) -> EscrowConfig:
+    """``FLEET_CONFIG`` with the acceptor group size from ``ACCEPTORS_ENV``: a fleet of at
+    most that many members (pods × workers) keeps every group the whole roster, so a bulk
+    scale-up stays exact (``bench/escrow_scaleup.py``); each grant commit then costs a round
+    trip to a majority of the group. Every member must use the same value."""
+    raw = environ.get(ACCEPTORS_ENV, "").strip()
+    if not raw:
+        return FLEET_CONFIG
+    lo, hi = ACCEPTORS_RANGE
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        log.warning("%s=%r is not a whole number from %d to %d; using %d", ACCEPTORS_ENV, raw, lo, hi,
+                    FLEET_CONFIG.acceptors)
+        return FLEET_CONFIG
+    return dataclasses.replace(FLEET_CONFIG, acceptors=int(raw))
 # Counted as sync bytes in ``stats`` (usage gossip, push-pull, restart sync); every other
 # escrow message is grant traffic (asks, grants, commits, reclaims, elections).
 SYNC_MESSAGES = (UsageDelta, FullState, SyncRequest, SyncReply)

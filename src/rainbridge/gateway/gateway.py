@@ -24,7 +24,7 @@ from ..cluster.events import MemberEvent
 from ..cluster.service import ClusterEnv, ClusterHandler, ClusterService
 from ..config.load import LoadedConfig
 from ..counters.escrow import Limit
-from ..counters.fleet import CHANNEL, AwaitGrant, FleetCounters
+from ..counters.fleet import CHANNEL, AwaitGrant, FleetCounters, fleet_config
 from ..counters.fleet_metrics import FleetCollector
 from ..counters.local import LocalCounters
 from ..errors import GatewayError, Unavailable
@@ -81,7 +81,8 @@ class Gateway:
             self.cluster = ClusterService(self.config.cluster_config, cluster_env)
             self.node_id = self.cluster.node_id  # stable name + boot id
         # Cluster mode: one limit for the whole fleet (fleet.py); else this process's own.
-        self.counters = FleetCounters(self.node_id) if self.cluster is not None else LocalCounters(self.node_id)
+        self.counters = (FleetCounters(self.node_id, fleet_config(os.environ)) if self.cluster is not None
+                         else LocalCounters(self.node_id))
         overrides = {k: Price(v.input_cost_per_token, v.output_cost_per_token) for k, v in self.config.pricing_overrides.items()}
         mandatory = (
             self.config.governance.is_vk_mandatory
