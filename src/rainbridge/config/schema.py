@@ -328,6 +328,14 @@ class DiscoveryConfig(Base):
     mdns_service: str | None = None  # e.g. _bifrost._tcp
     udp_broadcast_port: Port | None = None
     allowed_address_space: list[str] = []  # CIDRs every peer address must fall in
+    # Bifrost's port of the discovery listener; rainbridge's backends find the gossip port
+    # (cluster_config.gossip.port), so this is accepted and used only where a backend says.
+    bind_port: Port | None = None
+    dial_timeout: str | float | None = None  # Go duration ("10s", "500ms") or seconds
+    # Ours: host:port of the DNS server the dns backend asks (default: the system resolvers).
+    dns_server: str | None = None
+    interval_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0  # ours: seconds between discovery rounds
+    udp_secret: str | None = None  # ours: HMAC key of udp announcements; env.VAR allowed
 
 
 class GrpcConfig(Base):

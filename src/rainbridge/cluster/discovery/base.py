@@ -53,3 +53,30 @@ class Discovery(abc.ABC):
 
 class DiscoveryConfigError(ValueError):
     """A discovery configuration that can never work; the message names the field."""
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def dial_timeout_seconds(value: str | float | None, default: float = 5.0) -> float:
+    """``discovery.dial_timeout`` in seconds: a number of seconds or a Go duration of one
+    unit ("500ms", "10s", "1m"), as Bifrost's config writes it. Raises
+    :class:`DiscoveryConfigError` naming the field for anything else."""
+    if value is None:
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        unit = next((u for u in ("ms", "s", "m", "h") if text.endswith(u)), None)
+        number = text[: -len(unit)] if unit else text
+        try:
+            seconds = float(number) * (_DURATION_UNITS[unit] if unit else 1.0)
+        except ValueError:
+            seconds = -1.0
+    if not 0 < seconds <= 300:
+        raise DiscoveryConfigError(
+            "$.cluster_config.discovery.dial_timeout: expected seconds or a duration such as "
+            f"'10s' between 0 and 5m, got {value!r}"
+        )
+    return seconds
