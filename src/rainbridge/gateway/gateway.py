@@ -43,6 +43,7 @@ from .provider import Provider, build_providers
 from .record import LogIds, RequestRecord, extract_usage, log_row
 from .router import Router
 from .routing import Routes, Target
+from .traffic import Traffic
 
 log = logging.getLogger("rainbridge.gateway")
 
@@ -90,8 +91,10 @@ class Gateway:
             or client.enforce_governance_header
         )
         self.governance = Governance(self.counters, Pricing(overrides), mandatory)
+        self.traffic = Traffic()  # requests, errors, latency: the dashboard's per-node numbers
         if isinstance(self.counters, FleetCounters):
             self.counters.resolve = self._fleet_limit
+            self.counters.traffic = self.traffic.snapshot  # in every member's status row
             self.metrics.register(FleetCollector(self.counters))
         self._fleet_task: asyncio.Task | None = None
         self.logs_db: Database | None = None
@@ -337,6 +340,7 @@ class Gateway:
         if record.finished:
             return
         record.finished = True
+        self.traffic.note(record.status, record.started)
         admission = record.admission
         writer = self.log_writer
         if admission is None and writer is None:

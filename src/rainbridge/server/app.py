@@ -24,6 +24,7 @@ from ..gateway.record import CANCELLED, RequestRecord
 from . import anthropic_routes, openai_routes
 from .api import AdminApp
 from .http import HEAD_LINES, ClientDisconnected, Headers, send_error, send_json, split_head_lines
+from .ui import FILES, Dashboard
 
 log = logging.getLogger("rainbridge.server")
 
@@ -56,6 +57,9 @@ class App:
         self.routes["/health"] = (get, self.health, None)
         self.routes["/health/ready"] = (get, self.ready, None)
         self.routes["/metrics"] = (get, self.metrics, None)  # Prometheus; no admin token
+        dashboard = Dashboard()  # static page; its data comes from /api with the admin token
+        for path in FILES:
+            self.routes[path] = (frozenset({"GET", "HEAD"}), dashboard.serve, None)
         self.content_logging = not gateway.config.client.disable_content_logging
         origins = gateway.config.client.allowed_origins
         self.cors_any = "*" in origins
