@@ -48,6 +48,8 @@ from .traffic import Traffic
 log = logging.getLogger("rainbridge.gateway")
 
 MODELS_TTL_S = 60.0
+STORE_CHECK_TTL_S = 2.0  # readiness pings the store at most this often
+STORE_PING_TIMEOUT_S = 1.0  # a store that takes longer counts as unreachable
 COMPLETION_ESTIMATE_ENV = "RAINBRIDGE_COMPLETION_ESTIMATE_TOKENS"
 COMPLETION_ESTIMATE_DEFAULT = 256
 # An admission short of fleet allowance waits for a grant (each wait ends after the escrow's
@@ -91,6 +93,8 @@ class Gateway:
             or client.enforce_governance_header
         )
         self.governance = Governance(self.counters, Pricing(overrides), mandatory)
+        self._store_check = (-STORE_CHECK_TTL_S, False)  # (monotonic time, reachable)
+        self._store_ping: asyncio.Future[bool] | None = None
         self.traffic = Traffic()  # requests, errors, latency: the dashboard's per-node numbers
         if isinstance(self.counters, FleetCounters):
             self.counters.resolve = self._fleet_limit
@@ -382,12 +386,17 @@ class Gateway:
             return False, {"status": "draining", "components": components}
         return ok, {"status": "ok" if ok else "failing", "components": components}
 
-    def readiness(self) -> tuple[bool, dict]:
+    async def readiness(self) -> tuple[bool, dict]:
         """``GET /health/ready``: ready (200) once the counters' open windows are loaded
-        from the store and, in cluster mode, the member has completed its first push-pull
-        (or found no other member to sync with: ``ClusterService.synced``); 503 before, and
-        503 ``draining`` from SIGTERM on."""
+        from the store, the store answers (a ping at most every ``STORE_CHECK_TTL_S``, not
+        with ``disable_db_pings_in_health``) and, in cluster mode, the member has completed
+        its first push-pull (or found no other member to sync with:
+        ``ClusterService.synced``); 503 before, and 503 ``draining`` from SIGTERM on."""
         checks = {"counters": "loaded" if self.counters_loaded else "loading"}
+        store_ok = True
+        if self.store is not None and not self.config.client.disable_db_pings_in_health:
+            store_ok = await self._store_reachable()
+            checks["store"] = "reachable" if store_ok else "unreachable"
         synced = True
         if self.cluster is not None:
             synced = self.cluster.synced
@@ -397,8 +406,33 @@ class Gateway:
             checks["fleet_counters"] = "synced" if self.counters.ready else "syncing"
         if self.draining:
             return False, {"status": "draining", "checks": checks}
-        ready = self.counters_loaded and synced
+        ready = self.counters_loaded and synced and store_ok
         return ready, {"status": "ready" if ready else "not_ready", "checks": checks}
+
+    async def _store_reachable(self) -> bool:
+        """The store's last ping result, pinged again (once for all concurrent probes,
+        bounded by ``STORE_PING_TIMEOUT_S``) when older than ``STORE_CHECK_TTL_S``."""
+        now = time.monotonic()
+        checked_at, ok = self._store_check
+        if now - checked_at < STORE_CHECK_TTL_S:
+            return ok
+        if self._store_ping is None:
+            self._store_ping = asyncio.ensure_future(self._ping_store())
+        try:
+            return await asyncio.shield(self._store_ping)
+        finally:
+            if self._store_ping is not None and self._store_ping.done():
+                self._store_ping = None
+
+    async def _ping_store(self) -> bool:
+        assert self.store is not None
+        try:
+            await asyncio.wait_for(self.store.ping(), STORE_PING_TIMEOUT_S)
+            ok = True
+        except (StoreUnavailable, TimeoutError, OSError):
+            ok = False
+        self._store_check = (time.monotonic(), ok)
+        return ok
 
     async def list_models(self) -> list[dict]:
         """Every configured provider's models as ``provider/model`` ids (cached for a minute)."""

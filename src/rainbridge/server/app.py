@@ -209,7 +209,7 @@ class App:
 
     async def ready(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
         """Readiness for load balancers and Kubernetes (no token): see ``Gateway.readiness``."""
-        ok, report = self.gateway.readiness()
+        ok, report = await self.gateway.readiness()
         await send_json(send, 200 if ok else 503, orjson.dumps(report))
 
     async def metrics(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
