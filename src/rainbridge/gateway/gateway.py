@@ -37,6 +37,7 @@ from ..store.db import Database
 from ..store.governance_repo import GovernanceRepo, config_version
 from ..store.migrate import check, migrate
 from ..store.request_log import LogWriter
+from ..telemetry.tracing import Tracing, settings_from_plugins
 from ..upstream import UpstreamClient
 from .propagation import ConfigPropagation, poll_interval
 from .provider import Provider, build_providers
@@ -95,6 +96,9 @@ class Gateway:
         self.governance = Governance(self.counters, Pricing(overrides), mandatory)
         self._store_check = (-STORE_CHECK_TTL_S, False)  # (monotonic time, reachable)
         self._store_ping: asyncio.Future[bool] | None = None
+        # Traces (Bifrost's otel plugin): off unless configured; a bad config stops start-up.
+        settings = settings_from_plugins(self.config.plugins)
+        self.tracing = Tracing(settings, self.node_id) if settings is not None else None
         self.traffic = Traffic()  # requests, errors, latency: the dashboard's per-node numbers
         if isinstance(self.counters, FleetCounters):
             self.counters.resolve = self._fleet_limit
@@ -271,6 +275,9 @@ class Gateway:
             await self.cluster.stop()
         if self.log_writer is not None:
             await self.log_writer.stop()
+        if self.tracing is not None:  # export buffered spans (bounded by the SDK's timeout)
+            await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
+            self.tracing = None
         if self.logs_db is not None:
             await self.logs_db.close()
         await self.client.close()
@@ -345,9 +352,10 @@ class Gateway:
             return
         record.finished = True
         self.traffic.note(record.status, record.started)
+        span = record.span
         admission = record.admission
         writer = self.log_writer
-        if admission is None and writer is None:
+        if admission is None and writer is None and span is None:
             return
         if record.prompt_tokens is None and record.completion_tokens is None and record.response_body is not None:
             found = extract_usage(record.response_body)  # (streams saw theirs on the way)
@@ -360,6 +368,9 @@ class Gateway:
             cost = self.governance.settle(admission, record.provider, record.model, prompt, completion)
         if writer is not None:
             writer.record(log_row(record, self.log_ids.next(), self.node_id, cost))
+        if span is not None:
+            record.span = None
+            self.tracing.end_request(span, record, cost)  # type: ignore[union-attr]
 
     # -- health and models ------------------------------------------------------------------
 

@@ -121,6 +121,8 @@ class App:
             if endpoint is not None:
                 record = RequestRecord(endpoint, self.content_logging and not headers.no_content_log)
                 self.unsettled += 1  # (no await before the try that settles it)
+                if self.gateway.tracing is not None:
+                    record.span = self.gateway.tracing.start_request(endpoint, scope["headers"])
                 if not headers.json_body():
                     raise UnsupportedMediaType("send the request body as JSON with content-type: application/json",
                                                code="unsupported_media_type")
