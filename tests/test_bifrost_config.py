@@ -116,6 +116,16 @@ def test_postgres_port_as_digit_string_loads():
     assert load_data(config, ENV).config.config_store.config.port == 5432
 
 
+@pytest.mark.parametrize("plugins", [
+    [{"name": "governance", "enabled": True, "config": {"required_headers": ["X-Tenant-ID", "x-trace"]}}],
+    {"governance": {"enabled": True, "config": {"required_headers": ["X-Tenant-ID", "x-trace"]}}},
+], ids=["config.json list", "Helm map"])
+def test_governance_plugin_required_headers_join_client_required_headers(plugins):
+    config = base() | {"client": {"required_headers": ["X-Trace"]}, "plugins": plugins}
+    loaded = load_data(config, ENV)
+    assert loaded.config.client.required_headers == ["X-Trace", "X-Tenant-ID"]
+
+
 # --------------------------------------------------------------------------- refused
 
 ALL_SERVED = ["list_models", "text_completion", "text_completion_stream", "chat_completion", "chat_completion_stream", "embedding"]
@@ -123,10 +133,9 @@ PLUGIN_HEADERS = {"plugins": [{"name": "governance", "enabled": True, "config": 
 
 # (case, config additions or a full config, the path the refusal names)
 REFUSED = [
-    ("governance plugin required_headers", base() | PLUGIN_HEADERS, "$.plugins[0].config.required_headers"),
-    ("governance plugin required_headers, Helm map form",
-     base() | {"plugins": {"governance": {"enabled": True, "config": {"required_headers": ["X-Tenant-ID"]}}}},
-     "$.plugins.governance.config.required_headers"),
+    ("governance plugin required_headers not a list", base() | PLUGIN_HEADERS, "$.plugins[0].config.required_headers"),
+    ("required header that is no header name", base() | {"client": {"required_headers": ["X Tenant"]}},
+     "$.client.required_headers[0]"),
     ("routing rules", base() | {"governance": {"routing_rules": [{"name": "r", "cel_expression": "true"}]}},
      "$.governance.routing_rules"),
     ("model-level limits", base() | {"governance": {"model_configs": [{"model_name": "gpt-4o", "budget_id": "b"}]}},

@@ -60,6 +60,12 @@ class InvalidRequest(GatewayError):
     type = "invalid_request_error"
 
 
+class MissingRequiredHeaders(InvalidRequest):
+    """A header the config requires on every inference request is absent (Bifrost's type)."""
+
+    type = "missing_required_headers"
+
+
 class NotFound(GatewayError):
     status = 404
     type = "not_found_error"

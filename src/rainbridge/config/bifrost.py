@@ -33,7 +33,7 @@ REFUSED = "refused"
 NO_EFFECT = "no effect"
 GOVERNANCE_PLUGIN_FIELDS = {
     "is_vk_mandatory": ENFORCED,  # -> governance.is_vk_mandatory
-    "required_headers": REFUSED,  # requests must carry these headers (when non-empty)
+    "required_headers": ENFORCED,  # -> client.required_headers
     "is_enterprise": NO_EFFECT,
     "disable_auto_tool_inject": NO_EFFECT,  # MCP tools: rainbridge serves no MCP
     "routing_chain_max_depth": NO_EFFECT,  # bounds routing rules, which are refused themselves
@@ -42,8 +42,6 @@ GOVERNANCE_PLUGIN_FIELDS = {
 # Restricting settings rainbridge does not enforce yet: present and non-empty -> the file is
 # refused. (path pattern, why). "*" stands for any provider name / list index.
 UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
-    ("$.plugins[*].config.required_headers",
-     "the governance plugin's required request headers are not checked by rainbridge yet"),
     ("$.governance.routing_rules", "routing rules are not supported yet"),
     ("$.governance.model_configs", "model-level budgets and rate limits are not supported yet"),
     ("$.providers.*.budget_id", "provider-level budgets are not supported yet"),
@@ -285,9 +283,10 @@ def _fold_plugins(raw: dict[str, Any], out: list[Problem]) -> None:
                 out.append(Problem(where, "unknown governance plugin setting (ignored)", "warning"))
             elif key == "is_vk_mandatory":
                 _fold_vk_mandatory(raw, value, where, out)
+            elif key == "required_headers":
+                _fold_required_headers(raw, value, where, out)
             elif effect == NO_EFFECT and value not in (None, False):
                 out.append(Problem(where, "restricts nothing rainbridge serves (ignored)", "warning"))
-        # required_headers: see the refusal table.
 
 
 def _fold_vk_mandatory(raw: dict[str, Any], value: Any, where: str, out: list[Problem]) -> None:
@@ -297,6 +296,27 @@ def _fold_vk_mandatory(raw: dict[str, Any], value: Any, where: str, out: list[Pr
     if value:
         require_virtual_key(raw)
         out.append(Problem(where, "enforced as governance.is_vk_mandatory", NOTE))
+
+
+def _fold_required_headers(raw: dict[str, Any], value: Any, where: str, out: list[Problem]) -> None:
+    """The plugin's ``required_headers`` join ``client.required_headers`` (Bifrost's other
+    place for them): a request missing any of them answers 400 missing_required_headers."""
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(h, str) and h.strip() for h in value):
+        out.append(Problem(where, "expected an array of header names"))
+        return
+    client = raw.setdefault("client", {})
+    if not isinstance(client, dict):
+        return  # reported by the schema check
+    current = client.get("required_headers")
+    if current is not None and not isinstance(current, list):
+        return  # reported by the schema check
+    merged = list(current or [])
+    merged += [h for h in value if h.strip().lower() not in {c.strip().lower() for c in merged if isinstance(c, str)}]
+    client["required_headers"] = merged
+    if value:
+        out.append(Problem(where, "enforced as client.required_headers", NOTE))
 
 
 def require_virtual_key(raw: dict[str, Any]) -> None:

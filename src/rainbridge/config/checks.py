@@ -12,6 +12,8 @@ from .families import FAMILIES, KNOWN_PROVIDERS, provider_family
 from .schema import AzureKeyConfig, BedrockKeyConfig, Config, ProviderConfig, VertexKeyConfig
 from .validate import Problem, child
 
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+
 
 def semantic_problems(config: Config) -> list[Problem]:
     out: list[Problem] = []
@@ -29,6 +31,9 @@ def semantic_problems(config: Config) -> list[Problem]:
     if config.client.allow_direct_keys:
         out.append(Problem("$.client.allow_direct_keys", "clients' own provider keys are not supported: "
                            "requests always use the configured keys (ignored)", "warning"))
+    for i, name in enumerate(config.client.required_headers):
+        if not HEADER_NAME.fullmatch(name.strip()):
+            out.append(Problem(child("$.client.required_headers", i), f"not an HTTP header name: {name!r}"))
     store = config.config_store
     if store is not None and store.enabled and store.type == "postgres":
         for i, vk in enumerate(config.governance.virtual_keys):

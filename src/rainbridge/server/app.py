@@ -18,7 +18,14 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, UnsupportedMediaType
+from ..errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    MissingRequiredHeaders,
+    NotFound,
+    UnsupportedMediaType,
+)
 from ..gateway.gateway import Gateway
 from ..gateway.record import CANCELLED, RequestRecord
 from . import anthropic_routes, openai_routes
@@ -67,6 +74,10 @@ class App:
         allowed = ["authorization", "content-type", "x-api-key", "api-key", "x-bf-vk",
                    "anthropic-version", "anthropic-beta", *gateway.config.client.allowed_headers]
         self.cors_allow_headers = ", ".join(allowed).encode()
+        # client.required_headers (and the governance plugin's): lowercased, as ASGI gives names.
+        self.required_headers = tuple(dict.fromkeys(h.strip().lower().encode() for h in gateway.config.client.required_headers))
+        self.inference_paths = frozenset(path for path, (_, _, endpoint) in self.routes.items() if endpoint is not None
+                                         or path.endswith("/models"))
 
     def _deployment_route(self, path: str) -> tuple[frozenset[str], Handler, str | None] | None:
         """Azure OpenAI's deployment URLs, as Bifrost serves them under its OpenAI integration
@@ -126,6 +137,8 @@ class App:
                 if not headers.json_body():
                     raise UnsupportedMediaType("send the request body as JSON with content-type: application/json",
                                                code="unsupported_media_type")
+            if self.required_headers and (endpoint is not None or path in self.inference_paths):
+                _check_required(self.required_headers, scope["headers"])
             if headers.vk_conflict:
                 raise InvalidRequest("the request carries two different virtual keys (x-bf-vk, Authorization, "
                                      "x-api-key, api-key); send one", code="conflicting_virtual_keys")
@@ -238,6 +251,15 @@ class App:
                 await self.gateway.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _check_required(required: tuple[bytes, ...], raw: list[tuple[bytes, bytes]]) -> None:
+    """Bifrost's required headers: each present with a non-empty value, else a 400 naming
+    every missing one (names as configured, lowercased)."""
+    present = {name for name, value in raw if value.strip()}
+    missing = [name.decode() for name in required if name not in present]
+    if missing:
+        raise MissingRequiredHeaders(f"missing required headers: {', '.join(missing)}", code="missing_required_headers")
 
 
 def _with_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
