@@ -144,14 +144,6 @@ REFUSED = [
      "$.providers.openai.budget_id"),
     ("provider-level rate limit", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"rate_limit_id": "r"}}},
      "$.providers.openai.rate_limit_id"),
-    ("custom provider limited request types",
-     {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
-      "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": {"chat_completion": True, "embedding": False}}}}},
-     "$.providers.mine.custom_provider_config.allowed_requests"),
-    ("custom provider allowing only the types it lists",
-     {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
-      "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": {"chat_completion": True}}}}},
-     "$.providers.mine.custom_provider_config.allowed_requests"),
     ("upstream proxy", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "http", "url": "http://proxy:3128"}}}},
      "$.providers.openai.proxy_config"),
     ("forwarded header filter", base() | {"client": {"header_filter_config": {"denylist": ["x-internal"]}}},
@@ -182,9 +174,12 @@ def test_unenforced_restriction_is_refused_with_its_path(case, config, path):
     {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "none"}}}},
     {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
       "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": dict.fromkeys(ALL_SERVED, True)}}}},
+    {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
+      "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": {"chat_completion": True}}}}},
     base() | {"client": {"header_filter_config": {"allowlist": [], "denylist": []}}},
     base() | {"guardrails_config": {"guardrail_rules": [], "guardrail_providers": []}},
 ], ids=["disabled plugin", "empty headers", "empty rules", "proxy type none", "all request types allowed",
+        "some request types allowed (enforced)",
         "empty header filter", "empty guardrails"])
 def test_settings_that_restrict_nothing_load(config):
     load_data(copy.deepcopy(config), ENV)

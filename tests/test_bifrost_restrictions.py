@@ -1,5 +1,6 @@
 """Bifrost restrictions once refused at start-up, now enforced through a running gateway
-(issue 14): the governance plugin's ``required_headers`` (and ``client.required_headers``).
+(issue 14): the governance plugin's ``required_headers`` (and ``client.required_headers``);
+a custom provider's ``allowed_requests``.
 
 One gateway, its config written as Bifrost's docs write it; clients are the official
 openai SDK (and plain HTTP where the exact error body matters).
@@ -16,7 +17,13 @@ VK = "sk-bf-restrict-0123456789abcdef"
 
 
 def bifrost_config(mock_url: str) -> dict:
-    return provider_config(mock_url) | {
+    config = provider_config(mock_url)
+    config["providers"]["chatonly"] = {
+        "keys": [{"name": "k", "value": "sk-chatonly-0123456789", "models": ["*"], "weight": 1}],
+        "network_config": {"base_url": mock_url},
+        "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": {"chat_completion": True, "embedding": False}},
+    }
+    return config | {
         "client": {"required_headers": ["X-Correlation-ID"]},
         "plugins": [{"name": "governance", "enabled": True,
                      "config": {"is_vk_mandatory": True, "required_headers": ["X-Tenant-ID", "x-correlation-id"]}}],
@@ -83,3 +90,38 @@ def test_required_headers_apply_to_the_anthropic_route_and_model_list(gw):
 def test_health_needs_no_required_header(gw):
     status, _, _ = http_json("GET", gw.url + "/health")
     assert status == 200
+
+
+def test_a_request_type_the_provider_allows_is_served(gw):
+    reply = client(gw, TENANT).chat.completions.create(model="chatonly/gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.embeddings.create(model="chatonly/text-embedding-3-small", input="hi"),
+    lambda c: list(c.chat.completions.create(model="chatonly/gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)),
+    lambda c: c.completions.create(model="chatonly/gpt-3.5-turbo-instruct", prompt="hi"),
+], ids=["embedding set false", "chat stream omitted", "text completion omitted"])
+def test_a_request_type_the_provider_does_not_allow_is_a_400(gw, call):
+    with pytest.raises(openai.BadRequestError) as caught:
+        call(client(gw, TENANT))
+    assert caught.value.body["code"] == "request_type_not_allowed"
+    assert "'chatonly'" in caught.value.body["message"]
+
+
+def test_a_provider_without_list_models_is_left_out_of_the_model_list(gw):
+    owners = {m.owned_by for m in client(gw, TENANT).models.list().data}
+    assert "openai" in owners and "chatonly" not in owners
+
+
+def test_a_fallback_that_does_not_allow_the_type_is_skipped(gw, mock):
+    """The first attempt fails once (the fake provider's fail-first); the stream then skips
+    chatonly (no chat_completion_stream) and goes to the next fallback."""
+    keys = ("sk-chatonly-0123456789", "sk-ant-test-0123456789")
+    before = [mock.stats()["by_key"].get(k, 0) for k in keys]
+    c = client(gw, TENANT | {"x-bf-eh-x-mock-fail-first": "1", "x-bf-eh-x-mock-id": "skip-fallback"})
+    chunks = list(c.chat.completions.create(model="openai/gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True,
+                                            extra_body={"fallbacks": ["chatonly/gpt-4o", "anthropic/claude-3-5-haiku"]}))
+    assert chunks
+    after = [mock.stats()["by_key"].get(k, 0) for k in keys]
+    assert after[0] == before[0] and after[1] == before[1] + 1

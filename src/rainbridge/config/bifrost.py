@@ -46,8 +46,6 @@ UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
     ("$.governance.model_configs", "model-level budgets and rate limits are not supported yet"),
     ("$.providers.*.budget_id", "provider-level budgets are not supported yet"),
     ("$.providers.*.rate_limit_id", "provider-level rate limits are not supported yet"),
-    ("$.providers.*.custom_provider_config.allowed_requests",
-     "a custom provider limited to some request types is not supported yet (every type would be served)"),
     ("$.providers.*.proxy_config", "upstream proxies are not supported yet (requests would go direct)"),
     ("$.client.header_filter_config",
      "the allowlist / denylist of forwarded x-bf-eh-* headers is not applied yet (every such header would be forwarded)"),
@@ -368,19 +366,6 @@ def _present(value: Any) -> bool:
     return True
 
 
-# Request types rainbridge serves, in Bifrost's allowed_requests names.
-SERVED_REQUEST_TYPES = ("list_models", "text_completion", "text_completion_stream",
-                        "chat_completion", "chat_completion_stream", "embedding")
-
-
-def _restricts(pattern: str, value: Any) -> bool:
-    if pattern.endswith("allowed_requests"):
-        # Bifrost: absent/null allows all; an object allows only the types set to true (an
-        # omitted type is refused). It restricts us unless every type we serve is true.
-        return isinstance(value, dict) and any(value.get(t) is not True for t in SERVED_REQUEST_TYPES)
-    return _present(value)
-
-
 def matches(raw: Any, pattern: str) -> Iterator[tuple[str, Any]]:
     """(path, value) of every setting at ``pattern`` ("*": any key or index) in ``raw``."""
     parts = pattern[2:].replace("[*]", ".*").split(".")
@@ -408,7 +393,7 @@ def _refuse_unsupported(raw: dict[str, Any], out: list[Problem]) -> None:
         for path, value in matches(raw, pattern):
             if pattern.startswith("$.plugins") and not _is_enabled_governance(raw, path):
                 continue
-            if _restricts(pattern, value):
+            if _present(value):
                 out.append(Problem(path, f"{why}: remove it to start (rainbridge refuses a restriction "
                                    "it would not enforce rather than ignore it)"))
 

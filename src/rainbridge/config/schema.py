@@ -150,8 +150,9 @@ class ConcurrencyAndBufferSize(Base):
 class CustomProviderConfig(Base):
     base_provider_type: str = "openai"  # the API family this custom provider speaks
     is_key_less: bool = False  # no API key is sent
-    # Bifrost: only the request types set to true are served. Not enforced yet: refused unless
-    # every type rainbridge serves is true (config/bifrost.py).
+    # Bifrost: only the request types set to true are served (an omitted type is not); absent
+    # or null: every type. Others answer 400 request_type_not_allowed; a fallback that does
+    # not allow the type is skipped; list_models false leaves the provider out of /v1/models.
     allowed_requests: dict[str, bool] | None = None
 
 

@@ -43,7 +43,7 @@ from .propagation import ConfigPropagation, poll_interval
 from .provider import Provider, build_providers
 from .record import LogIds, RequestRecord, extract_usage, log_row
 from .router import Router
-from .routing import Routes, Target
+from .routing import Routes, Target, request_type, serving
 from .traffic import Traffic
 
 log = logging.getLogger("rainbridge.gateway")
@@ -295,6 +295,7 @@ class Gateway:
         now_ms = int(time.time() * 1000)
         vk = gov.identify(vk_value, now_ms) if vk_value is not None or gov.mandatory else None
         targets = gov.targets(vk, req.get("model"), req.pop("fallbacks", None), default, self.routes)
+        targets = serving(targets, request_type(record.endpoint, record.stream))
         if vk is None:
             return targets, None
         record.virtual_key_id = vk.id
@@ -456,6 +457,8 @@ class Gateway:
         return models
 
     async def _provider_models(self, provider: Provider) -> list[dict]:
+        if not provider.allows("list_models"):
+            return []  # allowed_requests.list_models is not true: its models are not listed
         names: set[str] = set()
         wildcard_key = None
         for key in provider.keys.keys:

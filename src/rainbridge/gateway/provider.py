@@ -11,7 +11,8 @@ from .queue import ProviderQueue
 
 
 class Provider:
-    __slots__ = ("adapter", "backoff_initial_ms", "backoff_max_ms", "keys", "max_retries", "name", "queue")
+    __slots__ = ("adapter", "allowed_requests", "backoff_initial_ms", "backoff_max_ms", "keys", "max_retries", "name",
+                 "queue")
 
     def __init__(self, name: str, adapter: HttpAdapter, keys: KeyPool, queue: ProviderQueue, pc: ProviderConfig):
         self.name = name
@@ -22,6 +23,14 @@ class Provider:
         self.max_retries = net.max_retries
         self.backoff_initial_ms = float(net.retry_backoff_initial)
         self.backoff_max_ms = float(net.retry_backoff_max)
+        # Bifrost's custom_provider_config.allowed_requests: the request types this provider
+        # serves (only those set to true); None = every type.
+        custom = pc.custom_provider_config
+        allowed = custom.allowed_requests if custom is not None else None
+        self.allowed_requests = None if allowed is None else frozenset(t for t, on in allowed.items() if on is True)
+
+    def allows(self, request_type: str) -> bool:
+        return self.allowed_requests is None or request_type in self.allowed_requests
 
     @property
     def family(self) -> str:

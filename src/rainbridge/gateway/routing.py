@@ -102,3 +102,27 @@ def checked_name(model: str, param: str) -> str:
     if not model.isprintable():
         raise InvalidRequest(f"'{param}' must not contain control characters", param=param, code="invalid_model")
     return model
+
+
+# Bifrost's request type names (allowed_requests) of the routes rainbridge serves. The
+# Anthropic route counts as "responses", as Bifrost's Anthropic integration turns /v1/messages
+# into a Responses request.
+REQUEST_TYPES = {"chat": "chat_completion", "completions": "text_completion", "embeddings": "embedding",
+                 "messages": "responses"}
+
+
+def request_type(endpoint: str, stream: bool) -> str:
+    base = REQUEST_TYPES[endpoint]
+    return base + "_stream" if stream and endpoint != "embeddings" else base
+
+
+def serving(targets: list[Target], kind: str) -> list[Target]:
+    """The targets whose provider serves this request type (``allowed_requests``): the first
+    must, else 400 ``request_type_not_allowed``; fallbacks that do not are skipped."""
+    first = targets[0].provider
+    if not first.allows(kind):
+        raise InvalidRequest(f"provider {first.name!r} does not allow {kind} requests "
+                             "(its custom_provider_config.allowed_requests)", param="model", code="request_type_not_allowed")
+    if all(t.provider.allowed_requests is None for t in targets):
+        return targets
+    return [t for t in targets if t.provider.allows(kind)]
