@@ -173,6 +173,22 @@ def test_a_new_key_works_at_once_and_stops_at_once(gw):
     assert vk["value"] not in info.value.body["message"]
 
 
+def test_per_provider_limits_round_trip_and_survive_a_partial_update(gw):
+    grants = [{"provider": "openai", "weight": 1.0, "allowed_models": None, "key_ids": None,
+               "budgets": [{"id": "b0", "max_limit": 2.5, "reset_duration": "1d", "calendar_aligned": False}],
+               "rate_limit": {"request_max_limit": 3, "request_reset_duration": "1m"}}]
+    vk = create(gw, "virtual-keys", {"name": "per-provider", "provider_configs": [
+        {"provider": "openai", "budget": {"max_limit": 2.5, "reset_duration": "1d"},
+         "rate_limit": {"request_max_limit": 3, "request_reset_duration": "1m"}}]})
+    assert vk["provider_configs"] == grants
+    kept = api(gw, "PUT", f"{GOV}/virtual-keys/{vk['id']}", {"description": "e"})["virtual_key"]
+    assert kept["provider_configs"] == grants
+    usage = api(gw, "GET", f"{GOV}/virtual-keys/{vk['id']}/usage")["levels"]
+    (per,) = [level for level in usage if level["level"] == "provider config"]
+    assert per["provider"] == "openai" and per["rate_limit"]["request"]["max_limit"] == 3
+    assert [b["id"] for b in per["budgets"]] == [f"{vk['id']}:openai:b0"]
+
+
 def test_partial_update_rejected_leaves_the_key_unchanged(gw):
     grants = [{"provider": "openai", "weight": 2.0, "allowed_models": ["gpt-4o"], "key_ids": ["openai:main"]}]
     vk = create(gw, "virtual-keys", {"name": "stable", "description": "d", "budgets": [BUDGET], "rate_limit": LIMIT,
@@ -299,7 +315,8 @@ def test_bad_input_names_the_field_and_writes_nothing(gw, store_config):
         ("virtual-keys", {"name": "a", "provider_configs": [{"provider": "ghost"}]}, 400, "provider_configs[0].provider", "invalid_field"),
         ("virtual-keys", {"name": "a", "provider_configs": [{"provider": "openai"}, {"weight": 1}]}, 400, "provider_configs[1].provider", "invalid_field"),
         ("virtual-keys", {"name": "a", "provider_configs": [{"provider": "openai", "budget_id": "b"}]}, 400, "provider_configs[0].budget_id", "invalid_field"),
-        ("virtual-keys", {"name": "a", "provider_configs": [{"provider": "openai", "rate_limit": rl}]}, 400, "provider_configs[0].rate_limit", "invalid_field"),
+        ("virtual-keys", {"name": "a", "provider_configs": [{"provider": "openai", "rate_limit": {"request_max_limit": 5}}]}, 400,
+         "provider_configs[0].rate_limit.request_reset_duration", "invalid_field"),
         ("virtual-keys", {"name": "a", "expires_at": "tomorrow"}, 400, "expires_at", "invalid_field"),
         ("virtual-keys", {"name": "a", "value": "sk-rb-short"}, 400, "value", "invalid_field"),
         ("virtual-keys", {"name": "a", "value": "not-a-virtual-key-value-at-all"}, 400, "value", "invalid_field"),

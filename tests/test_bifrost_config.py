@@ -126,6 +126,26 @@ def test_governance_plugin_required_headers_join_client_required_headers(plugins
     assert loaded.config.client.required_headers == ["X-Trace", "X-Tenant-ID"]
 
 
+def test_vk_per_provider_limits_inline_and_by_id_become_the_grants_own():
+    config = with_vk(budget={"max_limit": 1, "reset_duration": "1d"}, rate_limit_id="r")
+    config["governance"]["virtual_keys"][0]["provider_configs"].append({"provider": "azure", "budget_id": "shared"})
+    config["governance"] |= {"budgets": [{"id": "shared", "max_limit": 2, "reset_duration": "1M"}],
+                             "rate_limits": [{"id": "r", "request_max_limit": 5, "request_reset_duration": "1m"}]}
+    loaded = load_data(config, ENV).config
+    (vk,) = normalize(loaded.governance, {"openai", "azure"}, 0).virtual_keys
+    openai_grant, azure_grant = vk.provider_configs
+    assert [(b.id, b.max_limit, b.reset_duration) for b in openai_grant.budgets] == [("vk1:openai:b0", 1, "1d")]
+    assert (openai_grant.rate_limit.request_max_limit, openai_grant.rate_limit.request_reset_duration) == (5, "1m")
+    assert [(b.id, b.max_limit) for b in azure_grant.budgets] == [("vk1:azure:shared", 2)]
+    assert azure_grant.rate_limit is None and vk.budgets == [] and vk.rate_limit is None
+
+
+def test_a_provider_granted_twice_with_limits_is_refused():
+    config = with_vk(rate_limit={"request_max_limit": 1, "request_reset_duration": "1m"})
+    config["governance"]["virtual_keys"][0]["provider_configs"].append({"provider": "openai"})
+    assert "$.governance.virtual_keys[0].provider_configs[0].provider" in errors_of(config)
+
+
 # --------------------------------------------------------------------------- refused
 
 ALL_SERVED = ["list_models", "text_completion", "text_completion_stream", "chat_completion", "chat_completion_stream", "embedding"]
@@ -149,12 +169,13 @@ REFUSED = [
     ("forwarded header filter", base() | {"client": {"header_filter_config": {"denylist": ["x-internal"]}}},
      "$.client.header_filter_config"),
     ("guardrails", base() | {"guardrails_config": {"guardrail_rules": [{"id": 1, "name": "pii"}]}}, "$.guardrails_config"),
-    ("VK per-provider budget id", with_vk(budget_id="b"), "$.governance.virtual_keys[0].provider_configs[0].budget_id"),
-    ("VK per-provider rate limit id", with_vk(rate_limit_id="r"), "$.governance.virtual_keys[0].provider_configs[0].rate_limit_id"),
-    ("VK per-provider inline budget", with_vk(budget={"max_limit": 1, "reset_duration": "1d"}),
-     "$.governance.virtual_keys[0].provider_configs[0].budget"),
-    ("VK per-provider inline rate limit", with_vk(rate_limit={"request_max_limit": 1, "request_reset_duration": "1m"}),
-     "$.governance.virtual_keys[0].provider_configs[0].rate_limit"),
+    ("VK per-provider budget id naming no budget", with_vk(budget_id="b"), "$.governance.virtual_keys[0].provider_configs[0].budget_id"),
+    ("VK per-provider rate limit id naming no rate limit", with_vk(rate_limit_id="r"),
+     "$.governance.virtual_keys[0].provider_configs[0].rate_limit_id"),
+    ("VK per-provider budget with a bad duration", with_vk(budget={"max_limit": 1, "reset_duration": "soon"}),
+     "$.governance.virtual_keys[0].provider_configs[0].budget.reset_duration"),
+    ("VK per-provider rate limit without its duration", with_vk(rate_limit={"request_max_limit": 1}),
+     "$.governance.virtual_keys[0].provider_configs[0].rate_limit.request_reset_duration"),
     ("VK keys entry naming no key", with_vk(keys=[{}]), "$.governance.virtual_keys[0].provider_configs[0].keys[0]"),
     ("budget owned by an unknown virtual key",
      base() | {"governance": {"budgets": [{"max_limit": 1, "reset_duration": "1d", "virtual_key_id": "ghost"}]}},

@@ -1,6 +1,8 @@
 """Bifrost restrictions once refused at start-up, now enforced through a running gateway
 (issue 14): the governance plugin's ``required_headers`` (and ``client.required_headers``);
-a custom provider's ``allowed_requests``.
+a custom provider's ``allowed_requests``; a virtual key's per-provider budgets and rate limits
+(``provider_configs[].rate_limit`` / ``budget``, inline and by id), counted by the same
+governance engine and counters as the key's own limits.
 
 One gateway, its config written as Bifrost's docs write it; clients are the official
 openai SDK (and plain HTTP where the exact error body matters).
@@ -11,9 +13,12 @@ from __future__ import annotations
 import openai
 import pytest
 
-from support import GatewayProcess, http_json, provider_config
+from support import GatewayProcess, http_json, provider_config, skip_window_edge
 
 VK = "sk-bf-restrict-0123456789abcdef"
+PER_PROVIDER = "sk-bf-perprov-0123456789abcdef"
+PROVIDER_BUDGET = "sk-bf-provbudget-0123456789abcd"
+TOKEN = "bifrost-restrict-admin-token"
 
 
 def bifrost_config(mock_url: str) -> dict:
@@ -27,19 +32,34 @@ def bifrost_config(mock_url: str) -> dict:
         "client": {"required_headers": ["X-Correlation-ID"]},
         "plugins": [{"name": "governance", "enabled": True,
                      "config": {"is_vk_mandatory": True, "required_headers": ["X-Tenant-ID", "x-correlation-id"]}}],
-        "governance": {"virtual_keys": [{"id": "restrict", "name": "restrict", "value": VK}]},
+        "pricing_overrides": {"anthropic/claude-3-5-haiku": {"input_cost_per_token": 1.0, "output_cost_per_token": 1.0}},
+        "governance": {
+            "rate_limits": [{"id": "two-per-hour", "request_max_limit": 2, "request_reset_duration": "1h"}],
+            "budgets": [{"id": "micro", "max_limit": 0.000001, "reset_duration": "1d"}],
+            "virtual_keys": [
+                {"id": "restrict", "name": "restrict", "value": VK},
+                # The key's own limit counts every provider; openai has a tighter one of its own.
+                {"id": "perprov", "name": "perprov", "value": PER_PROVIDER,
+                 "rate_limit": {"request_max_limit": 4, "request_reset_duration": "1h"},
+                 "provider_configs": [{"provider": "openai", "allowed_models": ["*"], "rate_limit_id": "two-per-hour"},
+                                      {"provider": "anthropic", "allowed_models": ["*"]}]},
+                {"id": "provbudget", "name": "provbudget", "value": PROVIDER_BUDGET,
+                 "provider_configs": [{"provider": "openai", "allowed_models": ["*"]},
+                                      {"provider": "anthropic", "allowed_models": ["*"], "budget_id": "micro"}]},
+            ]},
     }
 
 
 @pytest.fixture(scope="module")
 def gw(mock, tmp_path_factory):
-    gateway = GatewayProcess(tmp_path_factory.mktemp("bifrost-restrict"), bifrost_config(mock.url))
+    gateway = GatewayProcess(tmp_path_factory.mktemp("bifrost-restrict"), bifrost_config(mock.url),
+                             env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
     yield gateway
     gateway.stop()
 
 
-def client(gw, headers: dict | None = None) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key=VK, max_retries=0, timeout=20, default_headers=headers)
+def client(gw, headers: dict | None = None, key: str = VK) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=20, default_headers=headers)
 
 
 def chat(c: openai.OpenAI) -> str:
@@ -125,3 +145,38 @@ def test_a_fallback_that_does_not_allow_the_type_is_skipped(gw, mock):
     assert chunks
     after = [mock.stats()["by_key"].get(k, 0) for k in keys]
     assert after[0] == before[0] and after[1] == before[1] + 1
+
+
+def ask(gw, key: str, model: str) -> str:
+    reply = client(gw, TENANT, key).chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    return reply.choices[0].message.content
+
+
+def test_a_per_provider_rate_limit_refuses_that_provider_only_and_the_keys_own_limit_counts_all(gw):
+    skip_window_edge(3600, 30)
+    assert ask(gw, PER_PROVIDER, "openai/gpt-4o") and ask(gw, PER_PROVIDER, "openai/gpt-4o")
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask(gw, PER_PROVIDER, "openai/gpt-4o")  # openai's own limit: 2 per hour
+    assert caught.value.body["code"] == "request_limited"
+    assert "virtual key 'perprov' on provider 'openai'" in caught.value.body["message"]
+    assert ask(gw, PER_PROVIDER, "anthropic/claude-3-5-haiku") and ask(gw, PER_PROVIDER, "anthropic/claude-3-5-haiku")
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask(gw, PER_PROVIDER, "anthropic/claude-3-5-haiku")  # the key's own limit: 4 per hour, all providers
+    assert "virtual key 'perprov';" in caught.value.body["message"]
+    status, _, usage = http_json("GET", gw.url + "/api/governance/virtual-keys/perprov/usage",
+                                 headers={"authorization": f"Bearer {TOKEN}"})
+    assert status == 200
+    (own,) = [level for level in usage["levels"] if level["level"] == "virtual key"]
+    (per,) = [level for level in usage["levels"] if level["level"] == "provider config"]
+    assert own["rate_limit"]["request"]["current_usage"] == 4
+    assert per["provider"] == "openai" and per["rate_limit"]["request"] == per["rate_limit"]["request"] | {
+        "max_limit": 2, "current_usage": 2}
+
+
+def test_a_per_provider_budget_spent_refuses_that_provider_only(gw):
+    assert ask(gw, PROVIDER_BUDGET, "anthropic/claude-3-5-haiku")  # costs far more than the $0.000001 budget
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(gw, PROVIDER_BUDGET, "anthropic/claude-3-5-haiku")
+    assert caught.value.status_code == 402 and caught.value.body["code"] == "budget_exceeded"
+    assert "on provider 'anthropic'" in caught.value.body["message"]
+    assert ask(gw, PROVIDER_BUDGET, "openai/gpt-4o")  # the key's other provider has no budget

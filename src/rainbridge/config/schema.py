@@ -224,28 +224,6 @@ class GrantKeyRef(Base):
     name: str | None = None  # the key's name
 
 
-class ProviderGrantConfig(Base, kw_only=True):
-    provider: str
-    weight: NonNegFloat = 1.0  # share when the model names no provider
-    allowed_models: list[str] | None = None  # None or ["*"]: all; [] : none (Bifrost v2)
-    # Provider keys (ids or names) this VK may use: absent = all, ["*"] = all, [] = none.
-    key_ids: list[str] | None = None
-    keys: list[GrantKeyRef] | None = None  # the same as key_ids, Helm form; both: their union
-    # Per-provider budgets and rate limits are not enforced yet: refused at start-up (a limit
-    # that silently does nothing would let the key spend past it).
-    budget_id: str | None = None
-    rate_limit_id: str | None = None
-    budget: Any = None
-    rate_limit: Any = None
-
-    def __post_init__(self) -> None:
-        # The Helm form joins key_ids here, so every reader of this struct (the config file
-        # and the management API alike) sees one list: dropping it would allow every key.
-        if self.keys is not None:
-            named = [n for ref in self.keys for n in (ref.key_id, ref.name) if n]
-            self.key_ids = [*(self.key_ids or ()), *named]
-
-
 class OwnerLimits(Base):
     """Budgets and a rate limit, inline or by reference to governance.budgets / rate_limits."""
 
@@ -255,6 +233,26 @@ class OwnerLimits(Base):
     budgets: list[BudgetConfig] = []
     rate_limit_id: str | None = None
     rate_limit: RateLimitConfig | None = None
+
+
+class ProviderGrantConfig(OwnerLimits, kw_only=True):
+    """One provider a virtual key may use. Its budgets and rate limit (inherited fields, as
+    Bifrost's provider_configs[].budget / rate_limit / budget_id / rate_limit_id) count only
+    the key's requests whose first target is this provider, on top of the key's own."""
+
+    provider: str
+    weight: NonNegFloat = 1.0  # share when the model names no provider
+    allowed_models: list[str] | None = None  # None or ["*"]: all; [] : none (Bifrost v2)
+    # Provider keys (ids or names) this VK may use: absent = all, ["*"] = all, [] = none.
+    key_ids: list[str] | None = None
+    keys: list[GrantKeyRef] | None = None  # the same as key_ids, Helm form; both: their union
+
+    def __post_init__(self) -> None:
+        # The Helm form joins key_ids here, so every reader of this struct (the config file
+        # and the management API alike) sees one list: dropping it would allow every key.
+        if self.keys is not None:
+            named = [n for ref in self.keys for n in (ref.key_id, ref.name) if n]
+            self.key_ids = [*(self.key_ids or ()), *named]
 
 
 class CustomerConfig(OwnerLimits, kw_only=True):

@@ -27,10 +27,10 @@ from ..errors import (
     VirtualKeyRequired,
 )
 from ..gateway.routing import Routes, Target, fallback_list, model_field
-from .model import Customer, Owner, Team, VirtualKey, hash_value
+from .model import Budget, Customer, Owner, ProviderGrant, RateLimit, Team, VirtualKey, hash_value
 from .pricing import Price, Pricing
 
-LABELS = {"vk": "virtual key", "team": "team", "customer": "customer"}
+LABELS = {"vk": "virtual key", "team": "team", "customer": "customer", "provider": "virtual key"}
 
 
 class Check:
@@ -38,11 +38,12 @@ class Check:
     and the slot of that window's counter."""
 
     __slots__ = ("aligned", "anchor", "duration", "level", "limit", "lines", "metric", "owner",
-                 "owner_id", "scope", "slot", "window")
+                 "owner_id", "provider", "scope", "slot", "window")
 
     def __init__(self, level: str, owner: Owner, metric: str, scope: str, owner_id: str,
-                 duration: str, aligned: bool, anchor: int, limit: float):
-        self.level = level  # vk | team | customer
+                 duration: str, aligned: bool, anchor: int, limit: float, provider: str | None = None):
+        self.level = level  # vk | team | customer | provider (a key's limit on one provider)
+        self.provider = provider
         self.owner = owner
         self.metric = metric  # requests | tokens | spend
         self.scope = scope
@@ -151,21 +152,20 @@ class GovernanceState:
         self.by_value: dict[str, VirtualKey] = {}
         self.plans: dict[str, Plan] = {}
 
-    def plan(self, vk: VirtualKey) -> Plan:
-        """Every limit of the key, its team and its customer, compiled once."""
-        hit = self.plans.get(vk.id)
+    def plan(self, vk: VirtualKey, grant: ProviderGrant | None = None) -> Plan:
+        """Every limit of the key, its team and its customer, compiled once; with ``grant``
+        (a provider grant with limits of its own) that grant's limits too, in a plan of their
+        own for requests to that provider (``plan_key``)."""
+        key = vk.id if grant is None else plan_key(vk, grant.provider)
+        hit = self.plans.get(key)
         if hit is None:
-            checks = []
+            checks: list[Check] = []
             for level, owner in self.levels(vk):
-                rl = owner.rate_limit
-                if rl is not None:
-                    if rl.request_max_limit is not None and rl.request_reset_duration:
-                        checks.append(Check(level, owner, "requests", level, owner.id, rl.request_reset_duration, True, 0, rl.request_max_limit))
-                    if rl.token_max_limit is not None and rl.token_reset_duration:
-                        checks.append(Check(level, owner, "tokens", level, owner.id, rl.token_reset_duration, True, 0, rl.token_max_limit))
-                for b in owner.budgets:
-                    checks.append(Check(level, owner, "spend", "budget", b.id, b.reset_duration, b.calendar_aligned, b.created_at, b.max_limit))
-            hit = self.plans[vk.id] = Plan(checks)
+                _owner_checks(checks, level, owner, level, owner.id, owner.rate_limit, owner.budgets)
+            if grant is not None:
+                _owner_checks(checks, "provider", vk, "provider", f"{vk.id}:{grant.provider}", grant.rate_limit,
+                              grant.budgets, grant.provider)
+            hit = self.plans[key] = Plan(checks)
         return hit
 
     def levels(self, vk: VirtualKey) -> list[tuple[str, Owner]]:
@@ -180,6 +180,24 @@ class GovernanceState:
         if customer is not None:
             out.append(("customer", customer))
         return out
+
+
+def plan_key(vk: VirtualKey, provider: str) -> str:
+    return f"{vk.id}\x00{provider}"
+
+
+def _owner_checks(checks: list[Check], level: str, owner: Owner, scope: str, owner_id: str, rl: RateLimit | None,
+                  budgets: list[Budget], provider: str | None = None) -> None:
+    if rl is not None:
+        if rl.request_max_limit is not None and rl.request_reset_duration:
+            checks.append(Check(level, owner, "requests", scope, owner_id, rl.request_reset_duration, True, 0,
+                                rl.request_max_limit, provider))
+        if rl.token_max_limit is not None and rl.token_reset_duration:
+            checks.append(Check(level, owner, "tokens", scope, owner_id, rl.token_reset_duration, True, 0,
+                                rl.token_max_limit, provider))
+    for b in budgets:
+        checks.append(Check(level, owner, "spend", "budget", b.id, b.reset_duration, b.calendar_aligned, b.created_at,
+                            b.max_limit, provider))
 
 
 # What one admitted request holds until it is settled, as a plain tuple (made on every
@@ -301,14 +319,21 @@ class Governance:
         metric, _, duration = rest.partition("/")
         state = self.state
         if scope == "budget":
-            for owner in (*state.vks.values(), *state.teams.values(), *state.customers.values()):
+            grants = [g for vk in state.vks.values() for g in vk.provider_configs]
+            for owner in (*state.vks.values(), *state.teams.values(), *state.customers.values(), *grants):
                 for b in owner.budgets:
                     if b.id == owner_id and b.reset_duration == duration:
                         return int(b.max_limit * 1_000_000), duration, b.calendar_aligned, b.created_at
             return None
-        owners: dict = {"vk": state.vks, "team": state.teams, "customer": state.customers}.get(scope, {})
-        owner = owners.get(owner_id)
-        rl = owner.rate_limit if owner is not None else None
+        if scope == "provider":  # a key's rate limit on one provider: "<vk id>:<provider>"
+            vk_id, _, provider = owner_id.rpartition(":")
+            vk = state.vks.get(vk_id)
+            grant = vk.grant(provider) if vk is not None else None
+            rl = grant.rate_limit if grant is not None else None
+        else:
+            owners: dict = {"vk": state.vks, "team": state.teams, "customer": state.customers}.get(scope, {})
+            owner = owners.get(owner_id)
+            rl = owner.rate_limit if owner is not None else None
         if rl is None:
             return None
         if metric == "requests" and rl.request_max_limit is not None and rl.request_reset_duration == duration:
@@ -325,7 +350,11 @@ class Governance:
         ``target``: where the request goes first; in cluster mode budgets reserve its
         worst-case cost (the prompt estimate and ``max_tokens`` at that model's price)."""
         state = self.state
-        plan = state.plans.get(vk.id) or state.plan(vk)
+        grant = vk.limited_grant(target.provider.name) if target is not None and vk.provider_configs else None
+        if grant is None:
+            plan = state.plans.get(vk.id) or state.plan(vk)
+        else:  # the first target's provider has limits of its own for this key
+            plan = state.plans.get(plan_key(vk, grant.provider)) or state.plan(vk, grant)
         if not (plan.valid_from <= now_ms < plan.valid_until):
             plan.refresh(now_ms, self.counters)
         requests, tokens, spend = plan.requests, plan.tokens, plan.spend
@@ -411,6 +440,8 @@ class Governance:
 
     def _denial(self, check: Check, used: float, amount: float, now_ms: int) -> GatewayError:
         who = f"{LABELS[check.level]} '{check.owner.name}'"
+        if check.provider is not None:
+            who += f" on provider '{check.provider}'"
         w = check.current(now_ms)
         reset_ms = w.end_ms - now_ms
         retry = [(b"retry-after", str(max(1, math.ceil(reset_ms / 1000))).encode())]
@@ -463,11 +494,23 @@ class Governance:
         plan = self.state.plans.get(vk.id) or self.state.plan(vk)
         if not (plan.valid_from <= now_ms < plan.valid_until):
             plan.refresh(now_ms, self.counters)
-        return [self.usage_level(kind, owner, now_ms) for kind, owner in self.state.levels(vk)]
+        levels = [self.usage_level(kind, owner, now_ms) for kind, owner in self.state.levels(vk)]
+        for grant in vk.provider_configs:  # the key's limits on single providers
+            if grant.limited:
+                plan = self.state.plans.get(plan_key(vk, grant.provider)) or self.state.plan(vk, grant)
+                if not (plan.valid_from <= now_ms < plan.valid_until):
+                    plan.refresh(now_ms, self.counters)
+                entry = self._usage(f"{vk.id}:{grant.provider}", grant.budgets, grant.rate_limit, "provider", now_ms)
+                levels.append({"level": "provider config", "id": vk.id, "name": vk.name, "provider": grant.provider, **entry})
+        return levels
 
     def usage_level(self, kind: str, owner: Owner, now_ms: int) -> dict:
-        entry: dict = {"level": LABELS[kind], "id": owner.id, "name": owner.name, "budgets": [], "rate_limit": None}
-        for b in owner.budgets:
+        entry = self._usage(owner.id, owner.budgets, owner.rate_limit, kind, now_ms)
+        return {"level": LABELS[kind], "id": owner.id, "name": owner.name, **entry}
+
+    def _usage(self, owner_id: str, budgets: list[Budget], rl: RateLimit | None, scope: str, now_ms: int) -> dict:
+        entry: dict = {"budgets": [], "rate_limit": None}
+        for b in budgets:
             w = self.windows.get(b.reset_duration, b.calendar_aligned, b.created_at, now_ms)
             key = ("budget", b.id, "spend", w.start_ms)
             entry["budgets"].append({
@@ -475,7 +518,6 @@ class Governance:
                 "calendar_aligned": b.calendar_aligned, "current_usage": self.counters.value(key),
                 "reserved": self.counters.reserved(key), "last_reset": _iso(w.start_ms), "resets_at": _iso(w.end_ms),
             })
-        rl = owner.rate_limit
         if rl is not None:
             rate: dict = {}
             for metric, limit, duration in (("request", rl.request_max_limit, rl.request_reset_duration),
@@ -483,7 +525,7 @@ class Governance:
                 if limit is None or not duration:
                     continue
                 w = self.windows.get(duration, True, 0, now_ms)
-                key = (kind, owner.id, metric + "s", w.start_ms)
+                key = (scope, owner_id, metric + "s", w.start_ms)
                 rate[metric] = {"max_limit": limit, "reset_duration": duration, "current_usage": self.counters.value(key),
                                 "reserved": self.counters.reserved(key), "last_reset": _iso(w.start_ms), "resets_at": _iso(w.end_ms)}
             entry["rate_limit"] = rate

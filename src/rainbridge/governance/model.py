@@ -63,10 +63,18 @@ class ProviderGrant(msgspec.Struct, kw_only=True):
     weight: float = 1.0
     allowed_models: list[str] | None = None
     key_ids: list[str] | None = None
+    # Bifrost's per-provider limits: they count the key's requests whose first target is this
+    # provider (governance/engine.py, the same counters as the key's own limits).
+    budgets: list[Budget] = []
+    rate_limit: RateLimit | None = None
 
     def __post_init__(self) -> None:
         if self.key_ids is not None and "*" in self.key_ids:
             self.key_ids = None
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.budgets) or self.rate_limit is not None
 
     def allows(self, model: str) -> bool:
         models = self.allowed_models
@@ -102,6 +110,13 @@ class VirtualKey(Owner, kw_only=True):
     customer_id: str | None = None
     provider_configs: list[ProviderGrant] = []
     allow_all_providers: bool = True
+
+    def limited_grant(self, provider: str) -> ProviderGrant | None:
+        """The grant of ``provider`` when it carries budgets or a rate limit of its own."""
+        for grant in self.provider_configs:
+            if grant.provider == provider:
+                return grant if grant.limited else None
+        return None
 
     def grant(self, provider: str) -> ProviderGrant | None:
         for grant in self.provider_configs:

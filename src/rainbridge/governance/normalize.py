@@ -180,12 +180,13 @@ def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int,
             if g.provider not in provider_names:
                 out.append(Problem(f"{path}.provider_configs[{j}].provider", f"no provider {g.provider!r} in this file (fine if it exists in the config store)", "warning"))
             gpath = f"{path}.provider_configs[{j}]"
-            for name in ("budget_id", "rate_limit_id", "budget", "rate_limit"):
-                if getattr(g, name) is not None:
-                    out.append(Problem(f"{gpath}.{name}", "per-provider budgets and rate limits are not supported yet: "
-                                       "move the limit to the virtual key (its budgets / rate_limit) or remove it"))
+            # Per-provider limits: their counters are the grant's own (``vk:provider:budget``).
+            pbudgets, prate = _limits(g, f"{vid}:{g.provider}", gpath, gov, created_at, out)
+            if (pbudgets or prate) and any(x.provider == g.provider for x in v.provider_configs if x is not g):
+                out.append(Problem(f"{gpath}.provider", f"provider {g.provider!r} is granted twice and this grant has "
+                                   "limits: give the provider one grant (the other's limits would not apply)"))
             grants.append(ProviderGrant(provider=g.provider, weight=g.weight, allowed_models=g.allowed_models,
-                                        key_ids=grant_key_ids(g, gpath, out)))
+                                        key_ids=grant_key_ids(g, gpath, out), budgets=pbudgets, rate_limit=prate))
         budgets, rate_limit = _limits(v, vid, path, gov, created_at, out, "vk")
         allow_all = v.allow_all_providers if v.allow_all_providers is not None else not grants
         n.virtual_keys.append(VirtualKey(

@@ -75,6 +75,24 @@ def _first_error(problems: list[Problem]) -> None:
         raise InvalidRequest(message, param=errors[0].path.removeprefix("$."), code="invalid_field")
 
 
+def _grants_body(vk: VirtualKey) -> list[dict]:
+    """A key's provider grants in the input shape: per-provider budgets inline under their
+    own ids (stored as ``<vk id>:<provider>:<id>``), limits only where a grant has them."""
+    out = []
+    for grant in vk.provider_configs:
+        body = msgspec.to_builtins(grant)
+        prefix = f"{vk.id}:{grant.provider}:"
+        if grant.budgets:
+            body["budgets"] = [{"id": b.id.removeprefix(prefix), "max_limit": b.max_limit, "reset_duration": b.reset_duration,
+                                "calendar_aligned": b.calendar_aligned} for b in grant.budgets]
+        else:
+            del body["budgets"]
+        if grant.rate_limit is None:
+            del body["rate_limit"]
+        out.append(body)
+    return out
+
+
 def _as_body(owner: Owner) -> dict:
     """An existing entity in the input shape (for partial updates)."""
     body: dict[str, Any] = {"id": owner.id, "name": owner.name}
@@ -83,7 +101,7 @@ def _as_body(owner: Owner) -> dict:
     if isinstance(owner, VirtualKey):
         body.update(description=owner.description, is_active=owner.is_active, expires_at=owner.expires_at,
                     team_id=owner.team_id, customer_id=owner.customer_id,
-                    provider_configs=msgspec.to_builtins(owner.provider_configs),
+                    provider_configs=_grants_body(owner),
                     allow_all_providers=owner.allow_all_providers)
     if isinstance(owner, Team):
         body["customer_id"] = owner.customer_id
@@ -115,7 +133,7 @@ def routes(gateway: Gateway) -> list[Route]:
         if isinstance(owner, VirtualKey):
             out.update(description=owner.description, is_active=owner.is_active, expires_at=_iso(owner.expires_at),
                        team_id=owner.team_id, customer_id=owner.customer_id,
-                       provider_configs=msgspec.to_builtins(owner.provider_configs),
+                       provider_configs=_grants_body(owner),
                        allow_all_providers=owner.allow_all_providers, value_hint=owner.value_hint)
         if isinstance(owner, Team):
             out["customer_id"] = owner.customer_id
@@ -171,11 +189,10 @@ def routes(gateway: Gateway) -> list[Route]:
         for j, g in enumerate(conf.provider_configs):
             if g.provider not in gateway.providers:
                 problems.append(Problem(f"$.provider_configs[{j}].provider", f"no provider {g.provider!r} is configured"))
-            for name in ("budget_id", "rate_limit_id", "budget", "rate_limit"):
-                if getattr(g, name) is not None:  # a limit that silently does nothing lets the key spend past it
-                    problems.append(Problem(f"$.provider_configs[{j}].{name}",
-                                            "per-provider budgets and rate limits are not enforced yet; "
-                                            "set them on the virtual key"))
+            for name in ("budget_id", "budget_ids", "rate_limit_id"):  # a limit that silently does nothing lets the key spend past it
+                if getattr(g, name):
+                    problems.append(Problem(f"$.provider_configs[{j}].{name}", "shared budgets and rate limits by id exist "
+                                            "only in the config file; give the provider's budget / rate_limit inline"))
         expires = parse_time(conf.expires_at, "$.expires_at", problems)
         if existing is not None:
             value_hash, value_hint = existing.value_hash, existing.value_hint  # type: ignore[attr-defined]
@@ -187,8 +204,9 @@ def routes(gateway: Gateway) -> list[Route]:
                 problems.append(Problem("$.value", "must start with sk-rb- (or sk-bf-) and be at least 20 characters"))
             value_hash, value_hint = hash_value(value), hint(value)
         _first_error(problems)
-        grants = [ProviderGrant(provider=g.provider, weight=g.weight, allowed_models=g.allowed_models, key_ids=g.key_ids)
-                  for g in conf.provider_configs]
+        grants = [_grant(g, f"{owner_id}:{g.provider}", f"$.provider_configs[{j}]", problems, existing, now)
+                  for j, g in enumerate(conf.provider_configs)]
+        _first_error(problems)
         allow_all = conf.allow_all_providers if conf.allow_all_providers is not None else not grants
         vk = VirtualKey(id=owner_id, name=conf.name, value_hash=value_hash, value_hint=value_hint,
                         description=conf.description, is_active=conf.is_active, expires_at=expires,
@@ -319,6 +337,21 @@ def routes(gateway: Gateway) -> list[Route]:
     for segment in KINDS:
         out += endpoints(segment)
     return out
+
+
+def _grant(g: Any, grant_id: str, path: str, problems: list[Problem], existing: Owner | None, now: int) -> ProviderGrant:
+    """A provider grant with its own inline budgets and rate limit (their counters are the
+    grant's: ``<vk id>:<provider>:<budget id>``); an unchanged budget keeps its anchor."""
+    old = {b.id: b for grant in getattr(existing, "provider_configs", ()) for b in grant.budgets}
+    budgets = []
+    inline = ([g.budget] if g.budget else []) + list(g.budgets)
+    for i, b in enumerate(inline):
+        where = f"{path}.budget" if g.budget and i == 0 else f"{path}.budgets[{i - (1 if g.budget else 0)}]"
+        bid = f"{grant_id}:{b.id or f'b{i}'}"
+        budgets.append(budget_from(b, bid, where, problems, old[bid].created_at if bid in old else now))
+    rate_limit = rate_limit_from(g.rate_limit, f"{path}.rate_limit", problems) if g.rate_limit else None
+    return ProviderGrant(provider=g.provider, weight=g.weight, allowed_models=g.allowed_models, key_ids=g.key_ids,
+                         budgets=budgets, rate_limit=rate_limit)
 
 
 def _conflict(kind: str, owner: Owner, detail: str) -> tuple[str, str]:
