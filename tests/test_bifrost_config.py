@@ -146,6 +146,16 @@ def test_a_provider_granted_twice_with_limits_is_refused():
     assert "$.governance.virtual_keys[0].provider_configs[0].provider" in errors_of(config)
 
 
+def test_a_path_override_for_a_request_type_rainbridge_does_not_serve_is_a_warning():
+    config = {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
+              "custom_provider_config": {"base_provider_type": "openai", "request_path_overrides": {
+                  "responses": "/responses", "chat_completion": "/chat"}}}}}
+    loaded = load_data(config, ENV)
+    assert [w.path for w in loaded.warnings if "override" in w.message] == \
+        ["$.providers.mine.custom_provider_config.request_path_overrides.responses"]
+    assert loaded.config.providers["mine"].custom_provider_config.request_path_overrides["chat_completion"] == "/chat"
+
+
 # --------------------------------------------------------------------------- refused
 
 ALL_SERVED = ["list_models", "text_completion", "text_completion_stream", "chat_completion", "chat_completion_stream", "embedding"]
@@ -164,6 +174,14 @@ REFUSED = [
      "$.providers.openai.budget_id"),
     ("provider-level rate limit", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"rate_limit_id": "r"}}},
      "$.providers.openai.rate_limit_id"),
+    ("request path overrides on a non-OpenAI provider",
+     {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
+      "custom_provider_config": {"base_provider_type": "anthropic", "request_path_overrides": {"chat_completion": "/x"}}}}},
+     "$.providers.mine.custom_provider_config.request_path_overrides"),
+    ("request path override that is no http(s) URL",
+     {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
+      "custom_provider_config": {"base_provider_type": "openai", "request_path_overrides": {"embedding": "ftp://h/x"}}}}},
+     "$.providers.mine.custom_provider_config.request_path_overrides.embedding"),
     ("upstream proxy", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "http", "url": "http://proxy:3128"}}}},
      "$.providers.openai.proxy_config"),
     ("forwarded header filter", base() | {"client": {"header_filter_config": {"denylist": ["x-internal"]}}},

@@ -2,7 +2,8 @@
 (issue 14): the governance plugin's ``required_headers`` (and ``client.required_headers``);
 a custom provider's ``allowed_requests``; a virtual key's per-provider budgets and rate limits
 (``provider_configs[].rate_limit`` / ``budget``, inline and by id), counted by the same
-governance engine and counters as the key's own limits.
+governance engine and counters as the key's own limits; a custom provider's
+``request_path_overrides`` (paths under the base URL, and whole URLs).
 
 One gateway, its config written as Bifrost's docs write it; clients are the official
 openai SDK (and plain HTTP where the exact error body matters).
@@ -14,6 +15,7 @@ import openai
 import pytest
 
 from support import GatewayProcess, http_json, provider_config, skip_window_edge
+from tcp_proxy import TcpProxy
 
 VK = "sk-bf-restrict-0123456789abcdef"
 PER_PROVIDER = "sk-bf-perprov-0123456789abcdef"
@@ -21,12 +23,22 @@ PROVIDER_BUDGET = "sk-bf-provbudget-0123456789abcd"
 TOKEN = "bifrost-restrict-admin-token"
 
 
-def bifrost_config(mock_url: str) -> dict:
+def bifrost_config(mock_url: str, elsewhere_url: str) -> dict:
     config = provider_config(mock_url)
     config["providers"]["chatonly"] = {
         "keys": [{"name": "k", "value": "sk-chatonly-0123456789", "models": ["*"], "weight": 1}],
         "network_config": {"base_url": mock_url},
         "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": {"chat_completion": True, "embedding": False}},
+    }
+    config["providers"]["pathy"] = {
+        "keys": [{"name": "k", "value": "sk-pathy-0123456789", "models": ["*"], "weight": 1}],
+        "network_config": {"base_url": mock_url},
+        "custom_provider_config": {"base_provider_type": "openai", "request_path_overrides": {
+            "chat_completion": "chat/completions",  # Bifrost adds the leading slash
+            "chat_completion_stream": "/v1/chat/completions",
+            "embedding": elsewhere_url + "/v1/embeddings",  # a whole URL: another origin
+            "text_completion": "",  # empty: the default path
+        }},
     }
     return config | {
         "client": {"required_headers": ["X-Correlation-ID"]},
@@ -51,8 +63,19 @@ def bifrost_config(mock_url: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def gw(mock, tmp_path_factory):
-    gateway = GatewayProcess(tmp_path_factory.mktemp("bifrost-restrict"), bifrost_config(mock.url),
+def elsewhere(mock):
+    """Another origin (a TCP proxy to the fake provider) that only a whole-URL override names."""
+    host, port = mock.url.removeprefix("http://").split(":")
+    proxy = TcpProxy(host, int(port))
+    proxy.start()
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="module")
+def gw(mock, elsewhere, tmp_path_factory):
+    gateway = GatewayProcess(tmp_path_factory.mktemp("bifrost-restrict"),
+                             bifrost_config(mock.url, f"http://{elsewhere.host}:{elsewhere.port}"),
                              env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
     yield gateway
     gateway.stop()
@@ -180,3 +203,40 @@ def test_a_per_provider_budget_spent_refuses_that_provider_only(gw):
     assert caught.value.status_code == 402 and caught.value.body["code"] == "budget_exceeded"
     assert "on provider 'anthropic'" in caught.value.body["message"]
     assert ask(gw, PROVIDER_BUDGET, "openai/gpt-4o")  # the key's other provider has no budget
+
+
+def paths_used(mock, before: dict) -> dict:
+    after = mock.stats()["by_path"]
+    return {p: n - before.get(p, 0) for p, n in after.items() if n != before.get(p, 0)}
+
+
+def test_a_request_path_override_sends_the_request_to_that_path(gw, mock):
+    before = mock.stats()["by_path"]
+    assert ask(gw, VK, "pathy/gpt-4o")
+    assert paths_used(mock, before) == {"/chat/completions": 1}
+
+
+def test_a_streams_own_override_wins_over_the_plain_types(gw, mock):
+    before = mock.stats()["by_path"]
+    chunks = list(client(gw, TENANT).chat.completions.create(model="pathy/gpt-4o", stream=True,
+                                                             messages=[{"role": "user", "content": "hi"}]))
+    assert chunks
+    assert paths_used(mock, before) == {"/v1/chat/completions": 1}
+
+
+def test_an_empty_override_keeps_the_default_path(gw, mock):
+    before = mock.stats()["by_path"]
+    assert client(gw, TENANT).completions.create(model="pathy/gpt-3.5-turbo-instruct", prompt="hi").choices
+    assert paths_used(mock, before) == {"/v1/completions": 1}
+
+
+def test_a_whole_url_override_sends_the_request_to_that_origin(gw, mock, elsewhere):
+    embed = client(gw, TENANT).embeddings.create
+    before = mock.stats()["by_path"]
+    assert embed(model="pathy/text-embedding-3-small", input="hi").data
+    assert paths_used(mock, before) == {"/v1/embeddings": 1}
+    elsewhere.cut()  # the other origin gone: the request fails, though the default URL still answers
+    with pytest.raises(openai.APIStatusError) as caught:
+        embed(model="pathy/text-embedding-3-small", input="hi")
+    assert caught.value.status_code >= 500
+    assert embed(model="openai/text-embedding-3-small", input="hi").data

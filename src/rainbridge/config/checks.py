@@ -69,6 +69,30 @@ def valid_http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+# Bifrost request types whose path rainbridge can override (the OpenAI-compatible routes).
+PATH_OVERRIDE_TYPES = ("chat_completion", "chat_completion_stream", "text_completion", "text_completion_stream",
+                       "embedding", "list_models")
+
+
+def _check_path_overrides(overrides: dict[str, str], family: str, path: str, out: list[Problem]) -> None:
+    """Routing overrides: a request sent elsewhere than the file says is refused, never ignored."""
+    if family != "openai":
+        out.append(Problem(path, f"request path overrides are supported for OpenAI-compatible providers only, "
+                           f"not {family!r}: remove them to start"))
+        return
+    for kind, value in overrides.items():
+        where = child(path, kind)
+        if not value.strip():
+            continue  # Bifrost: an empty override keeps the default path
+        if kind not in PATH_OVERRIDE_TYPES:
+            out.append(Problem(where, f"rainbridge serves no {kind} requests, so this override has no effect (ignored)",
+                               "warning"))
+        elif "://" in value and not valid_http_url(value.strip()):
+            out.append(Problem(where, f"not an http(s) URL: {value!r}"))
+        elif any(c in value for c in " \r\n\t#"):
+            out.append(Problem(where, f"not a URL path: {value!r}"))
+
+
 def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Problem]) -> None:
     if "/" in name or not name:
         out.append(Problem(path, "provider names must be non-empty and contain no '/'"))
@@ -94,6 +118,8 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
                 )
             )
         return
+    if custom is not None and custom.request_path_overrides:
+        _check_path_overrides(custom.request_path_overrides, family, f"{path}.custom_provider_config.request_path_overrides", out)
     base_url = provider.network_config.base_url
     if base_url is not None and not valid_http_url(base_url):
         out.append(

@@ -154,6 +154,10 @@ class CustomProviderConfig(Base):
     # or null: every type. Others answer 400 request_type_not_allowed; a fallback that does
     # not allow the type is skipped; list_models false leaves the provider out of /v1/models.
     allowed_requests: dict[str, bool] | None = None
+    # Bifrost: request type -> upstream path under network_config.base_url (a leading "/" is
+    # added), or an absolute http(s) URL; "" keeps the default. A stream uses its *_stream
+    # entry, else the plain type's. OpenAI-compatible providers only (others are refused).
+    request_path_overrides: dict[str, str] | None = None
 
 
 class ProviderConfig(Base):

@@ -9,6 +9,7 @@ Operations live at ``{base_url}/v1/{op}`` unless a preset's ``routes`` say other
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -17,6 +18,9 @@ from .base import Call, ProviderKey, Reply, UnsupportedOperation, UpstreamStream
 from .http import HttpAdapter
 
 _OPERATION_NAMES = {"chat/completions": "chat completions", "completions": "/v1/completions", "embeddings": "embeddings"}
+# Bifrost's request type names (request_path_overrides) of each operation.
+_REQUEST_TYPES = {"chat/completions": "chat_completion", "completions": "text_completion", "embeddings": "embedding",
+                  "models": "list_models"}
 
 
 class OpenAIAdapter(HttpAdapter):
@@ -24,6 +28,8 @@ class OpenAIAdapter(HttpAdapter):
     native_messages = False
     # op -> path under base_url where it is not /v1/{op}; None: the vendor has no such endpoint.
     routes: dict[str, str | None] = {}
+    # Bifrost's custom_provider_config.request_path_overrides: request type -> path or URL.
+    path_overrides: dict[str, str] = {}
 
     def key_headers(self, key: ProviderKey) -> dict[str, str]:
         headers = {"Content-Type": "application/json", **self.network.extra_headers}
@@ -41,6 +47,20 @@ class OpenAIAdapter(HttpAdapter):
             return self.base_url, self.base_path + path
         return self.base_url, f"{self.base_path}/v1/{op}"
 
+    def where(self, op: str, key: ProviderKey, model: str, stream: bool = False) -> tuple[str, str]:
+        """``target``, unless a request path override names another path (under the base
+        URL) or a whole URL for this request type (a stream: its *_stream entry first)."""
+        if self.path_overrides:
+            kind = _REQUEST_TYPES.get(op, "")
+            raw = (self.path_overrides.get(kind + "_stream") if stream else None) or self.path_overrides.get(kind)
+            override = raw.strip() if raw else ""
+            if override:
+                if "://" in override:
+                    parts = urlsplit(override)
+                    return override, parts.path + (f"?{parts.query}" if parts.query else "")
+                return self.base_url, self.base_path + ("" if override.startswith("/") else "/") + override
+        return self.target(op, key, model)
+
     async def chat(self, call: Call) -> Reply:
         return await self._send("chat/completions", call)
 
@@ -57,7 +77,7 @@ class OpenAIAdapter(HttpAdapter):
         return await self._stream("completions", call)
 
     async def list_models(self, key: ProviderKey) -> list[str]:
-        url, path = self.target("models", key, "")
+        url, path = self.where("models", key, "")
         data = (await self.get(url, path, key)).data.get("data") or []
         return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
@@ -66,11 +86,11 @@ class OpenAIAdapter(HttpAdapter):
         return body
 
     async def _send(self, op: str, call: Call) -> Reply:
-        url, path = self.target(op, call.key, call.body.get("model", ""))
+        url, path = self.where(op, call.key, call.body.get("model", ""))
         return await self.post(url, path, orjson.dumps(self.upstream_body(call.body)), call.key, call.extra_headers)
 
     async def _stream(self, op: str, call: Call) -> UpstreamStream:
-        url, path = self.target(op, call.key, call.body.get("model", ""))
+        url, path = self.where(op, call.key, call.body.get("model", ""), stream=True)
         body = orjson.dumps(self.upstream_body(call.body))
         exchange = await self.open_stream(url, path, body, call.key, call.extra_headers)
         return self.stream_of(self._payloads(exchange, call.key), exchange)

@@ -40,6 +40,8 @@ def build_adapter(name: str, pc: ProviderConfig, client: UpstreamClient) -> Http
     adapter = PRESET_ADAPTERS.get(preset or "", ADAPTERS[family])(name, base_url, client, pc.network_config)
     if preset in OPENAI_ROUTES and isinstance(adapter, OpenAIAdapter):
         adapter.routes = OPENAI_ROUTES[preset]
+    if custom is not None and custom.request_path_overrides and isinstance(adapter, OpenAIAdapter):
+        adapter.path_overrides = dict(custom.request_path_overrides)
     return adapter
 
 
