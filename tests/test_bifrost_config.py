@@ -156,6 +156,22 @@ def test_a_path_override_for_a_request_type_rainbridge_does_not_serve_is_a_warni
     assert loaded.config.providers["mine"].custom_provider_config.request_path_overrides["chat_completion"] == "/chat"
 
 
+def test_required_header_values_from_the_environment_are_read_at_start():
+    config = base() | {"client": {"required_headers": ["X-Proxy-Token=env.PROXY_SECRET", "X-Empty="]}}
+    loaded = load_data(config, ENV | {"PROXY_SECRET": "s3cret"})
+    assert loaded.config.client.required_headers == ["X-Proxy-Token=s3cret", "X-Empty="]
+
+
+def test_required_header_from_an_unset_variable_stops_start_up_naming_the_path():
+    config = base() | {"client": {"required_headers": ["X-Tenant-ID", "X-Proxy-Token=env.UNSET_PROXY_SECRET"]}}
+    assert errors_of(config) == {"$.client.required_headers[1]": "environment variable UNSET_PROXY_SECRET is not set"}
+
+
+def test_a_bad_required_header_name_is_refused_without_showing_its_value():
+    problems = errors_of(base() | {"client": {"required_headers": ["X Token=hunter2"]}})
+    assert "hunter2" not in problems["$.client.required_headers[0]"]
+
+
 # --------------------------------------------------------------------------- refused
 
 ALL_SERVED = ["list_models", "text_completion", "text_completion_stream", "chat_completion", "chat_completion_stream", "embedding"]

@@ -21,6 +21,7 @@ VK = "sk-bf-restrict-0123456789abcdef"
 PER_PROVIDER = "sk-bf-perprov-0123456789abcdef"
 PROVIDER_BUDGET = "sk-bf-provbudget-0123456789abcd"
 TOKEN = "bifrost-restrict-admin-token"
+PROXY_TOKEN = "proxy-secret-0123456789"
 
 
 def bifrost_config(mock_url: str, elsewhere_url: str) -> dict:
@@ -41,7 +42,7 @@ def bifrost_config(mock_url: str, elsewhere_url: str) -> dict:
         }},
     }
     return config | {
-        "client": {"required_headers": ["X-Correlation-ID"]},
+        "client": {"required_headers": ["X-Correlation-ID", "X-Proxy-Token=env.RESTRICT_PROXY_TOKEN"]},
         "plugins": [{"name": "governance", "enabled": True,
                      "config": {"is_vk_mandatory": True, "required_headers": ["X-Tenant-ID", "x-correlation-id"]}}],
         "pricing_overrides": {"anthropic/claude-3-5-haiku": {"input_cost_per_token": 1.0, "output_cost_per_token": 1.0}},
@@ -76,7 +77,7 @@ def elsewhere(mock):
 def gw(mock, elsewhere, tmp_path_factory):
     gateway = GatewayProcess(tmp_path_factory.mktemp("bifrost-restrict"),
                              bifrost_config(mock.url, f"http://{elsewhere.host}:{elsewhere.port}"),
-                             env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
+                             env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN, "RESTRICT_PROXY_TOKEN": PROXY_TOKEN})
     yield gateway
     gateway.stop()
 
@@ -90,34 +91,43 @@ def chat(c: openai.OpenAI) -> str:
     return reply.choices[0].message.content
 
 
-TENANT = {"X-Tenant-ID": "acme", "X-Correlation-ID": "c-1"}
+TENANT = {"X-Tenant-ID": "acme", "X-Correlation-ID": "c-1", "X-Proxy-Token": PROXY_TOKEN}
 
 
 def test_required_headers_present_in_any_case_serve_the_request(gw):
-    assert chat(client(gw, {"x-tenant-id": "acme", "X-CORRELATION-ID": "c-1"}))
+    assert chat(client(gw, {"x-tenant-id": "acme", "X-CORRELATION-ID": "c-1", "x-proxy-token": PROXY_TOKEN}))
 
 
 def test_a_request_missing_required_headers_is_a_400_naming_them(gw):
     status, _, body = http_json("POST", gw.url + "/v1/chat/completions",
                                 {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
-                                headers={"authorization": f"Bearer {VK}", "x-tenant-id": "acme"})
+                                headers={"authorization": f"Bearer {VK}", "x-tenant-id": "acme", "x-proxy-token": PROXY_TOKEN})
     assert status == 400
     assert body["error"]["type"] == "missing_required_headers"
-    assert body["error"]["message"] == "missing required headers: x-correlation-id"
+    assert body["error"]["message"] == "missing required headers: X-Correlation-ID"
 
 
 def test_a_request_without_any_required_header_names_every_one(gw):
     with pytest.raises(openai.BadRequestError) as caught:
         chat(client(gw))
     assert caught.value.body["type"] == "missing_required_headers"
-    assert caught.value.body["message"] == "missing required headers: x-correlation-id, x-tenant-id"
+    assert caught.value.body["message"] == "missing required headers: X-Correlation-ID, X-Proxy-Token, X-Tenant-ID"
 
 
 def test_an_empty_required_header_counts_as_missing(gw):
     status, _, body = http_json("POST", gw.url + "/v1/chat/completions",
                                 {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
-                                headers={"authorization": f"Bearer {VK}", "x-tenant-id": "", "x-correlation-id": "c-1"})
-    assert status == 400 and body["error"]["message"] == "missing required headers: x-tenant-id"
+                                headers={"authorization": f"Bearer {VK}", "x-tenant-id": "", "x-correlation-id": "c-1",
+                                         "x-proxy-token": PROXY_TOKEN})
+    assert status == 400 and body["error"]["message"] == "missing required headers: X-Tenant-ID"
+
+
+def test_a_required_header_with_the_wrong_value_is_a_400_that_never_shows_the_value(gw):
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat(client(gw, TENANT | {"X-Proxy-Token": "guess"}))
+    assert caught.value.body["type"] == "missing_required_headers"
+    assert caught.value.body["message"] == "invalid required header value: X-Proxy-Token"
+    assert PROXY_TOKEN not in gw.log() and "guess" not in gw.log()
 
 
 def test_required_headers_apply_to_the_anthropic_route_and_model_list(gw):

@@ -310,8 +310,12 @@ def _fold_required_headers(raw: dict[str, Any], value: Any, where: str, out: lis
     current = client.get("required_headers")
     if current is not None and not isinstance(current, list):
         return  # reported by the schema check
+    def same(entry: str) -> tuple[str, str]:  # names match in any case, values exactly
+        name, sep, val = entry.partition("=")
+        return name.strip().lower(), sep + val
+
     merged = list(current or [])
-    merged += [h for h in value if h.strip().lower() not in {c.strip().lower() for c in merged if isinstance(c, str)}]
+    merged += [h for h in value if same(h) not in {same(c) for c in merged if isinstance(c, str)}]
     client["required_headers"] = merged
     if value:
         out.append(Problem(where, "enforced as client.required_headers", NOTE))

@@ -31,8 +31,9 @@ def semantic_problems(config: Config) -> list[Problem]:
     if config.client.allow_direct_keys:
         out.append(Problem("$.client.allow_direct_keys", "clients' own provider keys are not supported: "
                            "requests always use the configured keys (ignored)", "warning"))
-    for i, name in enumerate(config.client.required_headers):
-        if not HEADER_NAME.fullmatch(name.strip()):
+    for i, entry in enumerate(config.client.required_headers):
+        name = entry.partition("=")[0].strip()  # "Name" or "Name=value" (the value may be a secret: never shown)
+        if not HEADER_NAME.fullmatch(name):
             out.append(Problem(child("$.client.required_headers", i), f"not an HTTP header name: {name!r}"))
     store = config.config_store
     if store is not None and store.enabled and store.type == "postgres":

@@ -94,6 +94,28 @@ def resolve_env(value: Any, env: Mapping[str, str], path: str, out: list[Problem
     return value
 
 
+def _resolve_header_values(raw: dict[str, Any], env: Mapping[str, str], out: list[Problem]) -> None:
+    """``client.required_headers`` entries ``Name=env.VAR`` (Bifrost): the value a request's
+    header must carry comes from the environment; an unset variable stops start-up (Bifrost
+    would refuse every request)."""
+    client = raw.get("client")
+    headers = client.get("required_headers") if isinstance(client, dict) else None
+    if not isinstance(headers, list):
+        return
+    for i, entry in enumerate(headers):
+        if not isinstance(entry, str):
+            continue
+        name, sep, value = entry.partition("=")
+        m = _ENV_REF.fullmatch(value.strip()) if sep else None
+        if m is None:
+            continue
+        resolved = env.get(m.group(1))
+        if resolved is None:
+            out.append(Problem(child("$.client.required_headers", i), f"environment variable {m.group(1)} is not set"))
+        else:
+            headers[i] = f"{name}={resolved}"
+
+
 def _apply_aliases(raw: dict[str, Any]) -> None:
     providers = raw.get("providers")
     if not isinstance(providers, dict):
@@ -119,6 +141,7 @@ def load_data(
     raw = resolve_env(raw, os.environ if env is None else env, "$", problems)
     _apply_aliases(raw)
     bifrost.fold(raw, problems)
+    _resolve_header_values(raw, os.environ if env is None else env, problems)
     check(raw, _TYPE_INFO, "$", problems)
     if any(p.severity == "error" for p in problems):
         raise ConfigError(problems, source)

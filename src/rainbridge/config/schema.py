@@ -46,9 +46,10 @@ class ClientConfig(Base):
     prometheus_labels: list[str] = []  # extra metric labels
     enforce_governance_header: bool = False  # deprecated Bifrost name of enforce_auth_on_inference
     enforce_auth_on_inference: bool = False  # inference needs a virtual key
-    # Headers every inference request must carry (case-insensitive, non-empty), else 400
-    # missing_required_headers naming them. Bifrost's governance plugin config.required_headers
-    # is folded in here (config/bifrost.py).
+    # Headers every inference request must carry, else 400 missing_required_headers naming them:
+    # "Name" (case-insensitive, non-empty), "Name=value" (exactly that value), "Name=env.VAR"
+    # (the variable's value, read at start-up). Bifrost's governance plugin
+    # config.required_headers is folded in here (config/bifrost.py).
     required_headers: list[str] = []
     admin_token: str | None = None  # bearer token for /api/* (or RAINBRIDGE_ADMIN_TOKEN)
     # Not applied yet: a non-empty allowlist / denylist refuses the file (config/bifrost.py).

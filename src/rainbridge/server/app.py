@@ -8,6 +8,7 @@ builds one app around one ``Gateway``.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import re
@@ -74,8 +75,7 @@ class App:
         allowed = ["authorization", "content-type", "x-api-key", "api-key", "x-bf-vk",
                    "anthropic-version", "anthropic-beta", *gateway.config.client.allowed_headers]
         self.cors_allow_headers = ", ".join(allowed).encode()
-        # client.required_headers (and the governance plugin's): lowercased, as ASGI gives names.
-        self.required_headers = tuple(dict.fromkeys(h.strip().lower().encode() for h in gateway.config.client.required_headers))
+        self.required_headers = required_headers(gateway.config.client.required_headers)
         self.inference_paths = frozenset(path for path, (_, _, endpoint) in self.routes.items() if endpoint is not None
                                          or path.endswith("/models"))
 
@@ -253,13 +253,39 @@ class App:
                 return
 
 
-def _check_required(required: tuple[bytes, ...], raw: list[tuple[bytes, bytes]]) -> None:
-    """Bifrost's required headers: each present with a non-empty value, else a 400 naming
-    every missing one (names as configured, lowercased)."""
-    present = {name for name, value in raw if value.strip()}
-    missing = [name.decode() for name in required if name not in present]
+# One required header: (name as configured, lowercased name as ASGI gives it, the exact value
+# it must carry or None for any non-empty value).
+Required = tuple[str, bytes, bytes | None]
+
+
+def required_headers(entries: list[str]) -> tuple[Required, ...]:
+    """``client.required_headers`` (and the governance plugin's): ``Name`` or ``Name=value``."""
+    out: dict[bytes, Required] = {}
+    for entry in entries:
+        name, sep, value = entry.partition("=")
+        name = name.strip()
+        out.setdefault(name.lower().encode(), (name, name.lower().encode(), value.encode() if sep else None))
+    return tuple(out.values())
+
+
+def _check_required(required: tuple[Required, ...], raw: list[tuple[bytes, bytes]]) -> None:
+    """Bifrost's required headers: a 400 naming every missing header (as configured), else one
+    naming every header whose value is not the one required (never the values: they may be
+    secrets, compared in constant time)."""
+    seen: dict[bytes, bytes] = {}
+    for name, value in raw:
+        seen.setdefault(name, value)
+    missing, wrong = [], []
+    for display, name, expected in required:
+        value = seen.get(name)
+        if value is None or (expected is None and not value.strip()):
+            missing.append(display)
+        elif expected is not None and not hmac.compare_digest(value.strip(), expected):
+            wrong.append(display)
     if missing:
         raise MissingRequiredHeaders(f"missing required headers: {', '.join(missing)}", code="missing_required_headers")
+    if wrong:
+        raise MissingRequiredHeaders(f"invalid required header value: {', '.join(wrong)}", code="invalid_required_header_value")
 
 
 def _with_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
