@@ -1,5 +1,9 @@
 """Real Bifrost configurations (tests/data/bifrost/corpus.json, each with its source repo,
-path and commit), each asserted accepted or refused as issue 14 says rainbridge must."""
+path and commit), each asserted accepted or refused as issue 14 says rainbridge must.
+
+An accepted file's restrictions are asserted enforced, in the objects the request path
+uses: required headers as the app checks them, each provider's allowed request types and
+upstream paths, each virtual key's per-provider limits as governance counts them."""
 
 from __future__ import annotations
 
@@ -10,6 +14,13 @@ from pathlib import Path
 import pytest
 
 from rainbridge.config.load import ConfigError, load_data
+from rainbridge.gateway.provider import build_providers
+from rainbridge.governance.normalize import normalize
+from rainbridge.server.app import required_headers
+from rainbridge.upstream import UpstreamClient
+
+OPS = {"chat_completion": ("chat/completions", False), "chat_completion_stream": ("chat/completions", True),
+       "embedding": ("embeddings", False), "text_completion": ("completions", False), "list_models": ("models", False)}
 
 CORPUS = json.loads((Path(__file__).parent / "data" / "bifrost" / "corpus.json").read_text())["cases"]
 ENV_REF = re.compile(r'"env\.([A-Za-z_][A-Za-z0-9_]*)"')
@@ -34,6 +45,26 @@ def test_accepted_bifrost_config(case):
     assert skipped == set(expect["skipped"])
     assert not set(expect["skipped"]) & set(loaded.config.providers)
     assert loaded.config.governance.is_vk_mandatory is expect["is_vk_mandatory"]
+    config = loaded.config
+    if "required_headers" in expect:
+        assert [f"{name}={value.decode()}" if value is not None else name
+                for name, _, value in required_headers(config.client.required_headers)] == expect["required_headers"]
+    providers = build_providers(config.providers, config, UpstreamClient())
+    for name, allowed in expect.get("allowed_requests", {}).items():
+        assert providers[name].allowed_requests == frozenset(allowed)
+    for name, paths in expect.get("paths", {}).items():
+        adapter = providers[name].adapter
+        for kind, path in paths.items():
+            op, stream = OPS[kind]
+            assert adapter.where(op, None, "m", stream)[1] == adapter.base_path + path
+    for vk_name, grants in expect.get("provider_limits", {}).items():
+        (vk,) = [v for v in normalize(config.governance, set(config.providers), 0).virtual_keys if v.name == vk_name]
+        for provider, limits in grants.items():
+            grant = vk.grant(provider)
+            rl = grant.rate_limit
+            assert [[b.max_limit, b.reset_duration] for b in grant.budgets] == limits["budgets"]
+            assert [rl.request_max_limit, rl.request_reset_duration] == limits["requests"]
+            assert (None if rl.token_max_limit is None else [rl.token_max_limit, rl.token_reset_duration]) == limits["tokens"]
 
 
 @pytest.mark.parametrize("case", [c for c in CORPUS if c["expect"]["outcome"] == "refused"], ids=lambda c: c["name"])
