@@ -200,8 +200,6 @@ REFUSED = [
      "$.providers.mine.custom_provider_config.request_path_overrides.embedding"),
     ("upstream proxy", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "http", "url": "http://proxy:3128"}}}},
      "$.providers.openai.proxy_config"),
-    ("forwarded header filter", base() | {"client": {"header_filter_config": {"denylist": ["x-internal"]}}},
-     "$.client.header_filter_config"),
     ("guardrails", base() | {"guardrails_config": {"guardrail_rules": [{"id": 1, "name": "pii"}]}}, "$.guardrails_config"),
     ("VK per-provider budget id naming no budget", with_vk(budget_id="b"), "$.governance.virtual_keys[0].provider_configs[0].budget_id"),
     ("VK per-provider rate limit id naming no rate limit", with_vk(rate_limit_id="r"),

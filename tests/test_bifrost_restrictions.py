@@ -3,7 +3,8 @@
 a custom provider's ``allowed_requests``; a virtual key's per-provider budgets and rate limits
 (``provider_configs[].rate_limit`` / ``budget``, inline and by id), counted by the same
 governance engine and counters as the key's own limits; a custom provider's
-``request_path_overrides`` (paths under the base URL, and whole URLs).
+``request_path_overrides`` (paths under the base URL, and whole URLs); the client's
+``header_filter_config`` on forwarded x-bf-eh-* headers.
 
 One gateway, its config written as Bifrost's docs write it; clients are the official
 openai SDK (and plain HTTP where the exact error body matters).
@@ -42,7 +43,8 @@ def bifrost_config(mock_url: str, elsewhere_url: str) -> dict:
         }},
     }
     return config | {
-        "client": {"required_headers": ["X-Correlation-ID", "X-Proxy-Token=env.RESTRICT_PROXY_TOKEN"]},
+        "client": {"required_headers": ["X-Correlation-ID", "X-Proxy-Token=env.RESTRICT_PROXY_TOKEN"],
+                   "header_filter_config": {"denylist": ["X-Mock-Fail-Status"]}},
         "plugins": [{"name": "governance", "enabled": True,
                      "config": {"is_vk_mandatory": True, "required_headers": ["X-Tenant-ID", "x-correlation-id"]}}],
         "pricing_overrides": {"anthropic/claude-3-5-haiku": {"input_cost_per_token": 1.0, "output_cost_per_token": 1.0}},
@@ -250,3 +252,19 @@ def test_a_whole_url_override_sends_the_request_to_that_origin(gw, mock, elsewhe
         embed(model="pathy/text-embedding-3-small", input="hi")
     assert caught.value.status_code >= 500
     assert embed(model="openai/text-embedding-3-small", input="hi").data
+
+
+def test_a_denylisted_extra_header_is_not_forwarded_and_the_request_is_served(gw):
+    # Forwarded, the fake provider would answer 500 (the positive control: fail-first above).
+    c = client(gw, TENANT | {"x-bf-eh-x-mock-fail-status": "500"})
+    assert c.chat.completions.create(model="openai/gpt-4o", messages=[{"role": "user", "content": "hi"}]).choices
+
+
+def test_an_allowlist_forwards_only_the_extra_headers_it_names(mock, start_gateway):
+    gateway = start_gateway(provider_config(mock.url) | {"client": {"header_filter_config": {"allowlist": ["x-mock-id"]}}})
+    mock_id = "allowlisted-extra-header"
+    before = mock.stats()["by_mock_id"].get(mock_id, 0)
+    c = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=20,
+                      default_headers={"x-bf-eh-x-mock-id": mock_id, "x-bf-eh-x-mock-fail-status": "500"})
+    assert c.chat.completions.create(model="openai/gpt-4o", messages=[{"role": "user", "content": "hi"}]).choices
+    assert mock.stats()["by_mock_id"].get(mock_id, 0) == before + 1  # named: forwarded; fail-status: dropped

@@ -47,12 +47,13 @@ UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
     ("$.providers.*.budget_id", "provider-level budgets are not supported yet"),
     ("$.providers.*.rate_limit_id", "provider-level rate limits are not supported yet"),
     ("$.providers.*.proxy_config", "upstream proxies are not supported yet (requests would go direct)"),
-    ("$.client.header_filter_config",
-     "the allowlist / denylist of forwarded x-bf-eh-* headers is not applied yet (every such header would be forwarded)"),
     ("$.guardrails_config", "guardrails are not supported yet (requests they would block would be served)"),
 )
-# Also refused, where the typed config is normalized (governance/normalize.py): a virtual
-# key's provider_configs[].budget_id / rate_limit_id / budget / rate_limit.
+# Enforced since they were first refused: the governance plugin's required_headers
+# (client.required_headers), custom_provider_config.allowed_requests and
+# request_path_overrides (server/app.py, gateway/routing.py, providers/openai.py), a virtual
+# key's provider_configs[].budget / rate_limit (governance/engine.py), and
+# client.header_filter_config (server/app.py).
 
 
 def fold(raw: dict[str, Any], out: list[Problem]) -> None:

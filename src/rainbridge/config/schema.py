@@ -52,7 +52,8 @@ class ClientConfig(Base):
     # config.required_headers is folded in here (config/bifrost.py).
     required_headers: list[str] = []
     admin_token: str | None = None  # bearer token for /api/* (or RAINBRIDGE_ADMIN_TOKEN)
-    # Not applied yet: a non-empty allowlist / denylist refuses the file (config/bifrost.py).
+    # Which x-bf-eh-<name> headers are forwarded upstream (names without the prefix,
+    # case-insensitive): a non-empty allowlist forwards only those, a denylist never those.
     header_filter_config: HeaderFilterConfig | None = None
     disable_db_pings_in_health: bool = False  # /health does not ping the store
     dump_errors_in_console_logs: bool = False  # log provider error bodies (never keys)

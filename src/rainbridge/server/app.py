@@ -76,6 +76,9 @@ class App:
                    "anthropic-version", "anthropic-beta", *gateway.config.client.allowed_headers]
         self.cors_allow_headers = ", ".join(allowed).encode()
         self.required_headers = required_headers(gateway.config.client.required_headers)
+        hf = gateway.config.client.header_filter_config
+        self.extra_allow = frozenset(h.lower() for h in hf.allowlist) if hf is not None and hf.allowlist else None
+        self.extra_deny = frozenset(h.lower() for h in hf.denylist) if hf is not None else frozenset()
         self.inference_paths = frozenset(path for path, (_, _, endpoint) in self.routes.items() if endpoint is not None
                                          or path.endswith("/models"))
 
@@ -109,6 +112,8 @@ class App:
         if route is None and "/deployments/" in path:
             route = self._deployment_route(path)
         headers = Headers(scope["headers"])
+        if headers.extra is not None and (self.extra_allow is not None or self.extra_deny):
+            headers.extra = _filter_extra(headers.extra, self.extra_allow, self.extra_deny)
         cors = self._cors_headers(headers.origin) if headers.origin is not None else None
         if cors is not None:
             send = _with_headers(send, cors)
@@ -286,6 +291,15 @@ def _check_required(required: tuple[Required, ...], raw: list[tuple[bytes, bytes
         raise MissingRequiredHeaders(f"missing required headers: {', '.join(missing)}", code="missing_required_headers")
     if wrong:
         raise MissingRequiredHeaders(f"invalid required header value: {', '.join(wrong)}", code="invalid_required_header_value")
+
+
+def _filter_extra(extra: dict[str, str], allow: frozenset[str] | None, deny: frozenset[str]) -> dict[str, str] | None:
+    """``client.header_filter_config`` on the x-bf-eh-* headers (as Bifrost: allowlist first,
+    then denylist; names compared without the prefix, in any case). Dropped ones are not
+    forwarded, the request still is."""
+    kept = {name: value for name, value in extra.items()
+            if (allow is None or name.lower() in allow) and name.lower() not in deny}
+    return kept or None
 
 
 def _with_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
