@@ -21,6 +21,7 @@ from tcp_proxy import TcpProxy
 VK = "sk-bf-restrict-0123456789abcdef"
 PER_PROVIDER = "sk-bf-perprov-0123456789abcdef"
 PROVIDER_BUDGET = "sk-bf-provbudget-0123456789abcd"
+SPILL = "sk-bf-spill-0123456789abcdef012"
 TOKEN = "bifrost-restrict-admin-token"
 PROXY_TOKEN = "proxy-secret-0123456789"
 
@@ -58,6 +59,11 @@ def bifrost_config(mock_url: str, elsewhere_url: str) -> dict:
                  "rate_limit": {"request_max_limit": 4, "request_reset_duration": "1h"},
                  "provider_configs": [{"provider": "openai", "allowed_models": ["*"], "rate_limit_id": "two-per-hour"},
                                       {"provider": "anthropic", "allowed_models": ["*"]}]},
+                # A bare model goes to openai while its own limit has room, then to anthropic.
+                {"id": "spill", "name": "spill", "value": SPILL,
+                 "provider_configs": [{"provider": "openai", "weight": 1, "allowed_models": ["*"],
+                                       "rate_limit": {"request_max_limit": 1, "request_reset_duration": "1h"}},
+                                      {"provider": "anthropic", "weight": 0, "allowed_models": ["*"]}]},
                 {"id": "provbudget", "name": "provbudget", "value": PROVIDER_BUDGET,
                  "provider_configs": [{"provider": "openai", "allowed_models": ["*"]},
                                       {"provider": "anthropic", "allowed_models": ["*"], "budget_id": "micro"}]},
@@ -268,3 +274,14 @@ def test_an_allowlist_forwards_only_the_extra_headers_it_names(mock, start_gatew
                       default_headers={"x-bf-eh-x-mock-id": mock_id, "x-bf-eh-x-mock-fail-status": "500"})
     assert c.chat.completions.create(model="openai/gpt-4o", messages=[{"role": "user", "content": "hi"}]).choices
     assert mock.stats()["by_mock_id"].get(mock_id, 0) == before + 1  # named: forwarded; fail-status: dropped
+
+
+def test_a_bare_model_goes_past_a_provider_whose_own_limit_is_spent(gw, mock):
+    skip_window_edge(3600, 30)
+    keys = ("sk-test-openai-0123456789", "sk-ant-test-0123456789")
+    before = [mock.stats()["by_key"].get(k, 0) for k in keys]
+    assert ask(gw, SPILL, "gpt-4o") and ask(gw, SPILL, "gpt-4o")
+    after = [mock.stats()["by_key"].get(k, 0) for k in keys]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1]
+    with pytest.raises(openai.RateLimitError):
+        ask(gw, SPILL, "openai/gpt-4o")  # named, the spent provider is refused

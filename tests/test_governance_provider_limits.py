@@ -11,7 +11,7 @@ import pytest
 
 from rainbridge.counters.local import LocalCounters
 from rainbridge.errors import BudgetExceeded, RequestLimited
-from rainbridge.gateway.routing import Target
+from rainbridge.gateway.routing import Routes, Target
 from rainbridge.governance.engine import Governance, GovernanceState
 from rainbridge.governance.model import Budget, ProviderGrant, RateLimit, VirtualKey
 from rainbridge.governance.pricing import Price, Pricing
@@ -89,3 +89,15 @@ def test_the_grants_budget_is_charged_at_settlement_and_then_refuses():
 def test_a_fleet_member_resolves_per_provider_limit_ids(lid, expected):
     gov, _ = governance()
     assert gov.limit_for(lid) == expected
+
+
+def test_a_bare_model_leaves_out_a_granted_provider_whose_own_limit_is_spent():
+    gov, _ = governance()
+    vk = gov.state.vks["vk1"]
+    routes = Routes({"openai": SimpleNamespace(name="openai"), "anthropic": SimpleNamespace(name="anthropic")})
+    vk.provider_configs[0].weight, vk.provider_configs[1].weight = 1.0, 0.0  # openai while it has room
+    assert gov.targets(vk, "gpt-4o", None, "openai", routes, NOW)[0].provider.name == "openai"
+    gov.admit(vk, 1, 1, NOW, target("openai"))  # openai's own 1 per minute is used
+    assert gov.targets(vk, "gpt-4o", None, "openai", routes, NOW)[0].provider.name == "anthropic"
+    assert gov.targets(vk, "openai/gpt-4o", None, "openai", routes, NOW)[0].provider.name == "openai"  # named: admission refuses it
+    assert gov.targets(vk, "gpt-4o", None, "openai", routes, NOW + 60_000)[0].provider.name == "openai"  # a new minute

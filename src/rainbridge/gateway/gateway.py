@@ -294,7 +294,7 @@ class Gateway:
         gov = self.governance
         now_ms = int(time.time() * 1000)
         vk = gov.identify(vk_value, now_ms) if vk_value is not None or gov.mandatory else None
-        targets = gov.targets(vk, req.get("model"), req.pop("fallbacks", None), default, self.routes)
+        targets = gov.targets(vk, req.get("model"), req.pop("fallbacks", None), default, self.routes, now_ms)
         targets = serving(targets, request_type(record.endpoint, record.stream))
         if vk is None:
             return targets, None

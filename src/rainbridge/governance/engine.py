@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import math
 import random
+import time
 from collections.abc import Iterable
 
 from ..counters.base import Counters, Slot
@@ -266,20 +267,22 @@ class Governance:
 
     # -- where -------------------------------------------------------------------------------
 
-    def targets(self, vk: VirtualKey | None, model: object, fallbacks: object, default: str, routes: Routes) -> list[Target]:
+    def targets(self, vk: VirtualKey | None, model: object, fallbacks: object, default: str, routes: Routes,
+                now_ms: int = 0) -> list[Target]:
         """Routing under a key's provider grants: only allowed providers and models; a bare
-        model picks among the grants that allow it, by weight. Blocked fallbacks are dropped."""
+        model picks among the grants that allow it, by weight, leaving out those whose own
+        limits are spent (as Bifrost; unless all are). Blocked fallbacks are dropped."""
         if vk is None or (vk.allow_all_providers and not vk.provider_configs):
             return routes.targets(model, fallbacks, default)
-        out = [self._granted(vk, model_field(model), routes, default, "model")]
+        out = [self._granted(vk, model_field(model), routes, default, "model", now_ms)]
         for i, fb in enumerate(fallback_list(fallbacks)):
             try:
-                out.append(self._granted(vk, fb, routes, default, f"fallbacks[{i}]"))
+                out.append(self._granted(vk, fb, routes, default, f"fallbacks[{i}]", now_ms))
             except (ProviderBlocked, ModelBlocked):
                 continue
         return out
 
-    def _granted(self, vk: VirtualKey, model: str, routes: Routes, default: str, param: str) -> Target:
+    def _granted(self, vk: VirtualKey, model: str, routes: Routes, default: str, param: str, now_ms: int = 0) -> Target:
         prefix, sep, rest = model.partition("/")
         if sep and rest and prefix in routes.providers:
             grant = vk.grant(prefix)
@@ -293,6 +296,9 @@ class Governance:
             if vk.allow_all_providers:
                 return routes.resolve(model, default, param)
             raise ModelBlocked(f"virtual key '{vk.name}' has no provider that may serve model {model!r}", param=param, code="model_blocked")
+        if len(grants) > 1 and any(g.limited for g in grants):
+            now_ms = now_ms or int(time.time() * 1000)
+            grants = [g for g in grants if not (g.limited and self._spent(vk, g, now_ms))] or grants
         total = sum(g.weight for g in grants)
         point = self._random() * total if total > 0 else 0.0
         choice = grants[-1]
@@ -302,6 +308,22 @@ class Governance:
                 choice = g
                 break
         return Target(routes.providers[choice.provider], model)
+
+    def _spent(self, vk: VirtualKey, grant: ProviderGrant, now_ms: int) -> bool:
+        """Whether one of the grant's own limits has no room for another request (a peek:
+        nothing is reserved; admission decides)."""
+        state = self.state
+        plan = state.plans.get(plan_key(vk, grant.provider)) or state.plan(vk, grant)
+        if not (plan.valid_from <= now_ms < plan.valid_until):
+            plan.refresh(now_ms, self.counters)
+        for c in plan.checks:
+            s = c.slot
+            if c.level != "provider" or s is None:
+                continue
+            used = s.committed + (1 if c.metric == "requests" else s.reserved if c.metric == "tokens" else 0)
+            if used > c.limit or (c.metric != "requests" and used >= c.limit):
+                return True
+        return False
 
     def allowed_keys(self, vk: VirtualKey | None) -> dict[str, frozenset[str]] | None:
         """Provider -> key ids/names the key may use (its grants' ``key_ids``); None: any."""
