@@ -172,6 +172,44 @@ def test_a_bad_required_header_name_is_refused_without_showing_its_value():
     assert "hunter2" not in problems["$.client.required_headers[0]"]
 
 
+def test_model_configs_as_bifrosts_docs_write_them_become_model_limits():
+    """The config.json example of Bifrost's docs/features/governance/model-limits.mdx."""
+    config = with_vk()
+    config["governance"]["virtual_keys"][0]["id"] = "vk-production"
+    config["governance"] |= {
+        "model_configs": [
+            {"id": "mc-openai-global", "model_name": "*", "provider": "openai", "scope": "global",
+             "budget_ids": ["b-openai-daily", "b-openai-monthly"]},
+            {"id": "mc-gpt4o-vk", "model_name": "gpt-4o", "provider": "openai", "scope": "virtual_key",
+             "scope_id": "vk-production", "budget_ids": ["b-gpt4o-daily"], "rate_limit_ids": ["rl-gpt4o-rpm", "rl-gpt4o-rpd"]}],
+        "budgets": [{"id": "b-openai-daily", "max_limit": 50.00, "reset_duration": "1d"},
+                    {"id": "b-openai-monthly", "max_limit": 1000.00, "reset_duration": "1M"},
+                    {"id": "b-gpt4o-daily", "max_limit": 50.00, "reset_duration": "1d"}],
+        "rate_limits": [{"id": "rl-gpt4o-rpm", "metric": "requests", "request_max_limit": 15, "request_reset_duration": "1m"},
+                        {"id": "rl-gpt4o-rpd", "metric": "requests", "request_max_limit": 1500, "request_reset_duration": "1d"}]}
+    loaded = load_data(config, ENV)
+    assert not [w for w in loaded.warnings if "model_configs" in w.path or "rate_limits" in w.path]
+    limits = normalize(loaded.config.governance, {"openai"}, 0).model_limits
+    assert [(m.id, m.model_name, m.provider, m.vk_id) for m in limits] == [
+        ("mc-openai-global", "*", "openai", None), ("mc-gpt4o-vk", "gpt-4o", "openai", "vk-production")]
+    assert [(b.max_limit, b.reset_duration, b.created_at) for b in limits[0].budgets] == [(50, "1d", 0), (1000, "1M", 0)]
+    assert [(r.request_max_limit, r.request_reset_duration) for r in limits[1].rate_limits] == [(15, "1m"), (1500, "1d")]
+    assert limits[1].matches("openai", "gpt-4o", "vk-production") and not limits[1].matches("openai", "gpt-4o", "other")
+    assert limits[0].matches("openai", "o3", None) and not limits[0].matches("azure", "o3", None)
+
+
+def test_a_providers_own_budget_and_rate_limit_become_a_model_limit_on_all_its_models():
+    config = {"providers": {"openai": copy.deepcopy(PROVIDER) | {"budget_id": "b", "rate_limit_id": "r"}},
+              "governance": {"budgets": [{"id": "b", "max_limit": 100, "reset_duration": "1M"}],
+                             "rate_limits": [{"id": "r", "request_max_limit": 60, "request_reset_duration": "1m"}]}}
+    loaded = load_data(config, ENV)
+    (limit,) = normalize(loaded.config.governance, {"openai"}, 0).model_limits
+    assert (limit.id, limit.model_name, limit.provider, limit.vk_id) == ("provider:openai", "*", "openai", None)
+    assert [(b.max_limit, b.reset_duration) for b in limit.budgets] == [(100, "1M")]
+    assert [(r.request_max_limit, r.request_reset_duration) for r in limit.rate_limits] == [(60, "1m")]
+    assert {n.path for n in loaded.notes} >= {"$.providers.openai.budget_id", "$.providers.openai.rate_limit_id"}
+
+
 # --------------------------------------------------------------------------- refused
 
 ALL_SERVED = ["list_models", "text_completion", "text_completion_stream", "chat_completion", "chat_completion_stream", "embedding"]
@@ -184,12 +222,16 @@ REFUSED = [
      "$.client.required_headers[0]"),
     ("routing rules", base() | {"governance": {"routing_rules": [{"name": "r", "cel_expression": "true"}]}},
      "$.governance.routing_rules"),
-    ("model-level limits", base() | {"governance": {"model_configs": [{"model_name": "gpt-4o", "budget_id": "b"}]}},
-     "$.governance.model_configs"),
-    ("provider-level budget", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"budget_id": "b"}}},
-     "$.providers.openai.budget_id"),
-    ("provider-level rate limit", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"rate_limit_id": "r"}}},
-     "$.providers.openai.rate_limit_id"),
+    ("model limit naming no budget", base() | {"governance": {"model_configs": [{"model_name": "gpt-4o", "budget_id": "b"}]}},
+     "$.governance.model_configs[0].budget_id"),
+    ("model limit of an unknown virtual key",
+     base() | {"governance": {"model_configs": [{"model_name": "*", "scope": "virtual_key", "scope_id": "ghost",
+                                                  "rate_limit": {"request_max_limit": 1, "request_reset_duration": "1m"}}]}},
+     "$.governance.model_configs[0].scope_id"),
+    ("model limit with an unknown scope", base() | {"governance": {"model_configs": [{"model_name": "*", "scope": "team"}]}},
+     "$.governance.model_configs[0].scope"),
+    ("provider-level budget naming no budget", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"budget_id": "b"}}},
+     "$.governance.model_configs[0].budget_id"),
     ("request path overrides on a non-OpenAI provider",
      {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
       "custom_provider_config": {"base_provider_type": "anthropic", "request_path_overrides": {"chat_completion": "/x"}}}}},

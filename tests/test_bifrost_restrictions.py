@@ -50,7 +50,11 @@ def bifrost_config(mock_url: str, elsewhere_url: str) -> dict:
                      "config": {"is_vk_mandatory": True, "required_headers": ["X-Tenant-ID", "x-correlation-id"]}}],
         "pricing_overrides": {"anthropic/claude-3-5-haiku": {"input_cost_per_token": 1.0, "output_cost_per_token": 1.0}},
         "governance": {
-            "rate_limits": [{"id": "two-per-hour", "request_max_limit": 2, "request_reset_duration": "1h"}],
+            "rate_limits": [{"id": "two-per-hour", "request_max_limit": 2, "request_reset_duration": "1h"},
+                            {"id": "one-per-hour", "metric": "requests", "request_max_limit": 1, "request_reset_duration": "1h"}],
+            # Bifrost's model limits: one key's requests for one model.
+            "model_configs": [{"id": "restrict-gpt-4.1", "model_name": "gpt-4.1", "provider": "openai", "scope": "virtual_key",
+                               "scope_id": "restrict", "rate_limit_ids": ["one-per-hour"]}],
             "budgets": [{"id": "micro", "max_limit": 0.000001, "reset_duration": "1d"}],
             "virtual_keys": [
                 {"id": "restrict", "name": "restrict", "value": VK},
@@ -285,3 +289,31 @@ def test_a_bare_model_goes_past_a_provider_whose_own_limit_is_spent(gw, mock):
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1]
     with pytest.raises(openai.RateLimitError):
         ask(gw, SPILL, "openai/gpt-4o")  # named, the spent provider is refused
+
+
+def test_a_virtual_key_scoped_model_limit_counts_that_keys_requests_for_that_model_only(gw):
+    skip_window_edge(3600, 30)
+    assert ask(gw, VK, "openai/gpt-4.1")
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask(gw, VK, "openai/gpt-4.1")
+    assert "model limit 'restrict-gpt-4.1'" in caught.value.body["message"]
+    assert ask(gw, VK, "openai/gpt-4o")  # another model
+    assert ask(gw, PROVIDER_BUDGET, "openai/gpt-4.1") and ask(gw, PROVIDER_BUDGET, "openai/gpt-4.1")  # another key
+
+
+def test_a_global_model_limit_counts_requests_without_a_virtual_key(mock, start_gateway):
+    skip_window_edge(3600, 30)
+    config = provider_config(mock.url) | {"governance": {
+        "rate_limits": [{"id": "rpm", "metric": "requests", "request_max_limit": 1, "request_reset_duration": "1h"}],
+        "model_configs": [{"id": "mini-global", "model_name": "gpt-4o-mini", "provider": "openai", "rate_limit_ids": ["rpm"]}]}}
+    gateway = start_gateway(config)
+    c = openai.OpenAI(base_url=gateway.url + "/v1", api_key="no-virtual-key", max_retries=0, timeout=20)
+
+    def ask_anonymously(model: str):
+        return c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+
+    assert ask_anonymously("openai/gpt-4o-mini").choices
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask_anonymously("openai/gpt-4o-mini")
+    assert "model limit 'mini-global'" in caught.value.body["message"]
+    assert ask_anonymously("openai/gpt-4o").choices  # other models are not counted

@@ -1,7 +1,8 @@
-"""A virtual key's per-provider limits (Bifrost's provider_configs[].budget / rate_limit) go
-through the same engine and Counters interface as the key's own limits: the same slots and
-the same fleet limit ids (``Counters.bind``), so in cluster mode they are fleet-wide like the
-others, and a member that hears of such a limit first from another resolves it."""
+"""A virtual key's per-provider limits (Bifrost's provider_configs[].budget / rate_limit) and
+model limits (governance.model_configs) go through the same engine and Counters interface as
+the key's own limits: the same slots and the same fleet limit ids (``Counters.bind``), so in
+cluster mode they are fleet-wide like the others, and a member that hears of such a limit
+first from another resolves it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from rainbridge.counters.local import LocalCounters
 from rainbridge.errors import BudgetExceeded, RequestLimited
 from rainbridge.gateway.routing import Routes, Target
 from rainbridge.governance.engine import Governance, GovernanceState
-from rainbridge.governance.model import Budget, ProviderGrant, RateLimit, VirtualKey
+from rainbridge.governance.model import Budget, ModelLimit, ProviderGrant, RateLimit, VirtualKey
 from rainbridge.governance.pricing import Price, Pricing
 
 NOW = 1_800_000_000_000  # a fixed instant: windows are pure functions of it
@@ -101,3 +102,17 @@ def test_a_bare_model_leaves_out_a_granted_provider_whose_own_limit_is_spent():
     assert gov.targets(vk, "gpt-4o", None, "openai", routes, NOW)[0].provider.name == "anthropic"
     assert gov.targets(vk, "openai/gpt-4o", None, "openai", routes, NOW)[0].provider.name == "openai"  # named: admission refuses it
     assert gov.targets(vk, "gpt-4o", None, "openai", routes, NOW + 60_000)[0].provider.name == "openai"  # a new minute
+
+
+def test_model_limits_go_through_the_same_counters_and_fleet_limit_ids():
+    gov, counters = governance()
+    gov.model_limits = (ModelLimit(id="mini", name="mini", model_name="gpt-4o", provider="anthropic",
+                                   rate_limits=[RateLimit(request_max_limit=1, request_reset_duration="1m")],
+                                   budgets=[Budget(id="model:mini:b0", max_limit=2.0, reset_duration="1d")]),)
+    gov.admit(None, 1, 1, NOW, target("anthropic"))  # no virtual key: the global model limit still counts
+    assert counters.bound == {"model/mini/requests/1m": 1, "budget/model:mini:b0/spend/1d": 2.0}
+    with pytest.raises(RequestLimited, match="model limit 'mini'"):
+        gov.admit(gov.state.vks["vk1"], 1, 1, NOW, target("anthropic"))
+    assert gov.admit(None, 1, 1, NOW, target("openai")) is None  # no key, no model limit: nothing counted
+    assert gov.limit_for("model/mini/requests/1m") == (1, "1m", True, 0)
+    assert gov.limit_for("budget/model:mini:b0/spend/1d") == (2_000_000, "1d", False, 0)

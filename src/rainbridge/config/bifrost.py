@@ -43,17 +43,14 @@ GOVERNANCE_PLUGIN_FIELDS = {
 # refused. (path pattern, why). "*" stands for any provider name / list index.
 UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
     ("$.governance.routing_rules", "routing rules are not supported yet"),
-    ("$.governance.model_configs", "model-level budgets and rate limits are not supported yet"),
-    ("$.providers.*.budget_id", "provider-level budgets are not supported yet"),
-    ("$.providers.*.rate_limit_id", "provider-level rate limits are not supported yet"),
     ("$.providers.*.proxy_config", "upstream proxies are not supported yet (requests would go direct)"),
     ("$.guardrails_config", "guardrails are not supported yet (requests they would block would be served)"),
 )
 # Enforced since they were first refused: the governance plugin's required_headers
 # (client.required_headers), custom_provider_config.allowed_requests and
 # request_path_overrides (server/app.py, gateway/routing.py, providers/openai.py), a virtual
-# key's provider_configs[].budget / rate_limit (governance/engine.py), and
-# client.header_filter_config (server/app.py).
+# key's provider_configs[].budget / rate_limit and governance.model_configs
+# (governance/engine.py), and client.header_filter_config (server/app.py).
 
 
 def fold(raw: dict[str, Any], out: list[Problem]) -> None:
@@ -66,6 +63,7 @@ def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     _check_azure_entra(raw, out)
     _check_logs_store(raw, out)
     _fold_auth_config(raw, out)
+    _fold_provider_limits(raw, out)
     _refuse_unsupported(raw, out)
     _fold_digit_ports(raw)
 
@@ -354,6 +352,30 @@ def _fold_auth_config(raw: dict[str, Any], out: list[Problem]) -> None:
                                "uses client.admin_token", "warning"))
         else:
             out.append(Problem(path, "dashboard login is not supported: the management API uses client.admin_token", "warning"))
+
+
+def _fold_provider_limits(raw: dict[str, Any], out: list[Problem]) -> None:
+    """A provider's own ``budget_id`` / ``rate_limit_id`` (Bifrost's global provider budget,
+    the same entry as a model limit on every model of the provider): folded into
+    ``governance.model_configs`` as ``{"model_name": "*", "provider": name}``."""
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return
+    for name, entry in providers.items():
+        if not isinstance(entry, dict):
+            continue
+        refs = {f: entry.pop(f) for f in ("budget_id", "rate_limit_id") if f in entry}
+        refs = {f: v for f, v in refs.items() if v not in (None, "")}
+        if not refs:
+            continue
+        gov = raw.setdefault("governance", {})
+        configs = gov.setdefault("model_configs", []) if isinstance(gov, dict) else None
+        if not isinstance(configs, list):
+            continue  # reported by the schema check
+        configs.append({"id": f"provider:{name}", "model_name": "*", "provider": name, "scope": "global", **refs})
+        for field in refs:
+            out.append(Problem(f"{child('$.providers', str(name))}.{field}",
+                               "enforced as a model limit on every model of this provider (governance.model_configs)", NOTE))
 
 
 # ----------------------------------------------------------------------------- refusals

@@ -217,6 +217,7 @@ class BudgetConfig(Base, kw_only=True):
 
 class RateLimitConfig(Base):
     id: str | None = None
+    metric: str | None = None  # Bifrost's single-metric rows (model_configs[].rate_limit_ids): requests | tokens
     request_max_limit: NonNegInt | None = None  # requests per request_reset_duration
     request_reset_duration: str | None = None
     token_max_limit: NonNegInt | None = None  # tokens (prompt + completion) per token_reset_duration
@@ -261,6 +262,20 @@ class ProviderGrantConfig(OwnerLimits, kw_only=True):
             self.key_ids = [*(self.key_ids or ()), *named]
 
 
+class ModelConfigConfig(OwnerLimits, kw_only=True):
+    """Bifrost's model limit (``governance.model_configs``): budgets and rate limits on the
+    requests for one model (or ``*``), optionally of one provider, of all traffic (``global``)
+    or of one virtual key (``virtual_key`` + ``scope_id``)."""
+
+    id: str | None = None
+    model_name: str
+    provider: str | None = None  # None: any provider
+    scope: str = "global"  # global | virtual_key
+    scope_id: str | None = None  # the virtual key's id (scope virtual_key)
+    rate_limit_ids: list[str] = []  # several windows (governance.rate_limits ids)
+    calendar_aligned: bool = False
+
+
 class CustomerConfig(OwnerLimits, kw_only=True):
     id: str | None = None  # default: the name
     name: str
@@ -296,6 +311,7 @@ class GovernanceConfig(Base):
     rate_limits: list[RateLimitConfig] = []
     auth_config: Any = None  # accepted (Bifrost's dashboard login)
     routing_rules: Any = None  # not supported: refused when non-empty
+    model_configs: list[ModelConfigConfig] = []  # model limits (governance/engine.py)
 
 
 class PriceOverride(Base, kw_only=True):

@@ -128,6 +128,7 @@ class Gateway:
     async def start(self) -> None:
         normalized = normalize(self.config.governance, set(self.config.providers), int(time.time() * 1000),
                                GeneratedValues(self.app_dir).value)
+        self.governance.model_limits = tuple(normalized.model_limits)
         db = open_database(self.config.config_store, self.app_dir, "config.db")
         if db is None:
             self._install(self.config.providers)
@@ -296,26 +297,29 @@ class Gateway:
         vk = gov.identify(vk_value, now_ms) if vk_value is not None or gov.mandatory else None
         targets = gov.targets(vk, req.get("model"), req.pop("fallbacks", None), default, self.routes, now_ms)
         targets = serving(targets, request_type(record.endpoint, record.stream))
-        if vk is None:
+        if vk is None and not gov.model_limits:
             return targets, None
-        record.virtual_key_id = vk.id
+        if vk is not None:
+            record.virtual_key_id = vk.id
         max_tokens = req.get("max_tokens") or req.get("max_completion_tokens")
         if type(max_tokens) is not int or max_tokens <= 0:  # no bound given: reserve an estimate
             max_tokens = self.completion_estimate
-        allowed = gov.allowed_keys(vk) if vk.provider_configs else None
+        allowed = gov.allowed_keys(vk) if vk is not None and vk.provider_configs else None
         # ~4 bytes of JSON per prompt token: a reservation, corrected when the answer comes.
         try:
             record.admission = admission = gov.admit(vk, body_size // 4, max_tokens, now_ms, targets[0])
         except AwaitGrant as pending:  # near a fleet limit: the route awaits admit_later
             pending.retry = lambda: self._admit_again(vk, body_size // 4, max_tokens, record, targets, allowed)
             raise
-        record.head_lines = admission[-1]
+        if admission is not None:  # None: no key, and no model limit matched
+            record.head_lines = admission[-1]
         return targets, allowed
 
     def _admit_again(self, vk, prompt: int, max_tokens: int, record: RequestRecord,
                      targets: list[Target], allowed: dict | None) -> tuple[list[Target], dict | None]:
         record.admission = admission = self.governance.admit(vk, prompt, max_tokens, int(time.time() * 1000), targets[0])
-        record.head_lines = admission[-1]
+        if admission is not None:
+            record.head_lines = admission[-1]
         return targets, allowed
 
     async def admit_later(self, pending: AwaitGrant) -> tuple[list[Target], dict | None]:

@@ -28,10 +28,20 @@ from ..errors import (
     VirtualKeyRequired,
 )
 from ..gateway.routing import Routes, Target, fallback_list, model_field
-from .model import Budget, Customer, Owner, ProviderGrant, RateLimit, Team, VirtualKey, hash_value
+from .model import (
+    Budget,
+    Customer,
+    ModelLimit,
+    Owner,
+    ProviderGrant,
+    RateLimit,
+    Team,
+    VirtualKey,
+    hash_value,
+)
 from .pricing import Price, Pricing
 
-LABELS = {"vk": "virtual key", "team": "team", "customer": "customer", "provider": "virtual key"}
+LABELS = {"vk": "virtual key", "team": "team", "customer": "customer", "provider": "virtual key", "model": "model limit"}
 
 
 class Check:
@@ -153,19 +163,30 @@ class GovernanceState:
         self.by_value: dict[str, VirtualKey] = {}
         self.plans: dict[str, Plan] = {}
 
-    def plan(self, vk: VirtualKey, grant: ProviderGrant | None = None) -> Plan:
+    def plan(self, vk: VirtualKey | None, grant: ProviderGrant | None = None,
+             models: tuple[ModelLimit, ...] = (), key: str | None = None) -> Plan:
         """Every limit of the key, its team and its customer, compiled once; with ``grant``
         (a provider grant with limits of its own) that grant's limits too, in a plan of their
-        own for requests to that provider (``plan_key``)."""
-        key = vk.id if grant is None else plan_key(vk, grant.provider)
+        own for requests to that provider (``plan_key``); with ``models``, the model limits
+        the request's first target matches (``key`` then names the combination)."""
+        if key is None:
+            assert vk is not None
+            key = vk.id if grant is None else plan_key(vk, grant.provider)
         hit = self.plans.get(key)
         if hit is None:
             checks: list[Check] = []
-            for level, owner in self.levels(vk):
-                _owner_checks(checks, level, owner, level, owner.id, owner.rate_limit, owner.budgets)
-            if grant is not None:
+            if vk is not None:
+                for level, owner in self.levels(vk):
+                    _owner_checks(checks, level, owner, level, owner.id, owner.rate_limit, owner.budgets)
+            if grant is not None and vk is not None:
                 _owner_checks(checks, "provider", vk, "provider", f"{vk.id}:{grant.provider}", grant.rate_limit,
                               grant.budgets, grant.provider)
+            for m in models:
+                _owner_checks(checks, "model", m, "model", m.id, None, m.budgets)
+                for rl in m.rate_limits:
+                    _owner_checks(checks, "model", m, "model", m.id, rl, [])
+            if len(self.plans) > 100_000:
+                self.plans.clear()
             hit = self.plans[key] = Plan(checks)
         return hit
 
@@ -235,6 +256,9 @@ class Governance:
     def __init__(self, counters: Counters, pricing: Pricing, mandatory: bool, rng: random.Random | None = None):
         self.counters = counters
         self.shared = counters.shared  # cluster mode: limits are the fleet's (see _fleet)
+        # governance.model_configs (from the file only: never changed at run time)
+        self.model_limits: tuple[ModelLimit, ...] = ()
+        self._model_matches: dict[tuple[str, str, str], tuple[ModelLimit, ...]] = {}
         self.pricing = pricing
         self.mandatory = mandatory
         self.state = GovernanceState()
@@ -342,10 +366,19 @@ class Governance:
         state = self.state
         if scope == "budget":
             grants = [g for vk in state.vks.values() for g in vk.provider_configs]
-            for owner in (*state.vks.values(), *state.teams.values(), *state.customers.values(), *grants):
+            for owner in (*state.vks.values(), *state.teams.values(), *state.customers.values(), *grants, *self.model_limits):
                 for b in owner.budgets:
                     if b.id == owner_id and b.reset_duration == duration:
                         return int(b.max_limit * 1_000_000), duration, b.calendar_aligned, b.created_at
+            return None
+        if scope == "model":  # a model limit's windows
+            for m in self.model_limits:
+                if m.id == owner_id:
+                    for rl in m.rate_limits:
+                        if metric == "requests" and rl.request_max_limit is not None and rl.request_reset_duration == duration:
+                            return int(rl.request_max_limit), duration, True, 0
+                        if metric == "tokens" and rl.token_max_limit is not None and rl.token_reset_duration == duration:
+                            return int(rl.token_max_limit), duration, True, 0
             return None
         if scope == "provider":  # a key's rate limit on one provider: "<vk id>:<provider>"
             vk_id, _, provider = owner_id.rpartition(":")
@@ -366,14 +399,32 @@ class Governance:
 
     # -- may it pass -------------------------------------------------------------------------
 
-    def admit(self, vk: VirtualKey, prompt_tokens: int, max_tokens: int, now_ms: int,
-              target: Target | None = None) -> Admission:
+    def matching_models(self, vk: VirtualKey | None, target: Target | None) -> tuple[ModelLimit, ...]:
+        """The model limits a request to ``target`` counts against (cached per combination)."""
+        if not self.model_limits or target is None:
+            return ()
+        key = (target.provider.name, target.model, vk.id if vk is not None else "")
+        hit = self._model_matches.get(key)
+        if hit is None:
+            if len(self._model_matches) > 10_000:
+                self._model_matches.clear()
+            hit = self._model_matches[key] = tuple(m for m in self.model_limits if m.matches(*key[:2], vk.id if vk else None))
+        return hit
+
+    def admit(self, vk: VirtualKey | None, prompt_tokens: int, max_tokens: int, now_ms: int,
+              target: Target | None = None) -> Admission | None:
         """Check every limit of the key, its team and its customer and reserve, all or nothing.
         ``target``: where the request goes first; in cluster mode budgets reserve its
         worst-case cost (the prompt estimate and ``max_tokens`` at that model's price)."""
         state = self.state
-        grant = vk.limited_grant(target.provider.name) if target is not None and vk.provider_configs else None
-        if grant is None:
+        grant = vk.limited_grant(target.provider.name) if vk is not None and target is not None and vk.provider_configs else None
+        models = self.matching_models(vk, target) if self.model_limits else ()
+        if models:  # model limits (governance.model_configs) apply: a plan per combination
+            key = f"{vk.id if vk else ''}\x00{grant.provider if grant else ''}\x00" + "\x00".join(m.id for m in models)
+            plan = state.plans.get(key) or state.plan(vk, grant, models, key)
+        elif vk is None:
+            return None  # no key and no model limit: nothing to count
+        elif grant is None:
             plan = state.plans.get(vk.id) or state.plan(vk)
         else:  # the first target's provider has limits of its own for this key
             plan = state.plans.get(plan_key(vk, grant.provider)) or state.plan(vk, grant)

@@ -123,3 +123,20 @@ class VirtualKey(Owner, kw_only=True):
             if grant.provider == provider:
                 return grant
         return None
+
+
+class ModelLimit(Owner, kw_only=True):
+    """A model limit (Bifrost's ``governance.model_configs``): counts every request whose
+    first target is the model (or any, ``*``) of the provider (or any), of all traffic or of
+    one virtual key. Its budgets' windows count from the epoch (no creation time: the file
+    is the only source, and every node and restart must agree on the windows)."""
+
+    kind = "model"
+    model_name: str = "*"
+    provider: str | None = None
+    vk_id: str | None = None  # scope virtual_key
+    rate_limits: list[RateLimit] = []
+
+    def matches(self, provider: str, model: str, vk_id: str | None) -> bool:
+        return (self.model_name in ("*", model) and self.provider in (None, provider)
+                and (self.vk_id is None or self.vk_id == vk_id))

@@ -20,7 +20,17 @@ from ..config.schema import (
 )
 from ..config.validate import Problem, child
 from ..counters.windows import parse_duration
-from .model import Budget, Customer, ProviderGrant, RateLimit, Team, VirtualKey, hash_value, hint
+from .model import (
+    Budget,
+    Customer,
+    ModelLimit,
+    ProviderGrant,
+    RateLimit,
+    Team,
+    VirtualKey,
+    hash_value,
+    hint,
+)
 
 
 @dataclass
@@ -28,6 +38,7 @@ class Normalized:
     customers: list[Customer] = field(default_factory=list)
     teams: list[Team] = field(default_factory=list)
     virtual_keys: list[VirtualKey] = field(default_factory=list)
+    model_limits: list[ModelLimit] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -195,6 +206,7 @@ def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int,
             team_id=v.team_id, customer_id=v.customer_id, provider_configs=grants, allow_all_providers=allow_all,
             budgets=budgets, rate_limit=rate_limit, created_at=created_at, updated_at=created_at,
         ))
+    n.model_limits = _model_limits(gov, ids["virtual_keys"], provider_names, out)
     owners = {"customer_id": ids["customers"], "team_id": ids["teams"], "virtual_key_id": ids["virtual_keys"]}
     for i, b in enumerate(gov.budgets):
         for owner_field, known in owners.items():
@@ -202,6 +214,41 @@ def normalize(gov: GovernanceConfig, provider_names: set[str], created_at: int,
             if ref and ref not in known:
                 out.append(Problem(f"$.governance.budgets[{i}].{owner_field}", f"no {owner_field[:-3].replace('_', ' ')} with id {ref!r}"))
     return n
+
+
+def _model_limits(gov: GovernanceConfig, vk_ids: set[str], provider_names: set[str], out: list[Problem]) -> list[ModelLimit]:
+    """``governance.model_configs``: each limit's budgets and rate limit windows, by id from
+    governance.budgets / rate_limits or inline."""
+    shared_limits = {r.id: r for r in gov.rate_limits if r.id}
+    limits = []
+    seen: set[str] = set()
+    for i, mc in enumerate(gov.model_configs):
+        path = f"$.governance.model_configs[{i}]"
+        mid = mc.id or f"model-config-{i}"
+        if mid in seen:
+            out.append(Problem(f"{path}.id", f"duplicate id {mid!r}"))
+        seen.add(mid)
+        if mc.scope not in ("global", "virtual_key"):
+            out.append(Problem(f"{path}.scope", f"unknown scope {mc.scope!r}: use global or virtual_key"))
+        elif mc.scope == "virtual_key" and mc.scope_id not in vk_ids:
+            out.append(Problem(f"{path}.scope_id", f"no virtual key with id {mc.scope_id!r}"))
+        if mc.provider is not None and mc.provider not in provider_names:
+            out.append(Problem(f"{path}.provider", f"no provider {mc.provider!r} in this file (fine if it exists in the config store)", "warning"))
+        budgets, rate_limit = _limits(mc, f"model:{mid}", path, gov, 0, out)
+        for b in budgets:
+            b.calendar_aligned = b.calendar_aligned or mc.calendar_aligned
+        windows = [rate_limit] if rate_limit is not None else []
+        for j, ref in enumerate(mc.rate_limit_ids):
+            shared = shared_limits.get(ref)
+            if shared is None:
+                out.append(Problem(child(f"{path}.rate_limit_ids", j), f"no rate limit with id {ref!r} in governance.rate_limits"))
+            else:
+                windows.append(rate_limit_from(shared, child(f"{path}.rate_limit_ids", j), out))
+        if not budgets and not windows:
+            out.append(Problem(path, "a model limit without budgets or rate limits limits nothing (ignored)", "warning"))
+        limits.append(ModelLimit(id=mid, name=mid, model_name=mc.model_name, provider=mc.provider,
+                                 vk_id=mc.scope_id if mc.scope == "virtual_key" else None, budgets=budgets, rate_limits=windows))
+    return limits
 
 
 def grant_key_ids(grant: ProviderGrantConfig, path: str, out: list[Problem]) -> list[str] | None:
