@@ -210,6 +210,15 @@ def test_a_providers_own_budget_and_rate_limit_become_a_model_limit_on_all_its_m
     assert {n.path for n in loaded.notes} >= {"$.providers.openai.budget_id", "$.providers.openai.rate_limit_id"}
 
 
+def test_enforced_restrictions_are_listed_as_used():
+    config = with_vk(rate_limit={"request_max_limit": 1, "request_reset_duration": "1m"})
+    config["client"] = {"required_headers": ["X-Tenant-ID"], "header_filter_config": {"denylist": ["x-internal"]}}
+    notes = {n.path: n.message for n in load_data(config, ENV).notes}
+    assert notes["$.client.required_headers"].startswith("enforced: ")
+    assert notes["$.client.header_filter_config"].startswith("enforced: ")
+    assert notes["$.governance.virtual_keys[0].provider_configs[0].rate_limit"].startswith("enforced: ")
+
+
 # --------------------------------------------------------------------------- refused
 
 ALL_SERVED = ["list_models", "text_completion", "text_completion_stream", "chat_completion", "chat_completion_stream", "embedding"]

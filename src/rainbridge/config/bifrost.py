@@ -64,6 +64,7 @@ def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     _check_logs_store(raw, out)
     _fold_auth_config(raw, out)
     _fold_provider_limits(raw, out)
+    _note_enforced(raw, out)
     _refuse_unsupported(raw, out)
     _fold_digit_ports(raw)
 
@@ -376,6 +377,27 @@ def _fold_provider_limits(raw: dict[str, Any], out: list[Problem]) -> None:
         for field in refs:
             out.append(Problem(f"{child('$.providers', str(name))}.{field}",
                                "enforced as a model limit on every model of this provider (governance.model_configs)", NOTE))
+
+
+# Restricting Bifrost settings rainbridge enforces, said in `config check`'s "used" group.
+ENFORCED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
+    ("$.client.required_headers", "requests without these headers answer 400 missing_required_headers"),
+    ("$.client.header_filter_config", "filters the x-bf-eh-* headers forwarded upstream"),
+    ("$.providers.*.custom_provider_config.allowed_requests", "other request types answer 400 request_type_not_allowed"),
+    ("$.providers.*.custom_provider_config.request_path_overrides", "requests of these types go to these paths"),
+    ("$.governance.virtual_keys[*].provider_configs[*].budget", "a budget on this provider's requests"),
+    ("$.governance.virtual_keys[*].provider_configs[*].budget_id", "a budget on this provider's requests"),
+    ("$.governance.virtual_keys[*].provider_configs[*].rate_limit", "a rate limit on this provider's requests"),
+    ("$.governance.virtual_keys[*].provider_configs[*].rate_limit_id", "a rate limit on this provider's requests"),
+    ("$.governance.model_configs", "model limits, checked with every other limit"),
+)
+
+
+def _note_enforced(raw: dict[str, Any], out: list[Problem]) -> None:
+    for pattern, what in ENFORCED_RESTRICTIONS:
+        for path, value in matches(raw, pattern):
+            if _present(value):
+                out.append(Problem(path, f"enforced: {what}", NOTE))
 
 
 # ----------------------------------------------------------------------------- refusals
