@@ -273,3 +273,27 @@ def test_every_route_needs_the_admin_token_and_reveals_nothing(gw):
     api = Api(gw)
     assert sorted(p["name"] for p in api("GET", "/api/providers")["providers"]) == ["anthropic", "openai"]
     assert api("GET", "/api/providers/openai/keys")["keys"][0]["weight"] == 1
+
+
+def test_a_provider_created_through_the_api_enforces_allowed_requests_and_path_overrides(gw, mock):
+    """Bifrost's custom_provider_config through the API: a type it does not allow answers 400
+    request_type_not_allowed; an allowed one goes to its overridden path."""
+    api = Api(gw)
+    api("POST", "/api/providers", {"name": "chatonly", "network_config": {"base_url": mock.url},
+                                   "custom_provider_config": {"base_provider_type": "openai",
+                                                              "allowed_requests": {"chat_completion": True},
+                                                              "request_path_overrides": {"chat_completion": "/chat/completions"}}},
+        expect=201)
+    api("POST", "/api/providers/chatonly/keys", {"name": "k", "value": secret("chatonly")}, expect=201)
+    before = mock.stats()["by_path"].get("/chat/completions", 0)
+    assert chat(gw, "chatonly/gpt-4o").choices
+    assert mock.stats()["by_path"].get("/chat/completions", 0) == before + 1
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0, timeout=20)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="chatonly/text-embedding-3-small", input="hi")
+    assert caught.value.body["code"] == "request_type_not_allowed"
+    reply = api("POST", "/api/providers", {"name": "anthro", "network_config": {"base_url": mock.url},
+                                           "custom_provider_config": {"base_provider_type": "anthropic",
+                                                                      "request_path_overrides": {"chat_completion": "/x"}}},
+                expect=400)
+    assert reply["error"]["param"] == "custom_provider_config.request_path_overrides"
