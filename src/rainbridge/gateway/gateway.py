@@ -37,6 +37,8 @@ from ..store.db import Database
 from ..store.governance_repo import GovernanceRepo, config_version
 from ..store.migrate import check, migrate
 from ..store.request_log import LogWriter
+from ..telemetry.health import GatewayCollector
+from ..telemetry.requests import RequestMetrics, metrics_enabled
 from ..telemetry.tracing import Tracing, settings_from_plugins
 from ..upstream import UpstreamClient
 from .propagation import ConfigPropagation, poll_interval
@@ -100,6 +102,9 @@ class Gateway:
         settings = settings_from_plugins(self.config.plugins)
         self.tracing = Tracing(settings, self.node_id) if settings is not None else None
         self.traffic = Traffic()  # requests, errors, latency: the dashboard's per-node numbers
+        # Bifrost's request metrics (the telemetry plugin, on unless disabled in plugins[]).
+        self.request_metrics = RequestMetrics(client.prometheus_labels) if metrics_enabled(self.config.plugins) else None
+        self.metrics.register(GatewayCollector(self))
         if isinstance(self.counters, FleetCounters):
             self.counters.resolve = self._fleet_limit
             self.counters.traffic = self.traffic.snapshot  # in every member's status row
@@ -298,6 +303,8 @@ class Gateway:
         if vk is None:
             return targets, None
         record.virtual_key_id = vk.id
+        if self.request_metrics is not None:
+            record.vk_labels = self.request_metrics.vk_labels(vk, gov.state)
         max_tokens = req.get("max_tokens") or req.get("max_completion_tokens")
         if type(max_tokens) is not int or max_tokens <= 0:  # no bound given: reserve an estimate
             max_tokens = self.completion_estimate
@@ -355,7 +362,8 @@ class Gateway:
         span = record.span
         admission = record.admission
         writer = self.log_writer
-        if admission is None and writer is None and span is None:
+        metrics = self.request_metrics
+        if admission is None and writer is None and span is None and metrics is None:
             return
         if record.prompt_tokens is None and record.completion_tokens is None and record.response_body is not None:
             found = extract_usage(record.response_body)  # (streams saw theirs on the way)
@@ -366,11 +374,21 @@ class Gateway:
             record.admission = None  # settled once
             prompt, completion = record.charged_tokens()
             cost = self.governance.settle(admission, record.provider, record.model, prompt, completion)
+        if metrics is not None:
+            if cost is None and record.provider is not None and (record.prompt_tokens or record.completion_tokens):
+                cost = self.governance.pricing.cost(record.provider, record.model or "", record.prompt_tokens or 0,
+                                                    record.completion_tokens or 0)
+            metrics.observe(record, time.perf_counter(), cost or 0.0)
         if writer is not None:
             writer.record(log_row(record, self.log_ids.next(), self.node_id, cost))
         if span is not None:
             record.span = None
             self.tracing.end_request(span, record, cost)  # type: ignore[union-attr]
+
+    async def scrape_registry(self):
+        """What ``GET /metrics`` renders: this worker's registry (the whole pod's with
+        ``--workers N``: see telemetry/pod.py)."""
+        return self.metrics
 
     # -- health and models ------------------------------------------------------------------
 
