@@ -103,7 +103,7 @@ class Gateway:
         self.tracing = Tracing(settings, self.node_id) if settings is not None else None
         self.traffic = Traffic()  # requests, errors, latency: the dashboard's per-node numbers
         # Bifrost's request metrics (the telemetry plugin, on unless disabled in plugins[]).
-        self.request_metrics = RequestMetrics(client.prometheus_labels) if metrics_enabled(self.config.plugins) else None
+        self.request_metrics = RequestMetrics(client.prometheus_labels, self.governance.pricing) if metrics_enabled(self.config.plugins) else None
         self.metrics.register(GatewayCollector(self))
         if isinstance(self.counters, FleetCounters):
             self.counters.resolve = self._fleet_limit
@@ -375,10 +375,7 @@ class Gateway:
             prompt, completion = record.charged_tokens()
             cost = self.governance.settle(admission, record.provider, record.model, prompt, completion)
         if metrics is not None:
-            if cost is None and record.provider is not None and (record.prompt_tokens or record.completion_tokens):
-                cost = self.governance.pricing.cost(record.provider, record.model or "", record.prompt_tokens or 0,
-                                                    record.completion_tokens or 0)
-            metrics.observe(record, time.perf_counter(), cost or 0.0)
+            metrics.observe(record, time.perf_counter(), cost)
         if writer is not None:
             writer.record(log_row(record, self.log_ids.next(), self.node_id, cost))
         if span is not None:

@@ -53,16 +53,7 @@ GOVERNANCE_REFUSALS = frozenset({
     "virtual_key_required", "virtual_key_not_found", "virtual_key_blocked", "provider_blocked", "model_blocked",
     "budget_exceeded", "request_limited", "token_limited",
 })
-SMALL = tuple(str(i) for i in range(64))  # retries and fallback index without str()
-STATUSES = {code: str(code) for code in range(100, 600)}
-
-
-def _small(n: int) -> str:
-    return SMALL[n] if n < 64 else str(n)
-
-
-def _status(code: int) -> str:
-    return STATUSES.get(code) or str(code)
+UNPRICED = object()
 
 
 def metrics_enabled(plugins: Any) -> bool:
@@ -112,7 +103,7 @@ class HttpSeries:
 
 class UpstreamSeries:
     __slots__ = ("cost", "errors", "first_token", "input_tokens", "inter_token", "latency_error", "latency_ok",
-                 "output_tokens", "requests", "success")
+                 "output_tokens", "price", "requests", "success")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -125,6 +116,18 @@ class UpstreamSeries:
         self.latency_error = Histogram(len(UPSTREAM_BUCKETS))
         self.first_token = Histogram(len(DEFAULT_BUCKETS))
         self.inter_token = Histogram(len(DEFAULT_BUCKETS))
+        self.price: Any = UNPRICED  # the model's price, looked up once per series
+
+
+class Slot:
+    """The series one kind of request counts in: its http_* and (when a provider was asked)
+    its bifrost_* series."""
+
+    __slots__ = ("http", "upstream")
+
+    def __init__(self, http: HttpSeries) -> None:
+        self.http = http
+        self.upstream: UpstreamSeries | None = None
 
 
 class SeriesTable:
@@ -175,7 +178,8 @@ class RequestMetrics:
     ``custom_labels``: ``client.prometheus_labels``, filled per request from the
     ``x-bf-dim-<label>`` headers (empty when absent)."""
 
-    def __init__(self, custom_labels: Sequence[str] = ()) -> None:
+    def __init__(self, custom_labels: Sequence[str] = (), pricing: Any = None) -> None:
+        self.pricing = pricing  # governance.pricing.Pricing: the cost of requests governance did not price
         self.custom_labels = tuple(custom_labels)
         self.dim_headers = tuple(b"x-bf-dim-" + label.encode() for label in self.custom_labels)
         self.no_dims = ("",) * len(self.custom_labels)
@@ -183,6 +187,7 @@ class RequestMetrics:
         self.upstream = SeriesTable(len(BIFROST_LABELS) + len(self.custom_labels), UpstreamSeries)
         self.reasons = SeriesTable(1, lambda: None)  # bounds the values of `reason`
         self.error_series = 0
+        self._routes: dict[tuple, Slot] = {}  # request key -> its series (see observe)
         self.decisions: dict[str, int] = {}  # governance decision -> count
         self._vk_labels: dict[str, tuple[str, ...]] = {}
         self._vk_state: object = None
@@ -213,44 +218,71 @@ class RequestMetrics:
                 self._vk_labels[vk.id] = labels
         return labels
 
-    def observe(self, record: Any, now: float, cost: float) -> None:
-        """One finished inference request (``Gateway.finish``)."""
-        dims = record.dims
+    def observe(self, record: Any, now: float, cost: float | None) -> None:
+        """One finished inference request (``Gateway.finish``); ``cost``: what governance
+        charged, None when it did not price the request (the series' price is used)."""
+        # One lookup finds both series (http_* and bifrost_*): the key holds the objects the
+        # label values come from (hashed by identity or cached string hashes), the label
+        # tuples are built once per key in _route. Histogram observes are written out: a
+        # method call each would cost more than the add.
+        vk = record.vk_labels
         status = record.status
-        s = self.http.get((record.path, "POST", _status(status), *dims))
+        job = record.job
+        if job is not None and job.target is not None:
+            target = job.target
+            key = (record.path, status, target.provider, target.model, job.op, job.stream, vk, job.key, job.retries,
+                   job.fallback_index, record.dims)
+        else:
+            job = None
+            key = (record.path, status, None, None, None, None, None, None, 0, 0, record.dims)
+        slot = self._routes.get(key)
+        if slot is None:
+            slot = self._route(key)
+        s = slot.http
         s.requests += 1
-        s.duration.observe(DEFAULT_BUCKETS, now - record.started)
-        if record.request_bytes > 0:
-            s.request_size.observe(SIZE_BUCKETS, record.request_bytes)
-        if record.response_bytes > 0:
-            s.response_size.observe(SIZE_BUCKETS, record.response_bytes)
+        h = s.duration
+        value = now - record.started
+        h.counts[bisect_left(DEFAULT_BUCKETS, value)] += 1
+        h.total += value
+        size = record.request_bytes
+        if size > 0:
+            h = s.request_size
+            h.counts[bisect_left(SIZE_BUCKETS, size)] += 1
+            h.total += size
+        size = record.response_bytes
+        if size > 0:
+            h = s.response_size
+            h.counts[bisect_left(SIZE_BUCKETS, size)] += 1
+            h.total += size
         error = record.error_type
         if error in GOVERNANCE_REFUSALS:
             self.decisions[error] = self.decisions.get(error, 0) + 1
-        elif record.vk_labels is not NO_KEY:
+        elif vk is not NO_KEY:
             self.decisions["allowed"] = self.decisions.get("allowed", 0) + 1
-        job = record.job
-        if job is None or job.target is None:
+        if job is None:
             return  # refused before any provider was asked: no bifrost_* series
-        key = job.key
-        target = job.target
-        u = self.upstream.get((
-            target.provider.name, target.model, METHODS[job.op, job.stream], *record.vk_labels[:2],
-            key.id if key is not None else "", key.name if key is not None else "",
-            _small(job.retries), _small(job.fallback_index), *record.vk_labels[2:], *dims,
-        ))
+        u = slot.upstream
         u.requests += 1
-        latency = now - job.started
+        value = now - job.started
         if error is None and status == 200:
             u.success += 1
-            u.latency_ok.observe(UPSTREAM_BUCKETS, latency)
+            h = u.latency_ok
         else:
-            u.latency_error.observe(UPSTREAM_BUCKETS, latency)
+            h = u.latency_error
             self._error(u, error or "unknown")
-        if record.prompt_tokens:
-            u.input_tokens += record.prompt_tokens
-        if record.completion_tokens:
-            u.output_tokens += record.completion_tokens
+        h.counts[bisect_left(UPSTREAM_BUCKETS, value)] += 1
+        h.total += value
+        prompt = record.prompt_tokens
+        completion = record.completion_tokens
+        if prompt or completion:
+            u.input_tokens += prompt or 0
+            u.output_tokens += completion or 0
+            if cost is None:
+                price = u.price
+                if price is UNPRICED:
+                    price = u.price = self.pricing.price(target.provider.name, target.model) if self.pricing else None
+                if price is not None:
+                    cost = (prompt or 0) * price.input_per_token + (completion or 0) * price.output_per_token
         if cost:
             u.cost += cost
         if record.first_token is not None:
@@ -258,6 +290,23 @@ class RequestMetrics:
             gaps = record.gaps
             if gaps is not None:
                 u.inter_token.add(gaps, record.gap_total)
+
+    def _route(self, key: tuple) -> Slot:
+        """The series of a request key seen for the first time (caps applied)."""
+        path, status, provider, model, op, stream, vk, pkey, retries, fallback, dims = key
+        dims = dims or self.no_dims
+        slot = Slot(self.http.get((path, "POST", str(status), *dims)))
+        if provider is not None:
+            vk = vk or NO_KEY
+            slot.upstream = self.upstream.get((
+                provider.name, model, METHODS[op, stream], vk[0], vk[1],
+                pkey.id if pkey is not None else "", pkey.name if pkey is not None else "",
+                str(retries), str(fallback), vk[2], vk[3], vk[4], vk[5], *dims,
+            ))
+        if len(self._routes) >= 4 * MAX_SERIES_PER_METRIC:
+            self._routes.clear()  # a cache of the tables' lookups: dropping it loses nothing
+        self._routes[key] = slot
+        return slot
 
     def _error(self, series: UpstreamSeries, reason: str) -> None:
         reason = self.reasons.bound_value(0, reason)
