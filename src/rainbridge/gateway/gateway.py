@@ -105,6 +105,7 @@ class Gateway:
         # Bifrost's request metrics (the telemetry plugin, on unless disabled in plugins[]).
         self.request_metrics = RequestMetrics(client.prometheus_labels, self.governance.pricing) if metrics_enabled(self.config.plugins) else None
         self.metrics.register(GatewayCollector(self))
+        self.pod_metrics = None  # telemetry.pod.PodMetrics with --workers N (set by server/run.py)
         if isinstance(self.counters, FleetCounters):
             self.counters.resolve = self._fleet_limit
             self.counters.traffic = self.traffic.snapshot  # in every member's status row
@@ -148,6 +149,8 @@ class Gateway:
                 log.info("restored %d usage counter(s) from the store", loaded)
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
         self.counters_loaded = True  # loaded, or nothing to load (no store)
+        if self.pod_metrics is not None:
+            await self.pod_metrics.start()
         if self.config.client.enable_logging:
             await self._open_logs()
         if self.cluster is not None:
@@ -280,6 +283,8 @@ class Gateway:
             await self.cluster.stop()
         if self.log_writer is not None:
             await self.log_writer.stop()
+        if self.pod_metrics is not None:
+            await self.pod_metrics.stop()
         if self.tracing is not None:  # export buffered spans (bounded by the SDK's timeout)
             await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
             self.tracing = None
@@ -383,8 +388,10 @@ class Gateway:
             self.tracing.end_request(span, record, cost)  # type: ignore[union-attr]
 
     async def scrape_registry(self):
-        """What ``GET /metrics`` renders: this worker's registry (the whole pod's with
-        ``--workers N``: see telemetry/pod.py)."""
+        """What ``GET /metrics`` renders: this worker's registry, or the whole pod's with
+        ``--workers N`` (telemetry/pod.py)."""
+        if self.pod_metrics is not None:
+            return await self.pod_metrics.merged()
         return self.metrics
 
     # -- health and models ------------------------------------------------------------------

@@ -1,0 +1,24 @@
+"""--workers 2: whichever worker the kernel hands a scrape to answers for the whole pod."""
+
+from __future__ import annotations
+
+from support import GatewayProcess
+from test_metrics import chat, config, one, samples, scrape
+
+REQUESTS = 40  # each on its own connection: SO_REUSEPORT spreads them over both workers
+
+
+def test_every_scrape_of_a_two_worker_pod_counts_every_request(mock, tmp_path):
+    gw = GatewayProcess(tmp_path, config(mock.url), workers=2)
+    try:
+        for _ in range(REQUESTS):
+            assert chat(gw.url, "openai/gpt-4o-mini", {"x-bf-dim-env": "prod"})[0] == 200
+        for _ in range(6):  # each scrape is a new connection, to either worker
+            found = samples(scrape(gw.url)[1])
+            assert one(found, "bifrost_upstream_requests_total", provider="openai", env="prod") == REQUESTS
+            assert one(found, "http_requests_total", status="200", env="prod") == REQUESTS
+            assert one(found, "bifrost_upstream_latency_seconds_count", provider="openai", is_success="true") == REQUESTS
+            assert one(found, "rainbridge_provider_active_requests", provider="openai") == 0
+    finally:
+        assert gw.stop() == 0
+    assert "left out of this scrape" not in gw.log()
