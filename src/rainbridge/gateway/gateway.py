@@ -38,6 +38,7 @@ from ..store.governance_repo import GovernanceRepo, config_version
 from ..store.migrate import check, migrate
 from ..store.request_log import LogWriter
 from ..telemetry.health import GatewayCollector
+from ..telemetry.push import Pusher, push_settings
 from ..telemetry.requests import RequestMetrics, metrics_enabled
 from ..telemetry.tracing import Tracing, settings_from_plugins
 from ..upstream import UpstreamClient
@@ -106,6 +107,8 @@ class Gateway:
         self.request_metrics = RequestMetrics(client.prometheus_labels, self.governance.pricing) if metrics_enabled(self.config.plugins) else None
         self.metrics.register(GatewayCollector(self))
         self.pod_metrics = None  # telemetry.pod.PodMetrics with --workers N (set by server/run.py)
+        push = push_settings(self.config.plugins)  # a bad push_gateway config stops start-up
+        self.pusher = Pusher(push, self.scrape_registry) if push is not None else None  # worker 0's only
         if isinstance(self.counters, FleetCounters):
             self.counters.resolve = self._fleet_limit
             self.counters.traffic = self.traffic.snapshot  # in every member's status row
@@ -151,6 +154,8 @@ class Gateway:
         self.counters_loaded = True  # loaded, or nothing to load (no store)
         if self.pod_metrics is not None:
             await self.pod_metrics.start()
+        if self.pusher is not None:
+            self.pusher.start()
         if self.config.client.enable_logging:
             await self._open_logs()
         if self.cluster is not None:
@@ -260,6 +265,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Called once every request is settled: write the final usage, then leave."""
+        if self.pusher is not None:  # the pod is going: its group leaves the push gateway
+            await self.pusher.stop()
         if self._fleet_task is not None:
             self._fleet_task.cancel()
         if self.propagation is not None:

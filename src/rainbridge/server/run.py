@@ -133,6 +133,8 @@ def build_app(opts: ServeOptions, loaded: LoadedConfig):
         from ..telemetry.pod import PodMetrics
 
         gateway.pod_metrics = PodMetrics(opts.metrics_dir, opts.worker_index, gateway.metrics)
+    if opts.worker_index != 0:
+        gateway.pusher = None  # worker 0 pushes the whole pod's numbers, once
     return create_app(gateway, opts.allow_unauthenticated_admin)
 
 
