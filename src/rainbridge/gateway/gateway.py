@@ -375,7 +375,9 @@ class Gateway:
         admission = record.admission
         writer = self.log_writer
         metrics = self.request_metrics
-        if admission is None and writer is None and span is None and metrics is None:
+        if admission is None and writer is None and span is None:
+            if metrics is not None:  # tokens read from the answer in bulk, later (telemetry/requests.py)
+                metrics.observe(record, time.perf_counter(), None)
             return
         if record.prompt_tokens is None and record.completion_tokens is None and record.response_body is not None:
             found = extract_usage(record.response_body)  # (streams saw theirs on the way)

@@ -14,7 +14,7 @@ label combinations, later combinations all count in one series whose every label
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -54,6 +54,7 @@ GOVERNANCE_REFUSALS = frozenset({
     "budget_exceeded", "request_limited", "token_limited",
 })
 UNPRICED = object()
+FOLD_AT = 256  # answered requests a slot holds before adding them to its series
 
 
 def metrics_enabled(plugins: Any) -> bool:
@@ -76,6 +77,18 @@ class Histogram:
     def observe(self, bounds: tuple[float, ...], value: float) -> None:
         self.counts[bisect_left(bounds, value)] += 1
         self.total += value
+
+    def add_values(self, bounds: tuple[float, ...], values: Sequence[float]) -> None:
+        """Many observations at once: sorted in C, then one bisect per bucket bound."""
+        ordered = sorted(values)
+        counts = self.counts
+        below = 0
+        for i, bound in enumerate(bounds):
+            upto = bisect_right(ordered, bound)
+            counts[i] += upto - below
+            below = upto
+        counts[-1] += len(ordered) - below
+        self.total += sum(ordered)
 
     def add(self, counts: Sequence[int], total: float) -> None:
         mine = self.counts
@@ -121,13 +134,16 @@ class UpstreamSeries:
 
 class Slot:
     """The series one kind of request counts in: its http_* and (when a provider was asked)
-    its bifrost_* series."""
+    its bifrost_* series, and its answered requests not yet added to them (``pending``)."""
 
-    __slots__ = ("http", "upstream")
+    __slots__ = ("governed", "http", "pending", "priced", "upstream")
 
     def __init__(self, http: HttpSeries) -> None:
         self.http = http
         self.upstream: UpstreamSeries | None = None
+        self.pending: list[tuple] = []
+        self.governed = False  # requests with a virtual key: each is an "allowed" decision
+        self.priced = ("", "")  # (provider, model) whose price the cost uses
 
 
 class SeriesTable:
@@ -188,6 +204,7 @@ class RequestMetrics:
         self.reasons = SeriesTable(1, lambda: None)  # bounds the values of `reason`
         self.error_series = 0
         self._routes: dict[tuple, Slot] = {}  # request key -> its series (see observe)
+        self._slots: list[Slot] = []  # the same slots, to fold
         self.decisions: dict[str, int] = {}  # governance decision -> count
         self._vk_labels: dict[str, tuple[str, ...]] = {}
         self._vk_state: object = None
@@ -220,83 +237,129 @@ class RequestMetrics:
 
     def observe(self, record: Any, now: float, cost: float | None) -> None:
         """One finished inference request (``Gateway.finish``); ``cost``: what governance
-        charged, None when it did not price the request (the series' price is used)."""
-        # One lookup finds both series (http_* and bifrost_*): the key holds the objects the
-        # label values come from (hashed by identity or cached string hashes), the label
-        # tuples are built once per key in _route. Histogram observes are written out: a
-        # method call each would cost more than the add.
-        vk = record.vk_labels
-        status = record.status
+        charged, None when it did not price the request (the series' price is used).
+
+        The request path does as little Python as it can: one lookup finds the request's
+        series (the key holds the objects the labels come from, hashed by identity or by
+        cached string hashes; label tuples are built once per key in ``_route``), and an
+        answered request is one tuple appended to its slot. ``_fold`` adds a slot's pending
+        tuples to its series in bulk: columns by ``zip``, histograms by one sort, tokens of
+        un-parsed answers by one regex pass over the joined bodies (all in C); it runs at
+        ``FOLD_AT`` pending requests and at every scrape, so the numbers are exact then.
+        Errors and refusals (rare) are counted at once, in Python."""
         job = record.job
         if job is not None and job.target is not None:
             target = job.target
-            key = (record.path, status, target.provider, target.model, job.op, job.stream, vk, job.key, job.retries,
-                   job.fallback_index, record.dims)
+            key = (record.path, record.status, target.provider, target.model, job.op, job.stream, record.vk_labels,
+                   job.key, job.retries, job.fallback_index, record.dims)
         else:
             job = None
-            key = (record.path, status, None, None, None, None, None, None, 0, 0, record.dims)
+            key = (record.path, record.status, None, None, None, None, record.vk_labels, None, 0, 0, record.dims)
         slot = self._routes.get(key)
         if slot is None:
             slot = self._route(key)
+        if job is not None and record.error_type is None and record.status == 200:
+            pending = slot.pending
+            pending.append((now - record.started, now - job.started, record.request_bytes, record.response_bytes,
+                            record.response_body, record.prompt_tokens, record.completion_tokens, cost,
+                            record.first_token, record.gaps, record.gap_total))
+            if len(pending) >= FOLD_AT:
+                self._fold(slot)
+            return
+        self._observe_now(slot, record, now, cost)
+
+    def _observe_now(self, slot: Slot, record: Any, now: float, cost: float | None) -> None:
+        """An error or refusal: counted at once."""
         s = slot.http
         s.requests += 1
-        h = s.duration
-        value = now - record.started
-        h.counts[bisect_left(DEFAULT_BUCKETS, value)] += 1
-        h.total += value
-        size = record.request_bytes
-        if size > 0:
-            h = s.request_size
-            h.counts[bisect_left(SIZE_BUCKETS, size)] += 1
-            h.total += size
-        size = record.response_bytes
-        if size > 0:
-            h = s.response_size
-            h.counts[bisect_left(SIZE_BUCKETS, size)] += 1
-            h.total += size
+        s.duration.observe(DEFAULT_BUCKETS, now - record.started)
+        if record.request_bytes > 0:
+            s.request_size.observe(SIZE_BUCKETS, record.request_bytes)
+        if record.response_bytes > 0:
+            s.response_size.observe(SIZE_BUCKETS, record.response_bytes)
         error = record.error_type
         if error in GOVERNANCE_REFUSALS:
             self.decisions[error] = self.decisions.get(error, 0) + 1
-        elif vk is not NO_KEY:
+        elif slot.governed:
             self.decisions["allowed"] = self.decisions.get("allowed", 0) + 1
-        if job is None:
-            return  # refused before any provider was asked: no bifrost_* series
         u = slot.upstream
+        job = record.job
+        if u is None or job is None:
+            return  # refused before any provider was asked: no bifrost_* series
         u.requests += 1
         value = now - job.started
-        if error is None and status == 200:
+        if error is None and record.status == 200:
             u.success += 1
-            h = u.latency_ok
+            u.latency_ok.observe(UPSTREAM_BUCKETS, value)
         else:
-            h = u.latency_error
+            u.latency_error.observe(UPSTREAM_BUCKETS, value)
             self._error(u, error or "unknown")
-        h.counts[bisect_left(UPSTREAM_BUCKETS, value)] += 1
-        h.total += value
-        prompt = record.prompt_tokens
-        completion = record.completion_tokens
-        if prompt or completion:
-            u.input_tokens += prompt or 0
-            u.output_tokens += completion or 0
-            if cost is None:
-                price = u.price
-                if price is UNPRICED:
-                    price = u.price = self.pricing.price(target.provider.name, target.model) if self.pricing else None
-                if price is not None:
-                    cost = (prompt or 0) * price.input_per_token + (completion or 0) * price.output_per_token
+        prompt, completion = record.prompt_tokens or 0, record.completion_tokens or 0
+        u.input_tokens += prompt
+        u.output_tokens += completion
+        if cost is None and (prompt or completion):
+            price = self._price(u, slot)
+            cost = prompt * price.input_per_token + completion * price.output_per_token if price is not None else 0.0
         if cost:
             u.cost += cost
         if record.first_token is not None:
             u.first_token.observe(DEFAULT_BUCKETS, record.first_token)
-            gaps = record.gaps
-            if gaps is not None:
-                u.inter_token.add(gaps, record.gap_total)
+            if record.gaps is not None:
+                u.inter_token.add(record.gaps, record.gap_total)
+
+    def _price(self, u: UpstreamSeries, slot: Slot) -> Any:
+        if u.price is UNPRICED:
+            provider, model = slot.priced
+            u.price = self.pricing.price(provider, model) if self.pricing is not None else None
+        return u.price
+
+    def fold_all(self) -> None:
+        for slot in self._slots:
+            if slot.pending:
+                self._fold(slot)
+
+    def _fold(self, slot: Slot) -> None:
+        pending = slot.pending
+        slot.pending = []
+        n = len(pending)
+        durations, latencies, sizes_in, sizes_out, bodies, prompts, completions, costs, firsts, gaps, gap_totals = (
+            zip(*pending, strict=True))
+        s = slot.http
+        s.requests += n
+        s.duration.add_values(DEFAULT_BUCKETS, durations)
+        s.request_size.add_values(SIZE_BUCKETS, [v for v in sizes_in if v > 0] if 0 in sizes_in else sizes_in)
+        s.response_size.add_values(SIZE_BUCKETS, [v for v in sizes_out if v > 0] if 0 in sizes_out else sizes_out)
+        if slot.governed:
+            self.decisions["allowed"] = self.decisions.get("allowed", 0) + n
+        u = slot.upstream
+        assert u is not None  # only answered (routed) requests are pending
+        u.requests += n
+        u.success += n
+        u.latency_ok.add_values(UPSTREAM_BUCKETS, latencies)
+        tokens_in, tokens_out, unpriced_in, unpriced_out = _tokens(bodies, prompts, completions, costs)
+        u.input_tokens += tokens_in
+        u.output_tokens += tokens_out
+        if None not in costs:
+            u.cost += sum(costs)
+        else:
+            u.cost += sum(c for c in costs if c is not None)
+            price = self._price(u, slot) if unpriced_in or unpriced_out else None
+            if price is not None:  # cost is linear in tokens: the batch's sum is the sum of costs
+                u.cost += unpriced_in * price.input_per_token + unpriced_out * price.output_per_token
+        if firsts.count(None) != n:  # streams
+            u.first_token.add_values(DEFAULT_BUCKETS, [f for f in firsts if f is not None])
+            for counts, total in zip(gaps, gap_totals, strict=True):
+                if counts is not None:
+                    u.inter_token.add(counts, total)
 
     def _route(self, key: tuple) -> Slot:
         """The series of a request key seen for the first time (caps applied)."""
         path, status, provider, model, op, stream, vk, pkey, retries, fallback, dims = key
         dims = dims or self.no_dims
         slot = Slot(self.http.get((path, "POST", str(status), *dims)))
+        slot.governed = vk is not None and vk is not NO_KEY
         if provider is not None:
+            slot.priced = (provider.name, model)
             vk = vk or NO_KEY
             slot.upstream = self.upstream.get((
                 provider.name, model, METHODS[op, stream], vk[0], vk[1],
@@ -304,8 +367,11 @@ class RequestMetrics:
                 str(retries), str(fallback), vk[2], vk[3], vk[4], vk[5], *dims,
             ))
         if len(self._routes) >= 4 * MAX_SERIES_PER_METRIC:
+            self.fold_all()
             self._routes.clear()  # a cache of the tables' lookups: dropping it loses nothing
+            self._slots = []
         self._routes[key] = slot
+        self._slots.append(slot)
         return slot
 
     def _error(self, series: UpstreamSeries, reason: str) -> None:
@@ -324,6 +390,7 @@ class RequestMetrics:
     # -- scrape time ------------------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
+        self.fold_all()
         custom = list(self.custom_labels)
         http_labels = [*HTTP_LABELS, *custom]
         requests = CounterMetricFamily("http_requests", "Total number of HTTP requests.", labels=http_labels)
@@ -389,3 +456,35 @@ def provider_gauges(providers: dict[str, Any]) -> Iterator[Metric]:
         active.add_metric([name], provider.queue.active)
     yield depth
     yield active
+
+
+def _tokens(bodies: Sequence[bytes | None], prompts: Sequence[int | None], completions: Sequence[int | None],
+            costs: Sequence[float | None]) -> tuple[int, int, int, int]:
+    """(input, output, input without a cost, output without a cost) tokens of a batch. Tokens
+    the request path did not read (no governance, no logging) come from the answers' bodies:
+    one regex pass over them joined, when it finds exactly one OpenAI-shaped usage each;
+    else each body is read alone."""
+    if None not in prompts and None not in completions:
+        if None not in costs:
+            return sum(prompts), sum(completions), 0, 0
+        pairs = [(p, c, k) for p, c, k in zip(prompts, completions, costs, strict=True)]
+        return (sum(prompts), sum(completions), sum(p for p, _, k in pairs if k is None),
+                sum(c for _, c, k in pairs if k is None))
+    from ..gateway.record import _OPENAI_USAGE, extract_usage  # (record imports this module)
+
+    if None not in bodies and prompts.count(None) == len(prompts) and costs.count(None) == len(costs):
+        found = _OPENAI_USAGE.findall(b"\x00".join(bodies))  # type: ignore[arg-type]
+        if len(found) == len(bodies):
+            ins, outs = zip(*found, strict=True)
+            total_in, total_out = sum(map(int, ins)), sum(map(int, outs))
+            return total_in, total_out, total_in, total_out
+    total_in = total_out = free_in = free_out = 0
+    for body, p, c, k in zip(bodies, prompts, completions, costs, strict=True):
+        if p is None and c is None and body is not None:
+            p, c = extract_usage(body) or (None, None)
+        total_in += p or 0
+        total_out += c or 0
+        if k is None:
+            free_in += p or 0
+            free_out += c or 0
+    return total_in, total_out, free_in, free_out
