@@ -196,3 +196,19 @@ def test_telemetry_plugin_disabled_serves_no_request_metrics(mock, tmp_path):
         assert "rainbridge_provider_queue_depth" in found
     finally:
         gw.stop()
+
+
+@pytest.mark.parametrize("bodies", [
+    [b'{"usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}}'] * 3,
+    [b'{"usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}}',
+     b'{"choices":[{"message":{"content":"say \\"prompt_tokens\\":99,"}}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'],
+    [b'{"usage":{"prompt_tokens":3,"completion_tokens":4}}', b'{"usage":{"input_tokens":5,"output_tokens":6}}'],
+])
+def test_batched_token_counts_equal_reading_each_answer_alone(bodies):
+    from rainbridge.gateway.record import extract_usage
+    from rainbridge.telemetry.requests import _tokens
+
+    want_in = sum(extract_usage(b)[0] for b in bodies)
+    want_out = sum(extract_usage(b)[1] for b in bodies)
+    none = [None] * len(bodies)
+    assert _tokens(bodies, none, none, none) == (want_in, want_out, want_in, want_out)
