@@ -27,9 +27,7 @@ class RequestRecord:
         "admission",
         "completion_tokens",
         "content",
-        "cost",
         "dims",
-        "ended",
         "endpoint",
         "error_type",
         "finished",
@@ -70,8 +68,6 @@ class RequestRecord:
         self.last_frame = 0.0  # perf_counter() of the last frame relayed
         self.gaps: list[int] | None = None  # stream: inter-frame gaps per histogram bucket
         self.gap_total = 0.0
-        self.ended = 0.0  # perf_counter() when it was settled (the metrics' durations)
-        self.cost: float | None = None  # USD, when governance priced it
         self.wall_started = time.time()
         self.endpoint = endpoint
         self.content = content  # keep request/response content for the log

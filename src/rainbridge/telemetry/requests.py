@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
-from itertools import repeat
-from operator import add, attrgetter, sub
 from typing import Any
 
 from prometheus_client.core import (
@@ -206,8 +204,7 @@ class RequestMetrics:
         self.reasons = SeriesTable(1, lambda: None)  # bounds the values of `reason`
         self.error_series = 0
         self._routes: dict[tuple, Slot] = {}  # request key -> its series (see observe)
-        self._answered: dict[tuple, Slot] = {}  # the same for answered requests, by _ANSWERED_KEY
-        self._slots: list[Slot] = []  # the slots of both, to fold
+        self._slots: list[Slot] = []  # the same slots, to fold
         self.decisions: dict[str, int] = {}  # governance decision -> count
         self._vk_labels: dict[str, tuple[str, ...]] = {}
         self._vk_state: object = None
@@ -242,43 +239,34 @@ class RequestMetrics:
         """One finished inference request (``Gateway.finish``); ``cost``: what governance
         charged, None when it did not price the request (the series' price is used).
 
-        The request path does as little Python as it can. An answered request: its key
-        (the objects its labels come from, hashed by identity or cached string hashes) is
-        read by one C call (``_ANSWERED_KEY``), one lookup finds its slot (label tuples are
-        built once per key, in ``_route``) and the record is appended to the slot's pending
-        list. ``_fold`` adds a slot's pending records to its series in bulk, with C loops
-        (``map`` over attribute getters, one sort per histogram, usage found by ``bytes``
-        searches mapped over the answers); it runs at ``FOLD_AT`` pending requests and at
-        every scrape, so the numbers are exact then. Errors and refusals (rare) are counted
-        at once, in Python."""
+        The request path does as little Python as it can: one lookup finds the request's
+        series (the key holds the objects the labels come from, hashed by identity or by
+        cached string hashes; label tuples are built once per key in ``_route``), and an
+        answered request is one tuple appended to its slot. ``_fold`` adds a slot's pending
+        tuples to its series in bulk: columns by ``zip``, histograms by one sort, tokens of
+        un-parsed answers by one regex pass over the joined bodies (all in C); it runs at
+        ``FOLD_AT`` pending requests and at every scrape, so the numbers are exact then.
+        Errors and refusals (rare) are counted at once, in Python."""
         job = record.job
-        if job is not None and record.error_type is None and record.status == 200:
-            record.ended = now
-            record.cost = cost
-            key = _ANSWERED_KEY(record)
-            slot = self._answered.get(key)
-            if slot is None:
-                slot = self._answered_route(key)
-            pending = slot.pending
-            pending.append(record)
-            if len(pending) >= FOLD_AT:
-                self._fold(slot)
-            return
         if job is not None and job.target is not None:
             target = job.target
             key = (record.path, record.status, target.provider, target.model, job.op, job.stream, record.vk_labels,
                    job.key, job.retries, job.fallback_index, record.dims)
         else:
+            job = None
             key = (record.path, record.status, None, None, None, None, record.vk_labels, None, 0, 0, record.dims)
         slot = self._routes.get(key)
         if slot is None:
             slot = self._route(key)
+        if job is not None and record.error_type is None and record.status == 200:
+            pending = slot.pending
+            pending.append((now - record.started, now - job.started, record.request_bytes, record.response_bytes,
+                            record.response_body, record.prompt_tokens, record.completion_tokens, cost,
+                            record.first_token, record.gaps, record.gap_total))
+            if len(pending) >= FOLD_AT:
+                self._fold(slot)
+            return
         self._observe_now(slot, record, now, cost)
-
-    def _answered_route(self, key: tuple) -> Slot:
-        path, target, op, stream, vk, pkey, retries, fallback, dims = key
-        return self._route((path, 200, target.provider, target.model, op, stream, vk, pkey, retries, fallback, dims),
-                           self._answered)
 
     def _observe_now(self, slot: Slot, record: Any, now: float, cost: float | None) -> None:
         """An error or refusal: counted at once."""
@@ -331,27 +319,24 @@ class RequestMetrics:
                 self._fold(slot)
 
     def _fold(self, slot: Slot) -> None:
-        records = slot.pending
+        pending = slot.pending
         slot.pending = []
-        n = len(records)
-        ends = list(map(_ENDED, records))
+        n = len(pending)
+        durations, latencies, sizes_in, sizes_out, bodies, prompts, completions, costs, firsts, gaps, gap_totals = (
+            zip(*pending, strict=True))
         s = slot.http
         s.requests += n
-        s.duration.add_values(DEFAULT_BUCKETS, list(map(sub, ends, map(_STARTED, records))))
-        sizes = list(map(_REQUEST_BYTES, records))
-        s.request_size.add_values(SIZE_BUCKETS, [v for v in sizes if v > 0] if 0 in sizes else sizes)
-        sizes = list(map(_RESPONSE_BYTES, records))
-        s.response_size.add_values(SIZE_BUCKETS, [v for v in sizes if v > 0] if 0 in sizes else sizes)
+        s.duration.add_values(DEFAULT_BUCKETS, durations)
+        s.request_size.add_values(SIZE_BUCKETS, [v for v in sizes_in if v > 0] if 0 in sizes_in else sizes_in)
+        s.response_size.add_values(SIZE_BUCKETS, [v for v in sizes_out if v > 0] if 0 in sizes_out else sizes_out)
         if slot.governed:
             self.decisions["allowed"] = self.decisions.get("allowed", 0) + n
         u = slot.upstream
         assert u is not None  # only answered (routed) requests are pending
         u.requests += n
         u.success += n
-        u.latency_ok.add_values(UPSTREAM_BUCKETS, list(map(sub, ends, map(_JOB_STARTED, records))))
-        costs = list(map(_COST, records))
-        tokens_in, tokens_out, unpriced_in, unpriced_out = _tokens(
-            list(map(_BODY, records)), list(map(_PROMPT, records)), list(map(_COMPLETION, records)), costs)
+        u.latency_ok.add_values(UPSTREAM_BUCKETS, latencies)
+        tokens_in, tokens_out, unpriced_in, unpriced_out = _tokens(bodies, prompts, completions, costs)
         u.input_tokens += tokens_in
         u.output_tokens += tokens_out
         if None not in costs:
@@ -361,14 +346,13 @@ class RequestMetrics:
             price = self._price(u, slot) if unpriced_in or unpriced_out else None
             if price is not None:  # cost is linear in tokens: the batch's sum is the sum of costs
                 u.cost += unpriced_in * price.input_per_token + unpriced_out * price.output_per_token
-        firsts = list(map(_FIRST_TOKEN, records))
         if firsts.count(None) != n:  # streams
             u.first_token.add_values(DEFAULT_BUCKETS, [f for f in firsts if f is not None])
-            for record in records:
-                if record.gaps is not None:
-                    u.inter_token.add(record.gaps, record.gap_total)
+            for counts, total in zip(gaps, gap_totals, strict=True):
+                if counts is not None:
+                    u.inter_token.add(counts, total)
 
-    def _route(self, key: tuple, cache: dict | None = None) -> Slot:
+    def _route(self, key: tuple) -> Slot:
         """The series of a request key seen for the first time (caps applied)."""
         path, status, provider, model, op, stream, vk, pkey, retries, fallback, dims = key
         dims = dims or self.no_dims
@@ -382,15 +366,11 @@ class RequestMetrics:
                 pkey.id if pkey is not None else "", pkey.name if pkey is not None else "",
                 str(retries), str(fallback), vk[2], vk[3], vk[4], vk[5], *dims,
             ))
-        if len(self._routes) + len(self._answered) >= 4 * MAX_SERIES_PER_METRIC:
+        if len(self._routes) >= 4 * MAX_SERIES_PER_METRIC:
             self.fold_all()
-            self._routes.clear()  # caches of the tables' lookups: dropping them loses nothing
-            self._answered.clear()
+            self._routes.clear()  # a cache of the tables' lookups: dropping it loses nothing
             self._slots = []
-        if cache is None:
-            self._routes[key] = slot
-        else:
-            cache[_answered_key(key)] = slot
+        self._routes[key] = slot
         self._slots.append(slot)
         return slot
 
@@ -490,12 +470,14 @@ def _tokens(bodies: Sequence[bytes | None], prompts: Sequence[int | None], compl
         pairs = [(p, c, k) for p, c, k in zip(prompts, completions, costs, strict=True)]
         return (sum(prompts), sum(completions), sum(p for p, _, k in pairs if k is None),
                 sum(c for _, c, k in pairs if k is None))
-    from ..gateway.record import extract_usage  # (record imports this module)
+    from ..gateway.record import _OPENAI_USAGE, extract_usage  # (record imports this module)
 
     if None not in bodies and prompts.count(None) == len(prompts) and costs.count(None) == len(costs):
-        found = _openai_usage(bodies)  # type: ignore[arg-type]
-        if found is not None:
-            return found[0], found[1], found[0], found[1]
+        found = _OPENAI_USAGE.findall(b"\x00".join(bodies))  # type: ignore[arg-type]
+        if len(found) == len(bodies):
+            ins, outs = zip(*found, strict=True)
+            total_in, total_out = sum(map(int, ins)), sum(map(int, outs))
+            return total_in, total_out, total_in, total_out
     total_in = total_out = free_in = free_out = 0
     for body, p, c, k in zip(bodies, prompts, completions, costs, strict=True):
         if p is None and c is None and body is not None:
@@ -506,52 +488,3 @@ def _tokens(bodies: Sequence[bytes | None], prompts: Sequence[int | None], compl
             free_in += p or 0
             free_out += c or 0
     return total_in, total_out, free_in, free_out
-
-
-def _openai_usage(bodies: list[bytes]) -> tuple[int, int] | None:
-    """Summed (prompt_tokens, completion_tokens) of OpenAI-shaped answers, found with
-    ``bytes`` searches mapped over all of them (C loops: no Python per answer): the last
-    ``"prompt_tokens":`` and the ``"completion_tokens":`` after it, each value up to the next
-    comma. A key inside a JSON string is escaped (``\\"``), so it cannot match. None when
-    any answer does not have that shape (the caller reads each one alone)."""
-    n = len(bodies)
-    starts = list(map(bytes.rfind, bodies, repeat(b'"prompt_tokens":', n)))
-    if -1 in starts:
-        return None
-    starts = list(map(add, starts, repeat(16, n)))
-    commas = list(map(bytes.find, bodies, repeat(b",", n), starts))
-    seconds = list(map(bytes.find, bodies, repeat(b'"completion_tokens":', n), commas))
-    if -1 in commas or -1 in seconds:
-        return None
-    seconds = list(map(add, seconds, repeat(20, n)))
-    ends = list(map(bytes.find, bodies, repeat(b",", n), seconds))
-    if -1 in ends:
-        return None
-    try:
-        prompt = sum(map(int, map(bytes.__getitem__, bodies, map(slice, starts, commas))))
-        completion = sum(map(int, map(bytes.__getitem__, bodies, map(slice, seconds, ends))))
-    except ValueError:
-        return None
-    return prompt, completion
-
-
-def _answered_key(key: tuple) -> tuple:
-    """The ``_ANSWERED_KEY`` form of a full request key."""
-    from ..gateway.routing import Target  # (the gateway imports this module)
-
-    path, _, provider, model, op, stream, vk, pkey, retries, fallback, dims = key
-    return (path, Target(provider, model), op, stream, vk, pkey, retries, fallback, dims)
-
-
-_ANSWERED_KEY = attrgetter("path", "job.target", "job.op", "job.stream", "vk_labels", "job.key", "job.retries",
-                           "job.fallback_index", "dims")
-_ENDED = attrgetter("ended")
-_STARTED = attrgetter("started")
-_JOB_STARTED = attrgetter("job.started")
-_REQUEST_BYTES = attrgetter("request_bytes")
-_RESPONSE_BYTES = attrgetter("response_bytes")
-_BODY = attrgetter("response_body")
-_PROMPT = attrgetter("prompt_tokens")
-_COMPLETION = attrgetter("completion_tokens")
-_COST = attrgetter("cost")
-_FIRST_TOKEN = attrgetter("first_token")
