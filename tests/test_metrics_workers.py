@@ -22,3 +22,15 @@ def test_every_scrape_of_a_two_worker_pod_counts_every_request(mock, tmp_path):
     finally:
         assert gw.stop() == 0
     assert "left out of this scrape" not in gw.log()
+
+
+def test_merging_sums_equal_series_and_takes_the_minimum_of_up_gauges():
+    from rainbridge.telemetry.pod import Merged
+
+    def worker(requests: float, up: float, queue: float) -> list:
+        return [["bifrost_upstream_requests", "counter", "", "", [["bifrost_upstream_requests_total", {"provider": "a"}, requests]]],
+                ["rainbridge_store_up", "gauge", "", "", [["rainbridge_store_up", {"store": "config"}, up]]],
+                ["rainbridge_provider_queue_depth", "gauge", "", "", [["rainbridge_provider_queue_depth", {"provider": "a"}, queue]]]]
+
+    merged = {f.name: f.samples[0].value for f in Merged([worker(3, 1, 2), worker(4, 0, 5)]).collect()}
+    assert merged == {"bifrost_upstream_requests": 7, "rainbridge_store_up": 0, "rainbridge_provider_queue_depth": 7}
