@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+
 from support import GatewayProcess
 from test_metrics import chat, config, one, samples, scrape
 
@@ -19,6 +23,11 @@ def test_every_scrape_of_a_two_worker_pod_counts_every_request(mock, tmp_path):
             assert one(found, "http_requests_total", status="200", env="prod") == REQUESTS
             assert one(found, "bifrost_upstream_latency_seconds_count", provider="openai", is_success="true") == REQUESTS
             assert one(found, "rainbridge_provider_active_requests", provider="openai") == 0
+        content_type, text = scrape(gw.url, "application/openmetrics-text; version=1.0.0")
+        assert content_type.startswith("application/openmetrics-text")
+        families = {f.name: f for f in openmetrics_families(text)}
+        [total] = [s.value for s in families["bifrost_upstream_requests"].samples if s.name.endswith("_total")]
+        assert total == REQUESTS
     finally:
         assert gw.stop() == 0
     assert "left out of this scrape" not in gw.log()
