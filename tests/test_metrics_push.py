@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(shutil.which("prometheus-pushgateway") is None,
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import crypt  # bcrypt hashes for the Pushgateway's web config (Python 3.11/3.12)
+    # bcrypt hashes for the Pushgateway's web config: the stdlib's crypt (Python 3.11/3.12).
+    crypt = pytest.importorskip("crypt", reason="needs the crypt module (Python < 3.13) to hash the password")
 
 USER, PASSWORD = "pusher", "push-s3cret"
 JOB, INSTANCE = "rainbridge-test", "pod-a"
