@@ -4,6 +4,7 @@
 
 Governance on: every request carries a virtual key with a budget and both rate limits, all far
 from exhausted, under a team with its own budget (the full admission and settlement path).
+Metrics on: Bifrost's request metrics (the telemetry plugin; off in every other variant).
 Logging on: every request is written to the SQLite logs store (content included). wrk at 32
 connections, the variants interleaved run by run (many short runs: the machine drifts);
 medians of req/s and gateway CPU per 1,000 requests, each variant's loss against plain in the
@@ -16,8 +17,8 @@ each gateway with its own fake provider, the start order alternating): both see 
 machine, and the ratio of their req/s is the ratio of their CPU cost per request. A second
 plain gateway ("control") runs the same way: its "loss" is the method's own error, and a
 run whose control is off by more than 3 % says so (its figures are noise). Targets:
-governance costs < 10 % of throughput (side-by-side paired median); logging does not slow
-requests.
+governance costs < 10 % of throughput (side-by-side paired median); metrics cost ≤ 3 %;
+logging does not slow requests.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ BENCH = Path(__file__).resolve().parent
 VK = "sk-rb-bench-" + "0" * 24
 
 
-def config(upstream: str, governance: bool, logging: bool, app_dir: Path) -> str:
+def config(upstream: str, governance: bool, logging: bool, app_dir: Path, metrics: bool = False) -> str:
     cfg: dict = {"providers": {"openai": {"keys": [{"name": "bench", "value": "sk-bench", "models": ["*"]}], "network_config": {"base_url": upstream}}}}
+    if not metrics:  # Bifrost's telemetry plugin is on by default: off unless measured
+        cfg["plugins"] = [{"name": "telemetry", "enabled": False}]
     if governance:
         cfg["governance"] = {
             "teams": [{"name": "bench-team", "budget": {"max_limit": 1e9, "reset_duration": "1M"}}],
@@ -54,7 +57,9 @@ def config(upstream: str, governance: bool, logging: bool, app_dir: Path) -> str
     return json.dumps(cfg)
 
 
-VARIANTS = {"plain": (False, False), "governance": (True, False), "logging": (False, True), "both": (True, True)}
+# name -> (governance, logging, request metrics)
+VARIANTS = {"plain": (False, False, False), "governance": (True, False, False), "logging": (False, True, False),
+            "both": (True, True, False), "metrics": (False, False, True), "governance+metrics": (True, False, True)}
 
 
 def main() -> int:
@@ -74,11 +79,11 @@ def main() -> int:
         other_mock = ps.start_mock()  # the side-by-side partner's own fake provider
         gateways = {}
         scripts = {}
-        for name, (gov, log) in {**variants, "control": VARIANTS["plain"]}.items():
+        for name, (gov, log, metrics) in {**variants, "control": VARIANTS["plain"]}.items():
             app = work / f"gateway-{name}"
             app.mkdir()
             upstream = mock.url if name == "plain" else other_mock.url
-            gateways[name] = ps.start_gateway(upstream, "uvicorn", config_json=config(upstream, gov, log, app), name=f"gateway-{name}")
+            gateways[name] = ps.start_gateway(upstream, "uvicorn", config_json=config(upstream, gov, log, app, metrics), name=f"gateway-{name}")
             scripts[name] = wrkload.write_script(work, VK if gov else "sk-bench", f"{name}.lua")
         for name, gw in gateways.items():  # warm up
             wrkload.run_wrk(gw.url + "/v1/chat/completions", scripts[name], 64, 1)
@@ -144,6 +149,9 @@ def main() -> int:
     verdict["measurement trustworthy: control within 3% of plain"] = abs(summary["control"]["side_by_side_loss"]) < 0.03
     if "governance" in summary:
         verdict["governance throughput loss < 10% (side-by-side median)"] = summary["governance"]["side_by_side_loss"] < 0.10
+    for name in ("metrics", "governance+metrics"):
+        if name in summary:
+            verdict[f"{name}: throughput loss <= 3% (side-by-side median)"] = summary[name]["side_by_side_loss"] <= 0.03
     if "logging" in summary:
         verdict["logging: c=1 p50 within 0.05 ms of plain"] = summary["logging"]["c1_p50_ms"] - base["c1_p50_ms"] < 0.05
         verdict["logging throughput loss < 10% (side-by-side median)"] = summary["logging"]["side_by_side_loss"] < 0.10

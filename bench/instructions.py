@@ -67,12 +67,12 @@ def dump_total(pid: int, out_file: Path) -> int:
 
 
 def measure(ps: procs.Procs, mock_url: str, work: Path, name: str, requests: int, warmup: int) -> dict:
-    gov, log = features.VARIANTS[name]
+    gov, log, metrics = features.VARIANTS[name]
     app = work / f"gateway-{name}"
     app.mkdir()
     out_file = work / f"callgrind-{name}.out"
     wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no", "--compress-strings=no"]
-    gw = ps.start_gateway(mock_url, "uvicorn", config_json=features.config(mock_url, gov, log, app), name=f"gateway-{name}",
+    gw = ps.start_gateway(mock_url, "uvicorn", config_json=features.config(mock_url, gov, log, app, metrics), name=f"gateway-{name}",
                           wrapper=wrapper, start_timeout_s=START_UNDER_VALGRIND_S)
     key = features.VK if gov else "sk-bench"
     send(gw.url, key, warmup)

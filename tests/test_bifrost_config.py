@@ -430,6 +430,16 @@ def test_virtual_key_with_only_an_id_takes_it_as_its_name():
     assert (vk.id, vk.name, vk.provider_configs[0].key_ids) == ("vk-gpt", "vk-gpt", None)
 
 
-def test_telemetry_push_gateway_is_warned_about():
+def test_telemetry_push_gateway_without_its_url_stops_start_up_naming_the_field():
     config = base() | {"plugins": [{"name": "telemetry", "enabled": True, "config": {"push_gateway": {"enabled": True}}}]}
-    assert [w.path for w in load_data(config, ENV).warnings] == ["$.plugins[0].config.push_gateway"]
+    with pytest.raises(ConfigError) as err:
+        load_data(config, ENV)
+    assert [p.path for p in err.value.problems if p.severity == "error"] == ["$.plugins[0].config.push_gateway.push_gateway_url"]
+
+
+def test_telemetry_push_gateway_is_used_and_noted():
+    push = {"enabled": True, "push_gateway_url": "http://127.0.0.1:9091", "push_interval": 5, "instance_id": "pod-a"}
+    config = base() | {"plugins": [{"name": "telemetry", "enabled": True, "config": {"push_gateway": push}}]}
+    loaded = load_data(config, ENV)
+    assert loaded.warnings == []
+    assert any(n.path == "$.plugins[0].config.push_gateway" and "every 5s" in str(n) for n in loaded.notes)

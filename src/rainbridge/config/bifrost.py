@@ -249,14 +249,28 @@ def _fold_otel(path: str, entry: dict[str, Any], out: list[Problem]) -> None:
         out.append(Problem(path, f"plugin 'otel': traces go to {settings.collector_url} over OTLP/{settings.protocol}", NOTE))
 
 
+def _fold_push_gateway(path: str, entry: dict[str, Any], out: list[Problem]) -> None:
+    """The telemetry plugin's push_gateway (telemetry/push.py): a setting that can never
+    work stops start-up naming its field."""
+    from ..telemetry.push import PushConfigError, push_settings
+
+    try:
+        settings = push_settings([{**entry, "name": "telemetry"}])
+    except PushConfigError as exc:
+        field, _, message = str(exc).partition(": ")
+        out.append(Problem(path + field.removeprefix("$.plugins[0]"), message))
+        return
+    if settings is not None:
+        out.append(Problem(f"{path}.config.push_gateway", f"metrics are pushed to {settings.url} every "
+                           f"{settings.interval_s:g}s as job={settings.job}, instance={settings.instance}", NOTE))
+
+
 def _fold_plugins(raw: dict[str, Any], out: list[Problem]) -> None:
     for path, name, entry in plugin_entries(raw.get("plugins")):
         if name in NATIVE_PLUGINS:
             out.append(Problem(path, f"plugin {name!r}: {NATIVE_PLUGINS[name]}", NOTE))
-            push = entry.get("config", {}).get("push_gateway") if isinstance(entry.get("config"), dict) else None
-            if isinstance(push, dict) and push.get("enabled"):
-                out.append(Problem(f"{path}.config.push_gateway", "pushing to a Prometheus push gateway is not "
-                                   "supported: scrape /metrics instead (ignored)", "warning"))
+            if name == "telemetry":
+                _fold_push_gateway(path, entry, out)
             continue
         if name == OTEL_PLUGIN:
             _fold_otel(path, entry, out)

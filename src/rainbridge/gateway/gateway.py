@@ -37,6 +37,9 @@ from ..store.db import Database
 from ..store.governance_repo import GovernanceRepo, config_version
 from ..store.migrate import check, migrate
 from ..store.request_log import LogWriter
+from ..telemetry.health import GatewayCollector
+from ..telemetry.push import Pusher, push_settings
+from ..telemetry.requests import RequestMetrics, metrics_enabled
 from ..telemetry.tracing import Tracing, settings_from_plugins
 from ..upstream import UpstreamClient
 from .propagation import ConfigPropagation, poll_interval
@@ -100,6 +103,12 @@ class Gateway:
         settings = settings_from_plugins(self.config.plugins)
         self.tracing = Tracing(settings, self.node_id) if settings is not None else None
         self.traffic = Traffic()  # requests, errors, latency: the dashboard's per-node numbers
+        # Bifrost's request metrics (the telemetry plugin, on unless disabled in plugins[]).
+        self.request_metrics = RequestMetrics(client.prometheus_labels, self.governance.pricing) if metrics_enabled(self.config.plugins) else None
+        self.metrics.register(GatewayCollector(self))
+        self.pod_metrics = None  # telemetry.pod.PodMetrics with --workers N (set by server/run.py)
+        push = push_settings(self.config.plugins)  # a bad push_gateway config stops start-up
+        self.pusher = Pusher(push, self.scrape_registry) if push is not None else None  # worker 0's only
         if isinstance(self.counters, FleetCounters):
             self.counters.resolve = self._fleet_limit
             self.counters.traffic = self.traffic.snapshot  # in every member's status row
@@ -144,6 +153,10 @@ class Gateway:
                 log.info("restored %d usage counter(s) from the store", loaded)
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
         self.counters_loaded = True  # loaded, or nothing to load (no store)
+        if self.pod_metrics is not None:
+            await self.pod_metrics.start()
+        if self.pusher is not None:
+            self.pusher.start()
         if self.config.client.enable_logging:
             await self._open_logs()
         if self.cluster is not None:
@@ -253,6 +266,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Called once every request is settled: write the final usage, then leave."""
+        if self.pusher is not None:  # the pod is going: its group leaves the push gateway
+            await self.pusher.stop()
         if self._fleet_task is not None:
             self._fleet_task.cancel()
         if self.propagation is not None:
@@ -276,6 +291,8 @@ class Gateway:
             await self.cluster.stop()
         if self.log_writer is not None:
             await self.log_writer.stop()
+        if self.pod_metrics is not None:
+            await self.pod_metrics.stop()
         if self.tracing is not None:  # export buffered spans (bounded by the SDK's timeout)
             await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
             self.tracing = None
@@ -301,6 +318,8 @@ class Gateway:
             return targets, None
         if vk is not None:
             record.virtual_key_id = vk.id
+            if self.request_metrics is not None:
+                record.vk_labels = self.request_metrics.vk_labels(vk, gov.state)
         max_tokens = req.get("max_tokens") or req.get("max_completion_tokens")
         if type(max_tokens) is not int or max_tokens <= 0:  # no bound given: reserve an estimate
             max_tokens = self.completion_estimate
@@ -360,7 +379,10 @@ class Gateway:
         span = record.span
         admission = record.admission
         writer = self.log_writer
+        metrics = self.request_metrics
         if admission is None and writer is None and span is None:
+            if metrics is not None:  # tokens read from the answer in bulk, later (telemetry/requests.py)
+                metrics.observe(record, time.perf_counter(), None)
             return
         if record.prompt_tokens is None and record.completion_tokens is None and record.response_body is not None:
             found = extract_usage(record.response_body)  # (streams saw theirs on the way)
@@ -371,11 +393,20 @@ class Gateway:
             record.admission = None  # settled once
             prompt, completion = record.charged_tokens()
             cost = self.governance.settle(admission, record.provider, record.model, prompt, completion)
+        if metrics is not None:
+            metrics.observe(record, time.perf_counter(), cost)
         if writer is not None:
             writer.record(log_row(record, self.log_ids.next(), self.node_id, cost))
         if span is not None:
             record.span = None
             self.tracing.end_request(span, record, cost)  # type: ignore[union-attr]
+
+    async def scrape_registry(self):
+        """What ``GET /metrics`` renders: this worker's registry, or the whole pod's with
+        ``--workers N`` (telemetry/pod.py)."""
+        if self.pod_metrics is not None:
+            return await self.pod_metrics.merged()
+        return self.metrics
 
     # -- health and models ------------------------------------------------------------------
 

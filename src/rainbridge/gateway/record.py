@@ -7,8 +7,12 @@ import itertools
 import os
 import re
 import time
+from bisect import bisect_left
 
 import orjson
+
+from ..telemetry.requests import DEFAULT_BUCKETS as FRAME_BUCKETS
+from ..telemetry.requests import NO_KEY as NO_KEY_LABELS
 
 CONTENT_CAP = 64 * 1024  # bytes of request/response content kept per log entry
 # A request cut before its usage arrived is charged an estimate: ~4 bytes per token, the
@@ -23,16 +27,24 @@ class RequestRecord:
         "admission",
         "completion_tokens",
         "content",
+        "dims",
         "endpoint",
         "error_type",
         "finished",
+        "first_token",
+        "gap_total",
+        "gaps",
         "head_lines",
+        "job",
+        "last_frame",
         "model",
+        "path",
         "prompt_tokens",
         "provider",
         "request_body",
         "request_bytes",
         "response_body",
+        "response_bytes",
         "span",
         "started",
         "status",
@@ -41,11 +53,21 @@ class RequestRecord:
         "stream_parts",
         "text_bytes",
         "virtual_key_id",
+        "vk_labels",
         "wall_started",
     )
 
-    def __init__(self, endpoint: str, content: bool):
+    def __init__(self, endpoint: str, content: bool, path: str = "", dims: tuple[str, ...] = ()):
         self.started = time.perf_counter()
+        self.path = path  # the route's path (the metrics' path label)
+        self.dims = dims  # client.prometheus_labels' values from x-bf-dim-* headers
+        self.job = None  # gateway.router.Job once routed: provider, key, retries (metrics)
+        self.vk_labels = NO_KEY_LABELS  # the virtual key's metric labels (telemetry.requests)
+        self.response_bytes = 0  # body bytes sent, for a non-streamed answer
+        self.first_token: float | None = None  # stream: seconds from routing to the first frame
+        self.last_frame = 0.0  # perf_counter() of the last frame relayed
+        self.gaps: list[int] | None = None  # stream: inter-frame gaps per histogram bucket
+        self.gap_total = 0.0
         self.wall_started = time.time()
         self.endpoint = endpoint
         self.content = content  # keep request/response content for the log
@@ -68,6 +90,17 @@ class RequestRecord:
         self.admission = None  # governance.engine.Admission when a virtual key was admitted
         self.head_lines = b""  # its x-ratelimit-* header lines (see server.http.HEAD_LINES)
         self.span = None  # its trace span when tracing is on and the request is sampled
+
+    def see_frame(self, now: float) -> None:
+        """A stream frame goes out at ``now``: the first token's latency, then each gap."""
+        if self.first_token is None:
+            self.first_token = now - self.job.started if self.job is not None else now - self.started
+            self.gaps = [0] * (len(FRAME_BUCKETS) + 1)
+        else:
+            gap = now - self.last_frame
+            self.gaps[bisect_left(FRAME_BUCKETS, gap)] += 1  # type: ignore[index]
+            self.gap_total += gap
+        self.last_frame = now
 
     def set_usage(self, usage: dict) -> None:
         """Take the token counts of a ``usage`` object, in OpenAI's or Anthropic's shape; a

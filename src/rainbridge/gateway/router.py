@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from functools import partial
 from typing import Any
 
@@ -21,7 +22,8 @@ from .routing import Target
 class Job:
     """One client request as the router sees it."""
 
-    __slots__ = ("_chat_body", "allowed_keys", "body", "extra_headers", "op", "raw_headers", "span", "stream", "tracing")
+    __slots__ = ("_chat_body", "allowed_keys", "body", "extra_headers", "fallback_index", "key", "op", "raw_headers",
+                 "retries", "span", "started", "stream", "target", "tracing")
 
     def __init__(
         self,
@@ -41,6 +43,12 @@ class Job:
         self._chat_body: dict | None = None
         self.span: Any = None  # the request's trace span (telemetry/tracing.py), or None
         self.tracing: Any = None
+        # Where the router is (read by the metrics when the request ends):
+        self.started = time.perf_counter()
+        self.target: Target | None = None  # the target tried last
+        self.key: ProviderKey | None = None  # its key
+        self.retries = 0  # retries of that target
+        self.fallback_index = 0  # 0: the primary
 
     def chat_body(self) -> dict:
         """An Anthropic Messages request as OpenAI chat, for providers that only speak chat."""
@@ -69,7 +77,8 @@ class Router:
     async def run(self, job: Job, targets: list[Target]) -> tuple[Reply | UpstreamStream, Target]:
         """The first successful answer and the target that gave it; else the primary's error."""
         first_error: GatewayError | None = None
-        for target in targets:
+        for index, target in enumerate(targets):
+            job.target, job.fallback_index, job.retries = target, index, 0
             try:
                 return await self._run_target(job, target), target
             except GatewayError as err:
@@ -98,6 +107,7 @@ class Router:
         while True:
             body["model"] = key.aliases.get(model, model) if key.aliases else model
             call = Call(body, key, job.extra_headers, job.raw_headers)
+            job.key = key
             await queue.acquire()
             span = None
             if job.span is not None:  # tracing on and this request sampled
@@ -124,6 +134,7 @@ class Router:
                     key = provider.keys.choose(model, [*dead, key], allowed) or key
                 delay = backoff_ms(retries, provider.backoff_initial_ms, provider.backoff_max_ms, self._random())
                 retries += 1
+                job.retries = retries
                 await self._sleep(delay / 1000.0)
                 continue
             except BaseException as exc:

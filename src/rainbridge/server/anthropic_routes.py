@@ -54,6 +54,8 @@ async def handle(gateway: Gateway, scope: dict, headers: Headers, record: Reques
     except AwaitGrant as pending:  # near a fleet-wide limit
         targets, allowed_keys = await gateway.admit_later(pending)
     job = Job("messages", req, stream, headers.extra, headers.native, allowed_keys)
+    if gateway.request_metrics is not None:
+        record.job = job  # read by the metrics (and frame timing) when the request ends
     if record.span is not None:
         job.span, job.tracing = record.span, gateway.tracing
     result, target = await gateway.router.run(job, targets)
@@ -67,6 +69,7 @@ async def handle(gateway: Gateway, scope: dict, headers: Headers, record: Reques
         return
     body = result.body if native else orjson.dumps(chat_response_to_message(result.data, str(model)))
     record.response_body = body
+    record.response_bytes = len(body)
     await send_json(send, 200, body, head_lines=record.head_lines)
 
 

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from ..errors import (
     GatewayError,
@@ -69,6 +69,9 @@ class App:
         for path in FILES:
             self.routes[path] = (frozenset({"GET", "HEAD"}), dashboard.serve, None)
         self.content_logging = not gateway.config.client.disable_content_logging
+        metrics = gateway.request_metrics
+        self.dims = metrics.dims if metrics is not None and metrics.custom_labels else None
+        self.no_dims = metrics.no_dims if metrics is not None else ()
         origins = gateway.config.client.allowed_origins
         self.cors_any = "*" in origins
         self.cors_origins = frozenset(o.encode() for o in origins)
@@ -135,7 +138,8 @@ class App:
                     headers=[(b"allow", ", ".join(sorted(methods)).encode())],
                 )
             if endpoint is not None:
-                record = RequestRecord(endpoint, self.content_logging and not headers.no_content_log)
+                record = RequestRecord(endpoint, self.content_logging and not headers.no_content_log, path,
+                                       self.dims(scope["headers"]) if self.dims is not None else self.no_dims)
                 self.unsettled += 1  # (no await before the try that settles it)
                 if self.gateway.tracing is not None:
                     record.span = self.gateway.tracing.start_request(endpoint, scope["headers"])
@@ -233,9 +237,12 @@ class App:
         await send_json(send, 200 if ok else 503, orjson.dumps(report))
 
     async def metrics(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
-        body = generate_latest(self.gateway.metrics)
+        """Prometheus text, or OpenMetrics when the scraper's Accept asks for it."""
+        accept = next((v for k, v in scope["headers"] if k == b"accept"), b"").decode("latin-1")
+        encode, content_type = choose_encoder(accept)
+        body = encode(await self.gateway.scrape_registry())
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", b"%d" % len(body))]})
+                    "headers": [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": body})
 
     async def lifespan(self, receive: Any, send: Any) -> None:

@@ -73,6 +73,8 @@ async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, recor
         targets, allowed_keys = await gateway.admit_later(pending)
     strip_usage = stream and _ask_for_usage(req, gateway.wants_usage or (record.admission is not None and needs_usage(record.admission)))
     job = Job(op, req, stream, headers.extra, None, allowed_keys)
+    if gateway.request_metrics is not None:
+        record.job = job  # read by the metrics (and frame timing) when the request ends
     if record.span is not None:
         job.span, job.tracing = record.span, gateway.tracing
     result, target = await gateway.router.run(job, targets)
@@ -85,6 +87,7 @@ async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, recor
     else:
         assert isinstance(result, Reply)
         record.response_body = result.body
+        record.response_bytes = len(result.body)
         await send_json(send, 200, result.body, head_lines=record.head_lines)
 
 

@@ -11,9 +11,11 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -61,6 +63,8 @@ class ServeOptions:
     # How long to retry an unreachable PostgreSQL at start (RAINBRIDGE_STORE_WAIT_SECONDS).
     store_wait_s: float = float(os.environ.get("RAINBRIDGE_STORE_WAIT_SECONDS", "60"))
     worker_index: int = 0  # set by the Supervisor: each worker is its own cluster member
+    # Set by the Supervisor: where the workers' metrics sockets live (telemetry/pod.py).
+    metrics_dir: str | None = None
     # Request size limits and read timeouts of our HTTP/1.1 protocol (--server uvicorn only).
     http_limits: Limits = field(default_factory=Limits)
 
@@ -125,6 +129,12 @@ def build_app(opts: ServeOptions, loaded: LoadedConfig):
 
     cluster_env = ClusterEnv(opts.host, opts.port, opts.worker_index, opts.workers)
     gateway = Gateway(loaded, opts.app_dir, opts.run_migrations, opts.store_wait_s, cluster_env)
+    if opts.metrics_dir is not None:  # --workers N: a scrape answers for the whole pod
+        from ..telemetry.pod import PodMetrics
+
+        gateway.pod_metrics = PodMetrics(opts.metrics_dir, opts.worker_index, gateway.metrics)
+    if opts.worker_index != 0:
+        gateway.pusher = None  # worker 0 pushes the whole pod's numbers, once
     return create_app(gateway, opts.allow_unauthenticated_admin)
 
 
@@ -263,9 +273,10 @@ class Supervisor:
         self.workers: list[multiprocessing.Process] = []
         self.stopping = False
         self.restarts: list[float] = []
+        self.metrics_dir = tempfile.mkdtemp(prefix="rainbridge-metrics-")  # the workers' sockets (pod.py)
 
     def _spawn(self, index: int) -> multiprocessing.Process:
-        opts = replace(self.opts, worker_index=index)
+        opts = replace(self.opts, worker_index=index, metrics_dir=self.metrics_dir)
         proc = self.ctx.Process(target=_worker_main, args=(opts,), daemon=False)
         proc.start()
         return proc
@@ -302,4 +313,5 @@ class Supervisor:
                 proc.kill()
                 proc.join()
         self.reserved.close()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return code

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from time import perf_counter
 from typing import Any
 
 from ..gateway.record import RequestRecord
@@ -50,6 +51,7 @@ async def stream_events(
     before the provider's usage arrives, that text is what it is charged for."""
     admission = record.admission
     count_text = admission is not None and needs_usage(admission)
+    timed = record.job is not None  # frame latencies for the metrics (routes set job)
     state = {"disconnected": False}
     handler = asyncio.current_task()
     assert handler is not None
@@ -63,6 +65,8 @@ async def stream_events(
             async for frame in frames:
                 if count_text:
                     record.count_text(frame)
+                if timed:
+                    record.see_frame(perf_counter())
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             record.stream_done = True
         except StreamError as exc:

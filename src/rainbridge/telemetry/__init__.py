@@ -1,1 +1,1 @@
-"""What the gateway tells the operator's tools: traces (``tracing``)."""
+"""What the gateway tells the operator's tools: Prometheus metrics (``requests``, ``pod``, ``health``, ``push``) and traces (``tracing``)."""
