@@ -88,7 +88,7 @@ from .clock import ClockProbe
 from .codec import WireError, decode_tags, encode_tags
 from .config import MembershipConfig, from_bifrost_gossip, knob_problems
 from .discovery.base import Discovery, DiscoveryConfigError
-from .discovery.registry import make_discovery
+from .discovery.registry import config_problems, make_discovery
 from .discovery.runner import DiscoveryRunner
 from .discovery.static import StaticDiscovery
 from .events import Delegate, EventKind, Member, MemberEvent
@@ -310,6 +310,8 @@ class ClusterService:
         for path, message, severity in knob_problems(self.cluster):
             if severity == "error":  # config loading refuses it too; this guards direct use
                 raise ClusterConfigError(f"{path.removeprefix('$.')}: {message}")
+        for path, message in config_problems(self.cluster.discovery, self.cluster.peers):
+            raise ClusterConfigError(f"{path.removeprefix('$.')}: {message}")
         gossip = self.cluster.gossip
         timing = self._timing or membership_config(gossip)
         self._gossip = TransmitLimitedQueue(
