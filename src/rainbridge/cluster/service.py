@@ -515,6 +515,9 @@ class ClusterService:
                 self.synced = True  # the first member: nothing to merge
             if peers:
                 ok = await node.join(peers)
+                if self.discovery is not None:
+                    self.discovery.stats["joins"] += ok
+                    self.discovery.stats["join_failures"] += len(peers) - ok
                 if ok:
                     self.joined = self.synced = True
                     alive = sum(1 for m in node.members() if m.state == NodeState.ALIVE)
