@@ -46,6 +46,13 @@ def problems(discovery: dict, peers: list[str] = ()) -> list[tuple[str, str]]:
     ({"type": "static"}, "$.cluster_config.peers", "static discovery needs peers"),
     ({"type": "dns", "dns_names": ["gw"], "dial_timeout": "soon"}, f"{D}.dial_timeout",
      "expected seconds or a duration"),
+    ({"type": "dns", "dns_names": ["gw"], "dns_server": "dns.local:53"}, f"{D}.dns_server",
+     "expected ip, ip:port or [v6]:port"),
+    ({"type": "etcd", "service_name": "rb", "etcd_endpoints": ["127.0.0.1:2379", "https://e:2379"]},
+     f"{D}.etcd_endpoints[1]", "TLS endpoints are not supported"),
+    ({"type": "udp", "service_name": "rb", "allowed_address_space": ["fd00::/8"],
+      "udp_broadcast_port": 7947, "udp_secret": "x"}, f"{D}.allowed_address_space",
+     "needs an IPv4 network"),
 ])
 def test_a_type_without_its_required_field_is_refused_naming_it(discovery, path, words):
     got = problems(discovery)

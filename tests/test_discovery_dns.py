@@ -17,7 +17,8 @@ import pytest
 
 from discovery_support import Dnsmasq, Gateway, gateway_config, sees
 from rainbridge.cluster.discovery.base import DiscoveryConfigError
-from rainbridge.cluster.discovery.dns import DnsDiscovery, parse_server
+from rainbridge.cluster.discovery.dns import DnsDiscovery
+from rainbridge.cluster.discovery.fields import parse_dns_server as parse_server
 from support import eventually, free_port
 
 

@@ -19,7 +19,8 @@ import pytest
 
 from discovery_support import Etcd, Gateway, gateway_config, sees
 from rainbridge.cluster.discovery.base import DiscoveryConfigError
-from rainbridge.cluster.discovery.etcd import PREFIX, EtcdDiscovery, parse_endpoint
+from rainbridge.cluster.discovery.etcd import PREFIX, EtcdDiscovery
+from rainbridge.cluster.discovery.fields import parse_etcd_endpoint as parse_endpoint
 from support import eventually, free_port
 
 

@@ -88,7 +88,8 @@ from .clock import ClockProbe
 from .codec import WireError, decode_tags, encode_tags
 from .config import MembershipConfig, from_bifrost_gossip, knob_problems
 from .discovery.base import Discovery, DiscoveryConfigError
-from .discovery.registry import config_problems, make_discovery
+from .discovery.fields import config_problems
+from .discovery.registry import make_discovery
 from .discovery.runner import DiscoveryRunner
 from .discovery.static import StaticDiscovery
 from .events import Delegate, EventKind, Member, MemberEvent

@@ -257,7 +257,7 @@ def _check_cluster(config: Config, out: list[Problem]) -> None:
         out.append(
             Problem("$.cluster_config", "cluster mode needs peers or discovery.enabled: true")
         )
-    from ..cluster.discovery.registry import config_problems
+    from ..cluster.discovery.fields import config_problems
 
     out.extend(Problem(path, message) for path, message in config_problems(discovery, cluster.peers))
     for i, cidr in enumerate(discovery.allowed_address_space):

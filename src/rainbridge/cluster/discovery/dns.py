@@ -16,7 +16,6 @@ Client: dnspython (extra ``dns``).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -28,34 +27,12 @@ import dns.rdatatype
 import dns.resolver
 
 from .base import Address, Discovery, DiscoveryConfigError, dial_timeout_seconds
+from .fields import parse_dns_server
 
 if TYPE_CHECKING:
     from rainbridge.config.schema import DiscoveryConfig
 
 _FIELD = "$.cluster_config.discovery"
-
-
-def parse_server(text: str) -> tuple[str, int]:
-    """``ip``, ``ip:port`` or ``[v6]:port`` → (ip, port); :class:`DiscoveryConfigError`
-    naming ``dns_server`` otherwise (a server named by a host name would need DNS itself)."""
-    value = text.strip()
-    host, port = value, 53
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        if rest:
-            port = int(rest[1:]) if rest[:1] == ":" and rest[1:].isdigit() else -1
-    elif value.count(":") == 1:
-        host, _, tail = value.partition(":")
-        port = int(tail) if tail.isdigit() else -1
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise DiscoveryConfigError(
-            f"{_FIELD}.dns_server: expected ip, ip:port or [v6]:port, got {text!r}"
-        )
-    return host, port
 
 
 def _reason(exc: BaseException) -> str:
@@ -146,6 +123,6 @@ def make(config: DiscoveryConfig, self_address: tuple[str, int], node_name: str,
          environ: Mapping[str, str]) -> Discovery:
     if not config.dns_names:
         raise DiscoveryConfigError(f"{_FIELD}.dns_names: required for dns discovery")
-    server = parse_server(config.dns_server) if config.dns_server else None
+    server = parse_dns_server(config.dns_server) if config.dns_server else None
     timeout = dial_timeout_seconds(config.dial_timeout)
     return DnsDiscovery(list(config.dns_names), self_address[1], self_address, server, timeout)

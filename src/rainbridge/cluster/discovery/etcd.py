@@ -29,6 +29,7 @@ import aetcd
 
 from ..addresses import ClusterConfigError, format_address, parse_peer
 from .base import Address, Discovery, DiscoveryConfigError, dial_timeout_seconds
+from .fields import parse_etcd_endpoint
 
 if TYPE_CHECKING:
     from rainbridge.config.schema import DiscoveryConfig
@@ -40,23 +41,6 @@ LEASE_TTL = 10  # seconds
 RETRY_FIRST = 0.5
 RETRY_MAX = 15.0
 _FIELD = "$.cluster_config.discovery"
-
-
-def parse_endpoint(text: str, index: int) -> tuple[str, int]:
-    value = text.strip()
-    if value.startswith("https://"):
-        raise DiscoveryConfigError(
-            f"{_FIELD}.etcd_endpoints[{index}]: TLS endpoints are not supported (the etcd "
-            f"client speaks plain gRPC); got {text!r}"
-        )
-    value = value.removeprefix("http://").rstrip("/")
-    try:
-        return parse_peer(value)
-    except ClusterConfigError:
-        raise DiscoveryConfigError(
-            f"{_FIELD}.etcd_endpoints[{index}]: expected host:port or http://host:port, "
-            f"got {text!r}"
-        ) from None
 
 
 class EtcdDiscovery(Discovery):
@@ -205,7 +189,7 @@ def make(config: DiscoveryConfig, self_address: tuple[str, int], node_name: str,
         raise DiscoveryConfigError(f"{_FIELD}.service_name: required for etcd discovery")
     if not config.etcd_endpoints:
         raise DiscoveryConfigError(f"{_FIELD}.etcd_endpoints: required for etcd discovery")
-    endpoints = [parse_endpoint(e, i) for i, e in enumerate(config.etcd_endpoints)]
+    endpoints = [parse_etcd_endpoint(e, i) for i, e in enumerate(config.etcd_endpoints)]
     user = environ.get("RAINBRIDGE_ETCD_USERNAME")
     password = environ.get("RAINBRIDGE_ETCD_PASSWORD")
     credentials = (user, password) if user and password else None

@@ -20,7 +20,7 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from .base import Discovery, DiscoveryConfigError, dial_timeout_seconds
+from .base import Discovery, DiscoveryConfigError
 
 if TYPE_CHECKING:
     from rainbridge.config.schema import DiscoveryConfig
@@ -35,43 +35,6 @@ EXTRAS: dict[str, str | None] = {
     "consul": "consul",
     "mdns": "mdns",
 }
-
-
-# type -> fields it cannot work without (any one of a tuple suffices)
-REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
-    "static": (),
-    "dns": (("dns_names",),),
-    "etcd": (("service_name",), ("etcd_endpoints",)),
-    "kubernetes": (("k8s_label_selector",),),
-    "consul": (("service_name",),),
-    "udp": (("service_name",), ("allowed_address_space",), ("udp_broadcast_port",),
-            ("udp_secret",)),
-    "mdns": (("mdns_service", "service_name"),),
-}
-
-
-def config_problems(config: DiscoveryConfig, peers: list[str] | None = None) -> list[tuple[str, str]]:
-    """(JSON path, message) for each field the configured type needs and lacks; start-up
-    stops on any. ``peers``: ``cluster_config.peers`` (``static`` discovery uses them)."""
-    base = "$.cluster_config.discovery"
-    if not config.enabled:
-        return []
-    if not config.type:
-        return [(f"{base}.type", "required when discovery is enabled "
-                 f"(one of {', '.join(sorted(EXTRAS))})")]
-    out = []
-    for fields in REQUIRED.get(config.type, ()):
-        if not any(getattr(config, f) for f in fields):
-            names = " or ".join(fields)
-            out.append((f"{base}.{fields[0]}", f"{names} is required for {config.type} discovery"))
-    if config.type == "static" and not peers:
-        out.append(("$.cluster_config.peers", "static discovery needs peers (host:port)"))
-    try:
-        dial_timeout_seconds(config.dial_timeout)
-    except DiscoveryConfigError as exc:
-        path, _, message = str(exc).partition(": ")
-        out.append((path, message))
-    return out
 
 
 class BackendFactory(Protocol):

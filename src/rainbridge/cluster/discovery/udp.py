@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from ..addresses import AddressSpace, ClusterConfigError, format_address, parse_peer
 from .base import Address, Discovery, DiscoveryConfigError
+from .fields import udp_needs_ipv4
 
 if TYPE_CHECKING:
     from rainbridge.config.schema import DiscoveryConfig
@@ -231,12 +232,8 @@ def make(config: DiscoveryConfig, self_address: tuple[str, int], node_name: str,
     for field in ("service_name", "allowed_address_space", "udp_broadcast_port", "udp_secret"):
         if not getattr(config, field):
             raise DiscoveryConfigError(f"{_FIELD}.{field}: required for udp discovery")
+    udp_needs_ipv4(config.allowed_address_space)
     space = AddressSpace(config.allowed_address_space)
-    if not broadcast_addresses(space):
-        raise DiscoveryConfigError(
-            f"{_FIELD}.allowed_address_space: udp discovery broadcasts, so it needs an IPv4 "
-            "network (IPv6 has no broadcast)"
-        )
     assert config.service_name and config.udp_secret and config.udp_broadcast_port
     return UdpDiscovery(config.udp_secret.encode(), config.service_name, node_name,
                         self_address, space, config.udp_broadcast_port, config.interval_seconds)
