@@ -83,3 +83,13 @@ async def test_the_service_refuses_a_bad_block_too_and_opens_no_socket():
     with pytest.raises(ClusterConfigError, match=r"discovery\.etcd_endpoints\[0\]: TLS"):
         await service.start()
     assert service.node is None
+
+
+def test_a_missing_client_library_is_refused_at_load_naming_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "aetcd", None)  # as if the etcd extra were not installed
+    monkeypatch.delitem(sys.modules, "rainbridge.cluster.discovery.etcd", raising=False)
+    got = problems({"type": "etcd", "service_name": "rb", "etcd_endpoints": ["127.0.0.1:2379"]})
+    assert got == [(f"{D}.type", "etcd discovery needs the optional dependency aetcd: "
+                    "pip install 'rainbridge[etcd]'")]

@@ -95,6 +95,8 @@ def config_problems(config: DiscoveryConfig, peers: list[str] | None = None) -> 
         checks += [partial(parse_etcd_endpoint, e, i) for i, e in enumerate(config.etcd_endpoints)]
     if config.type == "udp" and config.allowed_address_space:
         checks.append(partial(udp_needs_ipv4, config.allowed_address_space))
+    if not out:
+        checks.append(partial(_client_library, config.type))
     for check in checks:
         try:
             check()
@@ -114,3 +116,15 @@ def udp_needs_ipv4(cidrs: list[str]) -> None:
             f"{_FIELD}.allowed_address_space: udp discovery broadcasts, so it needs an IPv4 "
             "network (IPv6 has no broadcast)"
         )
+
+
+def _client_library(kind: str) -> None:
+    """The backend's client library is installed (else the error names the pip extra)."""
+    from .registry import factory
+
+    try:
+        factory(kind)
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("rainbridge"):
+            raise
+        # a backend module of ours not in this build: the cluster service reports it
