@@ -179,6 +179,9 @@ def test_five_processes_form_a_cluster_and_handle_failures(cluster, tmp_path):
             assert view["node_id"].startswith(other.name + "-") and view["boot"]
     status = members[1].status()
     assert status["node"]["name"] == "m1" and status["health"]["status"] == "healthy"
+    by_region = status["regions"]
+    assert by_region["us-test"] == {"members": ["m0", "m2", "m4"], "states": {"alive": 3}}
+    assert by_region["eu-test"] == {"members": ["m1", "m3"], "states": {"alive": 2}}
 
     # metrics are public (no admin token)
     with urllib.request.urlopen(members[2].url + "/metrics", timeout=5) as resp:

@@ -247,7 +247,7 @@ async def test_stop_flushes_the_counters_before_the_member_leaves(tmp_path, mock
     gateway = Gateway(load_data(config, {}), tmp_path, cluster_env=ClusterEnv(ip, 8080))
     await gateway.start()
     for _ in range(200):  # governed traffic waits for the fleet counters to sync (readiness)
-        if gateway.readiness()[0]:
+        if (await gateway.readiness())[0]:
             break
         await asyncio.sleep(0.05)
     app = App(gateway)

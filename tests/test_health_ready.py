@@ -6,6 +6,8 @@ cluster mode on PostgreSQL, and the service's ``synced`` flag between real membe
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -39,11 +41,39 @@ async def test_ready_after_counters_load_and_not_while_draining(tmp_path, mock):
     assert await get(app, "/health/ready") == (503, {"status": "not_ready", "checks": {"counters": "loading"}})
     await gateway.start()
     try:
-        assert await get(app, "/health/ready") == (200, {"status": "ready", "checks": {"counters": "loaded"}})
+        ready = {"counters": "loaded", "store": "reachable"}
+        assert await get(app, "/health/ready") == (200, {"status": "ready", "checks": ready})
         gateway.begin_drain()
-        assert await get(app, "/health/ready") == (503, {"status": "draining", "checks": {"counters": "loaded"}})
+        assert await get(app, "/health/ready") == (503, {"status": "draining", "checks": ready})
     finally:
         await gateway.stop()
+
+
+async def test_not_ready_while_the_store_is_unreachable_unless_db_pings_are_disabled(tmp_path, mock):
+    for disabled in (False, True):
+        db = tmp_path / f"c-{disabled}.db"
+        raw = {**provider_config(mock.url), "client": {"disable_db_pings_in_health": disabled},
+               "config_store": {"enabled": True, "type": "sqlite", "config": {"path": str(db)}}}
+        gateway = Gateway(load_data(raw, {}), tmp_path)
+        app = App(gateway)
+        await gateway.start()
+        try:
+            assert (await get(app, "/health/ready"))[0] == 200
+            db.unlink()  # the SQLite store's ping fails once its file is gone
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                status, body = await get(app, "/health/ready")
+                if disabled:  # never pinged: stays ready (for as long as we look)
+                    assert (status, body) == (200, {"status": "ready", "checks": {"counters": "loaded"}})
+                    if asyncio.get_running_loop().time() > deadline - 7:
+                        break
+                elif status == 503:
+                    assert body == {"status": "not_ready", "checks": {"counters": "loaded", "store": "unreachable"}}
+                    break
+                assert asyncio.get_running_loop().time() < deadline, "still ready 10 s after the store went away"
+                await asyncio.sleep(0.1)
+        finally:
+            await gateway.stop()
 
 
 def test_a_cluster_member_is_ready_only_once_synced(tmp_path, mock, start_gateway, pg_database):
@@ -61,7 +91,7 @@ def test_a_cluster_member_is_ready_only_once_synced(tmp_path, mock, start_gatewa
     gw = start_gateway(config, "--host", host)
     status, _, body = http_json("GET", gw.url + "/health/ready")
     assert (status, body) == (503, {"status": "not_ready", "checks": {
-        "counters": "loaded", "cluster": "syncing", "fleet_counters": "syncing"}})
+        "counters": "loaded", "store": "reachable", "cluster": "syncing", "fleet_counters": "syncing"}})
     # No peer ever answers: after SYNC_WAIT the member is ready alone (and says so).
     eventually(lambda: http_json("GET", gw.url + "/health/ready")[0] == 200, SYNC_WAIT + 10, "ready alone")
     assert "no peer answered within 10s; ready alone" in gw.log()

@@ -69,6 +69,18 @@ def nodes(service: ClusterService) -> list[dict[str, Any]]:
     return [member_view(service, m) for m in node.members()]
 
 
+def regions(members: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Members grouped by region (``""``: no region): names and counts by state."""
+    out: dict[str, dict[str, Any]] = {}
+    for v in sorted(members, key=lambda v: v["name"]):
+        group = out.setdefault(v["region"], {"members": [], "states": Counter()})
+        group["members"].append(v["name"])
+        group["states"][v["state"]] += 1
+    for group in out.values():
+        group["states"] = dict(group["states"])
+    return out
+
+
 def status(service: ClusterService) -> dict[str, Any]:
     node = service.node
     identity = {
@@ -99,6 +111,7 @@ def status(service: ClusterService) -> dict[str, Any]:
             "readiness": service.readiness,
         },
         "members": members,
+        "regions": regions(members),
         "health": {
             "status": verdict,
             "members": len(members),

@@ -19,6 +19,7 @@ from .families import unsupported_type
 from .validate import Problem, child
 
 GOVERNANCE_PLUGIN = "governance"
+OTEL_PLUGIN = "otel"
 NOTE = "note"  # a Problem severity: a Bifrost form that is used, said in rainbridge's terms
 # Bifrost plugins whose job rainbridge does natively: no warning.
 NATIVE_PLUGINS = {
@@ -237,6 +238,21 @@ def plugin_entries(plugins: Any) -> Iterator[tuple[str, str, Any]]:
                 yield child("$.plugins", str(name)), str(name), entry
 
 
+def _fold_otel(path: str, entry: dict[str, Any], out: list[Problem]) -> None:
+    """Bifrost's otel plugin becomes rainbridge's tracing (telemetry/tracing.py): a profile
+    that can never work stops start-up naming its field."""
+    from ..telemetry.tracing import TracingConfigError, settings_from_plugins
+
+    try:
+        settings = settings_from_plugins([{**entry, "name": OTEL_PLUGIN}])
+    except TracingConfigError as exc:
+        field, _, message = str(exc).partition(": ")
+        out.append(Problem(path + field.removeprefix("$.plugins[0]"), message))
+        return
+    if settings is not None:
+        out.append(Problem(path, f"plugin 'otel': traces go to {settings.collector_url} over OTLP/{settings.protocol}", NOTE))
+
+
 def _fold_plugins(raw: dict[str, Any], out: list[Problem]) -> None:
     for path, name, entry in plugin_entries(raw.get("plugins")):
         if name in NATIVE_PLUGINS:
@@ -245,6 +261,9 @@ def _fold_plugins(raw: dict[str, Any], out: list[Problem]) -> None:
             if isinstance(push, dict) and push.get("enabled"):
                 out.append(Problem(f"{path}.config.push_gateway", "pushing to a Prometheus push gateway is not "
                                    "supported: scrape /metrics instead (ignored)", "warning"))
+            continue
+        if name == OTEL_PLUGIN:
+            _fold_otel(path, entry, out)
             continue
         if name != GOVERNANCE_PLUGIN:
             out.append(Problem(path, f"plugin {name!r} is not supported by rainbridge (ignored)", "warning"))

@@ -118,6 +118,9 @@ class KeyConfig(Base):
     bedrock_key_config: BedrockKeyConfig | None = None
     aliases: dict[str, str] = {}  # model alias -> upstream model name for this key
     use_for_batch_api: bool = False  # accepted, unused
+    # Region(s) this key serves best: a node prefers keys of its cluster_config.region, then
+    # keys without a region, then other regions' keys (gateway/keys.py).
+    region: str | list[str] | None = None
 
 
 class NetworkConfig(Base):

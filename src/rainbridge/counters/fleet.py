@@ -134,6 +134,8 @@ class FleetCounters(LocalCounters):
         self.bindings: dict[Key, Binding] = {}
         self.limits: dict[str, Limit] = {}
         self.resolve: Callable[[str], Limit | None] = lambda lid: None
+        # This member's traffic totals (gateway/traffic.py) for the status page, or None.
+        self.traffic: Callable[[], dict[str, int]] | None = None
         self._roster_seen: dict[str, float] = {}  # name → when last seen not dead
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = NEVER
@@ -478,8 +480,9 @@ class FleetCounters(LocalCounters):
         (``keys``), limits this member owns, allowance held unused, windows of usage held,
         and the encoded size of that usage state (what one push-pull carries)."""
         escrow = self.escrow
+        traffic = {"traffic": self.traffic()} if self.traffic is not None else {}
         if escrow is None:
-            return {"state": "syncing", "keys": len(self.bindings)}
+            return {"state": "syncing", "keys": len(self.bindings), **traffic}
         return {
             "state": "synced" if escrow.synced else "syncing",
             "keys": len(self.bindings),
@@ -487,6 +490,7 @@ class FleetCounters(LocalCounters):
             "allowances_outstanding": sum(max(0, a.spare()) for _, a in escrow.allowances()),
             "windows": len(escrow._usage),
             "state_bytes": len(encode(escrow.me, escrow.full_state())),
+            **traffic,
         }
 
     def status(self) -> dict[str, Any]:

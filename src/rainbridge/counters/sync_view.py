@@ -109,6 +109,7 @@ def add_to_members(rows: Iterable[dict[str, Any]], counters: FleetCounters) -> N
 
 
 SUMMARY_FIELDS = ("keys", "owned", "allowances_outstanding", "windows", "state_bytes")
+TRAFFIC_FIELDS = ("requests", "errors", "latency_ms_total", "uptime_s")  # gateway/traffic.py
 SUMMARY_ASK_AT_MOST = 64  # members asked per status call; more answer null (ask them directly)
 SUMMARY_TIMEOUT_S = 0.4  # per attempt; one retry: a status call waits under a second for this
 
@@ -150,6 +151,12 @@ def _summary_of(reply: bytes) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {"state": data["state"] if data.get("state") in ("synced", "syncing") else None}
     for name in SUMMARY_FIELDS:
-        value = data.get(name)
-        out[name] = value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+        out[name] = _count(data.get(name))
+    traffic = data.get("traffic")
+    if isinstance(traffic, dict):
+        out["traffic"] = {name: _count(traffic.get(name)) for name in TRAFFIC_FIELDS}
     return out
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

@@ -37,16 +37,20 @@ from ..store.db import Database
 from ..store.governance_repo import GovernanceRepo, config_version
 from ..store.migrate import check, migrate
 from ..store.request_log import LogWriter
+from ..telemetry.tracing import Tracing, settings_from_plugins
 from ..upstream import UpstreamClient
 from .propagation import ConfigPropagation, poll_interval
 from .provider import Provider, build_providers
 from .record import LogIds, RequestRecord, extract_usage, log_row
 from .router import Router
 from .routing import Routes, Target
+from .traffic import Traffic
 
 log = logging.getLogger("rainbridge.gateway")
 
 MODELS_TTL_S = 60.0
+STORE_CHECK_TTL_S = 2.0  # readiness pings the store at most this often
+STORE_PING_TIMEOUT_S = 1.0  # a store that takes longer counts as unreachable
 COMPLETION_ESTIMATE_ENV = "RAINBRIDGE_COMPLETION_ESTIMATE_TOKENS"
 COMPLETION_ESTIMATE_DEFAULT = 256
 # An admission short of fleet allowance waits for a grant (each wait ends after the escrow's
@@ -90,8 +94,15 @@ class Gateway:
             or client.enforce_governance_header
         )
         self.governance = Governance(self.counters, Pricing(overrides), mandatory)
+        self._store_check = (-STORE_CHECK_TTL_S, False)  # (monotonic time, reachable)
+        self._store_ping: asyncio.Future[bool] | None = None
+        # Traces (Bifrost's otel plugin): off unless configured; a bad config stops start-up.
+        settings = settings_from_plugins(self.config.plugins)
+        self.tracing = Tracing(settings, self.node_id) if settings is not None else None
+        self.traffic = Traffic()  # requests, errors, latency: the dashboard's per-node numbers
         if isinstance(self.counters, FleetCounters):
             self.counters.resolve = self._fleet_limit
+            self.counters.traffic = self.traffic.snapshot  # in every member's status row
             self.metrics.register(FleetCollector(self.counters))
         self._fleet_task: asyncio.Task | None = None
         self.logs_db: Database | None = None
@@ -264,6 +275,9 @@ class Gateway:
             await self.cluster.stop()
         if self.log_writer is not None:
             await self.log_writer.stop()
+        if self.tracing is not None:  # export buffered spans (bounded by the SDK's timeout)
+            await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
+            self.tracing = None
         if self.logs_db is not None:
             await self.logs_db.close()
         await self.client.close()
@@ -337,9 +351,11 @@ class Gateway:
         if record.finished:
             return
         record.finished = True
+        self.traffic.note(record.status, record.started)
+        span = record.span
         admission = record.admission
         writer = self.log_writer
-        if admission is None and writer is None:
+        if admission is None and writer is None and span is None:
             return
         if record.prompt_tokens is None and record.completion_tokens is None and record.response_body is not None:
             found = extract_usage(record.response_body)  # (streams saw theirs on the way)
@@ -352,6 +368,9 @@ class Gateway:
             cost = self.governance.settle(admission, record.provider, record.model, prompt, completion)
         if writer is not None:
             writer.record(log_row(record, self.log_ids.next(), self.node_id, cost))
+        if span is not None:
+            record.span = None
+            self.tracing.end_request(span, record, cost)  # type: ignore[union-attr]
 
     # -- health and models ------------------------------------------------------------------
 
@@ -378,12 +397,17 @@ class Gateway:
             return False, {"status": "draining", "components": components}
         return ok, {"status": "ok" if ok else "failing", "components": components}
 
-    def readiness(self) -> tuple[bool, dict]:
+    async def readiness(self) -> tuple[bool, dict]:
         """``GET /health/ready``: ready (200) once the counters' open windows are loaded
-        from the store and, in cluster mode, the member has completed its first push-pull
-        (or found no other member to sync with: ``ClusterService.synced``); 503 before, and
-        503 ``draining`` from SIGTERM on."""
+        from the store, the store answers (a ping at most every ``STORE_CHECK_TTL_S``, not
+        with ``disable_db_pings_in_health``) and, in cluster mode, the member has completed
+        its first push-pull (or found no other member to sync with:
+        ``ClusterService.synced``); 503 before, and 503 ``draining`` from SIGTERM on."""
         checks = {"counters": "loaded" if self.counters_loaded else "loading"}
+        store_ok = True
+        if self.store is not None and not self.config.client.disable_db_pings_in_health:
+            store_ok = await self._store_reachable()
+            checks["store"] = "reachable" if store_ok else "unreachable"
         synced = True
         if self.cluster is not None:
             synced = self.cluster.synced
@@ -393,8 +417,33 @@ class Gateway:
             checks["fleet_counters"] = "synced" if self.counters.ready else "syncing"
         if self.draining:
             return False, {"status": "draining", "checks": checks}
-        ready = self.counters_loaded and synced
+        ready = self.counters_loaded and synced and store_ok
         return ready, {"status": "ready" if ready else "not_ready", "checks": checks}
+
+    async def _store_reachable(self) -> bool:
+        """The store's last ping result, pinged again (once for all concurrent probes,
+        bounded by ``STORE_PING_TIMEOUT_S``) when older than ``STORE_CHECK_TTL_S``."""
+        now = time.monotonic()
+        checked_at, ok = self._store_check
+        if now - checked_at < STORE_CHECK_TTL_S:
+            return ok
+        if self._store_ping is None:
+            self._store_ping = asyncio.ensure_future(self._ping_store())
+        try:
+            return await asyncio.shield(self._store_ping)
+        finally:
+            if self._store_ping is not None and self._store_ping.done():
+                self._store_ping = None
+
+    async def _ping_store(self) -> bool:
+        assert self.store is not None
+        try:
+            await asyncio.wait_for(self.store.ping(), STORE_PING_TIMEOUT_S)
+            ok = True
+        except (StoreUnavailable, TimeoutError, OSError):
+            ok = False
+        self._store_check = (time.monotonic(), ok)
+        return ok
 
     async def list_models(self) -> list[dict]:
         """Every configured provider's models as ``provider/model`` ids (cached for a minute)."""

@@ -33,7 +33,7 @@ def build_providers(configs: dict[str, ProviderConfig], config: Config, client: 
     drop = config.client.drop_excess_requests
     for name, pc in configs.items():
         adapter = build_adapter(name, pc, client)
-        keys = KeyPool(build_keys(pc, adapter, config.version))
+        keys = KeyPool(build_keys(pc, adapter, config.version), region=config.cluster_config.region)
         cb = pc.concurrency_and_buffer_size
         queue = ProviderQueue(name, cb.concurrency, cb.buffer_size, drop)
         providers[name] = Provider(name, adapter, keys, queue, pc)

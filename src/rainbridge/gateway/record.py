@@ -33,6 +33,7 @@ class RequestRecord:
         "request_body",
         "request_bytes",
         "response_body",
+        "span",
         "started",
         "status",
         "stream",
@@ -66,6 +67,7 @@ class RequestRecord:
         self.stream_parts: list[bytes] | None = None
         self.admission = None  # governance.engine.Admission when a virtual key was admitted
         self.head_lines = b""  # its x-ratelimit-* header lines (see server.http.HEAD_LINES)
+        self.span = None  # its trace span when tracing is on and the request is sampled
 
     def set_usage(self, usage: dict) -> None:
         """Take the token counts of a ``usage`` object, in OpenAI's or Anthropic's shape; a

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from functools import partial
 from typing import Any
 
 from ..errors import GatewayError, InvalidRequest, NotFound
@@ -20,7 +21,7 @@ from .routing import Target
 class Job:
     """One client request as the router sees it."""
 
-    __slots__ = ("_chat_body", "allowed_keys", "body", "extra_headers", "op", "raw_headers", "stream")
+    __slots__ = ("_chat_body", "allowed_keys", "body", "extra_headers", "op", "raw_headers", "span", "stream", "tracing")
 
     def __init__(
         self,
@@ -38,6 +39,8 @@ class Job:
         self.raw_headers = raw_headers
         self.allowed_keys = allowed_keys  # provider -> key ids/names a virtual key may use
         self._chat_body: dict | None = None
+        self.span: Any = None  # the request's trace span (telemetry/tracing.py), or None
+        self.tracing: Any = None
 
     def chat_body(self) -> dict:
         """An Anthropic Messages request as OpenAI chat, for providers that only speak chat."""
@@ -90,15 +93,22 @@ class Router:
         method, body = job.method_and_body(provider.adapter)
         dead: list[ProviderKey] = []
         retries = 0
+        attempts = 0
         queue = provider.queue
         while True:
             body["model"] = key.aliases.get(model, model) if key.aliases else model
             call = Call(body, key, job.extra_headers, job.raw_headers)
             await queue.acquire()
+            span = None
+            if job.span is not None:  # tracing on and this request sampled
+                attempts += 1
+                span = job.tracing.start_attempt(job.span, job.op, provider.name, model, key.name, attempts)
             try:
                 result = await method(call)
             except GatewayError as err:
                 queue.release()
+                if span is not None:
+                    job.tracing.end_attempt(span, err)
                 action = classify(err)
                 if action is Action.FAIL:
                     raise
@@ -116,11 +126,17 @@ class Router:
                 retries += 1
                 await self._sleep(delay / 1000.0)
                 continue
-            except BaseException:
+            except BaseException as exc:
                 queue.release()
+                if span is not None:
+                    job.tracing.end_attempt(span, exc)
                 raise
             if type(result) is UpstreamStream:
                 result.on_close(queue.release)  # the slot is held while the stream runs
+                if span is not None:
+                    result.on_close(partial(job.tracing.end_attempt, span, None))
             else:
                 queue.release()
+                if span is not None:
+                    job.tracing.end_attempt(span, None)
             return result

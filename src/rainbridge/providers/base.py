@@ -18,7 +18,10 @@ from ..errors import InvalidRequest, UpstreamError
 class ProviderKey:
     """One API key of a provider, with the headers it sends prebuilt (never logged)."""
 
-    __slots__ = ("aliases", "azure", "bedrock", "blacklist", "headers", "id", "models", "name", "value", "vertex", "weight")
+    __slots__ = (
+        "aliases", "azure", "bedrock", "blacklist", "headers", "id", "models", "name", "regions",
+        "value", "vertex", "weight",
+    )
 
     def __init__(
         self,
@@ -32,6 +35,7 @@ class ProviderKey:
         key_id: str | None = None,
         bedrock: object | None = None,
         vertex: object | None = None,
+        regions: frozenset[str] = frozenset(),
     ):
         self.id = key_id or name
         self.name = name
@@ -43,6 +47,7 @@ class ProviderKey:
         self.azure = azure
         self.bedrock = bedrock  # BedrockKeyConfig
         self.vertex = vertex  # VertexKeyConfig
+        self.regions = regions  # empty: no region (see gateway/keys.py for the preference)
         self.headers: dict[str, str] = {}
 
     def serves(self, model: str) -> bool:

@@ -62,6 +62,7 @@ def build_keys(pc: ProviderConfig, adapter: HttpAdapter, version: int) -> list[P
             bedrock=kc.bedrock_key_config,
             vertex=kc.vertex_key_config,
             key_id=kc.id,
+            regions=frozenset([kc.region] if isinstance(kc.region, str) else kc.region or ()),
         )
         keys.append(key)
     if not keys:

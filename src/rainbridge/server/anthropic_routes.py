@@ -54,6 +54,8 @@ async def handle(gateway: Gateway, scope: dict, headers: Headers, record: Reques
     except AwaitGrant as pending:  # near a fleet-wide limit
         targets, allowed_keys = await gateway.admit_later(pending)
     job = Job("messages", req, stream, headers.extra, headers.native, allowed_keys)
+    if record.span is not None:
+        job.span, job.tracing = record.span, gateway.tracing
     result, target = await gateway.router.run(job, targets)
     record.provider = target.provider.name
     record.model = target.model

@@ -24,6 +24,7 @@ from ..gateway.record import CANCELLED, RequestRecord
 from . import anthropic_routes, openai_routes
 from .api import AdminApp
 from .http import HEAD_LINES, ClientDisconnected, Headers, send_error, send_json, split_head_lines
+from .ui import FILES, Dashboard
 
 log = logging.getLogger("rainbridge.server")
 
@@ -56,6 +57,9 @@ class App:
         self.routes["/health"] = (get, self.health, None)
         self.routes["/health/ready"] = (get, self.ready, None)
         self.routes["/metrics"] = (get, self.metrics, None)  # Prometheus; no admin token
+        dashboard = Dashboard()  # static page; its data comes from /api with the admin token
+        for path in FILES:
+            self.routes[path] = (frozenset({"GET", "HEAD"}), dashboard.serve, None)
         self.content_logging = not gateway.config.client.disable_content_logging
         origins = gateway.config.client.allowed_origins
         self.cors_any = "*" in origins
@@ -117,6 +121,8 @@ class App:
             if endpoint is not None:
                 record = RequestRecord(endpoint, self.content_logging and not headers.no_content_log)
                 self.unsettled += 1  # (no await before the try that settles it)
+                if self.gateway.tracing is not None:
+                    record.span = self.gateway.tracing.start_request(endpoint, scope["headers"])
                 if not headers.json_body():
                     raise UnsupportedMediaType("send the request body as JSON with content-type: application/json",
                                                code="unsupported_media_type")
@@ -205,7 +211,7 @@ class App:
 
     async def ready(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:
         """Readiness for load balancers and Kubernetes (no token): see ``Gateway.readiness``."""
-        ok, report = self.gateway.readiness()
+        ok, report = await self.gateway.readiness()
         await send_json(send, 200 if ok else 503, orjson.dumps(report))
 
     async def metrics(self, scope: dict, headers: Headers, record: RequestRecord | None, receive: Any, send: Any) -> None:

@@ -73,6 +73,8 @@ async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, recor
         targets, allowed_keys = await gateway.admit_later(pending)
     strip_usage = stream and _ask_for_usage(req, gateway.wants_usage or (record.admission is not None and needs_usage(record.admission)))
     job = Job(op, req, stream, headers.extra, None, allowed_keys)
+    if record.span is not None:
+        job.span, job.tracing = record.span, gateway.tracing
     result, target = await gateway.router.run(job, targets)
     record.provider = target.provider.name
     record.model = target.model

@@ -1,0 +1,1 @@
+"""What the gateway tells the operator's tools: traces (``tracing``)."""
