@@ -116,3 +116,61 @@ class ThreadedApp:
         self.stop()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+
+
+class NetnsLan:
+    """``count`` network namespaces on one private link, made for a test and removed after:
+    a bridge in a namespace of its own (the host's network is never touched) and one veth
+    pair per member namespace, addresses ``10.<net>.0.<i+1>/24``, multicast routed on the
+    link. Needs root and iproute2 (Debian ``iproute2``)."""
+
+    def __init__(self, tag: str, count: int, net: int = 77) -> None:
+        import os
+        self.prefix = f"rb{tag}{os.getpid() % 100000}"
+        self.bridge_ns = f"{self.prefix}-br"
+        self.namespaces = [f"{self.prefix}-{i}" for i in range(count)]
+        self.ips = [f"10.{net}.0.{i + 1}" for i in range(count)]
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        import subprocess
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+    def up(self) -> NetnsLan:
+        self._ip("netns", "add", self.bridge_ns)
+        self._ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
+        self._ip("-n", self.bridge_ns, "link", "set", "br0", "up")
+        for i, (ns, ip) in enumerate(zip(self.namespaces, self.ips, strict=True)):
+            self._ip("netns", "add", ns)
+            self._ip("-n", ns, "link", "set", "lo", "up")
+            self._ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}",
+                     "netns", self.bridge_ns)
+            self._ip("-n", self.bridge_ns, "link", "set", f"p{i}", "master", "br0")
+            self._ip("-n", self.bridge_ns, "link", "set", f"p{i}", "up")
+            self._ip("-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            self._ip("-n", ns, "link", "set", "eth0", "up", "multicast", "on")
+            self._ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+        return self
+
+    def down(self) -> None:
+        import subprocess
+        for ns in [*self.namespaces, self.bridge_ns]:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+    def command(self, index: int, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.namespaces[index], *argv]
+
+
+def netns_available() -> str | None:
+    """None when this process may make network namespaces, else why not."""
+    import os
+    import shutil
+    import subprocess
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "ip (Debian iproute2) is not installed"
+    probe = f"rbprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, timeout=10)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
+    return None if made.returncode == 0 else f"ip netns add failed: {made.stderr.decode()[:200]}"
