@@ -90,3 +90,24 @@ def test_gateways_form_a_cluster_through_kubernetes(tmp_path, api, pg_database, 
         for g in gateways:
             g.stop()
         listener.close()
+
+
+def test_a_gateway_outside_a_pod_stops_at_start_up_naming_the_service_account(
+        tmp_path, pg_database, mock, monkeypatch):
+    for key in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    empty = tmp_path / "no-serviceaccount"
+    empty.mkdir()
+    monkeypatch.setenv("RAINBRIDGE_K8S_SERVICEACCOUNT_DIR", str(empty))
+    port = free_port(HOSTS[0])
+    discovery = {"type": "kubernetes", "k8s_label_selector": "app=rainbridge"}
+    g = Gateway(tmp_path, "lost", HOSTS[0],
+                gateway_config(mock.url, pg_database, "lost", port, discovery))
+    try:
+        assert g.proc.popen.wait(30) != 0
+        out = g.proc.output()
+        assert "cluster_config.discovery.type: kubernetes discovery needs the pod's " \
+               "in-cluster service account" in out
+        assert "Traceback" not in out
+    finally:
+        g.stop()
