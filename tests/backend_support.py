@@ -8,8 +8,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import json
+import os
+import shutil
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -121,19 +126,19 @@ class ThreadedApp:
 class NetnsLan:
     """``count`` network namespaces on one private link, made for a test and removed after:
     a bridge in a namespace of its own (the host's network is never touched) and one veth
-    pair per member namespace, addresses ``10.<net>.0.<i+1>/24``, multicast routed on the
-    link. Needs root and iproute2 (Debian ``iproute2``)."""
+    pair per member namespace, addresses ``10.<net>.0.<i+1>/<prefix_len>`` (or ``ips``),
+    multicast routed on the link. Needs root and iproute2 (Debian ``iproute2``)."""
 
-    def __init__(self, tag: str, count: int, net: int = 77) -> None:
-        import os
+    def __init__(self, tag: str, count: int, net: int = 77, prefix_len: int = 24,
+                 ips: list[str] | None = None) -> None:
         self.prefix = f"rb{tag}{os.getpid() % 100000}"
         self.bridge_ns = f"{self.prefix}-br"
         self.namespaces = [f"{self.prefix}-{i}" for i in range(count)]
-        self.ips = [f"10.{net}.0.{i + 1}" for i in range(count)]
+        self.ips = ips or [f"10.{net}.0.{i + 1}" for i in range(count)]
+        self.prefix_len = prefix_len
 
     @staticmethod
     def _ip(*args: str) -> None:
-        import subprocess
         subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
     def up(self) -> NetnsLan:
@@ -147,13 +152,12 @@ class NetnsLan:
                      "netns", self.bridge_ns)
             self._ip("-n", self.bridge_ns, "link", "set", f"p{i}", "master", "br0")
             self._ip("-n", self.bridge_ns, "link", "set", f"p{i}", "up")
-            self._ip("-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            self._ip("-n", ns, "addr", "add", f"{ip}/{self.prefix_len}", "dev", "eth0")
             self._ip("-n", ns, "link", "set", "eth0", "up", "multicast", "on")
             self._ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
         return self
 
     def down(self) -> None:
-        import subprocess
         for ns in [*self.namespaces, self.bridge_ns]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
@@ -163,9 +167,6 @@ class NetnsLan:
 
 def netns_available() -> str | None:
     """None when this process may make network namespaces, else why not."""
-    import os
-    import shutil
-    import subprocess
     if os.geteuid() != 0:
         return "network namespaces need root"
     if shutil.which("ip") is None:
@@ -174,3 +175,87 @@ def netns_available() -> str | None:
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, timeout=10)
     subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
     return None if made.returncode == 0 else f"ip netns add failed: {made.stderr.decode()[:200]}"
+
+
+class UnixForwarder:
+    """A Unix socket at ``folder/.s.PGSQL.<port>`` relaying to TCP ``host:port``: gives
+    processes in a test's network namespaces the host's PostgreSQL (a Unix socket is a
+    file, not part of any network namespace), with no change to the host's network."""
+
+    def __init__(self, folder: Path, host: str, port: int) -> None:
+        self.folder, self.host, self.port = folder, host, port
+        self.path = folder / f".s.PGSQL.{port}"
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._server: asyncio.AbstractServer | None = None
+
+    async def _relay(self, reader, writer) -> None:
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def start(self) -> UnixForwarder:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_unix_server(self._relay, path=str(self.path)), self.loop).result(10)
+        return self
+
+    def close(self) -> None:
+        async def down():
+            if self._server is not None:
+                self._server.close()
+        asyncio.run_coroutine_threadsafe(down(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+class MdnsMember:
+    """``mdns_member.py`` in a namespace of ``lan``; ``seen`` is its latest report."""
+
+    def __init__(self, lan: NetnsLan, index: int, node: str, service: str,
+                 port: int = 7946) -> None:
+        member = str(Path(__file__).with_name("mdns_member.py"))
+        self.node = node
+        self.ip = lan.ips[index]
+        self.proc = subprocess.Popen(
+            lan.command(index, sys.executable, member, self.ip, str(port), node, service),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.seen: dict = {}
+        self.stopped = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            report = json.loads(line)
+            if report.get("stopped"):
+                self.stopped = True
+            else:
+                self.seen = report
+
+    def candidates(self) -> set[str]:
+        return {f"{ip}:{port}" for ip, port in self.seen.get("candidates", [])}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write(b"stop\n")
+            self.proc.stdin.flush()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(5)

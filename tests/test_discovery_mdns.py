@@ -6,21 +6,14 @@ goodbye and leaves the others' lists, another service type is not seen; and how
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import threading
-from pathlib import Path
-
 import pytest
 
-from backend_support import NetnsLan, netns_available
+from backend_support import MdnsMember, NetnsLan, netns_available
 from rainbridge.cluster.discovery.base import DiscoveryConfigError
 from rainbridge.cluster.discovery.mdns import make, normalise_service
 from rainbridge.config.schema import DiscoveryConfig
 from support import eventually
 
-MEMBER = str(Path(__file__).with_name("mdns_member.py"))
 GOSSIP = 7946
 
 
@@ -38,43 +31,6 @@ def test_a_bad_service_type_names_the_field():
         make(DiscoveryConfig(enabled=True, type="mdns"), ("10.0.0.1", 1), "a", {})
 
 
-class Member:
-    """A member process in a namespace; ``seen`` is its latest report."""
-
-    def __init__(self, lan: NetnsLan, index: int, node: str, service: str) -> None:
-        self.node = node
-        self.ip = lan.ips[index]
-        self.proc = subprocess.Popen(
-            lan.command(index, sys.executable, MEMBER, self.ip, str(GOSSIP), node, service),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.seen: dict = {}
-        self.stopped = False
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            report = json.loads(line)
-            if report.get("stopped"):
-                self.stopped = True
-            else:
-                self.seen = report
-
-    def candidates(self) -> set[str]:
-        return {f"{ip}:{port}" for ip, port in self.seen.get("candidates", [])}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write(b"stop\n")
-            self.proc.stdin.flush()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-
-
 @pytest.fixture
 def lan():
     why = netns_available()
@@ -86,8 +42,8 @@ def lan():
 
 
 def test_members_in_three_namespaces_find_each_other_and_see_goodbyes(lan):
-    members = [Member(lan, i, f"gw-{i}", "_bifrost._tcp") for i in range(3)]
-    stranger = Member(lan, 3, "other-app", "_other._tcp")
+    members = [MdnsMember(lan, i, f"gw-{i}", "_bifrost._tcp") for i in range(3)]
+    stranger = MdnsMember(lan, 3, "other-app", "_other._tcp")
     try:
         addrs = [f"{m.ip}:{GOSSIP}" for m in members]
 
