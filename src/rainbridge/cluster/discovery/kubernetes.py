@@ -130,21 +130,18 @@ class KubernetesDiscovery(Discovery):
     async def _sessions(self) -> None:
         delay = RETRY_FIRST
         while True:
-            worked = False
             try:
                 async with k8s.ApiClient(self._configuration) as api:
-                    worked = await self._session(k8s.CoreV1Api(api))
+                    await self._session(k8s.CoreV1Api(api))
                 reason = "the session ended"
             except ApiException as exc:
-                worked = worked or self.health.healthy
                 reason = f"HTTP {exc.status} {exc.reason or ''}".strip()
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-                worked = worked or self.health.healthy
                 reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")[:200]
             except Exception as exc:  # a client bug must not end discovery: log, retry
                 log.exception("cluster discovery: kubernetes session failed")
                 reason = type(exc).__name__
-            if worked:
+            if self.health.healthy and self.health.last_success is not None:
                 delay = RETRY_FIRST  # it worked until now: retry soon
             h = self.health
             h.healthy, h.failures = False, h.failures + 1
@@ -152,7 +149,7 @@ class KubernetesDiscovery(Discovery):
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 
-    async def _session(self, api: k8s.CoreV1Api) -> bool:
+    async def _session(self, api: k8s.CoreV1Api) -> None:
         """List, then watch until a failure raises; 410 relists in the same session."""
         while True:
             await self._list(api)
