@@ -100,6 +100,9 @@ def test_gateways_form_a_cluster_through_consul(tmp_path, agent, pg_database, mo
         log = "".join((tmp_path / f"c{i}.log").read_text() for i in range(4))
         assert ACL not in log
     finally:
+        for g in gateways:  # all drain at once, then each is waited for
+            if g.proc.popen.poll() is None:
+                g.proc.popen.terminate()
         for g in gateways:
             g.stop()
         listener.close()

@@ -87,6 +87,9 @@ def test_gateways_form_a_cluster_through_kubernetes(tmp_path, api, pg_database, 
                    40, "recovered")
         assert sees(rest, {"k0", "k2", "k3"}) is True
     finally:
+        for g in gateways:  # all drain at once, then each is waited for
+            if g.proc.popen.poll() is None:
+                g.proc.popen.terminate()
         for g in gateways:
             g.stop()
         listener.close()

@@ -112,6 +112,9 @@ def test_gateways_in_namespaces_form_a_cluster_through_mdns(tmp_path, lan, names
         rest = [first[0], first[2], fourth]
         eventually(lambda: sees(rest, {"m0", "m2", "m3"}), 30, "m1 left")
     finally:
+        for g in gateways:  # all drain at once, then each is waited for
+            if g.proc.popen.poll() is None:
+                g.proc.popen.terminate()
         for g in gateways:
             g.stop()
         stranger.stop()
