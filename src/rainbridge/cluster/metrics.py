@@ -125,6 +125,7 @@ class ClusterCollector(Collector):
                 events.add_metric([name, key[len("events:"):]], value)
         yield events
         yield from _clock(service)
+        yield from _discovery(service)
         yield _counter("foreign_messages",
                        "Messages of other memberlist applications (e.g. Serf) ignored",
                        name, service.stats["foreign_messages"])
@@ -146,6 +147,53 @@ def _clock(service: ClusterService) -> Iterator[Metric]:
     yield _gauge("clock_offset_max_abs_seconds",
                  "The largest absolute clock offset among the members measured (0: none yet)",
                  name, max((abs(s.offset) for s in offsets.values()), default=0.0))
+
+
+def _discovery(service: ClusterService) -> Iterator[Metric]:
+    """``rainbridge_cluster_discovery_*``: rounds, joins, rejections, backend health."""
+    runner = service.discovery
+    if runner is None:
+        return
+    name = service.name
+    yield _counter("discovery_rounds", "Discovery rounds run (peers and the backend)",
+                   name, runner.stats["rounds"])
+    joins = CounterMetricFamily(
+        "rainbridge_cluster_discovery_joins", "Joins of discovered candidates, by result",
+        labels=["node", "result"],
+    )
+    joins.add_metric([name, "ok"], runner.stats["joins"])
+    joins.add_metric([name, "failed"], runner.stats["join_failures"])
+    yield joins
+    rejected = CounterMetricFamily(
+        "rainbridge_cluster_discovery_rejected",
+        "Candidates never contacted (outside allowed_address_space, not an IP, ...), by reason",
+        labels=["node", "reason"],
+    )
+    for reason in ("address_space", "not_ip", "bad_port", "unusable"):
+        rejected.add_metric([name, reason], runner.filter.rejected[reason])
+    yield rejected
+    healthy = GaugeMetricFamily(
+        "rainbridge_cluster_discovery_healthy",
+        "1 when the discovery backend's last round succeeded, 0 while it is degraded",
+        labels=["node", "backend"],
+    )
+    failures = GaugeMetricFamily(
+        "rainbridge_cluster_discovery_consecutive_failures",
+        "Failed discovery rounds in a row, per backend (0 when healthy)",
+        labels=["node", "backend"],
+    )
+    candidates = GaugeMetricFamily(
+        "rainbridge_cluster_discovery_candidates",
+        "Candidates the backend's last good round found", labels=["node", "backend"],
+    )
+    for source in runner.sources:
+        h = source.health
+        healthy.add_metric([name, h.backend], 1.0 if h.healthy else 0.0)
+        failures.add_metric([name, h.backend], h.failures)
+        candidates.add_metric([name, h.backend], h.candidates)
+    yield healthy
+    yield failures
+    yield candidates
 
 
 def _gauge(metric: str, doc: str, node: str, value: float) -> GaugeMetricFamily:

@@ -6,6 +6,8 @@ own Lifeguard score is above 0; ``alone`` when peers are configured but nobody e
 alive; ``left`` after a graceful leave. Times are UTC wall-clock (``last_change``) and
 seconds since then. ``clock_offset_ms`` / ``clock_error_ms``: the member's wall clock minus
 ours, and the bound of that estimate (``clock.py``); 0 for this member, null until measured.
+``discovery``: the rounds, candidates, rejections (by reason) and each backend's health
+(``healthy`` / ``degraded`` with the last error); ``GET /health`` carries its status.
 """
 
 from __future__ import annotations
@@ -117,8 +119,31 @@ def status(service: ClusterService) -> dict[str, Any]:
             "local_health_score": m.local_health,
             "joined": service.joined,
             "peers": list(service.cluster.peers),
+            "discovery": _discovery_status(service),
         },
+        "discovery": discovery(service),
     }
+
+
+def discovery(service: ClusterService) -> dict[str, Any]:
+    config = service.cluster.discovery
+    runner = service.discovery
+    block: dict[str, Any] = {
+        "enabled": config.enabled,
+        "type": config.type if config.enabled else None,
+        "allowed_address_space": list(config.allowed_address_space),
+    }
+    if runner is not None:
+        block.update(runner.report())
+    return block
+
+
+def _discovery_status(service: ClusterService) -> str:
+    """``off`` (no peers, no backend), ``healthy`` or ``degraded``."""
+    runner = service.discovery
+    if runner is None or not runner.sources:
+        return "off"
+    return "degraded" if any(not s.health.healthy for s in runner.sources) else "healthy"
 
 
 def _verdict(service: ClusterService, counts: Counter) -> str:
@@ -126,7 +151,8 @@ def _verdict(service: ClusterService, counts: Counter) -> str:
     m = service.node.membership  # type: ignore[union-attr]
     if m.has_left:
         return "left"
-    if counts["alive"] + counts["suspect"] <= 1 and service.cluster.peers:
+    looking = service.cluster.peers or service.cluster.discovery.enabled
+    if counts["alive"] + counts["suspect"] <= 1 and looking:
         return "alone"
     if counts["suspect"] or counts["dead"] or m.local_health:
         return "degraded"
@@ -148,4 +174,5 @@ def health(service: ClusterService) -> dict[str, Any]:
         "alive": counts["alive"],
         "suspect": counts["suspect"],
         "dead": counts["dead"],
+        "discovery": _discovery_status(service),
     }

@@ -17,9 +17,14 @@ Choices made here (where Bifrost's config and the issue leave room):
   ``gossip.encryption_keys`` (as ``$RAINBRIDGE_ADMIN_TOKEN`` overrides the file). The first
   key encrypts, all decrypt; rotate with ``keyring.add`` → ``use`` → ``remove`` on every
   node. Keys are never logged.
-- **Peers**: resolved at every attempt; our own address is skipped. Joined at start, and
+- **Peers and discovery**: candidates come from ``peers`` (names resolved at every
+  attempt) and from the ``discovery.type`` backend, through the allowed-address-space
+  filter (``discovery/runner.py``); our own address is skipped. Joined at start, and
   retried in the background (0.5 s doubling to 10 s) until one push-pull succeeds or
   another member has joined us, so a node that starts before its peers still converges.
+  Then discovery rounds go on every ``discovery.interval_seconds`` (and at once when a
+  member is lost), joining candidates that are not live members; a failing backend never
+  stops the node (status and metrics say ``degraded``).
 - **Leave** (``stop()``, on SIGTERM through the gateway's shutdown): Serf leave intents to
   Serf members (``serfcompat``), then memberlist's leave, gossiped and also sent once
   straight to every live member (``ClusterNode.leave``), driven until sent (at most
@@ -71,7 +76,6 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from . import report
 from .addresses import AddressSpace, ClusterConfigError, format_address, gossip_addresses
-from .addresses import resolve_peers as _resolve_peers
 from .broadcast import (
     COMPOUND_HEADER_OVERHEAD,
     COMPOUND_OVERHEAD,
@@ -83,7 +87,12 @@ from .clock import KIND as CLOCK_KIND
 from .clock import ClockProbe
 from .codec import WireError, decode_tags, encode_tags
 from .config import MembershipConfig, from_bifrost_gossip, knob_problems
-from .events import Delegate, Member, MemberEvent
+from .discovery.base import Discovery, DiscoveryConfigError
+from .discovery.fields import config_problems
+from .discovery.registry import make_discovery
+from .discovery.runner import DiscoveryRunner
+from .discovery.static import StaticDiscovery
+from .events import Delegate, EventKind, Member, MemberEvent
 from .messages import Address, NodeState
 from .node import ClusterNode
 from .rpc import KIND_REPLY, KIND_REQUEST, Handler, RequestReply
@@ -289,6 +298,7 @@ class ClusterService:
         self.max_broadcast = 0  # set by start(): max_broadcast_payload
         self.rpc = RequestReply(self.name, self._send_frame, 0)
         self._join_task: asyncio.Task | None = None
+        self.discovery: DiscoveryRunner | None = None  # set by start()
         self.clock = ClockProbe(self._clock_request, self._clock_members, wall=wall_clock,
                                 interval=clock_interval or CLOCK_INTERVAL_S)
         self._clock_probing = clock_interval is not None
@@ -301,6 +311,8 @@ class ClusterService:
         for path, message, severity in knob_problems(self.cluster):
             if severity == "error":  # config loading refuses it too; this guards direct use
                 raise ClusterConfigError(f"{path.removeprefix('$.')}: {message}")
+        for path, message in config_problems(self.cluster.discovery, self.cluster.peers):
+            raise ClusterConfigError(f"{path.removeprefix('$.')}: {message}")
         gossip = self.cluster.gossip
         timing = self._timing or membership_config(gossip)
         self._gossip = TransmitLimitedQueue(
@@ -342,6 +354,19 @@ class ClusterService:
                 f"cannot bind gossip to {format_address((bind_ip, port))}: {exc.strerror or exc}"
             ) from None
         self.node = node
+        try:
+            self.discovery = DiscoveryRunner(
+                self._discovery_sources(node.address),
+                space,
+                node.join,
+                self._live_addresses,
+                self.cluster.discovery.interval_seconds,
+            )
+            await self.discovery.start()
+        except DiscoveryConfigError as exc:
+            await node.close()
+            self.node = None
+            raise ClusterConfigError(str(exc).removeprefix("$.")) from exc
         log.info(
             "cluster: node %s (id %s) gossiping on %s, advertising %s; profile %s, probe "
             "interval %.2fs, suspicion x%d; encryption %s; label %s; address space %s",
@@ -368,6 +393,29 @@ class ClusterService:
         if self._clock_probing:
             self._clock_task = loop.create_task(self.clock.run())
 
+    def _discovery_sources(self, address: Address) -> list[Discovery]:
+        sources: list[Discovery] = []
+        if self.cluster.peers:
+            sources.append(StaticDiscovery(self.cluster.peers, address))
+        config = self.cluster.discovery
+        if config.enabled and config.type != "static":  # static: the peers above
+            sources.append(make_discovery(config, address, self.name, self._environ))
+        return sources
+
+    def _live_addresses(self) -> set[Address]:
+        """Our own addresses and those of live or suspect members: not to be joined."""
+        node = self._node()
+        known = {node.address, node.bind}
+        if node.membership is not None:
+            known.update(m.address for m in node.members()
+                         if m.state in (NodeState.ALIVE, NodeState.SUSPECT))
+        return known
+
+    async def _stop_discovery(self) -> None:
+        """Deregister from the backends first, so no one finds a member that is leaving."""
+        if self.discovery is not None:
+            await self.discovery.stop()
+
     async def stop(self) -> None:
         """Leave gracefully (others see *left*, not failed), then close the sockets."""
         await self._stop_clock()
@@ -380,6 +428,7 @@ class ClusterService:
             except Exception:  # a bug in the join loop must not stop the leave
                 log.exception("cluster: the join task failed")
             self._join_task = None
+        await self._stop_discovery()
         node = self.node
         if node is not None and node.running:
             try:
@@ -401,6 +450,7 @@ class ClusterService:
         await self._stop_clock()
         if self._join_task is not None:
             self._join_task.cancel()
+        await self._stop_discovery()
         if self.node is not None:
             await self.node.close()
         self._unregister()
@@ -440,13 +490,19 @@ class ClusterService:
 
     # ------------------------------------------------------------------ joining
     async def resolve_peers(self) -> list[Address]:
-        addresses, problems = await _resolve_peers(self.cluster.peers)
-        for problem in problems:
-            log.warning("cluster: peer %s", problem)
+        """One round's candidates (peers and discovery, filtered), without ourselves."""
         node = self._node()
+        assert self.discovery is not None
+        addresses = await self.discovery.candidates()
         return [a for a in addresses if a not in (node.address, node.bind)]
 
     async def _join_loop(self) -> None:
+        """Join at start (see the module docstring), then discovery rounds until stopped."""
+        await self._first_join()
+        if self.discovery is not None and self.discovery.sources:
+            await self.discovery.run()
+
+    async def _first_join(self) -> None:
         node = self._node()
         delay, attempt = JOIN_RETRY_FIRST, 0
         loop = asyncio.get_running_loop()
@@ -455,11 +511,14 @@ class ClusterService:
             attempt += 1
             peers = await self.resolve_peers()
             if not peers and attempt == 1:
-                if self.cluster.peers:
+                if self.cluster.peers or self.cluster.discovery.enabled:
                     log.info("cluster: no other peer to join; waiting for members to join us")
                 self.synced = True  # the first member: nothing to merge
             if peers:
                 ok = await node.join(peers)
+                if self.discovery is not None:
+                    self.discovery.stats["joins"] += ok
+                    self.discovery.stats["join_failures"] += len(peers) - ok
                 if ok:
                     self.joined = self.synced = True
                     alive = sum(1 for m in node.members() if m.state == NodeState.ALIVE)
@@ -607,6 +666,8 @@ class ClusterService:
             raise ClusterConfigError(f"node metadata too large (long node name?): {exc}") from None
 
     def _on_event(self, event: MemberEvent) -> None:
+        if event.kind == EventKind.LEAVE and self.discovery is not None:
+            self.discovery.wake()  # a member lost: look for members at once
         if self.handler is not None:
             self.handler.notify_event(event)
 

@@ -289,15 +289,9 @@ def _check_cluster(config: Config, out: list[Problem]) -> None:
         out.append(
             Problem("$.cluster_config", "cluster mode needs peers or discovery.enabled: true")
         )
-    if discovery.enabled and discovery.type is None:
-        out.append(Problem("$.cluster_config.discovery.type", "required when discovery is enabled"))
-    if discovery.type in ("consul", "etcd", "udp") and not discovery.service_name:
-        out.append(
-            Problem(
-                "$.cluster_config.discovery.service_name",
-                f"required for {discovery.type} discovery",
-            )
-        )
+    from ..cluster.discovery.fields import config_problems
+
+    out.extend(Problem(path, message) for path, message in config_problems(discovery, cluster.peers))
     for i, cidr in enumerate(discovery.allowed_address_space):
         try:
             ipaddress.ip_network(cidr, strict=False)
