@@ -285,3 +285,18 @@ def test_the_chart_and_its_rendered_manifests_pass_yamllint(tmp_path):
 def test_full_values_files_render_alone():
     for name in FULL:
         assert one(render(name), "Deployment")
+
+
+def test_the_docs_example_values_render_and_configure_providers_and_the_admin_token(tmp_path):
+    text = (CHART.parent.parent.parent / "docs" / "kubernetes.md").read_text()
+    example = text.split("`my-values.yaml`:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "my-values.yaml"
+    path.write_text(example)
+    objects = render(str(SEEDS / "cluster-values.yaml"), str(path))
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    env = {e["name"]: e for e in one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RAINBRIDGE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "rainbridge-admin", "key": "token"}
+    config = load_data(parse_text(config_json(objects)), env={**SECRET_ENV, "OPENAI_API_KEY": "sk-docs"}).config
+    assert config.providers["openai"].keys[0].value == "sk-docs"
+    assert config.config_store.config.host == "postgres.db.svc.cluster.local"
