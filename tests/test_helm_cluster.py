@@ -3,9 +3,11 @@ started with the config.json and the container arguments the chart renders for t
 static-peers file (layered on cluster-values.yaml), each with the env the pod spec gives it.
 
 Only what cannot exist here is substituted: the peers' pod DNS names become loopback
-addresses (127.0.0.51..53, one per pod, as pod IPs), the PostgreSQL host/user/database come
-from the test database (passed as chart values, the password through the env variable the
-Secret reference fills), and --host/--port/--app-dir point at loopback and a temp dir."""
+addresses (127.0.0.51..53, one per pod, as pod IPs; the gossip port too if 7946 is taken),
+the PostgreSQL host/user/database come from the test database (passed as chart values, the
+password through the env variable the Secret reference fills), the providers are the fake
+provider (passed as `bifrost.extraConfig`), and --host/--port/--app-dir point at loopback and
+a temp dir."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import signal
 import sys
 from urllib.parse import urlsplit
 
-from helm_support import config_json, one, render
+from helm_support import SEEDS, config_json, one, render
 from support import Proc, eventually, free_port, free_port_at, http_json, provider_config, wait_http
 
 PODS = 3
@@ -38,7 +40,10 @@ def test_three_gateways_from_the_rendered_static_peers_config_form_a_cluster(tmp
     sets = (f"postgresql.external.host={dsn.hostname}", f"postgresql.external.port={dsn.port or 5432}",
             f"postgresql.external.user={dsn.username}", f"postgresql.external.database={dsn.path.lstrip('/')}",
             "postgresql.external.sslMode=disable")
-    objects = render("cluster-static-peers-values.yaml", sets=sets)
+    providers = tmp_path / "providers-values.yaml"  # the operator's providers, as docs/kubernetes.md says
+    providers.write_text(json.dumps({"bifrost": {"extraConfig": {"providers": provider_config(mock.url)["providers"]}}}))
+    objects = render(str(SEEDS / "cluster-values.yaml"), str(SEEDS / "cluster-static-peers-values.yaml"), str(providers),
+                     sets=sets)
     sts = one(objects, "StatefulSet", "bifrost")
     (container,) = sts["spec"]["template"]["spec"]["containers"]
     env_names = {e["name"] for e in container["env"]}
@@ -51,8 +56,6 @@ def test_three_gateways_from_the_rendered_static_peers_config_form_a_cluster(tmp
     # pod DNS names -> loopback "pod IPs"
     assert cluster["peers"] == [f"bifrost-{i}.bifrost-headless.default.svc.cluster.local:7946" for i in range(PODS)]
     cluster["peers"] = [f"{h}:{port}" for h in HOSTS]
-    cluster["gossip"]["config"] = {**cluster["gossip"].get("config", {}), "timeout_seconds": 4}
-    config["providers"] = provider_config(mock.url)["providers"]  # the operator's providers
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
 
