@@ -82,3 +82,25 @@ def test_drain_env_overrides_config_and_the_accept_window_stays_inside_the_grace
     assert drain_times(config, {"RAINBRIDGE_DRAIN_ACCEPT_SECONDS": "1", "RAINBRIDGE_DRAIN_GRACE_SECONDS": "20",
                                 "RAINBRIDGE_GRACEFUL_TIMEOUT_SECONDS": "99"}) == DrainTimes(accept_s=1, grace_s=20)
     assert drain_times(config, {"RAINBRIDGE_GRACEFUL_TIMEOUT_SECONDS": "3"}) == DrainTimes(accept_s=3, grace_s=3)
+
+
+def test_a_stream_on_the_anthropic_route_cut_by_the_drain_ends_with_an_error_event(mock, start_gateway):
+    grace = 1.5
+    gw = start_gateway(provider_config(mock.url), env={"RAINBRIDGE_DRAIN_GRACE_SECONDS": str(grace)})
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=grace + 30)
+    body = {"model": "openai/gpt-4o", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    conn.request("POST", "/anthropic/v1/messages", body=json.dumps(body), headers={
+        "content-type": "application/json", "x-bf-eh-x-mock-stream-chunks": "100000", "x-bf-eh-x-mock-chunk-delay-ms": "100"})
+    response = conn.getresponse()
+    assert response.status == 200
+    first = response.readline()
+    assert first.startswith(b"event: message_start"), first
+    gw.proc.popen.send_signal(signal.SIGTERM)
+    rest = response.read().split(b"\n\n")  # bounded by the grace: the server ends the stream
+    events = [e for e in rest if e.strip()]
+    assert events[-1].startswith(b"event: error\ndata: "), events[-2:]
+    error = json.loads(events[-1].split(b"data: ", 1)[1])["error"]
+    assert "shutting down" in error["message"]
+    assert gw.proc.popen.wait(timeout=grace + 20) == 0
+    conn.close()
