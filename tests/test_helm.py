@@ -300,3 +300,4 @@ def test_the_docs_example_values_render_and_configure_providers_and_the_admin_to
     config = load_data(parse_text(config_json(objects)), env={**SECRET_ENV, "OPENAI_API_KEY": "sk-docs"}).config
     assert config.providers["openai"].keys[0].value == "sk-docs"
     assert config.config_store.config.host == "postgres.db.svc.cluster.local"
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/rainbridge/rainbridge:0.1.0"
