@@ -101,6 +101,26 @@ async def test_plaintext_store_is_encrypted_when_a_key_appears(store_config, tmp
         await store.close()
 
 
+async def test_replicas_starting_together_with_a_key_all_open_the_store_under_one_salt(store_config, tmp_path):
+    """A Deployment of N on a fresh store: every replica sets up encryption at once. Each
+    must open the store, and all with the same salt (one would otherwise read the secrets
+    another had just sealed as plaintext, or pick its own salt)."""
+    store = await open_store(store_config, tmp_path, None)
+    await store.providers.sync_from_file({"openai": provider()})
+    await store.close()
+    stores = await asyncio.gather(*(open_store(store_config, tmp_path, "shared-key") for _ in range(6)),
+                                  return_exceptions=True)
+    try:
+        assert not [s for s in stores if isinstance(s, BaseException)], stores
+        for s in stores:
+            assert (await s.providers.all())["openai"].keys[0].value == SECRET
+        assert len({(await s.db.fetchval("SELECT value FROM rb_meta WHERE key = 'encryption_salt'")) for s in stores}) == 1
+    finally:
+        for s in stores:
+            if not isinstance(s, BaseException):
+                await s.close()
+
+
 async def test_rotation_reencrypts_everything(store_config, tmp_path):
     store = await open_store(store_config, tmp_path, "old-key")
     await store.providers.sync_from_file({"openai": provider(), "other": provider("sk-second-secret-xyz")})

@@ -399,6 +399,24 @@ class ClusterConfig(Base):
     discovery: DiscoveryConfig = msgspec.field(default_factory=DiscoveryConfig)
 
 
+# --------------------------------------------------------------------------- drain
+
+
+class DrainConfig(Base):
+    """SIGTERM as Kubernetes sends it (after the preStop sleep): readiness 503 at once, the
+    listener keeps accepting for ``accept_seconds`` (late-routed connections are served), then
+    closes; requests and streams in flight run up to ``grace_seconds`` after the signal, then
+    are cut (a stream with a final ``server_shutting_down`` error event and ``[DONE]``).
+    Env ``RAINBRIDGE_DRAIN_ACCEPT_SECONDS`` / ``RAINBRIDGE_DRAIN_GRACE_SECONDS`` override."""
+
+    # 0: stop accepting at once (a plain SIGTERM / Ctrl-C); the Helm chart sets 5, time for
+    # the endpoint removal to reach every kube-proxy and ingress after the preStop sleep.
+    accept_seconds: Annotated[float, Meta(ge=0, le=3600)] = 0.0
+    # 60: fits Kubernetes' terminationGracePeriodSeconds 90 minus a 20 s preStop sleep, with
+    # 10 s to spare. None: RAINBRIDGE_GRACEFUL_TIMEOUT_SECONDS, else 60.
+    grace_seconds: Annotated[float, Meta(ge=0, le=86400)] | None = None
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -416,6 +434,7 @@ class Config(Base):
     # config/bifrost.py (governance is applied, telemetry/logging are native, others warned).
     plugins: list[Any] | dict[str, Any] | None = None
     cluster_config: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
+    drain: DrainConfig = msgspec.field(default_factory=DrainConfig)  # ours: SIGTERM drain
     # Bifrost sections rainbridge accepts without using:
     auth_config: Any = None
     framework: Any = None

@@ -83,7 +83,7 @@ async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, recor
     record.status = 200
     if type(result) is UpstreamStream:
         frames = _frames(result, record, strip_usage)
-        await stream_events(receive, send, result, frames, _error_frame, record, record.head_lines)
+        await stream_events(receive, send, result, frames, _error_frame, record, record.head_lines, final_frame=DONE)
     else:
         assert isinstance(result, Reply)
         record.response_body = result.body

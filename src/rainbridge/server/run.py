@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from ..config.load import ConfigError, LoadedConfig, empty_config, load_file
+from .drain import DrainTimes, drain_times, start_cut
 from .protocol import Limits
 
 log = logging.getLogger("rainbridge")
@@ -29,21 +30,6 @@ log = logging.getLogger("rainbridge")
 # uvicorn: uvicorn runs the server, our protocol (server/protocol.py) speaks HTTP/1.1;
 # uvicorn-httptools: uvicorn's own httptools protocol (kept to compare and as a fallback).
 SERVERS = ("uvicorn", "uvicorn-httptools", "granian")
-
-
-def _seconds_from_env(name: str, default: float) -> float:
-    """A duration in seconds from the environment; a bad value is warned about, not fatal."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also NaN
-        log.warning("%s=%r is not a number of seconds >= 0; using %g", name, raw, default)
-        return default
-    return value
 
 
 @dataclass(slots=True)
@@ -55,9 +41,9 @@ class ServeOptions:
     workers: int = 1
     log_level: str = "info"
     server: str = "uvicorn"
-    # SIGTERM: how long in-flight requests and streams may still run before they are cut
-    # (RAINBRIDGE_GRACEFUL_TIMEOUT_SECONDS, 30).
-    graceful_timeout: float = field(default_factory=lambda: _seconds_from_env("RAINBRIDGE_GRACEFUL_TIMEOUT_SECONDS", 30.0))
+    # SIGTERM: how long in-flight requests and streams may still run before they are cut.
+    # None: from env and config (server/drain.py: drain_times); serve() fills it in.
+    graceful_timeout: float | None = None
     run_migrations: bool = True  # False: --no-migrate (fail if the schema is behind)
     allow_unauthenticated_admin: bool = False  # /api/ without an admin token (development only)
     # How long to retry an unreachable PostgreSQL at start (RAINBRIDGE_STORE_WAIT_SECONDS).
@@ -146,6 +132,9 @@ def run_worker(opts: ServeOptions, loaded: LoadedConfig | None = None, sock: soc
         sock = bind_socket(opts.host, opts.port, reuse_port=True)
     app = build_app(opts, loaded)
     port = sock.getsockname()[1]
+    times = drain_times(loaded.config.drain)
+    if opts.graceful_timeout is not None:
+        times = DrainTimes(min(times.accept_s, opts.graceful_timeout), opts.graceful_timeout)
     if opts.server == "granian":
         _run_granian(app, opts, sock)
         return
@@ -164,10 +153,10 @@ def run_worker(opts: ServeOptions, loaded: LoadedConfig | None = None, sock: soc
         date_header=False,
         log_config=None,
         log_level=opts.log_level,
-        timeout_graceful_shutdown=opts.graceful_timeout,
+        timeout_graceful_shutdown=times.grace_s,
         backlog=4096,
     )
-    server = _uvicorn_server_class()(config, on_exit=app.gateway.begin_drain)
+    server = _uvicorn_server_class()(config, on_exit=app.gateway.begin_drain, times=times)
     log.info("worker %d serving on http://%s:%d", os.getpid(), _display_host(opts.host), port)
     server.run(sockets=[sock])
     if not server.started:
@@ -179,13 +168,30 @@ def _uvicorn_server_class():
 
     class Server(uvicorn.Server):
         """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; we exit 0 instead.
-        The first signal also starts the gateway's drain (see ``Gateway.begin_drain``)."""
+        The first signal also starts the gateway's drain (see ``Gateway.begin_drain``), and
+        the drain's accept window and grace (server/drain.py) time the shutdown."""
 
-        def __init__(self, config, on_exit):
+        def __init__(self, config, on_exit, times: DrainTimes):
             super().__init__(config)
             self._on_exit = on_exit
+            self._times = times
+            self._signalled: float | None = None
+
+        async def shutdown(self, sockets=None):
+            signalled = self._signalled if self._signalled is not None else time.monotonic()
+            accept_until = signalled + self._times.accept_s
+            if accept_until > time.monotonic() and not self.force_exit:
+                log.info("draining: still accepting connections for %.1fs", accept_until - time.monotonic())
+            # Bounded by the window; a second signal (force_exit) ends it early.
+            while not self.force_exit and (left := accept_until - time.monotonic()) > 0:
+                await asyncio.sleep(min(0.1, left))
+            self.config.timeout_graceful_shutdown = max(0.0, signalled + self._times.grace_s - time.monotonic())
+            start_cut()  # from here a stream cancelled by the server is cut with a final event
+            await super().shutdown(sockets)
 
         def handle_exit(self, sig, frame):
+            if self._signalled is None:
+                self._signalled = time.monotonic()
             # A signal handler runs between two bytecodes of whatever the loop was doing:
             # hand the drain notice to the loop instead of sending packets from here.
             try:
@@ -250,6 +256,8 @@ def serve(opts: ServeOptions) -> int:
         log.error("cannot listen on %s:%d: %s", opts.host, opts.port, exc.strerror)
         return 1
     opts.port = sock.getsockname()[1]
+    if opts.graceful_timeout is None:
+        opts.graceful_timeout = drain_times(loaded.config.drain).grace_s
     log.info(
         "rainbridge listening on http://%s:%d (%d worker%s, %s)",
         _display_host(opts.host), opts.port, opts.workers, "s" if opts.workers != 1 else "", opts.server,
@@ -306,7 +314,7 @@ class Supervisor:
         for proc in self.workers:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.opts.graceful_timeout + 5
+        deadline = time.monotonic() + (self.opts.graceful_timeout or 0.0) + 5
         for proc in self.workers:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():

@@ -16,6 +16,7 @@ from typing import Any
 from ..gateway.record import RequestRecord
 from ..governance.engine import needs_usage
 from ..providers.base import StreamError, UpstreamStream
+from .drain import SHUTTING_DOWN_MESSAGE, SHUTTING_DOWN_TYPE, cutting
 from .http import HEAD_LINES
 
 log = logging.getLogger("rainbridge.sse")
@@ -44,11 +45,14 @@ async def stream_events(
     error_frame: Callable[[StreamError], bytes],
     record: RequestRecord,
     head_lines: bytes = b"",
+    final_frame: bytes = b"",
 ) -> bool:
     """Send ``frames`` as an SSE response. Returns False when the client went away.
 
     A governed stream that needs usage counts the text it relays: if the stream is cut
-    before the provider's usage arrives, that text is what it is charged for."""
+    before the provider's usage arrives, that text is what it is charged for. A stream the
+    server cuts at the end of its drain (server/drain.py) ends with a ``server_shutting_down``
+    error event and then ``final_frame`` (``[DONE]`` on OpenAI routes)."""
     admission = record.admission
     count_text = admission is not None and needs_usage(admission)
     timed = record.job is not None  # frame latencies for the metrics (routes set job)
@@ -80,6 +84,14 @@ async def stream_events(
             handler.uncancel()
             record.error_type = "client_disconnected"
             return False
+        if cutting() and handler.uncancel() == 0:
+            record.error_type = SHUTTING_DOWN_TYPE
+            try:
+                cut = error_frame(StreamError(SHUTTING_DOWN_MESSAGE, SHUTTING_DOWN_TYPE)) + final_frame
+                await send({"type": "http.response.body", "body": cut, "more_body": False})
+            except OSError:
+                return False
+            return True
         raise
     except OSError:  # the server reports a closed client socket this way
         record.error_type = "client_disconnected"

@@ -52,6 +52,9 @@ class Secrets:
             raise EncryptionKeyError(f"{table} {row_id}: {exc}") from None
 
 
+ENCRYPTION_LOCK_ID = 7_351_003  # next to the migration locks (store/migrate.py)
+
+
 async def _meta(tx: Executor, key: str) -> str | None:
     return await tx.fetchval("SELECT value FROM rb_meta WHERE key = $1", key)
 
@@ -111,9 +114,12 @@ async def setup_encryption(db: Database, passphrase: str | None) -> Secrets:
     """Return the store's ``Secrets``; refuse a wrong or missing key (never decrypt garbage).
 
     First start with a key on a plaintext store: derive, record the salt and a check value,
-    and encrypt the secrets already there, in one transaction.
+    and encrypt the secrets already there, in one transaction. That transaction holds a lock
+    (PostgreSQL advisory, SQLite BEGIN IMMEDIATE): replicas starting together on a fresh
+    store (a Deployment of 3) would otherwise each pick a salt, and one would read the
+    secrets another just sealed as if they were plaintext.
     """
-    async with db.transaction() as tx:
+    async with db.exclusive(ENCRYPTION_LOCK_ID) as tx:
         salt_b64 = await _meta(tx, "encryption_salt")
         check = await _meta(tx, "encryption_check")
         if check is None:
