@@ -25,6 +25,7 @@ SECRET_ENV = {
     "POD_NAME": "bifrost-0",
     "RAINBRIDGE_POSTGRES_PASSWORD": "pw-from-secret",
     "RAINBRIDGE_ENCRYPTION_KEY": "k" * 32,
+    "RAINBRIDGE_UDP_SECRET": "udp-secret-from-a-secret",
 }
 NOT_IN_CORE = {"ServiceMonitor"}  # a CRD (Prometheus operator): no schema in the Kubernetes set
 
@@ -251,6 +252,9 @@ def _invalid(tmp_path, name: str, values: dict, base: bool = True) -> str:
      "bifrost.cluster.discovery.serviceName is required for discovery type udp"),
     ({"bifrost": {"cluster": {"discovery": {"enabled": True, "type": "udp", "serviceName": "bifrost"}}}},
      "bifrost.cluster.discovery.allowedAddressSpace is required for discovery type udp"),
+    ({"bifrost": {"cluster": {"discovery": {"enabled": True, "type": "udp", "serviceName": "bifrost",
+                                            "allowedAddressSpace": ["10.0.0.0/8"], "udpBroadcastPort": 9999}}}},
+     "bifrost.cluster.discovery.udpSecret and udpBroadcastPort are required for discovery type udp"),
     ({"postgresql": {"external": {"password": "hunter2"}}},
      "postgresql.external.password: put the password in a Secret"),
     ({"bifrost": {"cluster": {"discovery": {"enabled": True, "type": "zookeeper"}}}},
@@ -266,9 +270,10 @@ def test_udp_with_service_name_and_address_space_renders(tmp_path):
     path = tmp_path / "udp.yaml"
     path.write_text(yaml.safe_dump({"bifrost": {"cluster": {"discovery": {
         "enabled": True, "type": "udp", "serviceName": "bifrost", "udpBroadcastPort": 9999,
-        "allowedAddressSpace": ["10.0.0.0/8"]}}}}))
+        "udpSecret": "env.RAINBRIDGE_UDP_SECRET", "allowedAddressSpace": ["10.0.0.0/8"]}}}}))
     d = loaded_config(render(str(SEEDS / "cluster-values.yaml"), str(path))).config.cluster_config.discovery
     assert (d.type, d.service_name, d.udp_broadcast_port, d.allowed_address_space) == ("udp", "bifrost", 9999, ["10.0.0.0/8"])
+    assert d.udp_secret == "udp-secret-from-a-secret"  # from the pod's env, never inline in the values
 
 
 def test_the_chart_and_its_rendered_manifests_pass_yamllint(tmp_path):

@@ -114,6 +114,9 @@ app.kubernetes.io/part-of: rainbridge
 {{- if and (eq $d.type "udp") (not (or $d.allowedAddressSpace $c.allowedAddressSpace)) }}
 {{- fail "bifrost.cluster.discovery.allowedAddressSpace is required for discovery type udp (the CIDRs announcements may come from)" }}
 {{- end }}
+{{- if and (eq $d.type "udp") (not (and $d.udpSecret $d.udpBroadcastPort)) }}
+{{- fail "bifrost.cluster.discovery.udpSecret and udpBroadcastPort are required for discovery type udp (announcements are signed with the secret; e.g. udpSecret: env.RAINBRIDGE_UDP_SECRET)" }}
+{{- end }}
 {{- if and (eq $d.type "consul") (not $d.consulAddress) }}
 {{- fail "bifrost.cluster.discovery.consulAddress is required for discovery type consul" }}
 {{- end }}
