@@ -10,6 +10,9 @@ never raises out of :meth:`candidates` and never stops a running node.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 Address = tuple[str, int]  # (ip literal, gossip port); hostnames are resolved by the backend
@@ -49,6 +52,22 @@ class Discovery(abc.ABC):
 
     async def stop(self) -> None:  # noqa: B027 (optional hook)
         """Stop watches and background tasks; deregister/revoke what ``start`` made."""
+
+    def report(self, addresses: Iterable[Address], me: Address) -> list[Address]:
+        """``addresses`` without duplicates and without ``me``, counted in ``health`` while
+        the backend is healthy (a degraded one keeps the count of its last good round)."""
+        found = [a for a in dict.fromkeys(addresses) if a != me]
+        if self.health.healthy:
+            self.health.candidates = len(found)
+        return found
+
+
+async def cancel(task: asyncio.Task | None) -> None:
+    """Cancel a backend's background task and wait for it to end."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class DiscoveryConfigError(ValueError):

@@ -23,7 +23,6 @@ aiohttp client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import time
@@ -35,7 +34,7 @@ import consul
 import consul.aio
 
 from ..addresses import ClusterConfigError, format_address, parse_peer
-from .base import Address, Discovery, DiscoveryConfigError, dial_timeout_seconds
+from .base import Address, Discovery, DiscoveryConfigError, cancel, dial_timeout_seconds
 
 if TYPE_CHECKING:
     from rainbridge.config.schema import DiscoveryConfig
@@ -91,17 +90,11 @@ class ConsulDiscovery(Discovery):
         self._task = asyncio.get_running_loop().create_task(self._sessions())
 
     async def candidates(self) -> list[Address]:
-        found = [a for a in self.found if a != self.self_address]
-        if self.health.healthy:
-            self.health.candidates = len(found)
-        return found
+        return self.report(self.found, self.self_address)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         if not self.health.extra.get("registered"):
             return
         client = self._client()

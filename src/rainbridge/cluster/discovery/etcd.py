@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import aetcd
 
 from ..addresses import ClusterConfigError, format_address, parse_peer
-from .base import Address, Discovery, DiscoveryConfigError, dial_timeout_seconds
+from .base import Address, Discovery, DiscoveryConfigError, cancel, dial_timeout_seconds
 from .fields import parse_etcd_endpoint
 
 if TYPE_CHECKING:
@@ -68,17 +68,11 @@ class EtcdDiscovery(Discovery):
         self._task = asyncio.get_running_loop().create_task(self._sessions())
 
     async def candidates(self) -> list[Address]:
-        found = [a for a in dict.fromkeys(self.found.values()) if a != self.self_address]
-        if self.health.healthy:
-            self.health.candidates = len(found)
-        return found
+        return self.report(self.found.values(), self.self_address)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         client, lease = self._client, self._lease
         if client is not None and lease is not None:
             try:

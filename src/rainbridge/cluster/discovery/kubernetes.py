@@ -22,7 +22,6 @@ Client: kubernetes_asyncio (extra ``k8s``), the asyncio port of the official cli
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -36,7 +35,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
-from .base import Address, Discovery, DiscoveryConfigError, dial_timeout_seconds
+from .base import Address, Discovery, DiscoveryConfigError, cancel, dial_timeout_seconds
 
 if TYPE_CHECKING:
     from rainbridge.config.schema import DiscoveryConfig
@@ -115,17 +114,11 @@ class KubernetesDiscovery(Discovery):
         return configuration
 
     async def candidates(self) -> list[Address]:
-        found = [a for a in dict.fromkeys(self.pods.values()) if a != self.self_address]
-        if self.health.healthy:
-            self.health.candidates = len(found)
-        return found
+        return self.report(self.pods.values(), self.self_address)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def _sessions(self) -> None:
         delay = RETRY_FIRST

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from zeroconf import BadTypeInNameException, IPVersion, ServiceStateChange, service_type_name
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from .base import Address, Discovery, DiscoveryConfigError
+from .base import Address, Discovery, DiscoveryConfigError, cancel
 
 if TYPE_CHECKING:
     from rainbridge.config.schema import DiscoveryConfig
@@ -88,17 +88,11 @@ class MdnsDiscovery(Discovery):
         self._task = asyncio.get_running_loop().create_task(self._open_with_retry())
 
     async def candidates(self) -> list[Address]:
-        found = [a for a in dict.fromkeys(self.found.values()) if a != self.self_address]
-        if self.health.healthy:
-            self.health.candidates = len(found)
-        return found
+        return self.report(self.found.values(), self.self_address)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         for t in list(self._resolving):
             t.cancel()
         await asyncio.gather(*self._resolving, return_exceptions=True)
