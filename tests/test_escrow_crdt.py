@@ -55,19 +55,19 @@ def test_usage_map_ignores_a_stale_own_value_and_reads_the_sum():
 
 
 def test_ledger_adopts_the_grants_of_the_higher_ballot_and_keeps_every_return():
-    deposed = WindowLedger({"n1:1": 25, "n0:1": 20}, {"n0:1": 1}, Ballot(5, "n1"))
-    current = WindowLedger({"n0:1": 20, "n2:1": 30}, {"n2:1": 4}, Ballot(6, "n0"))
+    deposed = WindowLedger({"n1:1": 25, "n0:1": 20}, {"n0:1": 1}, Ballot(1, 5, "n1"))
+    current = WindowLedger({"n0:1": 20, "n2:1": 30}, {"n2:1": 4}, Ballot(1, 6, "n0"))
     merged = _merged(deposed, current)
     assert merged.granted == {"n0:1": 20, "n2:1": 30}  # n1's uncommitted 25 is not summed in
     assert merged.returned == {"n0:1": 1, "n2:1": 4}
-    assert merged.ballot == Ballot(6, "n0")
+    assert merged.ballot == Ballot(1, 6, "n0")
     assert merged.outstanding() == 45
     assert merged.free(50) == 5
 
 
 def test_ledger_of_one_ballot_merges_grants_by_max():
-    a = WindowLedger({"n0:1": 3, "n1:1": 1}, {}, Ballot(2, "n0"))
-    b = WindowLedger({"n0:1": 2, "n1:1": 4}, {"n1:1": 1}, Ballot(2, "n0"))
+    a = WindowLedger({"n0:1": 3, "n1:1": 1}, {}, Ballot(1, 2, "n0"))
+    b = WindowLedger({"n0:1": 2, "n1:1": 4}, {"n1:1": 1}, Ballot(1, 2, "n0"))
     merged = _merged(a, b)
     assert merged.granted == {"n0:1": 3, "n1:1": 4}
     assert merged.held("n1:1") == 3

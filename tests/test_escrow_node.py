@@ -22,6 +22,11 @@ T = 1_800_000_000_000
 W = T  # the window open at T
 
 
+def _epoch1(*names: str) -> dict[int, list[str]]:
+    """Roster epoch 1 of these members (first incarnations): nothing before it to verify."""
+    return {1: [f"{n}:1" for n in names]}
+
+
 def _owner_and_others() -> tuple[str, list[str]]:
     roster = ["a", "b", "c"]
     owner = rendezvous.owner(LIMIT.lid, roster)
@@ -30,7 +35,7 @@ def _owner_and_others() -> tuple[str, list[str]]:
 
 def _active_owner() -> tuple[EscrowNode, list[str]]:
     owner, others = _owner_and_others()
-    node = EscrowNode(owner, 1, [LIMIT], [owner, *others], Random(0), T)
+    node = EscrowNode(owner, 1, [LIMIT], _epoch1(owner, *others), Random(0), T)
     prepares = [s for s in node.take_outgoing() if isinstance(s.message, Prepare)]
     assert {s.to for s in prepares} == set(others)
     ballot = prepares[0].message.ballot
@@ -76,7 +81,7 @@ def test_owner_stops_granting_once_an_acceptor_promised_a_newer_ballot():
     node, (b, c) = _active_owner()  # c: the member that took over
     node.handle(Ask(LIMIT.lid, W, f"{b}:1", 1, 0, 0, 0), b, T + 2)
     accept = next(s.message for s in node.take_outgoing() if isinstance(s.message, Accept))
-    newer = Ballot(accept.ballot.round + 1, c)
+    newer = Ballot(1, accept.ballot.round + 1, c)
     node.handle(Accepted(LIMIT.lid, accept.ballot, W, accept.seq, False, newer), b, T + 3)
     assert not node.owns(LIMIT.lid)
     assert not _sent(node, Grant)
@@ -84,10 +89,10 @@ def test_owner_stops_granting_once_an_acceptor_promised_a_newer_ballot():
 
 def test_acceptor_refuses_an_older_ballot_and_keeps_the_newer_ledger():
     owner, (b, c) = _owner_and_others()
-    acceptor = EscrowNode(b, 1, [LIMIT], [owner, b, c], Random(1), T)
+    acceptor = EscrowNode(b, 1, [LIMIT], _epoch1(owner, b, c), Random(1), T)
     acceptor.set_view([owner, b, c], T)
     acceptor.take_outgoing()
-    new, old = Ballot(5, owner), Ballot(4, c)
+    new, old = Ballot(1, 5, owner), Ballot(1, 4, c)
     acceptor.handle(Prepare(LIMIT.lid, new), owner, T + 1)
     assert _sent(acceptor, Promise)[0].message.ok
     stale = WindowLedger({f"{c}:1": 40}, {}, old)
@@ -103,7 +108,7 @@ def test_an_owner_that_learns_a_limit_from_an_ask_grants_without_waiting_for_a_t
     first request of a fresh limit waited up to ~1.5 s for its grant, past the gateway's
     1 s wait (503 ``limit_coordination_timeout``)."""
     owner, (b, c) = _owner_and_others()
-    node = EscrowNode(owner, 1, [], [owner, b, c], Random(0), T,
+    node = EscrowNode(owner, 1, [], _epoch1(owner, b, c), Random(0), T,
                       resolve=lambda lid: LIMIT if lid == LIMIT.lid else None)
     node.take_outgoing()
     node.handle(Ask(LIMIT.lid, W, f"{b}:1", 1, 0, 0, 0), b, T + 1)

@@ -21,6 +21,7 @@ from rainbridge.counters.escrow_messages import (
     Promise,
     Reclaim,
     Return,
+    RosterNews,
     SyncReply,
     SyncRequest,
     UsageDelta,
@@ -29,7 +30,8 @@ from rainbridge.counters.escrow_wire import MAX_INT, TYPES, WireError, decode, e
 
 names = st.text(min_size=1, max_size=20)
 counts = st.integers(min_value=0, max_value=MAX_INT)
-ballots = st.builds(Ballot, counts, names)
+ballots = st.builds(Ballot, counts, counts, names)
+rosters = st.lists(st.tuples(counts, st.lists(names, max_size=4).map(tuple)), max_size=3).map(tuple)
 vectors = st.dictionaries(names, counts, max_size=4)
 ledgers = st.builds(WindowLedger, vectors, vectors, ballots)
 snapshots = st.lists(st.tuples(counts, ledgers), max_size=3).map(tuple)
@@ -45,8 +47,10 @@ BY_TYPE = {
     Promise: st.builds(Promise, names, ballots, st.booleans(), ballots, snapshots),
     Accept: st.builds(Accept, names, ballots, counts, ledgers, counts),
     Accepted: st.builds(Accepted, names, ballots, counts, counts, st.booleans(), ballots),
-    SyncRequest: st.builds(SyncRequest, counts),
-    SyncReply: st.builds(SyncReply, counts, st.lists(st.tuples(names, ballots, snapshots), max_size=3).map(tuple)),
+    SyncRequest: st.builds(SyncRequest, counts, rosters),
+    SyncReply: st.builds(SyncReply, counts, names, counts, rosters,
+                         st.lists(st.tuples(names, ballots, counts, snapshots), max_size=3).map(tuple)),
+    RosterNews: st.builds(RosterNews, rosters),
     FullState: st.builds(FullState, st.lists(st.tuples(names, counts, st.lists(st.tuples(names, counts), max_size=3).map(tuple)),
                                   max_size=3).map(tuple), st.booleans()),
 }

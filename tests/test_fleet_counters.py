@@ -65,7 +65,6 @@ async def test_low_follows_the_allowance_and_others_only_grow():
     slot = counters.slots[KEY]
     assert slot.low == float("-inf")  # nothing granted yet: admission must ask
     now = int(NOW_S * 1000)
-    counters.escrow.set_roster(["n1"], now)  # a fleet of one: it owns every limit
     counters.escrow.set_view(["n1"], now)
     with pytest.raises(AwaitGrant) as waiting:
         counters.reach(slot, 1)

@@ -17,8 +17,9 @@ integer units (requests, tokens, micro-USD); no float ever gets subtracted.
   associative, idempotent) and it is what makes take-over safe: tentative grants a deposed
   owner never got a majority for are superseded instead of being summed in (Paxos's "adopt
   the value of the highest ballot").
-- ``Ballot``: the owner epoch, ``(round, owner name)`` ordered as a tuple (fencing: an acceptor
-  that promised a ballot rejects every older one).
+- ``Ballot``: ``(roster epoch, round, owner name)`` ordered as a tuple (fencing: an acceptor
+  that promised a ballot rejects every older one; a ballot of a newer roster epoch beats
+  every ballot of an older one, see ``epochs.py``).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from typing import NamedTuple
 
 
 class Ballot(NamedTuple):
+    epoch: int  # the roster epoch it was proposed in (epochs.py)
     round: int
     owner: str
 
 
-ZERO_BALLOT = Ballot(0, "")
+ZERO_BALLOT = Ballot(0, 0, "")
 
 
 def merge_max(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:

@@ -81,13 +81,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rainbridge.counters import rendezvous
 from rainbridge.counters.acceptor import Acceptor
 from rainbridge.counters.crdt import ZERO_BALLOT, Ballot, UsageMap, WindowLedger
+from rainbridge.counters.epochs import Epochs, member_name
 from rainbridge.counters.escrow_member import (
     Allowance,
     EscrowConfig,
@@ -108,6 +109,7 @@ from rainbridge.counters.escrow_messages import (
     Promise,
     Reclaim,
     Return,
+    RosterNews,
     Send,
     SyncReply,
     SyncRequest,
@@ -151,11 +153,6 @@ class _ReclaimRound:
     denied: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-def member_name(member: str) -> str:
-    """``"n3:2"`` → ``"n3"`` (the member-incarnation id's member name)."""
-    return member.rpartition(":")[0]
-
-
 def grant_size(free: int, want: int, live: int) -> int:
     """Units the owner grants one ask: enough for what waits, at least a fair share of
     half of what is free, never more than is free."""
@@ -176,29 +173,29 @@ class EscrowNode:
         name: str,
         incarnation: int,
         limits: Iterable[Limit],
-        roster: Iterable[str],
+        rosters: Mapping[int, Iterable[str]],
         rng: Random,
         now: int,
         config: EscrowConfig | None = None,
         *,
-        synced: bool = True,
         resolve: Callable[[str], Limit | None] | None = None,
     ) -> None:
-        """``roster``: every member name of the fleet (each limit's acceptor group is
-        drawn from it). ``synced=False`` for a member that (re)starts into a running fleet.
-        ``resolve``: the definition of a limit this member has not met yet (a message for it
-        arrived first), or None when it does not exist here."""
+        """``rosters``: the roster epochs known so far (epoch → member ids ``name:boot``),
+        from the one master that numbers them (``epochs.py``); each limit's acceptor group
+        is drawn from the newest. ``resolve``: the definition of a limit this member has not
+        met yet (a message for it arrived first), or None when it does not exist here."""
         self.name = name
         self.me = f"{name}:{incarnation}"
         self.limits = {lim.lid: lim for lim in limits}
-        self.roster = tuple(roster)
         self.config = config or EscrowConfig()
         self._resolve = resolve
-        # Each limit's acceptor group: the first few of the roster by rendezvous rank.
+        self.epochs = Epochs(self.me, self.config.acceptors)
+        self.epochs.learn(rosters.items(), now)
+        # Each limit's acceptor group (member names): the first few of the current roster
+        # by rendezvous rank.
         self.acceptors = {lid: self._group(lid) for lid in self.limits}
-        self.synced = synced
         self.draining = False
-        self.live = frozenset(self.roster)
+        self.live = frozenset(member_name(m) for m in self.roster) | {name}
         self.stats: Counter[str] = Counter()
         self._rng = rng
         self._outgoing: list[Send] = []
@@ -219,14 +216,13 @@ class EscrowNode:
             Accepted: self._on_accepted, SyncRequest: self._on_sync_request,
             SyncReply: self._on_sync_reply, FullState: self._on_full_state,
         }
+        self._handlers[RosterNews] = self._on_roster_news
         self._commit_seq = 0
         self._sync_nonce = rng.getrandbits(32)
-        self._sync_from: set[str] = set()
         self._sync_at = now
-        self._born = now
+        self._told: dict[str, int] = {}  # member name → newest epoch we sent it news of
         self._next_gossip = now + rng.randrange(self.config.gossip_ms)
-        if not synced:
-            self._request_sync(now)
+        self._verify_all(now)
         self._refresh(now)
         self._pump(now)
 
@@ -262,25 +258,32 @@ class EscrowNode:
         self.limits[limit.lid] = limit
         if known is None:
             self.acceptors[limit.lid] = self._group(limit.lid)
+            self._verify(limit.lid, now)
             self._refresh(now)
             self._pump(now)
 
-    def set_roster(self, roster: Iterable[str], now: int) -> None:
-        """The fleet's member names changed (a member joined, or left for good). Groups are
-        drawn again; with at most ``acceptors`` members every group is the whole roster, and
-        adding or removing members then keeps every new quorum intersecting every old one."""
-        roster = tuple(sorted(set(roster) | {self.name}))
-        if roster == self.roster:
-            return
-        self.roster = roster
-        self.acceptors = {lid: self._group(lid) for lid in self.limits}
-        if not self.synced:
-            self._request_sync(now)
-        self._refresh(now)
+    def set_epochs(self, rosters: Mapping[int, Iterable[str]], now: int) -> None:
+        """Roster epochs from the master (``epochs.py``); a newer one seals the older ones."""
+        self._learn(tuple(rosters.items()), now)
         self._pump(now)
 
+    @property
+    def roster(self) -> tuple[str, ...]:
+        """Member ids of the current roster epoch."""
+        return self.epochs.roster
+
+    @property
+    def epoch(self) -> int:
+        return self.epochs.epoch
+
+    @property
+    def synced(self) -> bool:
+        """Verified for every known limit whose acceptor group it is in (readiness)."""
+        ep = self.epochs
+        return ep.epoch > 0 and all(ep.ready(lid) or not ep.in_group(lid) for lid in self.limits)
+
     def _group(self, lid: str) -> tuple[str, ...]:
-        return tuple(rendezvous.ranking(lid, self.roster)[: self.config.acceptors])
+        return tuple(member_name(m) for m in self.epochs.group(lid))
 
     def handle(self, message: Message, sender: str, now: int) -> None:
         self._inbox.append((message, sender))
@@ -291,6 +294,8 @@ class EscrowNode:
         times = [self._next_gossip]
         if not self.synced:
             times.append(self._sync_at + c.sync_retry_ms)
+            if self._sync_at < self.epochs.adopted_at + c.force_ms:
+                times.append(self.epochs.adopted_at + c.force_ms)
         for o in self._own.values():
             if not o.active:
                 times.append(o.retry_at)
@@ -301,8 +306,10 @@ class EscrowNode:
 
     def tick(self, now: int) -> None:
         c = self.config
-        if not self.synced and now >= self._sync_at + c.sync_retry_ms:
-            self._request_sync(now)
+        force_at = self.epochs.adopted_at + c.force_ms
+        if not self.synced and (now >= self._sync_at + c.sync_retry_ms
+                                or self._sync_at < force_at <= now):
+            self._verify_all(now)
         self._refresh(now)
         for key, cm in list(self._commits.items()):
             if now >= cm.sent_at + self._accept_wait(cm):
@@ -368,7 +375,7 @@ class EscrowNode:
     def _refresh(self, now: int) -> None:
         """Take up or give up ownership as the view says."""
         for lid in self.limits:
-            mine = self.synced and not self.draining and self.owner_of(lid) == self.name
+            mine = self._may_own(lid) and not self.draining and self.owner_of(lid) == self.name
             o = self._own.get(lid)
             if not mine:
                 if o is not None:
@@ -381,9 +388,11 @@ class EscrowNode:
 
     def _prepare(self, lid: str, o: _Ownership, now: int) -> None:
         promised = self.acceptor.promised_for(lid)
-        o.ballot = Ballot(max(promised.round, o.seen_round) + 1, self.name)
+        epoch = self.epochs.epoch
+        seen = promised.round if promised.epoch == epoch else 0
+        o.ballot = Ballot(epoch, max(seen, o.seen_round) + 1, self.name)
         self.acceptor.promise(lid, o.ballot)
-        o.promises = {self.name} & set(self.acceptors[lid])
+        o.promises = {self.name} & set(self.acceptors[lid]) if self.epochs.ready(lid) else set()
         wait = backoff(self.config.prepare_retry_ms, o.tries, 2 * self.config.retry_cap_ms)
         o.retry_at = now + int(wait * (1 + self._rng.random()))
         o.tries += 1
@@ -418,7 +427,8 @@ class EscrowNode:
             del self._own[lid]
         else:
             o.active = False
-            o.seen_round = max(o.seen_round, promised.round if promised else 0)
+            if promised is not None and promised.epoch == o.ballot.epoch:
+                o.seen_round = max(o.seen_round, promised.round)
             o.retry_at = now + int(self.config.prepare_retry_ms * (1 + self._rng.random()))
         for table in (self._pending, self._commits, self._reclaims):
             for key in [k for k in table if k[0] == lid]:
@@ -546,7 +556,7 @@ class EscrowNode:
 
     def _start_commit(self, key: WKey, grants: dict[str, int], now: int, new_units: bool) -> None:
         o = self._own[key[0]]
-        acks = {self.name} & set(self.acceptors[key[0]])
+        acks = {self.name} & set(self.acceptors[key[0]]) if self.epochs.ready(key[0]) else set()
         self._commit_seq += 1
         ledger = self.acceptor.ledger(*key).copy()
         cm = _Commit(o.ballot, ledger, grants, acks, -1, new_units, self._commit_seq)
@@ -597,10 +607,29 @@ class EscrowNode:
         self._serve(key, now)
 
     # ------------------------------------------------------------------ acceptor
+    def _acceptor_for(self, lid: str, ballot: Ballot, sender: str, now: int) -> bool | None:
+        """Whether to judge a ballot of ``lid`` as its acceptor: True yes; False refuse (an
+        older epoch: sealed); None ignore (a newer epoch not learnt yet, or not verified
+        yet: the sender retries)."""
+        ep = self.epochs
+        if ballot.epoch < ep.epoch:
+            self._tell(sender, ballot.epoch)
+            return False
+        if ballot.epoch > ep.epoch or not ep.in_group(lid):
+            return None
+        if not ep.ready(lid):
+            self._verify(lid, now)
+            return None if not ep.ready(lid) else True
+        return True
+
     def _on_prepare(self, m: Prepare, sender: str, now: int) -> None:
-        if not self.synced:
+        judge = self._acceptor_for(m.lid, m.ballot, sender, now)
+        if judge is None:
             return
         promised = self.acceptor.promised_for(m.lid)
+        if not judge:
+            self._send(sender, Promise(m.lid, m.ballot, False, promised))
+            return
         if not self._may_take_over(m.lid, promised, sender) or not self.acceptor.promise(m.lid, m.ballot):
             self._send(sender, Promise(m.lid, m.ballot, False, promised))
             return
@@ -618,10 +647,11 @@ class EscrowNode:
         )
 
     def _on_accept(self, m: Accept, sender: str, now: int) -> None:
-        if not self.synced:
+        judge = self._acceptor_for(m.lid, m.ballot, sender, now)
+        if judge is None:
             return
         promised = self.acceptor.promised_for(m.lid)
-        if not self.acceptor.promise(m.lid, m.ballot):
+        if not judge or not self.acceptor.promise(m.lid, m.ballot):
             self._send(sender, Accepted(m.lid, m.ballot, m.window, m.seq, False, promised))
             return
         self._yield_to(m.lid, m.ballot, now)
@@ -640,7 +670,8 @@ class EscrowNode:
         if o is None or o.active or m.ballot != o.ballot:
             return
         if not m.ok:
-            o.seen_round = max(o.seen_round, m.promised.round)
+            if m.promised.epoch == o.ballot.epoch:
+                o.seen_round = max(o.seen_round, m.promised.round)
             return
         self.acceptor.absorb(m.lid, m.ledgers)
         o.promises.add(sender)
@@ -650,44 +681,80 @@ class EscrowNode:
     def majority(self, lid: str) -> int:
         return len(self.acceptors[lid]) // 2 + 1
 
-    def _sync_groups(self) -> list[tuple[str, ...]]:
-        """The acceptor groups this member belongs to (only those need its state)."""
-        return [g for g in self.acceptors.values() if self.name in g]
+    # ------------------------------------------------------------------ roster epochs
+    def _may_own(self, lid: str) -> bool:
+        """An owner in its limit's acceptor group must be verified there (its own promise
+        and acks count); one outside it only needs to know the epoch."""
+        ep = self.epochs
+        return ep.epoch > 0 and (ep.ready(lid) or not ep.in_group(lid))
 
-    def _request_sync(self, now: int) -> None:
-        self._sync_at = now
-        if self._synced_enough():
+    def _learn(self, rosters: Iterable[tuple[int, Iterable[str]]], now: int) -> None:
+        """Remember rosters; move to a newer epoch: seal the older ones (every ballot of
+        ours is now old: step down), re-draw the groups, verify for the new one."""
+        if not self.epochs.learn(rosters, now):
             return
-        peers = {n for g in self._sync_groups() for n in g}
-        for n in sorted(peers - self._sync_from - {self.name}):
-            self._send(n, SyncRequest(self._sync_nonce))
+        self.stats["epochs"] += 1
+        for lid in list(self._own):
+            self._step_down(lid, None, now, forget=True)
+        self.acceptors = {lid: self._group(lid) for lid in self.limits}
+        self._sync_nonce += 1
+        self._verify_all(now)
+        self._refresh(now)
 
-    def _synced_enough(self) -> bool:
-        """Enough *other* acceptors of each group answered that every commit quorum of the
-        group (a majority) includes one of them: ``ceil(n / 2)`` of the others (this
-        member's own, lost, state counts for nothing); a group of one has nobody to ask."""
-        ok = all(
-            len(self._sync_from & set(g)) >= min((len(g) + 1) // 2, len(g) - 1)
-            for g in self._sync_groups()
-        )
-        if ok:
-            self.synced = True
-        return ok
+    def _verify_all(self, now: int) -> None:
+        """Verify every known limit for the current epoch, asking whoever's answer is missing
+        (once per ``sync_retry_ms``)."""
+        self._sync_at = now
+        ask: set[str] = set()
+        for lid in self.limits:
+            missing = self.epochs.verify(lid, now, self.config.force_ms)
+            if missing:
+                ask |= missing
+        self._ask_sync(ask)
+
+    def _verify(self, lid: str, now: int) -> None:
+        missing = self.epochs.verify(lid, now, self.config.force_ms)
+        if missing and now >= self._sync_at + self.config.sync_retry_ms:
+            self._sync_at = now
+            self._ask_sync(missing)
+
+    def _ask_sync(self, members: Iterable[str]) -> None:
+        request = SyncRequest(self._sync_nonce, self.epochs.recent())
+        for name in sorted({member_name(m) for m in members} - {self.name}):
+            self._send(name, request)
+
+    def _tell(self, name: str, their_epoch: int) -> None:
+        """``name`` used an older epoch: send it the newer rosters (once per epoch)."""
+        if name != self.name and self._told.get(name, 0) < self.epochs.epoch:
+            self._told[name] = self.epochs.epoch
+            self._send(name, RosterNews(self.epochs.recent()))
+
+    def _on_roster_news(self, m: RosterNews, sender: str, now: int) -> None:
+        self._learn(m.rosters, now)
 
     def _on_sync_request(self, m: SyncRequest, sender: str, now: int) -> None:
-        if not self.synced and now - self._born < self.config.bootstrap_ms:
-            return  # synced members answer first; see EscrowConfig.bootstrap_ms
-        self._send(sender, SyncReply(m.nonce, self.acceptor.state(self.limits)))
+        self._learn(m.rosters, now)  # sealing: the asker's epoch first
+        ep = self.epochs
+        lids = set(self.limits) | set(self.acceptor.ledgers) | set(ep.verified)
+        states = tuple(
+            (lid, self.acceptor.promised_for(lid), ep.verified.get(lid, 0), self.acceptor.snapshot(lid))
+            for lid in sorted(lids)
+        )
+        self._send(sender, SyncReply(m.nonce, self.me, ep.epoch, ep.recent(), states))
 
     def _on_sync_reply(self, m: SyncReply, sender: str, now: int) -> None:
-        if self.synced or m.nonce != self._sync_nonce:
+        if member_name(m.member) != sender:
             return
-        for lid, promised, ledgers in m.states:
-            if lid in self.limits:
-                self.acceptor.absorb(lid, ledgers, promised)
-        self._sync_from.add(sender)
-        if self._synced_enough():
-            self._refresh(now)
+        self._learn(m.rosters, now)
+        for lid, promised, _, ledgers in m.states:
+            self.acceptor.absorb(lid, ledgers, promised)
+        self.epochs.note_reply(m.member, m.epoch, {lid: v for lid, _, v, _ in m.states if v})
+        was = self.synced
+        for lid in self.limits:
+            self.epochs.verify(lid, now, self.config.force_ms)
+        if self.synced and not was:
+            self.stats["verified"] += 1
+        self._refresh(now)
 
     def _usage_of(self, key: WKey) -> UsageMap:
         u = self._usage.get(key)
@@ -747,6 +814,7 @@ class EscrowNode:
             return False
         self.limits[lid] = limit
         self.acceptors[lid] = self._group(lid)
+        self._verify(lid, now)
         # Take up its ownership now when it hashes here (an Ask for it may be on its way or
         # be this very message): otherwise the Ask is dropped and ownership waits for the
         # next tick, up to ``gossip_ms`` later, which outlasts an admission's wait for its grant.

@@ -53,9 +53,9 @@ class EscrowConfig:
     gossip_ms: int = 1000  # usage deltas and one push-pull per interval
     skew_ms: int = 2000  # clock skew tolerated between members
     acceptors: int = 5  # members per limit that hold its ledger (majority: 3 of 5)
-    # An unsynced member answers others' SyncRequests only after this long: when a whole
-    # fleet starts at once nobody is synced, and they must not wait for each other forever.
-    bootstrap_ms: int = 3000
+    # Members a new roster epoch dropped (dead for good, left, restarted) that never answer
+    # count as answering empty after this long (see epochs.py, "Liveness").
+    force_ms: int = 10000
     # A grant wakes waiting admissions without counting them as used; the caller admits
     # them again (the gateway: its slot is the one count of usage). The simulator counts
     # them at once.

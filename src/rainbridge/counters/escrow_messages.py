@@ -133,18 +133,36 @@ class Accepted:
 # ------------------------------------------------------------------ state exchange
 
 
+Rosters = tuple[tuple[int, tuple[str, ...]], ...]  # (roster epoch, member ids), see epochs.py
+
+
 @dataclass(frozen=True, slots=True)
 class SyncRequest:
-    """A (re)started member asks for every key's promised ballot and ledgers before it
-    acts as acceptor or owner."""
+    """A member that moved to a new roster epoch asks for every limit's promised ballot and
+    ledgers (and what the replier was verified for) before it acts as acceptor. Carries the
+    newest rosters: the replier moves to that epoch first, sealing the older ones."""
 
     nonce: int
+    rosters: Rosters
 
 
 @dataclass(frozen=True, slots=True)
 class SyncReply:
+    """``states``: ``(lid, promised, verified epoch, ledgers)``; ``epoch`` the replier's
+    epoch when it answered (it seals every older one), ``member`` its incarnation."""
+
     nonce: int
-    states: tuple[tuple[str, Ballot, tuple[tuple[int, WindowLedger], ...]], ...]
+    member: str
+    epoch: int
+    rosters: Rosters
+    states: tuple[tuple[str, Ballot, int, tuple[tuple[int, WindowLedger], ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RosterNews:
+    """To a member that used an older roster epoch: the newer rosters."""
+
+    rosters: Rosters
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +187,7 @@ Message = (
     | Accepted
     | SyncRequest
     | SyncReply
+    | RosterNews
     | FullState
 )
 

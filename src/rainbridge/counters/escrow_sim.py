@@ -3,8 +3,10 @@
 real time, reproducible bit for bit from the seed.
 
 Faults: per-message loss, duplication and a delay range (a wide range reorders); partitions
-(``partition(groups)`` / ``heal()``); ``crash`` and ``restart`` (a new incarnation that must
-sync first); a fixed clock offset per member (skew). Membership is not simulated here (the
+(``partition(groups)`` / ``heal()``); ``crash`` and ``restart`` (a new incarnation: a new
+roster epoch); ``join`` (scale-up: a new roster epoch); a fixed clock offset per member
+(skew). The simulator is the roster master (``epochs``): each member learns a new epoch after
+its own failure-detection delay, or sooner from the messages of members that did. Membership is not simulated here (the
 cluster's SWIM is, in ``cluster/sim.py``): each member's view of who is live follows the
 truth after a random failure-detection delay, so views disagree for a while, as they do.
 
@@ -81,6 +83,7 @@ class EscrowSim:
         self.limits = {lim.lid: lim for lim in limits}
         self.now = 0.0
         self.names = [f"n{i}" for i in range(n)]
+        self.epochs: dict[int, tuple[str, ...]] = {1: tuple(f"{name}:1" for name in self.names)}
         self.members: dict[str, SimMember] = {}
         self.admitted: Counter[tuple[str, int]] = Counter()
         self.admitted_by: Counter[tuple[str, str, int]] = Counter()  # (member, lid, window)
@@ -102,16 +105,16 @@ class EscrowSim:
         self._tickets = itertools.count()
         for name in self.names:
             skew = self.rng.randint(-self.faults.skew_ms, self.faults.skew_ms)
-            self._start(name, skew, incarnation=1, synced=True)
+            self._start(name, skew, incarnation=1)
         for m in self.members.values():
             self._refresh_view(m)
 
     # ------------------------------------------------------------------ set-up and faults
-    def _start(self, name: str, skew_ms: int, incarnation: int, synced: bool) -> SimMember:
+    def _start(self, name: str, skew_ms: int, incarnation: int) -> SimMember:
         now_ms = self._clock(skew_ms)
         node = EscrowNode(
-            name, incarnation, self.limits.values(), self.names,
-            Random(self.rng.getrandbits(64)), now_ms, self.config, synced=synced,
+            name, incarnation, self.limits.values(), self.epochs,
+            Random(self.rng.getrandbits(64)), now_ms, self.config,
         )
         m = self.members[name] = SimMember(name, node, skew_ms, incarnation)
         self.processes.append(m)
@@ -143,28 +146,38 @@ class EscrowSim:
         self._after(m)
 
     def restart(self, name: str) -> None:
-        """A new process under the same name: new incarnation, empty state, syncs first."""
+        """A new process under the same name: a new incarnation with empty state, and so a
+        new roster epoch (the old incarnation replaced by the new one)."""
         old = self.members[name]
         old.crashed = True
-        self._start(name, old.skew_ms, old.incarnation + 1, synced=False)
+        gone, new = f"{name}:{old.incarnation}", f"{name}:{old.incarnation + 1}"
+        self._new_epoch([m for m in self.epochs[max(self.epochs)] if m != gone] + [new])
+        self._start(name, old.skew_ms, old.incarnation + 1)
         self._views_follow()
+        self._epoch_follows(skip={name})
 
     def join(self, *names: str) -> None:
-        """Scale-up: new members start at once (empty, unsynced, knowing the new roster);
-        each existing member learns the new roster, and sees them live, after its own
-        failure-detection delay, so for a while old and new members draw groups from
-        different rosters."""
+        """Scale-up: new members start at once (empty, knowing the new roster epoch); each
+        existing member learns the new epoch, and sees them live, after its own
+        failure-detection delay (or sooner, from a member that learnt it)."""
         self.names = [*self.names, *names]
+        self._new_epoch([*self.epochs[max(self.epochs)], *(f"{n}:1" for n in names)])
         for name in names:
-            self._start(name, self.rng.randint(-self.faults.skew_ms, self.faults.skew_ms), 1, synced=False)
+            self._start(name, self.rng.randint(-self.faults.skew_ms, self.faults.skew_ms), 1)
+        self._epoch_follows(skip=set(names))
+
+    def _new_epoch(self, members: Iterable[str]) -> None:
+        self.epochs[max(self.epochs) + 1] = tuple(members)
+
+    def _epoch_follows(self, skip: set[str]) -> None:
         lo, hi = self.faults.detect
         for m in list(self.members.values()):
-            if self._current(m) and m.name not in names:
+            if self._current(m) and m.name not in skip:
                 self.at(self.now + self.rng.uniform(lo, hi), lambda m=m: self._learn_roster(m))
 
     def _learn_roster(self, m: SimMember) -> None:
         if self._current(m):
-            m.node.set_roster(self.names, self._clock(m.skew_ms))
+            m.node.set_epochs(self.epochs, self._clock(m.skew_ms))
             self._refresh_view(m)
 
     def owner_of(self, lid: str) -> str | None:

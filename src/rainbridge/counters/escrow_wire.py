@@ -2,7 +2,8 @@
 
 A frame is a msgpack array ``[sender, tag, *fields]``: ``sender`` the member name that sent
 it (the cluster's direct messages do not say who sent them), ``tag`` the message type's
-index in ``TYPES``. A ``Ballot`` is ``[round, owner]``; a ``WindowLedger`` is
+index in ``TYPES``. A ``Ballot`` is ``[epoch, round, owner]``; rosters are
+``[[epoch, [member id, ...]], ...]``; a ``WindowLedger`` is
 ``[ballot, {member: granted}, {member: returned}]``.
 
 Every frame comes from the network: ``decode`` checks each field's type and range and
@@ -30,6 +31,7 @@ from rainbridge.counters.escrow_messages import (
     Promise,
     Reclaim,
     Return,
+    RosterNews,
     SyncReply,
     SyncRequest,
     UsageDelta,
@@ -37,7 +39,7 @@ from rainbridge.counters.escrow_messages import (
 
 TYPES: tuple[type, ...] = (
     Ask, Grant, Deny, Reclaim, Return, UsageDelta, Prepare, Promise, Accept, Accepted,
-    SyncRequest, SyncReply, FullState,
+    SyncRequest, SyncReply, FullState, RosterNews,
 )
 _TAG = {t: i for i, t in enumerate(TYPES)}
 MAX_NAME = 512  # a member or limit name
@@ -54,7 +56,7 @@ class WireError(ValueError):
 
 
 def _ballot(b: Ballot) -> list[Any]:
-    return [b.round, b.owner]
+    return [b.epoch, b.round, b.owner]
 
 
 def _ledger(led: WindowLedger) -> list[Any]:
@@ -63,6 +65,10 @@ def _ledger(led: WindowLedger) -> list[Any]:
 
 def _snapshot(snap: tuple[tuple[int, WindowLedger], ...]) -> list[Any]:
     return [[ws, _ledger(led)] for ws, led in snap]
+
+
+def _rosters(rosters: tuple[tuple[int, tuple[str, ...]], ...]) -> list[Any]:
+    return [[e, list(members)] for e, members in rosters]
 
 
 def _fields(m: Message) -> list[Any]:
@@ -75,7 +81,12 @@ def _fields(m: Message) -> list[Any]:
     if isinstance(m, Prepare):
         return [m.lid, _ballot(m.ballot)]
     if isinstance(m, SyncReply):
-        return [m.nonce, [[lid, _ballot(b), _snapshot(s)] for lid, b, s in m.states]]
+        return [m.nonce, m.member, m.epoch, _rosters(m.rosters),
+                [[lid, _ballot(b), v, _snapshot(s)] for lid, b, v, s in m.states]]
+    if isinstance(m, SyncRequest):
+        return [m.nonce, _rosters(m.rosters)]
+    if isinstance(m, RosterNews):
+        return [_rosters(m.rosters)]
     if isinstance(m, FullState):
         return [[[lid, ws, [list(e) for e in entries]] for lid, ws, entries in m.usage], m.reply]
     return [getattr(m, name) for name in m.__slots__]  # flat messages: ints and strings
@@ -119,8 +130,8 @@ def _vector(v: object) -> dict[str, int]:
 
 
 def _dec_ballot(v: object) -> Ballot:
-    r, owner = _list(v, 2)
-    return Ballot(_int(r), _str(owner))
+    e, r, owner = _list(v, 3)
+    return Ballot(_int(e), _int(r), _str(owner))
 
 
 def _dec_ledger(v: object) -> WindowLedger:
@@ -136,11 +147,29 @@ def _dec_snapshot(v: object) -> tuple[tuple[int, WindowLedger], ...]:
     return tuple(out)
 
 
-def _dec_states(v: object) -> tuple[tuple[str, Ballot, tuple[tuple[int, WindowLedger], ...]], ...]:
+def _dec_states(v: object) -> tuple[tuple[str, Ballot, int, tuple[tuple[int, WindowLedger], ...]], ...]:
     out = []
     for item in _list(v):
-        lid, b, snap = _list(item, 3)
-        out.append((_str(lid), _dec_ballot(b), _dec_snapshot(snap)))
+        lid, b, verified, snap = _list(item, 4)
+        out.append((_str(lid), _dec_ballot(b), _int(verified), _dec_snapshot(snap)))
+    return tuple(out)
+
+
+MAX_ROSTERS = 64  # epochs in one message (members send two)
+MAX_MEMBERS = 4096  # member ids in one roster
+
+
+def _dec_rosters(v: object) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    items = _list(v)
+    if len(items) > MAX_ROSTERS:
+        raise WireError(f"at most {MAX_ROSTERS} rosters")
+    out = []
+    for item in items:
+        e, members = _list(item, 2)
+        members = _list(members)
+        if len(members) > MAX_MEMBERS:
+            raise WireError(f"a roster of at most {MAX_MEMBERS} members")
+        out.append((_int(e), tuple(_str(m) for m in members)))
     return tuple(out)
 
 
@@ -169,8 +198,9 @@ _DECODERS: dict[type, tuple[Callable[[object], Any], ...]] = {
     Promise: (_S, _dec_ballot, _B, _dec_ballot, _dec_snapshot),
     Accept: (_S, _dec_ballot, _I, _dec_ledger, _I),
     Accepted: (_S, _dec_ballot, _I, _I, _B, _dec_ballot),
-    SyncRequest: (_I,),
-    SyncReply: (_I, _dec_states),
+    SyncRequest: (_I, _dec_rosters),
+    SyncReply: (_I, _S, _I, _dec_rosters, _dec_states),
+    RosterNews: (_dec_rosters,),
     FullState: (_dec_usage, _B),
 }
 

@@ -23,6 +23,10 @@ twice: the allowance taken is the slot's own usage (``committed − others``) pl
 tokens, what requests in flight reserved; the usage reported to the fleet is the own usage
 alone (monotone: a reservation settled lower never shows). Until the member has synced with the cluster (``ready``), governed
 admissions are refused with 503 ``cluster_syncing`` and readiness says so.
+
+Rosters: the store numbers the roster epochs (``fleet_epochs.py``); a background task
+proposes this member's view and hands new epochs to the escrow, on every membership change
+and every ``EPOCH_POLL_S``. Without a store the member is a fleet of one.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from .base import Key, Slot
 from .escrow import EscrowConfig, EscrowNode, Limit
 from .escrow_messages import FullState, SyncReply, SyncRequest, UsageDelta
 from .escrow_wire import WireError, decode, encode
+from .fleet_epochs import RosterView
+from .fleet_epochs import sync as sync_epochs
 from .local import UPSERT_SQL, LocalCounters, row_key
 from .sync_view import SyncView
 
@@ -57,12 +63,12 @@ log = logging.getLogger("rainbridge.counters")
 
 CHANNEL = b"E"  # first byte of every escrow payload on the cluster's direct messages
 SUMMARY_KIND = "fleet.summary"  # request kind: another member asks for our summary()
-ROSTER_FORGET_S = 600.0  # a member dead this long leaves the roster (its acceptor votes go)
+EPOCH_POLL_S = 2.0  # the roster master is read this often (and at every membership change)
 NEVER = math.inf
 # Real processes on a busy machine answer slower than the simulator's network: a reclaim
 # round waits longer before refusing (a late hand-back would otherwise be lost to the
 # burst), and groups of up to fifteen acceptors keep a fleet of up to fifteen members'
-# group the whole roster (see EscrowNode.set_roster).
+# group the whole roster (see epochs.py).
 FLEET_CONFIG = EscrowConfig(reclaim_ms=250, acceptors=15, wake_only=True)
 ACCEPTORS_ENV = "RAINBRIDGE_FLEET_ACCEPTORS"
 ACCEPTORS_RANGE = (1, 255)
@@ -136,7 +142,10 @@ class FleetCounters(LocalCounters):
         self.resolve: Callable[[str], Limit | None] = lambda lid: None
         # This member's traffic totals (gateway/traffic.py) for the status page, or None.
         self.traffic: Callable[[], dict[str, int]] | None = None
-        self._roster_seen: dict[str, float] = {}  # name → when last seen not dead
+        self.roster_view: RosterView | None = None
+        self._db: Database | None = None
+        self._epoch_task: asyncio.Task[None] | None = None
+        self._epoch_wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = NEVER
         self._tickets = 0
@@ -154,18 +163,53 @@ class FleetCounters(LocalCounters):
 
     # -- wiring -------------------------------------------------------------------------------
 
-    def attach(self, service: ClusterService) -> None:
-        """Start the escrow once the cluster service has synced (joined, or alone)."""
+    def attach(self, service: ClusterService, db: Database | None = None) -> None:
+        """Start the escrow once the cluster service has synced (joined, or alone); ``db``:
+        the store that numbers roster epochs (without one this member is a fleet of one)."""
         self.service = service
         name, boot = service.name, service.boot
         now = self.now_ms()
+        me = f"{name}:{boot}"
+        self.roster_view = RosterView(me, now / 1000)
+        self._db = db
         self.escrow = EscrowNode(
-            name, boot, self.limits.values(), self._roster(now / 1000), Random(), now,  # type: ignore[arg-type]
-            self.config, synced=False, resolve=self._resolve,
+            name, boot, self.limits.values(), {} if db is not None else {1: (me,)},  # type: ignore[arg-type]
+            Random(), now, self.config, resolve=self._resolve,
         )
         self._seed_usage()
         self._after()
         service.on_request(SUMMARY_KIND, self._answer_summary)
+        if db is not None:
+            self._epoch_task = asyncio.get_running_loop().create_task(self._epoch_loop(db))
+
+    async def _epoch_loop(self, db: Database) -> None:
+        """Propose this member's roster to the store and hand newer epochs to the escrow."""
+        failures = 0
+        while True:
+            escrow, view = self.escrow, self.roster_view
+            assert escrow is not None and view is not None
+            try:
+                alive = view.alive | ({escrow.me} if not escrow.draining else set())
+                rosters = await sync_epochs(db, escrow.epoch, alive, view.gone, self.now_ms())
+                if failures:
+                    log.warning("escrow: the roster master is reachable again")
+                failures = 0
+            except Exception as exc:  # the store is down: keep the epoch we have, retry
+                failures += 1
+                self.stats["epoch_errors"] = self.stats.get("epoch_errors", 0) + 1
+                if failures == 1:
+                    log.warning("escrow: could not read or propose the roster epoch: %s", type(exc).__name__)
+                rosters = []
+            if rosters:
+                escrow.set_epochs(dict(rosters), self.now_ms())
+                self._after()
+            self._epoch_wake.clear()
+            wait = EPOCH_POLL_S if not failures else min(10.0, EPOCH_POLL_S * failures)
+            try:
+                async with asyncio.timeout(wait):
+                    await self._epoch_wake.wait()
+            except TimeoutError:
+                pass
 
     def _answer_summary(self, requester: str, payload: bytes) -> bytes:
         return orjson.dumps(self.summary())
@@ -191,56 +235,51 @@ class FleetCounters(LocalCounters):
         self._after()
 
     def on_membership(self) -> None:
-        """Members joined, failed, left or changed state: new view and roster."""
+        """Members joined, failed, left or changed state: new view, and a new roster
+        proposal to the store."""
         escrow = self.escrow
         if escrow is None or self.service is None or self.service.node is None:
             return
         now = self.now_ms()
         live = set()
         running = {escrow.me}
+        states = [(escrow.me, "alive", escrow.draining)]
         for m in self.service.node.members():
             tags = _tags(m.meta)
             if tags.get("role") != "rainbridge":
                 continue
+            mid = f"{m.name}:{tags.get('boot', '')}"
+            draining = tags.get("state") == "draining"
             if m.state in (NodeState.ALIVE, NodeState.SUSPECT):
-                running.add(f"{m.name}:{tags.get('boot', '')}")
-                if tags.get("state") != "draining":
+                running.add(mid)
+                if not draining:
                     live.add(m.name)
+            if mid != escrow.me:
+                state = {NodeState.DEAD: "dead", NodeState.LEFT: "left"}.get(m.state, "alive")
+                states.append((mid, state, draining))
         self._running = running
-        escrow.set_roster(self._roster(now / 1000), now)
+        if self.roster_view is not None:
+            self.roster_view.update(states, escrow.roster, now / 1000)
         escrow.set_view(live, now)
+        self._epoch_wake.set()
         self._after()
 
-    def _roster(self, now_s: float) -> list[str]:
-        """Every member name seen, until it left or has been dead ``ROSTER_FORGET_S``: a
-        partitioned member is still counted, so the other side cannot form a majority
-        without it."""
-        service = self.service
-        if service is None or service.node is None:
-            return []
-        present = set()
-        for m in service.node.members():
-            if _tags(m.meta).get("role") != "rainbridge":
-                continue
-            present.add(m.name)
-            if m.state == NodeState.LEFT:
-                self._roster_seen.pop(m.name, None)
-            elif m.state != NodeState.DEAD or m.name not in self._roster_seen:
-                self._roster_seen[m.name] = now_s
-        for name, seen in list(self._roster_seen.items()):
-            if now_s - seen > ROSTER_FORGET_S:
-                del self._roster_seen[name]
-        self._roster_seen[service.name] = now_s
-        return sorted(self._roster_seen)
-
     def drain(self) -> None:
-        """SIGTERM: stop owning, hand unused allowance back."""
+        """SIGTERM: stop owning, hand unused allowance back, and propose a roster without
+        this member while it still answers the others' sync requests."""
         if self.escrow is not None:
             self._sync_used()
             self.escrow.drain(self.now_ms())
+            if self.roster_view is not None:
+                self.roster_view.gone.add(self.escrow.me)
+                self.roster_view.alive.discard(self.escrow.me)
+            self._epoch_wake.set()
             self._after()
 
     def close(self) -> None:
+        if self._epoch_task is not None:
+            self._epoch_task.cancel()
+            self._epoch_task = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -470,7 +509,7 @@ class FleetCounters(LocalCounters):
         for mark in [m for m in self._orphans_written if m[0] not in self.slots]:
             del self._orphans_written[mark]
         if self.escrow is not None:
-            self.sync.tidy(self.escrow._usage, self._roster_seen)
+            self.sync.tidy(self.escrow._usage, {m.rpartition(":")[0] for m in self.escrow.roster})
 
     # -- operator view ---------------------------------------------------------------------------
 
@@ -512,6 +551,7 @@ class FleetCounters(LocalCounters):
                 {"limit": lid, "window": ws, "fleet": u.total(), "members": len(u.by_member)}
                 for (lid, ws), u in escrow._usage.items()
             ],
+            "epoch": escrow.epoch,
             "roster": list(escrow.roster),
             "live": sorted(escrow.live),
             "stats": dict(escrow.stats) | self.stats,

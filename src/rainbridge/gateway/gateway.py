@@ -175,7 +175,7 @@ class Gateway:
         assert self.cluster is not None and isinstance(self.counters, FleetCounters)
         while not self.cluster.synced:
             await asyncio.sleep(0.05)
-        self.counters.attach(self.cluster)
+        self.counters.attach(self.cluster, self.store.db if self.store is not None else None)
         self.counters.on_membership()
 
     def _fleet_limit(self, lid: str) -> Limit | None:
