@@ -50,7 +50,7 @@ async def _latest(ex: Executor) -> tuple[int, tuple[str, ...]]:
 async def sync(db: Database, since: int, alive: set[str], gone: set[str], now_ms: int) -> Rosters:
     """Propose this member's view and return the epochs newer than ``since`` (at most the
     newest ``epochs.KEEP``), oldest first."""
-    epoch, members = await _latest(db)
+    _, members = await _latest(db)
     if proposal(members, alive, gone) != members:
         async with db.exclusive(LOCK_ID) as tx:
             await _propose(tx, alive, gone, now_ms)
