@@ -91,12 +91,22 @@ def test_fleet_limit_holds_through_random_partitions_crashes_and_restarts(seed):
     assert sim.violations() == {}
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_fleet_limit_holds_through_a_bulk_scale_up_within_the_acceptor_group_size(seed):
-    # Up to 15 members every acceptor group is the whole roster: batches of joiners (which
-    # sync before they promise) and a crashed minority never lose a committed grant.
+# 67: before roster epochs, joiners that had synced from early snapshots formed a quorum of
+# the new roster and adopted a ledger without the old owner's later grants (8 of 7 admitted).
+@pytest.mark.parametrize("seed", [*range(4), 67])
+def test_fleet_limit_holds_through_a_bulk_scale_up(seed):
     sim = scale_up_scenario(seed, [A, SMALL], acceptors=15, fleet=15)
     assert len(sim.names) <= 15
+    assert sim.violations() == {}
+    assert sum(sim.admitted.values()) > 0
+    assert max(sim.epochs) >= 2  # the joins were roster epochs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fleet_limit_holds_through_a_bulk_scale_up_past_the_acceptor_group_size(seed):
+    # Groups of 5 in a fleet growing to 15: a limit's group changes members with each
+    # epoch, and the new group takes the ledger over from a sealed majority of the old one.
+    sim = scale_up_scenario(seed, [A, SMALL], acceptors=5, fleet=15)
     assert sim.violations() == {}
     assert sum(sim.admitted.values()) > 0
 
@@ -158,7 +168,7 @@ def test_restarted_member_neither_promises_nor_owns_before_it_synced():
     sim = EscrowSim(3, [A], seed=6)
     owner = sim.owner_of(A.lid)
     sim.run_until(1)
-    round_before = sim.members[owner].node.acceptor.promised_for(A.lid).round
+    ballot_before = sim.members[owner].node.acceptor.promised_for(A.lid)
     sim.partition([owner], _others(sim, owner))
     sim.restart(owner)
     sim.run_until(4)
@@ -168,7 +178,10 @@ def test_restarted_member_neither_promises_nor_owns_before_it_synced():
     sim.heal()
     sim.run_until(7)
     assert node.synced and node.owns(A.lid)  # it hashes highest again, so it takes over
-    assert node.acceptor.promised_for(A.lid).round > round_before + 1
+    # Its restart was roster epoch 2: it owns under a ballot of that epoch, above every
+    # ballot of its earlier life.
+    assert node.epoch == 2 and node.acceptor.promised_for(A.lid) > ballot_before
+    assert node.acceptor.promised_for(A.lid).epoch == 2
 
 
 def test_idle_member_hands_its_allowance_back():

@@ -278,10 +278,26 @@ def test_rolling_restart_keeps_the_limit_and_counts_every_request_once(start_fle
     eventually(lambda: [r.usage() for r in replicas] == [served] * 3 or [r.usage() for r in replicas],
                15, "every replica's usage == served")
     eventually(lambda: stored_total(dsn) == served or stored_total(dsn), 10, "store total == served")
+    # Each restart was a new roster epoch: every replica ends on the same one, listing the
+    # new incarnations only (the drained ones were removed while they still answered).
+    eventually(lambda: _same_roster([r.fleet() for r in replicas]) is not None or [r.fleet().get("epoch") for r in replicas],
+               15, "one roster everywhere")
+    epoch, roster = _same_roster([r.fleet() for r in replicas])
+    assert epoch >= 1 + len(replicas) and len(roster) == len(replicas)
+    assert sorted(r.fleet()["member"] for r in replicas) == roster
     for r in replicas:
         assert r.stop(signal.SIGTERM) == 0
     assert stored_total(dsn) == served
     print(f"rolling restart: {served} served of limit {limit}; {len(readings)} usage readings; {dict(statuses)}")
+
+
+def _same_roster(views: list[dict]) -> tuple[int, list[str]] | None:
+    """(epoch, roster) when every replica's escrow reports the same ones, else None."""
+    found = {(v.get("epoch"), tuple(v.get("roster", ()))) for v in views}
+    if len(found) != 1:
+        return None
+    epoch, roster = found.pop()
+    return epoch, list(roster)
 
 
 @pytest.mark.timeout(WINDOW_NEED_S + 60)
