@@ -69,6 +69,25 @@ def test_cli_status_table_shows_clock_and_sync_columns():
     assert lines[2].split()[6:10] == ["ready", "+1500ms±0", "0.4s/-", "3/1/12/2.1k"]
 
 
+def test_cli_status_table_shows_discovery_and_each_backends_health():
+    me = {"name": "r0", "self": True, "state": "alive", "address": "127.0.0.61:7946", "http": "", "region": "",
+          "incarnation": 1, "readiness": "ready", "seconds_since_change": 5,
+          "last_change": "2026-12-04T18:00:00.000+00:00", "counters": None}
+    discovery = {"enabled": True, "type": "dns", "status": "degraded", "rounds": 7, "interval_seconds": 5,
+                 "candidates": 2, "joins": 1, "join_failures": 0, "rejected": {"address_space": 3},
+                 "allowed_address_space": ["10.0.0.0/8"],
+                 "backends": [{"backend": "dns", "status": "degraded", "candidates": 2, "failures": 4,
+                               "last_error": "NXDOMAIN rb.svc"}]}
+    body = {"enabled": True, "node": {"name": "r0"}, "health": {"status": "healthy"}, "members": [me],
+            "discovery": discovery}
+    text = _status_table(body)
+    assert ("discovery dns: degraded, 7 round(s) every 5s, 2 candidate(s), 1 join(s), 0 failed; "
+            "rejected: address_space 3; allowed 10.0.0.0/8") in text
+    assert "  dns: degraded, 2 candidate(s), 4 failure(s), last error: NXDOMAIN rb.svc" in text
+    off = _status_table({**body, "discovery": {"enabled": False}})
+    assert "discovery: off (static peers only)" in off
+
+
 # --------------------------------------------------------------------------- real processes
 
 LIMIT = 6

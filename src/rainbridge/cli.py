@@ -219,9 +219,28 @@ def _status_table(body: dict) -> str:
         f"seen from {node['name']} ({node.get('address', '?')}, incarnation {node.get('incarnation', '?')}, "
         f"local health score {health.get('local_health_score', '?')})"
     )
+    lines += _discovery_lines(body.get("discovery") or {})
     if body.get("fleet_counters"):
         lines += ["", *_fleet_lines(body["fleet_counters"])]
     return "\n".join(lines)
+
+
+def _discovery_lines(d: dict) -> list[str]:
+    """The ``discovery`` block: one line for the runner, one per backend."""
+    if not d.get("enabled"):
+        return ["discovery: off (static peers only)"]
+    rejected = ", ".join(f"{reason} {n}" for reason, n in sorted((d.get("rejected") or {}).items())) or "none"
+    lines = [
+        f"discovery {d.get('type', '?')}: {d.get('status', '?')}, {d.get('rounds', 0)} round(s) every "
+        f"{d.get('interval_seconds', '?')}s, {d.get('candidates', 0)} candidate(s), {d.get('joins', 0)} join(s), "
+        f"{d.get('join_failures', 0)} failed; rejected: {rejected}; "
+        f"allowed {' '.join(d.get('allowed_address_space') or []) or 'any'}"
+    ]
+    for b in d.get("backends") or []:
+        error = f", last error: {b['last_error']}" if b.get("last_error") else ""
+        lines.append(f"  {b.get('backend', '?')}: {b.get('status', '?')}, {b.get('candidates', 0)} candidate(s), "
+                     f"{b.get('failures', 0)} failure(s){error}")
+    return lines
 
 
 def _fleet_lines(fc: dict) -> list[str]:
@@ -235,7 +254,8 @@ def _fleet_lines(fc: dict) -> list[str]:
     lines = [
         f"fleet counters: {fc['state']} as {fc.get('member', '?')}: {fc.get('keys', 0)} limit(s) bound, "
         f"{len(fc.get('owned', []))} owned here, {fc.get('allowances_outstanding', 0)} allowance unused; "
-        f"live {' '.join(fc.get('live', [])) or '-'} of roster {' '.join(fc.get('roster', [])) or '-'}",
+        f"live {' '.join(fc.get('live', [])) or '-'} of roster epoch {fc.get('epoch', '?')}: "
+        f"{' '.join(fc.get('roster', [])) or '-'}",
         f"  {stats}",
     ]
     allowances = {(a["limit"], a["window"]): a for a in fc.get("allowances", [])}
