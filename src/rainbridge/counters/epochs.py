@@ -78,6 +78,8 @@ class Epochs:
         self.epoch = newest
         self.adopted_at = now
         self._groups = {k: v for k, v in self._groups.items() if k[1] in self.rosters}
+        listed = {m for members in self.rosters.values() for m in members}
+        self.replies = {m: r for m, r in self.replies.items() if m in listed}  # bounded by the rosters kept
         return True
 
     def recent(self) -> RosterList:
