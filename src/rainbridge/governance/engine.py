@@ -39,117 +39,11 @@ from .model import (
     VirtualKey,
     hash_value,
 )
+from .plan import Check, Plan, owner_checks, plan_key
 from .pricing import Price, Pricing
+from .ratelimit_headers import head_lines, limit_headers
 
 LABELS = {"vk": "virtual key", "team": "team", "customer": "customer", "provider": "virtual key", "model": "model limit"}
-
-
-class Check:
-    """One limit a key's requests count against: compiled once per key, with its open window
-    and the slot of that window's counter."""
-
-    __slots__ = ("aligned", "anchor", "duration", "level", "limit", "lines", "metric", "owner",
-                 "owner_id", "provider", "scope", "slot", "window")
-
-    def __init__(self, level: str, owner: Owner, metric: str, scope: str, owner_id: str,
-                 duration: str, aligned: bool, anchor: int, limit: float, provider: str | None = None):
-        self.level = level  # vk | team | customer | provider (a key's limit on one provider)
-        self.provider = provider
-        self.owner = owner
-        self.metric = metric  # requests | tokens | spend
-        self.scope = scope
-        self.owner_id = owner_id
-        self.duration = duration
-        self.aligned = aligned
-        self.anchor = anchor
-        self.limit = limit
-        self.window: Window | None = None
-        self.slot: Slot | None = None
-        # The x-ratelimit-* lines of a rate limit, with %d where the remaining count goes: the
-        # limit never changes, the reset text only every tenth of a second (Plan.refresh).
-        self.lines = b""
-
-    @property
-    def lid(self) -> str:
-        """The fleet-wide limit's id: what it counts and over which duration."""
-        return f"{self.scope}/{self.owner_id}/{self.metric}/{self.duration}"
-
-    def current(self, now_ms: int) -> Window:
-        w = self.window
-        if w is None or not (w.start_ms <= now_ms < w.end_ms):
-            w = self.window = window_for(self.duration, now_ms, self.aligned, self.anchor)
-        return w
-
-
-class Plan:
-    """A key's checks in the shape admission wants: (slot, limit) pairs per metric for the
-    current windows, recomputed only when one of those windows ends.
-
-    Requests are strict (the request must fit) and counted at admission; tokens are strict
-    and reserved (an estimate, corrected at settlement); budgets only need room left, since
-    a request's cost is known only afterwards: a budget is overshot at most by the requests
-    in flight when it filled up (their cost is not reserved: an estimate from the prompt
-    alone would hold back little, and the request path would pay for it every time)."""
-
-    __slots__ = ("checks", "header_groups", "pair", "price", "priced_model", "priced_provider", "requests", "spend",
-                 "templates", "tokens", "valid_from", "valid_until", "windows_until")
-
-    def __init__(self, checks: list[Check]):
-        self.checks = checks
-        # The rate limits that answer in x-ratelimit-* headers: per metric (non-empty groups
-        # only), the first check and the others (the tightest of a group answers).
-        self.header_groups = [(group[0], tuple(group[1:])) for metric in ("requests", "tokens")
-                              if (group := [c for c in checks if c.metric == metric])]
-        self.requests: list[tuple[Slot, float]] = []
-        self.tokens: list[tuple[Slot, float]] = []
-        self.spend: list[tuple[Slot, float]] = []
-        self.valid_from = 0
-        self.windows_until = 0  # the first end of a check's window
-        self.valid_until = 0  # ... or of the tenth of a second the header lines were written for
-        # The header lines of each combination of answering checks, for this tenth.
-        self.templates: dict[tuple[Check, ...], bytes] = {}
-        # Exactly one request limit and one token limit (the usual): the lines' template
-        # and the (slot, limit) of each, so admission formats them without a search.
-        self.pair: tuple[bytes, Slot, float, Slot, float] | None = None
-        # The price of the last model settled (the same model, request after request).
-        self.priced_provider: str | None = None
-        self.priced_model: str | None = None
-        self.price: Price | None = None
-
-    def refresh(self, now_ms: int, counters: Counters) -> None:
-        """The slots of the current windows (when one ended) and the header lines of this
-        tenth of a second (rate limit windows end on whole seconds, so the time left in the
-        reset headers changes only with the tenth)."""
-        if not (self.valid_from <= now_ms < self.windows_until):
-            lists: dict[str, list[tuple[Slot, float]]] = {"requests": [], "tokens": [], "spend": []}
-            valid_from, valid_until = 0, 2**62
-            for c in self.checks:
-                w = c.current(now_ms)
-                c.slot = counters.slot((c.scope, c.owner_id, c.metric, w.start_ms), w.end_ms)
-                if c.metric == "spend":  # USD in the slot, micro-USD in a fleet's escrow
-                    counters.bind(c.slot, c.lid, c.limit, c.duration, True, 1_000_000, c.aligned, c.anchor)
-                else:
-                    counters.bind(c.slot, c.lid, c.limit, c.duration, c.metric == "tokens")
-                lists[c.metric].append((c.slot, c.limit))
-                valid_from = max(valid_from, w.start_ms)
-                valid_until = min(valid_until, w.end_ms)
-            # New lists, never changed in place: an admission keeps the ones it reserved on.
-            self.requests, self.tokens, self.spend = lists["requests"], lists["tokens"], lists["spend"]
-            self.valid_from, self.windows_until = valid_from, valid_until
-        self.valid_until = self.windows_until
-        if self.header_groups:
-            tenth = now_ms // 100 + 1
-            self.valid_until = min(self.windows_until, tenth * 100)
-            for c, others in self.header_groups:
-                for check in (c, *others):
-                    assert check.window is not None and check.slot is not None
-                    limit_name, remaining_name, reset_name = _HEADER_NAMES[check.metric]
-                    reset = _reset_text((check.window.end_ms // 100 - tenth) * 100).replace(b"%", b"%%")
-                    check.lines = b"%s: %d\r\n%s: %%d\r\n%s: %s\r\n" % (limit_name, check.limit, remaining_name, reset_name, reset)
-            self.templates = {}
-            if len(self.header_groups) == 2 and not self.header_groups[0][1] and not self.header_groups[1][1]:
-                r, t = self.header_groups[0][0], self.header_groups[1][0]
-                self.pair = (r.lines + t.lines, r.slot, r.limit, t.slot, t.limit)  # type: ignore[assignment]
 
 
 class GovernanceState:
@@ -177,14 +71,14 @@ class GovernanceState:
             checks: list[Check] = []
             if vk is not None:
                 for level, owner in self.levels(vk):
-                    _owner_checks(checks, level, owner, level, owner.id, owner.rate_limit, owner.budgets)
+                    owner_checks(checks, level, owner, level, owner.id, owner.rate_limit, owner.budgets)
             if grant is not None and vk is not None:
-                _owner_checks(checks, "provider", vk, "provider", f"{vk.id}:{grant.provider}", grant.rate_limit,
+                owner_checks(checks, "provider", vk, "provider", f"{vk.id}:{grant.provider}", grant.rate_limit,
                               grant.budgets, grant.provider)
             for m in models:
-                _owner_checks(checks, "model", m, "model", m.id, None, m.budgets)
+                owner_checks(checks, "model", m, "model", m.id, None, m.budgets)
                 for rl in m.rate_limits:
-                    _owner_checks(checks, "model", m, "model", m.id, rl, [])
+                    owner_checks(checks, "model", m, "model", m.id, rl, [])
             if len(self.plans) > 100_000:
                 self.plans.clear()
             hit = self.plans[key] = Plan(checks)
@@ -204,26 +98,6 @@ class GovernanceState:
         return out
 
 
-def plan_key(vk: VirtualKey, provider: str) -> str:
-    return f"{vk.id}\x00{provider}"
-
-
-def _owner_checks(checks: list[Check], level: str, owner: Owner, scope: str, owner_id: str, rl: RateLimit | None,
-                  budgets: list[Budget], provider: str | None = None) -> None:
-    if rl is not None:
-        if rl.request_max_limit is not None and rl.request_reset_duration:
-            checks.append(Check(level, owner, "requests", scope, owner_id, rl.request_reset_duration, True, 0,
-                                rl.request_max_limit, provider))
-        if rl.token_max_limit is not None and rl.token_reset_duration:
-            checks.append(Check(level, owner, "tokens", scope, owner_id, rl.token_reset_duration, True, 0,
-                                rl.token_max_limit, provider))
-    for b in budgets:
-        checks.append(Check(level, owner, "spend", "budget", b.id, b.reset_duration, b.calendar_aligned, b.created_at,
-                            b.max_limit, provider))
-
-
-# What one admitted request holds until it is settled, as a plain tuple (made on every
-# governed request; a tuple costs a fraction of an object with an ``__init__``):
 # (the token slots it reserved on, the budget slots it will be charged on, the tokens
 #  reserved on each, the key's plan (its price cache), the worst-case cost reserved on each
 #  budget, and last the x-ratelimit-* header lines of the answer: rendered, see
@@ -456,7 +330,7 @@ class Governance:
             left_t = tl - ts.committed - ts.reserved
             lines = template % (left_r if left_r > 0 else 0, left_t if left_t > 0 else 0)
         else:
-            lines = _head_lines(plan) if plan.header_groups else b""
+            lines = head_lines(plan) if plan.header_groups else b""
         return tokens, spend, estimate, plan, cost, lines
 
     def _price(self, plan: Plan, provider: str | None, model: str | None) -> Price | None:
@@ -528,12 +402,12 @@ class Governance:
             return RequestLimited(
                 f"request limit of {check.limit:g} per {check.duration} reached for {who}; "
                 f"it resets in {human_reset(reset_ms)}",
-                code="request_limited", headers=retry + _limit_headers("requests", check.limit, check.limit - used, reset_ms),
+                code="request_limited", headers=retry + limit_headers("requests", check.limit, check.limit - used, reset_ms),
             )
         return TokenLimited(
             f"token limit of {check.limit:g} per {check.duration} reached for {who} "
             f"({used:g} used or reserved, this request may use up to {amount:g}); it resets in {human_reset(reset_ms)}",
-            code="token_limited", headers=retry + _limit_headers("tokens", check.limit, check.limit - used, reset_ms),
+            code="token_limited", headers=retry + limit_headers("tokens", check.limit, check.limit - used, reset_ms),
         )
 
     # -- what it used ------------------------------------------------------------------------
@@ -603,56 +477,6 @@ class Governance:
                                 "reserved": self.counters.reserved(key), "last_reset": _iso(w.start_ms), "resets_at": _iso(w.end_ms)}
             entry["rate_limit"] = rate
         return entry
-
-
-_HEADER_NAMES = {
-    m: (b"x-ratelimit-limit-" + m.encode(), b"x-ratelimit-remaining-" + m.encode(), b"x-ratelimit-reset-" + m.encode())
-    for m in ("requests", "tokens")
-}
-_RESET_TEXT: dict[int, bytes] = {}
-
-
-def _reset_text(reset_ms: int) -> bytes:
-    """``human_reset`` at a tenth of a second, memoized (it is on every governed response)."""
-    tenths = reset_ms // 100
-    text = _RESET_TEXT.get(tenths)
-    if text is None:
-        if len(_RESET_TEXT) > 100_000:
-            _RESET_TEXT.clear()
-        text = _RESET_TEXT[tenths] = human_reset(tenths * 100).encode()
-    return text
-
-
-def _head_lines(plan: Plan) -> bytes:
-    """x-ratelimit-* lines of the tightest request limit and the tightest token limit: the
-    lines come ready-made for this tenth of a second (Plan.refresh), only the remaining
-    counts are formatted."""
-    chosen = []
-    counts = []
-    for c, others in plan.header_groups:
-        s = c.slot
-        left = c.limit - s.committed - s.reserved  # type: ignore[union-attr]
-        for other in others:
-            o = other.slot
-            other_left = other.limit - o.committed - o.reserved  # type: ignore[union-attr]
-            if other_left < left:
-                c, left = other, other_left
-        chosen.append(c)
-        counts.append(left if left > 0 else 0)
-    key = tuple(chosen)
-    template = plan.templates.get(key)
-    if template is None:
-        template = plan.templates[key] = b"".join([c.lines for c in key])
-    return template % tuple(counts)
-
-
-def _limit_headers(metric: str, limit: float, remaining: float, reset_ms: int) -> list[tuple[bytes, bytes]]:
-    names = _HEADER_NAMES[metric]
-    return [
-        (names[0], b"%d" % limit),
-        (names[1], b"%d" % (remaining if remaining > 0 else 0)),
-        (names[2], _reset_text(reset_ms)),
-    ]
 
 
 def _iso(ms: int) -> str:
