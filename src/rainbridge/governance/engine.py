@@ -8,14 +8,14 @@ reservation with the real tokens and cost once the answer is complete.
 
 from __future__ import annotations
 
-import datetime
 import math
 import random
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from ..counters.base import Counters, Slot
-from ..counters.windows import Window, human_reset, window_for
+from ..counters.windows import human_reset
 from ..errors import (
     BudgetExceeded,
     GatewayError,
@@ -29,21 +29,18 @@ from ..errors import (
 )
 from ..gateway.routing import Routes, Target, fallback_list, model_field
 from .model import (
-    Budget,
     Customer,
     ModelLimit,
     Owner,
     ProviderGrant,
-    RateLimit,
     Team,
     VirtualKey,
     hash_value,
 )
-from .plan import Check, Plan, owner_checks, plan_key
+from .plan import TARGET_LEVELS, Check, Plan, owner_checks, plan_key
 from .pricing import Price, Pricing
 from .ratelimit_headers import head_lines, limit_headers
-
-LABELS = {"vk": "virtual key", "team": "team", "customer": "customer", "provider": "virtual key", "model": "model limit"}
+from .usage import LABELS, WindowCache, iso, key_usage, level_usage
 
 
 class GovernanceState:
@@ -98,32 +95,22 @@ class GovernanceState:
         return out
 
 
-# (the token slots it reserved on, the budget slots it will be charged on, the tokens
-#  reserved on each, the key's plan (its price cache), the worst-case cost reserved on each
-#  budget, and last the x-ratelimit-* header lines of the answer: rendered, see
-#  ``server.http.HEAD_LINES``).
-Admission = tuple[list[tuple[Slot, float]], list[tuple[Slot, float]], int, "Plan", float, bytes]
+class Admission(NamedTuple):
+    """What one admitted request holds until it is settled (made on every governed request)."""
+
+    held: list[tuple[Slot, float]]  # its target's request limits: one request held on each
+    tokens: list[tuple[Slot, float]]  # token limits: ``estimate`` reserved on each
+    spend: list[tuple[Slot, float]]  # budgets: charged at settlement, ``cost`` reserved on each
+    estimate: int
+    cost: float  # worst-case cost reserved on each budget (cluster mode), else 0
+    plan: Plan  # the plan of its target (its price cache)
+    lines: bytes  # the x-ratelimit-* header lines of the answer (see ``server.http.HEAD_LINES``)
+    own: tuple[int, int]  # how many of ``tokens``, ``spend`` are the key's own; the rest: its target's
 
 
 def needs_usage(admission: Admission) -> bool:
     """Whether settling needs the request's token counts (a token limit or a budget)."""
-    return bool(admission[0] or admission[1])
-
-
-class WindowCache:
-    """The open window of each (duration, alignment, anchor), recomputed only when it ends."""
-
-    def __init__(self) -> None:
-        self._open: dict[tuple[str, bool, int], Window] = {}
-
-    def get(self, duration: str, aligned: bool, anchor: int, now_ms: int) -> Window:
-        key = (duration, aligned, anchor)
-        w = self._open.get(key)
-        if w is None or not (w.start_ms <= now_ms < w.end_ms):
-            if len(self._open) > 10_000:
-                self._open.clear()
-            w = self._open[key] = window_for(duration, now_ms, aligned, anchor)
-        return w
+    return bool(admission.tokens or admission.spend)
 
 
 class Governance:
@@ -160,7 +147,7 @@ class Governance:
         if not vk.is_active:
             raise VirtualKeyBlocked(f"virtual key '{vk.name}' is inactive", code="virtual_key_inactive")
         if vk.expires_at is not None and now_ms >= vk.expires_at:
-            raise VirtualKeyBlocked(f"virtual key '{vk.name}' expired at {_iso(vk.expires_at)}", code="virtual_key_expired")
+            raise VirtualKeyBlocked(f"virtual key '{vk.name}' expired at {iso(vk.expires_at)}", code="virtual_key_expired")
         return vk
 
     # -- where -------------------------------------------------------------------------------
@@ -218,7 +205,7 @@ class Governance:
             s = c.slot
             if c.level != "provider" or s is None:
                 continue
-            used = s.committed + (1 if c.metric == "requests" else s.reserved if c.metric == "tokens" else 0)
+            used = s.committed + (s.reserved + 1 if c.metric == "requests" else s.reserved if c.metric == "tokens" else 0)
             if used > c.limit or (c.metric != "requests" and used >= c.limit):
                 return True
         return False
@@ -285,29 +272,40 @@ class Governance:
             hit = self._model_matches[key] = tuple(m for m in self.model_limits if m.matches(*key[:2], vk.id if vk else None))
         return hit
 
-    def admit(self, vk: VirtualKey | None, prompt_tokens: int, max_tokens: int, now_ms: int,
-              target: Target | None = None) -> Admission | None:
-        """Check every limit of the key, its team and its customer and reserve, all or nothing.
-        ``target``: where the request goes first; in cluster mode budgets reserve its
-        worst-case cost (the prompt estimate and ``max_tokens`` at that model's price)."""
+    def plan_for(self, vk: VirtualKey | None, target: Target | None) -> Plan | None:
+        """The plan of a request to ``target``: the key's own limits, its grant's for that
+        provider, the model limits the target matches; None: nothing to count."""
         state = self.state
         grant = vk.limited_grant(target.provider.name) if vk is not None and target is not None and vk.provider_configs else None
         models = self.matching_models(vk, target) if self.model_limits else ()
         if models:  # model limits (governance.model_configs) apply: a plan per combination
             key = f"{vk.id if vk else ''}\x00{grant.provider if grant else ''}\x00" + "\x00".join(m.id for m in models)
-            plan = state.plans.get(key) or state.plan(vk, grant, models, key)
-        elif vk is None:
+            return state.plans.get(key) or state.plan(vk, grant, models, key)
+        if vk is None:
             return None  # no key and no model limit: nothing to count
-        elif grant is None:
-            plan = state.plans.get(vk.id) or state.plan(vk)
-        else:  # the first target's provider has limits of its own for this key
-            plan = state.plans.get(plan_key(vk, grant.provider)) or state.plan(vk, grant)
+        if grant is None:
+            return state.plans.get(vk.id) or state.plan(vk)
+        # the target's provider has limits of its own for this key
+        return state.plans.get(plan_key(vk, grant.provider)) or state.plan(vk, grant)
+
+    def admit(self, vk: VirtualKey | None, prompt_tokens: int, max_tokens: int, now_ms: int,
+              target: Target | None = None) -> Admission | None:
+        """Check every limit of the key, its team and its customer, and those of ``target``
+        (where the request goes first), and reserve, all or nothing. In cluster mode budgets
+        reserve the worst-case cost (the prompt estimate and ``max_tokens`` at the target
+        model's price)."""
+        plan = self.plan_for(vk, target)
+        if plan is None:
+            return None
         if not (plan.valid_from <= now_ms < plan.valid_until):
             plan.refresh(now_ms, self.counters)
-        requests, tokens, spend = plan.requests, plan.tokens, plan.spend
+        requests, held, tokens, spend = plan.requests, plan.held, plan.tokens, plan.spend
         estimate = prompt_tokens + max_tokens  # counts stay ints: cheap to format in the headers
-        for s, limit in requests:  # (requests are never reserved: counted at once)
+        for s, limit in requests:  # (the key's requests are never reserved: counted at once)
             if s.committed + 1 > limit:
+                raise self._denied(plan, estimate, now_ms)
+        for s, limit in held:
+            if s.committed + s.reserved + 1 > limit:
                 raise self._denied(plan, estimate, now_ms)
         for s, limit in tokens:
             if s.committed + s.reserved + estimate > limit:
@@ -315,23 +313,101 @@ class Governance:
         for s, limit in spend:  # a budget needs room left
             if s.committed >= limit:
                 raise self._denied(plan, estimate, now_ms)
-        cost = self._fleet(plan, estimate, prompt_tokens, max_tokens, target, now_ms) if self.shared else 0.0
+        cost = 0.0
+        if self.shared:
+            cost = self._worst_cost(plan, prompt_tokens, max_tokens, target)
+            self._fleet(plan, requests, held, tokens, spend, estimate, cost, now_ms)
         for s, _ in requests:
             s.committed += 1
+        for s, _ in held:
+            s.reserved += 1
         for s, _ in tokens:
             s.reserved += estimate
         if cost:
             for s, _ in spend:
                 s.reserved += cost
+        return Admission(held, tokens, spend, estimate, cost, plan, self._lines(plan), plan.own)
+
+    @staticmethod
+    def _lines(plan: Plan) -> bytes:
         pair = plan.pair
         if pair is not None:  # one request limit and one token limit: only the counts change
             template, rs, rl, ts, tl = pair
-            left_r = rl - rs.committed
+            left_r = rl - rs.committed - rs.reserved
             left_t = tl - ts.committed - ts.reserved
-            lines = template % (left_r if left_r > 0 else 0, left_t if left_t > 0 else 0)
-        else:
-            lines = head_lines(plan) if plan.header_groups else b""
-        return tokens, spend, estimate, plan, cost, lines
+            return template % (left_r if left_r > 0 else 0, left_t if left_t > 0 else 0)
+        return head_lines(plan) if plan.header_groups else b""
+
+    def admit_route(self, vk: VirtualKey | None, prompt_tokens: int, max_tokens: int, now_ms: int,
+                    targets: list[Target]) -> tuple[Admission | None, list[Target]]:
+        """``admit`` for the first target whose own limits (its provider grant's, its model
+        limits) have room, and the targets from that one on: as Bifrost, whose governance
+        hook runs again for each fallback, a target over its own limit is skipped. A limit
+        of the key, its team or its customer refuses at once; all skipped: the first
+        target's refusal."""
+        first: GatewayError | None = None
+        for i, target in enumerate(targets):
+            try:
+                admission = self.admit(vk, prompt_tokens, max_tokens, now_ms, target)
+            except GatewayError as exc:
+                if not getattr(exc, "target_limit", False) or i + 1 == len(targets):
+                    raise (first or exc) from None
+                first = first or exc
+                continue
+            return admission, targets[i:] if i else targets
+        raise AssertionError("no targets")  # pragma: no cover
+
+    def leave(self, admission: Admission) -> Admission:
+        """The request leaves the target it was admitted for (it failed there, the router
+        falls back): that target is charged nothing, neither a request nor tokens nor cost
+        (Bifrost counts a provider's and a model's usage on the attempt that served it, and a
+        request only on success). What stays: the key's own part."""
+        held, tokens, spend, estimate, cost, plan, lines, (own_tokens, own_spend) = admission
+        for s, _ in held:
+            s.reserved -= 1
+        for s, _ in tokens[own_tokens:]:
+            s.reserved -= estimate
+        if cost:
+            for s, _ in spend[own_spend:]:
+                s.reserved -= cost
+        return Admission([], tokens[:own_tokens], spend[:own_spend], estimate, cost, plan, lines, (own_tokens, own_spend))
+
+    def enter(self, admission: Admission | None, vk: VirtualKey | None, prompt_tokens: int, max_tokens: int,
+              now_ms: int, target: Target) -> Admission | None:
+        """A fallback to ``target`` after ``leave``: check and hold its own limits (its
+        provider grant's, its model limits); the key's own stay as admitted. Raises the
+        refusal of a limit of ``target``'s without room (the router skips the target)."""
+        if admission is None:  # no key, and the earlier targets matched no model limit
+            return self.admit(vk, prompt_tokens, max_tokens, now_ms, target)
+        plan = self.plan_for(vk, target)
+        if plan is None:  # (only without a key: its own part is then empty)
+            return None
+        if not (plan.valid_from <= now_ms < plan.valid_until):
+            plan.refresh(now_ms, self.counters)
+        estimate, cost = admission.estimate, admission.cost
+        own_tokens, own_spend = plan.own
+        held, tokens, spend = plan.held, plan.tokens[own_tokens:], plan.spend[own_spend:]
+        for s, limit in held:
+            if s.committed + s.reserved + 1 > limit:
+                raise self._denied(plan, estimate, now_ms, TARGET_LEVELS)
+        for s, limit in tokens:
+            if s.committed + s.reserved + estimate > limit:
+                raise self._denied(plan, estimate, now_ms, TARGET_LEVELS)
+        for s, limit in spend:
+            if s.committed >= limit:
+                raise self._denied(plan, estimate, now_ms, TARGET_LEVELS)
+        if self.shared:  # (budgets hold the first target's worst-case cost: an estimate)
+            self._fleet(plan, [], held, tokens, spend, estimate, cost, now_ms)
+        for s, _ in held:
+            s.reserved += 1
+        for s, _ in tokens:
+            s.reserved += estimate
+        if cost:
+            for s, _ in spend:
+                s.reserved += cost
+        base_tokens, base_spend = admission.tokens, admission.spend
+        return Admission(held, base_tokens + tokens, base_spend + spend, estimate, cost, plan, self._lines(plan),
+                         (len(base_tokens), len(base_spend)))
 
     def _price(self, plan: Plan, provider: str | None, model: str | None) -> Price | None:
         """The model's price, cached on the plan (the same model, request after request)."""
@@ -340,40 +416,49 @@ class Governance:
             plan.priced_provider, plan.priced_model = provider, model
         return plan.price
 
-    def _fleet(self, plan: Plan, estimate: int, prompt_tokens: int, max_tokens: int,
-               target: Target | None, now_ms: int) -> float:
-        """Cluster mode, after the limits' own checks: each limit past its fleet allowance's
-        low-water mark (``Slot.low``) asks the fleet (``Counters.reach``: raises the denial
-        of a limit the fleet refused, or ``fleet.AwaitGrant``). Returns the worst-case cost
-        budgets reserve (the prompt estimate and ``max_tokens`` at the model's price)."""
-        cost = 0.0
+    def _worst_cost(self, plan: Plan, prompt_tokens: int, max_tokens: int, target: Target | None) -> float:
+        """What budgets reserve in cluster mode: the prompt estimate and ``max_tokens`` at
+        the target model's price."""
         if plan.spend and target is not None:
             price = self._price(plan, target.provider.name, target.model)
             if price is not None:
-                cost = prompt_tokens * price.input_per_token + max_tokens * price.output_per_token
+                return prompt_tokens * price.input_per_token + max_tokens * price.output_per_token
+        return 0.0
+
+    def _fleet(self, plan: Plan, requests: list[tuple[Slot, float]], held: list[tuple[Slot, float]],
+               tokens: list[tuple[Slot, float]], spend: list[tuple[Slot, float]], estimate: int, cost: float,
+               now_ms: int) -> None:
+        """Cluster mode, after the limits' own checks: each limit past its fleet allowance's
+        low-water mark (``Slot.low``) asks the fleet (``Counters.reach``: raises the denial
+        of a limit the fleet refused, or ``fleet.AwaitGrant``)."""
         reach = self.counters.reach
-        for s, _ in plan.requests:
+        for s, _ in requests:
             if s.committed + 1 > s.low and not reach(s, 1):
                 raise self._fleet_denial(plan, s, 1, now_ms)
-        for s, _ in plan.tokens:
+        for s, _ in held:
+            if s.committed + s.reserved + 1 > s.low and not reach(s, 1):
+                raise self._fleet_denial(plan, s, 1, now_ms)
+        for s, _ in tokens:
             if s.committed + s.reserved + estimate > s.low and not reach(s, estimate):
                 raise self._fleet_denial(plan, s, estimate, now_ms)
-        for s, _ in plan.spend:
+        for s, _ in spend:
             if s.committed + s.reserved + cost > s.low and not reach(s, cost):
                 raise self._fleet_denial(plan, s, cost, now_ms)
-        return cost
 
     def _fleet_denial(self, plan: Plan, slot: Slot, amount: float, now_ms: int) -> GatewayError:
         check = next(c for c in plan.checks if c.slot is slot)
         used = slot.committed if check.metric == "spend" else max(slot.committed + slot.reserved, check.limit)
         return self._denial(check, used, amount, now_ms)
 
-    def _denied(self, plan: Plan, estimate: float, now_ms: int) -> GatewayError:
-        """The error for the first check the request does not pass (the slow path)."""
+    def _denied(self, plan: Plan, estimate: float, now_ms: int, levels: frozenset[str] | None = None) -> GatewayError:
+        """The error for the first check the request does not pass (the slow path); with
+        ``levels``, among the checks of those levels only."""
         if self.shared:
             self.counters.refused()
         for check in plan.checks:
             assert check.slot is not None
+            if levels is not None and check.level not in levels:
+                continue
             used = check.slot.committed + check.slot.reserved
             if check.metric == "requests":
                 failed = used + 1.0 > check.limit
@@ -386,37 +471,50 @@ class Governance:
         raise AssertionError("admission failed but no check did")  # pragma: no cover
 
     def _denial(self, check: Check, used: float, amount: float, now_ms: int) -> GatewayError:
+        """The refusal; ``target_limit`` on it says a limit of the target refused (a
+        fallback may still pass), not one of the key, its team or its customer."""
         who = f"{LABELS[check.level]} '{check.owner.name}'"
         if check.provider is not None:
             who += f" on provider '{check.provider}'"
         w = check.current(now_ms)
         reset_ms = w.end_ms - now_ms
         retry = [(b"retry-after", str(max(1, math.ceil(reset_ms / 1000))).encode())]
+        err: GatewayError
         if check.metric == "spend":
-            return BudgetExceeded(
+            err = BudgetExceeded(
                 f"budget of ${check.limit:g} per {check.duration} exhausted for {who} "
-                f"(spent ${used:.6g}); it resets at {_iso(w.end_ms)}",
+                f"(spent ${used:.6g}); it resets at {iso(w.end_ms)}",
                 code="budget_exceeded",
             )
-        if check.metric == "requests":
-            return RequestLimited(
+        elif check.metric == "requests":
+            err = RequestLimited(
                 f"request limit of {check.limit:g} per {check.duration} reached for {who}; "
                 f"it resets in {human_reset(reset_ms)}",
                 code="request_limited", headers=retry + limit_headers("requests", check.limit, check.limit - used, reset_ms),
             )
-        return TokenLimited(
-            f"token limit of {check.limit:g} per {check.duration} reached for {who} "
-            f"({used:g} used or reserved, this request may use up to {amount:g}); it resets in {human_reset(reset_ms)}",
-            code="token_limited", headers=retry + limit_headers("tokens", check.limit, check.limit - used, reset_ms),
-        )
+        else:
+            err = TokenLimited(
+                f"token limit of {check.limit:g} per {check.duration} reached for {who} "
+                f"({used:g} used or reserved, this request may use up to {amount:g}); it resets in {human_reset(reset_ms)}",
+                code="token_limited", headers=retry + limit_headers("tokens", check.limit, check.limit - used, reset_ms),
+            )
+        err.target_limit = check.level in TARGET_LEVELS  # type: ignore[attr-defined]
+        return err
 
     # -- what it used ------------------------------------------------------------------------
 
-    def settle(self, admission: Admission, provider: str | None, model: str | None, prompt: int, completion: int) -> float:
+    def settle(self, admission: Admission, provider: str | None, model: str | None, prompt: int, completion: int,
+               answered: bool = True) -> float:
         """Replace the reservations by what the request used and return its cost; the caller
         settles each admission once (a retried or fallen-back request is one admission:
-        charged once)."""
-        tokens, spend, estimate, plan, reserved_cost, _ = admission
+        charged once, to the target it was last admitted for: ``enter``). ``answered``:
+        the target's request limits count the request (Bifrost counts requests on success)."""
+        held, tokens, spend, estimate, reserved_cost, plan, _, _ = admission
+        if held:
+            done = 1 if answered else 0
+            for s, _ in held:
+                s.reserved -= 1
+                s.committed += done
         used = prompt + completion
         for s, _ in tokens:
             s.reserved -= estimate
@@ -434,50 +532,8 @@ class Governance:
         return cost
 
     def usage(self, vk: VirtualKey, now_ms: int) -> list[dict]:
-        """Usage, limits and reset times of a key and every level above it."""
-        # Bind the current windows to their fleet limits first, as an admission does: a
-        # member that admitted nothing for the key yet would otherwise never merge the
-        # fleet's usage of it and report what the store held when it started.
-        plan = self.state.plans.get(vk.id) or self.state.plan(vk)
-        if not (plan.valid_from <= now_ms < plan.valid_until):
-            plan.refresh(now_ms, self.counters)
-        levels = [self.usage_level(kind, owner, now_ms) for kind, owner in self.state.levels(vk)]
-        for grant in vk.provider_configs:  # the key's limits on single providers
-            if grant.limited:
-                plan = self.state.plans.get(plan_key(vk, grant.provider)) or self.state.plan(vk, grant)
-                if not (plan.valid_from <= now_ms < plan.valid_until):
-                    plan.refresh(now_ms, self.counters)
-                entry = self._usage(f"{vk.id}:{grant.provider}", grant.budgets, grant.rate_limit, "provider", now_ms)
-                levels.append({"level": "provider config", "id": vk.id, "name": vk.name, "provider": grant.provider, **entry})
-        return levels
+        """Usage, limits and reset times of a key and every level above it (usage.py)."""
+        return key_usage(self, vk, now_ms)
 
     def usage_level(self, kind: str, owner: Owner, now_ms: int) -> dict:
-        entry = self._usage(owner.id, owner.budgets, owner.rate_limit, kind, now_ms)
-        return {"level": LABELS[kind], "id": owner.id, "name": owner.name, **entry}
-
-    def _usage(self, owner_id: str, budgets: list[Budget], rl: RateLimit | None, scope: str, now_ms: int) -> dict:
-        entry: dict = {"budgets": [], "rate_limit": None}
-        for b in budgets:
-            w = self.windows.get(b.reset_duration, b.calendar_aligned, b.created_at, now_ms)
-            key = ("budget", b.id, "spend", w.start_ms)
-            entry["budgets"].append({
-                "id": b.id, "max_limit": b.max_limit, "reset_duration": b.reset_duration,
-                "calendar_aligned": b.calendar_aligned, "current_usage": self.counters.value(key),
-                "reserved": self.counters.reserved(key), "last_reset": _iso(w.start_ms), "resets_at": _iso(w.end_ms),
-            })
-        if rl is not None:
-            rate: dict = {}
-            for metric, limit, duration in (("request", rl.request_max_limit, rl.request_reset_duration),
-                                            ("token", rl.token_max_limit, rl.token_reset_duration)):
-                if limit is None or not duration:
-                    continue
-                w = self.windows.get(duration, True, 0, now_ms)
-                key = (scope, owner_id, metric + "s", w.start_ms)
-                rate[metric] = {"max_limit": limit, "reset_duration": duration, "current_usage": self.counters.value(key),
-                                "reserved": self.counters.reserved(key), "last_reset": _iso(w.start_ms), "resets_at": _iso(w.end_ms)}
-            entry["rate_limit"] = rate
-        return entry
-
-
-def _iso(ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat().replace("+00:00", "Z")
+        return level_usage(self, kind, owner, now_ms)

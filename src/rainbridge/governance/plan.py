@@ -13,6 +13,11 @@ from .model import Budget, Owner, RateLimit, VirtualKey
 from .pricing import Price
 from .ratelimit_headers import check_lines
 
+# The levels whose limits belong to the target a request goes to (a key's limits on one
+# provider, model limits), not to the key itself: checked and charged on the target that
+# answers, so a request that falls back is charged to its fallback (Governance.enter).
+TARGET_LEVELS = frozenset(("provider", "model"))
+
 
 class Check:
     """One limit a key's requests count against: compiled once per key, with its open window
@@ -61,8 +66,8 @@ class Plan:
     in flight when it filled up (their cost is not reserved: an estimate from the prompt
     alone would hold back little, and the request path would pay for it every time)."""
 
-    __slots__ = ("checks", "header_groups", "pair", "price", "priced_model", "priced_provider", "requests", "spend",
-                 "templates", "tokens", "valid_from", "valid_until", "windows_until")
+    __slots__ = ("checks", "header_groups", "held", "own", "pair", "price", "priced_model", "priced_provider", "requests",
+                 "spend", "templates", "tokens", "valid_from", "valid_until", "windows_until")
 
     def __init__(self, checks: list[Check]):
         self.checks = checks
@@ -70,9 +75,16 @@ class Plan:
         # only), the first check and the others (the tightest of a group answers).
         self.header_groups = [(group[0], tuple(group[1:])) for metric in ("requests", "tokens")
                               if (group := [c for c in checks if c.metric == metric])]
-        self.requests: list[tuple[Slot, float]] = []
+        self.requests: list[tuple[Slot, float]] = []  # the key's own: counted at admission
+        # A target's request limits: one request held at admission, counted at settlement
+        # if it answered (Bifrost counts a provider's and a model's requests on success).
+        self.held: list[tuple[Slot, float]] = []
         self.tokens: list[tuple[Slot, float]] = []
         self.spend: list[tuple[Slot, float]] = []
+        # How many of ``tokens`` and ``spend`` are the key's own (they come first: ``checks``
+        # lists the key's levels before its target's); the rest are the target's.
+        self.own = (sum(1 for c in checks if c.metric == "tokens" and c.level not in TARGET_LEVELS),
+                    sum(1 for c in checks if c.metric == "spend" and c.level not in TARGET_LEVELS))
         self.valid_from = 0
         self.windows_until = 0  # the first end of a check's window
         self.valid_until = 0  # ... or of the tenth of a second the header lines were written for
@@ -91,20 +103,23 @@ class Plan:
         tenth of a second (rate limit windows end on whole seconds, so the time left in the
         reset headers changes only with the tenth)."""
         if not (self.valid_from <= now_ms < self.windows_until):
-            lists: dict[str, list[tuple[Slot, float]]] = {"requests": [], "tokens": [], "spend": []}
+            lists: dict[str, list[tuple[Slot, float]]] = {"requests": [], "held": [], "tokens": [], "spend": []}
             valid_from, valid_until = 0, 2**62
             for c in self.checks:
                 w = c.current(now_ms)
                 c.slot = counters.slot((c.scope, c.owner_id, c.metric, w.start_ms), w.end_ms)
-                if c.metric == "spend":  # USD in the slot, micro-USD in a fleet's escrow
+                kind = c.metric
+                if kind == "spend":  # USD in the slot, micro-USD in a fleet's escrow
                     counters.bind(c.slot, c.lid, c.limit, c.duration, True, 1_000_000, c.aligned, c.anchor)
-                else:
-                    counters.bind(c.slot, c.lid, c.limit, c.duration, c.metric == "tokens")
-                lists[c.metric].append((c.slot, c.limit))
+                else:  # a held request is reserved until settled, as tokens are
+                    if kind == "requests" and c.level in TARGET_LEVELS:
+                        kind = "held"
+                    counters.bind(c.slot, c.lid, c.limit, c.duration, kind != "requests")
+                lists[kind].append((c.slot, c.limit))
                 valid_from = max(valid_from, w.start_ms)
                 valid_until = min(valid_until, w.end_ms)
             # New lists, never changed in place: an admission keeps the ones it reserved on.
-            self.requests, self.tokens, self.spend = lists["requests"], lists["tokens"], lists["spend"]
+            self.requests, self.held, self.tokens, self.spend = lists["requests"], lists["held"], lists["tokens"], lists["spend"]
             self.valid_from, self.windows_until = valid_from, valid_until
         self.valid_until = self.windows_until
         if self.header_groups:
