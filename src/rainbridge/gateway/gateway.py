@@ -148,6 +148,7 @@ class Gateway:
             self.governance_repo = GovernanceRepo(db)
             await self.store.providers.sync_from_file(self.config.providers)
             await self.governance_repo.sync_from_file(normalized.customers, normalized.teams, normalized.virtual_keys)
+            await self.governance_repo.sync_model_limits_from_file(normalized.model_limits)
             await self.reload()
             loaded = await self.counters.load(db)
             if loaded:
@@ -195,7 +196,9 @@ class Gateway:
             self._version = await config_version(self.store.db)
             self._install(await self.store.providers.all())
             customers, teams, vks = await self.governance_repo.load()
-            self.governance.state = GovernanceState(customers, teams, vks)
+            model_limits = await self.governance_repo.load_model_limits()
+            self.governance.state = GovernanceState(customers, teams, vks)  # (no await between:
+            self.governance.model_limits = tuple(model_limits)  # one consistent snapshot)
 
     def announce_change(self) -> None:
         """This worker wrote to the config store and reloaded: tell every other member and

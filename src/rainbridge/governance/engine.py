@@ -117,14 +117,23 @@ class Governance:
     def __init__(self, counters: Counters, pricing: Pricing, mandatory: bool, rng: random.Random | None = None):
         self.counters = counters
         self.shared = counters.shared  # cluster mode: limits are the fleet's (see _fleet)
-        # governance.model_configs (from the file only: never changed at run time)
-        self.model_limits: tuple[ModelLimit, ...] = ()
+        self._model_limits: tuple[ModelLimit, ...] = ()
         self._model_matches: dict[tuple[str, str, str], tuple[ModelLimit, ...]] = {}
         self.pricing = pricing
         self.mandatory = mandatory
         self.state = GovernanceState()
         self.windows = WindowCache()  # for usage reports; admission keeps windows on its checks
         self._random = (rng or random.Random()).random
+
+    @property
+    def model_limits(self) -> tuple[ModelLimit, ...]:
+        """governance.model_configs: from the file, or the config store (with the API's)."""
+        return self._model_limits
+
+    @model_limits.setter
+    def model_limits(self, limits: tuple[ModelLimit, ...]) -> None:
+        self._model_limits = limits
+        self._model_matches = {}  # (plans are per state: replaced with it on every reload)
 
     # -- who ---------------------------------------------------------------------------------
 

@@ -47,15 +47,18 @@ def key_usage(gov: Governance, vk: VirtualKey, now_ms: int) -> list[dict]:
             plan = gov.state.plans.get(plan_key(vk, grant.provider)) or gov.state.plan(vk, grant)
             if not (plan.valid_from <= now_ms < plan.valid_until):
                 plan.refresh(now_ms, gov.counters)
-            entry = _usage(gov, f"{vk.id}:{grant.provider}", grant.budgets, grant.rate_limit, "provider", now_ms)
+            entry = limits_usage(gov, f"{vk.id}:{grant.provider}", grant.budgets, grant.rate_limit, "provider", now_ms)
             levels.append({"level": "provider config", "id": vk.id, "name": vk.name, "provider": grant.provider, **entry})
     return levels
 
+
 def level_usage(gov: Governance, kind: str, owner: Owner, now_ms: int) -> dict:
-    entry = _usage(gov, owner.id, owner.budgets, owner.rate_limit, kind, now_ms)
+    entry = limits_usage(gov, owner.id, owner.budgets, owner.rate_limit, kind, now_ms)
     return {"level": LABELS[kind], "id": owner.id, "name": owner.name, **entry}
 
-def _usage(gov: Governance, owner_id: str, budgets: list[Budget], rl: RateLimit | None, scope: str, now_ms: int) -> dict:
+
+def limits_usage(gov: Governance, owner_id: str, budgets: list[Budget], rl: RateLimit | None, scope: str, now_ms: int) -> dict:
+    """Budgets and one rate limit (counters ``scope``/``owner_id``) in their open windows."""
     entry: dict = {"budgets": [], "rate_limit": None}
     for b in budgets:
         w = gov.windows.get(b.reset_duration, b.calendar_aligned, b.created_at, now_ms)
