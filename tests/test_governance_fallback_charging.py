@@ -78,7 +78,7 @@ def test_a_fallback_over_its_own_limit_is_refused_as_a_target_limit_and_the_next
         gov.enter(left, vk, 1, 1, NOW, target("b"))
     assert refused.value.target_limit
     admission = gov.enter(left, vk, 1, 1, NOW, target("c"))  # c has no limits of its own
-    assert admission is not None and not admission.held
+    assert admission is not None and not admission[0]  # (held: none)
     assert used(gov, "provider", "vk:a", "requests") == (0, 0) and used(gov, "provider", "vk:b", "requests") == (1, 0)
 
 
@@ -94,7 +94,7 @@ def test_admission_skips_a_first_target_over_its_own_limit_but_not_the_keys_own(
     gov, vk = engine()
     gov.settle(gov.admit(vk, 1, 1, NOW, target("a")), "a", "gpt-4o", 1, 1)
     admission, targets = gov.admit_route(vk, 1, 1, NOW, [target("a"), target("b")])
-    assert [t.provider.name for t in targets] == ["b"] and admission is not None and admission.held
+    assert [t.provider.name for t in targets] == ["b"] and admission is not None and admission[0]  # held on b
     with pytest.raises(RequestLimited, match="provider 'a'"):  # all over their limits: the first one's refusal
         gov.admit_route(vk, 1, 1, NOW, [target("a"), target("b")])
     vk.rate_limit = RateLimit(token_max_limit=1, token_reset_duration="1h")  # the key's own: no fallback helps

@@ -29,7 +29,7 @@ from ..counters.fleet import CHANNEL, AwaitGrant, FleetCounters, fleet_config
 from ..counters.fleet_metrics import FleetCollector
 from ..counters.local import LocalCounters
 from ..errors import GatewayError, Unavailable
-from ..governance.engine import Governance, GovernanceState
+from ..governance.engine import LINES, Governance, GovernanceState
 from ..governance.generated import GeneratedValues
 from ..governance.normalize import normalize
 from ..governance.pricing import Price, Pricing
@@ -340,9 +340,12 @@ class Gateway:
                targets: list[Target], allowed: dict | None) -> tuple[list[Target], dict | None]:
         """Admission for the first target with room (``Governance.admit_route``); with
         fallbacks left, ``record.fall_back`` moves the charge to the one the router tries."""
-        record.admission, targets = self.governance.admit_route(vk, prompt, max_tokens, now_ms, targets)
+        if len(targets) == 1:
+            record.admission = self.governance.admit(vk, prompt, max_tokens, now_ms, targets[0])
+        else:
+            record.admission, targets = self.governance.admit_route(vk, prompt, max_tokens, now_ms, targets)
         if record.admission is not None:  # None: no key, and no model limit matched
-            record.head_lines = record.admission.lines
+            record.head_lines = record.admission[LINES]
         if len(targets) > 1:
             record.fall_back = partial(self.fall_back, record, vk, prompt, max_tokens)
         return targets, allowed
@@ -359,7 +362,7 @@ class Gateway:
         def enter() -> None:
             record.admission = gov.enter(record.admission, vk, prompt, max_tokens, int(time.time() * 1000), target)
             if record.admission is not None:
-                record.head_lines = record.admission.lines
+                record.head_lines = record.admission[LINES]
 
         try:
             enter()

@@ -12,7 +12,6 @@ import math
 import random
 import time
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from ..counters.base import Counters, Slot
 from ..counters.windows import human_reset
@@ -95,22 +94,23 @@ class GovernanceState:
         return out
 
 
-class Admission(NamedTuple):
-    """What one admitted request holds until it is settled (made on every governed request)."""
-
-    held: list[tuple[Slot, float]]  # its target's request limits: one request held on each
-    tokens: list[tuple[Slot, float]]  # token limits: ``estimate`` reserved on each
-    spend: list[tuple[Slot, float]]  # budgets: charged at settlement, ``cost`` reserved on each
-    estimate: int
-    cost: float  # worst-case cost reserved on each budget (cluster mode), else 0
-    plan: Plan  # the plan of its target (its price cache)
-    lines: bytes  # the x-ratelimit-* header lines of the answer (see ``server.http.HEAD_LINES``)
-    own: tuple[int, int]  # how many of ``tokens``, ``spend`` are the key's own; the rest: its target's
+# What one admitted request holds until it is settled: a plain tuple, made on every governed
+# request (a NamedTuple's construction measured 1.7 µs against 0.2 µs for a tuple here):
+#   0 held: its target's request limits, one request held on each
+#   1 tokens: token limits, ``estimate`` reserved on each
+#   2 spend: budgets, charged at settlement, ``cost`` reserved on each
+#   3 estimate, 4 cost: the worst-case cost reserved on each budget (cluster mode), else 0
+#   5 plan: the plan of its target (its price cache)
+#   6 lines: the x-ratelimit-* header lines of the answer (see ``server.http.HEAD_LINES``)
+#   7 own: how many of tokens, spend are the key's own (the rest: its target's)
+Admission = tuple[list[tuple[Slot, float]], list[tuple[Slot, float]], list[tuple[Slot, float]], int, float, Plan,
+                  bytes, tuple[int, int]]
+LINES = 6  # Admission's header lines
 
 
 def needs_usage(admission: Admission) -> bool:
     """Whether settling needs the request's token counts (a token limit or a budget)."""
-    return bool(admission.tokens or admission.spend)
+    return bool(admission[1] or admission[2])
 
 
 class Governance:
@@ -303,9 +303,12 @@ class Governance:
         (where the request goes first), and reserve, all or nothing. In cluster mode budgets
         reserve the worst-case cost (the prompt estimate and ``max_tokens`` at the target
         model's price)."""
-        plan = self.plan_for(vk, target)
-        if plan is None:
-            return None
+        if vk is not None and not vk.provider_configs and not self._model_limits:  # the usual: the key's own
+            plan = self.state.plans.get(vk.id) or self.state.plan(vk)
+        else:
+            plan = self.plan_for(vk, target)  # type: ignore[assignment]
+            if plan is None:
+                return None
         if not (plan.valid_from <= now_ms < plan.valid_until):
             plan.refresh(now_ms, self.counters)
         requests, held, tokens, spend = plan.requests, plan.held, plan.tokens, plan.spend
@@ -335,7 +338,15 @@ class Governance:
         if cost:
             for s, _ in spend:
                 s.reserved += cost
-        return Admission(held, tokens, spend, estimate, cost, plan, self._lines(plan), plan.own)
+        pair = plan.pair
+        if pair is not None:  # one request limit and one token limit: only the counts change
+            template, rs, rl, ts, tl = pair
+            left_r = rl - rs.committed - rs.reserved
+            left_t = tl - ts.committed - ts.reserved
+            lines = template % (left_r if left_r > 0 else 0, left_t if left_t > 0 else 0)
+        else:
+            lines = head_lines(plan) if plan.header_groups else b""
+        return held, tokens, spend, estimate, cost, plan, lines, plan.own
 
     @staticmethod
     def _lines(plan: Plan) -> bytes:
@@ -379,7 +390,7 @@ class Governance:
         if cost:
             for s, _ in spend[own_spend:]:
                 s.reserved -= cost
-        return Admission([], tokens[:own_tokens], spend[:own_spend], estimate, cost, plan, lines, (own_tokens, own_spend))
+        return [], tokens[:own_tokens], spend[:own_spend], estimate, cost, plan, lines, (own_tokens, own_spend)
 
     def enter(self, admission: Admission | None, vk: VirtualKey | None, prompt_tokens: int, max_tokens: int,
               now_ms: int, target: Target) -> Admission | None:
@@ -393,7 +404,7 @@ class Governance:
             return None
         if not (plan.valid_from <= now_ms < plan.valid_until):
             plan.refresh(now_ms, self.counters)
-        estimate, cost = admission.estimate, admission.cost
+        _, base_tokens, base_spend, estimate, cost, _, _, _ = admission
         own_tokens, own_spend = plan.own
         held, tokens, spend = plan.held, plan.tokens[own_tokens:], plan.spend[own_spend:]
         for s, limit in held:
@@ -414,9 +425,8 @@ class Governance:
         if cost:
             for s, _ in spend:
                 s.reserved += cost
-        base_tokens, base_spend = admission.tokens, admission.spend
-        return Admission(held, base_tokens + tokens, base_spend + spend, estimate, cost, plan, self._lines(plan),
-                         (len(base_tokens), len(base_spend)))
+        return (held, base_tokens + tokens, base_spend + spend, estimate, cost, plan, self._lines(plan),
+                (len(base_tokens), len(base_spend)))
 
     def _price(self, plan: Plan, provider: str | None, model: str | None) -> Price | None:
         """The model's price, cached on the plan (the same model, request after request)."""
