@@ -58,7 +58,7 @@ class GovernanceState:
         """Every limit of the key, its team and its customer, compiled once; with ``grant``
         (a provider grant with limits of its own) that grant's limits too, in a plan of their
         own for requests to that provider (``plan_key``); with ``models``, the model limits
-        the request's first target matches (``key`` then names the combination)."""
+        the request's target matches (``key`` then names the combination)."""
         if key is None:
             assert vk is not None
             key = vk.id if grant is None else plan_key(vk, grant.provider)
