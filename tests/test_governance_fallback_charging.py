@@ -118,6 +118,7 @@ def test_without_a_key_a_fallback_counts_against_the_model_limits_it_matches():
 # -- through a gateway ------------------------------------------------------------------------
 
 FB = "sk-bf-fallback-charging-0123456789"
+FBS = "sk-bf-fallback-streaming-0123456789"
 TOKEN = "fallback-charging-admin-token"
 
 
@@ -142,7 +143,13 @@ def gw(mock, tmp_path_factory):
                  "budget": {"max_limit": 1000, "reset_duration": "1d"}},
                 {"provider": "openai", "allowed_models": ["*"], "rate_limit": limits,
                  "budget": {"max_limit": 1000, "reset_duration": "1d"}},
-                {"provider": "anthropic", "allowed_models": ["*"]}]}],
+                {"provider": "anthropic", "allowed_models": ["*"]}]},
+                # Streams: the first target counts nothing, the fallback tokens and spend.
+                {"id": "fbs", "name": "fbs", "value": FBS, "provider_configs": [
+                    {"provider": "broken", "allowed_models": ["*"]},
+                    {"provider": "openai", "allowed_models": ["*"],
+                     "rate_limit": limits | {"request_max_limit": 100},
+                     "budget": {"max_limit": 1000, "reset_duration": "1d"}}]}],
             "model_configs": [
                 {"id": "haiku-once", "model_name": "claude-3-5-haiku", "provider": "anthropic",
                  "rate_limit": {"request_max_limit": 1, "request_reset_duration": "1h"}},
@@ -165,8 +172,8 @@ def ask(gw, model: str, fallbacks: list[str] | None = None, key: str = FB) -> st
         c.close()
 
 
-def provider_usage(gw) -> dict[str, dict]:
-    status, _, usage = http_json("GET", gw.url + "/api/governance/virtual-keys/fb/usage",
+def provider_usage(gw, vk_id: str = "fb") -> dict[str, dict]:
+    status, _, usage = http_json("GET", gw.url + f"/api/governance/virtual-keys/{vk_id}/usage",
                                  headers={"authorization": f"Bearer {TOKEN}"})
     assert status == 200, usage
     return {level["provider"]: level for level in usage["levels"] if level["level"] == "provider config"}
@@ -213,3 +220,19 @@ def test_without_a_key_a_fallback_counts_against_its_own_model_limit(gw):
     assert ask(gw, "broken/gpt-4o", chain, key="no-virtual-key").startswith("This is a mock response from gpt-4.1")
     # gpt-4.1's model limit (1 an hour) counted that request, not broken's model: skipped now.
     assert ask(gw, "broken/gpt-4o", chain, key="no-virtual-key").startswith("This is a mock response from claude-3-5-sonnet")
+
+
+def test_a_stream_that_falls_back_is_charged_to_the_fallbacks_tokens_and_budget(gw):
+    skip_window_edge(3600, 30)
+    c = openai.OpenAI(base_url=gw.url + "/v1", api_key=FBS, max_retries=0, timeout=20)
+    try:
+        chunks = list(c.chat.completions.create(model="broken/gpt-4o", messages=[{"role": "user", "content": "hi"}],
+                                                stream=True, extra_body={"fallbacks": ["openai/gpt-4o-mini"]}))
+    finally:
+        c.close()
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text.startswith("This is a mock response from gpt-4o-mini")
+    assert all(ch.choices for ch in chunks)  # the usage chunk rainbridge asked for is not passed on
+    per = provider_usage(gw, "fbs")
+    requests, tokens, spend = counts(per["openai"])
+    assert requests == 1 and tokens > 0 and spend == pytest.approx(tokens)
