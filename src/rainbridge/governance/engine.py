@@ -2,8 +2,12 @@
 
 ``identify`` finds the key; ``targets`` applies its provider grants to routing; ``admit``
 checks every budget and limit of the key, its team and its customer at once and reserves
-what the request may use (all or nothing, without an ``await``); ``settle`` replaces the
-reservation with the real tokens and cost once the answer is complete.
+what the request may use (all or nothing, without an ``await``), with the limits of its
+target (the key's per-provider limits, model limits); when the router falls back, ``leave``
+and ``enter`` move that target's part to the fallback; ``settle`` replaces the reservation
+with the real tokens and cost once the answer is complete. Compiling a key's limits is in
+``plan.py``, the x-ratelimit-* headers in ``ratelimit_headers.py``, usage reports in
+``usage.py``.
 """
 
 from __future__ import annotations
