@@ -245,7 +245,7 @@ class OwnerLimits(Base):
 class ProviderGrantConfig(OwnerLimits, kw_only=True):
     """One provider a virtual key may use. Its budgets and rate limit (inherited fields, as
     Bifrost's provider_configs[].budget / rate_limit / budget_id / rate_limit_id) count only
-    the key's requests whose first target is this provider, on top of the key's own."""
+    the key's requests this provider serves, on top of the key's own."""
 
     provider: str
     weight: NonNegFloat = 1.0  # share when the model names no provider

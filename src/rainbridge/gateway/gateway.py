@@ -16,6 +16,7 @@ import secrets
 import socket
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -28,7 +29,7 @@ from ..counters.fleet import CHANNEL, AwaitGrant, FleetCounters, fleet_config
 from ..counters.fleet_metrics import FleetCollector
 from ..counters.local import LocalCounters
 from ..errors import GatewayError, Unavailable
-from ..governance.engine import Governance, GovernanceState
+from ..governance.engine import LINES, Governance, GovernanceState
 from ..governance.generated import GeneratedValues
 from ..governance.normalize import normalize
 from ..governance.pricing import Price, Pricing
@@ -44,7 +45,7 @@ from ..telemetry.tracing import Tracing, settings_from_plugins
 from ..upstream import UpstreamClient
 from .propagation import ConfigPropagation, poll_interval
 from .provider import Provider, build_providers
-from .record import LogIds, RequestRecord, extract_usage, log_row
+from .record import CANCELLED, LogIds, RequestRecord, extract_usage, log_row
 from .router import Router
 from .routing import Routes, Target, request_type, serving
 from .traffic import Traffic
@@ -147,6 +148,7 @@ class Gateway:
             self.governance_repo = GovernanceRepo(db)
             await self.store.providers.sync_from_file(self.config.providers)
             await self.governance_repo.sync_from_file(normalized.customers, normalized.teams, normalized.virtual_keys)
+            await self.governance_repo.sync_model_limits_from_file(normalized.model_limits)
             await self.reload()
             loaded = await self.counters.load(db)
             if loaded:
@@ -194,7 +196,9 @@ class Gateway:
             self._version = await config_version(self.store.db)
             self._install(await self.store.providers.all())
             customers, teams, vks = await self.governance_repo.load()
-            self.governance.state = GovernanceState(customers, teams, vks)
+            model_limits = await self.governance_repo.load_model_limits()
+            self.governance.state = GovernanceState(customers, teams, vks)  # (no await between:
+            self.governance.model_limits = tuple(model_limits)  # one consistent snapshot)
 
     def announce_change(self) -> None:
         """This worker wrote to the config store and reloaded: tell every other member and
@@ -326,20 +330,45 @@ class Gateway:
         allowed = gov.allowed_keys(vk) if vk is not None and vk.provider_configs else None
         # ~4 bytes of JSON per prompt token: a reservation, corrected when the answer comes.
         try:
-            record.admission = admission = gov.admit(vk, body_size // 4, max_tokens, now_ms, targets[0])
+            return self._admit(vk, body_size // 4, max_tokens, now_ms, record, targets, allowed)
         except AwaitGrant as pending:  # near a fleet limit: the route awaits admit_later
-            pending.retry = lambda: self._admit_again(vk, body_size // 4, max_tokens, record, targets, allowed)
+            pending.retry = lambda: self._admit(vk, body_size // 4, max_tokens, int(time.time() * 1000), record,
+                                                targets, allowed)
             raise
-        if admission is not None:  # None: no key, and no model limit matched
-            record.head_lines = admission[-1]
+
+    def _admit(self, vk, prompt: int, max_tokens: int, now_ms: int, record: RequestRecord,
+               targets: list[Target], allowed: dict | None) -> tuple[list[Target], dict | None]:
+        """Admission for the first target with room (``Governance.admit_route``); with
+        fallbacks left, ``record.fall_back`` moves the charge to the one the router tries."""
+        if len(targets) == 1:
+            record.admission = self.governance.admit(vk, prompt, max_tokens, now_ms, targets[0])
+        else:
+            record.admission, targets = self.governance.admit_route(vk, prompt, max_tokens, now_ms, targets)
+        if record.admission is not None:  # None: no key, and no model limit matched
+            record.head_lines = record.admission[LINES]
+        if len(targets) > 1:
+            record.fall_back = partial(self.fall_back, record, vk, prompt, max_tokens)
         return targets, allowed
 
-    def _admit_again(self, vk, prompt: int, max_tokens: int, record: RequestRecord,
-                     targets: list[Target], allowed: dict | None) -> tuple[list[Target], dict | None]:
-        record.admission = admission = self.governance.admit(vk, prompt, max_tokens, int(time.time() * 1000), targets[0])
-        if admission is not None:
-            record.head_lines = admission[-1]
-        return targets, allowed
+    async def fall_back(self, record: RequestRecord, vk, prompt: int, max_tokens: int, target: Target) -> None:
+        """The router falls back to ``target``: the target it leaves is charged nothing, the
+        request's charge (and its x-ratelimit lines) move to ``target``'s own limits; raises
+        their refusal when one has no room (the router then skips ``target``). Not the hot
+        path: near a fleet limit it awaits the owner's grant, as ``admit_later``."""
+        gov = self.governance
+        if record.admission is not None:
+            record.admission = gov.leave(record.admission)
+
+        def enter() -> None:
+            record.admission = gov.enter(record.admission, vk, prompt, max_tokens, int(time.time() * 1000), target)
+            if record.admission is not None:
+                record.head_lines = record.admission[LINES]
+
+        try:
+            enter()
+        except AwaitGrant as pending:
+            pending.retry = enter
+            await self.admit_later(pending)
 
     async def admit_later(self, pending: AwaitGrant) -> tuple[list[Target], dict | None]:
         """An admission short of fleet allowance: wait for the owner's grant (bounded), then
@@ -392,7 +421,8 @@ class Gateway:
         if admission is not None:
             record.admission = None  # settled once
             prompt, completion = record.charged_tokens()
-            cost = self.governance.settle(admission, record.provider, record.model, prompt, completion)
+            answered = record.status == 200 or record.error_type == CANCELLED  # (as charged_tokens)
+            cost = self.governance.settle(admission, record.provider, record.model, prompt, completion, answered)
         if metrics is not None:
             metrics.observe(record, time.perf_counter(), cost)
         if writer is not None:

@@ -30,6 +30,7 @@ class RequestRecord:
         "dims",
         "endpoint",
         "error_type",
+        "fall_back",
         "finished",
         "first_token",
         "gap_total",
@@ -89,6 +90,9 @@ class RequestRecord:
         self.stream_parts: list[bytes] | None = None
         self.admission = None  # governance.engine.Admission when a virtual key was admitted
         self.head_lines = b""  # its x-ratelimit-* header lines (see server.http.HEAD_LINES)
+        # Governed with fallbacks: moves the charge to the target the router falls back to
+        # (Gateway.fall_back; the router calls it through Job.fall_back).
+        self.fall_back = None
         self.span = None  # its trace span when tracing is on and the request is sampled
 
     def see_frame(self, now: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -22,8 +23,8 @@ from .routing import Target
 class Job:
     """One client request as the router sees it."""
 
-    __slots__ = ("_chat_body", "allowed_keys", "body", "extra_headers", "fallback_index", "key", "op", "raw_headers",
-                 "retries", "span", "started", "stream", "target", "tracing")
+    __slots__ = ("_chat_body", "allowed_keys", "body", "extra_headers", "fall_back", "fallback_index", "key", "op",
+                 "raw_headers", "retries", "span", "started", "stream", "target", "tracing")
 
     def __init__(
         self,
@@ -33,6 +34,7 @@ class Job:
         extra_headers: dict[str, str] | None = None,
         raw_headers: dict[str, str] | None = None,
         allowed_keys: dict[str, frozenset[str]] | None = None,
+        fall_back: Callable[[Target], Awaitable[None]] | None = None,
     ):
         self.op = op  # chat | completions | embeddings | messages
         self.body = body
@@ -40,6 +42,9 @@ class Job:
         self.extra_headers = extra_headers
         self.raw_headers = raw_headers
         self.allowed_keys = allowed_keys  # provider -> key ids/names a virtual key may use
+        # Governance, before a fallback is tried: moves the request's charge to it, or
+        # raises the refusal of one of its own limits (the fallback is then skipped).
+        self.fall_back = fall_back
         self._chat_body: dict | None = None
         self.span: Any = None  # the request's trace span (telemetry/tracing.py), or None
         self.tracing: Any = None
@@ -75,11 +80,14 @@ class Router:
         self._sleep = sleep
 
     async def run(self, job: Job, targets: list[Target]) -> tuple[Reply | UpstreamStream, Target]:
-        """The first successful answer and the target that gave it; else the primary's error."""
+        """The first successful answer and the target that gave it; else the primary's error
+        (as Bifrost). A fallback over one of its own governance limits is skipped."""
         first_error: GatewayError | None = None
         for index, target in enumerate(targets):
             job.target, job.fallback_index, job.retries = target, index, 0
             try:
+                if index and job.fall_back is not None:
+                    await job.fall_back(target)
                 return await self._run_target(job, target), target
             except GatewayError as err:
                 if first_error is None:

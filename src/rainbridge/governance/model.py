@@ -63,8 +63,9 @@ class ProviderGrant(msgspec.Struct, kw_only=True):
     weight: float = 1.0
     allowed_models: list[str] | None = None
     key_ids: list[str] | None = None
-    # Bifrost's per-provider limits: they count the key's requests whose first target is this
-    # provider (governance/engine.py, the same counters as the key's own limits).
+    # Bifrost's per-provider limits: they count the key's requests this provider serves (a
+    # fallback is charged to the provider that served it: governance/engine.py, on the same
+    # counters as the key's own limits).
     budgets: list[Budget] = []
     rate_limit: RateLimit | None = None
 
@@ -126,10 +127,10 @@ class VirtualKey(Owner, kw_only=True):
 
 
 class ModelLimit(Owner, kw_only=True):
-    """A model limit (Bifrost's ``governance.model_configs``): counts every request whose
-    first target is the model (or any, ``*``) of the provider (or any), of all traffic or of
-    one virtual key. Its budgets' windows count from the epoch (no creation time: the file
-    is the only source, and every node and restart must agree on the windows)."""
+    """A model limit (Bifrost's ``governance.model_configs``, and its management API): counts
+    every request the model (or any, ``*``) of the provider (or any) serves, of all traffic
+    or of one virtual key. Its budgets' windows count from the epoch (not from a creation
+    time: every node and restart must agree on the windows, whoever created the limit)."""
 
     kind = "model"
     model_name: str = "*"

@@ -53,7 +53,7 @@ async def handle(gateway: Gateway, scope: dict, headers: Headers, record: Reques
         targets, allowed_keys = gateway.plan(headers.vk, req, len(raw), "anthropic", record)
     except AwaitGrant as pending:  # near a fleet-wide limit
         targets, allowed_keys = await gateway.admit_later(pending)
-    job = Job("messages", req, stream, headers.extra, headers.native, allowed_keys)
+    job = Job("messages", req, stream, headers.extra, headers.native, allowed_keys, record.fall_back)
     if gateway.request_metrics is not None:
         record.job = job  # read by the metrics (and frame timing) when the request ends
     if record.span is not None:

@@ -71,8 +71,10 @@ async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, recor
         targets, allowed_keys = gateway.plan(headers.vk, req, len(body), "openai", record)
     except AwaitGrant as pending:  # near a fleet-wide limit
         targets, allowed_keys = await gateway.admit_later(pending)
-    strip_usage = stream and _ask_for_usage(req, gateway.wants_usage or (record.admission is not None and needs_usage(record.admission)))
-    job = Job(op, req, stream, headers.extra, None, allowed_keys)
+    # (a fallback may have token limits or budgets the first target has not: record.fall_back)
+    strip_usage = stream and _ask_for_usage(req, gateway.wants_usage or record.fall_back is not None
+                                            or (record.admission is not None and needs_usage(record.admission)))
+    job = Job(op, req, stream, headers.extra, None, allowed_keys, record.fall_back)
     if gateway.request_metrics is not None:
         record.job = job  # read by the metrics (and frame timing) when the request ends
     if record.span is not None:

@@ -1,4 +1,5 @@
-"""Customers, teams and virtual keys (with their budgets and rate limits) in the config store.
+"""Customers, teams, virtual keys (with their budgets and rate limits) and model limits in the
+config store.
 
 Every write happens inside the caller's transaction and bumps ``config_version`` in
 ``rb_meta``, which the other workers poll to reload; a failed write leaves nothing behind.
@@ -10,7 +11,16 @@ import secrets
 
 import msgspec
 
-from ..governance.model import Budget, Customer, Owner, ProviderGrant, RateLimit, Team, VirtualKey
+from ..governance.model import (
+    Budget,
+    Customer,
+    ModelLimit,
+    Owner,
+    ProviderGrant,
+    RateLimit,
+    Team,
+    VirtualKey,
+)
 from .db import Database, Executor
 from .providers_repo import now_ms
 
@@ -173,3 +183,45 @@ class GovernanceRepo:
                 for r in await tx.fetch(f"SELECT id FROM {table} WHERE source = 'file'"):
                     if (kind, r["id"]) not in named:
                         await self.delete(tx, kind, r["id"])
+
+    # -- model limits (governance.model_configs) ---------------------------------------------
+
+    async def load_model_limits(self) -> list[ModelLimit]:
+        rows = await self.db.fetch("SELECT * FROM model_configs ORDER BY created_at, id")
+        return [
+            ModelLimit(id=r["id"], name=r["id"], model_name=r["model_name"], provider=r["provider"], vk_id=r["vk_id"],
+                       budgets=msgspec.json.decode(r["budgets"], type=list[Budget]),
+                       rate_limits=msgspec.json.decode(r["rate_limits"], type=list[RateLimit]),
+                       created_at=int(r["created_at"]), updated_at=int(r["updated_at"]))
+            for r in rows
+        ]
+
+    async def save_model_limit(self, tx: Executor, m: ModelLimit, source: str = "api") -> None:
+        await tx.execute(
+            "INSERT INTO model_configs (id, model_name, provider, vk_id, budgets, rate_limits, source, created_at, updated_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+            "ON CONFLICT (id) DO UPDATE SET model_name = excluded.model_name, provider = excluded.provider, "
+            "vk_id = excluded.vk_id, budgets = excluded.budgets, rate_limits = excluded.rate_limits, "
+            "source = excluded.source, updated_at = excluded.updated_at",
+            m.id, m.model_name, m.provider, m.vk_id, msgspec.json.encode(m.budgets).decode(),
+            msgspec.json.encode(m.rate_limits).decode(), source, m.created_at, m.updated_at,
+        )
+        await bump_version(tx)
+
+    async def delete_model_limit(self, tx: Executor, limit_id: str) -> bool:
+        removed = await tx.execute("DELETE FROM model_configs WHERE id = $1", limit_id) > 0
+        await bump_version(tx)
+        return removed
+
+    async def sync_model_limits_from_file(self, limits: list[ModelLimit]) -> None:
+        """As ``sync_from_file``: the file's model limits replace those it used to name."""
+        async with self.db.transaction() as tx:
+            existing = {r["id"]: int(r["created_at"]) for r in await tx.fetch("SELECT id, created_at FROM model_configs")}
+            stamp = now_ms()
+            for m in limits:
+                m.created_at, m.updated_at = existing.get(m.id, stamp), stamp
+                await self.save_model_limit(tx, m, "file")
+            named = {m.id for m in limits}
+            for r in await tx.fetch("SELECT id FROM model_configs WHERE source = 'file'"):
+                if r["id"] not in named:
+                    await self.delete_model_limit(tx, r["id"])

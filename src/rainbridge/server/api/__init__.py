@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from ...errors import GatewayError, error_body
 from ..http import send_error
-from . import cluster, governance, logs, providers, stats
+from . import cluster, governance, logs, model_configs, providers, stats
 
 if TYPE_CHECKING:
     from ...gateway.gateway import Gateway
@@ -57,7 +57,8 @@ class AdminApp:
         self.token = token.encode() if token else None
         self.open = allow_unauthenticated and not token
         self.app = Starlette(
-            routes=[*logs.routes(gateway), *stats.routes(gateway), *governance.routes(gateway), *providers.routes(gateway),
+            routes=[*logs.routes(gateway), *stats.routes(gateway), *governance.routes(gateway), *model_configs.routes(gateway),
+                    *providers.routes(gateway),
                     *cluster.routes(gateway)],
             exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error},
         )

@@ -1,0 +1,78 @@
+"""A virtual key's per-provider request limit across a fleet, with fallbacks (issue 14).
+
+A provider's own request limit holds one request per admission until the request is
+settled (counted if it answered, released if it fell back or failed), bound to the fleet's
+escrow like a token reservation: three replicas × two workers must still admit exactly the
+limit on that provider, and once it is spent every replica sends the key's requests that
+name a fallback to the fallback.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+
+import pytest
+
+from support import eventually, free_port, provider_config, skip_window_edge
+from test_fleet_limits import HOSTS, TIMING, WORKERS, Replica, chat_answer, storm
+
+LIMIT = 30
+VK_VALUE = "sk-rb-fleet-perprov-" + "0" * 24
+
+
+def config(mock_url: str, dsn: str, index: int, ports: list[int]) -> dict:
+    return {
+        **provider_config(mock_url),
+        "config_store": {"enabled": True, "type": "postgres", "config": {"dsn": dsn}},
+        "governance": {"virtual_keys": [
+            {"id": "vk-perprov", "name": "perprov", "value": VK_VALUE, "provider_configs": [
+                {"provider": "openai", "allowed_models": ["*"],
+                 "rate_limit": {"request_max_limit": LIMIT, "request_reset_duration": "1h"}},
+                {"provider": "anthropic", "allowed_models": ["*"]}]},
+        ]},
+        "cluster_config": {
+            "enabled": True,
+            "node_name": f"r{index}",
+            "peers": [f"{HOSTS[i]}:{ports[i]}" for i in range(len(ports))],
+            "gossip": {"port": ports[index], "profile": "lan", "config": TIMING},
+        },
+    }
+
+
+@pytest.fixture
+def fleet(tmp_path, pg_database, mock):
+    ports = [free_port(h) for h in HOSTS]
+    replicas: list[Replica] = []
+    try:
+        for i in range(len(HOSTS)):
+            replicas.append(Replica(tmp_path, i, config(mock.url, pg_database, i, ports)))
+        eventually(lambda: all(r.members_seen() == len(HOSTS) * WORKERS for r in replicas), 30,
+                   "every member sees all six")
+        eventually(lambda: all(r.ready_everywhere() for r in replicas), 30, "every worker ready")
+        yield replicas
+    finally:
+        for r in replicas:
+            r.proc.stop()
+
+
+def ask(url: str, **extra) -> tuple[int, str, int]:
+    return chat_answer(url, VK_VALUE, **extra)
+
+
+def test_a_per_provider_request_limit_holds_across_the_fleet_and_then_its_fallback_serves(fleet):
+    replicas = fleet
+    urls = [r.url for r in replicas]
+    skip_window_edge()
+    answers = Counter((status, code) for status, code, _ in storm(urls, 4 * LIMIT, ask))
+    assert answers[(200, "")] == LIMIT, answers  # exactly the limit: held requests never overshoot
+    # The others are refused: 429, or (seen once in five runs on a loaded machine) 503 when an
+    # admission waited past GRANT_WAIT_S: the owner counts only settled requests as used, so
+    # requests still in flight look like unused allowance to its reclaim round.
+    assert set(answers) <= {(200, ""), (429, "request_limited"), (503, "limit_coordination_timeout")}, answers
+    assert answers[(429, "request_limited")] > 2 * LIMIT, answers
+    with_fallback = [ask(url, fallbacks=["anthropic/claude-3-5-haiku"]) for url in urls]
+    assert [status for status, _, _ in with_fallback] == [200, 200, 200], with_fallback
+    assert [ask(url)[:2] for url in urls] == [(429, "request_limited")] * 3  # openai: still spent
+    for r in replicas:
+        assert r.proc.stop(signal.SIGTERM) == 0
