@@ -219,3 +219,11 @@ def test_concurrent_migration_from_many_processes_runs_once(store_config, tmp_pa
             await db.close()
 
     assert sorted(r["version"] for r in asyncio.run(rows())) == versions
+
+
+@pytest.mark.parametrize("component", ["config", "logs"])
+def test_migration_versions_are_consecutive_and_the_same_on_both_engines(component):
+    """Two branches adding the same version number would apply only one of the files."""
+    by_engine = {d: [(m.version, m.name) for m in migrations(component, d)] for d in ("sqlite", "postgres")}
+    assert by_engine["sqlite"] == by_engine["postgres"]
+    assert [v for v, _ in by_engine["sqlite"]] == list(range(1, len(by_engine["sqlite"]) + 1))

@@ -1,4 +1,4 @@
--- rainbridge config store, version 3: model limits (Bifrost's governance.model_configs, and
+-- rainbridge config store, version 4: model limits (Bifrost's governance.model_configs, and
 -- its /api/governance/model-configs). Budgets and rate limit windows are JSON: a model limit
 -- may count several windows, and its budgets' windows count from the epoch (as in the file).
 -- A limit scoped to one virtual key goes with the key.
