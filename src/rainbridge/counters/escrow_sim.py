@@ -165,6 +165,12 @@ class EscrowSim:
         for name in names:
             self._start(name, self.rng.randint(-self.faults.skew_ms, self.faults.skew_ms), 1)
         self._epoch_follows(skip=set(names))
+        # Each joiner started seeing only those started before it: like every member, it
+        # sees the others after its failure detection's delay.
+        lo, hi = self.faults.detect
+        for name in names:
+            m = self.members[name]
+            self.at(self.now + self.rng.uniform(lo, hi), lambda m=m: self._refresh_view(m))
 
     def _new_epoch(self, members: Iterable[str]) -> None:
         self.epochs[max(self.epochs) + 1] = tuple(members)
