@@ -33,6 +33,10 @@ _PROTOCOL_COUNTERS = (
      "probe_failures"),
     ("indirect_pings", "Indirect pings asked of other members", "indirect_pings"),
     ("tcp_pings", "TCP fallback pings sent", "tcp_pings"),
+    ("ping_resends", "Direct UDP pings re-sent to a member that missed the first",
+     "ping_resends"),
+    ("probes_stalled", "Probes dropped without suspicion: this node was stopped past the "
+     "deadline", "probes_stalled"),
     ("suspicions", "Members this node started to suspect (or learned were suspected)",
      "suspicions"),
     ("refutations", "Suspicions of this node that it refuted with a new incarnation",

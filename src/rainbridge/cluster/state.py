@@ -347,6 +347,8 @@ class Membership(Prober):
         if probe is not None:
             if not probe.indirect_sent:
                 timers.append((probe.timeout_at, 0, self._probe_timeout))
+            elif probe.resend_at is not None:
+                timers.append((probe.resend_at, 0, self._probe_resend))
             timers.append((probe.deadline, 1, self._probe_deadline))
         if self._relays:
             timers.append((min(r.expires for r in self._relays.values()), 2, self._expire_relays))
