@@ -108,8 +108,8 @@ class Firewall:
         else:
             self._loss.pop(cidr, None)
         rules = [f"flush chain inet {TABLE} loss"]
-        for i, (net, pct) in enumerate(self._loss.items()):
-            chain = f"drop{i}"
+        for net, pct in self._loss.items():
+            chain = self._chain(net)
             rules += [
                 f"add chain inet {TABLE} {chain}",
                 f"flush chain inet {TABLE} {chain}",
@@ -118,6 +118,19 @@ class Firewall:
                 f"add rule inet {TABLE} loss ip daddr {net} th dport {port} goto {chain}",
             ]
         _run("nft", "-f", "-", input="\n".join(rules) + "\n")
+
+    @staticmethod
+    def _chain(cidr: str) -> str:
+        return "drop_" + cidr.split("/")[0].replace(".", "_")
+
+    def dropped(self, cidr: str) -> int:
+        """Packets dropped so far for the cluster in ``cidr`` (0 if it never had loss)."""
+        try:
+            data = json.loads(_run("nft", "-j", "list", "chain", "inet", TABLE, self._chain(cidr)))
+        except RuntimeError:
+            return 0
+        return sum(expr["counter"]["packets"] for item in data.get("nftables", [])
+                   for expr in item.get("rule", {}).get("expr", []) if "counter" in expr)
 
     def count(self, ips: list[str]) -> None:
         """Count the bytes each of ``ips`` sends (replaces the previous set)."""
