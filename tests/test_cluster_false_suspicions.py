@@ -5,12 +5,13 @@ the member must refute, and if the refutation is lost too it is declared dead. m
 at 10 % loss leaves a missed ping to three indirect pings (each four packets) and a TCP
 ping that a lost SYN (1 s retransmission) cannot rescue before the deadline: ~4 failed
 probes per member-hour. Re-sending the direct ping (``ping_retransmits``) takes that to
-about none; a member stopped past its own probe deadline accuses nobody.
+about none. A member stopped past its own probe deadline accuses nobody, and one stopped
+past a suspicion deadline reads the refutation waiting in its socket before declaring death.
 """
 
 from rainbridge.cluster.config import MembershipConfig
 from rainbridge.cluster.events import EventKind
-from rainbridge.cluster.messages import NodeState
+from rainbridge.cluster.messages import NodeState, Suspect
 from rainbridge.cluster.sim import LinkProfile, SimNetwork
 
 LAN = MembershipConfig.lan()
@@ -87,3 +88,33 @@ def test_a_member_stopped_past_its_probe_deadline_accuses_nobody():
     behind the overdue deadline; the member must not suspect the target it probed."""
     for seed in range(5):
         stop_during_a_probe(seed)
+
+
+def test_a_member_stopped_past_a_suspicion_deadline_reads_the_refutation_first():
+    """n0 suspects n5 and is stopped at that instant for 30 s (past the 24 s unconfirmed
+    timeout); n5 heard the accusation too and refuted at once, so the refutation waits in
+    n0's socket. On resume n0 reads it instead of declaring n5 dead."""
+    for seed in range(3):
+        net = SimNetwork(seed=seed)
+        net.cluster(N)
+        assert net.run_until(60, stop=net.converged)
+        n5 = net.nodes["n5"].membership
+        accusation = Suspect(incarnation=n5.incarnation, node="n5", sender="n1")
+        net.inject("n0", accusation, sender="n1")
+        net.pause("n0", 30.0)
+        net.inject("n5", accusation, sender="n1")  # n5 refutes; its Alive queues up at n0
+        net.run_for(40)
+        detail = f"seed {seed}: {dict(net.nodes['n0'].membership.stats)}"
+        assert n5.stats["refutations"] == 1, detail
+        assert net.nodes["n0"].membership.stats["suspicions_extended"] == 1, detail
+        # (n0 itself, silent for 30 s, is rightly declared dead by the others, and refutes.)
+        assert [o for o, x in failures(net) if x == "n5"] == [], detail
+        assert net.converged(), detail
+
+
+def failures(net: SimNetwork) -> list[tuple[str, str]]:
+    return [
+        (o, e.member.name)
+        for _, o, e in net.log
+        if e.kind == EventKind.LEAVE and e.member.state == NodeState.DEAD
+    ]

@@ -37,6 +37,8 @@ _PROTOCOL_COUNTERS = (
      "ping_resends"),
     ("probes_stalled", "Probes dropped without suspicion: this node was stopped past the "
      "deadline", "probes_stalled"),
+    ("suspicions_extended", "Suspicion timeouts this node slept through, extended once to read "
+     "a refutation first", "suspicions_extended"),
     ("suspicions", "Members this node started to suspect (or learned were suspected)",
      "suspicions"),
     ("refutations", "Suspicions of this node that it refuted with a new incarnation",

@@ -82,6 +82,7 @@ class Prober(MemberTable):
     _next_probe: float
     _relays: dict[int, Relay]
     _seq_no: int
+    _stalled: bool  # this advance follows a gap in which we did not run (see state.py)
 
     # ------------------------------------------------------------------ probing
     def _probe_next(self, now: float) -> None:
@@ -188,7 +189,7 @@ class Prober(MemberTable):
             self.stats["tcp_ping_rescues"] += 1  # UDP is broken somewhere, TCP works
             self._probe_succeeded(probe)
             return
-        if now - probe.deadline > self.config.probe_timeout:
+        if self._stalled:
             # We were not running when the answers were due; the failure is ours (Lifeguard:
             # count it against our own health, as memberlist does when we must refute).
             self.stats["probes_stalled"] += 1
