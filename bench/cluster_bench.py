@@ -9,8 +9,9 @@ memberlist), on the same timings (the ``lan`` profile up to N = 10, ``local`` ab
 50 processes share the machine's cores): time to form, idle CPU and bytes/s per member,
 join / graceful leave / crash trials (seconds and gossip rounds until every member saw it),
 and joins at 30 % packet loss at one size. Then a soak: four clusters of 10 side by side —
-rainbridge and Serf, each at 10 % loss and each with one member paused 2 s every 30 s —
-counting false suspicions and false deaths per member-hour.
+rainbridge and Serf, each at 10 % loss (``--soak-loss 0,5,10``: one cluster per level) and
+each with one member paused 2 s every 30 s — counting false suspicions and false deaths per
+member-hour.
 
 Runs as root inside a network namespace of its own (loopback only; nftables there drops
 packets and counts bytes), which it creates, and removes at the end, also on an error or
@@ -60,6 +61,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--loss-join-trials", type=int, default=None)
     p.add_argument("--soak", type=float, default=None, help="soak duration, s (600; 0 = skip)")
     p.add_argument("--soak-n", type=int, default=10)
+    p.add_argument("--soak-loss", default="10", help="loss %% of the soak clusters, e.g. 0,5,10")
+    p.add_argument("--soak-impls", default="rainbridge,serf",
+                   help="soak variants: rainbridge, serf, rainbridge-r0 (memberlist's probe: "
+                        "no re-sent pings)")
+    p.add_argument("--soak-only", action="store_true", help="skip the per-size trials")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--netns", default=None, help=argparse.SUPPRESS)  # set when re-executed
     return p.parse_args(argv)
@@ -68,6 +74,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace, logs: Path) -> trials.Settings:
     quick = args.quick
     sizes = [int(x) for x in (args.sizes or ("5,10" if quick else "5,10,25,50")).split(",")]
+    if args.soak_only:
+        sizes = []
     if args.crash_trials:
         crash = {int(k): int(v) for k, v in (x.split(":") for x in args.crash_trials.split(","))}
     else:
@@ -86,7 +94,8 @@ def settings_from(args: argparse.Namespace, logs: Path) -> trials.Settings:
         loss_join_percent=30,
         soak_n=args.soak_n,
         soak_s=args.soak if args.soak is not None else (120.0 if quick else 600.0),
-        soak_loss_percent=10,
+        soak_loss_percents=[int(x) for x in args.soak_loss.split(",") if x],
+        soak_impls=[x for x in args.soak_impls.split(",") if x in trials.SOAK_VARIANTS],
         logs=logs,
     )
 

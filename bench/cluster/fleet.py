@@ -76,8 +76,10 @@ class Member:
 class Fleet:
     """One cluster: ``kind`` "rainbridge" or "serf", members on 127.``net``.x.y:7946."""
 
-    def __init__(self, kind: str, profile: str, net: int, logs: Path) -> None:
+    def __init__(self, kind: str, profile: str, net: int, logs: Path,
+                 overrides: dict | None = None) -> None:
         self.kind = kind
+        self.overrides = overrides or {}  # rainbridge: MembershipConfig fields to replace
         self.profile = profile
         self.net = net
         self.logs = logs
@@ -111,7 +113,8 @@ class Fleet:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                 "RB_BENCH_CONFIG": json.dumps(self.overrides)},
             start_new_session=True,  # Ctrl-C reaches the harness only; it stops us in order
         )
         member = Member(name, ip, proc)

@@ -9,13 +9,15 @@ does Serf's log lines, so both sides are timed the same way):
     EV join|failed|left NAME    a membership event (as Serf's EventMemberJoin/Failed/Leave)
     STATS {json}                on SIGUSR1: the node's and the state machine's counters
 
-SIGINT or SIGTERM: leave gracefully (bounded), close, exit 0.
+SIGINT or SIGTERM: leave gracefully (bounded), close, exit 0. ``RB_BENCH_CONFIG`` (JSON)
+replaces profile fields, e.g. ``{"ping_retransmits": 0}`` for memberlist's probe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -45,9 +47,9 @@ def _on_event(event: MemberEvent) -> None:
 
 
 async def main(name: str, ip: str, port: int, profile: str, seed: str | None) -> None:
-    node = ClusterNode(
-        name, (ip, port), config=MembershipConfig.profile(profile), on_event=_on_event  # type: ignore[arg-type]
-    )
+    config = MembershipConfig.profile(profile)  # type: ignore[arg-type]
+    config = config.replace(**json.loads(os.environ.get("RB_BENCH_CONFIG") or "{}"))
+    node = ClusterNode(name, (ip, port), config=config, on_event=_on_event)
     await node.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -96,6 +96,8 @@ def soak_table(soak: dict) -> str:
 
 
 def _grid(head: list[str], rows: list[list[str]]) -> str:
+    if not rows:
+        return ""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
@@ -140,12 +142,19 @@ def targets(sizes: list[dict], soak: dict) -> list[dict]:
             ok = a["p50_s"] <= b["p50_s"] and a["p99_s"] <= b["p99_s"]
             check(f"N={n} {rb['profile']}: {metric} no slower than Serf (p50/p99)",
                   f"{_pair(a, 's')} vs {_pair(b, 's')} s", "<= Serf", ok)
-    loss = soak.get("rainbridge.loss")
-    if loss:
+    for key, loss in soak.items():
+        if not key.startswith("rainbridge.loss"):
+            continue
         short = loss["seconds"] < SOAK_TARGET_S - 5
         check(f"soak: false deaths, {loss['condition']}, N={loss['n']}", str(loss["false_deaths"]),
               "0 in 10 min", loss["false_deaths"] == 0,
               f"ran {loss['seconds'] / 60:.1f} min" if short else "")
+        serf = soak.get("serf." + key.split(".", 1)[1])
+        if serf:
+            a = loss["false_suspicions_per_member_hour"]
+            b = serf["false_suspicions_per_member_hour"]
+            check(f"soak: false suspicions per member-h, {loss['condition']}, N={loss['n']}",
+                  f"{a:.1f} vs Serf {b:.1f}", "<= Serf", a <= b)
     pause = soak.get("rainbridge.pause")
     if pause:
         check(f"soak: false deaths, {pause['condition']}, N={pause['n']}",

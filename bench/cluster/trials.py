@@ -31,8 +31,11 @@ LEAVE_TIMEOUT_S = 20.0
 CRASH_TIMEOUT_S = 60.0
 SETTLE_S = 5.0  # after forming: the join push-pulls and their gossip die down
 NETS = {"rainbridge": 10, "serf": 20}  # 127.<net>.x.y
-SOAK_NETS = {("rainbridge", "loss"): 30, ("serf", "loss"): 40,
-             ("rainbridge", "pause"): 50, ("serf", "pause"): 60}
+SOAK_NET0 = 30  # soak clusters on 127.30.x.y, 127.31.x.y, ...
+# soak variants: label -> (implementation, rainbridge config overrides)
+SOAK_VARIANTS = {"rainbridge": ("rainbridge", {}),
+                 "rainbridge-r0": ("rainbridge", {"ping_retransmits": 0}),  # memberlist's probe
+                 "serf": ("serf", {})}
 PAUSE_EVERY_S, PAUSE_FOR_S = 30.0, 2.0
 
 
@@ -49,7 +52,8 @@ class Settings:
     loss_join_percent: int
     soak_n: int
     soak_s: float
-    soak_loss_percent: int
+    soak_loss_percents: list[int]
+    soak_impls: list[str]
     logs: Path
 
 
@@ -264,23 +268,31 @@ async def lossy_joins(c: Cluster, fw: Firewall, s: Settings, interval: float) ->
 
 
 async def soak(s: Settings, fw: Firewall, log) -> dict:
-    """Four clusters of ``soak_n`` side by side for ``soak_s``: rainbridge and Serf, each at
-    ``soak_loss_percent`` % loss and each with one member paused 2 s every 30 s."""
+    """Clusters of ``soak_n`` side by side for ``soak_s``: per variant in ``soak_impls``, one
+    at each of ``soak_loss_percents`` % loss and one with a member paused 2 s every 30 s."""
     clusters: dict[tuple[str, str], Cluster] = {}
+    loss_of: dict[tuple[str, str], int] = {}
     results: dict = {}
     try:
-        for (kind, condition), net in SOAK_NETS.items():
-            if kind not in s.impls:
-                continue
-            c = Cluster(Fleet(kind, "lan", net, s.logs / f"soak-{condition}"))
+        conditions = [f"loss{p}" for p in s.soak_loss_percents] + ["pause"]
+        keys = [(v, c) for v in s.soak_impls for c in conditions
+                if SOAK_VARIANTS[v][0] in s.impls]
+        for i, (variant, condition) in enumerate(keys):
+            kind, overrides = SOAK_VARIANTS[variant]
+            fleet = Fleet(kind, "lan", SOAK_NET0 + i, s.logs / f"soak-{variant}-{condition}",
+                          overrides)
+            c = Cluster(fleet)
             c.fleet.logs.mkdir(parents=True, exist_ok=True)
-            clusters[(kind, condition)] = c
+            clusters[(variant, condition)] = c
             await c.form(s.soak_n)
-        for (_, condition), c in clusters.items():
-            if condition == "loss":
-                fw.set_loss(c.fleet.cidr, s.soak_loss_percent)
+            if condition.startswith("loss"):
+                loss_of[(variant, condition)] = int(condition[4:])
+        for key, pct in loss_of.items():
+            if pct:
+                fw.set_loss(clusters[key].fleet.cidr, pct)
         await asyncio.sleep(2.0)
         before = {key: await c.fleet.probe_failures(c.base) for key, c in clusters.items()}
+        dropped0 = {key: fw.dropped(c.fleet.cidr) for key, c in clusters.items()}
         start = time.monotonic()
         log(f"  soak: {len(clusters)} clusters of {s.soak_n} for {s.soak_s:.0f} s...")
         paused = [c.base[3] for (_, cond), c in clusters.items() if cond == "pause"]
@@ -299,17 +311,20 @@ async def soak(s: Settings, fw: Firewall, log) -> dict:
         end = time.monotonic()
         hours = (end - start) / 3600
         for key, c in clusters.items():
-            kind, condition = key
+            variant, condition = key
             failed_probes = await c.fleet.probe_failures(c.base) - before[key]
+            dropped = fw.dropped(c.fleet.cidr) - dropped0[key]
             deaths = c.fleet.deaths(start, end)
             member_hours = s.soak_n * hours
-            results[f"{kind}.{condition}"] = {
-                "kind": kind,
-                "condition": (f"{s.soak_loss_percent} % loss" if condition == "loss"
+            results[f"{variant}.{condition}"] = {
+                "kind": variant,
+                "loss_percent": loss_of.get(key),
+                "condition": (f"{loss_of[key]} % loss" if key in loss_of
                               else f"1 member paused {PAUSE_FOR_S:g} s every {PAUSE_EVERY_S:g} s"),
                 "n": s.soak_n,
                 "seconds": round(end - start, 1),
                 "pauses": pauses if condition == "pause" else 0,
+                "packets_dropped": dropped,
                 "false_suspicions": failed_probes,
                 "false_deaths": sum(deaths.values()),
                 "false_deaths_detail": sorted(f"{o} saw {x} fail" for (o, x) in deaths),

@@ -32,6 +32,11 @@ class MembershipConfig:
     """Members asked to ping a member that missed a direct ping (any one ack suffices)."""
     disable_tcp_pings: bool = False
     """Skip the TCP ping fallback that runs alongside the indirect pings."""
+    ping_retransmits: int = 2
+    """Direct UDP pings re-sent to a member that missed the first, spread from
+    ``probe_timeout`` to the probe deadline (same sequence number; any ack counts).
+    memberlist sends none (0): at 10 % loss one lost ping or ack then rests on the indirect
+    pings and on a TCP ping that a lost SYN (1 s retransmission) cannot rescue in time."""
     awareness_max_multiplier: int = 8
     """Lifeguard local health: probe interval/timeout grow up to this factor when this node
     misses nacks or has to refute. 1 disables Lifeguard's self-awareness."""
@@ -91,7 +96,8 @@ class MembershipConfig:
             raise ValueError("multipliers must be >= 1")
         if self.suspicion_mult < 1 or self.retransmit_mult < 1:
             raise ValueError("suspicion_mult and retransmit_mult must be >= 1")
-        if self.indirect_checks < 0 or self.gossip_nodes < 0 or self.success_threshold < 0:
+        if min(self.indirect_checks, self.gossip_nodes, self.success_threshold,
+               self.ping_retransmits) < 0:
             raise ValueError("counts must be >= 0")
 
     # -- presets -------------------------------------------------------------------------

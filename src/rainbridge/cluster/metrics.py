@@ -33,6 +33,12 @@ _PROTOCOL_COUNTERS = (
      "probe_failures"),
     ("indirect_pings", "Indirect pings asked of other members", "indirect_pings"),
     ("tcp_pings", "TCP fallback pings sent", "tcp_pings"),
+    ("ping_resends", "Direct UDP pings re-sent to a member that missed the first",
+     "ping_resends"),
+    ("probes_stalled", "Probes dropped without suspicion: this node was stopped past the "
+     "deadline", "probes_stalled"),
+    ("suspicions_extended", "Suspicion timeouts this node slept through, extended once to read "
+     "a refutation first", "suspicions_extended"),
     ("suspicions", "Members this node started to suspect (or learned were suspected)",
      "suspicions"),
     ("refutations", "Suspicions of this node that it refuted with a new incarnation",

@@ -2,9 +2,12 @@
 and the packet helpers it shares with gossip. ``Membership`` builds on this class.
 
 One probe is in flight at a time. At ``timeout_at`` without an ack: indirect pings through
-``indirect_checks`` random alive members (asking for nacks) and a TCP ping; at ``deadline``
+``indirect_checks`` random alive members (asking for nacks), a TCP ping, and the first of
+``ping_retransmits`` direct re-sends (memberlist has none; see the config); at ``deadline``
 without an ack (or a TCP ack): suspect the member, and raise our health score by the nacks
 we missed (Lifeguard). A probe to a suspect carries the Suspect message (buddy system).
+A deadline that fires long after it was due means we were stopped (SIGSTOP, a stalled
+loop): the acks may sit unread in our socket, so we do not accuse anyone on it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class Probe:
     timeout_at: float  # no ack by then: indirect pings + TCP ping
     deadline: float  # no ack by then: suspect
     indirect_sent: bool = False
+    resend_at: float | None = None  # next direct re-send of the ping
+    resends_left: int = 0
     expected_nacks: int = 0
     nacks: int = 0
     tcp_ok: bool = False
@@ -77,6 +82,7 @@ class Prober(MemberTable):
     _next_probe: float
     _relays: dict[int, Relay]
     _seq_no: int
+    _stalled: bool  # this advance follows a gap in which we did not run (see state.py)
 
     # ------------------------------------------------------------------ probing
     def _probe_next(self, now: float) -> None:
@@ -116,12 +122,15 @@ class Prober(MemberTable):
             timeout_at=now + timeout,
             deadline=now + interval,
         )
-        if node.state == NodeState.ALIVE:
-            self._send(node.address, ping)
+        self._send_probe_ping(self._probe, node.state, node.incarnation)
+
+    def _send_probe_ping(self, probe: Probe, state: NodeState, incarnation: int) -> None:
+        if state == NodeState.ALIVE:
+            self._send(probe.address, probe.ping)
         else:
             # Buddy system: tell a suspect it is suspected so it can refute at once.
-            suspect = Suspect(incarnation=node.incarnation, node=node.name, sender=self.name)
-            self._outgoing.append(SendPacket(node.address, (ping, suspect)))
+            suspect = Suspect(incarnation=incarnation, node=probe.target, sender=self.name)
+            self._outgoing.append(SendPacket(probe.address, (probe.ping, suspect)))
 
     def _probe_timeout(self, now: float) -> None:
         probe = self._probe
@@ -153,6 +162,24 @@ class Prober(MemberTable):
             self._outgoing.append(
                 StartTcpPing(probe.address, probe.seq_no, probe.ping, probe.deadline)
             )
+        probe.resends_left = self.config.ping_retransmits
+        if probe.resends_left:
+            probe.resend_at = now
+            self._probe_resend(now)
+
+    def _probe_resend(self, now: float) -> None:
+        """Re-send the direct ping; the re-sends are spread evenly over the time between the
+        probe timeout and the deadline, so one burst of loss does not take them all."""
+        probe = self._probe
+        assert probe is not None and probe.resend_at is not None
+        step = (probe.deadline - probe.resend_at) / probe.resends_left
+        probe.resends_left -= 1
+        probe.resend_at = now + step if probe.resends_left and now < probe.deadline else None
+        node = self._node_map.get(probe.target)
+        if node is None or node.state in _GONE or now >= probe.deadline:
+            return
+        self.stats["ping_resends"] += 1
+        self._send_probe_ping(probe, node.state, node.incarnation)
 
     def _probe_deadline(self, now: float) -> None:
         probe = self._probe
@@ -161,6 +188,12 @@ class Prober(MemberTable):
         if probe.tcp_ok:
             self.stats["tcp_ping_rescues"] += 1  # UDP is broken somewhere, TCP works
             self._probe_succeeded(probe)
+            return
+        if self._stalled:
+            # We were not running when the answers were due; the failure is ours (Lifeguard:
+            # count it against our own health, as memberlist does when we must refute).
+            self.stats["probes_stalled"] += 1
+            self._awareness.apply_delta(1)
             return
         self.stats["probe_failures"] += 1
         self._awareness.apply_delta(failed_probe_health_delta(probe.expected_nacks, probe.nacks))

@@ -197,6 +197,12 @@ class SimNetwork:
         node.membership.leave(self.now)
         self._after(node)
 
+    def inject(self, name: str, message: PacketMessage, sender: str) -> None:
+        """Hand ``name`` a message as if ``sender`` had sent it over UDP, now (queued
+        while ``name`` is paused)."""
+        node, src = self.nodes[name], self.nodes[sender]
+        self._receiver(node, (message,), src.address)()
+
     # ------------------------------------------------------------------ clock
     def at(self, when: float, work: Callable[[], None]) -> None:
         heapq.heappush(self._queue, (when, next(self._seq), work))

@@ -127,6 +127,7 @@ class Membership(Prober):
         self.stats: Counter[str] = Counter()
         self.last_rejection: str | None = None  # why the last push-pull was not merged
         self._now = now
+        self._stalled = False
         # Random first ticks (memberlist's stagger) so members do not act in lockstep.
         self._next_probe = now + rng.random() * config.probe_interval
         self._next_gossip = now + rng.random() * config.gossip_interval
@@ -347,6 +348,8 @@ class Membership(Prober):
         if probe is not None:
             if not probe.indirect_sent:
                 timers.append((probe.timeout_at, 0, self._probe_timeout))
+            elif probe.resend_at is not None:
+                timers.append((probe.resend_at, 0, self._probe_resend))
             timers.append((probe.deadline, 1, self._probe_deadline))
         if self._relays:
             timers.append((min(r.expires for r in self._relays.values()), 2, self._expire_relays))
@@ -364,7 +367,12 @@ class Membership(Prober):
         return timers
 
     def _advance(self, now: float) -> None:
-        self._now = now = max(now, self._now)
+        now = max(now, self._now)
+        # Our timers run at least every gossip interval; a longer gap means this process was
+        # stopped (SIGSTOP, a blocked loop) and what it was waiting for may sit unread in its
+        # socket. Timers that fell due meanwhile are judged with that in mind.
+        self._stalled = now - self._now > self.config.gossip_interval + self.config.probe_timeout
+        self._now = now
         while True:
             due = min(self._timers(), key=lambda t: (t[0], t[1]))
             if due[0] > now:
@@ -373,6 +381,12 @@ class Membership(Prober):
 
     def _expire_suspicions(self, now: float) -> None:
         for name, suspicion in list(self._suspicions.items()):
+            if suspicion.deadline <= now and self._stalled and not suspicion.extended:
+                # We slept through the deadline: read the refutation that may be waiting
+                # before declaring the member dead (once; the next expiry is final).
+                suspicion.deadline, suspicion.extended = now + self.config.probe_timeout, True
+                self.stats["suspicions_extended"] += 1
+                continue
             if suspicion.deadline <= now and self._suspicions.get(name) is suspicion:
                 del self._suspicions[name]
                 self._suspicion_expired(name, suspicion, now)

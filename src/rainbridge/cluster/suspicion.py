@@ -11,7 +11,7 @@ from rainbridge.cluster.timers import suspicion_total_timeout
 
 
 class Suspicion:
-    __slots__ = ("_confirmed_by", "deadline", "high", "k", "low", "n", "start")
+    __slots__ = ("_confirmed_by", "deadline", "extended", "high", "k", "low", "n", "start")
 
     def __init__(self, sender: str, k: int, low: float, high: float, start: float) -> None:
         self.k = k
@@ -19,6 +19,7 @@ class Suspicion:
         self.high = high
         self.start = start
         self.n = 0
+        self.extended = False  # given a grace period because we slept through the deadline
         # The accuser is not a confirmation: our own suspicion may be gossiped back to us.
         self._confirmed_by = {sender}
         self.deadline = start + suspicion_total_timeout(0, k, low, high)
