@@ -3,9 +3,10 @@ on PostgreSQL, 20 streams in flight through one of them plus one that would run 
 then SIGTERM as the kubelet sends it after the preStop sleep.
 
 Config ``drain``: accept_seconds 2, grace_seconds 8. Expected: readiness 503 at once (before
-any stream ends), new connections still served during the accept window, refused after it
-(a refusal, never a 5xx), the 20 streams complete, the endless one cut at the grace with a
-``server_shutting_down`` event and ``[DONE]``, exit 0, and the peer sees a leave."""
+any stream ends) while liveness stays 200 ``draining``, new connections still served during
+the accept window, refused after it (a refusal, never a 5xx), the 20 streams complete, the
+endless one cut at the grace with a ``server_shutting_down`` event and ``[DONE]``, exit 0,
+and the peer sees a leave."""
 
 from __future__ import annotations
 
@@ -126,6 +127,11 @@ def test_sigterm_drains_the_way_kubernetes_expects(tmp_path, pg_database, mock):
         flipped = time.monotonic()
         assert all(s.ended_at is None for s in streams), "a stream ended before readiness flipped"
         assert flipped - signalled < ACCEPT_S
+        # liveness stays 200 (a failing liveness probe would restart the pod mid-drain)
+        status, _, body = http_json("GET", leaving_url + "/health", timeout=2)
+        assert (status, body["status"]) == (200, "draining"), body
+        status, _, body = http_json("GET", leaving_url + "/health/ready", timeout=2)
+        assert (status, body["checks"].get("drain")) == (503, "draining"), body
 
         # the fleet sees it draining while it still serves
         eventually(lambda: _nodes(observer_url)["k1"]["readiness"] == "draining" or _nodes(observer_url)["k1"],

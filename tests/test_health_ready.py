@@ -1,6 +1,7 @@
 # ruff: noqa: F811  (tests take the imported `make` fixture as an argument)
 """``GET /health/ready``: 503 until the counters are loaded and, in cluster mode, the member
-has synced (first push-pull done, or nobody to sync with); 503 ``draining`` after SIGTERM;
+has synced (first push-pull done, or nobody to sync with); 503 ``draining`` (check ``drain``)
+after SIGTERM;
 200 otherwise. The gateway in-process through its ASGI app, a real ``serve`` process in
 cluster mode on PostgreSQL, and the service's ``synced`` flag between real members."""
 
@@ -44,7 +45,7 @@ async def test_ready_after_counters_load_and_not_while_draining(tmp_path, mock):
         ready = {"counters": "loaded", "store": "reachable"}
         assert await get(app, "/health/ready") == (200, {"status": "ready", "checks": ready})
         gateway.begin_drain()
-        assert await get(app, "/health/ready") == (503, {"status": "draining", "checks": ready})
+        assert await get(app, "/health/ready") == (503, {"status": "draining", "checks": {**ready, "drain": "draining"}})
     finally:
         await gateway.stop()
 

@@ -253,7 +253,9 @@ class Gateway:
     def begin_drain(self) -> None:
         """Shutdown was asked for (SIGTERM): in-flight requests and streams still finish, but
         tell the fleet and the load balancer now: the cluster metadata says ``draining``
-        (gossiped at once) and ``/health`` and ``/health/ready`` answer 503.
+        (gossiped at once) and ``/health/ready`` answers 503. ``/health`` (liveness) stays
+        200, saying ``draining``: a liveness probe failing through a 60 s drain would make the
+        kubelet restart the container and cut the very streams being drained.
 
         The whole order: this (readiness 503) → the server stops accepting connections →
         in-flight requests finish, up to the graceful timeout, then are cancelled → every
@@ -441,6 +443,9 @@ class Gateway:
     # -- health and models ------------------------------------------------------------------
 
     async def health(self) -> tuple[bool, dict]:
+        """``GET /health``, liveness: 503 only when this process cannot serve (its store ping
+        fails, as Bifrost's does, unless ``disable_db_pings_in_health``; its gossip stopped).
+        Draining is not a failure: 200 ``draining``; readiness is what turns 503."""
         components: dict[str, dict] = {}
         ok = True
         if self.store is None:
@@ -459,16 +464,16 @@ class Gateway:
             cluster = self.cluster.health()
             components["cluster"] = cluster
             ok = ok and cluster["status"] != "failing"
-        if self.draining:
-            return False, {"status": "draining", "components": components}
-        return ok, {"status": "ok" if ok else "failing", "components": components}
+        status = ("draining" if self.draining else "ok") if ok else "failing"  # draining: still alive
+        return ok, {"status": status, "components": components}
 
     async def readiness(self) -> tuple[bool, dict]:
         """``GET /health/ready``: ready (200) once the counters' open windows are loaded
         from the store, the store answers (a ping at most every ``STORE_CHECK_TTL_S``, not
         with ``disable_db_pings_in_health``) and, in cluster mode, the member has completed
         its first push-pull (or found no other member to sync with:
-        ``ClusterService.synced``); 503 before, and 503 ``draining`` from SIGTERM on."""
+        ``ClusterService.synced``); 503 before, and 503 ``draining`` (check ``drain``) from
+        SIGTERM on."""
         checks = {"counters": "loaded" if self.counters_loaded else "loading"}
         store_ok = True
         if self.store is not None and not self.config.client.disable_db_pings_in_health:
@@ -482,6 +487,7 @@ class Gateway:
             synced = synced and self.counters.ready
             checks["fleet_counters"] = "synced" if self.counters.ready else "syncing"
         if self.draining:
+            checks["drain"] = "draining"
             return False, {"status": "draining", "checks": checks}
         ready = self.counters_loaded and synced and store_ok
         return ready, {"status": "ready" if ready else "not_ready", "checks": checks}

@@ -1,8 +1,9 @@
 """Drain as Kubernetes drives it: SIGTERM (after the pod's preStop sleep) to exit 0.
 
 The order, from the signal on:
-1. at once: ``/health/ready`` (and ``/health``) answer 503 ``draining`` and the cluster
-   metadata says ``draining`` (``Gateway.begin_drain``), so endpoints and peers stop routing;
+1. at once: ``/health/ready`` answers 503 ``draining`` and the cluster metadata says
+   ``draining`` (``Gateway.begin_drain``), so endpoints and peers stop routing; ``/health``
+   (liveness) stays 200 with status ``draining``, so no liveness probe restarts the pod mid-drain;
 2. for ``accept_seconds`` the listener still accepts: a connection routed here before every
    kube-proxy and ingress saw the endpoint go is served, not refused;
 3. then the listener closes (new connections are refused, never answered 5xx) and in-flight
