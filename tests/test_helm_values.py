@@ -71,3 +71,16 @@ def test_client_keys_lifecycle_and_resources_are_passed_as_given():
     c = container(objects)
     assert c["lifecycle"] == {"preStop": {"exec": {"command": ["sh", "-c", "sleep 20"]}}}
     assert c["resources"] == {"requests": {"cpu": "1000m", "memory": "1Gi"}, "limits": {"cpu": "4000m", "memory": "4Gi"}}
+
+
+def test_gateway_and_test_hook_pods_meet_the_restricted_pod_security_standard():
+    objects = render("ha-production-values.yaml")
+    pods = [one(objects, "Deployment")["spec"]["template"]["spec"]]
+    pods += [o["spec"] for o in objects if o["kind"] == "Pod"]
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in pod["containers"]:
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
