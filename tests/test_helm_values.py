@@ -1,12 +1,15 @@
 """Keys the issue lists that tests/test_helm.py does not follow to their effect: the
 telemetry plugin's push gateway, `replicaCount` without an HPA, `image.*`, a custom
-`passwordKey`, `serviceAccount.*`, cluster-level `allowedAddressSpace`, `client.*` keys
+`passwordKey`, `storage.postgresql.external` (the issue's spelling) as an alias,
+`serviceAccount.*`, cluster-level `allowedAddressSpace`, `client.*` keys
 turned snake_case, `lifecycle` and `resources` as given. Rendered by the real helm binary;
 the config through rainbridge's own loader with the pod's env."""
 
 from __future__ import annotations
 
-from helm_support import config_json, one, render
+import yaml
+
+from helm_support import CHART, config_json, helm, one, render
 from rainbridge.config.load import load_data, parse_text
 from rainbridge.telemetry.push import push_settings
 
@@ -84,3 +87,19 @@ def test_gateway_and_test_hook_pods_meet_the_restricted_pod_security_standard():
         for c in pod["containers"]:
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
             assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_storage_postgresql_external_is_an_alias_of_postgresql_external(tmp_path):
+    path = tmp_path / "alias.yaml"
+    path.write_text(yaml.safe_dump({"storage": {"mode": "postgres", "postgresql": {"external": {
+        "host": "pg.alias.example", "sslMode": "verify-ca", "existingSecret": "pg-alias", "passwordKey": "pw"}}}}))
+    objects = render(str(path))
+    store = loaded(objects).config_store.config
+    assert (store.host, store.ssl_mode, store.password) == ("pg.alias.example", "verify-ca", "pw")
+    env = {e["name"]: e for e in container(objects)["env"]}
+    assert env["RAINBRIDGE_POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pg-alias", "key": "pw"}
+    path.write_text(yaml.safe_dump({"storage": {"mode": "postgres", "postgresql": {"external": {
+        "host": "h", "existingSecret": "s", "password": "hunter2"}}}}))
+    refused = helm("template", "bifrost", str(CHART), "-f", str(path), check=False)
+    assert refused.returncode != 0 and "put the password in a Secret" in refused.stderr
+    assert "hunter2" not in refused.stderr

@@ -52,6 +52,13 @@ app.kubernetes.io/part-of: rainbridge
 {{- mustMergeOverwrite $b $r | toJson }}
 {{- end }}
 
+{{/* The external PostgreSQL settings: `postgresql.external` (Bifrost's chart, the seed's
+files) with `storage.postgresql.external` merged over it (an alias; its keys win). */}}
+{{- define "bifrost.postgres" -}}
+{{- $alias := ((.Values.storage.postgresql | default dict).external | default dict) }}
+{{- mustMergeOverwrite (deepCopy .Values.postgresql.external) (deepCopy $alias) | toJson }}
+{{- end }}
+
 {{- define "bifrost.clusterEnabled" -}}
 {{- $s := include "bifrost.settings" . | fromJson }}
 {{- if (($s.cluster | default dict).enabled) }}true{{ end }}
@@ -84,7 +91,7 @@ app.kubernetes.io/part-of: rainbridge
 {{- fail "bifrost.cluster.enabled=true needs storage.mode=postgres: SQLite is single-node only (replicas would not share keys, budgets or usage)" }}
 {{- end }}
 {{- if eq $mode "postgres" }}
-{{- $pg := .Values.postgresql.external }}
+{{- $pg := include "bifrost.postgres" . | fromJson }}
 {{- if not $pg.host }}
 {{- fail "storage.mode=postgres needs postgresql.external.host (this chart does not run PostgreSQL)" }}
 {{- end }}
@@ -156,7 +163,7 @@ app.kubernetes.io/part-of: rainbridge
 {{- $_ := set $cfg "client" (include "bifrost.snake" $s.client | fromJson) }}
 {{- end }}
 {{- if eq .Values.storage.mode "postgres" }}
-{{- $pg := .Values.postgresql.external }}
+{{- $pg := include "bifrost.postgres" . | fromJson }}
 {{- $conn := dict "host" $pg.host "port" (int $pg.port) "user" $pg.user "password" "env.RAINBRIDGE_POSTGRES_PASSWORD" "db_name" $pg.database "ssl_mode" $pg.sslMode "max_open_conns" (int $pg.maxOpenConns) "max_idle_conns" (int $pg.maxIdleConns) }}
 {{- $_ := set $cfg "config_store" (dict "enabled" true "type" "postgres" "config" $conn) }}
 {{- $_ := set $cfg "logs_store" (dict "enabled" true "type" "postgres" "config" (deepCopy $conn)) }}
