@@ -225,7 +225,7 @@ class MemberSide:
         a.ask_at, a.asked_want = now, want
         a.reported = a.reported_usage()
         self.stats["asks"] += 1
-        self._send(owner, Ask(lid, ws, self.me, want, a.granted, a.returned, a.reported))
+        self._send(owner, Ask(lid, ws, self.me, want, a.granted, a.returned, a.reported, a.used))
 
     def _drain_waiters(self, lid: str, ws: int, a: Allowance) -> None:
         """Admit the waiters the allowance now covers; with ``wake_only`` wake them without
@@ -264,7 +264,7 @@ class MemberSide:
         owner = owner or self._owner_of(lid)
         if owner is not None:
             a.reported = a.reported_usage()
-            self._send(owner, Return(lid, ws, self.me, a.returned, a.reported))
+            self._send(owner, Return(lid, ws, self.me, a.returned, a.reported, a.used))
 
     def on_grant(self, m: Grant, sender: str, now: int) -> None:
         a = self.allow.get((m.lid, m.window))

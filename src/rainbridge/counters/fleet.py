@@ -21,7 +21,9 @@ loop, with the cluster service as its transport. How the request path uses it:
 The escrow's view of a slot is copied in before every escrow step, so nothing is counted
 twice: the allowance taken is the slot's own usage (``committed − others``) plus, for
 tokens, what requests in flight reserved; the usage reported to the fleet is the own usage
-alone (monotone: a reservation settled lower never shows). Until the member has synced with the cluster (``ready``), governed
+alone (monotone: a reservation settled lower never shows); the owner also hears the
+allowance taken (own usage plus reservations) in asks and hand-backs, to reclaim only from
+members that may have some unused. Until the member has synced with the cluster (``ready``), governed
 admissions are refused with 503 ``cluster_syncing`` and readiness says so.
 
 Rosters: the store numbers the roster epochs (``fleet_epochs.py``); a background task
