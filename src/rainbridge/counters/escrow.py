@@ -216,9 +216,11 @@ class EscrowNode(OwnerRole, AcceptorRole):
         self._pump(now)
 
     def add_limit(self, limit: Limit, now: int) -> None:
-        """Learn (or update the value of) a limit; its acceptor group comes from the roster."""
+        """Learn (or update the value or windows of) a limit; its acceptor group comes from
+        the roster."""
         known = self.limits.get(limit.lid)
         self.limits[limit.lid] = limit
+        self.member.windows_changed(limit.lid)
         if known is None:
             self.acceptors[limit.lid] = self._group(limit.lid)
             self._verify(limit.lid, now)

@@ -209,6 +209,11 @@ class MemberSide:
             w = self._windows[lid] = self.limits[lid].window_at(now)
         return w
 
+    def windows_changed(self, lid: str) -> None:
+        """The limit's definition changed (its value, or its windows' anchor): the next
+        admission computes its window again."""
+        self._windows.pop(lid, None)
+
     def _ask_wait(self, a: Allowance) -> int:
         return backoff(self.config.ask_retry_ms, a.ask_tries, self.config.retry_cap_ms)
 

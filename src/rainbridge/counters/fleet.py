@@ -294,11 +294,11 @@ class FleetCounters(LocalCounters):
 
     def bind(self, slot: Slot, lid: str, limit: float, duration: str, cost_reserved: bool,
              scale: int = 1, aligned: bool = True, anchor: int = 0) -> None:
-        """Plan.refresh: this slot counts against fleet limit ``lid``."""
-        units = int(limit * scale)
-        known = self.limits.get(lid)
-        if known is None or known.limit != units:
-            self.limits[lid] = lim = Limit(lid, units, duration, aligned, anchor)
+        """Plan.refresh: this slot counts against fleet limit ``lid``; a changed value or
+        window anchor replaces the escrow's definition (its windows must be the slot's)."""
+        lim = Limit(lid, int(limit * scale), duration, aligned, anchor)
+        if self.limits.get(lid) != lim:
+            self.limits[lid] = lim
             if self.escrow is not None:
                 self.escrow.add_limit(lim, self.now_ms())
         b = self.bindings.get(slot.key)
