@@ -14,7 +14,8 @@ from collections import Counter
 
 import pytest
 
-from support import eventually, free_port, provider_config, skip_window_edge
+import fleet_support
+from support import eventually, free_port, skip_window_edge
 from test_fleet_limits import HOSTS, TIMING, WORKERS, Replica, chat_answer, storm
 
 LIMIT = 30
@@ -22,22 +23,16 @@ VK_VALUE = "sk-rb-fleet-perprov-" + "0" * 24
 
 
 def config(mock_url: str, dsn: str, index: int, ports: list[int]) -> dict:
-    return {
-        **provider_config(mock_url),
-        "config_store": {"enabled": True, "type": "postgres", "config": {"dsn": dsn}},
-        "governance": {"virtual_keys": [
-            {"id": "vk-perprov", "name": "perprov", "value": VK_VALUE, "provider_configs": [
-                {"provider": "openai", "allowed_models": ["*"],
-                 "rate_limit": {"request_max_limit": LIMIT, "request_reset_duration": "1h"}},
-                {"provider": "anthropic", "allowed_models": ["*"]}]},
-        ]},
-        "cluster_config": {
-            "enabled": True,
-            "node_name": f"r{index}",
-            "peers": [f"{HOSTS[i]}:{ports[i]}" for i in range(len(ports))],
-            "gossip": {"port": ports[index], "profile": "lan", "config": TIMING},
-        },
-    }
+    """Replica ``index``'s config: the shared fleet config (``fleet_support.fleet_config``)
+    with this file's key, limited on one provider."""
+    peers = [f"{HOSTS[i]}:{port}" for i, port in enumerate(ports)]
+    shared = fleet_support.fleet_config(mock_url, dsn, f"r{index}", peers, ports[index], LIMIT, TIMING)
+    return {**shared, "governance": {"virtual_keys": [
+        {"id": "vk-perprov", "name": "perprov", "value": VK_VALUE, "provider_configs": [
+            {"provider": "openai", "allowed_models": ["*"],
+             "rate_limit": {"request_max_limit": LIMIT, "request_reset_duration": "1h"}},
+            {"provider": "anthropic", "allowed_models": ["*"]}]},
+    ]}}
 
 
 @pytest.fixture
