@@ -243,25 +243,35 @@ class FleetCounters(LocalCounters):
         if escrow is None or self.service is None or self.service.node is None:
             return
         now = self.now_ms()
+        me = escrow.me
         live = set()
-        running = {escrow.me}
-        states = [(escrow.me, "alive", escrow.draining)]
+        running = {me}
+        # Incarnations for the roster view, sorted on the way: alive (or suspect), dead,
+        # leaving (left or draining).
+        alive, dead, leaving = set(), set(), set()
+        (leaving if escrow.draining else alive).add(me)
         for m in self.service.node.members():
             tags = _tags(m.meta)
             if tags.get("role") != "rainbridge":
                 continue
             mid = f"{m.name}:{tags.get('boot', '')}"
             draining = tags.get("state") == "draining"
-            if m.state in (NodeState.ALIVE, NodeState.SUSPECT):
+            up = m.state in (NodeState.ALIVE, NodeState.SUSPECT)
+            if up:
                 running.add(mid)
                 if not draining:
                     live.add(m.name)
-            if mid != escrow.me:
-                state = {NodeState.DEAD: "dead", NodeState.LEFT: "left"}.get(m.state, "alive")
-                states.append((mid, state, draining))
+            if mid == me:
+                continue
+            if draining or m.state == NodeState.LEFT:
+                leaving.add(mid)
+            elif up:
+                alive.add(mid)
+            else:
+                dead.add(mid)
         self._running = running
         if self.roster_view is not None:
-            self.roster_view.update(states, escrow.roster, now / 1000)
+            self.roster_view.update(alive, dead, leaving, escrow.roster, now / 1000)
         escrow.set_view(live, now)
         self._epoch_wake.set()
         self._after()
