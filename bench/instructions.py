@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/instructions.py [--requests 1000] [--variants plain,governance]
                                            [--out bench/results/instructions.json]
+    .venv/bin/python bench/instructions.py --cluster [--dsn ...]   # cluster mode off vs on
 
 Timing runs on a shared 2-core VM drift by ±25 % from one run to the next, which hides a
 5 % change. Here each gateway variant of ``features.py`` runs under
@@ -19,6 +20,7 @@ import argparse
 import datetime
 import http.client
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -33,6 +35,7 @@ import wrkload
 
 BENCH = Path(__file__).resolve().parent
 START_UNDER_VALGRIND_S = 300.0
+IDLE_S = 10.0  # ``--cluster``: how long the idle work per second is counted
 
 
 def send(url: str, key: str, count: int) -> None:
@@ -66,24 +69,88 @@ def dump_total(pid: int, out_file: Path) -> int:
     raise RuntimeError("callgrind wrote no dump")
 
 
+def callgrind(out_file: Path) -> list[str]:
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no", "--compress-strings=no"]
+
+
 def measure(ps: procs.Procs, mock_url: str, work: Path, name: str, requests: int, warmup: int) -> dict:
     gov, log, metrics = features.VARIANTS[name]
     app = work / f"gateway-{name}"
     app.mkdir()
     out_file = work / f"callgrind-{name}.out"
-    wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no", "--compress-strings=no"]
     gw = ps.start_gateway(mock_url, "uvicorn", config_json=features.config(mock_url, gov, log, app, metrics), name=f"gateway-{name}",
-                          wrapper=wrapper, start_timeout_s=START_UNDER_VALGRIND_S)
-    key = features.VK if gov else "sk-bench"
+                          wrapper=callgrind(out_file), start_timeout_s=START_UNDER_VALGRIND_S)
+    return count(gw, features.VK if gov else "sk-bench", out_file, requests, warmup)
+
+
+def count(gw: procs.Proc, key: str, out_file: Path, requests: int, warmup: int, idle_s: float = 0.0) -> dict:
+    """Instructions per request of the gateway running under callgrind (after ``warmup``).
+    With ``idle_s``: also what the process does idle per second (timers: store polls and
+    flushes, gossip), measured over that long without requests, and the requests' count net
+    of it (``net_per_request``: the busy machine changes how long the requests take, and with
+    it the idle work counted among them)."""
     send(gw.url, key, warmup)
-    subprocess.run(["callgrind_control", "-z", str(gw.pid)], check=True, capture_output=True, timeout=120)
-    for old in out_file.parent.glob(out_file.name + "*"):
-        old.unlink()
+    zero(gw, out_file)
     started = time.monotonic()
     send(gw.url, key, requests)
     seconds = time.monotonic() - started
     total = dump_total(gw.pid, out_file)
-    return {"requests": requests, "instructions": total, "per_request": total / requests, "seconds_under_valgrind": seconds}
+    out = {"requests": requests, "instructions": total, "per_request": total / requests, "seconds_under_valgrind": seconds}
+    if idle_s:
+        zero(gw, out_file)
+        started = time.monotonic()
+        time.sleep(idle_s)
+        idle = dump_total(gw.pid, out_file) / (time.monotonic() - started)
+        out |= {"idle_per_second": idle, "net_per_request": (total - idle * seconds) / requests}
+    return out
+
+
+def zero(gw: procs.Proc, out_file: Path) -> None:
+    subprocess.run(["callgrind_control", "-z", str(gw.pid)], check=True, capture_output=True, timeout=120)
+    for old in out_file.parent.glob(out_file.name + "*"):
+        old.unlink()
+
+
+def measure_cluster(ps: procs.Procs, work: Path, requests: int, warmup: int, dsn: str) -> dict:
+    """A governed request (a key far from its limit) with cluster mode off, then on: the
+    gateway of ``cluster_limits.py``'s throughput comparison (PostgreSQL store both times; on:
+    one member of a fleet of three, the other two idle). Per request counts what the member
+    did meanwhile too (gossip, escrow ticks), at callgrind's pace: ~50 × longer per request."""
+    import cluster_limits as cl
+
+    results = {}
+    env = {"RAINBRIDGE_ADMIN_TOKEN": cl.TOKEN}
+    with cl.Database(dsn) as db_off, cl.Database(dsn) as db_on:
+        mock = ps.start_mock()
+        out_file = work / "callgrind-cluster-off.out"
+        off = ps.start_gateway(mock.url, "uvicorn", host="127.0.0.131", name="cluster-off", env=env,
+                               config_json=cl.fleet_config(mock.url, db_off.dsn, [], [], 0, {}),
+                               wrapper=callgrind(out_file), start_timeout_s=START_UNDER_VALGRIND_S)
+        results["cluster-off"] = count(off, cl.FAR_KEY, out_file, requests, warmup, IDLE_S)
+        print(f"{'cluster-off':<12}{results['cluster-off']['per_request']:>12,.0f} instructions/request", flush=True)
+        hosts = [f"127.0.0.{132 + i}" for i in range(3)]
+        ports = [procs.free_port(h) for h in hosts]
+        out_file = work / "callgrind-cluster-on.out"
+        members = [ps.start_gateway(mock.url, "uvicorn", host=hosts[i], name=f"cluster-on{i}", env=env,
+                                    config_json=cl.fleet_config(mock.url, db_on.dsn, hosts, ports, i, {}),
+                                    wrapper=callgrind(out_file) if i == 0 else None,
+                                    start_timeout_s=START_UNDER_VALGRIND_S)
+                   for i in range(3)]
+        deadline = time.monotonic() + START_UNDER_VALGRIND_S
+        while not all(cl._alive_seen(m.url) == 3 and procs.http_ok(m.url + "/health/ready") for m in members):
+            ps.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fleet of three did not form and sync in time")
+            time.sleep(0.5)
+        results["cluster-on"] = count(members[0], cl.FAR_KEY, out_file, requests, warmup, IDLE_S)
+        print(f"{'cluster-on':<12}{results['cluster-on']['per_request']:>12,.0f} instructions/request", flush=True)
+    on, off = results["cluster-on"], results["cluster-off"]
+    on["vs_cluster_off"] = on["per_request"] / off["per_request"] - 1
+    on["net_vs_cluster_off"] = on["net_per_request"] / off["net_per_request"] - 1
+    for name, r in results.items():
+        print(f"{name:<12}{r['net_per_request']:>12,.0f} net of idle work ({r['idle_per_second']:,.0f} per idle second)")
+    print(f"{'cluster-on':<12}{on['vs_cluster_off']:>+12.1%} vs cluster-off, {on['net_vs_cluster_off']:+.1%} net of idle work")
+    return results
 
 
 def main() -> int:
@@ -93,9 +160,26 @@ def main() -> int:
     parser.add_argument("--variants", default="plain,governance", help="comma-separated subset of " + ", ".join(features.VARIANTS))
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "instructions.json")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps here (read them with callgrind_annotate)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="instead: a governed request with cluster mode off vs on (needs PostgreSQL; "
+                             "writes bench/results/instructions-cluster.json unless --out)")
+    parser.add_argument("--dsn", default=os.environ.get("RAINBRIDGE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         parser.error("needs valgrind (apt-get install valgrind)")
+    if args.cluster:
+        out = args.out if args.out != BENCH / "results" / "instructions.json" else BENCH / "results" / "instructions-cluster.json"
+        with tempfile.TemporaryDirectory(prefix="rainbridge-instructions-") as tmp, procs.Procs(Path(tmp)) as ps:
+            results = measure_cluster(ps, Path(tmp), args.requests, args.warmup, args.dsn)
+            ps.check_alive()
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for dump in Path(tmp).glob("callgrind-cluster-*.out*"):
+                    shutil.copy(dump, args.keep / dump.name)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"date": datetime.datetime.now(datetime.UTC).isoformat(), "results": results}, indent=1))
+        print(f"results: {out}")
+        return 0
     names = args.variants.split(",")
     unknown = [n for n in names if n not in features.VARIANTS]
     if unknown:

@@ -12,9 +12,12 @@ from rainbridge.counters.escrow_messages import (
     Accept,
     Accepted,
     Ask,
+    Deny,
     Grant,
     Prepare,
     Promise,
+    Reclaim,
+    Return,
 )
 
 LIMIT = Limit("vk_a:requests:10s", 50, "10s")
@@ -59,6 +62,38 @@ def test_grant_is_sent_only_after_a_majority_accepted_it():
     grants = _sent(node, Grant)
     assert [(g.to, g.message.member) for g in grants] == [(b, f"{b}:1")]
     assert grants[0].message.granted == 50 // 6 + 1  # ceil(50 / (2 × 3))
+
+
+def _all_granted_to(node: EscrowNode, member: str) -> None:
+    """``member`` asks for the whole limit and gets it (committed with one ack)."""
+    node.handle(Ask(LIMIT.lid, W, f"{member}:1", LIMIT.limit, 0, 0, 0), member, T + 2)
+    accept = next(s for s in node.take_outgoing() if isinstance(s.message, Accept))
+    msg = accept.message
+    node.handle(Accepted(LIMIT.lid, msg.ballot, W, msg.seq, True, msg.ballot), accept.to, T + 3)
+    assert [g.message.granted for g in _sent(node, Grant)] == [LIMIT.limit]
+
+
+def test_an_owner_refuses_at_once_when_what_members_hold_is_taken_by_requests_in_flight():
+    """Regression: members' requests in flight were not part of the usage the owner saw, so
+    every refusal waited for a reclaim round on the members holding them (busy members: the
+    admissions waiting there timed out, and the gateway answered 503 instead of 429)."""
+    node, (b, c) = _active_owner()
+    _all_granted_to(node, b)
+    node.handle(Return(LIMIT.lid, W, f"{b}:1", 0, 10, LIMIT.limit), b, T + 4)  # 10 done, 40 in flight
+    node.handle(Ask(LIMIT.lid, W, f"{c}:1", 1, 0, 0, 0, 0), c, T + 5)
+    out = node.take_outgoing()
+    assert not [s for s in out if isinstance(s.message, Reclaim)]
+    assert [(s.to, s.message.member) for s in out if isinstance(s.message, Deny)] == [(c, f"{c}:1")]
+
+
+def test_an_owner_reclaims_before_refusing_when_a_member_holds_allowance_it_has_not_taken():
+    node, (b, c) = _active_owner()
+    _all_granted_to(node, b)
+    node.handle(Return(LIMIT.lid, W, f"{b}:1", 0, 10, LIMIT.limit - 1), b, T + 4)  # one unit unused
+    node.handle(Ask(LIMIT.lid, W, f"{c}:1", 1, 0, 0, 0, 0), c, T + 5)
+    out = node.take_outgoing()
+    assert [(s.to, s.message.member) for s in out if isinstance(s.message, Reclaim)] == [(b, f"{b}:1")]
+    assert not [s for s in out if isinstance(s.message, Deny)]
 
 
 def test_a_late_ack_of_an_earlier_commit_does_not_commit_the_next_one():

@@ -37,11 +37,11 @@ ledgers = st.builds(WindowLedger, vectors, vectors, ballots)
 snapshots = st.lists(st.tuples(counts, ledgers), max_size=3).map(tuple)
 
 BY_TYPE = {
-    Ask: st.builds(Ask, names, counts, names, counts, counts, counts, counts),
+    Ask: st.builds(Ask, names, counts, names, counts, counts, counts, counts, counts),
     Grant: st.builds(Grant, names, counts, names, counts),
     Deny: st.builds(Deny, names, counts, names),
     Reclaim: st.builds(Reclaim, names, counts, names),
-    Return: st.builds(Return, names, counts, names, counts, counts),
+    Return: st.builds(Return, names, counts, names, counts, counts, counts),
     UsageDelta: st.builds(UsageDelta, names, counts, names, counts),
     Prepare: st.builds(Prepare, names, ballots),
     Promise: st.builds(Promise, names, ballots, st.booleans(), ballots, snapshots),
@@ -81,6 +81,12 @@ def frame(*items) -> bytes:
     return msgspec.msgpack.encode(list(items))
 
 
+def test_an_ask_and_a_return_without_what_the_member_has_taken_decode_with_none_taken():
+    """A member of the previous version sends them without their last field (``taken``)."""
+    assert decode(frame("m1", 0, "lid", 60, "m1:1", 2, 5, 1, 3)) == ("m1", Ask("lid", 60, "m1:1", 2, 5, 1, 3, 0))
+    assert decode(frame("m1", 4, "lid", 60, "m1:1", 1, 3)) == ("m1", Return("lid", 60, "m1:1", 1, 3, 0))
+
+
 @pytest.mark.parametrize(("bad", "why"), [
     (b"", "empty"),
     (msgspec.msgpack.encode({"a": 1}), "a map, not an array"),
@@ -91,6 +97,8 @@ def frame(*items) -> bytes:
     (frame(7, 1, "lid", 0, "m", 1), "a sender that is not a string"),
     (frame("m1", 1, "lid", 0, "m"), "a Grant missing a field"),
     (frame("m1", 1, "lid", 0, "m", 1, 2), "a Grant with a field too many"),
+    (frame("m1", 4, "lid", 0, "m", 1), "a Return missing two fields"),
+    (frame("m1", 4, "lid", 0, "m", 1, 2, 3, 4), "a Return with a field too many"),
     (frame("m1", 1, "lid", 0, "m", -5), "a negative count"),
     (frame("m1", 1, "lid", 0, "m", 2**64 - 1), "a count past 2^63"),
     (frame("m1", 1, "lid", 0, "m", 1.5), "a float count"),

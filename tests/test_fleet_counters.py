@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from rainbridge.counters.fleet import AwaitGrant, FleetCounters, member_to_node, node_to_member
+from rainbridge.counters.windows import window_for
 from test_counters import open_db, rows
 
 NOW_S = 1_764_000_030.0  # 30 s into a minute
@@ -82,6 +83,33 @@ async def test_low_follows_the_allowance_and_others_only_grow():
     usage.by_member["n2:x"] = 3  # a lower, stale report (the CRDT never does this; forced here)
     counters._after()
     assert (slot.others, slot.committed) == (5, 5)
+    counters.close()
+
+
+async def test_a_budget_whose_windows_moved_is_admitted_on_its_new_windows():
+    """Regression: ``bind`` replaced a fleet limit only when its value changed, so a budget
+    whose anchor moved (its creation time, rewritten while the fleet started) was still
+    admitted on its old windows: allowance asked for and granted on a window the other
+    members did not count, and this member's own usage never synced into it."""
+    counters = FleetCounters("n1-b00t", clock=lambda: NOW_S)
+    counters.attach(SimpleNamespace(name="n1", boot="b00t", node=None, rpc=None,
+                                    on_request=lambda kind, handler: None))  # type: ignore[arg-type]
+    now = int(NOW_S * 1000)
+    lid = "budget/b_1/spend/1h"
+    for anchor in (WINDOW - 10_000, WINDOW - 5_000):  # the plan's next refresh: the moved anchor
+        start = window_for("1h", now, False, anchor).start_ms
+        slot = counters.slot(("budget", "b_1", "spend", start), start + 3_600_000)
+        counters.bind(slot, lid, 0.02, "1h", True, 1_000_000, False, anchor)
+    assert counters.escrow.window(lid, now)[0] == start
+    counters.escrow.set_view(["n1"], now)
+    with pytest.raises(AwaitGrant) as waiting:
+        counters.reach(slot, 0.001)
+    assert waiting.value.future.result() is True
+    assert counters.escrow.allowance(lid, start).granted == 10_000  # half of $0.02, in micro-USD
+    slot.reserved += 0.001  # admitted: the slot holds its cost, and the allowance counts it
+    counters._sync_used()
+    assert counters.escrow.allowance(lid, start).used == 1_000
+    assert slot.low == 0.005  # (10,000 granted − a margin of 5,000) micro-USD
     counters.close()
 
 

@@ -67,23 +67,23 @@ def _view(now: float = 100.0) -> RosterView:
 
 def test_draining_left_and_replaced_incarnations_are_gone_and_alive_ones_added():
     view = _view()
-    view.update([("a:1", "alive", False), ("b:1", "alive", True), ("c:1", "left", False),
-                 ("d:2", "alive", False), ("e:1", "suspect", False)], ["a:1", "d:1"], 101)
+    # b:1 draining, c:1 left; e:1 suspect counts as alive
+    view.update({"a:1", "d:2", "e:1"}, set(), {"b:1", "c:1"}, ["a:1", "d:1"], 101)
     assert view.alive == {"a:1", "d:2", "e:1"}
     assert view.gone == {"b:1", "c:1", "d:1"}  # d:1 runs as d:2 now
 
 
 def test_a_dead_incarnation_is_gone_only_after_the_forget_time():
     view = _view()
-    view.update([("a:1", "alive", False), ("b:1", "dead", False)], ["a:1", "b:1"], 101)
+    view.update({"a:1"}, {"b:1"}, set(), ["a:1", "b:1"], 101)
     assert "b:1" not in view.gone and "b:1" not in view.alive
-    view.update([("a:1", "alive", False), ("b:1", "dead", False)], ["a:1", "b:1"], 101 + ROSTER_FORGET_S + 1)
+    view.update({"a:1"}, {"b:1"}, set(), ["a:1", "b:1"], 101 + ROSTER_FORGET_S + 1)
     assert "b:1" in view.gone
 
 
 def test_an_incarnation_nobody_here_heard_of_is_gone_only_once_this_member_ran_long():
     view = _view(now=100.0)
-    view.update([("a:1", "alive", False)], ["a:1", "z:1"], 150)
+    view.update({"a:1"}, set(), set(), ["a:1", "z:1"], 150)
     assert "z:1" not in view.gone  # just started: z may be there, unseen yet
-    view.update([("a:1", "alive", False)], ["a:1", "z:1"], 100 + ROSTER_FORGET_S + 1)
+    view.update({"a:1"}, set(), set(), ["a:1", "z:1"], 100 + ROSTER_FORGET_S + 1)
     assert "z:1" in view.gone

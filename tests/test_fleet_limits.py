@@ -32,7 +32,6 @@ from support import (
     eventually,
     free_port,
     http_json,
-    provider_config,
     skip_window_edge,
 )
 
@@ -56,25 +55,18 @@ class Replica(fleet_support.Replica):
 
 
 def fleet_config(mock_url: str, dsn: str, index: int, ports: list[int], limit: int = LIMIT) -> dict:
-    return {
-        **provider_config(mock_url),
-        "config_store": {"enabled": True, "type": "postgres", "config": {"dsn": dsn}},
-        "governance": {"virtual_keys": [
-            {"id": "vk-fleet", "name": "fleet", "value": VK_VALUE,
-             "rate_limit": {"request_max_limit": limit, "request_reset_duration": "1h"}},
-            {"id": "vk-tokens", "name": "fleet-tokens", "value": TOKENS_VK_VALUE,
-             "rate_limit": {"token_max_limit": TOKEN_LIMIT, "token_reset_duration": "1h"}},
-            {"id": "vk-budget", "name": "fleet-budget", "value": BUDGET_VK_VALUE,
-             "budget": {"id": "budget-fleet", "max_limit": BUDGET, "reset_duration": "1h"}},
-        ]},
-        "pricing_overrides": {"gpt-4o": {"input_cost_per_token": PRICE, "output_cost_per_token": PRICE}},
-        "cluster_config": {
-            "enabled": True,
-            "node_name": f"r{index}",
-            "peers": [f"{HOSTS[i]}:{ports[i]}" for i in range(len(ports))],
-            "gossip": {"port": ports[index], "profile": "lan", "config": TIMING},
-        },
-    }
+    """Replica ``index``'s config: the shared fleet config (``fleet_support.fleet_config``:
+    the request-limited key) with this file's token-limited and budgeted keys."""
+    peers = [f"{HOSTS[i]}:{port}" for i, port in enumerate(ports)]
+    config = fleet_support.fleet_config(mock_url, dsn, f"r{index}", peers, ports[index], limit, TIMING)
+    config["governance"]["virtual_keys"] += [
+        {"id": "vk-tokens", "name": "fleet-tokens", "value": TOKENS_VK_VALUE,
+         "rate_limit": {"token_max_limit": TOKEN_LIMIT, "token_reset_duration": "1h"}},
+        {"id": "vk-budget", "name": "fleet-budget", "value": BUDGET_VK_VALUE,
+         "budget": {"id": "budget-fleet", "max_limit": BUDGET, "reset_duration": "1h"}},
+    ]
+    config["pricing_overrides"] = {"gpt-4o": {"input_cost_per_token": PRICE, "output_cost_per_token": PRICE}}
+    return config
 
 
 @pytest.fixture

@@ -20,7 +20,10 @@ The rules
   Small limits therefore degrade to one unit per ask: the owner admits request by request.
 - Before refusing, the owner **reclaims**: every member holding unused allowance hands it
   back (``Return``: cumulative ``returned``); only when a reclaim round has completed (or
-  timed out) with nothing free does it send ``Deny``. So 200 requests against a limit of 50
+  timed out) with nothing free does it send ``Deny``. Asks and Returns say what the member
+  has **taken** (usage plus what its requests in flight hold), so a member whose allowance
+  is all taken is not asked: a fleet at its limit, counting requests in flight, is refused
+  at once. So 200 requests against a limit of 50
   admit exactly 50 however the load is spread. Idle members hand allowance back unasked; a
   window's leftovers vanish with the window.
 
@@ -168,6 +171,7 @@ class EscrowNode(OwnerRole, AcceptorRole):
         self._pending: dict[WKey, dict[str, tuple[int, int]]] = {}
         self._commits: dict[WKey, _Commit] = {}
         self._reclaims: dict[WKey, _ReclaimRound] = {}
+        self._taken: dict[WKey, dict[str, int]] = {}  # member → allowance taken, as it last said
         self._handlers = {
             Ask: self._on_ask, Grant: self.member.on_grant, Deny: self.member.on_deny,
             Reclaim: self.member.on_reclaim, Return: self._on_return, UsageDelta: self._on_usage_delta,
@@ -212,9 +216,11 @@ class EscrowNode(OwnerRole, AcceptorRole):
         self._pump(now)
 
     def add_limit(self, limit: Limit, now: int) -> None:
-        """Learn (or update the value of) a limit; its acceptor group comes from the roster."""
+        """Learn (or update the value or windows of) a limit; its acceptor group comes from
+        the roster."""
         known = self.limits.get(limit.lid)
         self.limits[limit.lid] = limit
+        self.member.windows_changed(limit.lid)
         if known is None:
             self.acceptors[limit.lid] = self._group(limit.lid)
             self._verify(limit.lid, now)
@@ -356,7 +362,7 @@ class EscrowNode(OwnerRole, AcceptorRole):
             if self._end_of(*key) + gc < now:
                 del self._usage[key]
         self.acceptor.forget(lambda lid, ws: self._end_of(lid, ws) + gc < now)
-        for table in (self._pending, self._commits, self._reclaims):
+        for table in (self._pending, self._commits, self._reclaims, self._taken):
             for key in [k for k in table if self._end_of(*k) + gc < now]:
                 del table[key]
 

@@ -209,6 +209,11 @@ class MemberSide:
             w = self._windows[lid] = self.limits[lid].window_at(now)
         return w
 
+    def windows_changed(self, lid: str) -> None:
+        """The limit's definition changed (its value, or its windows' anchor): the next
+        admission computes its window again."""
+        self._windows.pop(lid, None)
+
     def _ask_wait(self, a: Allowance) -> int:
         return backoff(self.config.ask_retry_ms, a.ask_tries, self.config.retry_cap_ms)
 
@@ -225,7 +230,7 @@ class MemberSide:
         a.ask_at, a.asked_want = now, want
         a.reported = a.reported_usage()
         self.stats["asks"] += 1
-        self._send(owner, Ask(lid, ws, self.me, want, a.granted, a.returned, a.reported))
+        self._send(owner, Ask(lid, ws, self.me, want, a.granted, a.returned, a.reported, a.used))
 
     def _drain_waiters(self, lid: str, ws: int, a: Allowance) -> None:
         """Admit the waiters the allowance now covers; with ``wake_only`` wake them without
@@ -264,7 +269,7 @@ class MemberSide:
         owner = owner or self._owner_of(lid)
         if owner is not None:
             a.reported = a.reported_usage()
-            self._send(owner, Return(lid, ws, self.me, a.returned, a.reported))
+            self._send(owner, Return(lid, ws, self.me, a.returned, a.reported, a.used))
 
     def on_grant(self, m: Grant, sender: str, now: int) -> None:
         a = self.allow.get((m.lid, m.window))

@@ -22,7 +22,9 @@ from rainbridge.counters.crdt import Ballot, WindowLedger
 class Ask:
     """Member → owner: top my allowance up (``want``: units waiting admissions need now; 0:
     a top-up ahead of need). Carries what the member knows, so the owner can re-send a
-    lost grant instead of granting twice, and its usage (a coalesced usage delta)."""
+    lost grant instead of granting twice, its usage (a coalesced usage delta) and what it
+    has taken of its allowance (``taken``: usage plus what requests in flight hold, which a
+    reclaim cannot get back; 0 from a member that does not say)."""
 
     lid: str
     window: int
@@ -31,6 +33,7 @@ class Ask:
     granted: int
     returned: int
     used: int
+    taken: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +67,15 @@ class Reclaim:
 
 @dataclass(frozen=True, slots=True)
 class Return:
-    """Member → owner: everything I handed back so far, and my usage (answers ``Reclaim``;
-    also sent unasked when the member idles)."""
+    """Member → owner: everything I handed back so far, my usage and what I have taken of
+    my allowance (as ``Ask``) (answers ``Reclaim``; also sent unasked when the member idles)."""
 
     lid: str
     window: int
     member: str
     returned: int
     used: int
+    taken: int = 0
 
 
 @dataclass(frozen=True, slots=True)

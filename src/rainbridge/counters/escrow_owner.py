@@ -127,7 +127,7 @@ class OwnerRole:
             if promised is not None and promised.epoch == o.ballot.epoch:
                 o.seen_round = max(o.seen_round, promised.round)
             o.retry_at = now + int(self.config.prepare_retry_ms * (1 + self._rng.random()))
-        for table in (self._pending, self._commits, self._reclaims):
+        for table in (self._pending, self._commits, self._reclaims, self._taken):
             for key in [k for k in table if k[0] == lid]:
                 del table[key]
 
@@ -144,6 +144,7 @@ class OwnerRole:
         if o is None or m.lid not in self.limits:
             return  # not the owner in this view: the member re-asks whoever it sees
         self._usage_of((m.lid, m.window)).set_own(m.member, m.used)
+        self._taken.setdefault((m.lid, m.window), {})[m.member] = m.taken
         led = self.acceptor.ledger(m.lid, m.window)
         if m.returned > led.returned.get(m.member, 0):
             led.returned[m.member] = m.returned
@@ -202,17 +203,22 @@ class OwnerRole:
         return max(0, self.limits[key[0]].limit - taken)
 
     def _exhausted(self, key: WKey, pend: dict[str, tuple[int, int]], now: int) -> None:
-        """Nothing free for these asks: reclaim unused allowance first, refuse after."""
+        """Nothing free for these asks: reclaim unused allowance first, refuse after. Only
+        members that may hold some are asked: what a member has taken (its usage, and what
+        its requests in flight hold, as it last said) cannot come back, so a fleet at its
+        limit counting requests in flight is refused at once, not after a round that
+        waits on busy members for nothing."""
         r = self._reclaims.get(key)
         if r is not None and r.done_at is not None and now - r.done_at > self.config.deny_cache_ms:
             r = None  # an old round: members may hold unused allowance again
         if r is None:
             led = self.acceptor.ledger(*key)
             usage = self._usage_of(key).by_member
+            taken = self._taken.get(key, {})
             targets = {
                 m for m in led.granted
                 if m not in pend and member_name(m) in self.live
-                and led.held(m) > usage.get(m, 0)
+                and led.held(m) > max(usage.get(m, 0), taken.get(m, 0))
             }
             r = self._reclaims[key] = _ReclaimRound(now, targets)
             self.stats["reclaims"] += 1
@@ -232,6 +238,7 @@ class OwnerRole:
         self._usage_of(key).set_own(m.member, m.used)
         if m.lid not in self._own:
             return
+        self._taken.setdefault(key, {})[m.member] = m.taken
         led = self.acceptor.ledger(*key)
         if m.returned > led.returned.get(m.member, 0):
             led.returned[m.member] = m.returned

@@ -188,11 +188,11 @@ def _dec_usage(v: object) -> tuple[tuple[str, int, tuple[tuple[str, int], ...]],
 # Field decoders per type, in ``_fields`` order (flat messages: their slots' types).
 _S, _I, _B = _str, _int, _bool
 _DECODERS: dict[type, tuple[Callable[[object], Any], ...]] = {
-    Ask: (_S, _I, _S, _I, _I, _I, _I),
+    Ask: (_S, _I, _S, _I, _I, _I, _I, _I),
     Grant: (_S, _I, _S, _I),
     Deny: (_S, _I, _S),
     Reclaim: (_S, _I, _S),
-    Return: (_S, _I, _S, _I, _I),
+    Return: (_S, _I, _S, _I, _I, _I),
     UsageDelta: (_S, _I, _S, _I),
     Prepare: (_S, _dec_ballot),
     Promise: (_S, _dec_ballot, _B, _dec_ballot, _dec_snapshot),
@@ -203,6 +203,9 @@ _DECODERS: dict[type, tuple[Callable[[object], Any], ...]] = {
     RosterNews: (_dec_rosters,),
     FullState: (_dec_usage, _B),
 }
+
+# Messages whose last field came later: a frame without it still decodes.
+_TRAILING = frozenset((Ask, Return))
 
 
 def decode(frame: bytes) -> tuple[str, Message]:
@@ -220,6 +223,8 @@ def decode(frame: bytes) -> tuple[str, Message]:
     kind = TYPES[tag]
     decoders = _DECODERS[kind]
     fields = items[2:]
+    if kind in _TRAILING and len(fields) == len(decoders) - 1:
+        decoders = decoders[:-1]  # a member without the last field (it keeps its default)
     if len(fields) != len(decoders):
         raise WireError(f"{kind.__name__}: expected {len(decoders)} fields, got {len(fields)}")
     return sender, kind(*(d(f) for d, f in zip(decoders, fields, strict=True)))

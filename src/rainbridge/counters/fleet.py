@@ -21,7 +21,9 @@ loop, with the cluster service as its transport. How the request path uses it:
 The escrow's view of a slot is copied in before every escrow step, so nothing is counted
 twice: the allowance taken is the slot's own usage (``committed − others``) plus, for
 tokens, what requests in flight reserved; the usage reported to the fleet is the own usage
-alone (monotone: a reservation settled lower never shows). Until the member has synced with the cluster (``ready``), governed
+alone (monotone: a reservation settled lower never shows); the owner also hears the
+allowance taken (own usage plus reservations) in asks and hand-backs, to reclaim only from
+members that may have some unused. Until the member has synced with the cluster (``ready``), governed
 admissions are refused with 503 ``cluster_syncing`` and readiness says so.
 
 Rosters: the store numbers the roster epochs (``fleet_epochs.py``); a background task
@@ -241,25 +243,35 @@ class FleetCounters(LocalCounters):
         if escrow is None or self.service is None or self.service.node is None:
             return
         now = self.now_ms()
+        me = escrow.me
         live = set()
-        running = {escrow.me}
-        states = [(escrow.me, "alive", escrow.draining)]
+        running = {me}
+        # Incarnations for the roster view, sorted on the way: alive (or suspect), dead,
+        # leaving (left or draining).
+        alive, dead, leaving = set(), set(), set()
+        (leaving if escrow.draining else alive).add(me)
         for m in self.service.node.members():
             tags = _tags(m.meta)
             if tags.get("role") != "rainbridge":
                 continue
             mid = f"{m.name}:{tags.get('boot', '')}"
             draining = tags.get("state") == "draining"
-            if m.state in (NodeState.ALIVE, NodeState.SUSPECT):
+            up = m.state in (NodeState.ALIVE, NodeState.SUSPECT)
+            if up:
                 running.add(mid)
                 if not draining:
                     live.add(m.name)
-            if mid != escrow.me:
-                state = {NodeState.DEAD: "dead", NodeState.LEFT: "left"}.get(m.state, "alive")
-                states.append((mid, state, draining))
+            if mid == me:
+                continue
+            if draining or m.state == NodeState.LEFT:
+                leaving.add(mid)
+            elif up:
+                alive.add(mid)
+            else:
+                dead.add(mid)
         self._running = running
         if self.roster_view is not None:
-            self.roster_view.update(states, escrow.roster, now / 1000)
+            self.roster_view.update(alive, dead, leaving, escrow.roster, now / 1000)
         escrow.set_view(live, now)
         self._epoch_wake.set()
         self._after()
@@ -292,11 +304,11 @@ class FleetCounters(LocalCounters):
 
     def bind(self, slot: Slot, lid: str, limit: float, duration: str, cost_reserved: bool,
              scale: int = 1, aligned: bool = True, anchor: int = 0) -> None:
-        """Plan.refresh: this slot counts against fleet limit ``lid``."""
-        units = int(limit * scale)
-        known = self.limits.get(lid)
-        if known is None or known.limit != units:
-            self.limits[lid] = lim = Limit(lid, units, duration, aligned, anchor)
+        """Plan.refresh: this slot counts against fleet limit ``lid``; a changed value or
+        window anchor replaces the escrow's definition (its windows must be the slot's)."""
+        lim = Limit(lid, int(limit * scale), duration, aligned, anchor)
+        if self.limits.get(lid) != lim:
+            self.limits[lid] = lim
             if self.escrow is not None:
                 self.escrow.add_limit(lim, self.now_ms())
         b = self.bindings.get(slot.key)

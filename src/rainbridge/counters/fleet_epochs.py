@@ -93,34 +93,30 @@ class RosterView:
         self.alive: set[str] = set()
         self.gone: set[str] = set()
 
-    def update(self, members: Iterable[tuple[str, str, bool]], latest: Iterable[str], now_s: float) -> None:
-        """``members``: ``(member id, state, draining)`` with state ``alive``, ``suspect``,
-        ``dead`` or ``left``, this member included; ``latest``: the newest roster."""
-        alive, gone = set(), set()
-        boots: dict[str, set[str]] = {}
-        present = set()
-        for mid, state, draining in members:
-            present.add(mid)
-            boots.setdefault(mid.rpartition(":")[0], set()).add(mid)
-            if state == "left" or draining:
-                gone.add(mid)
-                self.seen.pop(mid, None)
-            elif state == "dead":
-                self.seen.setdefault(mid, now_s)
-            else:
-                self.seen[mid] = now_s
-                alive.add(mid)
-        for mid, at in list(self.seen.items()):
-            name = mid.rpartition(":")[0]
-            replaced = any(b != mid for b in boots.get(name, ())) and mid not in present
+    def update(self, alive: set[str], dead: set[str], leaving: set[str], latest: Iterable[str],
+               now_s: float) -> None:
+        """The incarnations the membership list holds, as ``FleetCounters.on_membership``
+        sorted them walking it (this member included): ``alive`` (alive or suspect, not
+        draining), ``dead``, ``leaving`` (left or draining); ``latest``: the newest roster."""
+        seen = self.seen
+        gone = set(leaving)
+        for mid in leaving:
+            seen.pop(mid, None)
+        for mid in dead:
+            seen.setdefault(mid, now_s)
+        for mid in alive:
+            seen[mid] = now_s
+        present = alive | dead | leaving
+        names = {mid.rpartition(":")[0] for mid in present}
+        for mid, at in list(seen.items()):
+            replaced = mid not in present and mid.rpartition(":")[0] in names  # another boot runs
             if replaced or now_s - at > ROSTER_FORGET_S:
                 gone.add(mid)
-                del self.seen[mid]
+                del seen[mid]
         for mid in latest:
-            if mid in present or mid in self.seen:
+            if mid in present or mid in seen:
                 continue
-            name = mid.rpartition(":")[0]
-            if name in boots or now_s - self.started > ROSTER_FORGET_S:
+            if mid.rpartition(":")[0] in names or now_s - self.started > ROSTER_FORGET_S:
                 gone.add(mid)  # its name runs under another boot now, or nobody heard of it for long
         self.alive = alive - gone
         self.gone = gone

@@ -320,15 +320,7 @@ class Governance:
         for s, limit in requests:  # (the key's requests are never reserved: counted at once)
             if s.committed + 1 > limit:
                 raise self._denied(plan, estimate, now_ms)
-        for s, limit in held:
-            if s.committed + s.reserved + 1 > limit:
-                raise self._denied(plan, estimate, now_ms)
-        for s, limit in tokens:
-            if s.committed + s.reserved + estimate > limit:
-                raise self._denied(plan, estimate, now_ms)
-        for s, limit in spend:  # a budget needs room left
-            if s.committed >= limit:
-                raise self._denied(plan, estimate, now_ms)
+        self._check(plan, held, tokens, spend, estimate, now_ms)
         cost = 0.0
         if self.shared:
             cost = self._worst_cost(plan, prompt_tokens, max_tokens, target)
@@ -351,6 +343,22 @@ class Governance:
         else:
             lines = head_lines(plan) if plan.header_groups else b""
         return held, tokens, spend, estimate, cost, plan, lines, plan.own
+
+    def _check(self, plan: Plan, held: list[tuple[Slot, float]], tokens: list[tuple[Slot, float]],
+               spend: list[tuple[Slot, float]], estimate: int, now_ms: int,
+               levels: frozenset[str] | None = None) -> None:
+        """Raise the refusal of the first of these limits without room: one more held
+        request, ``estimate`` more tokens, any budget left (a request's cost is known only
+        after it). ``levels``: the refusal is one of a limit of those levels (``_denied``)."""
+        for s, limit in held:
+            if s.committed + s.reserved + 1 > limit:
+                raise self._denied(plan, estimate, now_ms, levels)
+        for s, limit in tokens:
+            if s.committed + s.reserved + estimate > limit:
+                raise self._denied(plan, estimate, now_ms, levels)
+        for s, limit in spend:
+            if s.committed >= limit:
+                raise self._denied(plan, estimate, now_ms, levels)
 
     @staticmethod
     def _lines(plan: Plan) -> bytes:
@@ -411,15 +419,7 @@ class Governance:
         _, base_tokens, base_spend, estimate, cost, _, _, _ = admission
         own_tokens, own_spend = plan.own
         held, tokens, spend = plan.held, plan.tokens[own_tokens:], plan.spend[own_spend:]
-        for s, limit in held:
-            if s.committed + s.reserved + 1 > limit:
-                raise self._denied(plan, estimate, now_ms, TARGET_LEVELS)
-        for s, limit in tokens:
-            if s.committed + s.reserved + estimate > limit:
-                raise self._denied(plan, estimate, now_ms, TARGET_LEVELS)
-        for s, limit in spend:
-            if s.committed >= limit:
-                raise self._denied(plan, estimate, now_ms, TARGET_LEVELS)
+        self._check(plan, held, tokens, spend, estimate, now_ms, TARGET_LEVELS)
         if self.shared:  # (budgets hold the first target's worst-case cost: an estimate)
             self._fleet(plan, [], held, tokens, spend, estimate, cost, now_ms)
         for s, _ in held:

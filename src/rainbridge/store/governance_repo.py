@@ -25,6 +25,10 @@ from .db import Database, Executor
 from .providers_repo import now_ms
 
 _KINDS = {"customer": ("customers", Customer), "team": ("teams", Team), "vk": ("virtual_keys", VirtualKey)}
+# File syncs run one at a time across processes (next to the store's other locks: migrate.py,
+# secrets.py, fleet_epochs.py): workers and replicas starting together each sync the same
+# file, and each reads the creation times it keeps before it writes.
+FILE_SYNC_LOCK_ID = 7_351_005
 
 
 async def bump_version(tx: Executor) -> None:
@@ -153,8 +157,10 @@ class GovernanceRepo:
 
     async def sync_from_file(self, customers: list[Customer], teams: list[Team], vks: list[VirtualKey]) -> None:
         """The file is authoritative for the entries it names (keeping their creation time, so
-        budget windows do not move); entries it used to name are removed."""
-        async with self.db.transaction() as tx:
+        budget windows do not move); entries it used to name are removed. One sync at a
+        time: two that both found an entry new stamped its budgets each with its own time,
+        and the last one's moved the budget's windows away from its owner's."""
+        async with self.db.exclusive(FILE_SYNC_LOCK_ID) as tx:
             existing = {
                 (kind, r["id"]): int(r["created_at"])
                 for kind, (table, _) in _KINDS.items()
@@ -215,7 +221,7 @@ class GovernanceRepo:
 
     async def sync_model_limits_from_file(self, limits: list[ModelLimit]) -> None:
         """As ``sync_from_file``: the file's model limits replace those it used to name."""
-        async with self.db.transaction() as tx:
+        async with self.db.exclusive(FILE_SYNC_LOCK_ID) as tx:
             existing = {r["id"]: int(r["created_at"]) for r in await tx.fetch("SELECT id, created_at FROM model_configs")}
             stamp = now_ms()
             for m in limits:
