@@ -60,9 +60,9 @@ Vsn = tuple[int, int, int, int, int, int]
 _RANK = {NodeState.ALIVE: 0, NodeState.SUSPECT: 1, NodeState.DEAD: 2, NodeState.LEFT: 3}
 # A member's Alive that is news of a join (never known, or back from dead/left) is gossiped
 # this many times memberlist's transmit limit. A member that every copy misses learns of
-# the join only at its next push-pull (30 s on a LAN): at 30 % loss, N = 10, that left 5 %
-# of joins past 10 gossip rounds with the limit; with twice it, none of 400 in the
-# simulator (bench/join_tail_sim.py). Joins are rare, so the cost is a few packets each.
+# the join only at its next push-pull (30 s on a LAN): at 30 % loss, N = 10, that left 27
+# of 400 joins past 10 gossip rounds with the limit; with twice it, none (the simulator,
+# bench/join_tail_sim.py). Joins are rare, so the cost is a few packets each.
 JOIN_TRANSMIT_FACTOR = 2
 _GONE = (NodeState.DEAD, NodeState.LEFT)
 
