@@ -55,7 +55,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="crash trials per size, e.g. 5:10,10:20,25:10,50:10 (default)")
     p.add_argument("--lan-up-to", type=int, default=10,
                    help="largest N run with the lan profile; larger ones use local")
-    p.add_argument("--idle", type=float, default=None, help="idle cost window, s (20)")
+    p.add_argument("--idle", type=float, default=None,
+                   help="idle cost window, s (60: two push-pull intervals of the lan profile)")
     p.add_argument("--loss-join-n", type=int, default=None,
                    help="size for the joins at 30 %% loss (50; quick: 10; 0 = skip)")
     p.add_argument("--loss-join-trials", type=int, default=None)
@@ -87,7 +88,7 @@ def settings_from(args: argparse.Namespace, logs: Path) -> trials.Settings:
         trials=args.trials if args.trials is not None else (5 if quick else 20),
         crash_trials=crash,
         lan_up_to=args.lan_up_to,
-        idle_s=args.idle if args.idle is not None else (5.0 if quick else 20.0),
+        idle_s=args.idle if args.idle is not None else (5.0 if quick else 60.0),
         loss_join_n=loss_n,
         loss_join_trials=(args.loss_join_trials if args.loss_join_trials is not None
                           else (5 if quick else 20)),

@@ -132,13 +132,22 @@ class Firewall:
         return sum(expr["counter"]["packets"] for item in data.get("nftables", [])
                    for expr in item.get("rule", {}).get("expr", []) if "counter" in expr)
 
-    def count(self, ips: list[str]) -> None:
-        """Count the bytes each of ``ips`` sends (replaces the previous set)."""
+    def count(self, ips: list[str], cidrs: list[str] = (), port: int = 7946) -> None:
+        """Count the bytes each of ``ips`` sends (replaces the previous set), and per
+        cluster in ``cidrs`` the bytes sent *from 127.0.0.1* to its member ``port``:
+        memberlist (Serf) dials TCP without binding, so in the namespace its push-pulls and
+        TCP pings leave from 127.0.0.1, not from the member's address (see ``set_loss``);
+        counting by source address alone missed them (the answers, sent from the member's
+        address, were counted)."""
         rules = [f"flush chain inet {TABLE} tx"]
         rules += [f"add rule inet {TABLE} tx ip saddr {ip} counter" for ip in ips]
+        rules += [f'add rule inet {TABLE} tx ip saddr 127.0.0.1 ip daddr {cidr} th dport {port} '
+                  f'counter comment "unbound {cidr}"' for cidr in cidrs]
         _run("nft", "-f", "-", input="\n".join(rules) + "\n")
 
     def sent_bytes(self) -> dict[str, int]:
+        """Bytes by source address, and ``"unbound <cidr>"`` for each cluster's unbound
+        TCP (see ``count``)."""
         data = json.loads(_run("nft", "-j", "list", "chain", "inet", TABLE, "tx"))
         out: dict[str, int] = {}
         for item in data.get("nftables", []):
@@ -151,6 +160,7 @@ class Firewall:
                     ip = expr["match"]["right"]
                 elif "counter" in expr:
                     count = expr["counter"]["bytes"]
-            if ip is not None:
-                out[ip] = count
+            key = rule.get("comment") or ip
+            if isinstance(key, str):
+                out[key] = count
         return out

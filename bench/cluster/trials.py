@@ -144,9 +144,11 @@ class Cluster:
 
 async def idle_cost(clusters: list[Cluster], fw: Firewall, seconds: float) -> list[dict]:
     """CPU % and bytes/s sent per member over one quiet window, for all clusters at once
-    (per process and per address, so they do not mix)."""
+    (per process and per address, so they do not mix). Bytes per member: what left the
+    members' addresses plus the cluster's unbound TCP (Serf's dials from 127.0.0.1, which
+    no address can be credited with), divided by N; the max counts addresses only."""
     ips = [m.ip for c in clusters for m in c.base]
-    fw.count(ips)
+    fw.count(ips, [c.fleet.cidr for c in clusters])
     await asyncio.sleep(SETTLE_S)
     ticks0, bytes0, t0 = [c.cpu_ticks() for c in clusters], fw.sent_bytes(), time.monotonic()
     await asyncio.sleep(seconds)
@@ -156,11 +158,15 @@ async def idle_cost(clusters: list[Cluster], fw: Firewall, seconds: float) -> li
     for c, a, b in zip(clusters, ticks0, ticks1, strict=True):
         cpu = [(y - x) / CLK_TCK / span * 100 for x, y in zip(a, b, strict=True)]
         sent = [(bytes1.get(m.ip, 0) - bytes0.get(m.ip, 0)) / span for m in c.base]
+        key = f"unbound {c.fleet.cidr}"
+        unbound = (bytes1.get(key, 0) - bytes0.get(key, 0)) / span
         out.append({
             "seconds": round(span, 2),
             "cpu_pct_per_member": sum(cpu) / len(cpu),
             "cpu_pct_max": max(cpu),
-            "bytes_per_s_per_member": sum(sent) / len(sent),
+            "bytes_per_s_per_member": (sum(sent) + unbound) / len(sent),
+            "bytes_per_s_bound_per_member": sum(sent) / len(sent),
+            "bytes_per_s_unbound": unbound,
             "bytes_per_s_max": max(sent),
         })
     return out

@@ -43,6 +43,7 @@ class _Item(Generic[T]):
     id: int
     message: T
     name: str | None
+    factor: int = 1  # × the transmit limit (news a missed copy of costs a push-pull)
 
     def order(self) -> tuple[int, int, int]:
         return (self.transmits, -self.size, -self.id)
@@ -64,14 +65,15 @@ class TransmitLimitedQueue(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._named
 
-    def queue(self, message: T, size: int, name: str | None = None) -> None:
-        """Add a broadcast; one with the same ``name`` is replaced. Prunes to ``max_depth``."""
+    def queue(self, message: T, size: int, name: str | None = None, factor: int = 1) -> None:
+        """Add a broadcast; one with the same ``name`` is replaced. Prunes to ``max_depth``.
+        ``factor``: sent ``factor`` × the transmit limit."""
         if name is not None:
             old = self._named.pop(name, None)
             if old is not None:
                 self._items.remove(old)
         self._next_id += 1
-        item = _Item(0, size, self._next_id, message, name)
+        item = _Item(0, size, self._next_id, message, name, factor)
         self._items.append(item)
         if name is not None:
             self._named[name] = item
@@ -99,7 +101,7 @@ class TransmitLimitedQueue(Generic[T]):
             used += overhead + item.size
             taken.append(item.message)
             item.transmits += 1
-            if item.transmits >= transmit_limit:
+            if item.transmits >= transmit_limit * item.factor:
                 self._remove(item)
         return taken, used
 

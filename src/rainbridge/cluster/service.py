@@ -22,7 +22,10 @@ Choices made here (where Bifrost's config and the issue leave room):
   filter (``discovery/runner.py``); our own address is skipped. Joined at start, and
   retried in the background (0.5 s doubling to 10 s) until one push-pull succeeds or
   another member has joined us, so a node that starts before its peers still converges.
-  Then discovery rounds go on every ``discovery.interval_seconds`` (and at once when a
+  **Readiness** (``synced``): on the first push-pull; at once when every source has had a
+  fair look and found nobody but us (``DiscoveryRunner.settled``: a look-up answered; udp
+  and mdns also listened a while), the first member; else after ``sync_wait`` (10 s) at
+  most, by a timer, however long the join attempts take. Then discovery rounds go on every ``discovery.interval_seconds`` (and at once when a
   member is lost), joining candidates that are not live members; a failing backend never
   stops the node (status and metrics say ``degraded``).
 - **Leave** (``stop()``, on SIGTERM through the gateway's shutdown): Serf leave intents to
@@ -115,7 +118,7 @@ SEEN_WINDOW = 8192  # gossip ids remembered for de-duplication
 KEYS_ENV = "RAINBRIDGE_GOSSIP_KEYS"
 JOIN_RETRY_FIRST = 0.5  # seconds; doubles up to JOIN_RETRY_MAX
 JOIN_RETRY_MAX = 10.0
-SYNC_WAIT = 10.0  # seconds without reaching any peer before a member counts as synced alone
+SYNC_WAIT = 10.0  # seconds at most before a member that reached no peer counts as synced alone
 _GOSSIP_FRAME = len(APP_MARKER) + len(KIND_GOSSIP) + _ID_SIZE
 
 
@@ -291,6 +294,7 @@ class ClusterService:
         # _join_loop); the gateway reports ready only then (GET /health/ready).
         self.synced = False
         self.sync_wait = SYNC_WAIT
+        self._join_attempts = 0
         self.stats: Counter[str] = Counter()
         self._serf_clock = SerfClock()
         self._seen: OrderedDict[bytes, None] = OrderedDict()
@@ -503,52 +507,67 @@ class ClusterService:
             await self.discovery.run()
 
     async def _first_join(self) -> None:
+        """Join until a push-pull succeeds or a member joins us; readiness (``synced``)
+        comes at once when the sources have settled and found nobody (the first member),
+        else after ``sync_wait`` at most, whatever the retries are doing (a member told
+        that peers exist waits that long for them, not longer: a blackholed peer's join
+        may take ``tcp_timeout`` per attempt)."""
         node = self._node()
-        delay, attempt = JOIN_RETRY_FIRST, 0
+        assert self.discovery is not None
+        delay = JOIN_RETRY_FIRST
         loop = asyncio.get_running_loop()
-        give_up_sync = loop.time() + self.sync_wait
-        while True:
-            attempt += 1
-            peers = await self.resolve_peers()
-            if not peers and attempt == 1:
-                if self.cluster.peers or self.cluster.discovery.enabled:
-                    log.info("cluster: no other peer to join; waiting for members to join us")
-                self.synced = True  # the first member: nothing to merge
-            if peers:
-                ok = await node.join(peers)
-                if self.discovery is not None:
-                    self.discovery.stats["joins"] += ok
-                    self.discovery.stats["join_failures"] += len(peers) - ok
-                if ok:
-                    self.joined = self.synced = True
-                    alive = sum(1 for m in node.members() if m.state == NodeState.ALIVE)
-                    log.info(
-                        "cluster: joined through %d of %d peer(s); %d member(s) alive",
-                        ok,
-                        len(peers),
-                        alive,
-                    )
+        deadline = loop.call_later(self.sync_wait, self._ready_alone)
+        try:
+            while True:
+                peers = await self.resolve_peers()
+                if not peers and not self.synced and self.discovery.settled():
+                    if self.cluster.peers or self.cluster.discovery.enabled:
+                        log.info("cluster: no other peer to join; waiting for members to join us")
+                    self.synced = True  # the first member: nothing to merge
+                if peers and await self._join_once(peers):
                     return
-            if node.membership is not None and node.membership.num_alive() > 1:
-                self.joined = self.synced = True  # a joiner's push-pull merged state with us
-                return
-            if not self.synced and loop.time() >= give_up_sync:
-                self.synced = True
-                log.warning(
-                    "cluster: no peer answered within %.0fs; ready alone (keeps trying to join)",
-                    self.sync_wait,
-                )
-            if peers:
-                level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
-                log.log(
-                    level,
-                    "cluster: could not join any of %s (%s); retrying every %.1fs at most",
-                    ", ".join(format_address(p) for p in peers),
-                    node.last_push_pull_error or "no answer",
-                    JOIN_RETRY_MAX,
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, JOIN_RETRY_MAX)
+                if node.membership is not None and node.membership.num_alive() > 1:
+                    self.joined = self.synced = True  # a joiner's push-pull merged state with us
+                    return
+                if peers or self.synced:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, JOIN_RETRY_MAX)
+                else:  # nothing tried yet, sources still looking: no reason to back off
+                    await asyncio.sleep(JOIN_RETRY_FIRST)
+        finally:
+            deadline.cancel()
+
+    def _ready_alone(self) -> None:
+        if not self.synced:
+            self.synced = True
+            log.warning(
+                "cluster: no peer answered within %.0fs; ready alone (keeps trying to join)",
+                self.sync_wait,
+            )
+
+    async def _join_once(self, peers: list[Address]) -> bool:
+        node = self._node()
+        assert self.discovery is not None
+        ok = await node.join(peers)
+        self.discovery.stats["joins"] += ok
+        self.discovery.stats["join_failures"] += len(peers) - ok
+        self._join_attempts += 1
+        if ok:
+            self.joined = self.synced = True
+            alive = sum(1 for m in node.members() if m.state == NodeState.ALIVE)
+            log.info("cluster: joined through %d of %d peer(s); %d member(s) alive",
+                     ok, len(peers), alive)
+            return True
+        attempt = self._join_attempts
+        level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
+        log.log(
+            level,
+            "cluster: could not join any of %s (%s); retrying every %.1fs at most",
+            ", ".join(format_address(p) for p in peers),
+            node.last_push_pull_error or "no answer",
+            JOIN_RETRY_MAX,
+        )
+        return False
 
     async def _serf_leave_intents(self, timeout: float) -> None:
         node = self._node()

@@ -53,6 +53,12 @@ class Discovery(abc.ABC):
     async def stop(self) -> None:  # noqa: B027 (optional hook)
         """Stop watches and background tasks; deregister/revoke what ``start`` made."""
 
+    def settled(self) -> bool:
+        """Whether an empty candidate list now means nobody is there (so a lone member may
+        report ready at once): a look-up backend has answered once. Backends that only hear
+        announcements (udp, mdns) override this to wait for a round of them as well."""
+        return self.health.last_success is not None
+
     def report(self, addresses: Iterable[Address], me: Address) -> list[Address]:
         """``addresses`` without duplicates and without ``me``, counted in ``health`` while
         the backend is healthy (a degraded one keeps the count of its last good round)."""

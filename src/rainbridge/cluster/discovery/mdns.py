@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rainbridge.cluster.discovery")
 
 RESOLVE_MS = 3000  # how long to ask for an instance's address and port
+SETTLE = 3.0  # seconds of browsing before silence means nobody (first queries, answers)
 RETRY_FIRST = 0.5
 RETRY_MAX = 15.0
 _FIELD = "$.cluster_config.discovery"
@@ -82,10 +83,15 @@ class MdnsDiscovery(Discovery):
         self._info: AsyncServiceInfo | None = None
         self._task: asyncio.Task | None = None
         self._resolving: set[asyncio.Task] = set()
+        self._browsing_since: float | None = None  # monotonic
         self.health.extra["announced"] = False
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._open_with_retry())
+
+    def settled(self) -> bool:
+        since = self._browsing_since
+        return since is not None and time.monotonic() - since >= SETTLE
 
     async def candidates(self) -> list[Address]:
         return self.report(self.found.values(), self.self_address)
@@ -142,6 +148,7 @@ class MdnsDiscovery(Discovery):
         await announced
         self._browser = AsyncServiceBrowser(zc.zeroconf, [self.service_type],
                                             handlers=[self._on_change])
+        self._browsing_since = time.monotonic()
         h = self.health
         h.healthy, h.failures, h.last_error = True, 0, None
         h.last_success = time.time()

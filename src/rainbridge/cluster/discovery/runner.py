@@ -132,6 +132,10 @@ class DiscoveryRunner:
             except Exception:  # one backend's failed cleanup must not skip the others'
                 log.exception("cluster discovery: stopping %s failed", source.name)
 
+    def settled(self) -> bool:
+        """Every source has had a fair look (``Discovery.settled``); true without sources."""
+        return all(s.settled() for s in self.sources)
+
     def wake(self) -> None:
         """A member was lost: run a round now (the loop is waiting for this)."""
         self._wake.set()

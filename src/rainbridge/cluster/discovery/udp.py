@@ -140,6 +140,7 @@ class UdpDiscovery(Discovery):
         self._listener: asyncio.DatagramTransport | None = None
         self._sender: socket.socket | None = None
         self._task: asyncio.Task | None = None
+        self._listening_since: float | None = None  # monotonic
         self.health.extra["refused"] = self.verifier.refused
 
     async def start(self) -> None:
@@ -164,6 +165,7 @@ class UdpDiscovery(Discovery):
         self._sender = sender
         self._listener, _ = await loop.create_datagram_endpoint(lambda: _Listener(self),
                                                                 sock=listen)
+        self._listening_since = time.monotonic()
         self._task = loop.create_task(self._announce_loop())
 
     def received(self, packet: bytes, source_ip: str) -> None:
@@ -202,6 +204,13 @@ class UdpDiscovery(Discovery):
         while True:
             self._announce()
             await asyncio.sleep(self.interval)
+
+    def settled(self) -> bool:
+        """Silence means nobody only after two announcement intervals of listening (one
+        announcement of each member may be lost)."""
+        since = self._listening_since
+        return (self.health.last_success is not None and since is not None
+                and time.monotonic() - since >= 2 * self.interval)
 
     async def candidates(self) -> list[Address]:
         cutoff = time.monotonic() - self.ttl
