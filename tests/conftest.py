@@ -78,3 +78,12 @@ def store_config(request, tmp_path):
     if request.param == "sqlite":
         return {"enabled": True, "type": "sqlite", "config": {"path": str(tmp_path / "config.db")}}
     return {"enabled": True, "type": "postgres", "config": {"dsn": request.getfixturevalue("pg_database")}}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_store_config(request, tmp_path_factory):
+    """``store_config`` for a gateway a module's tests share (tests that write nothing)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("store") / "config.db"
+        return {"enabled": True, "type": "sqlite", "config": {"path": str(path)}}
+    return {"enabled": True, "type": "postgres", "config": {"dsn": request.getfixturevalue("module_pg_database")}}
