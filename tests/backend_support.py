@@ -11,7 +11,6 @@ import ipaddress
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from support import free_port
 
 
 def make_tls(folder: Path, host: str) -> tuple[Path, Path, Path]:
@@ -69,12 +70,6 @@ def make_tls(folder: Path, host: str) -> tuple[Path, Path, Path]:
     return paths
 
 
-def free_tcp_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 class ThreadedApp:
     """An aiohttp application on ``host:port`` in a thread of its own. ``stop`` closes the
     listener and every open connection (the API "goes down"); ``start`` brings it back on
@@ -85,7 +80,7 @@ class ThreadedApp:
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.app_factory = app_factory
         self.host = host
-        self.port = free_tcp_port(host)
+        self.port = free_port(host, udp=False)
         self.ssl_context = ssl_context
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)

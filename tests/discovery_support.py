@@ -5,28 +5,13 @@ started again on the same ports, so a test can take a backend away and bring it 
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from support import Proc
-
-
-def free_tcp_udp_port(ip: str = "127.0.0.1") -> int:
-    """A port free for TCP and UDP on ``ip`` (dnsmasq listens on both)."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-            udp.bind((ip, 0))
-            port = udp.getsockname()[1]
-            try:
-                tcp.bind((ip, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
+from support import Proc, free_port
 
 
 def need(binary: str, package: str) -> str:
@@ -34,6 +19,12 @@ def need(binary: str, package: str) -> str:
     if path is None:
         pytest.skip(f"{binary} is not installed (Debian package {package})")
     return path
+
+
+def degraded(backend):
+    """For ``until``: True once a discovery backend reports a failed round (degraded), else
+    its health as last seen."""
+    return (not backend.health.healthy and backend.health.failures >= 1) or backend.health
 
 
 class Dnsmasq:
@@ -46,7 +37,7 @@ class Dnsmasq:
         self.tmp = tmp
         self.hosts_dir = tmp / "dns-hosts"
         self.hosts_dir.mkdir(exist_ok=True)
-        self.port = free_tcp_udp_port()
+        self.port = free_port()
         self.srv = list(srv)
         self.proc: Proc | None = None
         self.lives = 0
@@ -88,8 +79,8 @@ class Etcd:
         self.binary = need("etcd", "etcd-server")
         self.tmp = tmp
         self.data = tmp / "etcd-data"
-        self.client_port = free_tcp_udp_port()
-        self.peer_port = free_tcp_udp_port()
+        self.client_port = free_port()
+        self.peer_port = free_port()
         self.proc: Proc | None = None
         self.lives = 0
 
@@ -122,69 +113,3 @@ class Etcd:
         if self.proc is not None:
             self.proc.stop()
             self.proc = None
-
-
-TOKEN = "discovery-admin-token"
-# lan profile with short probes (Bifrost mapping): failures are seen within seconds
-GOSSIP_TIMING = {"timeout_seconds": 4, "success_threshold": 1, "failure_threshold": 10}
-
-
-def gateway_config(mock_url: str, dsn: str, name: str, gossip_port: int, discovery: dict) -> dict:
-    from support import provider_config
-
-    return {
-        **provider_config(mock_url),
-        "config_store": {"enabled": True, "type": "postgres", "config": {"dsn": dsn}},
-        "cluster_config": {
-            "enabled": True,
-            "node_name": name,
-            "gossip": {"port": gossip_port, "profile": "lan", "config": GOSSIP_TIMING},
-            "discovery": {"enabled": True, "interval_seconds": 0.5, "dial_timeout": "1s",
-                          **discovery},
-        },
-    }
-
-
-class Gateway:
-    """One ``rainbridge serve`` on its own loopback IP (which is its gossip address too)."""
-
-    def __init__(self, tmp: Path, name: str, host: str, config: dict) -> None:
-        import json
-        import sys
-
-        self.name, self.host = name, host
-        path = tmp / f"{name}.json"
-        path.write_text(json.dumps(config))
-        app_dir = tmp / f"{name}-data"
-        app_dir.mkdir(exist_ok=True)
-        self.proc = Proc([sys.executable, "-m", "rainbridge", "serve", "--host", host,
-                          "--port", "0", "--app-dir", str(app_dir), "--config", str(path)],
-                         tmp / f"{name}.log", env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
-        self.url = ""
-
-    def ready(self) -> Gateway:
-        from support import wait_http
-
-        self.url = self.proc.wait_for(r"listening on (http://\S+)", timeout=30).group(1)
-        wait_http(self.url + "/health", timeout=30, proc=self.proc)
-        return self
-
-    def status(self) -> dict:
-        from support import http_json
-
-        code, _, body = http_json("GET", self.url + "/api/cluster/status",
-                                  headers={"authorization": f"Bearer {TOKEN}"}, timeout=3)
-        assert code == 200, body
-        return body
-
-    def alive(self) -> set[str]:
-        return {m["name"] for m in self.status()["members"] if m["state"] == "alive"}
-
-    def stop(self) -> None:
-        self.proc.stop()
-
-
-def sees(gateways, names: set[str]):
-    """For ``eventually``: True when every gateway sees exactly ``names`` alive."""
-    views = {g.name: sorted(g.alive()) for g in gateways}
-    return all(set(v) == names for v in views.values()) or views

@@ -3,6 +3,8 @@ pinned v3.17.1 into .venv/bin; CI runs it from .ci/run)."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import shutil
 import subprocess
@@ -50,7 +52,20 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def render(*values: str, sets: tuple[str, ...] = (), release: str = "bifrost", namespace: str = "default") -> list[dict]:
-    """Every object the chart renders for these values files (paths or seed names)."""
+    """Every object the chart renders for these values files (paths or seed names). Seed
+    names alone render once per session (the chart and the seeds do not change during a
+    run); each caller gets its own copy, so no test sees another's edits."""
+    if all("/" not in v for v in values):
+        return copy.deepcopy(_render_seeds(values, tuple(sets), release, namespace))
+    return _render(values, sets, release, namespace)
+
+
+@functools.cache
+def _render_seeds(values: tuple[str, ...], sets: tuple[str, ...], release: str, namespace: str) -> list[dict]:
+    return _render(values, sets, release, namespace)
+
+
+def _render(values: tuple[str, ...], sets: tuple[str, ...], release: str, namespace: str) -> list[dict]:
     args: list[str] = []
     for v in values:
         args += values_args(v) if "/" not in v else ["-f", v]

@@ -6,6 +6,8 @@ that file. Every wait is bounded in time.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -46,16 +49,34 @@ class Proc:
             time.sleep(0.05)
         raise TimeoutError(f"{pattern!r} not seen in {timeout}s:\n{self.output()}")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    def send_signal(self, sig: int = signal.SIGTERM) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        self.send_signal(sig)
+        return self.reap(timeout)
+
+    def reap(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for the exit (killed after that); closes the log."""
+        try:
+            self.popen.wait(max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
         self._log.close()
         return self.popen.returncode
+
+
+def stop_all(procs: Iterable[Proc], sig: int = signal.SIGTERM, timeout: float = 15.0) -> list[int]:
+    """Stop a fleet side by side: signal every process first, then wait for them under one
+    shared deadline (stopping one by one would add up each one's drain time). Returns the
+    exit codes in order."""
+    procs = list(procs)
+    for proc in procs:
+        proc.send_signal(sig)
+    deadline = time.monotonic() + timeout
+    return [proc.reap(deadline - time.monotonic()) for proc in procs]
 
 
 async def read_request(reader) -> tuple[bytes, bytes]:
@@ -121,6 +142,21 @@ def eventually(cond, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
+async def until(cond, timeout: float, what: str, interval: float = 0.05) -> float:
+    """``eventually`` for a test on an event loop: ``cond`` may be a coroutine function;
+    sleeps with ``asyncio.sleep`` so the loop runs on. Returns the seconds it took."""
+    start = time.monotonic()
+    last: object = None
+    while time.monotonic() - start < timeout:
+        last = cond()
+        if inspect.isawaitable(last):
+            last = await last
+        if last is True:
+            return time.monotonic() - start
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout}s (last seen: {last!r})")
+
+
 class MockProcess:
     def __init__(self, tmp: Path):
         self.proc = Proc([sys.executable, "-m", "rainbridge.mock", "--host", HOST, "--port", "0"], tmp / "mock.log")
@@ -169,12 +205,16 @@ def provider_config(mock_url: str, **network) -> dict:
     }
 
 
-def free_port(ip: str) -> int:
-    """A port free for both UDP and TCP on ``ip`` (a gossip port)."""
+def free_port(ip: str = HOST, udp: bool = True) -> int:
+    """A port free on ``ip`` for TCP and, with ``udp``, for UDP too (a gossip port, or
+    dnsmasq's, which listens on both)."""
     for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-            udp.bind((ip, 0))
-            port = udp.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, socket.socket() as tcp:
+            if not udp:
+                tcp.bind((ip, 0))
+                return tcp.getsockname()[1]
+            probe.bind((ip, 0))
+            port = probe.getsockname()[1]
             try:
                 tcp.bind((ip, port))
             except OSError:

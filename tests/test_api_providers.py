@@ -12,7 +12,7 @@ import uuid
 import openai
 import pytest
 
-from support import http_json, provider_config
+from support import GatewayProcess, http_json, provider_config
 
 TOKEN = "admin-token-for-providers-api-tests"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -55,6 +55,15 @@ def gw(mock, start_gateway, store_config):
     return start_gateway({**provider_config(mock.url), "config_store": store_config}, env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
 
 
+@pytest.fixture(scope="module")
+def read_gw(mock, module_store_config, tmp_path_factory):
+    """One gateway per engine for the tests that change nothing (reads, refused calls)."""
+    gw = GatewayProcess(tmp_path_factory.mktemp("providers"), {**provider_config(mock.url), "config_store": module_store_config},
+                        env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
+    yield gw
+    gw.stop()
+
+
 def secret(label):
     return f"sk-{label}-{uuid.uuid4().hex}"
 
@@ -86,8 +95,8 @@ def counts(store_config):
     return db_fetch(store_config, "SELECT (SELECT count(*) FROM providers), (SELECT count(*) FROM provider_keys)")[0]
 
 
-def test_config_file_providers_are_listed_with_masked_keys(gw):
-    api = Api(gw)
+def test_config_file_providers_are_listed_with_masked_keys(read_gw):
+    api = Api(read_gw)
     providers = {p["name"]: p for p in api("GET", "/api/providers")["providers"]}
     assert set(providers) == {"openai", "anthropic"}
     key = providers["openai"]["keys"][0]
@@ -255,7 +264,7 @@ def test_key_values_are_encrypted_at_rest(mock, start_gateway, store_config):
     api.assert_never_shown(value, value2)
 
 
-def test_every_route_needs_the_admin_token_and_reveals_nothing(gw):
+def test_every_route_needs_the_admin_token_and_reveals_nothing(read_gw):
     routes = [("GET", "/api/providers", None), ("POST", "/api/providers", {"name": "evil", "type": "openai"})]
     for name in ("openai", "ghost"):
         routes += [("GET", f"/api/providers/{name}", None), ("PUT", f"/api/providers/{name}", {"type": "openai"}),
@@ -266,11 +275,11 @@ def test_every_route_needs_the_admin_token_and_reveals_nothing(gw):
     bodies = set()
     for method, path, body in routes:
         for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": f"bearer  {TOKEN}x"}):
-            status, _, reply = http_json(method, gw.url + path, body, headers=headers)
+            status, _, reply = http_json(method, read_gw.url + path, body, headers=headers)
             assert status == 401, (method, path, reply)
             bodies.add(json.dumps(reply, sort_keys=True))
     assert len(bodies) == 1
-    api = Api(gw)
+    api = Api(read_gw)
     assert sorted(p["name"] for p in api("GET", "/api/providers")["providers"]) == ["anthropic", "openai"]
     assert api("GET", "/api/providers/openai/keys")["keys"][0]["weight"] == 1
 

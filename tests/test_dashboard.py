@@ -15,7 +15,7 @@ import pytest
 
 import fleet_support
 from fleet_support import TOKEN, VK_ID, Replica, wait_formed
-from support import GatewayProcess, eventually, free_port, http_json, provider_config
+from support import GatewayProcess, eventually, free_port, http_json, provider_config, stop_all
 
 HOSTS = ["127.0.0.71", "127.0.0.72", "127.0.0.73"]
 REGIONS = ["us-east-1", "eu-west-1", "us-east-1"]
@@ -71,8 +71,7 @@ def regional_fleet(tmp_path, pg_database, mock):
         wait_formed(replicas)
         yield replicas
     finally:
-        for r in replicas:
-            r.stop()
+        stop_all(r.proc for r in replicas if r.proc is not None)
 
 
 def test_dashboard_shows_members_by_region_usage_logs_and_a_failed_member(regional_fleet):

@@ -10,14 +10,15 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 
 import pytest
 
 from consul_api_server import ConsulAgent
+from discovery_support import degraded
 from rainbridge.cluster.discovery.base import DiscoveryConfigError
 from rainbridge.cluster.discovery.consul import make
 from rainbridge.config.schema import DiscoveryConfig
+from support import free_port, until
 
 TOKEN = "b1gs3cr3t-acl-token"
 
@@ -48,23 +49,6 @@ def gossip_listener(ip: str):
         yield sock.getsockname()
     finally:
         sock.close()
-
-
-def free_gossip_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
-
-
-async def until(cond, timeout: float, what: str):
-    start = time.monotonic()
-    last = None
-    while time.monotonic() - start < timeout:
-        last = await cond()
-        if last is True:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s (last seen: {last!r})")
 
 
 def member(agent: ConsulAgent, name: str, address, environ=None, service="gateway"):
@@ -104,7 +88,7 @@ async def test_members_register_with_a_tcp_check_and_see_each_other_once_passing
             assert check["tcp"] == f"{addr_a[0]}:{addr_a[1]}"
             assert check["deregistercriticalserviceafter"] == "1m"
             # an instance whose gossip port does not answer stays critical: not a candidate
-            addr_c = ("127.0.0.93", free_gossip_port("127.0.0.93"))
+            addr_c = ("127.0.0.93", free_port("127.0.0.93", udp=False))
             c = member(agent, "c", addr_c)
             await c.start()
             await until(lambda: asyncio.to_thread(
@@ -184,10 +168,7 @@ async def test_the_agent_going_down_keeps_the_list_and_coming_back_registers_aga
             await until(lambda: sees(a, {addr_b}), 10, "a sees b")
             agent.stop()
 
-            async def degraded():
-                return (not a.health.healthy and a.health.failures >= 1) or a.health
-
-            await until(degraded, 10, "a degraded")
+            await until(lambda: degraded(a), 10, "a degraded")
             assert await a.candidates() == [addr_b]  # the last good list stands
             agent.app.call(agent.services.clear)  # the agent comes back without its state
             agent.start()

@@ -11,15 +11,14 @@ dnsmasq going away leaves the cluster intact.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
-from discovery_support import Dnsmasq, Gateway, gateway_config, sees
+from discovery_fleet import DiscoveryFleet
+from discovery_support import Dnsmasq
 from rainbridge.cluster.discovery.base import DiscoveryConfigError
 from rainbridge.cluster.discovery.dns import DnsDiscovery
 from rainbridge.cluster.discovery.fields import parse_dns_server as parse_server
-from support import eventually, free_port
 
 
 @pytest.fixture
@@ -84,75 +83,29 @@ async def test_nxdomain_and_a_server_down_are_degraded_and_keep_the_last_address
 
 def test_gateways_form_a_cluster_through_dns(tmp_path, dnsmasq, pg_database, mock):
     hosts = ["127.0.0.73", "127.0.0.74", "127.0.0.75", "127.0.0.76"]
-    outside = "127.0.0.81"
-    port = free_port(hosts[0])
-    for h in [*hosts[1:], outside]:
-        s = socket.socket()
-        try:
-            s.bind((h, port))  # the same gossip port must be free on every address
-        except OSError:
-            pytest.skip(f"gossip port {port} taken on {h}")
-        finally:
-            s.close()
-    listener = socket.socket()  # where the outside record points: must see no connection
-    listener.bind((outside, port))
-    listener.listen()
-    listener.setblocking(False)
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind((outside, port))
-    udp.setblocking(False)
-    dnsmasq.set_hosts({"gw.test": [*hosts[:3], outside]})
+    outside = "127.0.0.81"  # in the record set, outside the space: must see no connection
     discovery = {"type": "dns", "dns_names": ["gw.test"], "dns_server": dnsmasq.server,
                  "allowed_address_space": ["127.0.0.72/29"]}
-    gateways: list[Gateway] = []
-
-    def launch(i: int) -> Gateway:
-        config = gateway_config(mock.url, pg_database, f"d{i}", port, discovery)
-        g = Gateway(tmp_path, f"d{i}", hosts[i], config)
-        gateways.append(g)
-        return g
-
-    try:
-        first = [launch(i) for i in range(3)]
-        for g in first:
-            g.ready()
-        eventually(lambda: sees(first, {"d0", "d1", "d2"}), 30, "three members from nothing")
+    with DiscoveryFleet(tmp_path, "d", hosts, outside, mock.url, pg_database, discovery,
+                        udp=True) as fleet:
+        dnsmasq.set_hosts({"gw.test": [*hosts[:3], outside]})
+        first = fleet.form()
 
         # scale-up: the fourth gets a record and starts
         dnsmasq.set_hosts({"gw.test": [*hosts, outside]})
-        fourth = launch(3).ready()
-        everyone = [*first, fourth]
-        eventually(lambda: sees(everyone, {"d0", "d1", "d2", "d3"}), 30, "the fourth joined")
+        fourth = fleet.scale_up(first)
 
         # the outside address was in every round and was never contacted
         status = first[0].status()
         assert status["discovery"]["type"] == "dns"
         assert status["discovery"]["rejected"]["address_space"] >= 1
         assert status["discovery"]["backends"][0]["status"] == "healthy"
-        with pytest.raises(BlockingIOError):
-            listener.accept()
-        with pytest.raises(BlockingIOError):
-            udp.recvfrom(2048)
-        assert first[0].proc.output().count(f"{outside}:{port} rejected") == 1
+        fleet.never_contacted()
+        assert first[0].proc.output().count(f"{outside}:{fleet.port} rejected") == 1
 
         # one leaves (its record goes, it stops): the others see it left, not back
         dnsmasq.set_hosts({"gw.test": [hosts[0], hosts[2], hosts[3], outside]})
-        first[1].stop()
-        rest = [first[0], first[2], fourth]
-        eventually(lambda: sees(rest, {"d0", "d2", "d3"}), 30, "d1 left")
+        rest = fleet.leave([*first, fourth], first[1])
 
         # dnsmasq goes away: degraded, the cluster stays; back: healthy
-        dnsmasq.stop()
-        eventually(lambda: rest[0].status()["discovery"]["status"] == "degraded", 15,
-                   "degraded")
-        assert rest[0].status()["health"]["discovery"] == "degraded"
-        assert sees(rest, {"d0", "d2", "d3"}) is True
-        dnsmasq.start()
-        eventually(lambda: rest[0].status()["discovery"]["status"] == "healthy", 30,
-                   "recovered")
-        assert sees(rest, {"d0", "d2", "d3"}) is True
-    finally:
-        for g in gateways:
-            g.stop()
-        listener.close()
-        udp.close()
+        fleet.outage(rest, dnsmasq.stop, dnsmasq.start)

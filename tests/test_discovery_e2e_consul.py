@@ -8,14 +8,13 @@ intact until it returns."""
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 
 import pytest
 
 from consul_api_server import ConsulAgent
-from discovery_support import Gateway, gateway_config, sees
-from support import eventually, free_port
+from discovery_fleet import DiscoveryFleet
+from support import eventually
 
 HOSTS = ["127.0.0.113", "127.0.0.114", "127.0.0.115", "127.0.0.116"]
 OUTSIDE = "127.0.0.121"
@@ -43,66 +42,24 @@ def register_stranger(agent: ConsulAgent, port: int) -> None:
 
 def test_gateways_form_a_cluster_through_consul(tmp_path, agent, pg_database, mock,
                                                 monkeypatch):
-    port = free_port(HOSTS[0])
-    for h in [*HOSTS[1:], OUTSIDE]:
-        with socket.socket() as s:
-            try:
-                s.bind((h, port))
-            except OSError:
-                pytest.skip(f"gossip port {port} taken on {h}")
-    listener = socket.socket()
-    listener.bind((OUTSIDE, port))
-    listener.listen()
-    listener.setblocking(False)
     monkeypatch.setenv("CONSUL_HTTP_TOKEN", ACL)
     discovery = {"type": "consul", "service_name": "rb-e2e", "consul_address": agent.address,
                  "allowed_address_space": ["127.0.0.112/29"]}
-    register_stranger(agent, port)
-    gateways: list[Gateway] = []
-
-    def launch(i: int) -> Gateway:
-        g = Gateway(tmp_path, f"c{i}", HOSTS[i],
-                    gateway_config(mock.url, pg_database, f"c{i}", port, discovery))
-        gateways.append(g)
-        return g
-
-    try:
-        first = [launch(i) for i in range(3)]
-        for g in first:
-            g.ready()
-        eventually(lambda: sees(first, {"c0", "c1", "c2"}), 30, "three members from nothing")
-        fourth = launch(3).ready()
-        everyone = [*first, fourth]
-        eventually(lambda: sees(everyone, {"c0", "c1", "c2", "c3"}), 30, "the fourth joined")
+    with DiscoveryFleet(tmp_path, "c", HOSTS, OUTSIDE, mock.url, pg_database, discovery) as fleet:
+        register_stranger(agent, fleet.port)
+        first = fleet.form()
+        fourth = fleet.scale_up(first)
         assert set(agent.statuses()) == {"stranger", "rb-e2e-c0", "rb-e2e-c1", "rb-e2e-c2",
                                          "rb-e2e-c3"}
         assert fourth.status()["discovery"]["backends"][0]["registered"] is True
         eventually(lambda: fourth.status()["discovery"]["rejected"].get("address_space", 0) >= 1,
                    10, "the stranger's address rejected")
-        with pytest.raises(BlockingIOError):
-            listener.accept()  # not one connection to the address outside the space
+        fleet.never_contacted()
         assert all(ok for _, _, _, ok in agent.requests if ok is not None)  # token sent
 
-        first[1].stop()  # graceful: deregistered, memberlist leave
-        rest = [first[0], first[2], fourth]
-        eventually(lambda: sees(rest, {"c0", "c2", "c3"}), 30, "c1 left")
+        rest = fleet.leave([*first, fourth], first[1])  # graceful: deregistered, memberlist leave
         assert "rb-e2e-c1" not in agent.statuses()
 
-        agent.stop()
-        eventually(lambda: rest[0].status()["discovery"]["status"] == "degraded", 15,
-                   "degraded")
-        assert rest[0].status()["health"]["discovery"] == "degraded"
-        assert sees(rest, {"c0", "c2", "c3"}) is True
-        agent.start()
-        eventually(lambda: all(g.status()["discovery"]["status"] == "healthy" for g in rest),
-                   40, "recovered")
-        assert sees(rest, {"c0", "c2", "c3"}) is True
+        fleet.outage(rest, agent.stop, agent.start)
         log = "".join((tmp_path / f"c{i}.log").read_text() for i in range(4))
         assert ACL not in log
-    finally:
-        for g in gateways:  # all drain at once, then each is waited for
-            if g.proc.popen.poll() is None:
-                g.proc.popen.terminate()
-        for g in gateways:
-            g.stop()
-        listener.close()

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from backend_support import MdnsMember, NetnsLan, UnixForwarder, netns_available
-from discovery_support import GOSSIP_TIMING, TOKEN
-from support import Proc, eventually
+from discovery_fleet import GOSSIP_TIMING, TOKEN, sees
+from support import Proc, eventually, stop_all
 
 GOSSIP = 7946
 HTTP = 8080
@@ -86,11 +86,6 @@ class NsGateway:
         self.proc.stop()
 
 
-def sees(gateways, names: set[str]):
-    views = {g.name: sorted(g.alive()) for g in gateways}
-    return all(set(v) == names for v in views.values()) or views
-
-
 def test_gateways_in_namespaces_form_a_cluster_through_mdns(tmp_path, lan, namespaced_dsn):
     gateways: list[NsGateway] = []
     stranger = MdnsMember(lan, 4, "stranger", "_bifrost._tcp", GOSSIP)
@@ -112,9 +107,5 @@ def test_gateways_in_namespaces_form_a_cluster_through_mdns(tmp_path, lan, names
         rest = [first[0], first[2], fourth]
         eventually(lambda: sees(rest, {"m0", "m2", "m3"}), 30, "m1 left")
     finally:
-        for g in gateways:  # all drain at once, then each is waited for
-            if g.proc.popen.poll() is None:
-                g.proc.popen.terminate()
-        for g in gateways:
-            g.stop()
+        stop_all(g.proc for g in gateways)
         stranger.stop()

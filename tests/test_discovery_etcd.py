@@ -11,17 +11,16 @@ cluster intact.
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 
 import aetcd
 import pytest
 
-from discovery_support import Etcd, Gateway, gateway_config, sees
+from discovery_fleet import DiscoveryFleet
+from discovery_support import Etcd, degraded
 from rainbridge.cluster.discovery.base import DiscoveryConfigError
 from rainbridge.cluster.discovery.etcd import PREFIX, EtcdDiscovery
 from rainbridge.cluster.discovery.fields import parse_etcd_endpoint as parse_endpoint
-from support import eventually, free_port
+from support import eventually, until
 
 
 @pytest.fixture
@@ -30,17 +29,6 @@ def etcd(tmp_path):
     server.start()
     yield server
     server.stop()
-
-
-async def until(cond, timeout: float, what: str):
-    start = time.monotonic()
-    last = None
-    while time.monotonic() - start < timeout:
-        last = await cond()
-        if last is True:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s (last seen: {last!r})")
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -100,10 +88,7 @@ async def test_etcd_down_is_degraded_keeps_the_list_and_registers_again(etcd):
         await until(listed, 10, "a sees b")
         etcd.stop()
 
-        async def degraded():
-            return (not a.health.healthy) or a.health
-
-        await until(degraded, 10, "degraded")
+        await until(lambda: degraded(a), 10, "degraded")
         assert await a.candidates() == [("127.0.0.84", 7000)]  # the last list stands
         assert "127.0.0.1:" in a.health.last_error and a.health.extra["registered"] is False
         etcd.start()  # same data dir: the old keys may still be there until their lease ends
@@ -121,64 +106,23 @@ async def test_etcd_down_is_degraded_keeps_the_list_and_registers_again(etcd):
 def test_gateways_form_a_cluster_through_etcd(tmp_path, etcd, pg_database, mock):
     hosts = ["127.0.0.83", "127.0.0.84", "127.0.0.85", "127.0.0.86"]
     outside = "127.0.0.91"
-    port = free_port(hosts[0])
-    for h in [*hosts[1:], outside]:
-        s = socket.socket()
-        try:
-            s.bind((h, port))
-        except OSError:
-            pytest.skip(f"gossip port {port} taken on {h}")
-        finally:
-            s.close()
-    listener = socket.socket()
-    listener.bind((outside, port))
-    listener.listen()
-    listener.setblocking(False)
     discovery = {"type": "etcd", "service_name": "rb-test", "etcd_endpoints": [etcd.endpoint],
                  "allowed_address_space": ["127.0.0.80/29"]}
-    # a stranger's key under the prefix: inside the list, outside the address space
-    asyncio.run(_put(etcd.client_port, f"{PREFIX}rb-test/stranger", f"{outside}:{port}"))
-    gateways: list[Gateway] = []
-
-    def launch(i: int) -> Gateway:
-        g = Gateway(tmp_path, f"e{i}", hosts[i],
-                    gateway_config(mock.url, pg_database, f"e{i}", port, discovery))
-        gateways.append(g)
-        return g
-
-    try:
-        first = [launch(i) for i in range(3)]
-        for g in first:
-            g.ready()
-        eventually(lambda: sees(first, {"e0", "e1", "e2"}), 30, "three members from nothing")
-        fourth = launch(3).ready()
-        everyone = [*first, fourth]
-        eventually(lambda: sees(everyone, {"e0", "e1", "e2", "e3"}), 30, "the fourth joined")
+    with DiscoveryFleet(tmp_path, "e", hosts, outside, mock.url, pg_database, discovery) as fleet:
+        # a stranger's key under the prefix: inside the list, outside the address space
+        asyncio.run(_put(etcd.client_port, f"{PREFIX}rb-test/stranger", f"{outside}:{fleet.port}"))
+        first = fleet.form()
+        fourth = fleet.scale_up(first)
         assert fourth.status()["discovery"]["backends"][0]["registered"] is True
         eventually(lambda: fourth.status()["discovery"]["rejected"].get("address_space", 0) >= 1,
                    10, "the stranger's address rejected")
-        with pytest.raises(BlockingIOError):
-            listener.accept()
+        fleet.never_contacted()
 
-        first[1].stop()  # graceful: lease revoked, memberlist leave
-        rest = [first[0], first[2], fourth]
-        eventually(lambda: sees(rest, {"e0", "e2", "e3"}), 30, "e1 left")
+        rest = fleet.leave([*first, fourth], first[1])  # graceful: lease revoked, memberlist leave
         keys = asyncio.run(_keys(etcd.client_port, f"{PREFIX}rb-test/"))
         assert f"{PREFIX}rb-test/e1" not in keys and f"{PREFIX}rb-test/e0" in keys
 
-        etcd.stop()
-        eventually(lambda: rest[0].status()["discovery"]["status"] == "degraded", 15,
-                   "degraded")
-        assert rest[0].status()["health"]["discovery"] == "degraded"
-        assert sees(rest, {"e0", "e2", "e3"}) is True
-        etcd.start()
-        eventually(lambda: all(g.status()["discovery"]["status"] == "healthy" for g in rest),
-                   40, "recovered")
-        assert sees(rest, {"e0", "e2", "e3"}) is True
-    finally:
-        for g in gateways:
-            g.stop()
-        listener.close()
+        fleet.outage(rest, etcd.stop, etcd.start)
 
 
 async def _put(port: int, key: str, value: str) -> None:

@@ -6,14 +6,15 @@ Gone, the API going down (degraded, last pods kept) and coming back."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
+from discovery_support import degraded
 from k8s_api_server import KubernetesApiServer, parse_selector
 from rainbridge.cluster.discovery.base import DiscoveryConfigError
 from rainbridge.cluster.discovery.kubernetes import make
 from rainbridge.config.schema import DiscoveryConfig
+from support import until
 
 APP = {"app.kubernetes.io/name": "rainbridge"}
 SELECTOR = "app.kubernetes.io/name=rainbridge"
@@ -26,17 +27,6 @@ def api(tmp_path):
     server.start()
     yield server
     server.close()
-
-
-async def until(cond, timeout: float, what: str):
-    start = time.monotonic()
-    last = None
-    while time.monotonic() - start < timeout:
-        last = await cond()
-        if last is True:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s (last seen: {last!r})")
 
 
 def discovery(api: KubernetesApiServer, **fields):
@@ -183,10 +173,7 @@ async def test_the_api_going_down_keeps_the_last_pods_then_recovers(api):
         await until(lambda: found(d, {"10.244.0.2"}), 10, "gw-1")
         api.stop()
 
-        async def degraded():
-            return (not d.health.healthy and d.health.failures >= 1) or d.health
-
-        await until(degraded, 10, "health degraded")
+        await until(lambda: degraded(d), 10, "health degraded")
         assert await d.candidates() == [("10.244.0.2", 7946)]  # last good list kept
         assert "rainbridge" in d.health.last_error and api.token not in d.health.last_error
         api.start()

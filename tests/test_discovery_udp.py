@@ -29,6 +29,7 @@ from rainbridge.cluster.discovery.udp import (
 from rainbridge.cluster.messages import NodeState
 from rainbridge.cluster.service import ClusterEnv, ClusterService, membership_config
 from rainbridge.config.schema import ClusterConfig, DiscoveryConfig
+from support import free_port, until
 
 SECRET = b"udp-discovery-test-secret"
 TIMING = {"timeout_seconds": 3, "success_threshold": 1, "failure_threshold": 3}
@@ -84,15 +85,9 @@ def test_ipv6_only_space_is_refused_naming_the_field():
 # --------------------------------------------------------------------------- members
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("0.0.0.0", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 async def members():
-    port = free_udp_port()
+    port = free_port("0.0.0.0")  # the broadcast port
     started: list[ClusterService] = []
 
     async def make_member(name: str, ip: str) -> ClusterService:
@@ -115,17 +110,6 @@ async def members():
     for service in started:
         if service.node is not None and service.node.running:
             await service.abort()
-
-
-async def until(cond, timeout: float, what: str):
-    start = time.monotonic()
-    last = None
-    while time.monotonic() - start < timeout:
-        last = cond()
-        if last is True:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s (last seen: {last!r})")
 
 
 def alive(service: ClusterService) -> set[str]:

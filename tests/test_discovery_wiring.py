@@ -29,7 +29,7 @@ from rainbridge.cluster.discovery.runner import (
 from rainbridge.cluster.messages import NodeState
 from rainbridge.cluster.service import ClusterEnv, ClusterService, membership_config
 from rainbridge.config.schema import ClusterConfig
-from support import free_port
+from support import free_port, until
 
 TIMING = {"timeout_seconds": 3, "success_threshold": 1, "failure_threshold": 3}
 
@@ -133,17 +133,6 @@ async def make():
     for service in started:
         if service.node is not None and service.node.running:
             await service.abort()
-
-
-async def until(cond, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    last = None
-    while time.monotonic() - start < timeout:
-        last = cond()
-        if last is True:
-            return time.monotonic() - start
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s (last seen: {last!r})")
 
 
 def alive(service: ClusterService) -> set[str]:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from support import http_json, provider_config, skip_window_edge
+from support import GatewayProcess, http_json, provider_config, skip_window_edge, stop_all
 from test_governance_propagation import (
     BOUND_S,
     HOSTS,
@@ -43,13 +43,26 @@ def chat(url: str, model: str = CHAT["model"], key: str | None = None) -> tuple[
     return status, (body.get("error") or {}).get("message", "")
 
 
-@pytest.fixture
-def gw(mock, start_gateway, store_config):
-    config = provider_config(mock.url) | {"config_store": store_config, "governance": {
+def gw_config(mock_url: str, store: dict) -> dict:
+    return provider_config(mock_url) | {"config_store": store, "governance": {
         "virtual_keys": [{"id": "vk-mc", "name": "vk-mc", "value": VK_VALUE}],
         "model_configs": [{"id": "from-file", "model_name": "gpt-4.1", "provider": "openai",
                            "budget": {"max_limit": 100, "reset_duration": "1d"}}]}}
-    return start_gateway(config, env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN}).url
+
+
+@pytest.fixture
+def gw(mock, start_gateway, store_config):
+    """A gateway of its own: for a test that writes model configs."""
+    return start_gateway(gw_config(mock.url, store_config), env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN}).url
+
+
+@pytest.fixture(scope="module")
+def read_gw(mock, module_store_config, tmp_path_factory):
+    """One gateway per engine for the tests that must leave the store as it was."""
+    gw = GatewayProcess(tmp_path_factory.mktemp("model-configs"), gw_config(mock.url, module_store_config),
+                        env={"RAINBRIDGE_ADMIN_TOKEN": TOKEN})
+    yield gw.url
+    gw.stop()
 
 
 def test_a_model_config_created_limits_at_once_and_its_update_and_delete_too(gw):
@@ -79,8 +92,8 @@ def test_a_model_config_created_limits_at_once_and_its_update_and_delete_too(gw)
     api(gw, "GET", f"{BASE}/{created['id']}", expect=404)
 
 
-def test_the_config_files_model_limits_are_listed_with_their_budget(gw):
-    (from_file,) = [m for m in api(gw, "GET", BASE)["model_configs"] if m["id"] == "from-file"]
+def test_the_config_files_model_limits_are_listed_with_their_budget(read_gw):
+    (from_file,) = [m for m in api(read_gw, "GET", BASE)["model_configs"] if m["id"] == "from-file"]
     assert from_file["model_name"] == "gpt-4.1" and from_file["provider"] == "openai"
     assert from_file["budget"]["max_limit"] == 100 and from_file["rate_limit"] is None
 
@@ -106,10 +119,10 @@ def test_a_virtual_key_scoped_model_config_counts_that_keys_requests_only(gw):
     ({"model_name": "x", "budget": {"max_limit": 1, "reset_duration": "soon"}}, "budget.reset_duration"),
     ({"model_name": "x", "rate_limit": {"request_max_limit": 1}}, "rate_limit.request_reset_duration"),
 ])
-def test_a_bad_model_config_is_a_400_naming_the_field_and_stores_nothing(gw, body, field):
-    reply = api(gw, "POST", BASE, body, expect=400)
+def test_a_bad_model_config_is_a_400_naming_the_field_and_stores_nothing(read_gw, body, field):
+    reply = api(read_gw, "POST", BASE, body, expect=400)
     assert reply["error"]["param"] == field, reply
-    assert api(gw, "GET", BASE)["count"] == 1  # only the file's
+    assert api(read_gw, "GET", BASE)["count"] == 1  # only the file's
 
 
 def test_without_a_config_store_model_configs_are_read_only(mock, start_gateway):
@@ -142,5 +155,4 @@ def test_a_model_config_written_on_one_replica_limits_every_replica_within_a_sec
         assert status == 200, reply
         assert until_everywhere(urls, time.monotonic(), lambda u: chat(u)[0], (200).__eq__) <= BOUND_S
     finally:
-        for p in procs:
-            p.stop(signal.SIGKILL, timeout=5)
+        stop_all(procs, signal.SIGKILL, timeout=5)

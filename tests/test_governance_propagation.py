@@ -17,7 +17,16 @@ import time
 
 import pytest
 
-from support import Proc, eventually, free_port, free_port_at, http_json, provider_config, wait_http
+from support import (
+    Proc,
+    eventually,
+    free_port,
+    free_port_at,
+    http_json,
+    provider_config,
+    stop_all,
+    wait_http,
+)
 
 HOSTS = ["127.0.0.31", "127.0.0.32", "127.0.0.33"]
 TOKEN = "test-admin-token-propagation"
@@ -67,20 +76,21 @@ def alive_everywhere(urls: list[str], names: set[str]) -> None:
     eventually(check, 15, f"{sorted(names)} alive everywhere")
 
 
-@pytest.fixture
-def replicas(tmp_path, pg_database, mock):
-    """The three replicas' URLs, once each one sees all three alive."""
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory, module_pg_database, mock):
+    """The three replicas' URLs, once each one sees all three alive: one fleet for the
+    module (its tests change different things: keys, providers)."""
+    tmp_path = tmp_path_factory.mktemp("propagation")
     ports = [free_port(h) for h in HOSTS]
     procs: list[Proc] = []
     try:
         for i, host in enumerate(HOSTS):
-            procs.append(launch(tmp_path, f"r{i}", host, ports[i], f"{HOSTS[0]}:{ports[0]}", pg_database, mock.url))
+            procs.append(launch(tmp_path, f"r{i}", host, ports[i], f"{HOSTS[0]}:{ports[0]}", module_pg_database, mock.url))
         urls = [ready(proc) for proc in procs]
         alive_everywhere(urls, {"r0", "r1", "r2"})
         yield urls, procs
     finally:
-        for proc in procs:
-            proc.stop(signal.SIGKILL, timeout=5)
+        stop_all(procs, signal.SIGKILL, timeout=5)
 
 
 def chat(url: str, value: str | None = None, model: str = CHAT["model"]) -> tuple[int, str | None]:

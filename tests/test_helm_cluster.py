@@ -17,7 +17,16 @@ import sys
 from urllib.parse import urlsplit
 
 from helm_support import SEEDS, config_json, one, render
-from support import Proc, eventually, free_port, free_port_at, http_json, provider_config, wait_http
+from support import (
+    Proc,
+    eventually,
+    free_port,
+    free_port_at,
+    http_json,
+    provider_config,
+    stop_all,
+    wait_http,
+)
 
 PODS = 3
 HOSTS = [f"127.0.0.{51 + i}" for i in range(PODS)]
@@ -98,8 +107,8 @@ def test_three_gateways_from_the_rendered_static_peers_config_form_a_cluster(tmp
         status, _, body = http_json("POST", urls[1] + "/v1/chat/completions", timeout=10, body={
             "model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
         assert status == 200, body
-        for proc in procs:
-            assert proc.stop(signal.SIGTERM, timeout=30) == 0, proc.output()
+        codes = stop_all(procs, signal.SIGTERM, timeout=30)  # the pods drain side by side
+        for proc, code in zip(procs, codes, strict=True):
+            assert code == 0, proc.output()
     finally:
-        for proc in procs:
-            proc.stop(signal.SIGKILL, timeout=5)
+        stop_all(procs, signal.SIGKILL, timeout=5)
