@@ -229,8 +229,23 @@ REFUSED = [
     ("governance plugin required_headers not a list", base() | PLUGIN_HEADERS, "$.plugins[0].config.required_headers"),
     ("required header that is no header name", base() | {"client": {"required_headers": ["X Tenant"]}},
      "$.client.required_headers[0]"),
-    ("routing rules", base() | {"governance": {"routing_rules": [{"name": "r", "cel_expression": "true"}]}},
-     "$.governance.routing_rules"),
+    *[(f"routing rule: {case}", base() | {"governance": {"routing_rules": [{"name": "r", "cel_expression": "true"} | rule]}},
+       f"$.governance.routing_rules[0].{field}") for case, rule, field in [
+        ("no target", {}, "targets"),
+        ("weights summing to 0.9", {"targets": [{"provider": "openai", "weight": 0.6}, {"weight": 0.3}]}, "targets"),
+        ("negative weight", {"targets": [{"weight": -1}, {"weight": 2}]}, "targets[0].weight"),
+        ("CEL that does not parse", {"cel_expression": 'headers["x-tier"', "targets": [{"weight": 1}]}, "cel_expression"),
+        ("CEL reading an unknown variable", {"cel_expression": 'modle == "gpt-4o"', "targets": [{"weight": 1}]},
+         "cel_expression"),
+        ("CEL over 4 KB", {"cel_expression": " || ".join(['model == "x"'] * 400), "targets": [{"weight": 1}]},
+         "cel_expression"),
+        ("unknown scope", {"scope": "org", "targets": [{"weight": 1}]}, "scope"),
+        ("team scope without its id", {"scope": "team", "targets": [{"weight": 1}]}, "scope_id"),
+        ("pinned key the provider lacks", {"targets": [{"provider": "openai", "key_id": "third", "weight": 1}]},
+         "targets[0].key_id"),
+        ("pinned key without provider", {"targets": [{"key_id": "first", "weight": 1}]}, "targets[0].key_id"),
+        ("fallback without provider", {"targets": [{"weight": 1}], "fallbacks": ["/gpt-4o"]}, "fallbacks[0]"),
+    ]],
     ("model limit naming no budget", base() | {"governance": {"model_configs": [{"model_name": "gpt-4o", "budget_id": "b"}]}},
      "$.governance.model_configs[0].budget_id"),
     ("model limit of an unknown virtual key",
@@ -301,7 +316,7 @@ def test_config_check_groups_refused_ignored_and_used(tmp_path):
     lines = out.stdout.splitlines()
     refused, ignored, used = (next(i for i, line in enumerate(lines) if line.startswith(word)) for word in ("refused", "ignored", "used"))
     assert refused < ignored < used
-    assert lines[refused + 1].startswith("  error: $.governance.routing_rules: ")
+    assert lines[refused + 1].startswith("  error: $.governance.routing_rules[0].targets: ")
     assert lines[ignored + 1].startswith("  warning: $.plugins[1]: plugin 'maxim'")
     assert lines[used + 1] == "  note: $.plugins[0].config.is_vk_mandatory: enforced as governance.is_vk_mandatory"
 

@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry
 
 from ..cluster.events import MemberEvent
 from ..cluster.service import ClusterEnv, ClusterHandler, ClusterService
-from ..config.load import LoadedConfig
+from ..config.load import ConfigError, LoadedConfig
+from ..config.validate import Problem
 from ..counters.escrow import Limit
 from ..counters.fleet import CHANNEL, AwaitGrant, FleetCounters, fleet_config
 from ..counters.fleet_metrics import FleetCollector
@@ -48,6 +49,9 @@ from .provider import Provider, build_providers
 from .record import CANCELLED, LogIds, RequestRecord, extract_usage, log_row
 from .router import Router
 from .routing import Routes, Target, request_type, serving
+from .rule_routing import apply_rules, pin_keys
+from .rules import RuleSet
+from .rules_config import rules_from_config
 from .traffic import Traffic
 
 log = logging.getLogger("rainbridge.gateway")
@@ -77,6 +81,14 @@ class Gateway:
         self.providers: dict[str, Provider] = {}
         self.routes = Routes({})
         self.router = Router()
+        # governance.routing_rules, compiled once (checked when the file was loaded); None:
+        # no rule, and requests pay one test for them.
+        problems: list[Problem] = []
+        self.rules: RuleSet | None = rules_from_config(
+            self.config.governance, self.config.providers, problems,
+            self.config.config_store is not None and self.config.config_store.enabled)
+        if any(p.severity == "error" for p in problems):  # a config that skipped load_data's checks
+            raise ConfigError([p for p in problems if p.severity == "error"], loaded.source)
         self.store: ConfigStore | None = None
         self.governance_repo: GovernanceRepo | None = None
         self.run_migrations = run_migrations
@@ -308,18 +320,25 @@ class Gateway:
 
     # -- per request ------------------------------------------------------------------------
 
-    def plan(self, vk_value: str | None, req: dict, body_size: int, default: str, record: RequestRecord) -> tuple[list[Target], dict | None]:
+    def plan(self, vk_value: str | None, req: dict, body_size: int, default: str, record: RequestRecord,
+             scope: dict | None = None) -> tuple[list[Target], dict | None]:
         """Governance before routing: who is asking, where may it go, may it pass now.
+        Routing rules (``scope``: the ASGI scope, for headers and params) come first.
 
         Returns the targets and the provider keys the virtual key may use (None: any).
         """
         gov = self.governance
         now_ms = int(time.time() * 1000)
         vk = gov.identify(vk_value, now_ms) if vk_value is not None or gov.mandatory else None
-        targets = gov.targets(vk, req.get("model"), req.pop("fallbacks", None), default, self.routes, now_ms)
+        model, fallbacks, pins = req.get("model"), req.pop("fallbacks", None), None
+        if self.rules is not None:
+            routed = apply_rules(self.rules, gov, self.routes, vk, req, scope, record.endpoint, default, fallbacks, now_ms)
+            if routed is not None:
+                model, fallbacks, pins = routed.model, routed.fallbacks, routed.pins or None
+        targets = gov.targets(vk, model, fallbacks, default, self.routes, now_ms)
         targets = serving(targets, request_type(record.endpoint, record.stream))
         if vk is None and not gov.model_limits:
-            return targets, None
+            return targets, pin_keys(None, pins, self.routes) if pins else None
         if vk is not None:
             record.virtual_key_id = vk.id
             if self.request_metrics is not None:
@@ -328,6 +347,8 @@ class Gateway:
         if type(max_tokens) is not int or max_tokens <= 0:  # no bound given: reserve an estimate
             max_tokens = self.completion_estimate
         allowed = gov.allowed_keys(vk) if vk is not None and vk.provider_configs else None
+        if pins:
+            allowed = pin_keys(allowed, pins, self.routes)
         # ~4 bytes of JSON per prompt token: a reservation, corrected when the answer comes.
         try:
             return self._admit(vk, body_size // 4, max_tokens, now_ms, record, targets, allowed)

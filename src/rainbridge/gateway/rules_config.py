@@ -1,0 +1,110 @@
+"""``governance.routing_rules`` of the config file, checked and compiled into a ``RuleSet``.
+
+A rule that cannot be enforced exactly as written stops start-up with its path named: bad
+CEL, weights that do not sum to 1, a scope without its id, a pinned key the provider does
+not have. A scope id naming no team (customer, key) in the file is a warning: such a rule
+routes nobody's requests. (Bifrost logs and skips a rule whose CEL does not compile; a routing rule
+silently skipped may send traffic where the operator said it must not go.) Disabled
+rules are not compiled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..config.schema import GovernanceConfig, ProviderConfig, RoutingFallbackConfig
+from ..config.validate import Problem, child
+from .rules import INSTALL, Fallback, Rule, RuleError, RuleSet, RuleTarget
+
+PATH = "$.governance.routing_rules"
+
+
+def rules_from_config(gov: GovernanceConfig, providers: Mapping[str, ProviderConfig], out: list[Problem],
+                      with_store: bool = False) -> RuleSet | None:
+    """The enabled rules, or None when there are none (requests then skip rules entirely).
+    ``with_store``: scopes and providers may also live in the config store (a reference the
+    file does not resolve is then a warning, not an error)."""
+    enabled = [(i, r) for i, r in enumerate(gov.routing_rules) if r.enabled]
+    if not enabled:
+        return None
+    try:
+        import cel  # noqa: F401  (the common-expression-language distribution)
+    except ImportError:
+        out.append(Problem(PATH, INSTALL))
+        return None
+    owners = {"virtual_key": {v.id or v.name for v in gov.virtual_keys}, "team": {t.id or t.name for t in gov.teams},
+              "customer": {c.id or c.name for c in gov.customers}}
+    rules: list[Rule] = []
+    ids: set[str] = set()
+    errors = len([p for p in out if p.severity == "error"])
+    for i, r in enabled:
+        path = child(PATH, i)
+        if (r.id or r.name) in ids:
+            out.append(Problem(f"{path}.id", f"duplicate rule id {r.id or r.name!r}"))
+        ids.add(r.id or r.name)
+        if r.scope not in owners and r.scope != "global":
+            out.append(Problem(f"{path}.scope", f"unknown scope {r.scope!r}: use global, customer, team or virtual_key"))
+            continue
+        if r.scope != "global":
+            if not r.scope_id:
+                out.append(Problem(f"{path}.scope_id", f"required with scope {r.scope!r}"))
+                continue
+            if r.scope_id not in owners[r.scope]:  # it routes nobody's requests: nothing widens
+                out.append(Problem(f"{path}.scope_id", f"no {r.scope.replace('_', ' ')} with id {r.scope_id!r} in this file"
+                                   + (" (fine if it exists in the config store)" if with_store else
+                                      ": this rule applies to no request"), "warning"))
+        targets = []
+        for j, t in enumerate(r.targets):
+            key = t.key_id or t.provider_key_name
+            _check_provider(t.provider, key, providers, f"{path}.targets[{j}]", with_store, out)
+            targets.append(RuleTarget(t.provider or None, t.model or None, key, t.weight))
+        fallbacks = []
+        for j, fb in enumerate(r.fallbacks):
+            parsed = _fallback(fb, f"{path}.fallbacks[{j}]", out)
+            if parsed is None:
+                continue
+            if parsed.provider not in providers:
+                out.append(Problem(f"{path}.fallbacks[{j}]", f"provider {parsed.provider!r} is not configured: "
+                                   "this fallback is skipped", "warning"))
+                continue
+            _check_provider(parsed.provider, parsed.key, providers, f"{path}.fallbacks[{j}]", with_store, out)
+            fallbacks.append(parsed)
+        try:
+            rules.append(Rule(r.name, r.cel_expression, targets, id=r.id, scope=r.scope, scope_id=r.scope_id,
+                              priority=r.priority, chain=r.chain_rule, fallbacks=fallbacks))
+        except RuleError as exc:
+            out.append(Problem(f"{path}.{exc.field}", str(exc)))
+            continue
+        if rules[-1].never:
+            out.append(Problem(f"{path}.cel_expression", "reads complexity_tier, which rainbridge does not compute: "
+                               "this rule never matches (as in Bifrost without its complexity classifier)", "warning"))
+    if len([p for p in out if p.severity == "error"]) > errors:
+        return None
+    return RuleSet(rules, gov.routing_chain_max_depth)
+
+
+def _fallback(fb: str | RoutingFallbackConfig, path: str, out: list[Problem]) -> Fallback | None:
+    if isinstance(fb, str):
+        provider, _, model = fb.strip().partition("/")
+        if not provider:
+            out.append(Problem(path, f"expected 'provider/model' (or 'provider/'), got {fb!r}"))
+            return None
+        return Fallback(provider, model.strip() or None, None)
+    if not fb.provider:
+        out.append(Problem(f"{path}.provider", "required"))
+        return None
+    return Fallback(fb.provider, fb.model or None, fb.key_id or fb.provider_key_name)
+
+
+def _check_provider(provider: str | None, key: str | None, providers: Mapping[str, ProviderConfig], path: str,
+                    with_store: bool, out: list[Problem]) -> None:
+    if provider is None:
+        return
+    config = providers.get(provider)
+    if config is None:
+        out.append(Problem(f"{path}.provider", f"no provider {provider!r} in this file"
+                           + (" (fine if it exists in the config store)" if with_store else
+                              ": requests this rule sends there would fail"), "warning"))
+        return
+    if key and not any(key in (k.id, k.name) for k in config.keys):
+        out.append(Problem(f"{path}.key_id", f"provider {provider!r} has no key with id or name {key!r}"))
