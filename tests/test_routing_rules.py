@@ -1,0 +1,187 @@
+"""Routing rules evaluated alone (gateway/rules.py): the order Bifrost's routing engine tries
+rules in (scope chain, priority, chain_rule), weighted targets with a seeded RNG, fallbacks,
+and how an expression meets a request (headers case-insensitive, a missing header is no
+match, an empty expression always matches, a failing rule is skipped)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from rainbridge.gateway.rules import (
+    MAX_EXPRESSION_CHARS,
+    Facts,
+    Fallback,
+    Rule,
+    RuleError,
+    RuleSet,
+    RuleTarget,
+    compile_expression,
+    normalize_keys,
+)
+
+NOBODY = Facts()
+TEAM = Facts(vk_id="vk1", vk_name="prod-app", team_id="t1", team_name="research", customer_id="c1", customer_name="acme")
+
+
+def to(provider=None, model=None, weight=1.0, key=None) -> RuleTarget:
+    return RuleTarget(provider, model, key, weight)
+
+
+def decide(rules, facts=NOBODY, provider="openai", model="gpt-4o", headers=None, params=None, capacity=None, **kw):
+    rs = RuleSet(rules, **kw)
+    variables = rs.variables(facts, "chat_completion", headers or {}, params or {})
+    return rs.decide(facts, provider, model, variables, capacity)
+
+
+def test_first_match_in_scope_order_virtual_key_team_customer_global():
+    rules = [Rule(f"{scope}-rule", "true", [to(model=scope)], scope=scope, scope_id=sid)
+             for scope, sid in (("global", None), ("customer", "c1"), ("team", "t1"), ("virtual_key", "vk1"))]
+    assert decide(rules, TEAM).model == "virtual_key"
+    assert decide(rules[:3], TEAM).model == "team"
+    assert decide(rules[:2], TEAM).model == "customer"
+    assert decide(rules[:2], Facts()).model == "global"  # no key: only global rules apply
+
+
+def test_rules_of_other_teams_are_not_in_the_chain():
+    rules = [Rule("other", "true", [to(model="other")], scope="team", scope_id="t2"),
+             Rule("global", "true", [to(model="global")])]
+    assert decide(rules, TEAM).model == "global"
+
+
+def test_priority_ascending_within_a_scope_and_file_order_breaks_ties():
+    rules = [Rule("p10", "true", [to(model="p10")], priority=10), Rule("p0a", "true", [to(model="p0a")], priority=0),
+             Rule("p0b", "true", [to(model="p0b")], priority=0)]
+    assert decide(rules).rule == "p0a"
+
+
+def test_a_team_rule_beats_a_global_rule_of_lower_priority_number():
+    rules = [Rule("global", "true", [to(model="g")], priority=0),
+             Rule("team", "true", [to(model="t")], scope="team", scope_id="t1", priority=99)]
+    assert decide(rules, TEAM).model == "t"
+
+
+def test_no_match_is_no_decision():
+    assert decide([Rule("r", 'model == "other"', [to(provider="azure")])]) is None
+
+
+def test_terminal_rule_stops_and_chain_rule_reevaluates_with_the_new_model():
+    rules = [Rule("normalize", 'model == "gpt-4"', [to(model="gpt-4-turbo")], chain=True, priority=0),
+             Rule("azure", 'model == "gpt-4-turbo"', [to(provider="azure")], priority=1, fallbacks=[Fallback("openai", None, None)])]
+    d = decide(rules, model="gpt-4")
+    assert (d.provider, d.model, d.rule) == ("azure", "gpt-4-turbo", "azure")
+    assert d.fallbacks == (Fallback("openai", None, None),)  # the last match's
+    rules[0].chain = False
+    d = decide(rules, model="gpt-4")
+    assert (d.provider, d.model) == ("openai", "gpt-4-turbo")
+
+
+def test_chain_stops_at_a_cycle_and_at_max_depth():
+    ping = Rule("ping", 'model == "a"', [to(model="b")], chain=True)
+    pong = Rule("pong", 'model == "b"', [to(model="a")], chain=True)
+    assert decide([ping, pong], model="a").model == "a"  # a -> b -> a: seen, stop
+    steps = [Rule(f"s{i}", f'model == "m{i}"', [to(model=f"m{i + 1}")], chain=True) for i in range(20)]
+    assert decide(steps, model="m0", max_depth=3).model == "m3"
+    assert decide(steps, model="m0").model == "m10"  # Bifrost's default depth
+
+
+def test_weights_share_targets_with_a_seeded_rng():
+    rule = Rule("split", "true", [to(provider="openai", weight=0.7), to(provider="groq", weight=0.3)])
+    rs = RuleSet([rule], rng=random.Random(7))
+    variables = rs.variables(Facts(), "chat_completion", {}, {})
+    counts = Counter(rs.decide(Facts(), "openai", "m", variables).provider for _ in range(10_000))
+    assert 6_800 < counts["openai"] < 7_200 and counts["openai"] + counts["groq"] == 10_000
+    a, b = RuleSet([rule], rng=random.Random(3)), RuleSet([rule], rng=random.Random(3))
+    assert [a.decide(Facts(), "x", "m", dict(variables)).provider for _ in range(50)] == \
+        [b.decide(Facts(), "x", "m", dict(variables)).provider for _ in range(50)]
+
+
+def test_zero_weight_target_is_never_drawn():
+    rule = Rule("r", "true", [to(provider="never", weight=0.0), to(provider="always", weight=1.0)])
+    rs = RuleSet([rule], rng=random.Random(1))
+    variables = rs.variables(Facts(), "chat_completion", {}, {})
+    assert {rs.decide(Facts(), "x", "m", variables).provider for _ in range(1000)} == {"always"}
+
+
+def test_target_without_provider_or_model_keeps_the_current_one_and_pins_its_key():
+    d = decide([Rule("r", "true", [to(provider="azure", key="k2")])], model="gpt-4o")
+    assert (d.provider, d.model, d.key) == ("azure", "gpt-4o", "k2")
+
+
+def test_headers_are_case_insensitive_and_a_missing_header_is_no_match():
+    rule = Rule("r", 'headers["X-Tier"] == "premium" && "X-Tier" in headers', [to(model="fast")])
+    assert decide([rule], headers={"x-tier": "premium"}).model == "fast"
+    assert decide([rule], headers={"x-tier": "basic"}) is None
+    assert decide([rule], headers={}) is None
+    assert normalize_keys("headers['X-A'] == 'V' && params[\"Region\"] == \"EU\"") == \
+        "headers['x-a'] == 'V' && params[\"region\"] == \"EU\""
+
+
+def test_string_functions_membership_and_numbers():
+    facts = TEAM
+    for expression in ('model.startsWith("gpt-4") && model.endsWith("o") && model.contains("4")',
+                       'headers["x-app-version"].matches("^[0-9]+\\\\.[0-9]+\\\\.[0-9]+$")',
+                       'headers["x-region"] in ["us", "eu"]', 'virtual_key_name.startsWith("prod-")',
+                       'team_name == "research" && customer_id == "c1"', 'request_type == "chat_completion"',
+                       'params["region"] == "eu"', "budget_used > 80 && tokens_used < 50.5 && request >= 0"):
+        rule = Rule("r", expression, [to(model="hit")])
+        d = decide([rule], facts, headers={"x-app-version": "1.2.3", "x-region": "eu"}, params={"region": "eu"},
+                   capacity=lambda p, m: (85.0, 10.0, 0.0))
+        assert d is not None and d.model == "hit", expression
+
+
+def test_capacity_is_read_for_the_provider_and_model_of_each_chain_step():
+    seen = []
+
+    def capacity(provider, model):
+        seen.append((provider, model))
+        return (95.0, 0.0, 0.0) if model == "big" else (0.0, 0.0, 0.0)
+
+    rules = [Rule("downgrade", 'budget_used > 90 && model == "big"', [to(model="small")], chain=True),
+             Rule("route", 'model == "small" && budget_used < 10.0', [to(provider="groq")])]
+    d = decide(rules, model="big", capacity=capacity)
+    assert (d.provider, d.model) == ("groq", "small")
+    assert seen == [("openai", "big"), ("openai", "small")]
+
+
+def test_empty_expression_always_matches():
+    assert decide([Rule("r", "", [to(model="any")])]).model == "any"
+
+
+def test_complexity_tier_is_unknown_so_the_rule_never_matches():
+    # Bifrost's doc: unknown, so no match, not even the negated form (a stand-in value would match it).
+    rules = [Rule("complex", '!(complexity_tier in ["SIMPLE", "MEDIUM"])', [to(model="frontier")]),
+             Rule("after", "true", [to(model="next")], priority=1)]
+    assert decide(rules).model == "next"
+
+
+def test_a_rule_that_fails_to_evaluate_or_gives_no_bool_is_skipped(caplog):
+    rules = [Rule("bad-regex", 'model.matches("(")', [to(model="x")]), Rule("not-bool", "model", [to(model="y")]),
+             Rule("good", "true", [to(model="z")], priority=1)]
+    assert decide(rules).model == "z"
+    assert decide(rules).model == "z"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("bad-regex" in w for w in warnings) == 1 and sum("not-bool" in w for w in warnings) == 1  # once each
+
+
+@pytest.mark.parametrize(("expression", "targets", "field"), [
+    ('model == "a', [to()], "cel_expression"),
+    ('modle == "a"', [to()], "cel_expression"),
+    ('model == "a" || ' * (MAX_EXPRESSION_CHARS // 16) + "true", [to()], "cel_expression"),
+    ("true", [], "targets"),
+    ("true", [to(weight=0.5), to(weight=0.4)], "targets"),
+    ("true", [to(weight=-0.5), to(weight=1.5)], "targets[0].weight"),
+    ("true", [to(weight=float("nan"))], "targets[0].weight"),
+    ("true", [to(key="k1")], "targets[0].key_id"),
+])
+def test_malformed_rule_is_refused_naming_its_field(expression, targets, field):
+    with pytest.raises(RuleError) as err:
+        Rule("r", expression, targets)
+    assert err.value.field == field
+
+
+def test_compile_reports_the_variables_read():
+    _, reads = compile_expression('headers["x"] == "1" && budget_used > 2')
+    assert reads == {"headers", "budget_used"}
