@@ -11,6 +11,8 @@ import sys
 import pytest
 
 from rainbridge.config.load import ConfigError, load_data
+from rainbridge.gateway.rules import Facts
+from rainbridge.gateway.rules_config import rules_from_config
 from rainbridge.governance.normalize import normalize
 
 ENV: dict[str, str] = {}
@@ -458,3 +460,24 @@ def test_telemetry_push_gateway_is_used_and_noted():
     loaded = load_data(config, ENV)
     assert loaded.warnings == []
     assert any(n.path == "$.plugins[0].config.push_gateway" and "every 5s" in str(n) for n in loaded.notes)
+
+
+def test_governance_plugin_routing_chain_max_depth_bounds_rule_chains():
+    rules = [{"name": f"s{i}", "chain_rule": True, "cel_expression": f'model == "m{i}"',
+              "targets": [{"model": f"m{i + 1}", "weight": 1}]} for i in range(6)]
+    config = base() | {"plugins": [{"name": "governance", "enabled": True, "config": {"routing_chain_max_depth": 2}}],
+                       "governance": {"routing_rules": rules}}
+    loaded = load_data(copy.deepcopy(config), ENV)
+    assert loaded.config.governance.routing_chain_max_depth == 2
+    ruleset = rules_from_config(loaded.config.governance, loaded.config.providers, [])
+    variables = ruleset.variables(Facts(), "chat_completion", {}, {})
+    assert ruleset.decide(Facts(), "openai", "m0", variables).model == "m2"
+    assert "$.plugins[0].config.routing_chain_max_depth" in errors_of(
+        base() | {"plugins": [{"name": "governance", "config": {"routing_chain_max_depth": 0}}]})
+
+
+def test_routing_rule_scoped_to_a_team_the_file_lacks_loads_with_a_warning():
+    config = base() | {"governance": {"routing_rules": [{"name": "r", "scope": "team", "scope_id": "ghost",
+                                                         "targets": [{"weight": 1}]}]}}
+    loaded = load_data(copy.deepcopy(config), ENV)
+    assert [w.path for w in loaded.warnings] == ["$.governance.routing_rules[0].scope_id"]

@@ -1,8 +1,9 @@
 """Bifrost's routing rules through a running gateway, its config written as Bifrost's docs
 write it (``governance.routing_rules``), with the official openai SDK against the fake
 provider: a header rule sends the request to another provider, model and pinned key; a
-team's rule beats a global one; a request no rule matches goes where it asked; a rule
-never takes a virtual key to a provider it may not use.
+team's rule beats a global one; a request no rule matches goes where it asked; a rule on
+``request`` (use of the target's request limit) spills over once the limit is half used; a
+rule never takes a virtual key to a provider it may not use.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from support import GatewayProcess
+from support import GatewayProcess, skip_window_edge
 
 TEAM_VK = "sk-bf-routing-team-0123456789abc"
 PLAIN_VK = "sk-bf-routing-plain-0123456789ab"
@@ -29,6 +30,8 @@ def routing_config(mock_url: str) -> dict:
         },
         "governance": {
             "customers": [{"id": "acme", "name": "acme"}],
+            "model_configs": [{"id": "capped", "model_name": "capped", "provider": "openai",
+                               "rate_limit": {"request_max_limit": 2, "request_reset_duration": "1h"}}],
             "teams": [{"id": "research", "name": "research", "customer_id": "acme"}],
             "virtual_keys": [
                 {"id": "team-key", "name": "team-key", "value": TEAM_VK, "team_id": "research"},
@@ -48,6 +51,8 @@ def routing_config(mock_url: str) -> dict:
                  "scope_id": "research", "priority": 50},
                 {"id": "eu-customer", "name": "Acme EU", "cel_expression": 'customer_name == "acme" && model == "regional"',
                  "targets": [{"model": "gpt-4o-eu", "weight": 1}], "scope": "customer", "scope_id": "acme"},
+                {"id": "spill", "name": "Spill at half the limit", "cel_expression": 'model == "capped" && request >= 50',
+                 "targets": [{"provider": "backup", "weight": 1}], "scope": "global", "priority": 2},
             ],
         },
     }
@@ -107,3 +112,13 @@ def test_rule_never_takes_a_key_to_a_provider_it_may_not_use(gateway, mock):
         ask(gateway, OPENAI_ONLY_VK, "openai/gpt-4o", **{"x-tier": "premium"})
     assert err.value.body["code"] == "provider_blocked", err.value.body
     assert ask(gateway, OPENAI_ONLY_VK, "openai/gpt-4o").model == "gpt-4o"
+
+
+def test_capacity_rule_spills_to_another_provider_once_half_the_limit_is_used(gateway, mock):
+    skip_window_edge()  # the model limit's window is the current hour
+    served = []
+    for _ in range(3):
+        assert ask(gateway, PLAIN_VK, "openai/capped").model == "capped"
+        served.append(last_upstream(mock)[0])
+    assert served[0] == OPENAI_KEY  # 0 of 2 used: request == 0
+    assert served[1] in BACKUP_KEYS.values() and served[2] in BACKUP_KEYS.values()  # 1 of 2: request == 50
