@@ -119,6 +119,19 @@ def test_headers_are_case_insensitive_and_a_missing_header_is_no_match():
         "headers['x-a'] == 'V' && params[\"region\"] == \"EU\""
 
 
+@pytest.mark.parametrize(("expression", "keys"), [
+    ('headers["X-Tier"] == "a" && "x-region" in headers', {"x-tier", "x-region"}),
+    ('model == "a"', set()),
+    ("size(headers) > 2", None),
+    ('headers.exists(k, k.startsWith("x-"))', None),
+    ('headers["x-\\u0041"] == "a"', None),
+    ('model == "headers"', None),  # the name in a string: read as the whole map (safe)
+])
+def test_header_names_an_expression_reads(expression, keys):
+    rule = Rule("r", expression, [to()])
+    assert rule.keys["headers"] == (frozenset(keys) if keys is not None else None)
+
+
 def test_string_functions_membership_and_numbers():
     facts = TEAM
     for expression in ('model.startsWith("gpt-4") && model.endsWith("o") && model.contains("4")',

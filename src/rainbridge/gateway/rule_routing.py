@@ -52,13 +52,19 @@ def apply_rules(rules: RuleSet, gov: Governance, routes: Routes, vk: VirtualKey 
     facts = facts_for(vk, gov)
     headers: dict[str, str] = {}
     params: dict[str, str] = {}
-    if scope is not None:
+    if scope is not None:  # only the names the rules read (all if one reads the whole map)
+        wanted = rules.header_keys
         if "headers" in rules.reads:  # ASGI header names are lowercase already
-            for name, value in scope.get("headers", ()):
-                headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+            for raw_name, raw_value in scope.get("headers", ()):
+                name = raw_name.decode("latin-1")
+                if wanted is None or name in wanted:
+                    headers.setdefault(name, raw_value.decode("latin-1"))
+        wanted = rules.param_keys
         if "params" in rules.reads and scope.get("query_string"):
             for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
-                params.setdefault(name.lower(), value)
+                name = name.lower()
+                if wanted is None or name in wanted:
+                    params.setdefault(name, value)
     variables = rules.variables(facts, REQUEST_TYPES.get(endpoint, endpoint), headers, params)
 
     def capacity(p: str, m: str) -> tuple[float, float, float]:

@@ -41,6 +41,7 @@ INSTALL = "routing rules are evaluated with the cel package: pip install 'rainbr
 _STRING = r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\''
 _MAP_KEY = re.compile(rf'\b(headers|params)(\s*\[\s*)({_STRING})')
 _IN_MAP = re.compile(rf'({_STRING})(\s+in\s+)(headers|params)\b')
+_LOOP_VAR = re.compile(r'\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,')
 
 
 class RuleError(ValueError):
@@ -73,7 +74,7 @@ class Decision(NamedTuple):
 
 
 class Rule:
-    __slots__ = ("chain", "cumulative", "expression", "fallbacks", "id", "name", "never", "priority", "program",
+    __slots__ = ("chain", "cumulative", "expression", "fallbacks", "id", "keys", "name", "never", "priority", "program",
                  "reads", "scope", "scope_id", "targets", "warned")
 
     def __init__(self, name: str, expression: str, targets: list[RuleTarget], *, id: str | None = None,
@@ -88,6 +89,8 @@ class Rule:
         self.expression = expression
         self.fallbacks = tuple(fallbacks)
         self.program, self.reads = compile_expression(expression)
+        # The header and param names the expression reads (None: it reads the whole map).
+        self.keys = {m: literal_keys(normalize_keys(expression), m) for m in ("headers", "params")}
         self.never = bool(self.reads & UNKNOWN)
         self.targets = check_targets(targets)
         total, self.cumulative = 0.0, []
@@ -106,7 +109,7 @@ class Rule:
                 return t
         return self.targets[-1]
 
-    def matches(self, variables: Mapping[str, Any]) -> bool:
+    def matches(self, variables: Any) -> bool:
         """Whether the expression holds; a missing header or param is no match, and an
         evaluation error skips the rule (logged once per rule), as in Bifrost."""
         if self.program is None:
@@ -145,6 +148,7 @@ def compile_expression(expression: str) -> tuple[Any, frozenset[str]]:
         reads = frozenset(program.variables())
     except (ValueError, RuntimeError, TypeError) as exc:
         raise RuleError("cel_expression", f"invalid CEL: {exc}") from None
+    reads -= {m[1] for m in _LOOP_VAR.finditer(expression)}  # exists(k, ...): k is the macro's own
     unknown = sorted(reads - VARIABLES)
     if unknown:
         raise RuleError("cel_expression", f"unknown variable(s) {', '.join(unknown)}; routing rules can read "
@@ -163,6 +167,24 @@ def cel_module() -> Any:
 def normalize_keys(expression: str) -> str:
     expression = _MAP_KEY.sub(lambda m: m[1] + m[2] + m[3].lower(), expression)
     return _IN_MAP.sub(lambda m: m[1].lower() + m[2] + m[3], expression)
+
+
+def literal_keys(expression: str, name: str) -> frozenset[str] | None:
+    """The keys ``expression`` reads from map ``name`` as literals (``name["k"]``, ``"k" in
+    name``); None when it uses the map any other way (``size(headers)``, a computed key).
+    Only these keys are handed to CEL: converting a request's every header for each
+    evaluation cost more than the evaluation itself."""
+    if '"""' in expression or "'''" in expression:
+        return None  # triple-quoted strings: not worth parsing here
+    literals = [m[3] for m in _MAP_KEY.finditer(expression) if m[1] == name]
+    literals += [m[1] for m in _IN_MAP.finditer(expression) if m[3] == name]
+    if any("\\" in literal for literal in literals):
+        return None  # an escape: leave the decoding to CEL
+    keys = frozenset(literal[1:-1] for literal in literals)
+    rest = _IN_MAP.sub("", _MAP_KEY.sub("", expression))
+    if re.search(rf"\b{name}\b", rest):
+        return None
+    return keys
 
 
 def check_targets(targets: list[RuleTarget]) -> tuple[RuleTarget, ...]:
@@ -208,6 +230,9 @@ class RuleSet:
         self.by_scope = {k: tuple(sorted(v, key=lambda r: r.priority)) for k, v in by_scope.items()}
         self.rules = [r for group in self.by_scope.values() for r in group]
         self.reads = frozenset().union(*(r.reads for r in self.rules))
+        self.header_keys = _union(r.keys["headers"] for r in self.rules if "headers" in r.reads)
+        self.param_keys = _union(r.keys["params"] for r in self.rules if "params" in r.reads)
+        self._context = cel_module().Context if self.rules else None
         self.needs_capacity = bool(self.reads.intersection(CAPACITY))
         self.max_depth = max(1, max_depth)
         self._random = (rng or random.Random()).random
@@ -247,7 +272,8 @@ class RuleSet:
             if self.needs_capacity:
                 used = capacity(provider, model) if capacity is not None else NO_CAPACITY
                 variables["budget_used"], variables["tokens_used"], variables["request"] = used
-            matched = self._first_match(chain, variables)
+            # One Context per step: CEL converts the variables once, not once per rule.
+            matched = self._first_match(chain, self._context(variables=variables))
             if matched is None:
                 break
             target = matched.pick(self._random())
@@ -262,9 +288,18 @@ class RuleSet:
         return decision
 
     @staticmethod
-    def _first_match(chain: list[tuple[Rule, ...]], variables: dict[str, Any]) -> Rule | None:
+    def _first_match(chain: list[tuple[Rule, ...]], variables: Any) -> Rule | None:
         for rules in chain:
             for rule in rules:
                 if rule.matches(variables):
                     return rule
         return None
+
+
+def _union(sets: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
+    out: set[str] = set()
+    for keys in sets:
+        if keys is None:
+            return None
+        out |= keys
+    return frozenset(out)
