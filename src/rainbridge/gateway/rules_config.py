@@ -10,21 +10,40 @@ rules are not compiled.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from ..config.schema import GovernanceConfig, ProviderConfig, RoutingFallbackConfig
+from ..config.schema import (
+    GovernanceConfig,
+    ProviderConfig,
+    RoutingFallbackConfig,
+    RoutingRuleConfig,
+)
 from ..config.validate import Problem, child
-from .rules import INSTALL, Fallback, Rule, RuleError, RuleSet, RuleTarget
+from .rules import DEFAULT_MAX_DEPTH, INSTALL, Fallback, Rule, RuleError, RuleSet, RuleTarget
 
 PATH = "$.governance.routing_rules"
 
 
 def rules_from_config(gov: GovernanceConfig, providers: Mapping[str, ProviderConfig], out: list[Problem],
                       with_store: bool = False) -> RuleSet | None:
-    """The enabled rules, or None when there are none (requests then skip rules entirely).
-    ``with_store``: scopes and providers may also live in the config store (a reference the
-    file does not resolve is then a warning, not an error)."""
-    enabled = [(i, r) for i, r in enumerate(gov.routing_rules) if r.enabled]
+    """The file's enabled rules, or None when there are none (requests then skip rules
+    entirely) or one is in error. ``with_store``: scopes and providers may also live in the
+    config store (a reference the file does not resolve is then a warning, not an error)."""
+    owners = {"virtual_key": {v.id or v.name for v in gov.virtual_keys}, "team": {t.id or t.name for t in gov.teams},
+              "customer": {c.id or c.name for c in gov.customers}}
+    keys = {name: {k for key in p.keys for k in (key.id, key.name) if k} for name, p in providers.items()}
+    errors = sum(1 for p in out if p.severity == "error")
+    rules = compile_rules([(child(PATH, i), r) for i, r in enumerate(gov.routing_rules)], owners, keys, out,
+                          with_store, gov.routing_chain_max_depth)
+    return rules if sum(1 for p in out if p.severity == "error") == errors else None
+
+
+def compile_rules(configs: Sequence[tuple[str, RoutingRuleConfig]], owners: Mapping[str, set[str]],
+                  provider_keys: Mapping[str, set[str]], out: list[Problem], with_store: bool = False,
+                  max_depth: int = DEFAULT_MAX_DEPTH) -> RuleSet | None:
+    """The enabled rules of ``configs`` (path, rule) that compile; each problem goes to ``out``
+    with its path (a rule with an error is left out). None: no enabled rule."""
+    enabled = [(path, r) for path, r in configs if r.enabled]
     if not enabled:
         return None
     try:
@@ -32,55 +51,58 @@ def rules_from_config(gov: GovernanceConfig, providers: Mapping[str, ProviderCon
     except ImportError:
         out.append(Problem(PATH, INSTALL))
         return None
-    owners = {"virtual_key": {v.id or v.name for v in gov.virtual_keys}, "team": {t.id or t.name for t in gov.teams},
-              "customer": {c.id or c.name for c in gov.customers}}
     rules: list[Rule] = []
     ids: set[str] = set()
-    errors = len([p for p in out if p.severity == "error"])
-    for i, r in enabled:
-        path = child(PATH, i)
-        if (r.id or r.name) in ids:
-            out.append(Problem(f"{path}.id", f"duplicate rule id {r.id or r.name!r}"))
-        ids.add(r.id or r.name)
-        if r.scope not in owners and r.scope != "global":
-            out.append(Problem(f"{path}.scope", f"unknown scope {r.scope!r}: use global, customer, team or virtual_key"))
-            continue
-        if r.scope != "global":
-            if not r.scope_id:
-                out.append(Problem(f"{path}.scope_id", f"required with scope {r.scope!r}"))
-                continue
-            if r.scope_id not in owners[r.scope]:  # it routes nobody's requests: nothing widens
-                out.append(Problem(f"{path}.scope_id", f"no {r.scope.replace('_', ' ')} with id {r.scope_id!r} in this file"
-                                   + (" (fine if it exists in the config store)" if with_store else
-                                      ": this rule applies to no request"), "warning"))
-        targets = []
-        for j, t in enumerate(r.targets):
-            key = t.key_id or t.provider_key_name
-            _check_provider(t.provider, key, providers, f"{path}.targets[{j}]", with_store, out)
-            targets.append(RuleTarget(t.provider or None, t.model or None, key, t.weight))
-        fallbacks = []
-        for j, fb in enumerate(r.fallbacks):
-            parsed = _fallback(fb, f"{path}.fallbacks[{j}]", out)
-            if parsed is None:
-                continue
-            if parsed.provider not in providers:
-                out.append(Problem(f"{path}.fallbacks[{j}]", f"provider {parsed.provider!r} is not configured: "
-                                   "this fallback is skipped", "warning"))
-                continue
-            _check_provider(parsed.provider, parsed.key, providers, f"{path}.fallbacks[{j}]", with_store, out)
-            fallbacks.append(parsed)
-        try:
-            rules.append(Rule(r.name, r.cel_expression, targets, id=r.id, scope=r.scope, scope_id=r.scope_id,
-                              priority=r.priority, chain=r.chain_rule, fallbacks=fallbacks))
-        except RuleError as exc:
-            out.append(Problem(f"{path}.{exc.field}", str(exc)))
-            continue
-        if rules[-1].never:
-            out.append(Problem(f"{path}.cel_expression", "reads complexity_tier, which rainbridge does not compute: "
-                               "this rule never matches (as in Bifrost without its complexity classifier)", "warning"))
-    if len([p for p in out if p.severity == "error"]) > errors:
+    for path, r in enabled:
+        rule = _compile(path, r, owners, provider_keys, out, with_store, ids)
+        if rule is not None:
+            rules.append(rule)
+    return RuleSet(rules, max_depth)
+
+
+def _compile(path: str, r: RoutingRuleConfig, owners: Mapping[str, set[str]], provider_keys: Mapping[str, set[str]],
+             out: list[Problem], with_store: bool, ids: set[str]) -> Rule | None:
+    errors = sum(1 for p in out if p.severity == "error")
+    if (r.id or r.name) in ids:
+        out.append(Problem(f"{path}.id", f"duplicate rule id {r.id or r.name!r}"))
+    ids.add(r.id or r.name)
+    if r.scope not in owners and r.scope != "global":
+        out.append(Problem(f"{path}.scope", f"unknown scope {r.scope!r}: use global, customer, team or virtual_key"))
         return None
-    return RuleSet(rules, gov.routing_chain_max_depth)
+    if r.scope != "global":
+        if not r.scope_id:
+            out.append(Problem(f"{path}.scope_id", f"required with scope {r.scope!r}"))
+            return None
+        if r.scope_id not in owners[r.scope]:  # it routes nobody's requests: nothing widens
+            out.append(Problem(f"{path}.scope_id", f"no {r.scope.replace('_', ' ')} with id {r.scope_id!r}"
+                               + (" in this file (fine if it exists in the config store)" if with_store else
+                                  ": this rule applies to no request"), "warning"))
+    targets = []
+    for j, t in enumerate(r.targets):
+        key = t.key_id or t.provider_key_name
+        _check_provider(t.provider, key, provider_keys, f"{path}.targets[{j}]", with_store, out)
+        targets.append(RuleTarget(t.provider or None, t.model or None, key, t.weight))
+    fallbacks = []
+    for j, fb in enumerate(r.fallbacks):
+        parsed = _fallback(fb, f"{path}.fallbacks[{j}]", out)
+        if parsed is None:
+            continue
+        if parsed.provider not in provider_keys:
+            out.append(Problem(f"{path}.fallbacks[{j}]", f"provider {parsed.provider!r} is not configured: "
+                               "this fallback is skipped", "warning"))
+            continue
+        _check_provider(parsed.provider, parsed.key, provider_keys, f"{path}.fallbacks[{j}]", with_store, out)
+        fallbacks.append(parsed)
+    try:
+        rule = Rule(r.name, r.cel_expression, targets, id=r.id, scope=r.scope, scope_id=r.scope_id,
+                    priority=r.priority, chain=r.chain_rule, fallbacks=fallbacks)
+    except RuleError as exc:
+        out.append(Problem(f"{path}.{exc.field}", str(exc)))
+        return None
+    if rule.never:
+        out.append(Problem(f"{path}.cel_expression", "reads complexity_tier, which rainbridge does not compute: "
+                           "this rule never matches (as in Bifrost without its complexity classifier)", "warning"))
+    return rule if sum(1 for p in out if p.severity == "error") == errors else None
 
 
 def _fallback(fb: str | RoutingFallbackConfig, path: str, out: list[Problem]) -> Fallback | None:
@@ -96,15 +118,15 @@ def _fallback(fb: str | RoutingFallbackConfig, path: str, out: list[Problem]) ->
     return Fallback(fb.provider, fb.model or None, fb.key_id or fb.provider_key_name)
 
 
-def _check_provider(provider: str | None, key: str | None, providers: Mapping[str, ProviderConfig], path: str,
+def _check_provider(provider: str | None, key: str | None, provider_keys: Mapping[str, set[str]], path: str,
                     with_store: bool, out: list[Problem]) -> None:
     if provider is None:
         return
-    config = providers.get(provider)
-    if config is None:
-        out.append(Problem(f"{path}.provider", f"no provider {provider!r} in this file"
-                           + (" (fine if it exists in the config store)" if with_store else
+    keys = provider_keys.get(provider)
+    if keys is None:
+        out.append(Problem(f"{path}.provider", f"no provider {provider!r} is configured"
+                           + (" in this file (fine if it exists in the config store)" if with_store else
                               ": requests this rule sends there would fail"), "warning"))
         return
-    if key and not any(key in (k.id, k.name) for k in config.keys):
+    if key and key not in keys:
         out.append(Problem(f"{path}.key_id", f"provider {provider!r} has no key with id or name {key!r}"))
