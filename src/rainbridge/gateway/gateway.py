@@ -39,6 +39,7 @@ from ..store.db import Database
 from ..store.governance_repo import GovernanceRepo, config_version
 from ..store.migrate import check, migrate
 from ..store.request_log import LogWriter
+from ..store.routing_rules_repo import RoutingRulesRepo
 from ..telemetry.health import GatewayCollector
 from ..telemetry.push import Pusher, push_settings
 from ..telemetry.requests import RequestMetrics, metrics_enabled
@@ -51,7 +52,7 @@ from .router import Router
 from .routing import Routes, Target, request_type, serving
 from .rule_routing import apply_rules, pin_keys
 from .rules import RuleSet
-from .rules_config import rules_from_config
+from .rules_config import rules_from_config, rules_from_store
 from .traffic import Traffic
 
 log = logging.getLogger("rainbridge.gateway")
@@ -91,6 +92,7 @@ class Gateway:
             raise ConfigError([p for p in problems if p.severity == "error"], loaded.source)
         self.store: ConfigStore | None = None
         self.governance_repo: GovernanceRepo | None = None
+        self.routing_repo: RoutingRulesRepo | None = None
         self.run_migrations = run_migrations
         self.store_wait_s = store_wait_s
         # A restarted process is a new node: it never reuses an earlier incarnation's slots.
@@ -161,6 +163,8 @@ class Gateway:
             await self.store.providers.sync_from_file(self.config.providers)
             await self.governance_repo.sync_from_file(normalized.customers, normalized.teams, normalized.virtual_keys)
             await self.governance_repo.sync_model_limits_from_file(normalized.model_limits)
+            self.routing_repo = RoutingRulesRepo(db)
+            await self.routing_repo.sync_from_file(self.config.governance.routing_rules)
             await self.reload()
             loaded = await self.counters.load(db)
             if loaded:
@@ -209,8 +213,13 @@ class Gateway:
             self._install(await self.store.providers.all())
             customers, teams, vks = await self.governance_repo.load()
             model_limits = await self.governance_repo.load_model_limits()
-            self.governance.state = GovernanceState(customers, teams, vks)  # (no await between:
-            self.governance.model_limits = tuple(model_limits)  # one consistent snapshot)
+            assert self.routing_repo is not None
+            state = GovernanceState(customers, teams, vks)
+            rules = rules_from_store([s.rule for s in await self.routing_repo.load()], state, self.providers,
+                                     self.config.governance.routing_chain_max_depth)
+            self.governance.state = state  # (no await between: one consistent snapshot)
+            self.governance.model_limits = tuple(model_limits)
+            self.rules = rules
 
     def announce_change(self) -> None:
         """This worker wrote to the config store and reloaded: tell every other member and

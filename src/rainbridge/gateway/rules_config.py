@@ -10,7 +10,9 @@ rules are not compiled.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..config.schema import (
     GovernanceConfig,
@@ -22,6 +24,7 @@ from ..config.validate import Problem, child
 from .rules import DEFAULT_MAX_DEPTH, INSTALL, Fallback, Rule, RuleError, RuleSet, RuleTarget
 
 PATH = "$.governance.routing_rules"
+log = logging.getLogger("rainbridge.routing")
 
 
 def rules_from_config(gov: GovernanceConfig, providers: Mapping[str, ProviderConfig], out: list[Problem],
@@ -130,3 +133,23 @@ def _check_provider(provider: str | None, key: str | None, provider_keys: Mappin
         return
     if key and key not in keys:
         out.append(Problem(f"{path}.key_id", f"provider {provider!r} has no key with id or name {key!r}"))
+
+
+def rules_from_store(stored: Sequence[RoutingRuleConfig], state: Any, providers: Mapping[str, Any],
+                     max_depth: int = DEFAULT_MAX_DEPTH) -> RuleSet | None:
+    """The config store's rules, checked against its keys, teams, customers and providers
+    (``state``: a GovernanceState). A rule in error (written by hand, or by a gateway with
+    other providers) is left out and logged as an error: the API refuses such rules, so
+    only a store edited behind its back has them."""
+    owners = {"virtual_key": set(state.vks), "team": set(state.teams), "customer": set(state.customers)}
+    keys = {name: {k for key in p.keys.keys for k in (key.id, key.name) if k} for name, p in providers.items()}
+    out: list[Problem] = []
+    rules = compile_rules([(f"routing rule {rule_id(r)!r}", r) for r in stored], owners, keys, out, False, max_depth)
+    for p in out:
+        if p.severity == "error":
+            log.error("%s: %s (the rule is not applied)", p.path, p.message)
+    return rules
+
+
+def rule_id(rule: RoutingRuleConfig) -> str:
+    return rule.id or rule.name
