@@ -10,8 +10,8 @@ COPY src ./src
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:${PYTHON_VERSION}-slim
-# Extras the chart's features use: bedrock/vertex providers' credentials, otel traces.
-ARG EXTRAS=bedrock,vertex,otel
+# Extras the chart's features use: bedrock/vertex providers' credentials, otel traces, routing rules.
+ARG EXTRAS=bedrock,vertex,otel,routing
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
 RUN set -eux; \
