@@ -44,6 +44,8 @@ GOVERNANCE_PLUGIN_FIELDS = {
 UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
     ("$.providers.*.proxy_config", "upstream proxies are not supported yet (requests would go direct)"),
     ("$.guardrails_config", "guardrails are not supported yet (requests they would block would be served)"),
+    # Bifrost Enterprise's form of the same (docs/enterprise/guardrails.mdx, config.json tab).
+    ("$.enterprise.guardrails", "guardrails are not supported yet (requests they would block would be served)"),
 )
 # Enforced since they were first refused: the governance plugin's required_headers
 # (client.required_headers), custom_provider_config.allowed_requests and
