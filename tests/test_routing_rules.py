@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
+from rainbridge.gateway.rule_routing import pin_keys
 from rainbridge.gateway.rules import (
     MAX_EXPRESSION_CHARS,
     Facts,
@@ -198,3 +200,16 @@ def test_malformed_rule_is_refused_naming_its_field(expression, targets, field):
 def test_compile_reports_the_variables_read():
     _, reads = compile_expression('headers["x"] == "1" && budget_used > 2')
     assert reads == {"headers", "budget_used"}
+
+
+def test_a_pinned_key_narrows_and_never_widens_the_keys_a_request_may_use():
+    key = SimpleNamespace
+    routes = SimpleNamespace(providers={"backup": SimpleNamespace(keys=SimpleNamespace(
+        keys=[key(id="id-1", name="b1"), key(id="id-2", name="b2")]))})
+    assert pin_keys(None, {"backup": "b2"}, routes) == {"backup": frozenset({"id-2"})}  # by name
+    assert pin_keys(None, {"backup": "id-1"}, routes) == {"backup": frozenset({"id-1"})}  # by id
+    assert pin_keys({"backup": frozenset({"b1"})}, {"backup": "b2"}, routes) == {"backup": frozenset()}
+    assert pin_keys({"backup": frozenset({"b2"}), "openai": frozenset({"k"})}, {"backup": "b2"}, routes) == \
+        {"backup": frozenset({"id-2"}), "openai": frozenset({"k"})}
+    assert pin_keys(None, {"backup": "gone"}, routes) == {"backup": frozenset()}  # skipped, as Bifrost
+    assert pin_keys(None, {"ghost": "k"}, routes) == {"ghost": frozenset()}

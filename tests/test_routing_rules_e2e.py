@@ -8,6 +8,7 @@ rule never takes a virtual key to a provider it may not use.
 
 from __future__ import annotations
 
+import anthropic
 import openai
 import pytest
 
@@ -122,3 +123,11 @@ def test_capacity_rule_spills_to_another_provider_once_half_the_limit_is_used(ga
         served.append(last_upstream(mock)[0])
     assert served[0] == OPENAI_KEY  # 0 of 2 used: request == 0
     assert served[1] in BACKUP_KEYS.values() and served[2] in BACKUP_KEYS.values()  # 1 of 2: request == 50
+
+
+def test_anthropic_route_follows_the_rules_too(gateway, mock):
+    c = anthropic.Anthropic(base_url=gateway.url + "/anthropic", api_key=PLAIN_VK, max_retries=0,
+                            default_headers={"X-Tier": "premium"})
+    message = c.messages.create(model="openai/gpt-4o", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text.startswith("This is a mock response from gpt-4o-mini")
+    assert last_upstream(mock) == (BACKUP_KEYS["b2"], "gpt-4o-mini")
