@@ -185,6 +185,7 @@ def test_a_rule_that_fails_to_evaluate_or_gives_no_bool_is_skipped(caplog):
     ('model == "a', [to()], "cel_expression"),
     ('modle == "a"', [to()], "cel_expression"),
     ('model == "a" || ' * (MAX_EXPRESSION_CHARS // 16) + "true", [to()], "cel_expression"),
+    ("[1, 2].all(x, [1, 2].exists(y, x == y))", [to()], "cel_expression"),  # nested comprehensions: unbounded cost
     ("true", [], "targets"),
     ("true", [to(weight=0.5), to(weight=0.4)], "targets"),
     ("true", [to(weight=-0.5), to(weight=1.5)], "targets[0].weight"),
