@@ -173,12 +173,16 @@ def test_complexity_tier_is_unknown_so_the_rule_never_matches():
 
 
 def test_a_rule_that_fails_to_evaluate_or_gives_no_bool_is_skipped(caplog):
-    rules = [Rule("bad-regex", 'model.matches("(")', [to(model="x")]), Rule("not-bool", "model", [to(model="y")]),
-             Rule("good", "true", [to(model="z")], priority=1)]
-    assert decide(rules).model == "z"
-    assert decide(rules).model == "z"
+    failing = {"division": "1 / (size(model) - 6) == 0", "overflow": "9223372036854775807 + size(model) > 0",
+               "index": "[1][size(model)] == 1", "conversion": "int(model) == 1", "types": "dyn(model) + 1 == 2",
+               "not-bool": "model"}
+    rules = [Rule(name, expression, [to(model="x")]) for name, expression in failing.items()]
+    rules.append(Rule("good", "true", [to(model="z")], priority=1))
+    rs = RuleSet(rules)  # one set: a rule's warning is logged once however many requests it skips
+    for _ in range(2):
+        assert rs.decide(NOBODY, "openai", "gpt-4o", rs.variables(NOBODY, "chat_completion", {}, {})).model == "z"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert sum("bad-regex" in w for w in warnings) == 1 and sum("not-bool" in w for w in warnings) == 1  # once each
+    assert [sum(f"{name!r}" in w for w in warnings) for name in failing] == [1] * len(failing)
 
 
 @pytest.mark.parametrize(("expression", "targets", "field"), [
@@ -186,6 +190,9 @@ def test_a_rule_that_fails_to_evaluate_or_gives_no_bool_is_skipped(caplog):
     ('modle == "a"', [to()], "cel_expression"),
     ('model == "a" || ' * (MAX_EXPRESSION_CHARS // 16) + "true", [to()], "cel_expression"),
     ("[1, 2].all(x, [1, 2].exists(y, x == y))", [to()], "cel_expression"),  # nested comprehensions: unbounded cost
+    ('model.matches("(")', [to()], "cel_expression"),  # an invalid regex: its failed compilation on every request
+    ('model.matches(headers["x-pattern"])', [to()], "cel_expression"),  # a client would choose the regex
+    ('matches(model, "a")', [to()], "cel_expression"),
     ("true", [], "targets"),
     ("true", [to(weight=0.5), to(weight=0.4)], "targets"),
     ("true", [to(weight=-0.5), to(weight=1.5)], "targets[0].weight"),
