@@ -10,6 +10,8 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rainbridge.gateway.rule_routing import pin_keys
 from rainbridge.gateway.rules import (
@@ -221,3 +223,20 @@ def test_a_pinned_key_narrows_and_never_widens_the_keys_a_request_may_use():
         {"backup": frozenset({"id-2"}), "openai": frozenset({"k"})}
     assert pin_keys(None, {"backup": "gone"}, routes) == {"backup": frozenset()}  # skipped, as Bifrost
     assert pin_keys(None, {"ghost": "k"}, routes) == {"ghost": frozenset()}
+
+
+HOSTILE = [Rule(f"r{i}", e, [to(model=f"m{i}")], priority=i) for i, e in enumerate([
+    'headers["x-tier"] == "premium"', 'int(headers["x-n"]) > 3', 'double(params["w"]) / double(headers["x-n"]) > 0.5',
+    'headers["x-app-version"].matches("^[0-9]+\\\\.[0-9]+$")', 'size(headers) > 3 && model.startsWith("gpt")',
+    'headers.exists(k, k.contains("x"))', '"x-region" in headers && headers["x-region"] in ["eu", "us"]',
+    'timestamp(headers["x-n"]) > timestamp(0)', "[1, 2][int(headers['x-n'])] == 2", "false"])]
+
+
+@given(headers=st.dictionaries(st.text(max_size=12), st.text(max_size=40), max_size=8),
+       params=st.dictionaries(st.text(max_size=8), st.text(max_size=20), max_size=4),
+       model=st.text(max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_any_request_gets_a_decision_or_none_never_an_exception(headers, params, model):
+    headers = {k.lower(): v for k, v in headers.items()}
+    d = decide(HOSTILE, TEAM, model=model, headers=headers, params=params)
+    assert d is None or d.rule in {r.name for r in HOSTILE}
