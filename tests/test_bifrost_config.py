@@ -247,6 +247,7 @@ REFUSED = [
          "targets[0].key_id"),
         ("pinned key without provider", {"targets": [{"key_id": "first", "weight": 1}]}, "targets[0].key_id"),
         ("fallback without provider", {"targets": [{"weight": 1}], "fallbacks": ["/gpt-4o"]}, "fallbacks[0]"),
+        ("priority strategy", {"strategy": "priority", "targets": [{"provider": "openai", "weight": 1}]}, "strategy"),
     ]],
     ("model limit naming no budget", base() | {"governance": {"model_configs": [{"model_name": "gpt-4o", "budget_id": "b"}]}},
      "$.governance.model_configs[0].budget_id"),

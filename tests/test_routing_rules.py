@@ -196,8 +196,11 @@ def test_a_rule_that_fails_to_evaluate_or_gives_no_bool_is_skipped(caplog):
     ('model.matches(headers["x-pattern"])', [to()], "cel_expression"),  # a client would choose the regex
     ('matches(model, "a")', [to()], "cel_expression"),
     ("true", [], "targets"),
-    ("true", [to(weight=0.5), to(weight=0.4)], "targets"),
-    ("true", [to(weight=-0.5), to(weight=1.5)], "targets[0].weight"),
+    ("true", [to(provider="a", weight=0.5), to(provider="b", weight=0.4)], "targets"),
+    ("true", [to(provider="a", weight=0.33), to(provider="b", weight=0.33), to(provider="c", weight=0.33)],
+     "targets"),  # Bifrost's tolerance is 0.001
+    ("true", [to(provider="a", weight=0.5), to(provider="A", weight=0.5)], "targets[1]"),
+    ("true", [to(provider="a", weight=-0.5), to(provider="b", weight=1.5)], "targets[0].weight"),
     ("true", [to(weight=float("nan"))], "targets[0].weight"),
     ("true", [to(key="k1")], "targets[0].key_id"),
 ])
@@ -205,6 +208,11 @@ def test_malformed_rule_is_refused_naming_its_field(expression, targets, field):
     with pytest.raises(RuleError) as err:
         Rule("r", expression, targets)
     assert err.value.field == field
+
+
+def test_weights_within_bifrosts_tolerance_load():
+    assert len(Rule("r", "true", [to(provider="a", weight=0.3335), to(provider="b", weight=0.333),
+                                  to(provider="c", weight=0.333)]).targets) == 3
 
 
 def test_compile_reports_the_variables_read():

@@ -336,6 +336,9 @@ class RoutingRuleConfig(Base, kw_only=True):
     scope: str = "global"  # global | customer | team | virtual_key
     scope_id: str | None = None  # the customer's, team's or virtual key's id (not for global)
     priority: int = 0  # lower first, within a scope
+    # How a target is chosen: weighted (by weight); Bifrost's adaptive is drawn by the
+    # configured weights too (no latency feedback); priority (targets in rank order) is refused.
+    strategy: str = "weighted"
 
 
 class GovernanceConfig(Base):

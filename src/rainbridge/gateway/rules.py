@@ -217,8 +217,8 @@ def literal_keys(expression: str, name: str) -> frozenset[str] | None:
 
 
 def check_targets(targets: list[RuleTarget]) -> tuple[RuleTarget, ...]:
-    """Bifrost's rules for targets: at least one, weights >= 0 summing to 1, a pinned key
-    only with a provider."""
+    """Bifrost's rules for targets: at least one, weights >= 0 summing to 1 (within 0.001),
+    a pinned key only with a provider, no two alike."""
     if not targets:
         raise RuleError("targets", "a rule needs at least one target")
     for i, t in enumerate(targets):
@@ -226,8 +226,14 @@ def check_targets(targets: list[RuleTarget]) -> tuple[RuleTarget, ...]:
             raise RuleError(f"targets[{i}].weight", f"must be >= 0, not {t.weight}")
         if t.key and not t.provider:
             raise RuleError(f"targets[{i}].key_id", "a pinned key needs the target's provider")
+    seen = set()
+    for i, t in enumerate(targets):
+        identity = ((t.provider or "").lower(), (t.model or "").lower(), t.key or "")
+        if identity in seen:
+            raise RuleError(f"targets[{i}]", "the same provider, model and key as an earlier target")
+        seen.add(identity)
     total = sum(t.weight for t in targets)
-    if abs(total - 1.0) > 1e-6:
+    if abs(total - 1.0) > 0.001:  # Bifrost's tolerance
         raise RuleError("targets", f"the weights sum to {total:g}; they must sum to 1")
     return tuple(targets)
 

@@ -80,6 +80,12 @@ def _compile(path: str, r: RoutingRuleConfig, owners: Mapping[str, set[str]], pr
             out.append(Problem(f"{path}.scope_id", f"no {r.scope.replace('_', ' ')} with id {r.scope_id!r}"
                                + (" in this file (fine if it exists in the config store)" if with_store else
                                   ": this rule applies to no request"), "warning"))
+    if r.strategy not in ("", "weighted", "adaptive"):
+        out.append(Problem(f"{path}.strategy", f"strategy {r.strategy!r} is not supported yet (weighted and adaptive are)"))
+        return None
+    if r.strategy == "adaptive":
+        out.append(Problem(f"{path}.strategy", "adaptive: targets are drawn by their configured weights "
+                           "(rainbridge does not adjust them by latency or errors)", "warning"))
     targets = []
     for j, t in enumerate(r.targets):
         key = t.key_id or t.provider_key_name
