@@ -28,6 +28,9 @@ def routing_config(mock_url: str) -> dict:
             "openai": {"keys": [{"name": "main", "value": OPENAI_KEY, "models": ["*"], "weight": 1}], "network_config": net},
             "backup": {"keys": [{"name": name, "value": value, "models": ["*"], "weight": 1} for name, value in BACKUP_KEYS.items()],
                        "network_config": net, "custom_provider_config": {"base_provider_type": "openai"}},
+            # Its key makes the fake provider answer 500 to everything.
+            "broken": {"keys": [{"name": "k", "value": "sk-status-500-broken", "models": ["*"]}],
+                       "network_config": {**net, "max_retries": 0}, "custom_provider_config": {"base_provider_type": "openai"}},
         },
         "governance": {
             "customers": [{"id": "acme", "name": "acme"}],
@@ -52,6 +55,9 @@ def routing_config(mock_url: str) -> dict:
                  "scope_id": "research", "priority": 50},
                 {"id": "eu-customer", "name": "Acme EU", "cel_expression": 'customer_name == "acme" && model == "regional"',
                  "targets": [{"model": "gpt-4o-eu", "weight": 1}], "scope": "customer", "scope_id": "acme"},
+                {"id": "broken", "name": "To a provider that fails", "cel_expression": 'headers["x-route"] == "broken"',
+                 "targets": [{"provider": "broken", "model": "gpt-4o", "weight": 1}],
+                 "fallbacks": [{"provider": "backup", "model": "fb-model", "provider_key_name": "b1"}, "openai/"]},
                 {"id": "spill", "name": "Spill at half the limit", "cel_expression": 'model == "capped" && request >= 50',
                  "targets": [{"provider": "backup", "weight": 1}], "scope": "global", "priority": 2},
             ],
@@ -131,3 +137,14 @@ def test_anthropic_route_follows_the_rules_too(gateway, mock):
     message = c.messages.create(model="openai/gpt-4o", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
     assert message.content[0].text.startswith("This is a mock response from gpt-4o-mini")
     assert last_upstream(mock) == (BACKUP_KEYS["b2"], "gpt-4o-mini")
+
+
+def test_rule_fallbacks_replace_the_requests_and_pin_their_key(gateway, mock):
+    for _ in range(4):  # the pinned key every time, though backup has two of equal weight
+        answer = client(gateway, PLAIN_VK, **{"x-route": "broken"}).chat.completions.create(
+            model="openai/gpt-4o", messages=[{"role": "user", "content": "hi"}],
+            extra_body={"fallbacks": ["openai/request-fallback"]})  # the rule's fallbacks win
+        assert answer.model == "fb-model"
+        recent = mock.stats()["recent"]
+        assert [(r["key"], r["body"]["model"]) for r in recent[-2:]] == [("sk-status-500-broken", "gpt-4o"),
+                                                                       (BACKUP_KEYS["b1"], "fb-model")]
