@@ -13,7 +13,7 @@ FROM python:${PYTHON_VERSION}-slim
 # Extras the chart's features use: every cluster discovery type's client (dns is the chart's
 # default discovery: the headless service's name), bedrock/vertex providers' credentials, otel
 # traces. tests/test_dockerfile.py keeps this list in step with the discovery registry.
-ARG EXTRAS=dns,k8s,consul,etcd,mdns,bedrock,vertex,otel
+ARG EXTRAS=dns,k8s,consul,etcd,mdns,bedrock,vertex,otel,routing
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
 RUN set -eux; \

@@ -11,6 +11,8 @@ import sys
 import pytest
 
 from rainbridge.config.load import ConfigError, load_data
+from rainbridge.gateway.rules import Facts
+from rainbridge.gateway.rules_config import rules_from_config
 from rainbridge.governance.normalize import normalize
 
 ENV: dict[str, str] = {}
@@ -229,8 +231,24 @@ REFUSED = [
     ("governance plugin required_headers not a list", base() | PLUGIN_HEADERS, "$.plugins[0].config.required_headers"),
     ("required header that is no header name", base() | {"client": {"required_headers": ["X Tenant"]}},
      "$.client.required_headers[0]"),
-    ("routing rules", base() | {"governance": {"routing_rules": [{"name": "r", "cel_expression": "true"}]}},
-     "$.governance.routing_rules"),
+    *[(f"routing rule: {case}", base() | {"governance": {"routing_rules": [{"name": "r", "cel_expression": "true"} | rule]}},
+       f"$.governance.routing_rules[0].{field}") for case, rule, field in [
+        ("no target", {}, "targets"),
+        ("weights summing to 0.9", {"targets": [{"provider": "openai", "weight": 0.6}, {"weight": 0.3}]}, "targets"),
+        ("negative weight", {"targets": [{"weight": -1}, {"weight": 2}]}, "targets[0].weight"),
+        ("CEL that does not parse", {"cel_expression": 'headers["x-tier"', "targets": [{"weight": 1}]}, "cel_expression"),
+        ("CEL reading an unknown variable", {"cel_expression": 'modle == "gpt-4o"', "targets": [{"weight": 1}]},
+         "cel_expression"),
+        ("CEL over 4 KB", {"cel_expression": " || ".join(['model == "x"'] * 400), "targets": [{"weight": 1}]},
+         "cel_expression"),
+        ("unknown scope", {"scope": "org", "targets": [{"weight": 1}]}, "scope"),
+        ("team scope without its id", {"scope": "team", "targets": [{"weight": 1}]}, "scope_id"),
+        ("pinned key the provider lacks", {"targets": [{"provider": "openai", "key_id": "third", "weight": 1}]},
+         "targets[0].key_id"),
+        ("pinned key without provider", {"targets": [{"key_id": "first", "weight": 1}]}, "targets[0].key_id"),
+        ("fallback without provider", {"targets": [{"weight": 1}], "fallbacks": ["/gpt-4o"]}, "fallbacks[0]"),
+        ("priority strategy", {"strategy": "priority", "targets": [{"provider": "openai", "weight": 1}]}, "strategy"),
+    ]],
     ("model limit naming no budget", base() | {"governance": {"model_configs": [{"model_name": "gpt-4o", "budget_id": "b"}]}},
      "$.governance.model_configs[0].budget_id"),
     ("model limit of an unknown virtual key",
@@ -301,7 +319,7 @@ def test_config_check_groups_refused_ignored_and_used(tmp_path):
     lines = out.stdout.splitlines()
     refused, ignored, used = (next(i for i, line in enumerate(lines) if line.startswith(word)) for word in ("refused", "ignored", "used"))
     assert refused < ignored < used
-    assert lines[refused + 1].startswith("  error: $.governance.routing_rules: ")
+    assert lines[refused + 1].startswith("  error: $.governance.routing_rules[0].targets: ")
     assert lines[ignored + 1].startswith("  warning: $.plugins[1]: plugin 'maxim'")
     assert lines[used + 1] == "  note: $.plugins[0].config.is_vk_mandatory: enforced as governance.is_vk_mandatory"
 
@@ -443,3 +461,24 @@ def test_telemetry_push_gateway_is_used_and_noted():
     loaded = load_data(config, ENV)
     assert loaded.warnings == []
     assert any(n.path == "$.plugins[0].config.push_gateway" and "every 5s" in str(n) for n in loaded.notes)
+
+
+def test_governance_plugin_routing_chain_max_depth_bounds_rule_chains():
+    rules = [{"name": f"s{i}", "chain_rule": True, "cel_expression": f'model == "m{i}"',
+              "targets": [{"model": f"m{i + 1}", "weight": 1}]} for i in range(6)]
+    config = base() | {"plugins": [{"name": "governance", "enabled": True, "config": {"routing_chain_max_depth": 2}}],
+                       "governance": {"routing_rules": rules}}
+    loaded = load_data(copy.deepcopy(config), ENV)
+    assert loaded.config.governance.routing_chain_max_depth == 2
+    ruleset = rules_from_config(loaded.config.governance, loaded.config.providers, [])
+    variables = ruleset.variables(Facts(), "chat_completion", {}, {})
+    assert ruleset.decide(Facts(), "openai", "m0", variables).model == "m2"
+    assert "$.plugins[0].config.routing_chain_max_depth" in errors_of(
+        base() | {"plugins": [{"name": "governance", "config": {"routing_chain_max_depth": 0}}]})
+
+
+def test_routing_rule_scoped_to_a_team_the_file_lacks_loads_with_a_warning():
+    config = base() | {"governance": {"routing_rules": [{"name": "r", "scope": "team", "scope_id": "ghost",
+                                                         "targets": [{"weight": 1}]}]}}
+    loaded = load_data(copy.deepcopy(config), ENV)
+    assert [w.path for w in loaded.warnings] == ["$.governance.routing_rules[0].scope_id"]

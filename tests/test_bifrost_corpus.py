@@ -3,7 +3,8 @@ path and commit), each asserted accepted or refused as issue 14 says rainbridge 
 
 An accepted file's restrictions are asserted enforced, in the objects the request path
 uses: required headers as the app checks them, each provider's allowed request types and
-upstream paths, each virtual key's per-provider limits as governance counts them."""
+upstream paths, each virtual key's per-provider limits as governance counts them, where each
+routing rule sends a request."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import pytest
 
 from rainbridge.config.load import ConfigError, load_data
 from rainbridge.gateway.provider import build_providers
+from rainbridge.gateway.routing import REQUEST_TYPES
+from rainbridge.gateway.rules import Facts
+from rainbridge.gateway.rules_config import rules_from_config
 from rainbridge.governance.normalize import normalize
 from rainbridge.server.app import required_headers
 from rainbridge.upstream import UpstreamClient
@@ -65,6 +69,32 @@ def test_accepted_bifrost_config(case):
             assert [[b.max_limit, b.reset_duration] for b in grant.budgets] == limits["budgets"]
             assert [rl.request_max_limit, rl.request_reset_duration] == limits["requests"]
             assert (None if rl.token_max_limit is None else [rl.token_max_limit, rl.token_reset_duration]) == limits["tokens"]
+
+
+    if "routes" in expect:
+        check_routes(config, expect["routes"])
+
+
+def check_routes(config, routes: list[dict]) -> None:
+    """Each request of ``routes`` goes where the case's routing rules send it (``to``: None
+    when no rule matches), with the rule's fallbacks."""
+    teams = {t.id or t.name: t.name for t in config.governance.teams}
+    rules = rules_from_config(config.governance, config.providers, [])
+    for r in routes:
+        provider, _, model = r["model"].rpartition("/")  # bare: the only provider's, as Routes.resolve
+        provider = provider or (next(iter(config.providers)) if len(config.providers) == 1 else "")
+        team = r.get("team")
+        facts = Facts(team_id=team or "", team_name=teams.get(team, "")) if team else Facts()
+        headers = {k.lower(): v for k, v in r.get("headers", {}).items()}
+        variables = rules.variables(facts, REQUEST_TYPES[r["endpoint"]], headers, {})
+        capacity = tuple(float(x) for x in r.get("capacity", (0, 0, 0)))
+        decision = rules.decide(facts, provider, model, variables, lambda p, m, c=capacity: c)
+        if r["to"] is None:
+            assert decision is None, r
+            continue
+        assert decision is not None, r
+        assert f"{decision.provider}/{decision.model}" == r["to"]
+        assert [f"{fb.provider}/{fb.model or model}" for fb in decision.fallbacks] == r.get("fallbacks", [])
 
 
 @pytest.mark.parametrize("case", [c for c in CORPUS if c["expect"]["outcome"] == "refused"], ids=lambda c: c["name"])

@@ -36,21 +36,23 @@ GOVERNANCE_PLUGIN_FIELDS = {
     "required_headers": ENFORCED,  # -> client.required_headers
     "is_enterprise": NO_EFFECT,
     "disable_auto_tool_inject": NO_EFFECT,  # MCP tools: rainbridge serves no MCP
-    "routing_chain_max_depth": NO_EFFECT,  # bounds routing rules, which are refused themselves
+    "routing_chain_max_depth": ENFORCED,  # -> governance.routing_chain_max_depth
 }
 
 # Restricting settings rainbridge does not enforce yet: present and non-empty -> the file is
 # refused. (path pattern, why). "*" stands for any provider name / list index.
 UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
-    ("$.governance.routing_rules", "routing rules are not supported yet"),
     ("$.providers.*.proxy_config", "upstream proxies are not supported yet (requests would go direct)"),
     ("$.guardrails_config", "guardrails are not supported yet (requests they would block would be served)"),
+    # Bifrost Enterprise's form of the same (docs/enterprise/guardrails.mdx, config.json tab).
+    ("$.enterprise.guardrails", "guardrails are not supported yet (requests they would block would be served)"),
 )
 # Enforced since they were first refused: the governance plugin's required_headers
 # (client.required_headers), custom_provider_config.allowed_requests and
 # request_path_overrides (server/app.py, gateway/routing.py, providers/openai.py), a virtual
 # key's provider_configs[].budget / rate_limit and governance.model_configs
-# (governance/engine.py), and client.header_filter_config (server/app.py).
+# (governance/engine.py), client.header_filter_config (server/app.py), and
+# governance.routing_rules (gateway/rules.py).
 
 
 def fold(raw: dict[str, Any], out: list[Problem]) -> None:
@@ -297,6 +299,8 @@ def _fold_plugins(raw: dict[str, Any], out: list[Problem]) -> None:
                 _fold_vk_mandatory(raw, value, where, out)
             elif key == "required_headers":
                 _fold_required_headers(raw, value, where, out)
+            elif key == "routing_chain_max_depth":
+                _fold_chain_depth(raw, value, where, out)
             elif effect == NO_EFFECT and value not in (None, False):
                 out.append(Problem(where, "restricts nothing rainbridge serves (ignored)", "warning"))
 
@@ -308,6 +312,18 @@ def _fold_vk_mandatory(raw: dict[str, Any], value: Any, where: str, out: list[Pr
     if value:
         require_virtual_key(raw)
         out.append(Problem(where, "enforced as governance.is_vk_mandatory", NOTE))
+
+
+def _fold_chain_depth(raw: dict[str, Any], value: Any, where: str, out: list[Problem]) -> None:
+    if value is None:
+        return
+    if type(value) is not int or value < 1:
+        out.append(Problem(where, f"expected a positive integer, got {value!r}"))
+        return
+    gov = raw.setdefault("governance", {})
+    if isinstance(gov, dict):
+        gov["routing_chain_max_depth"] = value
+        out.append(Problem(where, "enforced as governance.routing_chain_max_depth", NOTE))
 
 
 def _fold_required_headers(raw: dict[str, Any], value: Any, where: str, out: list[Problem]) -> None:
@@ -404,6 +420,7 @@ ENFORCED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
     ("$.governance.virtual_keys[*].provider_configs[*].rate_limit", "a rate limit on this provider's requests"),
     ("$.governance.virtual_keys[*].provider_configs[*].rate_limit_id", "a rate limit on this provider's requests"),
     ("$.governance.model_configs", "model limits, checked with every other limit"),
+    ("$.governance.routing_rules", "CEL routing rules, evaluated before governance picks a provider"),
 )
 
 

@@ -44,6 +44,10 @@ def semantic_problems(config: Config) -> list[Problem]:
     from ..governance.normalize import normalize  # governance depends on config, not the reverse
 
     out.extend(normalize(config.governance, set(config.providers), 0).problems)
+    from ..gateway.rules_config import rules_from_config
+
+    store = config.config_store
+    rules_from_config(config.governance, config.providers, out, store is not None and store.enabled)
     return out
 
 

@@ -302,6 +302,45 @@ class VirtualKeyConfig(OwnerLimits, kw_only=True):
     allow_all_providers: bool | None = None  # default: true when provider_configs is empty
 
 
+class RoutingTargetConfig(Base, kw_only=True):
+    """Where a matching rule sends a request (one of a rule's weighted targets)."""
+
+    provider: str | None = None  # absent: the request's current provider
+    model: str | None = None  # absent: the request's current model
+    key_id: str | None = None  # pin one provider key (its id or name); needs provider
+    provider_key_name: str | None = None  # the same by the key's name (config.json form)
+    weight: float  # a rule's weights sum to 1; the target is drawn by weight
+
+
+class RoutingFallbackConfig(Base, kw_only=True):
+    provider: str
+    model: str | None = None  # absent: the request's incoming model
+    key_id: str | None = None  # pin one provider key for this attempt
+    provider_key_name: str | None = None  # the same by the key's name (config.json form)
+
+
+class RoutingRuleConfig(Base, kw_only=True):
+    """Bifrost's routing rule: when ``cel_expression`` holds, the request goes to one of
+    ``targets`` (see gateway/rules.py for the order rules are tried in)."""
+
+    id: str | None = None  # default: the name
+    name: str
+    description: str = ""
+    enabled: bool = True
+    chain_rule: bool = False  # re-evaluate every rule with the resolved provider/model
+    cel_expression: str = ""  # empty: always matches; at most 4096 characters
+    targets: list[RoutingTargetConfig] = []
+    # "provider/model" ("provider/" keeps the incoming model) or an object; replace the
+    # request's own fallbacks when the rule decides (none given: the request's stay).
+    fallbacks: list[str | RoutingFallbackConfig] = []
+    scope: str = "global"  # global | customer | team | virtual_key
+    scope_id: str | None = None  # the customer's, team's or virtual key's id (not for global)
+    priority: int = 0  # lower first, within a scope
+    # How a target is chosen: weighted (by weight); Bifrost's adaptive is drawn by the
+    # configured weights too (no latency feedback); priority (targets in rank order) is refused.
+    strategy: str = "weighted"
+
+
 class GovernanceConfig(Base):
     is_vk_mandatory: bool = False  # every inference request needs a virtual key
     virtual_keys: list[VirtualKeyConfig] = []
@@ -310,7 +349,9 @@ class GovernanceConfig(Base):
     budgets: list[BudgetConfig] = []
     rate_limits: list[RateLimitConfig] = []
     auth_config: Any = None  # accepted (Bifrost's dashboard login)
-    routing_rules: Any = None  # not supported: refused when non-empty
+    routing_rules: list[RoutingRuleConfig] = []  # CEL routing rules (gateway/rules.py)
+    # Bifrost's governance plugin setting: chain_rule steps evaluated at most per request.
+    routing_chain_max_depth: PosInt = 10
     model_configs: list[ModelConfigConfig] = []  # model limits (governance/engine.py)
 
 

@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry
 
 from ..cluster.events import MemberEvent
 from ..cluster.service import ClusterEnv, ClusterHandler, ClusterService
-from ..config.load import LoadedConfig
+from ..config.load import ConfigError, LoadedConfig
+from ..config.validate import Problem
 from ..counters.escrow import Limit
 from ..counters.fleet import CHANNEL, AwaitGrant, FleetCounters, fleet_config
 from ..counters.fleet_metrics import FleetCollector
@@ -38,6 +39,7 @@ from ..store.db import Database
 from ..store.governance_repo import GovernanceRepo, config_version
 from ..store.migrate import check, migrate
 from ..store.request_log import LogWriter
+from ..store.routing_rules_repo import RoutingRulesRepo
 from ..telemetry.health import GatewayCollector
 from ..telemetry.push import Pusher, push_settings
 from ..telemetry.requests import RequestMetrics, metrics_enabled
@@ -48,6 +50,9 @@ from .provider import Provider, build_providers
 from .record import CANCELLED, LogIds, RequestRecord, extract_usage, log_row
 from .router import Router
 from .routing import Routes, Target, request_type, serving
+from .rule_routing import apply_rules, pin_keys
+from .rules import RuleSet
+from .rules_config import rules_from_config, rules_from_store
 from .traffic import Traffic
 
 log = logging.getLogger("rainbridge.gateway")
@@ -77,8 +82,17 @@ class Gateway:
         self.providers: dict[str, Provider] = {}
         self.routes = Routes({})
         self.router = Router()
+        # governance.routing_rules, compiled once (checked when the file was loaded); None:
+        # no rule, and requests pay one test for them.
+        problems: list[Problem] = []
+        self.rules: RuleSet | None = rules_from_config(
+            self.config.governance, self.config.providers, problems,
+            self.config.config_store is not None and self.config.config_store.enabled)
+        if any(p.severity == "error" for p in problems):  # a config that skipped load_data's checks
+            raise ConfigError([p for p in problems if p.severity == "error"], loaded.source)
         self.store: ConfigStore | None = None
         self.governance_repo: GovernanceRepo | None = None
+        self.routing_repo: RoutingRulesRepo | None = None
         self.run_migrations = run_migrations
         self.store_wait_s = store_wait_s
         # A restarted process is a new node: it never reuses an earlier incarnation's slots.
@@ -149,6 +163,8 @@ class Gateway:
             await self.store.providers.sync_from_file(self.config.providers)
             await self.governance_repo.sync_from_file(normalized.customers, normalized.teams, normalized.virtual_keys)
             await self.governance_repo.sync_model_limits_from_file(normalized.model_limits)
+            self.routing_repo = RoutingRulesRepo(db)
+            await self.routing_repo.sync_from_file(self.config.governance.routing_rules)
             await self.reload()
             loaded = await self.counters.load(db)
             if loaded:
@@ -197,8 +213,13 @@ class Gateway:
             self._install(await self.store.providers.all())
             customers, teams, vks = await self.governance_repo.load()
             model_limits = await self.governance_repo.load_model_limits()
-            self.governance.state = GovernanceState(customers, teams, vks)  # (no await between:
-            self.governance.model_limits = tuple(model_limits)  # one consistent snapshot)
+            assert self.routing_repo is not None
+            state = GovernanceState(customers, teams, vks)
+            rules = rules_from_store([s.rule for s in await self.routing_repo.load()], state, self.providers,
+                                     self.config.governance.routing_chain_max_depth)
+            self.governance.state = state  # (no await between: one consistent snapshot)
+            self.governance.model_limits = tuple(model_limits)
+            self.rules = rules
 
     def announce_change(self) -> None:
         """This worker wrote to the config store and reloaded: tell every other member and
@@ -310,18 +331,25 @@ class Gateway:
 
     # -- per request ------------------------------------------------------------------------
 
-    def plan(self, vk_value: str | None, req: dict, body_size: int, default: str, record: RequestRecord) -> tuple[list[Target], dict | None]:
+    def plan(self, vk_value: str | None, req: dict, body_size: int, default: str, record: RequestRecord,
+             scope: dict | None = None) -> tuple[list[Target], dict | None]:
         """Governance before routing: who is asking, where may it go, may it pass now.
+        Routing rules (``scope``: the ASGI scope, for headers and params) come first.
 
         Returns the targets and the provider keys the virtual key may use (None: any).
         """
         gov = self.governance
         now_ms = int(time.time() * 1000)
         vk = gov.identify(vk_value, now_ms) if vk_value is not None or gov.mandatory else None
-        targets = gov.targets(vk, req.get("model"), req.pop("fallbacks", None), default, self.routes, now_ms)
+        model, fallbacks, pins = req.get("model"), req.pop("fallbacks", None), None
+        if self.rules is not None:
+            routed = apply_rules(self.rules, gov, self.routes, vk, req, scope, record.endpoint, default, fallbacks, now_ms)
+            if routed is not None:
+                model, fallbacks, pins = routed.model, routed.fallbacks, routed.pins or None
+        targets = gov.targets(vk, model, fallbacks, default, self.routes, now_ms)
         targets = serving(targets, request_type(record.endpoint, record.stream))
         if vk is None and not gov.model_limits:
-            return targets, None
+            return targets, pin_keys(None, pins, self.routes) if pins else None
         if vk is not None:
             record.virtual_key_id = vk.id
             if self.request_metrics is not None:
@@ -330,6 +358,8 @@ class Gateway:
         if type(max_tokens) is not int or max_tokens <= 0:  # no bound given: reserve an estimate
             max_tokens = self.completion_estimate
         allowed = gov.allowed_keys(vk) if vk is not None and vk.provider_configs else None
+        if pins:
+            allowed = pin_keys(allowed, pins, self.routes)
         # ~4 bytes of JSON per prompt token: a reservation, corrected when the answer comes.
         try:
             return self._admit(vk, body_size // 4, max_tokens, now_ms, record, targets, allowed)

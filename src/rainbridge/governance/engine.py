@@ -223,6 +223,22 @@ class Governance:
                 return True
         return False
 
+    def capacity(self, vk: VirtualKey | None, target: Target, now_ms: int) -> tuple[float, float, float]:
+        """Routing rules' budget_used, tokens_used, request: the highest use, in percent of
+        the limit, of the target's own limits (the key's grant on its provider, the model
+        limits it matches), reservations of requests in flight included; 0 without limits."""
+        plan = self.plan_for(vk, target)
+        if plan is None:
+            return 0.0, 0.0, 0.0
+        if not (plan.valid_from <= now_ms < plan.valid_until):
+            plan.refresh(now_ms, self.counters)
+        used = {"spend": 0.0, "tokens": 0.0, "requests": 0.0}
+        for c in plan.checks:
+            s = c.slot
+            if c.level in TARGET_LEVELS and s is not None and c.limit > 0:
+                used[c.metric] = max(used[c.metric], (s.committed + s.reserved) * 100.0 / c.limit)
+        return used["spend"], used["tokens"], used["requests"]
+
     def allowed_keys(self, vk: VirtualKey | None) -> dict[str, frozenset[str]] | None:
         """Provider -> key ids/names the key may use (its grants' ``key_ids``); None: any."""
         if vk is None or not vk.provider_configs:

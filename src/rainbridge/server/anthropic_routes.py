@@ -50,7 +50,7 @@ async def handle(gateway: Gateway, scope: dict, headers: Headers, record: Reques
     stream = record.stream = stream_flag(req)
     model = req.get("model")
     try:
-        targets, allowed_keys = gateway.plan(headers.vk, req, len(raw), "anthropic", record)
+        targets, allowed_keys = gateway.plan(headers.vk, req, len(raw), "anthropic", record, scope)
     except AwaitGrant as pending:  # near a fleet-wide limit
         targets, allowed_keys = await gateway.admit_later(pending)
     job = Job("messages", req, stream, headers.extra, headers.native, allowed_keys, record.fall_back)

@@ -68,7 +68,7 @@ async def handle(gateway: Gateway, op: str, scope: dict, headers: Headers, recor
     VALIDATORS[op](req)
     stream = record.stream = stream_flag(req) if op != "embeddings" else False
     try:
-        targets, allowed_keys = gateway.plan(headers.vk, req, len(body), "openai", record)
+        targets, allowed_keys = gateway.plan(headers.vk, req, len(body), "openai", record, scope)
     except AwaitGrant as pending:  # near a fleet-wide limit
         targets, allowed_keys = await gateway.admit_later(pending)
     # (a fallback may have token limits or budgets the first target has not: record.fall_back)

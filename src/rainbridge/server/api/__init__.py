@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from ...errors import GatewayError, error_body
 from ..http import send_error
-from . import cluster, governance, logs, model_configs, providers, stats
+from . import cluster, governance, logs, model_configs, providers, routing_rules, stats
 
 if TYPE_CHECKING:
     from ...gateway.gateway import Gateway
@@ -58,7 +58,7 @@ class AdminApp:
         self.open = allow_unauthenticated and not token
         self.app = Starlette(
             routes=[*logs.routes(gateway), *stats.routes(gateway), *governance.routes(gateway), *model_configs.routes(gateway),
-                    *providers.routes(gateway),
+                    *providers.routes(gateway), *routing_rules.routes(gateway),
                     *cluster.routes(gateway)],
             exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error},
         )
