@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
+import orjson
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -458,12 +460,25 @@ def provider_gauges(providers: dict[str, Any]) -> Iterator[Metric]:
     yield active
 
 
+USAGE_TAIL = 384  # bytes: OpenAI's usage object with its details, service_tier and fingerprint
+_tail = itemgetter(slice(-USAGE_TAIL, None))
+
+
+def _sum_digits(numbers: Sequence[bytes]) -> int:
+    """The sum of many decimal byte strings: one JSON parse (in C) instead of an int() each."""
+    try:
+        return sum(orjson.loads(b"[" + b",".join(numbers) + b"]"))
+    except orjson.JSONDecodeError:  # leading zeros are not JSON
+        return sum(map(int, numbers))
+
+
 def _tokens(bodies: Sequence[bytes | None], prompts: Sequence[int | None], completions: Sequence[int | None],
             costs: Sequence[float | None]) -> tuple[int, int, int, int]:
     """(input, output, input without a cost, output without a cost) tokens of a batch. Tokens
     the request path did not read (no governance, no logging) come from the answers' bodies:
-    one regex pass over them joined, when it finds exactly one OpenAI-shaped usage each;
-    else each body is read alone."""
+    one regex pass over their last ``USAGE_TAIL`` bytes joined (the regex costs per byte
+    scanned, and OpenAI writes usage last), when it finds exactly one OpenAI-shaped usage
+    each; else each body is read alone."""
     if None not in prompts and None not in completions:
         if None not in costs:
             return sum(prompts), sum(completions), 0, 0
@@ -473,10 +488,10 @@ def _tokens(bodies: Sequence[bytes | None], prompts: Sequence[int | None], compl
     from ..gateway.record import _OPENAI_USAGE, extract_usage  # (record imports this module)
 
     if None not in bodies and prompts.count(None) == len(prompts) and costs.count(None) == len(costs):
-        found = _OPENAI_USAGE.findall(b"\x00".join(bodies))  # type: ignore[arg-type]
+        found = _OPENAI_USAGE.findall(b"\x00".join(map(_tail, bodies)))  # type: ignore[arg-type]
         if len(found) == len(bodies):
             ins, outs = zip(*found, strict=True)
-            total_in, total_out = sum(map(int, ins)), sum(map(int, outs))
+            total_in, total_out = _sum_digits(ins), _sum_digits(outs)
             return total_in, total_out, total_in, total_out
     total_in = total_out = free_in = free_out = 0
     for body, p, c, k in zip(bodies, prompts, completions, costs, strict=True):
