@@ -14,6 +14,7 @@ label combinations, later combinations all count in one series whose every label
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
@@ -462,6 +463,10 @@ def provider_gauges(providers: dict[str, Any]) -> Iterator[Metric]:
 
 USAGE_TAIL = 384  # bytes: OpenAI's usage object with its details, service_tier and fingerprint
 _tail = itemgetter(slice(-USAGE_TAIL, None))
+# OpenAI's usage object as written (record._OPENAI_USAGE without its leading '"usage":'): the
+# regex scans for its first byte, and '{' is rare in JSON where '"' is everywhere. Only
+# usage opens with prompt_tokens unescaped (in strings a quote is '\"').
+_USAGE_IN_TAILS = re.compile(rb'\{"prompt_tokens":(\d+),"completion_tokens":(\d+)')
 
 
 def _sum_digits(numbers: Sequence[bytes]) -> int:
@@ -485,10 +490,10 @@ def _tokens(bodies: Sequence[bytes | None], prompts: Sequence[int | None], compl
         pairs = [(p, c, k) for p, c, k in zip(prompts, completions, costs, strict=True)]
         return (sum(prompts), sum(completions), sum(p for p, _, k in pairs if k is None),
                 sum(c for _, c, k in pairs if k is None))
-    from ..gateway.record import _OPENAI_USAGE, extract_usage  # (record imports this module)
+    from ..gateway.record import extract_usage  # (record imports this module)
 
     if None not in bodies and prompts.count(None) == len(prompts) and costs.count(None) == len(costs):
-        found = _OPENAI_USAGE.findall(b"\x00".join(map(_tail, bodies)))  # type: ignore[arg-type]
+        found = _USAGE_IN_TAILS.findall(b"\x00".join(map(_tail, bodies)))  # type: ignore[arg-type]
         if len(found) == len(bodies):
             ins, outs = zip(*found, strict=True)
             total_in, total_out = _sum_digits(ins), _sum_digits(outs)
