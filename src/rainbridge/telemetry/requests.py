@@ -247,7 +247,7 @@ class RequestMetrics:
         cached string hashes; label tuples are built once per key in ``_route``), and an
         answered request is one tuple appended to its slot. ``_fold`` adds a slot's pending
         tuples to its series in bulk: columns by ``zip``, histograms by one sort, tokens of
-        un-parsed answers by one regex pass over the joined bodies (all in C); it runs at
+        un-parsed answers by one regex pass over the joined tails of the bodies (all in C); it runs at
         ``FOLD_AT`` pending requests and at every scrape, so the numbers are exact then.
         Errors and refusals (rare) are counted at once, in Python."""
         job = record.job
