@@ -203,6 +203,10 @@ def test_telemetry_plugin_disabled_serves_no_request_metrics(mock, tmp_path):
     [b'{"usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}}',
      b'{"choices":[{"message":{"content":"say \\"prompt_tokens\\":99,"}}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'],
     [b'{"usage":{"prompt_tokens":3,"completion_tokens":4}}', b'{"usage":{"input_tokens":5,"output_tokens":6}}'],
+    # long answers: only their tails are searched first, and a usage before the tail is still read
+    [b'{"choices":[{"message":{"content":"' + b"x" * 5000 + b'"}}],"usage":{"prompt_tokens":8,"completion_tokens":900}}'] * 2,
+    [b'{"choices":[{"message":{"content":"' + b"x" * 5000 + b'"}}],"usage":{"prompt_tokens":8,"completion_tokens":900}}',
+     b'{"usage":{"prompt_tokens":10,"completion_tokens":20},"padding":"' + b"y" * 1000 + b'"}'],
 ])
 def test_batched_token_counts_equal_reading_each_answer_alone(bodies):
     from rainbridge.gateway.record import extract_usage
