@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import features
+import pgdb
 import procs
 import wrkload
 
@@ -66,8 +67,9 @@ def dump_total(pid: int, out_file: Path) -> int:
     raise RuntimeError("callgrind wrote no dump")
 
 
-def measure(ps: procs.Procs, mock_url: str, work: Path, name: str, requests: int, warmup: int) -> dict:
-    gov, log, metrics = features.VARIANTS[name]
+def measure(ps: procs.Procs, mock_url: str, work: Path, name: str, requests: int, warmup: int, log: str | None) -> dict:
+    """``log``: the variant's logs store (``features.logs_store``)."""
+    gov, _, metrics = features.VARIANTS[name]
     app = work / f"gateway-{name}"
     app.mkdir()
     out_file = work / f"callgrind-{name}.out"
@@ -92,6 +94,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--variants", default="plain,governance", help="comma-separated subset of " + ", ".join(features.VARIANTS))
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "instructions.json")
+    parser.add_argument("--pg-dsn", default=features.PG_DSN, help="PostgreSQL server for logging-pg (a database is created per run)")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps here (read them with callgrind_annotate)")
     args = parser.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
@@ -101,17 +104,21 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(features.VARIANTS)}")
     results = {}
+    databases = {name: features.logs_store(features.VARIANTS[name][1], name, args.pg_dsn) for name in names}
     with tempfile.TemporaryDirectory(prefix="rainbridge-instructions-") as tmp, procs.Procs(Path(tmp)) as ps:
         work = Path(tmp)
         mock = ps.start_mock()
         for name in names:
-            results[name] = measure(ps, mock.url, work, name, args.requests, args.warmup)
+            results[name] = measure(ps, mock.url, work, name, args.requests, args.warmup, databases[name])
             if args.keep:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 for dump in work.glob(f"callgrind-{name}.out*"):
                     shutil.copy(dump, args.keep / dump.name)
             print(f"{name:<12}{results[name]['per_request']:>12,.0f} instructions/request", flush=True)
         ps.check_alive()
+    for name, store in databases.items():  # (the gateways are stopped: no connection left)
+        if features.VARIANTS[name][1] == features.PG:
+            pgdb.drop(store)
     if "plain" in results:
         base = results["plain"]["per_request"]
         for name, r in results.items():
