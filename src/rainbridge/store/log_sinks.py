@@ -6,7 +6,8 @@ how many rows the database refused (those are dropped); it raises ``Unreachable`
 database cannot take the batch at all (then nothing of it was written and it is retried).
 
 - SQLite: one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per batch with one ``executemany``.
-- PostgreSQL (psycopg 3): one binary ``COPY`` per batch. When COPY is refused (a duplicate
+- PostgreSQL (psycopg 3): one binary ``COPY`` per batch (autocommit: the statement is the
+  transaction). When COPY is refused (a duplicate
   id of a batch whose commit was lost, a value PostgreSQL will not store: a NUL byte, a
   number out of range) the batch is written again in one transaction, each row an
   ``INSERT ... ON CONFLICT DO NOTHING`` under its own savepoint, so one bad row costs only
@@ -33,6 +34,8 @@ class Unreachable(Exception):
 
 
 class Sink:
+    fallbacks = 0  # batches refused as a whole, then written row by row
+
     def write(self, rows: Sequence[tuple]) -> int:
         """Write ``rows`` (``COLUMNS`` order) in one transaction; the number refused."""
         raise NotImplementedError
@@ -81,6 +84,7 @@ class SQLiteSink(Sink):
         """The batch again, each row under a savepoint: the good ones all or nothing."""
         conn = self.conn
         refused = 0
+        self.fallbacks += 1
         conn.execute("BEGIN IMMEDIATE")
         for row in rows:
             conn.execute("SAVEPOINT log_row")
@@ -135,7 +139,10 @@ class PostgresSink(Sink):
         self.location = location  # for messages: never the DSN (it may carry a password)
         self._psycopg = psycopg
         try:
+            # autocommit: one COPY is one transaction already (all or nothing), and saves the
+            # BEGIN and COMMIT round trips that cost as much as the COPY for a small batch.
             self.conn = psycopg.connect(**pg_conninfo(settings), autocommit=True, connect_timeout=max(1, int(connect_timeout)))
+            self.cur = self.conn.cursor()
         except psycopg.Error as exc:
             raise Unreachable(f"postgres logs store {location}: {type(exc).__name__}") from None
 
@@ -146,7 +153,7 @@ class PostgresSink(Sink):
         pg = self._psycopg
         try:
             try:
-                with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(_PG_COPY) as copy:
+                with self.cur.copy(_PG_COPY) as copy:
                     copy.set_types(_PG_TYPES)
                     for row in rows:
                         copy.write_row(row)
@@ -159,7 +166,9 @@ class PostgresSink(Sink):
     def _one_by_one(self, rows: Sequence[tuple]) -> int:
         pg = self._psycopg
         refused = 0
-        with self.conn.transaction(), self.conn.cursor() as cur:
+        self.fallbacks += 1
+        cur = self.cur
+        with self.conn.transaction():
             for row in rows:
                 try:
                     with self.conn.transaction():  # a savepoint
@@ -171,9 +180,8 @@ class PostgresSink(Sink):
     def delete_older(self, cutoff_ms: int) -> int:
         pg = self._psycopg
         try:
-            with self.conn.cursor() as cur:
-                cur.execute("DELETE FROM request_logs WHERE ts < %s", (cutoff_ms,))
-                return cur.rowcount
+            self.cur.execute("DELETE FROM request_logs WHERE ts < %s", (cutoff_ms,))
+            return self.cur.rowcount
         except (pg.OperationalError, pg.InterfaceError) as exc:
             raise self._unreachable(exc) from None
 

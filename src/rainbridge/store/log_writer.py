@@ -5,7 +5,7 @@ tuple ``gateway.record.log_entry`` built (raw values: bytes, seconds); no lock, 
 no await. When the queue is full the entry is dropped and counted. A thread with its own
 synchronous connection (``log_sinks``) wakes every ``interval_s``, turns what is queued into
 table rows (ids, milliseconds, text) and writes them, up to ``batch_rows`` per transaction:
-gathering for a fifth of a second amortises a transaction or a COPY over hundreds of rows,
+gathering for a quarter of a second amortises a transaction or a COPY over hundreds of rows,
 and the thread's database I/O runs without the GIL. A batch that cannot be written because
 the database is unreachable is kept (ids and all, so a retry cannot duplicate it) and
 retried with backoff; rows the database refuses are dropped and counted, never retried
@@ -31,7 +31,7 @@ RETENTION_EVERY_S = 3600.0
 
 class LogWriter:
     def __init__(self, open_sink: Callable[[], Sink], node_id: str, id_prefix: str, queue_size: int = 10_000,
-                 batch_rows: int = 2000, interval_s: float = 0.2, retention_days: int = 365):
+                 batch_rows: int = 2000, interval_s: float = 0.25, retention_days: int = 365):
         self.open_sink = open_sink  # called in the writer thread: the connection is its own
         self.node_id = node_id
         self.id_prefix = id_prefix  # + a hex counter: unique, time-ordered-enough ids
@@ -43,6 +43,7 @@ class LogWriter:
         self.full = 0  # dropped because the queue was full (counted by the event loop only)
         self.refused = 0  # dropped because the database refused them (by the writer only)
         self.written = 0
+        self.failures = 0  # batches that could not be written (the database unreachable)
         self.pending: list[tuple] | None = None  # a batch built, not yet written
         self._count = 0
         self._stop = threading.Event()  # set by stop(): write what is queued, then exit
@@ -105,6 +106,7 @@ class LogWriter:
                         self._cleanup(sink)
                     delay = 0.5
                 except Unreachable as exc:
+                    self.failures += 1
                     if sink is not None:
                         sink.close()
                         sink = None
