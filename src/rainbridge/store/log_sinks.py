@@ -53,9 +53,20 @@ _SQLITE_INSERT = (f"INSERT INTO request_logs ({', '.join(COLUMNS)}) VALUES ({', 
                   "ON CONFLICT (id) DO NOTHING")
 
 
+def _bind_fast() -> None:
+    """Make sqlite3 bind None and bool without its adaptation search. Without an adapter
+    registered for their type, each such value costs a protocol lookup that fails (about a
+    third of ``executemany``'s own work on a log row, which has four of them); with one, a
+    dict hit and a C call. The stored values are the same (NULL; 0 and 1), for every
+    connection of the process."""
+    sqlite3.register_adapter(type(None), {}.get)  # a C callable that answers None
+    sqlite3.register_adapter(bool, int)
+
+
 class SQLiteSink(Sink):
     def __init__(self, path: Path | str):
         self.path = str(path)
+        _bind_fast()
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves; the file is in WAL mode
             # (set by the gateway's connection), so /api/logs reads while a batch is written.

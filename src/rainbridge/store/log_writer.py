@@ -6,7 +6,9 @@ no await. When the queue is full the entry is dropped and counted. A thread with
 synchronous connection (``log_sinks``) wakes every ``interval_s``, turns what is queued into
 table rows (ids, milliseconds, text) and writes them, up to ``batch_rows`` per transaction:
 gathering for a quarter of a second amortises a transaction or a COPY over hundreds of rows,
-and the thread's database I/O runs without the GIL. A batch that cannot be written because
+and the thread's database I/O runs without the GIL. A batch is at most ``batch_rows``: the
+thread's Python work on one (rows, binding) holds the GIL for well under a millisecond, so a
+request never waits long behind it. A batch that cannot be written because
 the database is unreachable is kept (ids and all, so a retry cannot duplicate it) and
 retried with backoff; rows the database refuses are dropped and counted, never retried
 forever and never fatal. ``stop`` drains: every queued row is written before it returns
@@ -31,7 +33,7 @@ RETENTION_EVERY_S = 3600.0
 
 class LogWriter:
     def __init__(self, open_sink: Callable[[], Sink], node_id: str, id_prefix: str, queue_size: int = 10_000,
-                 batch_rows: int = 2000, interval_s: float = 0.25, retention_days: int = 365):
+                 batch_rows: int = 256, interval_s: float = 0.25, retention_days: int = 365):
         self.open_sink = open_sink  # called in the writer thread: the connection is its own
         self.node_id = node_id
         self.id_prefix = id_prefix  # + a hex counter: unique, time-ordered-enough ids
