@@ -19,6 +19,17 @@ def _run(dsn: str, sql: str) -> None:
     asyncio.run(go())
 
 
+def fetchval(dsn: str, sql: str):
+    async def go():
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
 def create(server_dsn: str, name: str) -> str:
     """A new, empty database ``name`` on the server of ``server_dsn``; its DSN."""
     _run(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -13,7 +13,7 @@ import pytest
 from rainbridge.config.schema import StoreSettings
 from rainbridge.store.db import PostgresDatabase, SQLiteDatabase
 from rainbridge.store.log_sinks import PostgresSink, SQLiteSink, Unreachable
-from rainbridge.store.log_writer import LogWriter
+from rainbridge.store.log_writer import FLUSH_ENV, LogWriter, flush_interval
 from rainbridge.store.migrate import migrate
 from rainbridge.telemetry.health import log_writer_families
 
@@ -210,3 +210,12 @@ def test_postgres_unreachable_keeps_the_batch(pg_database):
     other.close()
     with psycopg.connect(pg_database) as conn:
         assert conn.execute("SELECT count(*) FROM request_logs").fetchone()[0] == 10
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [
+    (None, 0.25), ("", 0.25), ("2", 2.0), ("0.05", 0.05), ("60", 60.0),
+    ("0", 0.25), ("-1", 0.25), ("61", 0.25), ("nan", 0.25), ("inf", 0.25), ("soon", 0.25),
+])
+def test_flush_interval_from_the_environment(raw, seconds):
+    environ = {} if raw is None else {FLUSH_ENV: raw}
+    assert flush_interval(environ) == seconds

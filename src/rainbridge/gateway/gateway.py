@@ -37,7 +37,7 @@ from ..store import ConfigStore, StoreUnavailable, connect, encryption_passphras
 from ..store.db import Database, PostgresDatabase
 from ..store.governance_repo import GovernanceRepo, config_version
 from ..store.log_sinks import PostgresSink, SQLiteSink
-from ..store.log_writer import LogWriter
+from ..store.log_writer import LogWriter, flush_interval
 from ..store.migrate import check, migrate
 from ..telemetry.health import GatewayCollector
 from ..telemetry.push import Pusher, push_settings
@@ -252,7 +252,8 @@ class Gateway:
             open_sink = partial(PostgresSink, db.settings, db.location)
         else:
             open_sink = partial(SQLiteSink, db.path)
-        self.log_writer = LogWriter(open_sink, self.node_id, log_id_prefix(), retention_days=self.config.client.log_retention_days)
+        self.log_writer = LogWriter(open_sink, self.node_id, log_id_prefix(), interval_s=flush_interval(os.environ),
+                                    retention_days=self.config.client.log_retention_days)
         self.log_writer.start()
 
     def begin_drain(self) -> None:

@@ -22,18 +22,37 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .log_sinks import Sink, Unreachable
 
 log = logging.getLogger("rainbridge.logs")
 
 RETENTION_EVERY_S = 3600.0
+FLUSH_ENV = "RAINBRIDGE_LOG_FLUSH_SECONDS"
+FLUSH_DEFAULT_S = 0.25
+
+
+def flush_interval(environ: Mapping[str, str]) -> float:
+    """Seconds the writer gathers rows before it writes them (``FLUSH_ENV``, 0 < s <= 60).
+    Longer: fewer, larger transactions (less work per row for the database and for us),
+    later rows in ``/api/logs``."""
+    raw = environ.get(FLUSH_ENV, "").strip()
+    if not raw:
+        return FLUSH_DEFAULT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 60:
+        log.warning("%s=%r is not a number of seconds in (0, 60]; using %g", FLUSH_ENV, raw, FLUSH_DEFAULT_S)
+        return FLUSH_DEFAULT_S
+    return value
 
 
 class LogWriter:
     def __init__(self, open_sink: Callable[[], Sink], node_id: str, id_prefix: str, queue_size: int = 10_000,
-                 batch_rows: int = 256, interval_s: float = 0.25, retention_days: int = 365):
+                 batch_rows: int = 256, interval_s: float = FLUSH_DEFAULT_S, retention_days: int = 365):
         self.open_sink = open_sink  # called in the writer thread: the connection is its own
         self.node_id = node_id
         self.id_prefix = id_prefix  # + a hex counter: unique, time-ordered-enough ids
