@@ -219,3 +219,34 @@ def test_postgres_unreachable_keeps_the_batch(pg_database):
 def test_flush_interval_from_the_environment(raw, seconds):
     environ = {} if raw is None else {FLUSH_ENV: raw}
     assert flush_interval(environ) == seconds
+
+
+def test_rows_arriving_during_a_write_wait_for_the_next_interval(tmp_path):
+    """Under steady load the writer still writes once per interval, in large batches, not
+    whatever trickled in while it was writing."""
+    path = tmp_path / "logs.db"
+    asyncio.run(_migrate(SQLiteDatabase(path)))
+    batches = []
+
+    class Counting(SQLiteSink):
+        def write(self, rows):
+            batches.append(len(rows))
+            time.sleep(0.05)  # a database that takes its time: rows arrive meanwhile
+            return super().write(rows)
+
+    writer = LogWriter(lambda: Counting(path), "node-a", "p-", interval_s=0.3)
+
+    async def go():
+        writer.start()
+        deadline = time.monotonic() + 1.5
+        n = 0
+        while time.monotonic() < deadline:  # ~500 entries a second, steadily
+            writer.record(entry(n))
+            n += 1
+            await asyncio.sleep(0.002)
+        await writer.stop(10)
+        return n
+
+    total = asyncio.run(go())
+    assert sum(batches) == total
+    assert len(batches) <= 1.5 / 0.3 + 2, batches  # one write per interval (+ the drain)

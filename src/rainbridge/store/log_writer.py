@@ -112,12 +112,17 @@ class LogWriter:
         next_cleanup = time.monotonic() + 60.0  # not in the start-up rush
         try:
             while True:
-                if self.pending is None and not self.queue:
-                    if self._stop.is_set():
-                        return
-                    self._stop.wait(self.interval_s)  # a stop wakes it at once
-                    if time.monotonic() < next_cleanup or sink is None:
-                        continue
+                if self.pending is None:
+                    # Gather for an interval after every write (under load too: writing what
+                    # came in meanwhile at once would make many small batches), unless a full
+                    # batch is waiting. A stop wakes it at once: drain.
+                    if not self._stop.is_set() and len(self.queue) < self.batch_rows:
+                        self._stop.wait(self.interval_s)
+                    if not self.queue:
+                        if self._stop.is_set():
+                            return
+                        if time.monotonic() < next_cleanup or sink is None:
+                            continue
                 try:
                     if sink is None:
                         sink = self.open_sink()
@@ -151,10 +156,14 @@ class LogWriter:
                 sink.close()
 
     def _write_all(self, sink: Sink) -> None:
+        """Write what was queued when it began (rows that come in meanwhile wait for the
+        next interval), in batches of up to ``batch_rows``."""
         queue = self.queue
-        while self.pending is not None or queue:
+        left = len(queue)
+        while self.pending is not None or left > 0:
             if self.pending is None:
-                take = min(len(queue), self.batch_rows)
+                take = min(left, self.batch_rows)
+                left -= take
                 self.pending = self._rows([queue.popleft() for _ in range(take)])
             refused = sink.write(self.pending)  # Unreachable: kept in pending for the retry
             self.refused += refused
