@@ -78,7 +78,7 @@ def logs_store(kind: str | None, name: str, pg_dsn: str) -> str | None:
     """The ``logging`` argument of ``config`` for a variant: PostgreSQL gets a fresh database."""
     if kind != PG:
         return kind
-    return pgdb.create(pg_dsn, f"rainbridge_bench_{name.replace('-', '_')}")
+    return pgdb.create(pg_dsn, f"rainbridge_bench_{name.replace('-', '_')}_{os.getpid()}")  # runs side by side
 
 
 def main() -> int:
