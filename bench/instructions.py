@@ -8,7 +8,9 @@ Timing runs on a shared 2-core VM drift by ±25 % from one run to the next, whic
 5 % change. Here each gateway variant of ``features.py`` runs under
 ``valgrind --tool=callgrind``; after a warm-up the counters are zeroed, a fixed number of
 identical non-streaming chat requests is sent over one keep-alive connection, and the
-instructions executed by the gateway process (all threads) are divided by the count. The
+instructions executed by the gateway process (all threads) are divided by the count (with
+request logging, the count is taken once the writer has written every measured request's
+row, and the warm-up's before the counters are zeroed). The
 same code and input give the same number to within a fraction of a percent, so a change's
 cost can be read off directly. It is not time: cache misses and syscalls weigh differently,
 so the throughput targets are still judged by ``features.py``.
@@ -23,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -30,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import features
+import pgdb
 import procs
 import wrkload
 
@@ -73,27 +77,58 @@ def callgrind(out_file: Path) -> list[str]:
     return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no", "--compress-strings=no"]
 
 
-def measure(ps: procs.Procs, mock_url: str, work: Path, name: str, requests: int, warmup: int) -> dict:
-    gov, log, metrics = features.VARIANTS[name]
+def logged_rows(log: str, app: Path) -> int:
+    """Rows in the variant's request log (read from outside: no work for the gateway)."""
+    if log == "sqlite":
+        path = app / "logs.db"
+        if not path.exists():
+            return 0
+        with sqlite3.connect(path, timeout=30) as conn:
+            return conn.execute("SELECT count(*) FROM request_logs").fetchone()[0]
+    return pgdb.fetchval(log, "SELECT count(*) FROM request_logs")
+
+
+def wait_logged(log: str | None, app: Path, count: int, timeout_s: float = 300.0) -> None:
+    """Until the writer has written ``count`` rows: every measured request's row is written
+    inside the measured window, and none of the warm-up's."""
+    if log is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while logged_rows(log, app) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the request log has {logged_rows(log, app)} rows, expected {count}")
+        time.sleep(0.5)
+
+
+def measure(ps: procs.Procs, mock_url: str, work: Path, name: str, requests: int, warmup: int, log: str | None,
+            env: dict[str, str] | None = None) -> dict:
+    """``log``: the variant's logs store (``features.logs_store``)."""
+    gov, _, metrics = features.VARIANTS[name]
     app = work / f"gateway-{name}"
     app.mkdir()
     out_file = work / f"callgrind-{name}.out"
     gw = ps.start_gateway(mock_url, "uvicorn", config_json=features.config(mock_url, gov, log, app, metrics), name=f"gateway-{name}",
-                          wrapper=callgrind(out_file), start_timeout_s=START_UNDER_VALGRIND_S)
-    return count(gw, features.VK if gov else "sk-bench", out_file, requests, warmup)
+                          wrapper=callgrind(out_file), start_timeout_s=START_UNDER_VALGRIND_S, env=env)
+    return count(gw, features.VK if gov else "sk-bench", out_file, requests, warmup,
+                 settled=lambda n: wait_logged(log, app, n))
 
 
-def count(gw: procs.Proc, key: str, out_file: Path, requests: int, warmup: int, idle_s: float = 0.0) -> dict:
+def count(gw: procs.Proc, key: str, out_file: Path, requests: int, warmup: int, idle_s: float = 0.0,
+          settled=lambda n: None) -> dict:
     """Instructions per request of the gateway running under callgrind (after ``warmup``).
+    ``settled(n)`` waits until the work of the first ``n`` requests is done (the log writer's
+    rows), so the warm-up's is not counted and the measured requests' is.
     With ``idle_s``: also what the process does idle per second (timers: store polls and
     flushes, gossip), measured over that long without requests, and the requests' count net
     of it (``net_per_request``: the busy machine changes how long the requests take, and with
     it the idle work counted among them)."""
     send(gw.url, key, warmup)
+    settled(warmup)
     zero(gw, out_file)
     started = time.monotonic()
     send(gw.url, key, requests)
     seconds = time.monotonic() - started
+    settled(warmup + requests)
     total = dump_total(gw.pid, out_file)
     out = {"requests": requests, "instructions": total, "per_request": total / requests, "seconds_under_valgrind": seconds}
     if idle_s:
@@ -159,6 +194,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--variants", default="plain,governance", help="comma-separated subset of " + ", ".join(features.VARIANTS))
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "instructions.json")
+    parser.add_argument("--pg-dsn", default=features.PG_DSN, help="PostgreSQL server for logging-pg (a database is created per run)")
+    parser.add_argument("--log-flush-seconds", type=float, help="the log writer's gathering interval "
+                        "(RAINBRIDGE_LOG_FLUSH_SECONDS): under valgrind requests are ~50x slower, so the default "
+                        "0.25 s gathers ~50x fewer rows per batch than at full speed")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps here (read them with callgrind_annotate)")
     parser.add_argument("--cluster", action="store_true",
                         help="instead: a governed request with cluster mode off vs on (needs PostgreSQL; "
@@ -185,24 +224,30 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(features.VARIANTS)}")
     results = {}
+    env = {"RAINBRIDGE_LOG_FLUSH_SECONDS": str(args.log_flush_seconds)} if args.log_flush_seconds else None
+    databases = {name: features.logs_store(features.VARIANTS[name][1], name, args.pg_dsn) for name in names}
     with tempfile.TemporaryDirectory(prefix="rainbridge-instructions-") as tmp, procs.Procs(Path(tmp)) as ps:
         work = Path(tmp)
         mock = ps.start_mock()
         for name in names:
-            results[name] = measure(ps, mock.url, work, name, args.requests, args.warmup)
+            results[name] = measure(ps, mock.url, work, name, args.requests, args.warmup, databases[name], env)
             if args.keep:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 for dump in work.glob(f"callgrind-{name}.out*"):
                     shutil.copy(dump, args.keep / dump.name)
             print(f"{name:<12}{results[name]['per_request']:>12,.0f} instructions/request", flush=True)
         ps.check_alive()
+    for name, store in databases.items():  # (the gateways are stopped: no connection left)
+        if features.VARIANTS[name][1] == features.PG:
+            pgdb.drop(store)
     if "plain" in results:
         base = results["plain"]["per_request"]
         for name, r in results.items():
             r["vs_plain"] = r["per_request"] / base - 1
             print(f"{name:<12}{r['vs_plain']:>+12.1%} vs plain")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"date": datetime.datetime.now(datetime.UTC).isoformat(), "results": results}, indent=1))
+    args.out.write_text(json.dumps({"date": datetime.datetime.now(datetime.UTC).isoformat(), "requests": args.requests,
+                                    "log_flush_seconds": args.log_flush_seconds, "results": results}, indent=1))
     print(f"results: {args.out}")
     return 0
 

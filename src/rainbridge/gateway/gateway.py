@@ -35,10 +35,11 @@ from ..governance.generated import GeneratedValues
 from ..governance.normalize import normalize
 from ..governance.pricing import Price, Pricing
 from ..store import ConfigStore, StoreUnavailable, connect, encryption_passphrase, open_database
-from ..store.db import Database
+from ..store.db import Database, PostgresDatabase
 from ..store.governance_repo import GovernanceRepo, config_version
+from ..store.log_sinks import PostgresSink, SQLiteSink
+from ..store.log_writer import LogWriter, flush_interval
 from ..store.migrate import check, migrate
-from ..store.request_log import LogWriter
 from ..store.routing_rules_repo import RoutingRulesRepo
 from ..telemetry.health import GatewayCollector
 from ..telemetry.push import Pusher, push_settings
@@ -47,7 +48,7 @@ from ..telemetry.tracing import Tracing, settings_from_plugins
 from ..upstream import UpstreamClient
 from .propagation import ConfigPropagation, poll_interval
 from .provider import Provider, build_providers
-from .record import CANCELLED, LogIds, RequestRecord, extract_usage, log_row
+from .record import CANCELLED, RequestRecord, extract_usage, log_entry, log_id_prefix
 from .router import Router
 from .routing import Routes, Target, request_type, serving
 from .rule_routing import apply_rules, pin_keys
@@ -131,7 +132,6 @@ class Gateway:
         self._fleet_task: asyncio.Task | None = None
         self.logs_db: Database | None = None
         self.log_writer: LogWriter | None = None
-        self.log_ids = LogIds()
         self._models_cache: tuple[float, list[dict]] | None = None
         self._version: str | None = None
         self._maintenance: asyncio.Task | None = None
@@ -268,7 +268,13 @@ class Gateway:
         else:
             await check(db, "logs")
         self.logs_db = db
-        self.log_writer = LogWriter(db, retention_days=self.config.client.log_retention_days)
+        # The writer thread opens a connection of its own (and reopens it after a failure).
+        if isinstance(db, PostgresDatabase):
+            open_sink = partial(PostgresSink, db.settings, db.location)
+        else:
+            open_sink = partial(SQLiteSink, db.path)
+        self.log_writer = LogWriter(open_sink, self.node_id, log_id_prefix(), interval_s=flush_interval(os.environ),
+                                    retention_days=self.config.client.log_retention_days)
         self.log_writer.start()
 
     def begin_drain(self) -> None:
@@ -458,7 +464,7 @@ class Gateway:
         if metrics is not None:
             metrics.observe(record, time.perf_counter(), cost)
         if writer is not None:
-            writer.record(log_row(record, self.log_ids.next(), self.node_id, cost))
+            writer.record(log_entry(record, time.perf_counter(), cost))
         if span is not None:
             record.span = None
             self.tracing.end_request(span, record, cost)  # type: ignore[union-attr]

@@ -3,7 +3,6 @@ with governance, for accounting). A slotted object: cheap enough to make for eve
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import time
@@ -175,45 +174,28 @@ class RequestRecord:
             parts.append(payload)
 
 
-class LogIds:
-    """Unique, time-ordered-enough ids without uuid4's cost: boot prefix + counter."""
-
-    def __init__(self) -> None:
-        self.prefix = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}-"
-        self.counter = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self.prefix}{next(self.counter):x}"
+def log_id_prefix() -> str:
+    """The request log ids' boot prefix (a hex counter follows): unique without uuid4's cost."""
+    return f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}-"
 
 
-def log_row(record: RequestRecord, row_id: str, node_id: str, cost: float | None) -> tuple:
-    prompt, completion = record.prompt_tokens, record.completion_tokens
+def log_entry(record: RequestRecord, now: float, cost: float | None) -> tuple:
+    """What the event loop hands the log writer: the raw values, in ``log_writer``'s order.
+    Text decoding, ids and milliseconds are the writer thread's work; content is cut to
+    ``CONTENT_CAP`` here only to bound the queue's memory (a short body is not copied)."""
     request = response = None
     if record.content:
-        if record.request_body is not None:
-            request = record.request_body[:CONTENT_CAP].decode("utf-8", "replace")
-        if record.response_body is not None:
-            response = record.response_body[:CONTENT_CAP].decode("utf-8", "replace")
-        elif record.stream_parts:
-            response = b"\n".join(record.stream_parts).decode("utf-8", "replace")
-    return (
-        row_id,
-        int(record.wall_started * 1000),
-        node_id,
-        record.virtual_key_id,
-        record.provider,
-        record.model,
-        record.endpoint,
-        record.stream,
-        record.status,
-        (time.perf_counter() - record.started) * 1000.0,
-        prompt,
-        completion,
-        cost,
-        record.error_type,
-        request,
-        response,
-    )
+        request = record.request_body
+        if request is not None and len(request) > CONTENT_CAP:
+            request = request[:CONTENT_CAP]
+        response = record.response_body
+        if response is None:
+            response = record.stream_parts  # (capped as they came)
+        elif len(response) > CONTENT_CAP:
+            response = response[:CONTENT_CAP]
+    return (record.wall_started, now - record.started, record.virtual_key_id, record.provider, record.model,
+            record.endpoint, record.stream, record.status, record.prompt_tokens, record.completion_tokens, cost,
+            record.error_type, request, response)
 
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')

@@ -40,10 +40,10 @@ def store_families(gw: Any) -> Iterator[Metric]:
 def log_writer_families(writer: Any) -> Iterator[Metric]:
     written = CounterMetricFamily("rainbridge_log_writer_written", "Request log entries written to the logs store.")
     dropped = CounterMetricFamily("rainbridge_log_writer_dropped",
-                                  "Request log entries dropped because the writer's queue was full.")
+                                  "Request log entries dropped: the writer's queue was full, or the database refused the row.")
     queued = GaugeMetricFamily("rainbridge_log_writer_queue_depth", "Request log entries waiting to be written.")
     if writer is not None:
         written.add_metric([], getattr(writer, "written", 0))
         dropped.add_metric([], getattr(writer, "dropped", 0))
-        queued.add_metric([], len(getattr(writer, "queue", ())))
+        queued.add_metric([], getattr(writer, "depth", 0))
     yield from (written, dropped, queued)

@@ -1,0 +1,198 @@
+"""The request log's writer: the event loop only appends; a plain thread writes in batches.
+
+``LogWriter.record`` runs on the event loop and does one bounded ``deque.append`` of the
+tuple ``gateway.record.log_entry`` built (raw values: bytes, seconds); no lock, no wake-up,
+no await. When the queue is full the entry is dropped and counted. A thread with its own
+synchronous connection (``log_sinks``) wakes every ``interval_s``, turns what is queued into
+table rows (ids, milliseconds, text) and writes them, up to ``batch_rows`` per transaction:
+gathering for a quarter of a second amortises a transaction or a COPY over hundreds of rows,
+and the thread's database I/O runs without the GIL. A batch is at most ``batch_rows``: the
+thread's Python work on one (rows, binding) holds the GIL for well under a millisecond, so a
+request never waits long behind it. A batch that cannot be written because
+the database is unreachable is kept (ids and all, so a retry cannot duplicate it) and
+retried with backoff; rows the database refuses are dropped and counted, never retried
+forever and never fatal. ``stop`` drains: every queued row is written before it returns
+(within its timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from .log_sinks import Sink, Unreachable
+
+log = logging.getLogger("rainbridge.logs")
+
+RETENTION_EVERY_S = 3600.0
+FLUSH_ENV = "RAINBRIDGE_LOG_FLUSH_SECONDS"
+FLUSH_DEFAULT_S = 0.25
+
+
+def flush_interval(environ: Mapping[str, str]) -> float:
+    """Seconds the writer gathers rows before it writes them (``FLUSH_ENV``, 0 < s <= 60).
+    Longer: fewer, larger transactions (less work per row for the database and for us),
+    later rows in ``/api/logs``."""
+    raw = environ.get(FLUSH_ENV, "").strip()
+    if not raw:
+        return FLUSH_DEFAULT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 60:
+        log.warning("%s=%r is not a number of seconds in (0, 60]; using %g", FLUSH_ENV, raw, FLUSH_DEFAULT_S)
+        return FLUSH_DEFAULT_S
+    return value
+
+
+class LogWriter:
+    def __init__(self, open_sink: Callable[[], Sink], node_id: str, id_prefix: str, queue_size: int = 10_000,
+                 batch_rows: int = 256, interval_s: float = FLUSH_DEFAULT_S, retention_days: int = 365):
+        self.open_sink = open_sink  # called in the writer thread: the connection is its own
+        self.node_id = node_id
+        self.id_prefix = id_prefix  # + a hex counter: unique, time-ordered-enough ids
+        self.queue: deque[tuple] = deque()
+        self.queue_size = queue_size
+        self.batch_rows = batch_rows
+        self.interval_s = interval_s
+        self.retention_days = retention_days
+        self.full = 0  # dropped because the queue was full (counted by the event loop only)
+        self.refused = 0  # dropped because the database refused them (by the writer only)
+        self.written = 0
+        self.failures = 0  # batches that could not be written (the database unreachable)
+        self.pending: list[tuple] | None = None  # a batch built, not yet written
+        self._count = 0
+        self._stop = threading.Event()  # set by stop(): write what is queued, then exit
+        self._abandon = threading.Event()  # set when stop() gives up waiting
+        self._thread: threading.Thread | None = None
+
+    @property
+    def dropped(self) -> int:
+        return self.full + self.refused
+
+    @property
+    def depth(self) -> int:
+        """Entries waiting: queued plus the batch being written."""
+        pending = self.pending
+        return len(self.queue) + (len(pending) if pending else 0)
+
+    def record(self, entry: tuple) -> None:
+        """On the event loop: queue one entry; drop and count it when the queue is full."""
+        queue = self.queue
+        if len(queue) < self.queue_size:
+            queue.append(entry)
+        else:
+            self.full += 1
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rainbridge-log-writer", daemon=True)
+        self._thread.start()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Write every queued entry (for up to ``timeout`` seconds), then stop the thread."""
+        self._stop.set()
+        thread = self._thread
+        if thread is None:
+            return
+        await asyncio.to_thread(thread.join, timeout)
+        if thread.is_alive():
+            self._abandon.set()
+            await asyncio.to_thread(thread.join, 5.0)
+
+    # -- the writer thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        sink: Sink | None = None
+        delay = 0.5
+        next_cleanup = time.monotonic() + 60.0  # not in the start-up rush
+        try:
+            while True:
+                if self.pending is None:
+                    # Gather for an interval after every write (under load too: writing what
+                    # came in meanwhile at once would make many small batches), unless a full
+                    # batch is waiting. A stop wakes it at once: drain.
+                    if not self._stop.is_set() and len(self.queue) < self.batch_rows:
+                        self._stop.wait(self.interval_s)
+                    if not self.queue:
+                        if self._stop.is_set():
+                            return
+                        if time.monotonic() < next_cleanup or sink is None:
+                            continue
+                try:
+                    if sink is None:
+                        sink = self.open_sink()
+                    self._write_all(sink)
+                    if time.monotonic() >= next_cleanup:
+                        next_cleanup = time.monotonic() + RETENTION_EVERY_S
+                        self._cleanup(sink)
+                    delay = 0.5
+                except Unreachable as exc:
+                    self.failures += 1
+                    if sink is not None:
+                        sink.close()
+                        sink = None
+                    if self._abandon.is_set():
+                        log.warning("request log: %d entries not written at shutdown: %s", self.depth, exc)
+                        return
+                    log.warning("request log write failed (%s); retrying in %.1fs", exc, delay)
+                    self._abandon.wait(delay)
+                    delay = min(delay * 2, 10.0)
+                except Exception:  # a bug: lose this batch, not the writer
+                    lost = len(self.pending or ())
+                    self.refused += lost
+                    self.pending = None
+                    log.exception("request log writer: %d entries lost", lost)
+                    if sink is not None:
+                        sink.close()
+                        sink = None
+                    self._abandon.wait(delay)
+        finally:
+            if sink is not None:
+                sink.close()
+
+    def _write_all(self, sink: Sink) -> None:
+        """Write what was queued when it began (rows that come in meanwhile wait for the
+        next interval), in batches of up to ``batch_rows``."""
+        queue = self.queue
+        left = len(queue)
+        while self.pending is not None or left > 0:
+            if self.pending is None:
+                take = min(left, self.batch_rows)
+                left -= take
+                self.pending = self._rows([queue.popleft() for _ in range(take)])
+            refused = sink.write(self.pending)  # Unreachable: kept in pending for the retry
+            self.refused += refused
+            self.written += len(self.pending) - refused
+            self.pending = None
+
+    def _rows(self, entries: list[tuple]) -> list[tuple]:
+        """Entries (``log_entry``'s order) -> table rows (``request_log.COLUMNS`` order)."""
+        prefix, node = self.id_prefix, self.node_id
+        first = self._count + 1
+        self._count += len(entries)
+        rows = []
+        for n, (wall, seconds, vk, provider, model, endpoint, stream, status, prompt, completion, cost, error,
+                request, response) in enumerate(entries, first):
+            try:
+                if request is not None:
+                    request = request.decode("utf-8", "replace")  # (not UTF-8: replaced, never refused)
+                if response is not None:
+                    if type(response) is list:  # a stream's frames
+                        response = b"\n".join(response)
+                    response = response.decode("utf-8", "replace")
+                rows.append((f"{prefix}{n:x}", int(wall * 1000), node, vk, provider, model, endpoint, stream, status,
+                             seconds * 1000.0, prompt, completion, cost, error, request, response))
+            except (TypeError, ValueError, AttributeError):  # not what log_entry makes: a bug, one row lost
+                self.refused += 1
+        return rows
+
+    def _cleanup(self, sink: Sink) -> None:
+        cutoff = int((time.time() - self.retention_days * 86400) * 1000)
+        removed = sink.delete_older(cutoff)
+        if removed:
+            log.info("request log: removed %d entries older than %d days", removed, self.retention_days)
