@@ -20,7 +20,9 @@ import http.client
 import json
 import signal
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -69,20 +71,28 @@ def fleet_config(mock_url: str, dsn: str, index: int, ports: list[int], limit: i
     return config
 
 
-@pytest.fixture
-def fleet(tmp_path, pg_database, mock):
+@contextmanager
+def running_fleet(tmp_path: Path, make_config) -> Iterator[list[Replica]]:
+    """One replica per ``HOSTS`` entry, ``make_config(index, ports)`` its config; yields once
+    every member sees all six and every worker is ready, and stops them all after."""
     ports = [free_port(h) for h in HOSTS]
     replicas: list[Replica] = []
     try:
         for i in range(len(HOSTS)):
-            replicas.append(Replica(tmp_path, i, fleet_config(mock.url, pg_database, i, ports)))
+            replicas.append(Replica(tmp_path, i, make_config(i, ports)))
         eventually(lambda: all(r.members_seen() == len(HOSTS) * WORKERS for r in replicas), 30,
                    "every member sees all six")
         eventually(lambda: all(r.ready_everywhere() for r in replicas), 30, "every worker ready")
-        yield replicas, pg_database
+        yield replicas
     finally:
         for r in replicas:
             r.proc.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path, pg_database, mock):
+    with running_fleet(tmp_path, lambda i, ports: fleet_config(mock.url, pg_database, i, ports)) as replicas:
+        yield replicas, pg_database
 
 
 def chat(url: str) -> int:

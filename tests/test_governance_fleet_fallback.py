@@ -15,8 +15,8 @@ from collections import Counter
 import pytest
 
 import fleet_support
-from support import eventually, free_port, skip_window_edge
-from test_fleet_limits import HOSTS, TIMING, WORKERS, Replica, chat_answer, storm
+from support import skip_window_edge
+from test_fleet_limits import HOSTS, TIMING, chat_answer, running_fleet, storm
 
 LIMIT = 30
 VK_VALUE = "sk-rb-fleet-perprov-" + "0" * 24
@@ -37,18 +37,8 @@ def config(mock_url: str, dsn: str, index: int, ports: list[int]) -> dict:
 
 @pytest.fixture
 def fleet(tmp_path, pg_database, mock):
-    ports = [free_port(h) for h in HOSTS]
-    replicas: list[Replica] = []
-    try:
-        for i in range(len(HOSTS)):
-            replicas.append(Replica(tmp_path, i, config(mock.url, pg_database, i, ports)))
-        eventually(lambda: all(r.members_seen() == len(HOSTS) * WORKERS for r in replicas), 30,
-                   "every member sees all six")
-        eventually(lambda: all(r.ready_everywhere() for r in replicas), 30, "every worker ready")
+    with running_fleet(tmp_path, lambda i, ports: config(mock.url, pg_database, i, ports)) as replicas:
         yield replicas
-    finally:
-        for r in replicas:
-            r.proc.stop()
 
 
 def ask(url: str, **extra) -> tuple[int, str, int]:
