@@ -97,8 +97,12 @@ def test_gateways_in_namespaces_form_a_cluster_through_mdns(tmp_path, lan, names
         gateways.append(fourth)
         everyone = [*first, fourth]
         eventually(lambda: sees(everyone, {"m0", "m1", "m2", "m3"}), 30, "the fourth joined")
-        backend = fourth.status()["discovery"]["backends"][0]
-        assert backend["status"] == "healthy" and backend["announced"] is True
+        # The fourth may join by browsing before its own probe-and-announce (about a second
+        # in zeroconf) has finished, so its announcement is awaited, not assumed.
+        def announced() -> bool:
+            backend = fourth.status()["discovery"]["backends"][0]
+            return backend["status"] == "healthy" and backend["announced"] is True
+        eventually(announced, 10, "the fourth announced itself on mDNS")
         eventually(lambda: fourth.status()["discovery"]["rejected"].get("address_space", 0) >= 1,
                    10, "the stranger's address rejected")
         assert stranger.candidates() == {f"10.78.0.{i}:{GOSSIP}" for i in range(1, 5)}
