@@ -87,6 +87,15 @@ def test_an_ask_and_a_return_without_what_the_member_has_taken_decode_with_none_
     assert decode(frame("m1", 4, "lid", 60, "m1:1", 1, 3)) == ("m1", Return("lid", 60, "m1:1", 1, 3, 0))
 
 
+def test_fields_a_newer_member_appended_are_ignored_up_to_four():
+    """A rolling upgrade: the newer member's extra fields are dropped, the known ones kept."""
+    assert decode(frame("m1", 1, "lid", 60, "m1:1", 7, "new", [1, 2])) == ("m1", Grant("lid", 60, "m1:1", 7))
+    ask = ("lid", 60, "m1:1", 2, 5, 1, 3, 4)
+    assert decode(frame("m1", 0, *ask, 9, 9, 9, 9)) == ("m1", Ask(*ask))
+    with pytest.raises(WireError):
+        decode(frame("m1", 0, *ask, 9, 9, 9, 9, 9))
+
+
 @pytest.mark.parametrize(("bad", "why"), [
     (b"", "empty"),
     (msgspec.msgpack.encode({"a": 1}), "a map, not an array"),
@@ -96,9 +105,9 @@ def test_an_ask_and_a_return_without_what_the_member_has_taken_decode_with_none_
     (frame("m1", True), "a boolean tag"),
     (frame(7, 1, "lid", 0, "m", 1), "a sender that is not a string"),
     (frame("m1", 1, "lid", 0, "m"), "a Grant missing a field"),
-    (frame("m1", 1, "lid", 0, "m", 1, 2), "a Grant with a field too many"),
+    (frame("m1", 1, "lid", 0, "m", 1, *range(5)), "a Grant with five fields too many"),
     (frame("m1", 4, "lid", 0, "m", 1), "a Return missing two fields"),
-    (frame("m1", 4, "lid", 0, "m", 1, 2, 3, 4), "a Return with a field too many"),
+    (frame("m1", 4, "lid", 0, "m", 1, 2, 3, 4, *range(5)), "a Return with five fields too many"),
     (frame("m1", 1, "lid", 0, "m", -5), "a negative count"),
     (frame("m1", 1, "lid", 0, "m", 2**64 - 1), "a count past 2^63"),
     (frame("m1", 1, "lid", 0, "m", 1.5), "a float count"),

@@ -6,6 +6,13 @@ index in ``TYPES``. A ``Ballot`` is ``[epoch, round, owner]``; rosters are
 ``[[epoch, [member id, ...]], ...]``; a ``WindowLedger`` is
 ``[ballot, {member: granted}, {member: returned}]``.
 
+Rolling upgrades: a later build may append fields to a message (never change or remove
+one), and a field is only ever added when ignoring it is safe — the receiver then behaves as
+the previous version did (``Ask.taken`` and ``Return.taken`` came this way). So this build
+reads the fields it knows and ignores up to ``MAX_EXTRA_FIELDS`` more from a newer member,
+and gives the fields it knows added later (``_TRAILING``) their defaults when an older member
+leaves them out: old and new members keep granting to each other during a rolling upgrade.
+
 Every frame comes from the network: ``decode`` checks each field's type and range and
 raises ``WireError`` for anything else (never another exception), so a malformed or
 hostile frame is dropped and counted, not half-applied.
@@ -206,6 +213,7 @@ _DECODERS: dict[type, tuple[Callable[[object], Any], ...]] = {
 
 # Messages whose last field came later: a frame without it still decodes.
 _TRAILING = frozenset((Ask, Return))
+MAX_EXTRA_FIELDS = 4  # fields a newer member may have appended; more is not an upgrade
 
 
 def decode(frame: bytes) -> tuple[str, Message]:
@@ -225,6 +233,8 @@ def decode(frame: bytes) -> tuple[str, Message]:
     fields = items[2:]
     if kind in _TRAILING and len(fields) == len(decoders) - 1:
         decoders = decoders[:-1]  # a member without the last field (it keeps its default)
+    elif len(decoders) < len(fields) <= len(decoders) + MAX_EXTRA_FIELDS:
+        fields = fields[: len(decoders)]  # a newer member's appended fields: safe to ignore
     if len(fields) != len(decoders):
         raise WireError(f"{kind.__name__}: expected {len(decoders)} fields, got {len(fields)}")
     return sender, kind(*(d(f) for d, f in zip(decoders, fields, strict=True)))
