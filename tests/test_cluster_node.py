@@ -26,13 +26,13 @@ from rainbridge.cluster.addresses import (
     gossip_addresses,
     parse_peer,
 )
+from rainbridge.cluster.appmessages import ClusterHandler
 from rainbridge.cluster.clock import INTERVAL_S as CLOCK_INTERVAL_S
 from rainbridge.cluster.events import EventKind, MemberEvent
 from rainbridge.cluster.messages import NodeState
 from rainbridge.cluster.metrics import ClusterCollector
 from rainbridge.cluster.service import (
     ClusterEnv,
-    ClusterHandler,
     ClusterService,
     keyring_from,
     membership_config,

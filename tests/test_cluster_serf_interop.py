@@ -25,10 +25,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from rainbridge.cluster.appmessages import ClusterHandler
 from rainbridge.cluster.config import MembershipConfig, from_bifrost_gossip
 from rainbridge.cluster.events import MemberEvent
 from rainbridge.cluster.messages import NodeState
-from rainbridge.cluster.service import ClusterEnv, ClusterHandler, ClusterService
+from rainbridge.cluster.service import ClusterEnv, ClusterService
 from rainbridge.cluster.timers import suspicion_bounds
 from rainbridge.config.schema import ClusterConfig
 from support import free_port

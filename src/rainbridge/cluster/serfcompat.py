@@ -4,7 +4,7 @@ right (Serf 0.9, the Debian ``serf`` agent, and anything built on it, e.g. Consu
 Serf layers its own protocol on memberlist's user messages and push-pull user state: each
 starts with Serf's message type byte (leave intent 0, join intent 1, push-pull 2, user
 event 3, query 4, ... all below 16). rainbridge does not take part in it: those messages
-are dropped before the application sees them (see ``service.APP_MARKER``). Two things are
+are dropped before the application sees them (see ``appmessages.APP_MARKER``). Two things are
 still needed:
 
 - **Graceful leave.** Serf reports a member that leaves memberlist as *failed* unless it
