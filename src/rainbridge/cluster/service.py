@@ -75,7 +75,7 @@ from .messages import Address, NodeState
 from .node import ClusterNode
 from .rpc import Handler
 from .security import Keyring
-from .serfcompat import SerfClock, is_serf_member, leave_intent
+from .serfcompat import SerfClock, send_leave_intents
 from .wire import WireConfig
 
 if TYPE_CHECKING:
@@ -296,7 +296,7 @@ class ClusterService:
             try:
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + self.leave_timeout
-                await self._serf_leave_intents(self.leave_timeout / 2)
+                await send_leave_intents(node, self._serf_clock, self.leave_timeout / 2)
                 announced = await node.leave(max(0.1, deadline - loop.time()))
                 log.info(
                     "cluster: %s left the cluster%s",
@@ -426,20 +426,6 @@ class ClusterService:
             JOIN_RETRY_MAX,
         )
         return False
-
-    async def _serf_leave_intents(self, timeout: float) -> None:
-        node = self._node()
-        serf = [
-            m.name
-            for m in node.members()
-            if m.name != self.name and m.state == NodeState.ALIVE and is_serf_member(m)
-        ]
-        if not serf:
-            return
-        intent = leave_intent(self.name, self._serf_clock.next())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*(node.send_reliable(name, intent) for name in serf))
 
     # ------------------------------------------------------------------ application
     @property
