@@ -26,7 +26,7 @@ import urllib.request
 
 import pytest
 
-from rainbridge.cluster.service import SYNC_WAIT
+from rainbridge.cluster.joining import SYNC_WAIT
 from support import Proc, free_port
 
 HOST = "127.0.0.61"

@@ -123,8 +123,8 @@ async def make():
                                  timing=timing, clock_interval=None)
         if backend is not None:
             # what make_discovery would add for discovery.type, beside the peers
-            plain = service._discovery_sources
-            service._discovery_sources = lambda address: [*plain(address), backend]
+            plain = service.joining.sources
+            service.joining.sources = lambda address: [*plain(address), backend]
         await service.start()
         started.append(service)
         return service

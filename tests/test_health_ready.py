@@ -12,7 +12,7 @@ import asyncio
 import orjson
 import pytest
 
-from rainbridge.cluster.service import SYNC_WAIT
+from rainbridge.cluster.joining import SYNC_WAIT
 from rainbridge.config.load import load_data
 from rainbridge.gateway.gateway import Gateway
 from rainbridge.server.app import App

@@ -17,17 +17,8 @@ Choices made here (where Bifrost's config and the issue leave room):
   ``gossip.encryption_keys`` (as ``$RAINBRIDGE_ADMIN_TOKEN`` overrides the file). The first
   key encrypts, all decrypt; rotate with ``keyring.add`` → ``use`` → ``remove`` on every
   node. Keys are never logged.
-- **Peers and discovery**: candidates come from ``peers`` (names resolved at every
-  attempt) and from the ``discovery.type`` backend, through the allowed-address-space
-  filter (``discovery/runner.py``); our own address is skipped. Joined at start, and
-  retried in the background (0.5 s doubling to 10 s) until one push-pull succeeds or
-  another member has joined us, so a node that starts before its peers still converges.
-  **Readiness** (``synced``): on the first push-pull; at once when every source has had a
-  fair look and found nobody but us (``DiscoveryRunner.settled``: a look-up answered; udp
-  and mdns also listened a while), the first member; else after ``sync_wait`` (10 s) at
-  most, by a timer, however long the join attempts take. Then discovery rounds go on every ``discovery.interval_seconds`` (and at once when a
-  member is lost), joining candidates that are not live members; a failing backend never
-  stops the node (status and metrics say ``degraded``).
+- **Peers, discovery and readiness** (``synced`` after the first push-pull, or alone when
+  nobody is found, or after ``sync_wait``): see ``joining.py``.
 - **Leave** (``stop()``, on SIGTERM through the gateway's shutdown): Serf leave intents to
   Serf members (``serfcompat``), then memberlist's leave, gossiped and also sent once
   straight to every live member (``ClusterNode.leave``), driven until sent (at most
@@ -65,13 +56,11 @@ from .clock import KIND as CLOCK_KIND
 from .clock import ClockProbe
 from .codec import WireError, decode_tags, encode_tags
 from .config import MembershipConfig, from_bifrost_gossip, knob_problems
-from .discovery.base import Discovery, DiscoveryConfigError
+from .discovery.base import DiscoveryConfigError
 from .discovery.fields import config_problems
-from .discovery.registry import make_discovery
-from .discovery.runner import DiscoveryRunner
-from .discovery.static import StaticDiscovery
 from .events import EventKind, MemberEvent
-from .messages import Address, NodeState
+from .joining import Joining
+from .messages import NodeState
 from .node import ClusterNode
 from .rpc import Handler
 from .security import Keyring
@@ -82,13 +71,11 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from ..config.schema import ClusterConfig, GossipConfig
+    from .discovery.runner import DiscoveryRunner
 
 log = logging.getLogger("rainbridge.cluster")
 
 KEYS_ENV = "RAINBRIDGE_GOSSIP_KEYS"
-JOIN_RETRY_FIRST = 0.5  # seconds; doubles up to JOIN_RETRY_MAX
-JOIN_RETRY_MAX = 10.0
-SYNC_WAIT = 10.0  # seconds at most before a member that reached no peer counts as synced alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,24 +140,41 @@ class ClusterService:
         self.node: ClusterNode | None = None
         self.keyring: Keyring | None = None
         self.http_address = ""
-        self.joined = False
-        # Readiness: our first push-pull is done, or there is nobody to do it with (see
-        # _join_loop); the gateway reports ready only then (GET /health/ready).
-        self.synced = False
-        self.sync_wait = SYNC_WAIT
-        self._join_attempts = 0
+        self.joining = Joining(cluster, self.name, self._environ)
         self.stats: Counter[str] = Counter()
         self._serf_clock = SerfClock()
         self.messages = AppMessages(self.name, self.stats, self._serf_clock.witness)
         self.rpc = self.messages.rpc
-        self._join_task: asyncio.Task | None = None
-        self.discovery: DiscoveryRunner | None = None  # set by start()
         self.clock = ClockProbe(self._clock_request, self._clock_members, wall=wall_clock,
                                 interval=clock_interval or CLOCK_INTERVAL_S)
         self._clock_probing = clock_interval is not None
         self._clock_task: asyncio.Task | None = None
         self._registry: CollectorRegistry | None = None
         self._collector: Any = None
+
+    @property
+    def synced(self) -> bool:
+        """Ready to serve: the first push-pull is done, or nobody else is there to do it
+        with (``joining.py``); the gateway reports ready only then (GET /health/ready)."""
+        return self.joining.synced
+
+    @property
+    def joined(self) -> bool:
+        return self.joining.joined
+
+    @property
+    def sync_wait(self) -> float:
+        """Seconds at most before a member that reached no peer counts as synced alone."""
+        return self.joining.sync_wait
+
+    @sync_wait.setter
+    def sync_wait(self, seconds: float) -> None:
+        self.joining.sync_wait = seconds
+
+    @property
+    def discovery(self) -> DiscoveryRunner | None:
+        """The discovery rounds (None until started): status and metrics read them."""
+        return self.joining.discovery
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, registry: CollectorRegistry | None = None) -> None:
@@ -217,14 +221,7 @@ class ClusterService:
             ) from None
         self.node = self.messages.node = node
         try:
-            self.discovery = DiscoveryRunner(
-                self._discovery_sources(node.address),
-                space,
-                node.join,
-                self._live_addresses,
-                self.cluster.discovery.interval_seconds,
-            )
-            await self.discovery.start()
+            await self.joining.start_discovery(node, space)
         except DiscoveryConfigError as exc:
             await node.close()
             self.node = self.messages.node = None
@@ -249,48 +246,15 @@ class ClusterService:
             self._collector = ClusterCollector(self)
             registry.register(self._collector)
             self._registry = registry
-        loop = asyncio.get_running_loop()
-        self._join_task = loop.create_task(self._join_loop())
+        self.joining.run()
         self.on_request(CLOCK_KIND, self.clock.answer)
         if self._clock_probing:
-            self._clock_task = loop.create_task(self.clock.run())
-
-    def _discovery_sources(self, address: Address) -> list[Discovery]:
-        sources: list[Discovery] = []
-        if self.cluster.peers:
-            sources.append(StaticDiscovery(self.cluster.peers, address))
-        config = self.cluster.discovery
-        if config.enabled and config.type != "static":  # static: the peers above
-            sources.append(make_discovery(config, address, self.name, self._environ))
-        return sources
-
-    def _live_addresses(self) -> set[Address]:
-        """Our own addresses and those of live or suspect members: not to be joined."""
-        node = self._node()
-        known = {node.address, node.bind}
-        if node.membership is not None:
-            known.update(m.address for m in node.members()
-                         if m.state in (NodeState.ALIVE, NodeState.SUSPECT))
-        return known
-
-    async def _stop_discovery(self) -> None:
-        """Deregister from the backends first, so no one finds a member that is leaving."""
-        if self.discovery is not None:
-            await self.discovery.stop()
+            self._clock_task = asyncio.get_running_loop().create_task(self.clock.run())
 
     async def stop(self) -> None:
         """Leave gracefully (others see *left*, not failed), then close the sockets."""
         await self._stop_clock()
-        if self._join_task is not None:
-            self._join_task.cancel()
-            try:
-                await self._join_task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # a bug in the join loop must not stop the leave
-                log.exception("cluster: the join task failed")
-            self._join_task = None
-        await self._stop_discovery()
+        await self.joining.stop()  # deregisters first: no one finds a member that is leaving
         node = self.node
         if node is not None and node.running:
             try:
@@ -310,9 +274,7 @@ class ClusterService:
     async def abort(self) -> None:
         """Stop without leaving (tests: the others see a crash)."""
         await self._stop_clock()
-        if self._join_task is not None:
-            self._join_task.cancel()
-        await self._stop_discovery()
+        await self.joining.abort()
         if self.node is not None:
             await self.node.close()
         self._unregister()
@@ -349,83 +311,6 @@ class ClusterService:
             with contextlib.suppress(KeyError):
                 self._registry.unregister(self._collector)
             self._registry = self._collector = None
-
-    # ------------------------------------------------------------------ joining
-    async def resolve_peers(self) -> list[Address]:
-        """One round's candidates (peers and discovery, filtered), without ourselves."""
-        node = self._node()
-        assert self.discovery is not None
-        addresses = await self.discovery.candidates()
-        return [a for a in addresses if a not in (node.address, node.bind)]
-
-    async def _join_loop(self) -> None:
-        """Join at start (see the module docstring), then discovery rounds until stopped."""
-        await self._first_join()
-        if self.discovery is not None and self.discovery.sources:
-            await self.discovery.run()
-
-    async def _first_join(self) -> None:
-        """Join until a push-pull succeeds or a member joins us; readiness (``synced``)
-        comes at once when the sources have settled and found nobody (the first member),
-        else after ``sync_wait`` at most, whatever the retries are doing (a member told
-        that peers exist waits that long for them, not longer: a blackholed peer's join
-        may take ``tcp_timeout`` per attempt)."""
-        node = self._node()
-        assert self.discovery is not None
-        delay = JOIN_RETRY_FIRST
-        loop = asyncio.get_running_loop()
-        deadline = loop.call_later(self.sync_wait, self._ready_alone)
-        try:
-            while True:
-                peers = await self.resolve_peers()
-                if not peers and not self.synced and self.discovery.settled():
-                    if self.cluster.peers or self.cluster.discovery.enabled:
-                        log.info("cluster: no other peer to join; waiting for members to join us")
-                    self.synced = True  # the first member: nothing to merge
-                if peers and await self._join_once(peers):
-                    return
-                if node.membership is not None and node.membership.num_alive() > 1:
-                    self.joined = self.synced = True  # a joiner's push-pull merged state with us
-                    return
-                if peers or self.synced:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, JOIN_RETRY_MAX)
-                else:  # nothing tried yet, sources still looking: no reason to back off
-                    await asyncio.sleep(JOIN_RETRY_FIRST)
-        finally:
-            deadline.cancel()
-
-    def _ready_alone(self) -> None:
-        if not self.synced:
-            self.synced = True
-            log.warning(
-                "cluster: no peer answered within %.0fs; ready alone (keeps trying to join)",
-                self.sync_wait,
-            )
-
-    async def _join_once(self, peers: list[Address]) -> bool:
-        node = self._node()
-        assert self.discovery is not None
-        ok = await node.join(peers)
-        self.discovery.stats["joins"] += ok
-        self.discovery.stats["join_failures"] += len(peers) - ok
-        self._join_attempts += 1
-        if ok:
-            self.joined = self.synced = True
-            alive = sum(1 for m in node.members() if m.state == NodeState.ALIVE)
-            log.info("cluster: joined through %d of %d peer(s); %d member(s) alive",
-                     ok, len(peers), alive)
-            return True
-        attempt = self._join_attempts
-        level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
-        log.log(
-            level,
-            "cluster: could not join any of %s (%s); retrying every %.1fs at most",
-            ", ".join(format_address(p) for p in peers),
-            node.last_push_pull_error or "no answer",
-            JOIN_RETRY_MAX,
-        )
-        return False
 
     # ------------------------------------------------------------------ application
     @property
@@ -506,8 +391,8 @@ class ClusterService:
             raise ClusterConfigError(f"node metadata too large (long node name?): {exc}") from None
 
     def _on_event(self, event: MemberEvent) -> None:
-        if event.kind == EventKind.LEAVE and self.discovery is not None:
-            self.discovery.wake()  # a member lost: look for members at once
+        if event.kind == EventKind.LEAVE:
+            self.joining.member_lost()
         handler = self.messages.handler
         if handler is not None:
             handler.notify_event(event)
