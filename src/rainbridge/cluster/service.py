@@ -1,5 +1,7 @@
 """A cluster member built from ``cluster_config``: identity, addresses, timings, security,
-joining the peers, graceful leave and status, around one ``ClusterNode``.
+start and graceful leave, around one ``ClusterNode``; the one object the gateway holds.
+Joining (``joining.py``), application messages (``appmessages.py``), request/reply
+(``rpc.py``) and status (``report.py``) are its parts, each in its own module.
 
 Choices made here (where Bifrost's config and the issue leave room):
 
