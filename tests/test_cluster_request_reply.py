@@ -73,7 +73,7 @@ def test_packet_budget_formula(udp, label, encrypted, broadcast, frame):
 async def test_broadcast_at_the_limit_arrives_and_one_byte_more_raises(make, secure):
     extra = {"label": "prod", "encryption_keys": [KEY]} if secure else {}
     a, b = await form(make, 2, clock_interval=None, **extra)
-    limit = a.max_broadcast
+    limit = a.messages.max_broadcast
     assert limit == (1345 if secure else 1380)
     biggest = b"x" * limit
     a.broadcast(biggest)

@@ -207,7 +207,7 @@ async def test_a_burst_of_announcements_makes_at_most_two_reloads():
     assert store.action.runs == 2  # the store had not changed
 
     await propagation.close()
-    assert CHANNEL not in svc.channels
+    assert CHANNEL not in svc.messages.channels
 
 
 async def test_announcing_never_fails_the_write(caplog):

@@ -73,7 +73,6 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from ..config.schema import ClusterConfig, GossipConfig
-    from .discovery.runner import DiscoveryRunner
 
 log = logging.getLogger("rainbridge.cluster")
 
@@ -159,24 +158,6 @@ class ClusterService:
         """Ready to serve: the first push-pull is done, or nobody else is there to do it
         with (``joining.py``); the gateway reports ready only then (GET /health/ready)."""
         return self.joining.synced
-
-    @property
-    def joined(self) -> bool:
-        return self.joining.joined
-
-    @property
-    def sync_wait(self) -> float:
-        """Seconds at most before a member that reached no peer counts as synced alone."""
-        return self.joining.sync_wait
-
-    @sync_wait.setter
-    def sync_wait(self, seconds: float) -> None:
-        self.joining.sync_wait = seconds
-
-    @property
-    def discovery(self) -> DiscoveryRunner | None:
-        """The discovery rounds (None until started): status and metrics read them."""
-        return self.joining.discovery
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, registry: CollectorRegistry | None = None) -> None:
@@ -315,19 +296,6 @@ class ClusterService:
             self._registry = self._collector = None
 
     # ------------------------------------------------------------------ application
-    @property
-    def handler(self) -> ClusterHandler | None:
-        return self.messages.handler
-
-    @property
-    def channels(self) -> dict[bytes, Callable[[bytes], None]]:
-        return self.messages.channels
-
-    @property
-    def max_broadcast(self) -> int:
-        """``appmessages.max_broadcast_payload`` for this member (0 until started)."""
-        return self.messages.max_broadcast
-
     def set_handler(self, handler: ClusterHandler | None) -> None:
         """Install the application's hooks (one handler; None removes it)."""
         self.messages.handler = handler
