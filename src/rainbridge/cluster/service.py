@@ -141,9 +141,10 @@ class ClusterService:
         self.node: ClusterNode | None = None
         self.keyring: Keyring | None = None
         self.http_address = ""
-        self.joining = Joining(cluster, self.name, self._environ)
+        self.joining = Joining(cluster, self.name, self._environ)  # peers, joins, readiness
         self.stats: Counter[str] = Counter()
         self._serf_clock = SerfClock()
+        # membership's delegate: the application's messages, broadcasts and requests
         self.messages = AppMessages(self.name, self.stats, self._serf_clock.witness)
         self.rpc = self.messages.rpc
         self.clock = ClockProbe(self._clock_request, self._clock_members, wall=wall_clock,
