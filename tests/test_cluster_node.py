@@ -26,13 +26,13 @@ from rainbridge.cluster.addresses import (
     gossip_addresses,
     parse_peer,
 )
+from rainbridge.cluster.appmessages import ClusterHandler
 from rainbridge.cluster.clock import INTERVAL_S as CLOCK_INTERVAL_S
 from rainbridge.cluster.events import EventKind, MemberEvent
 from rainbridge.cluster.messages import NodeState
 from rainbridge.cluster.metrics import ClusterCollector
 from rainbridge.cluster.service import (
     ClusterEnv,
-    ClusterHandler,
     ClusterService,
     keyring_from,
     membership_config,
@@ -151,8 +151,8 @@ async def form(make, n: int, first: int = 21, **gossip) -> list[ClusterService]:
 
 
 def handler(service: ClusterService) -> Recorder:
-    assert isinstance(service.handler, Recorder)
-    return service.handler
+    assert isinstance(service.messages.handler, Recorder)
+    return service.messages.handler
 
 
 # --------------------------------------------------------------------------- join
@@ -161,7 +161,7 @@ def handler(service: ClusterService) -> Recorder:
 async def test_members_join_through_one_seed_and_converge(make):
     services = await form(make, 5)
     seed = services[0]
-    assert all(s.joined for s in services[1:])
+    assert all(s.joining.joined for s in services[1:])
     status = seed.status()
     assert status["health"]["status"] == "healthy" and status["health"]["alive"] == 5
     views = {m["name"]: m for m in status["members"]}
@@ -185,10 +185,10 @@ async def test_a_node_that_starts_before_its_peer_converges(make):
     peers = [f"{seed_ip}:{port}"]
     early = await make("early", early_ip, peers)
     await asyncio.sleep(1.2)  # two failed join attempts
-    assert not early.joined and early.status()["health"]["status"] == "alone"
+    assert not early.joining.joined and early.status()["health"]["status"] == "alone"
     seed = await make("seed", seed_ip, peers, port=port)
     await wait_until(
-        lambda: early.joined and alive(seed) == alive(early) == {"seed", "early"}, 5, "late seed"
+        lambda: early.joining.joined and alive(seed) == alive(early) == {"seed", "early"}, 5, "late seed"
     )
 
 
@@ -255,7 +255,7 @@ async def test_encryption_shared_key_joins_and_wrong_key_does_not(make):
     intruder = await make("intruder", "127.0.0.28", [format_seed(seed)], encryption_keys=[WRONG])
     plain = await make("plain", "127.0.0.29", [format_seed(seed)])
     await asyncio.sleep(2.0)  # several join attempts
-    assert not intruder.joined and not plain.joined
+    assert not intruder.joining.joined and not plain.joining.joined
     for s in services:
         assert alive(s) == {"n0", "n1", "n2"}
     assert alive(intruder) == {"intruder"} and alive(plain) == {"plain"}
@@ -289,7 +289,7 @@ async def test_keyring_rotation_marks_nobody_failed(make):
     stale = await make("stale", "127.0.0.29", [format_seed(services[0])], encryption_keys=[KEY_A])
     await wait_until(lambda: "fresh" in alive(services[1]), CONVERGE, "join with the new key")
     await asyncio.sleep(1.0)
-    assert not stale.joined and "stale" not in states(services[1])
+    assert not stale.joining.joined and "stale" not in states(services[1])
 
 
 async def test_label_mismatch_is_rejected(make):
@@ -298,7 +298,7 @@ async def test_label_mismatch_is_rejected(make):
     green = await make("green", "127.0.0.28", [format_seed(seed)], label="green")
     unlabelled = await make("unlabelled", "127.0.0.29", [format_seed(seed)])
     await asyncio.sleep(1.5)
-    assert not green.joined and not unlabelled.joined
+    assert not green.joining.joined and not unlabelled.joining.joined
     for s in services:
         assert alive(s) == {"n0", "n1", "n2"}
     assert seed.node.stats["stream_errors:label_mismatch"] >= 2
@@ -310,7 +310,7 @@ async def test_allowed_address_space_rejects_a_joiner_outside_it(make):
     outsider = await make("outsider", "127.0.0.29", [format_seed(services[0])], allowed=allowed)
     # the outsider's own gossip cannot reach the members either
     await asyncio.sleep(1.5)
-    assert not outsider.joined
+    assert not outsider.joining.joined
     for s in services:
         assert "outsider" not in states(s)
     assert services[0].node.stats["dropped:address_space"] >= 1

@@ -1,7 +1,7 @@
 """When a lone ``rainbridge serve`` member reports ready (``GET /health/ready``).
 
 One real process on loopback, PostgreSQL config store, the ``lan`` profile (push-pull TCP
-timeout 10 s). ``ClusterService.sync_wait`` is 10 s:
+timeout 10 s). ``Joining.sync_wait`` is 10 s:
 
 - ``peers`` names only ourselves: the sources have settled and found nobody, so the first
   member is ready at once (a StatefulSet's first pod; its DNS names only itself);
@@ -26,7 +26,7 @@ import urllib.request
 
 import pytest
 
-from rainbridge.cluster.service import SYNC_WAIT
+from rainbridge.cluster.joining import SYNC_WAIT
 from support import Proc, free_port
 
 HOST = "127.0.0.61"

@@ -14,6 +14,7 @@ import base64
 
 import pytest
 
+from rainbridge.cluster.appmessages import APP_MARKER, max_broadcast_payload, max_packet_frame
 from rainbridge.cluster.rpc import (
     KIND_REPLY,
     KIND_REQUEST,
@@ -22,7 +23,6 @@ from rainbridge.cluster.rpc import (
     encode_request,
 )
 from rainbridge.cluster.security import Keyring
-from rainbridge.cluster.service import APP_MARKER, max_broadcast_payload, max_packet_frame
 from rainbridge.cluster.wire import WireConfig
 from test_cluster_node import form, handler, make, wait_until  # noqa: F401  (make: a fixture)
 
@@ -73,14 +73,14 @@ def test_packet_budget_formula(udp, label, encrypted, broadcast, frame):
 async def test_broadcast_at_the_limit_arrives_and_one_byte_more_raises(make, secure):
     extra = {"label": "prod", "encryption_keys": [KEY]} if secure else {}
     a, b = await form(make, 2, clock_interval=None, **extra)
-    limit = a.max_broadcast
+    limit = a.messages.max_broadcast
     assert limit == (1345 if secure else 1380)
     biggest = b"x" * limit
     a.broadcast(biggest)
     await wait_until(lambda: biggest in handler(b).messages, 5, "largest broadcast")
     with pytest.raises(ValueError, match=rf"is {limit + 1} bytes; .* at most {limit}"):
         a.broadcast(b"y" * (limit + 1))
-    assert len(a._gossip) <= 1  # nothing oversized was queued
+    assert len(a.messages.queue) <= 1  # nothing oversized was queued
 
 
 # --------------------------------------------------------------------------- request/reply

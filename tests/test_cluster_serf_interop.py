@@ -25,10 +25,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from rainbridge.cluster.appmessages import ClusterHandler
 from rainbridge.cluster.config import MembershipConfig, from_bifrost_gossip
 from rainbridge.cluster.events import MemberEvent
 from rainbridge.cluster.messages import NodeState
-from rainbridge.cluster.service import ClusterEnv, ClusterHandler, ClusterService
+from rainbridge.cluster.service import ClusterEnv, ClusterService
 from rainbridge.cluster.timers import suspicion_bounds
 from rainbridge.config.schema import ClusterConfig
 from support import free_port
@@ -217,7 +218,7 @@ async def test_rainbridge_member_in_a_serf_cluster(agents, rainbridge, caplog):
     before = rb.stats["foreign_messages"]
     s[1].event("deploy", "v42")
     await wait_until(lambda: rb.stats["foreign_messages"] > before or rb.stats, 10, "serf event")
-    assert rb.handler.messages == [] and rb.handler.merged == []
+    assert rb.messages.handler.messages == [] and rb.messages.handler.merged == []
 
     # a Serf agent is SIGKILLed: we mark it dead
     s[2].proc.send_signal(signal.SIGKILL)
@@ -249,7 +250,7 @@ async def test_encrypted_serf_cluster_same_key_joins_wrong_key_does_not(agents, 
                      "rb-good sees s1")
     bad = await rainbridge("rb-bad", "127.0.0.35", s, key=WRONG_KEY)
     await asyncio.sleep(2.0)
-    assert not bad.joined and set(states(bad)) == {"rb-bad"}
+    assert not bad.joining.joined and set(states(bad)) == {"rb-bad"}
     assert all("rb-bad" not in a.members() for a in s)
     assert "No installed keys could decrypt the message" in s[0].log_text()
     assert bad.node.last_push_pull_error is not None

@@ -10,15 +10,8 @@ import logging
 import msgspec
 import pytest
 
-from rainbridge.cluster.service import (
-    APP_MARKER,
-    KIND_DIRECT,
-    KIND_GOSSIP,
-    ClusterEnv,
-    ClusterHandler,
-    ClusterService,
-    _Bridge,
-)
+from rainbridge.cluster.appmessages import APP_MARKER, KIND_DIRECT, KIND_GOSSIP, ClusterHandler
+from rainbridge.cluster.service import ClusterEnv, ClusterService
 from rainbridge.config.schema import ClusterConfig
 from rainbridge.gateway.propagation import (
     CHANNEL,
@@ -63,7 +56,7 @@ def test_channel_payloads_go_to_their_callback_and_the_rest_to_the_handler():
     heard: dict[bytes, list[bytes]] = {b"c": [], b"x": []}
     svc.on_message(b"c", heard[b"c"].append)
     svc.on_message(b"x", heard[b"x"].append)
-    bridge = _Bridge(svc)
+    bridge = svc.messages
 
     bridge.notify_msg(direct(b"cv1"))
     bridge.notify_msg(gossip(b"\x01" * 8, b"cv2"))
@@ -194,7 +187,7 @@ async def test_a_burst_of_announcements_makes_at_most_two_reloads():
     svc = service()
     store = Store()
     propagation = ConfigPropagation(svc, store.reload_if_changed, lambda: store.version)
-    bridge = _Bridge(svc)
+    bridge = svc.messages
 
     bridge.notify_msg(direct(CHANNEL + b"v1"))  # the version we hold: nothing to do
     assert not propagation.reloads.busy and propagation.stats["already_current"] == 1
@@ -214,7 +207,7 @@ async def test_a_burst_of_announcements_makes_at_most_two_reloads():
     assert store.action.runs == 2  # the store had not changed
 
     await propagation.close()
-    assert CHANNEL not in svc.channels
+    assert CHANNEL not in svc.messages.channels
 
 
 async def test_announcing_never_fails_the_write(caplog):

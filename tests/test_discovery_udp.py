@@ -139,7 +139,7 @@ async def test_members_find_each_other_by_signed_broadcasts_and_refuse_the_rest(
                     "the fourth")
         await c.stop()  # leaves: its last announcement says so
         await until(lambda: alive(a) == {"a", "b", "d"}, 10, "c left")
-        assert ("127.0.0.95", c.node.address[1]) not in await a.discovery.sources[0].candidates()
+        assert ("127.0.0.95", c.node.address[1]) not in await a.joining.discovery.sources[0].candidates()
 
         captured = None
         for _ in range(200):
@@ -166,7 +166,7 @@ async def test_members_find_each_other_by_signed_broadcasts_and_refuse_the_rest(
         await until(lambda: {"replayed", "forged", "unsigned"} <= set(refused(a)) or refused(a),
                     5, "refusals counted")
         # the signed announcement of an address outside the space: never joined
-        await until(lambda: a.discovery.filter.rejected["address_space"] >= 1, 5,
+        await until(lambda: a.joining.discovery.filter.rejected["address_space"] >= 1, 5,
                     "outside candidate rejected")
         assert all(m.address[0] != "10.99.0.1" for m in a.node.members())
         assert alive(a) == {"a", "b", "d"}

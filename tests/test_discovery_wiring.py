@@ -123,8 +123,8 @@ async def make():
                                  timing=timing, clock_interval=None)
         if backend is not None:
             # what make_discovery would add for discovery.type, beside the peers
-            plain = service._discovery_sources
-            service._discovery_sources = lambda address: [*plain(address), backend]
+            plain = service.joining.sources
+            service.joining.sources = lambda address: [*plain(address), backend]
         await service.start()
         started.append(service)
         return service
@@ -155,7 +155,7 @@ async def test_members_that_a_backend_lists_are_joined_and_later_ones_too(make):
     for b in backends:
         b.addresses = [seed.node.address, d.node.address]
     await until(lambda: alive(d) >= {"a", "b", "c", "d"} or sorted(alive(d)), 10, "d joined")
-    assert b_.discovery.stats["joins"] >= 1
+    assert b_.joining.discovery.stats["joins"] >= 1
     status = b_.status()
     assert status["discovery"]["status"] == "healthy"
     assert status["discovery"]["backends"][0]["backend"] == "listed"
@@ -180,12 +180,12 @@ async def test_a_candidate_outside_the_address_space_is_never_contacted(make, ca
         with caplog.at_level(logging.WARNING, "rainbridge.cluster.discovery"):
             b = await make("b", "127.0.0.62", backend, allowed=["127.0.0.60/30"])
             await until(lambda: alive(b) == {"a", "b"}, 10, "joined the allowed one")
-            await until(lambda: b.discovery.stats["rounds"] >= 5, 10, "five rounds")
+            await until(lambda: b.joining.discovery.stats["rounds"] >= 5, 10, "five rounds")
         with pytest.raises(BlockingIOError):
             tcp.accept()
         with pytest.raises(BlockingIOError):
             udp.recvfrom(2048)
-        assert b.discovery.filter.rejected["address_space"] >= 5
+        assert b.joining.discovery.filter.rejected["address_space"] >= 5
         logged = [r for r in caplog.records if f"{outside_ip}:{port}" in r.getMessage()]
         assert len(logged) == 1 and "outside allowed_address_space" in logged[0].getMessage()
         registry = CollectorRegistry()
@@ -228,9 +228,9 @@ async def test_losing_a_member_runs_a_round_at_once(make):
     b = await make("b", "127.0.0.62", backend, interval=3600)
     c = await make("c", "127.0.0.63", None, peers=[f"127.0.0.61:{seed.node.address[1]}"])
     await until(lambda: alive(b) == {"a", "b", "c"}, 10, "three")
-    rounds = b.discovery.stats["rounds"]
+    rounds = b.joining.discovery.stats["rounds"]
     await c.stop()  # graceful leave: b sees a LEAVE event
-    await until(lambda: b.discovery.stats["rounds"] > rounds, 5, "a round after the leave")
+    await until(lambda: b.joining.discovery.stats["rounds"] > rounds, 5, "a round after the leave")
 
 
 async def test_peers_with_a_name_are_re_resolved_and_work_beside_a_backend(make):

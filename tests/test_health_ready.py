@@ -12,7 +12,7 @@ import asyncio
 import orjson
 import pytest
 
-from rainbridge.cluster.service import SYNC_WAIT
+from rainbridge.cluster.joining import SYNC_WAIT
 from rainbridge.config.load import load_data
 from rainbridge.gateway.gateway import Gateway
 from rainbridge.server.app import App
@@ -103,24 +103,24 @@ async def test_synced_after_the_first_push_pull_or_alone_as_the_first_member(mak
     port = free_port(seed_ip)
     peers = [f"{seed_ip}:{port}"]
     early = await make("early", early_ip, peers, start=False)
-    early.sync_wait = 60.0
+    early.joining.sync_wait = 60.0
     await early.start()
     make.started.append(early)
     await wait_until(lambda: early.node.last_push_pull_error is not None, 5, "a failed join")
     assert not early.synced
     seed = await make("seed", seed_ip, peers, port=port)  # lists only itself: the first member
     await wait_until(lambda: seed.synced, 2, "the seed synced alone")
-    await wait_until(lambda: early.synced and early.joined, 5, "early synced by its push-pull")
+    await wait_until(lambda: early.synced and early.joining.joined, 5, "early synced by its push-pull")
 
 
 @pytest.mark.parametrize("wait", [0.5])
 async def test_a_member_no_peer_answers_is_synced_alone_after_its_wait(make, wait):
     absent = "127.0.0.28"
     alone = await make("alone", "127.0.0.27", [f"{absent}:{free_port(absent)}"], start=False)
-    alone.sync_wait = wait
+    alone.joining.sync_wait = wait
     await alone.start()
     make.started.append(alone)
     assert not alone.synced
     await wait_until(lambda: alone.synced, wait + 3, "synced alone")
-    assert not alone.joined
+    assert not alone.joining.joined
 

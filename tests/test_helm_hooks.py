@@ -17,7 +17,7 @@ import sys
 import kubernetes_validate
 
 from helm_support import config_json, one, render
-from rainbridge.cluster.service import SYNC_WAIT
+from rainbridge.cluster.joining import SYNC_WAIT
 from support import free_port, provider_config
 
 K8S_VERSION = "1.30.0"

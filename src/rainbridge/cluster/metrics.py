@@ -157,7 +157,7 @@ def _clock(service: ClusterService) -> Iterator[Metric]:
 
 def _discovery(service: ClusterService) -> Iterator[Metric]:
     """``rainbridge_cluster_discovery_*``: rounds, joins, rejections, backend health."""
-    runner = service.discovery
+    runner = service.joining.discovery
     if runner is None:
         return
     name = service.name

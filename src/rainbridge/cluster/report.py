@@ -117,7 +117,7 @@ def status(service: ClusterService) -> dict[str, Any]:
             "members": len(members),
             **{s.name.lower(): counts[s.name.lower()] for s in NodeState},
             "local_health_score": m.local_health,
-            "joined": service.joined,
+            "joined": service.joining.joined,
             "peers": list(service.cluster.peers),
             "discovery": _discovery_status(service),
         },
@@ -127,7 +127,7 @@ def status(service: ClusterService) -> dict[str, Any]:
 
 def discovery(service: ClusterService) -> dict[str, Any]:
     config = service.cluster.discovery
-    runner = service.discovery
+    runner = service.joining.discovery
     block: dict[str, Any] = {
         "enabled": config.enabled,
         "type": config.type if config.enabled else None,
@@ -140,7 +140,7 @@ def discovery(service: ClusterService) -> dict[str, Any]:
 
 def _discovery_status(service: ClusterService) -> str:
     """``off`` (no peers, no backend), ``healthy`` or ``degraded``."""
-    runner = service.discovery
+    runner = service.joining.discovery
     if runner is None or not runner.sources:
         return "off"
     return "degraded" if any(not s.health.healthy for s in runner.sources) else "healthy"

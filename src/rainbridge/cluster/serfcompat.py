@@ -4,7 +4,7 @@ right (Serf 0.9, the Debian ``serf`` agent, and anything built on it, e.g. Consu
 Serf layers its own protocol on memberlist's user messages and push-pull user state: each
 starts with Serf's message type byte (leave intent 0, join intent 1, push-pull 2, user
 event 3, query 4, ... all below 16). rainbridge does not take part in it: those messages
-are dropped before the application sees them (see ``service.APP_MARKER``). Two things are
+are dropped before the application sees them (see ``appmessages.APP_MARKER``). Two things are
 still needed:
 
 - **Graceful leave.** Serf reports a member that leaves memberlist as *failed* unless it
@@ -20,9 +20,17 @@ still needed:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
 from . import gocodec as mp
 from .codec import WireError, decode_tags
 from .events import Member
+from .messages import NodeState
+
+if TYPE_CHECKING:
+    from .node import ClusterNode
 
 SERF_LEAVE_INTENT = 0
 SERF_JOIN_INTENT = 1
@@ -80,3 +88,19 @@ def is_serf_member(member: Member) -> bool:
     except WireError:
         return False
     return role != "rainbridge"
+
+
+async def send_leave_intents(node: ClusterNode, clock: SerfClock, timeout: float) -> None:
+    """A leave intent for ``node`` to every live Serf member, over TCP, waiting ``timeout``
+    seconds at most: sent before memberlist's leave so that Serf reports *left*."""
+    serf = [
+        m.name
+        for m in node.members()
+        if m.name != node.name and m.state == NodeState.ALIVE and is_serf_member(m)
+    ]
+    if not serf:
+        return
+    intent = leave_intent(node.name, clock.next())
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(node.send_reliable(name, intent) for name in serf))

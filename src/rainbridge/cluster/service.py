@@ -1,5 +1,7 @@
 """A cluster member built from ``cluster_config``: identity, addresses, timings, security,
-joining the peers, graceful leave and status, around one ``ClusterNode``.
+start and graceful leave, around one ``ClusterNode``; the one object the gateway holds.
+Joining (``joining.py``), application messages (``appmessages.py``), request/reply
+(``rpc.py``) and status (``report.py``) are its parts, each in its own module.
 
 Choices made here (where Bifrost's config and the issue leave room):
 
@@ -17,43 +19,14 @@ Choices made here (where Bifrost's config and the issue leave room):
   ``gossip.encryption_keys`` (as ``$RAINBRIDGE_ADMIN_TOKEN`` overrides the file). The first
   key encrypts, all decrypt; rotate with ``keyring.add`` → ``use`` → ``remove`` on every
   node. Keys are never logged.
-- **Peers and discovery**: candidates come from ``peers`` (names resolved at every
-  attempt) and from the ``discovery.type`` backend, through the allowed-address-space
-  filter (``discovery/runner.py``); our own address is skipped. Joined at start, and
-  retried in the background (0.5 s doubling to 10 s) until one push-pull succeeds or
-  another member has joined us, so a node that starts before its peers still converges.
-  **Readiness** (``synced``): on the first push-pull; at once when every source has had a
-  fair look and found nobody but us (``DiscoveryRunner.settled``: a look-up answered; udp
-  and mdns also listened a while), the first member; else after ``sync_wait`` (10 s) at
-  most, by a timer, however long the join attempts take. Then discovery rounds go on every ``discovery.interval_seconds`` (and at once when a
-  member is lost), joining candidates that are not live members; a failing backend never
-  stops the node (status and metrics say ``degraded``).
+- **Peers, discovery and readiness** (``synced`` after the first push-pull, or alone when
+  nobody is found, or after ``sync_wait``): see ``joining.py``.
 - **Leave** (``stop()``, on SIGTERM through the gateway's shutdown): Serf leave intents to
   Serf members (``serfcompat``), then memberlist's leave, gossiped and also sent once
   straight to every live member (``ClusterNode.leave``), driven until sent (at most
   ``leave_timeout``); then the sockets close.
-- **Application messages** (the ``ClusterHandler``) are framed with ``APP_MARKER`` so that
-  other memberlist applications' messages in the same cluster (a Serf agent's events and
-  push-pull state) never reach the handler; they are counted as ``foreign`` and dropped.
-  Frame: ``APP_MARKER, kind`` then, for ``KIND_DIRECT`` (``send``, the handler's own
-  ``get_broadcasts``) the payload; for ``KIND_GOSSIP`` (``broadcast``) an 8-byte random id
-  and the payload.
-- **Channels** (``on_message``): several parts of the application share the cluster: the
-  first byte of an application payload names its channel, and a payload whose first byte
-  is a registered channel goes to that channel's callback (without the byte); any other
-  payload goes to the ``ClusterHandler``. Channels in use: ``b"c"`` configuration changes
-  (``gateway/propagation.py``), ``b"E"`` fleet counters (``counters/fleet.py``).
-- **broadcast** reaches every member, as Serf's events do: memberlist sends a broadcast
-  only retransmit_mult·log10(N+1) times and receivers do not pass it on, which leaves a
-  member out now and then in a small cluster (membership messages have push-pull to
-  repair that; application messages do not). So the service keeps its own queue with
-  ``app_retransmit_mult`` = max(6, 2 × retransmit_mult), piggy-backed through the
-  delegate's ``get_broadcasts``, and every member relays a gossip frame once, the first
-  time it sees its id (a window of ``SEEN_WINDOW`` ids). A payload larger than
-  ``max_broadcast_payload`` (one gossip packet: ``udp_buffer_size`` minus label,
-  encryption, CRC, compound and frame overhead; 1,380 bytes by default, 1,351 with
-  encryption) could never be sent, so ``broadcast`` raises ``ValueError`` for it instead of
-  queueing it forever: send such state point to point (``send(..., reliable=True)``).
+- **Application messages** (``ClusterHandler``, ``on_message`` channels, ``send``,
+  ``broadcast`` that reaches every member): see ``appmessages.py``.
 - **request / reply** (``request``, ``on_request``): see ``rpc.py``; UDP with retries,
   TCP for frames larger than a packet, at-most-once handling, a bounded pending table.
 - **Clock offsets** (``clock``, request kind ``clock``): from ``start()`` on, a few members
@@ -71,7 +44,7 @@ import os
 import secrets
 import socket
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -79,29 +52,22 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from . import report
 from .addresses import AddressSpace, ClusterConfigError, format_address, gossip_addresses
-from .broadcast import (
-    COMPOUND_HEADER_OVERHEAD,
-    COMPOUND_OVERHEAD,
-    USER_MSG_OVERHEAD,
-    TransmitLimitedQueue,
-)
+from .appmessages import APP_MARKER, AppMessages, ClusterHandler
 from .clock import INTERVAL_S as CLOCK_INTERVAL_S
 from .clock import KIND as CLOCK_KIND
 from .clock import ClockProbe
 from .codec import WireError, decode_tags, encode_tags
 from .config import MembershipConfig, from_bifrost_gossip, knob_problems
-from .discovery.base import Discovery, DiscoveryConfigError
+from .discovery.base import DiscoveryConfigError
 from .discovery.fields import config_problems
-from .discovery.registry import make_discovery
-from .discovery.runner import DiscoveryRunner
-from .discovery.static import StaticDiscovery
-from .events import Delegate, EventKind, Member, MemberEvent
-from .messages import Address, NodeState
+from .events import EventKind, MemberEvent
+from .joining import Joining
+from .messages import NodeState
 from .node import ClusterNode
-from .rpc import KIND_REPLY, KIND_REQUEST, Handler, RequestReply
+from .rpc import Handler
 from .security import Keyring
-from .serfcompat import SerfClock, is_serf_member, leave_intent
-from .wire import WireConfig, packet_overhead
+from .serfcompat import SerfClock, send_leave_intents
+from .wire import WireConfig
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -110,38 +76,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rainbridge.cluster")
 
-APP_MARKER = b"\xb7"  # first byte of every rainbridge application payload; Serf's are < 16
-KIND_DIRECT = b"\x00"
-KIND_GOSSIP = b"\x01"
-_ID_SIZE = 8
-SEEN_WINDOW = 8192  # gossip ids remembered for de-duplication
 KEYS_ENV = "RAINBRIDGE_GOSSIP_KEYS"
-JOIN_RETRY_FIRST = 0.5  # seconds; doubles up to JOIN_RETRY_MAX
-JOIN_RETRY_MAX = 10.0
-SYNC_WAIT = 10.0  # seconds at most before a member that reached no peer counts as synced alone
-_GOSSIP_FRAME = len(APP_MARKER) + len(KIND_GOSSIP) + _ID_SIZE
-
-
-def max_broadcast_payload(udp_buffer_size: int, wire: WireConfig) -> int:
-    """The largest ``broadcast`` payload one gossip packet can carry: the packet budget
-    (``udp_buffer_size``) minus what ``ClusterNode`` wraps every packet in (label header,
-    encryption, CRC: ``packet_overhead``), the compound header the gossip round reserves,
-    the per-message length and user-message type byte, and our own gossip frame (marker,
-    kind, 8-byte id). With the defaults (1,400 bytes, no label, no encryption) 1,380."""
-    return (
-        udp_buffer_size
-        - packet_overhead(wire, crc=True)
-        - COMPOUND_HEADER_OVERHEAD
-        - COMPOUND_OVERHEAD
-        - USER_MSG_OVERHEAD
-        - _GOSSIP_FRAME
-    )
-
-
-def max_packet_frame(udp_buffer_size: int, wire: WireConfig) -> int:
-    """The largest frame ``send`` carries in one UDP user message (memberlist's check in
-    ``send_user``: the packet budget minus packet overhead and the type byte)."""
-    return udp_buffer_size - packet_overhead(wire, crc=True) - USER_MSG_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,22 +87,6 @@ class ClusterEnv:
     http_port: int = 8080
     worker_index: int = 0
     workers: int = 1
-
-
-class ClusterHandler(Delegate):
-    """The application's hooks into the cluster (the state-sync layer builds on these).
-
-    memberlist's delegate, passed through: ``notify_msg`` (a broadcast or a direct user
-    message arrived), ``get_broadcasts`` (payloads to piggy-back on gossip now),
-    ``local_state`` / ``merge_remote_state`` (application state in push-pull), plus
-    ``notify_event`` for member joins, leaves and updates. Payloads are the application's
-    own bytes: the service adds and strips ``APP_MARKER``. ``node_meta`` and
-    ``notify_conflict`` are the service's, not the handler's. Every hook runs on the event
-    loop inside the protocol: return quickly, never block.
-    """
-
-    def notify_event(self, event: MemberEvent) -> None:
-        """A member joined, left / died, changed metadata, was suspected or recovered."""
 
 
 def membership_config(gossip: GossipConfig) -> MembershipConfig:
@@ -187,71 +106,6 @@ def keyring_from(keys: list[str], environ: Mapping[str, str]) -> Keyring | None:
         return Keyring.from_base64(texts)
     except ValueError as exc:  # the message never contains key material
         raise ClusterConfigError(f"gossip encryption key: {exc}") from None
-
-
-class _Bridge(Delegate):
-    """Membership's delegate: frames application payloads and passes them through."""
-
-    def __init__(self, service: ClusterService) -> None:
-        self.service = service
-
-    def notify_msg(self, payload: bytes) -> None:
-        service = self.service
-        if payload[:1] != APP_MARKER:
-            service._foreign(payload)
-            return
-        kind, body = payload[1:2], payload[2:]
-        if kind == KIND_GOSSIP and len(body) >= _ID_SIZE:
-            if not service._first_sight(body[:_ID_SIZE]):
-                return
-            service._relay(payload)
-            body = body[_ID_SIZE:]
-        elif kind == KIND_REQUEST:
-            service.rpc.on_request(APP_MARKER, body)
-            return
-        elif kind == KIND_REPLY:
-            service.rpc.on_reply(body)
-            return
-        elif kind != KIND_DIRECT:
-            service.stats["unknown_app_messages"] += 1
-            return
-        channel = service.channels.get(body[:1])
-        if channel is not None:
-            channel(body[1:])
-        elif service.handler is not None:
-            service.handler.notify_msg(body)
-
-    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        service = self.service
-        membership = service.node.membership if service.node is not None else None
-        members = membership.num_alive() if membership is not None else 1
-        frames, used = service._gossip.get(overhead, limit, members)
-        handler = service.handler
-        if handler is not None and limit - used > overhead + 2:
-            own = handler.get_broadcasts(overhead + 2, limit - used)
-            frames += [APP_MARKER + KIND_DIRECT + p for p in own]
-        return frames
-
-    def local_state(self, join: bool) -> bytes:
-        handler = self.service.handler
-        state = handler.local_state(join) if handler is not None else b""
-        return APP_MARKER + state if state else b""
-
-    def merge_remote_state(self, buf: bytes, join: bool) -> None:
-        handler = self.service.handler
-        if buf[:1] == APP_MARKER:
-            if handler is not None:
-                handler.merge_remote_state(buf[1:], join)
-        else:
-            self.service._foreign(buf)
-
-    def notify_conflict(self, existing: Member, other: Member) -> None:
-        log.warning(
-            "cluster: %s claims the name of live member %s (%s); ignored",
-            format_address(other.address),
-            existing.name,
-            format_address(existing.address),
-        )
 
 
 class ClusterService:
@@ -284,31 +138,27 @@ class ClusterService:
         self._timing = timing
         self.leave_timeout = leave_timeout
         self.readiness = "ready"
-        self.handler: ClusterHandler | None = None
-        self.channels: dict[bytes, Callable[[bytes], None]] = {}  # see on_message
         self.node: ClusterNode | None = None
         self.keyring: Keyring | None = None
         self.http_address = ""
-        self.joined = False
-        # Readiness: our first push-pull is done, or there is nobody to do it with (see
-        # _join_loop); the gateway reports ready only then (GET /health/ready).
-        self.synced = False
-        self.sync_wait = SYNC_WAIT
-        self._join_attempts = 0
+        self.joining = Joining(cluster, self.name, self._environ)  # peers, joins, readiness
         self.stats: Counter[str] = Counter()
         self._serf_clock = SerfClock()
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._gossip: TransmitLimitedQueue[bytes] = TransmitLimitedQueue(6, 4096)
-        self.max_broadcast = 0  # set by start(): max_broadcast_payload
-        self.rpc = RequestReply(self.name, self._send_frame, 0)
-        self._join_task: asyncio.Task | None = None
-        self.discovery: DiscoveryRunner | None = None  # set by start()
+        # membership's delegate: the application's messages, broadcasts and requests
+        self.messages = AppMessages(self.name, self.stats, self._serf_clock.witness)
+        self.rpc = self.messages.rpc
         self.clock = ClockProbe(self._clock_request, self._clock_members, wall=wall_clock,
                                 interval=clock_interval or CLOCK_INTERVAL_S)
         self._clock_probing = clock_interval is not None
         self._clock_task: asyncio.Task | None = None
         self._registry: CollectorRegistry | None = None
         self._collector: Any = None
+
+    @property
+    def synced(self) -> bool:
+        """Ready to serve: the first push-pull is done, or nobody else is there to do it
+        with (``joining.py``); the gateway reports ready only then (GET /health/ready)."""
+        return self.joining.synced
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, registry: CollectorRegistry | None = None) -> None:
@@ -319,16 +169,12 @@ class ClusterService:
             raise ClusterConfigError(f"{path.removeprefix('$.')}: {message}")
         gossip = self.cluster.gossip
         timing = self._timing or membership_config(gossip)
-        self._gossip = TransmitLimitedQueue(
-            max(6, 2 * timing.retransmit_mult), timing.broadcast_queue_depth
-        )
         self.keyring = keyring_from(gossip.encryption_keys, self._environ)
         try:
             wire = WireConfig(label=gossip.label or "", keyring=self.keyring)
         except (ValueError, WireError) as exc:
             raise ClusterConfigError(f"gossip.label: {exc}") from None
-        self.max_broadcast = max_broadcast_payload(timing.udp_buffer_size, wire)
-        self.rpc.max_packet_frame = max_packet_frame(timing.udp_buffer_size, wire)
+        self.messages.configure(timing, wire)
         space = AddressSpace(self.cluster.discovery.allowed_address_space)
         bind_ip, advertise_ip = gossip_addresses(
             gossip.bind_address, gossip.advertise_address, self.env.http_host, self._environ
@@ -347,7 +193,7 @@ class ClusterService:
             wire=wire,
             advertise=advertise_ip,
             meta=self._meta(),
-            delegate=_Bridge(self),
+            delegate=self.messages,
             address_space=space,
             on_event=self._on_event,
         )
@@ -357,19 +203,12 @@ class ClusterService:
             raise ClusterConfigError(
                 f"cannot bind gossip to {format_address((bind_ip, port))}: {exc.strerror or exc}"
             ) from None
-        self.node = node
+        self.node = self.messages.node = node
         try:
-            self.discovery = DiscoveryRunner(
-                self._discovery_sources(node.address),
-                space,
-                node.join,
-                self._live_addresses,
-                self.cluster.discovery.interval_seconds,
-            )
-            await self.discovery.start()
+            await self.joining.start_discovery(node, space)
         except DiscoveryConfigError as exc:
             await node.close()
-            self.node = None
+            self.node = self.messages.node = None
             raise ClusterConfigError(str(exc).removeprefix("$.")) from exc
         log.info(
             "cluster: node %s (id %s) gossiping on %s, advertising %s; profile %s, probe "
@@ -391,54 +230,21 @@ class ClusterService:
             self._collector = ClusterCollector(self)
             registry.register(self._collector)
             self._registry = registry
-        loop = asyncio.get_running_loop()
-        self._join_task = loop.create_task(self._join_loop())
+        self.joining.run()
         self.on_request(CLOCK_KIND, self.clock.answer)
         if self._clock_probing:
-            self._clock_task = loop.create_task(self.clock.run())
-
-    def _discovery_sources(self, address: Address) -> list[Discovery]:
-        sources: list[Discovery] = []
-        if self.cluster.peers:
-            sources.append(StaticDiscovery(self.cluster.peers, address))
-        config = self.cluster.discovery
-        if config.enabled and config.type != "static":  # static: the peers above
-            sources.append(make_discovery(config, address, self.name, self._environ))
-        return sources
-
-    def _live_addresses(self) -> set[Address]:
-        """Our own addresses and those of live or suspect members: not to be joined."""
-        node = self._node()
-        known = {node.address, node.bind}
-        if node.membership is not None:
-            known.update(m.address for m in node.members()
-                         if m.state in (NodeState.ALIVE, NodeState.SUSPECT))
-        return known
-
-    async def _stop_discovery(self) -> None:
-        """Deregister from the backends first, so no one finds a member that is leaving."""
-        if self.discovery is not None:
-            await self.discovery.stop()
+            self._clock_task = asyncio.get_running_loop().create_task(self.clock.run())
 
     async def stop(self) -> None:
         """Leave gracefully (others see *left*, not failed), then close the sockets."""
         await self._stop_clock()
-        if self._join_task is not None:
-            self._join_task.cancel()
-            try:
-                await self._join_task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # a bug in the join loop must not stop the leave
-                log.exception("cluster: the join task failed")
-            self._join_task = None
-        await self._stop_discovery()
+        await self.joining.stop()  # deregisters first: no one finds a member that is leaving
         node = self.node
         if node is not None and node.running:
             try:
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + self.leave_timeout
-                await self._serf_leave_intents(self.leave_timeout / 2)
+                await send_leave_intents(node, self._serf_clock, self.leave_timeout / 2)
                 announced = await node.leave(max(0.1, deadline - loop.time()))
                 log.info(
                     "cluster: %s left the cluster%s",
@@ -452,9 +258,7 @@ class ClusterService:
     async def abort(self) -> None:
         """Stop without leaving (tests: the others see a crash)."""
         await self._stop_clock()
-        if self._join_task is not None:
-            self._join_task.cancel()
-        await self._stop_discovery()
+        await self.joining.abort()
         if self.node is not None:
             await self.node.close()
         self._unregister()
@@ -492,101 +296,10 @@ class ClusterService:
                 self._registry.unregister(self._collector)
             self._registry = self._collector = None
 
-    # ------------------------------------------------------------------ joining
-    async def resolve_peers(self) -> list[Address]:
-        """One round's candidates (peers and discovery, filtered), without ourselves."""
-        node = self._node()
-        assert self.discovery is not None
-        addresses = await self.discovery.candidates()
-        return [a for a in addresses if a not in (node.address, node.bind)]
-
-    async def _join_loop(self) -> None:
-        """Join at start (see the module docstring), then discovery rounds until stopped."""
-        await self._first_join()
-        if self.discovery is not None and self.discovery.sources:
-            await self.discovery.run()
-
-    async def _first_join(self) -> None:
-        """Join until a push-pull succeeds or a member joins us; readiness (``synced``)
-        comes at once when the sources have settled and found nobody (the first member),
-        else after ``sync_wait`` at most, whatever the retries are doing (a member told
-        that peers exist waits that long for them, not longer: a blackholed peer's join
-        may take ``tcp_timeout`` per attempt)."""
-        node = self._node()
-        assert self.discovery is not None
-        delay = JOIN_RETRY_FIRST
-        loop = asyncio.get_running_loop()
-        deadline = loop.call_later(self.sync_wait, self._ready_alone)
-        try:
-            while True:
-                peers = await self.resolve_peers()
-                if not peers and not self.synced and self.discovery.settled():
-                    if self.cluster.peers or self.cluster.discovery.enabled:
-                        log.info("cluster: no other peer to join; waiting for members to join us")
-                    self.synced = True  # the first member: nothing to merge
-                if peers and await self._join_once(peers):
-                    return
-                if node.membership is not None and node.membership.num_alive() > 1:
-                    self.joined = self.synced = True  # a joiner's push-pull merged state with us
-                    return
-                if peers or self.synced:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, JOIN_RETRY_MAX)
-                else:  # nothing tried yet, sources still looking: no reason to back off
-                    await asyncio.sleep(JOIN_RETRY_FIRST)
-        finally:
-            deadline.cancel()
-
-    def _ready_alone(self) -> None:
-        if not self.synced:
-            self.synced = True
-            log.warning(
-                "cluster: no peer answered within %.0fs; ready alone (keeps trying to join)",
-                self.sync_wait,
-            )
-
-    async def _join_once(self, peers: list[Address]) -> bool:
-        node = self._node()
-        assert self.discovery is not None
-        ok = await node.join(peers)
-        self.discovery.stats["joins"] += ok
-        self.discovery.stats["join_failures"] += len(peers) - ok
-        self._join_attempts += 1
-        if ok:
-            self.joined = self.synced = True
-            alive = sum(1 for m in node.members() if m.state == NodeState.ALIVE)
-            log.info("cluster: joined through %d of %d peer(s); %d member(s) alive",
-                     ok, len(peers), alive)
-            return True
-        attempt = self._join_attempts
-        level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
-        log.log(
-            level,
-            "cluster: could not join any of %s (%s); retrying every %.1fs at most",
-            ", ".join(format_address(p) for p in peers),
-            node.last_push_pull_error or "no answer",
-            JOIN_RETRY_MAX,
-        )
-        return False
-
-    async def _serf_leave_intents(self, timeout: float) -> None:
-        node = self._node()
-        serf = [
-            m.name
-            for m in node.members()
-            if m.name != self.name and m.state == NodeState.ALIVE and is_serf_member(m)
-        ]
-        if not serf:
-            return
-        intent = leave_intent(self.name, self._serf_clock.next())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*(node.send_reliable(name, intent) for name in serf))
-
     # ------------------------------------------------------------------ application
     def set_handler(self, handler: ClusterHandler | None) -> None:
         """Install the application's hooks (one handler; None removes it)."""
-        self.handler = handler
+        self.messages.handler = handler
 
     def on_message(self, channel: bytes, callback: Callable[[bytes], None] | None) -> None:
         """Deliver payloads (``broadcast`` or ``send``) whose first byte is ``channel`` to
@@ -594,45 +307,17 @@ class ClusterService:
         The callback runs inside the protocol: return quickly, never block. None removes
         it; a channel already taken by another callback is a ``ValueError`` (two parts of
         the application would read each other's messages)."""
-        if len(channel) != 1:
-            raise ValueError("a channel is one byte")
-        if callback is None:
-            self.channels.pop(channel, None)
-        elif self.channels.setdefault(channel, callback) != callback:
-            raise ValueError(f"cluster channel {channel!r} is taken")
+        self.messages.on_message(channel, callback)
 
     def broadcast(self, payload: bytes, name: str | None = None) -> None:
         """Gossip ``payload`` to every other member's ``notify_msg`` (each relays it once).
         ``name``: replaces our queued broadcast of the same name that is not fully sent.
         ``ValueError`` (naming both sizes) when the payload can never fit a gossip packet."""
-        self._node()  # started
-        if len(payload) > self.max_broadcast:
-            raise ValueError(
-                f"broadcast payload is {len(payload)} bytes; one gossip packet carries at most "
-                f"{self.max_broadcast} (udp_buffer_size minus label, encryption, CRC and "
-                "framing): send it point to point (send(..., reliable=True) or request())"
-            )
-        message_id = secrets.token_bytes(_ID_SIZE)
-        self._first_sight(message_id)
-        frame = APP_MARKER + KIND_GOSSIP + message_id + payload
-        # Sent with the next gossip round or probe (within gossip_interval).
-        self._gossip.queue(frame, len(frame), name)
-
-    def _relay(self, frame: bytes) -> None:
-        """Pass a gossip frame on (called from inside the protocol: no I/O here)."""
-        node = self.node
-        if node is not None and node.membership is not None and not node.membership.has_left:
-            if len(frame) - _GOSSIP_FRAME > self.max_broadcast:  # a member with a larger budget
-                self.stats["relay_too_large"] += 1
-                return
-            self._gossip.queue(frame, len(frame))
+        self.messages.broadcast(payload, name)
 
     def send(self, member: str, payload: bytes, *, reliable: bool = False) -> None:
         """One member's ``notify_msg``: UDP best effort, or TCP when ``reliable``."""
-        self._node().send_user(member, APP_MARKER + KIND_DIRECT + payload, reliable)
-
-    def _send_frame(self, member: str, frame: bytes, reliable: bool) -> None:
-        self._node().send_user(member, frame, reliable)
+        self.messages.send(member, payload, reliable)
 
     def on_request(self, kind: str, handler: Handler | None) -> None:
         """Answer ``request``s of ``kind`` with ``handler(requester, payload)`` → reply bytes
@@ -652,14 +337,6 @@ class ClusterService:
         ``rpc.RequestError`` with a stable ``type`` otherwise (see ``rpc.py``)."""
         self._node()  # started
         return await self.rpc.request(APP_MARKER, member, kind, payload, timeout, retries)
-
-    def _first_sight(self, message_id: bytes) -> bool:
-        if message_id in self._seen:
-            return False
-        self._seen[message_id] = None
-        if len(self._seen) > SEEN_WINDOW:
-            self._seen.popitem(last=False)
-        return True
 
     def set_readiness(self, readiness: str) -> None:
         """``ready`` or ``draining``, in our metadata (a new incarnation, gossiped)."""
@@ -685,14 +362,11 @@ class ClusterService:
             raise ClusterConfigError(f"node metadata too large (long node name?): {exc}") from None
 
     def _on_event(self, event: MemberEvent) -> None:
-        if event.kind == EventKind.LEAVE and self.discovery is not None:
-            self.discovery.wake()  # a member lost: look for members at once
-        if self.handler is not None:
-            self.handler.notify_event(event)
-
-    def _foreign(self, payload: bytes) -> None:
-        self.stats["foreign_messages"] += 1
-        self._serf_clock.witness(payload)
+        if event.kind == EventKind.LEAVE:
+            self.joining.member_lost()
+        handler = self.messages.handler
+        if handler is not None:
+            handler.notify_event(event)
 
     def _node(self) -> ClusterNode:
         if self.node is None:

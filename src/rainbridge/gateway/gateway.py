@@ -21,8 +21,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from ..cluster.appmessages import ClusterHandler
 from ..cluster.events import MemberEvent
-from ..cluster.service import ClusterEnv, ClusterHandler, ClusterService
+from ..cluster.service import ClusterEnv, ClusterService
 from ..config.load import ConfigError, LoadedConfig
 from ..config.validate import Problem
 from ..counters.escrow import Limit
