@@ -7,7 +7,7 @@ Choices made here (where Bifrost's config and the issue leave room):
 
 - **Name**: ``node_name``, else ``$POD_NAME``, else the host name. With ``--workers N > 1``
   each worker is its own member, ``<name>-w<index>``, on gossip port ``port + index``.
-- **Identity**: a random boot id per process; ``node_id = name + "-" + boot`` names this
+- **Identity**: a boot id per process (start time + random bits, ``boot.py``); ``node_id = name + "-" + boot`` names this
   process's counter slots, so a restart never reuses an earlier life's slots.
 - **Metadata** (Serf tags, ≤ 512 bytes): ``id``, ``boot``, ``region``, ``http`` (host:port
   of the HTTP server; the advertised IP when it listens on all interfaces), ``version``,
@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import socket
 import time
 from collections import Counter
@@ -53,6 +52,7 @@ from .. import __version__
 from . import report
 from .addresses import AddressSpace, ClusterConfigError, format_address, gossip_addresses
 from .appmessages import APP_MARKER, AppMessages, ClusterHandler
+from .boot import new_boot_id
 from .clock import INTERVAL_S as CLOCK_INTERVAL_S
 from .clock import KIND as CLOCK_KIND
 from .clock import ClockProbe
@@ -132,7 +132,7 @@ class ClusterService:
         self._environ = os.environ if environ is None else environ
         base = cluster.node_name or self._environ.get("POD_NAME") or socket.gethostname()
         self.name = f"{base}-w{self.env.worker_index}" if self.env.workers > 1 else base
-        self.boot = secrets.token_hex(4)
+        self.boot = new_boot_id()
         self.node_id = f"{self.name}-{self.boot}"
         self.region = cluster.region or ""
         self._timing = timing

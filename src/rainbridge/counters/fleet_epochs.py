@@ -4,8 +4,9 @@
 member proposes what it knows, the store serialises the proposals:
 
 - a member *adds* the incarnations it sees alive and not draining, and *removes* the ones it
-  knows are gone (left, draining, replaced by a newer boot of the same name, dead for
-  ``ROSTER_FORGET_S``); it never removes one it has not heard of, so a member with a partial
+  knows are gone (left, draining, replaced by a newer boot of the same name — one it saw
+  replaced, or one whose boot id is surely older than the boot it sees, ``cluster/boot.py`` —,
+  dead for ``ROSTER_FORGET_S``); it never removes one it has not heard of, so a member with a partial
   view cannot shrink the roster;
 - a removed incarnation goes into ``fleet_gone`` and is never added back (a member that has
   not seen the drain yet would otherwise flip the roster back and forth);
@@ -22,6 +23,7 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from rainbridge.cluster.boot import newer_boot
 from rainbridge.counters.epochs import KEEP
 
 if TYPE_CHECKING:
@@ -107,16 +109,27 @@ class RosterView:
         for mid in alive:
             seen[mid] = now_s
         present = alive | dead | leaving
-        names = {mid.rpartition(":")[0] for mid in present}
+        boots: dict[str, list[str]] = {}  # name -> the boots our list shows of it
+        for mid in present:
+            name, _, boot = mid.rpartition(":")
+            boots.setdefault(name, []).append(boot)
         for mid, at in list(seen.items()):
-            replaced = mid not in present and mid.rpartition(":")[0] in names  # another boot runs
+            # Our list showed it and now shows another boot of its name: replaced (the list
+            # only moves forward).
+            replaced = mid not in present and mid.rpartition(":")[0] in boots
             if replaced or now_s - at > ROSTER_FORGET_S:
                 gone.add(mid)
                 del seen[mid]
         for mid in latest:
             if mid in present or mid in seen:
                 continue
-            if mid.rpartition(":")[0] in names or now_s - self.started > ROSTER_FORGET_S:
-                gone.add(mid)  # its name runs under another boot now, or nobody heard of it for long
+            # Never heard of here: gone only if our list shows a surely newer boot of its name
+            # (a restart we saw and it predates), or nobody here heard of it for long. An
+            # unordered or older boot in our list means our view may lag: a member that has
+            # not yet seen a restart must not remove the new incarnation (fleet_gone is for
+            # good: it would never be added back).
+            name, _, boot = mid.rpartition(":")
+            if any(newer_boot(b, boot) for b in boots.get(name, ())) or now_s - self.started > ROSTER_FORGET_S:
+                gone.add(mid)
         self.alive = alive - gone
         self.gone = gone
