@@ -239,7 +239,12 @@ def plugin_entries(plugins: Any) -> Iterator[tuple[str, str, Any]]:
 def _fold_otel(path: str, entry: dict[str, Any], out: list[Problem]) -> None:
     """Bifrost's otel plugin becomes rainbridge's tracing (telemetry/tracing.py): a profile
     that can never work stops start-up naming its field."""
-    from ..telemetry.tracing import TracingConfigError, settings_from_plugins
+    from ..telemetry.tracing import (
+        TRACE_TYPES,
+        TracingConfigError,
+        foreign_trace_types,
+        settings_from_plugins,
+    )
 
     try:
         settings = settings_from_plugins([{**entry, "name": OTEL_PLUGIN}])
@@ -247,6 +252,8 @@ def _fold_otel(path: str, entry: dict[str, Any], out: list[Problem]) -> None:
         field, _, message = str(exc).partition(": ")
         out.append(Problem(path + field.removeprefix("$.plugins[0]"), message))
         return
+    for where, value in foreign_trace_types(entry.get("config"), f"{path}.config"):
+        out.append(Problem(where, f"{value!r}: spans are exported as {TRACE_TYPES[0]!r}, as Bifrost does", "warning"))
     if settings is not None:
         out.append(Problem(path, f"plugin 'otel': traces go to {settings.collector_url} over OTLP/{settings.protocol}", NOTE))
 
