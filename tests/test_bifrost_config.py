@@ -89,6 +89,17 @@ def test_unsupported_plugin_is_warned_about_by_name():
     assert warning.path == "$.plugins[0]" and "semantic_cache" in warning.message
 
 
+def test_mcp_servers_and_an_enabled_vector_store_are_warned_about_not_dropped_silently():
+    """Bifrost's withpostgresmcpclientsinconfig and withlocalcache examples: rainbridge has
+    neither MCP nor a cache, so each section is reported as ignored by its path."""
+    config = base() | {
+        "mcp": {"client_configs": [{"name": "WeatherService", "connection_type": "http", "http_url": "http://127.0.0.1:8080/mcp"}]},
+        "vector_store": {"enabled": True, "type": "weaviate", "config": {"scheme": "http", "host": "localhost:9000"}}}
+    assert sorted(w.path for w in load_data(config, ENV).warnings) == ["$.mcp.client_configs", "$.vector_store"]
+    quiet = base() | {"mcp": {"client_configs": []}, "vector_store": {"enabled": False, "type": "weaviate"}}
+    assert load_data(quiet, ENV).warnings == []
+
+
 @pytest.mark.parametrize(("grant", "expected"), [
     ({"keys": [{"name": "second"}]}, ["second"]),
     ({"keys": [{"key_id": "k-2"}]}, ["k-2"]),

@@ -64,6 +64,7 @@ def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     _fold_key_urls(raw, out)
     _check_azure_entra(raw, out)
     _check_logs_store(raw, out)
+    _warn_unused_sections(raw, out)
     _fold_auth_config(raw, out)
     _fold_provider_limits(raw, out)
     _note_enforced(raw, out)
@@ -211,6 +212,21 @@ def _check_logs_store(raw: dict[str, Any], out: list[Problem]) -> None:
     else:
         out.append(Problem("$.logs_store.type", "clickhouse is not supported: use \"postgres\" or \"sqlite\", "
                            "or set enabled: false"))
+
+
+def _warn_unused_sections(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Bifrost sections that configure features rainbridge does not have are said to be
+    ignored, never dropped silently: MCP tool servers (no tool reaches a model, so nothing is
+    widened) and the vector store (Bifrost's semantic cache and local cache use it)."""
+    mcp = raw.get("mcp")
+    servers = mcp.get("client_configs") if isinstance(mcp, dict) else None
+    if isinstance(servers, list) and servers:
+        out.append(Problem("$.mcp.client_configs", f"MCP is not supported by rainbridge: {len(servers)} tool "
+                           "server(s) not connected, no MCP tool is offered to models (ignored)", "warning"))
+    store = raw.get("vector_store")
+    if isinstance(store, dict) and store.get("enabled") is not False and store:
+        out.append(Problem("$.vector_store", "only Bifrost's semantic and local caches use it, and rainbridge has "
+                           "neither: requests are never answered from a cache (ignored)", "warning"))
 
 
 def _default_vk_names(raw: dict[str, Any]) -> None:
