@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .families import unsupported_type
+from .families import provider_family, unsupported_type
 from .validate import Problem, child
 
 GOVERNANCE_PLUGIN = "governance"
@@ -58,6 +58,7 @@ UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
 def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     """Apply Bifrost's forms to ``raw`` in place; append what is refused (errors) and notes."""
     _skip_unsupported_providers(raw, out)
+    _skip_vertex_keys_without_project(raw, out)
     _default_vk_names(raw)
     _fold_plugins(raw, out)
     _fold_alias_objects(raw, out)
@@ -91,6 +92,43 @@ def _skip_unsupported_providers(raw: dict[str, Any], out: list[Problem]) -> None
             what = f"provider {name!r}" if kind == name else f"provider {name!r} (type {kind!r})"
             out.append(Problem(child("$.providers", str(name)), f"{what} is not supported by rainbridge yet: skipped "
                                "(requests for its models answer 404)", "warning"))
+
+
+def _skip_vertex_keys_without_project(raw: dict[str, Any], out: list[Problem]) -> None:
+    """A Vertex key without ``vertex_key_config.project_id`` can never be called (Bifrost's own
+    examples/configs/loadtest has one; Bifrost starts and fails each request that picks it).
+    It is left out with a warning naming it, and a Vertex provider left with no key is skipped
+    like an unsupported one, so the rest of the gateway starts. Leaving a key out never widens
+    access: a virtual key limited to it keeps no usable key."""
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return
+    for name in list(providers):
+        entry = providers[name]
+        if not isinstance(entry, dict) or not isinstance(entry.get("keys"), list) or not entry["keys"]:
+            continue
+        custom = entry.get("custom_provider_config")
+        base = custom.get("base_provider_type") if isinstance(custom, dict) else None
+        kind = entry.get("type")
+        if provider_family(str(name), kind if isinstance(kind, str) else None,
+                           base if isinstance(base, str) else None) != "vertex":
+            continue
+        ppath = child("$.providers", str(name))
+        kept = []
+        for i, key in enumerate(entry["keys"]):
+            vertex = key.get("vertex_key_config") if isinstance(key, dict) else None
+            if isinstance(key, dict) and not (isinstance(vertex, dict) and vertex.get("project_id")):
+                out.append(Problem(f"{child(f'{ppath}.keys', i)}.vertex_key_config.project_id", "missing: this key "
+                                   "can never call Vertex AI, left out (Bifrost fails each request it picks it for)",
+                                   "warning"))
+            else:
+                kept.append(key)
+        if not kept:
+            del providers[name]
+            out.append(Problem(ppath, f"provider {name!r} has no key with a vertex_key_config.project_id: skipped "
+                               "(requests for its models answer 404)", "warning"))
+        else:
+            entry["keys"] = kept
 
 
 # Fields of Bifrost's object form of a key alias ({"model_id": ..., ...}) besides model_id.
