@@ -41,7 +41,7 @@ def test_vertex_key_with_a_service_account_is_accepted():
 
 @pytest.mark.parametrize(("config", "path", "words"), [
     ({"access_key": "AKIA1"}, "secret_key", "go together"),
-    ({"role_arn": "arn:aws:iam::1:role/r"}, "role_arn", "AssumeRole is not supported"),
+    ({"role_arn": "arn:aws:iam::1:role/r"}, "role_arn", "not an IAM role ARN"),
     ({"region": "us east 1"}, "region", "not an AWS region"),
 ])
 def test_bedrock_key_config_mistakes_are_refused_naming_the_field(config, path, words):
