@@ -175,8 +175,9 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
                     Problem(f"{kpath}.azure_key_config.endpoint", f"not an http(s) URL: {endpoint!r}")
                 )
             if not key.value and not entra:
-                out.append(Problem(f"{kpath}.value", "empty API key (or give azure_key_config.client_id, "
-                                   "client_secret and tenant_id for Entra ID)"))
+                out.append(Problem(f"{kpath}.value", "no API key: authenticates as the environment's Azure identity "
+                                   "(AZURE_TENANT_ID and AZURE_CLIENT_ID with AZURE_CLIENT_SECRET or "
+                                   "AZURE_FEDERATED_TOKEN_FILE), as Bifrost's DefaultAzureCredential", "note"))
         if family == "bedrock":
             _check_bedrock_key(key.bedrock_key_config, kpath, out)
             if not key.value and not _installed("botocore"):
