@@ -89,6 +89,21 @@ def test_unsupported_plugin_is_warned_about_by_name():
     assert warning.path == "$.plugins[0]" and "semantic_cache" in warning.message
 
 
+def test_a_disabled_key_serves_nothing_and_a_provider_with_every_key_disabled_is_skipped():
+    """Bifrost's per-key switch (a homelab deployment's gemini-key-01 has "enabled": false): the
+    key must not be used, and a keyless provider whose only key is off must not serve."""
+    config = {"providers": {
+        "gemini": {"keys": [{"name": "off", "value": "g-1", "enabled": False}, {"name": "on", "value": "g-2", "enabled": True}]},
+        "ollama": {"keys": [{"name": "local", "value": "", "enabled": False, "ollama_key_config": {"url": "http://127.0.0.1:11434"}}]}}}
+    loaded = load_data(config, {})
+    assert [k.name for k in loaded.config.providers["gemini"].keys] == ["on"]
+    assert "ollama" not in loaded.config.providers
+    assert [w.path for w in loaded.warnings] == ["$.providers.ollama"]
+    with pytest.raises(ConfigError) as caught:
+        load_data({"providers": {"gemini": {"keys": [{"name": "k", "value": "g", "enabled": "no"}]}}}, {})
+    assert [p.path for p in caught.value.errors] == ["$.providers.gemini.keys[0].enabled"]
+
+
 def test_mcp_servers_and_an_enabled_vector_store_are_warned_about_not_dropped_silently():
     """Bifrost's withpostgresmcpclientsinconfig and withlocalcache examples: rainbridge has
     neither MCP nor a cache, so each section is reported as ignored by its path."""

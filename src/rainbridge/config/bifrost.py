@@ -58,6 +58,7 @@ UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
 def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     """Apply Bifrost's forms to ``raw`` in place; append what is refused (errors) and notes."""
     _skip_unsupported_providers(raw, out)
+    _skip_disabled_keys(raw, out)
     _skip_vertex_keys_without_project(raw, out)
     _default_vk_names(raw)
     _fold_plugins(raw, out)
@@ -91,6 +92,41 @@ def _skip_unsupported_providers(raw: dict[str, Any], out: list[Problem]) -> None
             del providers[name]
             what = f"provider {name!r}" if kind == name else f"provider {name!r} (type {kind!r})"
             out.append(Problem(child("$.providers", str(name)), f"{what} is not supported by rainbridge yet: skipped "
+                               "(requests for its models answer 404)", "warning"))
+
+
+def _skip_disabled_keys(raw: dict[str, Any], out: list[Problem]) -> None:
+    """A key with ``"enabled": false`` (Bifrost's per-key switch) serves nothing, as in Bifrost:
+    it is left out, said by a note (using it would spend on a key its owner turned off). A
+    provider whose every key is off is skipped: without keys a keyless provider (ollama)
+    would serve what Bifrost refuses."""
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return
+    for name in list(providers):
+        entry = providers[name]
+        keys = entry.get("keys") if isinstance(entry, dict) else None
+        if not isinstance(keys, list):
+            continue
+        ppath = child("$.providers", str(name))
+        kept = []
+        for i, key in enumerate(keys):
+            if not isinstance(key, dict) or "enabled" not in key:
+                kept.append(key)
+                continue
+            where = f"{child(f'{ppath}.keys', i)}.enabled"
+            enabled = key.pop("enabled")
+            if enabled is False:
+                out.append(Problem(where, "false: this key is left out, as in Bifrost (it serves no request)", NOTE))
+                continue
+            if enabled is not True:
+                out.append(Problem(where, f"expected true or false, got {enabled!r}"))
+            kept.append(key)
+        if kept or not keys:
+            entry["keys"] = kept
+        else:
+            del providers[name]
+            out.append(Problem(ppath, f"provider {name!r} has every key disabled: skipped "
                                "(requests for its models answer 404)", "warning"))
 
 
