@@ -104,6 +104,20 @@ def test_a_disabled_key_serves_nothing_and_a_provider_with_every_key_disabled_is
     assert [p.path for p in caught.value.errors] == ["$.providers.gemini.keys[0].enabled"]
 
 
+def test_usage_already_spent_is_refused_by_path_and_zero_usage_is_quiet():
+    """Bifrost writes its counters into budgets and rate limits (a production-rag deployment
+    carries current_usage 0.0): 0 changes nothing; more cannot be carried over, and starting
+    from 0 would allow more spend than the file says."""
+    def governance(usage):
+        return {"budgets": [{"id": "b", "virtual_key_id": "vk", "max_limit": 10.0, "reset_duration": "1M", "current_usage": usage}],
+                "rate_limits": [{"id": "r", "request_max_limit": 5, "request_reset_duration": "1m", "request_current_usage": 0}],
+                "virtual_keys": [{"id": "vk", "name": "vk", "value": "sk-bf-vk-0123456789", "rate_limit_id": "r"}]}
+    assert load_data({"governance": governance(0.0)}, {}).warnings == []
+    with pytest.raises(ConfigError) as caught:
+        load_data({"governance": governance(7.5)}, {})
+    assert [p.path for p in caught.value.errors] == ["$.governance.budgets[0].current_usage"]
+
+
 def test_mcp_servers_and_an_enabled_vector_store_are_warned_about_not_dropped_silently():
     """Bifrost's withpostgresmcpclientsinconfig and withlocalcache examples: rainbridge has
     neither MCP nor a cache, so each section is reported as ignored by its path."""

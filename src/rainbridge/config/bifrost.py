@@ -69,6 +69,7 @@ def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     _warn_unused_sections(raw, out)
     _fold_auth_config(raw, out)
     _fold_provider_limits(raw, out)
+    _fold_usage_seeds(raw, out)
     _note_enforced(raw, out)
     _refuse_unsupported(raw, out)
     _fold_digit_ports(raw)
@@ -519,6 +520,34 @@ ENFORCED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
     ("$.governance.model_configs", "model limits, checked with every other limit"),
     ("$.governance.routing_rules", "CEL routing rules, evaluated before governance picks a provider"),
 )
+
+
+USAGE_FIELDS = ("current_usage", "token_current_usage", "request_current_usage")
+
+
+def _fold_usage_seeds(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Usage already spent that a budget or rate limit carries (Bifrost writes its state into
+    the same objects): 0 is where counting starts anyway, so it is dropped quietly; more is
+    refused by path, because starting from 0 would allow more spend than the file says."""
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for field in USAGE_FIELDS:
+                if field in node:
+                    value = node[field]
+                    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+                        del node[field]
+                    else:
+                        out.append(Problem(f"{path}.{field}", f"usage already spent ({value!r}) cannot be carried "
+                                           "over: counting starts at 0, which would allow more than the file says "
+                                           "(remove it or set 0)"))
+            for key, value in node.items():
+                walk(value, child(path, str(key)))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, child(path, i))
+
+    if isinstance(raw.get("governance"), dict):
+        walk(raw["governance"], "$.governance")
 
 
 def _note_enforced(raw: dict[str, Any], out: list[Problem]) -> None:
