@@ -118,6 +118,20 @@ def test_usage_already_spent_is_refused_by_path_and_zero_usage_is_quiet():
     assert [p.path for p in caught.value.errors] == ["$.governance.budgets[0].current_usage"]
 
 
+def test_a_comment_inside_allowed_requests_is_ignored_and_the_allow_list_still_holds():
+    """A deployment documents its switches with "_comment_list_models": "…" inside
+    allowed_requests; Bifrost ignores names it does not know, so the file starts, warned."""
+    allowed = {"_comment_list_models": "MUST stay false", "list_models": False, "chat_completion": True}
+    config = {"providers": {"local": {"keys": [{"name": "k", "value": "EMPTY"}], "network_config": {"base_url": "http://127.0.0.1:9"},
+                                      "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": allowed}}}}
+    loaded = load_data(config, {})
+    assert loaded.config.providers["local"].custom_provider_config.allowed_requests == {"list_models": False, "chat_completion": True}
+    assert [w.path for w in loaded.warnings] == ["$.providers.local.custom_provider_config.allowed_requests._comment_list_models"]
+    allowed["chat_completion"] = "yes"  # a request type's switch must still be a boolean
+    with pytest.raises(ConfigError):
+        load_data(config, {})
+
+
 def test_mcp_servers_and_an_enabled_vector_store_are_warned_about_not_dropped_silently():
     """Bifrost's withpostgresmcpclientsinconfig and withlocalcache examples: rainbridge has
     neither MCP nor a cache, so each section is reported as ignored by its path."""

@@ -64,6 +64,7 @@ def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     _fold_plugins(raw, out)
     _fold_alias_objects(raw, out)
     _fold_key_urls(raw, out)
+    _drop_allowed_request_comments(raw, out)
     _check_azure_entra(raw, out)
     _check_logs_store(raw, out)
     _warn_unused_sections(raw, out)
@@ -236,6 +237,18 @@ def _fold_key_urls(raw: dict[str, Any], out: list[Problem]) -> None:
                 del key[field]
         if urls:
             _set_server_url(entry, ppath, urls, out)
+
+
+def _drop_allowed_request_comments(raw: dict[str, Any], out: list[Problem]) -> None:
+    """``allowed_requests`` entries named ``_…`` with a non-boolean value are comments (a
+    deployment documents its switches that way); Bifrost's struct ignores names it does not
+    know, so they are dropped with a warning instead of refusing the file. They allow nothing."""
+    for path, allowed in matches(raw, "$.providers.*.custom_provider_config.allowed_requests"):
+        if not isinstance(allowed, dict):
+            continue
+        for name in [n for n, v in allowed.items() if isinstance(n, str) and n.startswith("_") and not isinstance(v, bool)]:
+            del allowed[name]
+            out.append(Problem(child(path, name), "not a request type (a comment): ignored", "warning"))
 
 
 def _set_server_url(entry: dict[str, Any], ppath: str, urls: list[tuple[str, str]], out: list[Problem]) -> None:
