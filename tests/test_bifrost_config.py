@@ -266,6 +266,23 @@ def test_a_providers_own_budget_and_rate_limit_become_a_model_limit_on_all_its_m
     assert {n.path for n in loaded.notes} >= {"$.providers.openai.budget_id", "$.providers.openai.rate_limit_id"}
 
 
+def test_governance_providers_rate_limits_are_enforced_as_provider_model_limits():
+    """Bifrost's governance.providers[] (a deployment caps each upstream's requests per
+    minute with {"name", "rate_limit_id"}): the limit must hold, not be dropped unread."""
+    config = {"providers": {"openai": copy.deepcopy(PROVIDER)},
+              "governance": {"rate_limits": [{"id": "rl-openai", "request_max_limit": 40, "request_reset_duration": "1m"}],
+                             "providers": [{"name": "openai", "rate_limit_id": "rl-openai"}]}}
+    loaded = load_data(config, ENV)
+    (limit,) = normalize(loaded.config.governance, {"openai"}, 0).model_limits
+    assert (limit.model_name, limit.provider, limit.vk_id) == ("*", "openai", None)
+    assert [(r.request_max_limit, r.request_reset_duration) for r in limit.rate_limits] == [(40, "1m")]
+    assert "$.governance.providers[0]" in {n.path for n in loaded.notes}
+    config["governance"]["providers"] = [{"name": "openai", "rate_limit_id": "rl-openai", "max_concurrency": 3}]
+    with pytest.raises(ConfigError) as caught:
+        load_data(config, ENV)
+    assert [p.path for p in caught.value.errors] == ["$.governance.providers[0].max_concurrency"]
+
+
 def test_enforced_restrictions_are_listed_as_used():
     config = with_vk(rate_limit={"request_max_limit": 1, "request_reset_duration": "1m"})
     config["client"] = {"required_headers": ["X-Tenant-ID"], "header_filter_config": {"denylist": ["x-internal"]}}

@@ -518,6 +518,48 @@ def _fold_provider_limits(raw: dict[str, Any], out: list[Problem]) -> None:
         for field in refs:
             out.append(Problem(f"{child('$.providers', str(name))}.{field}",
                                "enforced as a model limit on every model of this provider (governance.model_configs)", NOTE))
+    _fold_governance_providers(raw, out)
+
+
+PROVIDER_LIMIT_FIELDS = ("budget_id", "rate_limit_id", "budget", "rate_limit")
+
+
+def _fold_governance_providers(raw: dict[str, Any], out: list[Problem]) -> None:
+    """``governance.providers[]`` (Bifrost's governance table of providers: ``name`` with
+    ``budget_id`` / ``rate_limit_id``, as a deployment limits each upstream's requests per
+    minute) is the same global provider limit as ``providers.<name>.budget_id``: folded into
+    ``governance.model_configs``. Anything else in an entry is refused by path, so no limit
+    is dropped unread."""
+    gov = raw.get("governance")
+    entries = gov.get("providers") if isinstance(gov, dict) else None
+    if entries is None:
+        return
+    if not isinstance(entries, list):
+        out.append(Problem("$.governance.providers", "expected an array of {name, budget_id, rate_limit_id}"))
+        return
+    del gov["providers"]
+    configs = gov.setdefault("model_configs", [])
+    if not isinstance(configs, list):
+        return  # reported by the schema check
+    taken = {c.get("id") for c in configs if isinstance(c, dict)}
+    for i, entry in enumerate(entries):
+        path = child("$.governance.providers", i)
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            out.append(Problem(f"{path}.name", "required: the provider these limits are for"))
+            continue
+        for field in sorted(set(entry) - {"name", "id", *PROVIDER_LIMIT_FIELDS}):
+            out.append(Problem(f"{path}.{field}", "not a provider limit rainbridge knows: refused rather than ignored"))
+        limits = {f: entry[f] for f in PROVIDER_LIMIT_FIELDS if entry.get(f) not in (None, "")}
+        if not limits:
+            continue
+        ident = f"provider:{name}"
+        while ident in taken:
+            ident += "+"
+        taken.add(ident)
+        configs.append({"id": ident, "model_name": "*", "provider": name, "scope": "global", **limits})
+        out.append(Problem(path, "enforced as a model limit on every model of this provider (governance.model_configs)",
+                           NOTE))
 
 
 # Restricting Bifrost settings rainbridge enforces, said in `config check`'s "used" group.
