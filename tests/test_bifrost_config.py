@@ -283,6 +283,17 @@ def test_governance_providers_rate_limits_are_enforced_as_provider_model_limits(
     assert [p.path for p in caught.value.errors] == ["$.governance.providers[0].max_concurrency"]
 
 
+def test_calendar_aligned_rate_limits_start_and_false_is_warned_about():
+    """A deployment's daily caps say "calendar_aligned": true, which is how rate limit windows
+    work here (snapped to UTC midnight); false asks for windows this gateway does not have."""
+    def config(aligned):
+        return {"governance": {"rate_limits": [{"id": "day", "request_max_limit": 1000, "request_reset_duration": "1d",
+                                                "calendar_aligned": aligned}]}}
+    loaded = load_data(config(True), {})
+    assert loaded.warnings == [] and "$.governance.rate_limits[0].calendar_aligned" in {n.path for n in loaded.notes}
+    assert [w.path for w in load_data(config(False), {}).warnings] == ["$.governance.rate_limits[0].calendar_aligned"]
+
+
 def test_enforced_restrictions_are_listed_as_used():
     config = with_vk(rate_limit={"request_max_limit": 1, "request_reset_duration": "1m"})
     config["client"] = {"required_headers": ["X-Tenant-ID"], "header_filter_config": {"denylist": ["x-internal"]}}

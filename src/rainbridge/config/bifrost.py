@@ -71,6 +71,7 @@ def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     _fold_auth_config(raw, out)
     _fold_provider_limits(raw, out)
     _fold_usage_seeds(raw, out)
+    _note_rate_limit_alignment(raw, out)
     _note_enforced(raw, out)
     _refuse_unsupported(raw, out)
     _fold_digit_ports(raw)
@@ -603,6 +604,18 @@ def _fold_usage_seeds(raw: dict[str, Any], out: list[Problem]) -> None:
 
     if isinstance(raw.get("governance"), dict):
         walk(raw["governance"], "$.governance")
+
+
+def _note_rate_limit_alignment(raw: dict[str, Any], out: list[Problem]) -> None:
+    """``calendar_aligned`` on a rate limit: true is how every window here works (snapped to UTC
+    boundaries, so every node agrees); false, Bifrost's window counted from its last reset, is
+    not, and is said so."""
+    for path, value in matches(raw, "$.governance.rate_limits[*].calendar_aligned"):
+        if value is False:
+            out.append(Problem(path, "false: rate limit windows snap to UTC boundaries here (minute, hour, midnight, "
+                               "...), not from the last reset", "warning"))
+        elif value is True:
+            out.append(Problem(path, "enforced: rate limit windows snap to UTC boundaries", NOTE))
 
 
 def _note_enforced(raw: dict[str, Any], out: list[Problem]) -> None:

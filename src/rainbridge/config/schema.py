@@ -223,6 +223,9 @@ class RateLimitConfig(Base):
     request_reset_duration: str | None = None
     token_max_limit: NonNegInt | None = None  # tokens (prompt + completion) per token_reset_duration
     token_reset_duration: str | None = None
+    # Bifrost's switch; rate limit windows here always snap to UTC boundaries (README, Governance),
+    # which is what true asks for. Accepted so a Bifrost file starts; false is warned about.
+    calendar_aligned: bool | None = None
 
 
 class GrantKeyRef(Base):
