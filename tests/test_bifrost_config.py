@@ -89,6 +89,60 @@ def test_unsupported_plugin_is_warned_about_by_name():
     assert warning.path == "$.plugins[0]" and "semantic_cache" in warning.message
 
 
+def test_a_disabled_key_serves_nothing_and_a_provider_with_every_key_disabled_is_skipped():
+    """Bifrost's per-key switch (a homelab deployment's gemini-key-01 has "enabled": false): the
+    key must not be used, and a keyless provider whose only key is off must not serve."""
+    config = {"providers": {
+        "gemini": {"keys": [{"name": "off", "value": "g-1", "enabled": False}, {"name": "on", "value": "g-2", "enabled": True}]},
+        "ollama": {"keys": [{"name": "local", "value": "", "enabled": False, "ollama_key_config": {"url": "http://127.0.0.1:11434"}}]}}}
+    loaded = load_data(config, {})
+    assert [k.name for k in loaded.config.providers["gemini"].keys] == ["on"]
+    assert "ollama" not in loaded.config.providers
+    assert [w.path for w in loaded.warnings] == ["$.providers.ollama"]
+    with pytest.raises(ConfigError) as caught:
+        load_data({"providers": {"gemini": {"keys": [{"name": "k", "value": "g", "enabled": "no"}]}}}, {})
+    assert [p.path for p in caught.value.errors] == ["$.providers.gemini.keys[0].enabled"]
+
+
+def test_usage_already_spent_is_refused_by_path_and_zero_usage_is_quiet():
+    """Bifrost writes its counters into budgets and rate limits (a production-rag deployment
+    carries current_usage 0.0): 0 changes nothing; more cannot be carried over, and starting
+    from 0 would allow more spend than the file says."""
+    def governance(usage):
+        return {"budgets": [{"id": "b", "virtual_key_id": "vk", "max_limit": 10.0, "reset_duration": "1M", "current_usage": usage}],
+                "rate_limits": [{"id": "r", "request_max_limit": 5, "request_reset_duration": "1m", "request_current_usage": 0}],
+                "virtual_keys": [{"id": "vk", "name": "vk", "value": "sk-bf-vk-0123456789", "rate_limit_id": "r"}]}
+    assert load_data({"governance": governance(0.0)}, {}).warnings == []
+    with pytest.raises(ConfigError) as caught:
+        load_data({"governance": governance(7.5)}, {})
+    assert [p.path for p in caught.value.errors] == ["$.governance.budgets[0].current_usage"]
+
+
+def test_a_comment_inside_allowed_requests_is_ignored_and_the_allow_list_still_holds():
+    """A deployment documents its switches with "_comment_list_models": "…" inside
+    allowed_requests; Bifrost ignores names it does not know, so the file starts, warned."""
+    allowed = {"_comment_list_models": "MUST stay false", "list_models": False, "chat_completion": True}
+    config = {"providers": {"local": {"keys": [{"name": "k", "value": "EMPTY"}], "network_config": {"base_url": "http://127.0.0.1:9"},
+                                      "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": allowed}}}}
+    loaded = load_data(config, {})
+    assert loaded.config.providers["local"].custom_provider_config.allowed_requests == {"list_models": False, "chat_completion": True}
+    assert [w.path for w in loaded.warnings] == ["$.providers.local.custom_provider_config.allowed_requests._comment_list_models"]
+    allowed["chat_completion"] = "yes"  # a request type's switch must still be a boolean
+    with pytest.raises(ConfigError):
+        load_data(config, {})
+
+
+def test_mcp_servers_and_an_enabled_vector_store_are_warned_about_not_dropped_silently():
+    """Bifrost's withpostgresmcpclientsinconfig and withlocalcache examples: rainbridge has
+    neither MCP nor a cache, so each section is reported as ignored by its path."""
+    config = base() | {
+        "mcp": {"client_configs": [{"name": "WeatherService", "connection_type": "http", "http_url": "http://127.0.0.1:8080/mcp"}]},
+        "vector_store": {"enabled": True, "type": "weaviate", "config": {"scheme": "http", "host": "localhost:9000"}}}
+    assert sorted(w.path for w in load_data(config, ENV).warnings) == ["$.mcp.client_configs", "$.vector_store"]
+    quiet = base() | {"mcp": {"client_configs": []}, "vector_store": {"enabled": False, "type": "weaviate"}}
+    assert load_data(quiet, ENV).warnings == []
+
+
 @pytest.mark.parametrize(("grant", "expected"), [
     ({"keys": [{"name": "second"}]}, ["second"]),
     ({"keys": [{"key_id": "k-2"}]}, ["k-2"]),
@@ -210,6 +264,34 @@ def test_a_providers_own_budget_and_rate_limit_become_a_model_limit_on_all_its_m
     assert [(b.max_limit, b.reset_duration) for b in limit.budgets] == [(100, "1M")]
     assert [(r.request_max_limit, r.request_reset_duration) for r in limit.rate_limits] == [(60, "1m")]
     assert {n.path for n in loaded.notes} >= {"$.providers.openai.budget_id", "$.providers.openai.rate_limit_id"}
+
+
+def test_governance_providers_rate_limits_are_enforced_as_provider_model_limits():
+    """Bifrost's governance.providers[] (a deployment caps each upstream's requests per
+    minute with {"name", "rate_limit_id"}): the limit must hold, not be dropped unread."""
+    config = {"providers": {"openai": copy.deepcopy(PROVIDER)},
+              "governance": {"rate_limits": [{"id": "rl-openai", "request_max_limit": 40, "request_reset_duration": "1m"}],
+                             "providers": [{"name": "openai", "rate_limit_id": "rl-openai"}]}}
+    loaded = load_data(config, ENV)
+    (limit,) = normalize(loaded.config.governance, {"openai"}, 0).model_limits
+    assert (limit.model_name, limit.provider, limit.vk_id) == ("*", "openai", None)
+    assert [(r.request_max_limit, r.request_reset_duration) for r in limit.rate_limits] == [(40, "1m")]
+    assert "$.governance.providers[0]" in {n.path for n in loaded.notes}
+    config["governance"]["providers"] = [{"name": "openai", "rate_limit_id": "rl-openai", "max_concurrency": 3}]
+    with pytest.raises(ConfigError) as caught:
+        load_data(config, ENV)
+    assert [p.path for p in caught.value.errors] == ["$.governance.providers[0].max_concurrency"]
+
+
+def test_calendar_aligned_rate_limits_start_and_false_is_warned_about():
+    """A deployment's daily caps say "calendar_aligned": true, which is how rate limit windows
+    work here (snapped to UTC midnight); false asks for windows this gateway does not have."""
+    def config(aligned):
+        return {"governance": {"rate_limits": [{"id": "day", "request_max_limit": 1000, "request_reset_duration": "1d",
+                                                "calendar_aligned": aligned}]}}
+    loaded = load_data(config(True), {})
+    assert loaded.warnings == [] and "$.governance.rate_limits[0].calendar_aligned" in {n.path for n in loaded.notes}
+    assert [w.path for w in load_data(config(False), {}).warnings] == ["$.governance.rate_limits[0].calendar_aligned"]
 
 
 def test_enforced_restrictions_are_listed_as_used():

@@ -154,7 +154,7 @@ def test_sample_rate_zero_exports_nothing(mock, collector, tmp_path):
 
 @pytest.mark.parametrize(("config", "path"), [
     ({"protocol": "http", "trace_type": "genai_extension"}, "$.plugins[0].config.collector_url"),
-    ({"collector_url": "http://c:4318/v1/traces", "trace_type": "vercel"}, "$.plugins[0].config.trace_type"),
+    ({"collector_url": "http://c:4318/v1/traces", "trace_type": 5}, "$.plugins[0].config.trace_type"),
     ({"collector_url": "http://c:4318/v1/traces", "protocol": "udp"}, "$.plugins[0].config.protocol"),
     ({"collector_url": "c:4317", "protocol": "http"}, "$.plugins[0].config.collector_url"),
     ({"collector_url": "http://c/v1/traces", "sample_rate": 2}, "$.plugins[0].config.sample_rate"),
@@ -164,6 +164,15 @@ def test_an_otel_config_that_cannot_work_stops_start_up_naming_the_field(config,
     with pytest.raises(ConfigError) as err:
         load_data({"plugins": [{"name": "otel", "enabled": True, "config": config}]}, {})
     assert any(str(p).startswith(path + ":") for p in err.value.problems), err.value.problems
+
+
+def test_a_trace_type_other_than_genai_extension_starts_with_a_warning_naming_it():
+    """Bifrost's examples/configs/withobservability says "otel"; Bifrost exports every value
+    in its one format, so the file must start (warned), not be refused."""
+    loaded = load_data({"plugins": [{"name": "otel", "enabled": True, "config": {"profiles": [
+        {"collector_url": "http://c:4318/v1/traces", "trace_type": "otel", "protocol": "http"}]}}]}, {})
+    assert [(w.path, w.message) for w in loaded.warnings if "trace_type" in w.path] == [
+        ("$.plugins[0].config.profiles[0].trace_type", "'otel': spans are exported as 'genai_extension', as Bifrost does")]
 
 
 def test_a_disabled_otel_plugin_or_profile_configures_nothing():

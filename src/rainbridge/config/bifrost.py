@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .families import unsupported_type
+from .families import provider_family, unsupported_type
 from .validate import Problem, child
 
 GOVERNANCE_PLUGIN = "governance"
@@ -58,14 +58,20 @@ UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
 def fold(raw: dict[str, Any], out: list[Problem]) -> None:
     """Apply Bifrost's forms to ``raw`` in place; append what is refused (errors) and notes."""
     _skip_unsupported_providers(raw, out)
+    _skip_disabled_keys(raw, out)
+    _skip_vertex_keys_without_project(raw, out)
     _default_vk_names(raw)
     _fold_plugins(raw, out)
     _fold_alias_objects(raw, out)
     _fold_key_urls(raw, out)
+    _drop_allowed_request_comments(raw, out)
     _check_azure_entra(raw, out)
     _check_logs_store(raw, out)
+    _warn_unused_sections(raw, out)
     _fold_auth_config(raw, out)
     _fold_provider_limits(raw, out)
+    _fold_usage_seeds(raw, out)
+    _note_rate_limit_alignment(raw, out)
     _note_enforced(raw, out)
     _refuse_unsupported(raw, out)
     _fold_digit_ports(raw)
@@ -90,6 +96,78 @@ def _skip_unsupported_providers(raw: dict[str, Any], out: list[Problem]) -> None
             what = f"provider {name!r}" if kind == name else f"provider {name!r} (type {kind!r})"
             out.append(Problem(child("$.providers", str(name)), f"{what} is not supported by rainbridge yet: skipped "
                                "(requests for its models answer 404)", "warning"))
+
+
+def _skip_disabled_keys(raw: dict[str, Any], out: list[Problem]) -> None:
+    """A key with ``"enabled": false`` (Bifrost's per-key switch) serves nothing, as in Bifrost:
+    it is left out, said by a note (using it would spend on a key its owner turned off). A
+    provider whose every key is off is skipped: without keys a keyless provider (ollama)
+    would serve what Bifrost refuses."""
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return
+    for name in list(providers):
+        entry = providers[name]
+        keys = entry.get("keys") if isinstance(entry, dict) else None
+        if not isinstance(keys, list):
+            continue
+        ppath = child("$.providers", str(name))
+        kept = []
+        for i, key in enumerate(keys):
+            if not isinstance(key, dict) or "enabled" not in key:
+                kept.append(key)
+                continue
+            where = f"{child(f'{ppath}.keys', i)}.enabled"
+            enabled = key.pop("enabled")
+            if enabled is False:
+                out.append(Problem(where, "false: this key is left out, as in Bifrost (it serves no request)", NOTE))
+                continue
+            if enabled is not True:
+                out.append(Problem(where, f"expected true or false, got {enabled!r}"))
+            kept.append(key)
+        if kept or not keys:
+            entry["keys"] = kept
+        else:
+            del providers[name]
+            out.append(Problem(ppath, f"provider {name!r} has every key disabled: skipped "
+                               "(requests for its models answer 404)", "warning"))
+
+
+def _skip_vertex_keys_without_project(raw: dict[str, Any], out: list[Problem]) -> None:
+    """A Vertex key without ``vertex_key_config.project_id`` can never be called (Bifrost's own
+    examples/configs/loadtest has one; Bifrost starts and fails each request that picks it).
+    It is left out with a warning naming it, and a Vertex provider left with no key is skipped
+    like an unsupported one, so the rest of the gateway starts. Leaving a key out never widens
+    access: a virtual key limited to it keeps no usable key."""
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return
+    for name in list(providers):
+        entry = providers[name]
+        if not isinstance(entry, dict) or not isinstance(entry.get("keys"), list) or not entry["keys"]:
+            continue
+        custom = entry.get("custom_provider_config")
+        base = custom.get("base_provider_type") if isinstance(custom, dict) else None
+        kind = entry.get("type")
+        if provider_family(str(name), kind if isinstance(kind, str) else None,
+                           base if isinstance(base, str) else None) != "vertex":
+            continue
+        ppath = child("$.providers", str(name))
+        kept = []
+        for i, key in enumerate(entry["keys"]):
+            vertex = key.get("vertex_key_config") if isinstance(key, dict) else None
+            if isinstance(key, dict) and not (isinstance(vertex, dict) and vertex.get("project_id")):
+                out.append(Problem(f"{child(f'{ppath}.keys', i)}.vertex_key_config.project_id", "missing: this key "
+                                   "can never call Vertex AI, left out (Bifrost fails each request it picks it for)",
+                                   "warning"))
+            else:
+                kept.append(key)
+        if not kept:
+            del providers[name]
+            out.append(Problem(ppath, f"provider {name!r} has no key with a vertex_key_config.project_id: skipped "
+                               "(requests for its models answer 404)", "warning"))
+        else:
+            entry["keys"] = kept
 
 
 # Fields of Bifrost's object form of a key alias ({"model_id": ..., ...}) besides model_id.
@@ -162,6 +240,18 @@ def _fold_key_urls(raw: dict[str, Any], out: list[Problem]) -> None:
             _set_server_url(entry, ppath, urls, out)
 
 
+def _drop_allowed_request_comments(raw: dict[str, Any], out: list[Problem]) -> None:
+    """``allowed_requests`` entries named ``_…`` with a non-boolean value are comments (a
+    deployment documents its switches that way); Bifrost's struct ignores names it does not
+    know, so they are dropped with a warning instead of refusing the file. They allow nothing."""
+    for path, allowed in matches(raw, "$.providers.*.custom_provider_config.allowed_requests"):
+        if not isinstance(allowed, dict):
+            continue
+        for name in [n for n, v in allowed.items() if isinstance(n, str) and n.startswith("_") and not isinstance(v, bool)]:
+            del allowed[name]
+            out.append(Problem(child(path, name), "not a request type (a comment): ignored", "warning"))
+
+
 def _set_server_url(entry: dict[str, Any], ppath: str, urls: list[tuple[str, str]], out: list[Problem]) -> None:
     network = entry.setdefault("network_config", {})
     if not isinstance(network, dict):
@@ -213,6 +303,21 @@ def _check_logs_store(raw: dict[str, Any], out: list[Problem]) -> None:
                            "or set enabled: false"))
 
 
+def _warn_unused_sections(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Bifrost sections that configure features rainbridge does not have are said to be
+    ignored, never dropped silently: MCP tool servers (no tool reaches a model, so nothing is
+    widened) and the vector store (Bifrost's semantic cache and local cache use it)."""
+    mcp = raw.get("mcp")
+    servers = mcp.get("client_configs") if isinstance(mcp, dict) else None
+    if isinstance(servers, list) and servers:
+        out.append(Problem("$.mcp.client_configs", f"MCP is not supported by rainbridge: {len(servers)} tool "
+                           "server(s) not connected, no MCP tool is offered to models (ignored)", "warning"))
+    store = raw.get("vector_store")
+    if isinstance(store, dict) and store.get("enabled") is not False and store:
+        out.append(Problem("$.vector_store", "only Bifrost's semantic and local caches use it, and rainbridge has "
+                           "neither: requests are never answered from a cache (ignored)", "warning"))
+
+
 def _default_vk_names(raw: dict[str, Any]) -> None:
     """Bifrost's examples give some virtual keys only an ``id``: it is their name too."""
     for _, vk in matches(raw, "$.governance.virtual_keys[*]"):
@@ -239,7 +344,12 @@ def plugin_entries(plugins: Any) -> Iterator[tuple[str, str, Any]]:
 def _fold_otel(path: str, entry: dict[str, Any], out: list[Problem]) -> None:
     """Bifrost's otel plugin becomes rainbridge's tracing (telemetry/tracing.py): a profile
     that can never work stops start-up naming its field."""
-    from ..telemetry.tracing import TracingConfigError, settings_from_plugins
+    from ..telemetry.tracing import (
+        TRACE_TYPES,
+        TracingConfigError,
+        foreign_trace_types,
+        settings_from_plugins,
+    )
 
     try:
         settings = settings_from_plugins([{**entry, "name": OTEL_PLUGIN}])
@@ -247,6 +357,8 @@ def _fold_otel(path: str, entry: dict[str, Any], out: list[Problem]) -> None:
         field, _, message = str(exc).partition(": ")
         out.append(Problem(path + field.removeprefix("$.plugins[0]"), message))
         return
+    for where, value in foreign_trace_types(entry.get("config"), f"{path}.config"):
+        out.append(Problem(where, f"{value!r}: spans are exported as {TRACE_TYPES[0]!r}, as Bifrost does", "warning"))
     if settings is not None:
         out.append(Problem(path, f"plugin 'otel': traces go to {settings.collector_url} over OTLP/{settings.protocol}", NOTE))
 
@@ -407,6 +519,48 @@ def _fold_provider_limits(raw: dict[str, Any], out: list[Problem]) -> None:
         for field in refs:
             out.append(Problem(f"{child('$.providers', str(name))}.{field}",
                                "enforced as a model limit on every model of this provider (governance.model_configs)", NOTE))
+    _fold_governance_providers(raw, out)
+
+
+PROVIDER_LIMIT_FIELDS = ("budget_id", "rate_limit_id", "budget", "rate_limit")
+
+
+def _fold_governance_providers(raw: dict[str, Any], out: list[Problem]) -> None:
+    """``governance.providers[]`` (Bifrost's governance table of providers: ``name`` with
+    ``budget_id`` / ``rate_limit_id``, as a deployment limits each upstream's requests per
+    minute) is the same global provider limit as ``providers.<name>.budget_id``: folded into
+    ``governance.model_configs``. Anything else in an entry is refused by path, so no limit
+    is dropped unread."""
+    gov = raw.get("governance")
+    entries = gov.get("providers") if isinstance(gov, dict) else None
+    if entries is None:
+        return
+    if not isinstance(entries, list):
+        out.append(Problem("$.governance.providers", "expected an array of {name, budget_id, rate_limit_id}"))
+        return
+    del gov["providers"]
+    configs = gov.setdefault("model_configs", [])
+    if not isinstance(configs, list):
+        return  # reported by the schema check
+    taken = {c.get("id") for c in configs if isinstance(c, dict)}
+    for i, entry in enumerate(entries):
+        path = child("$.governance.providers", i)
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            out.append(Problem(f"{path}.name", "required: the provider these limits are for"))
+            continue
+        for field in sorted(set(entry) - {"name", "id", *PROVIDER_LIMIT_FIELDS}):
+            out.append(Problem(f"{path}.{field}", "not a provider limit rainbridge knows: refused rather than ignored"))
+        limits = {f: entry[f] for f in PROVIDER_LIMIT_FIELDS if entry.get(f) not in (None, "")}
+        if not limits:
+            continue
+        ident = f"provider:{name}"
+        while ident in taken:
+            ident += "+"
+        taken.add(ident)
+        configs.append({"id": ident, "model_name": "*", "provider": name, "scope": "global", **limits})
+        out.append(Problem(path, "enforced as a model limit on every model of this provider (governance.model_configs)",
+                           NOTE))
 
 
 # Restricting Bifrost settings rainbridge enforces, said in `config check`'s "used" group.
@@ -422,6 +576,46 @@ ENFORCED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
     ("$.governance.model_configs", "model limits, checked with every other limit"),
     ("$.governance.routing_rules", "CEL routing rules, evaluated before governance picks a provider"),
 )
+
+
+USAGE_FIELDS = ("current_usage", "token_current_usage", "request_current_usage")
+
+
+def _fold_usage_seeds(raw: dict[str, Any], out: list[Problem]) -> None:
+    """Usage already spent that a budget or rate limit carries (Bifrost writes its state into
+    the same objects): 0 is where counting starts anyway, so it is dropped quietly; more is
+    refused by path, because starting from 0 would allow more spend than the file says."""
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for field in USAGE_FIELDS:
+                if field in node:
+                    value = node[field]
+                    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+                        del node[field]
+                    else:
+                        out.append(Problem(f"{path}.{field}", f"usage already spent ({value!r}) cannot be carried "
+                                           "over: counting starts at 0, which would allow more than the file says "
+                                           "(remove it or set 0)"))
+            for key, value in node.items():
+                walk(value, child(path, str(key)))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, child(path, i))
+
+    if isinstance(raw.get("governance"), dict):
+        walk(raw["governance"], "$.governance")
+
+
+def _note_rate_limit_alignment(raw: dict[str, Any], out: list[Problem]) -> None:
+    """``calendar_aligned`` on a rate limit: true is how every window here works (snapped to UTC
+    boundaries, so every node agrees); false, Bifrost's window counted from its last reset, is
+    not, and is said so."""
+    for path, value in matches(raw, "$.governance.rate_limits[*].calendar_aligned"):
+        if value is False:
+            out.append(Problem(path, "false: rate limit windows snap to UTC boundaries here (minute, hour, midnight, "
+                               "...), not from the last reset", "warning"))
+        elif value is True:
+            out.append(Problem(path, "enforced: rate limit windows snap to UTC boundaries", NOTE))
 
 
 def _note_enforced(raw: dict[str, Any], out: list[Problem]) -> None:

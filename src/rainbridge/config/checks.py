@@ -175,8 +175,9 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
                     Problem(f"{kpath}.azure_key_config.endpoint", f"not an http(s) URL: {endpoint!r}")
                 )
             if not key.value and not entra:
-                out.append(Problem(f"{kpath}.value", "empty API key (or give azure_key_config.client_id, "
-                                   "client_secret and tenant_id for Entra ID)"))
+                out.append(Problem(f"{kpath}.value", "no API key: authenticates as the environment's Azure identity "
+                                   "(AZURE_TENANT_ID and AZURE_CLIENT_ID with AZURE_CLIENT_SECRET or "
+                                   "AZURE_FEDERATED_TOKEN_FILE), as Bifrost's DefaultAzureCredential", "note"))
         if family == "bedrock":
             _check_bedrock_key(key.bedrock_key_config, kpath, out)
             if not key.value and not _installed("botocore"):
@@ -215,6 +216,7 @@ def _entra_complete(azure: AzureKeyConfig | None, kpath: str, out: list[Problem]
 # Families whose endpoint is built per key from its region, not from a base URL.
 REGIONAL = ("azure", "bedrock", "vertex")
 _REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 
 
 def _check_bedrock_key(bedrock: BedrockKeyConfig | None, kpath: str, out: list[Problem]) -> None:
@@ -224,9 +226,9 @@ def _check_bedrock_key(bedrock: BedrockKeyConfig | None, kpath: str, out: list[P
     if bool(bedrock.access_key) != bool(bedrock.secret_key):
         out.append(Problem(f"{path}.{'secret_key' if bedrock.access_key else 'access_key'}",
                            "access_key and secret_key go together (both empty: the default AWS credential chain)"))
-    if bedrock.role_arn:
-        out.append(Problem(f"{path}.role_arn", "STS AssumeRole is not supported yet: give the role's credentials "
-                           "(access_key, secret_key, session_token) or leave them empty for the default AWS chain"))
+    if bedrock.role_arn and not _ROLE_ARN.match(bedrock.role_arn):
+        out.append(Problem(f"{path}.role_arn", f"not an IAM role ARN (arn:aws:iam::<account>:role/<name>): "
+                           f"{bedrock.role_arn[:80]!r}"))
     if bedrock.region is not None and not _REGION.match(bedrock.region):
         out.append(Problem(f"{path}.region", f"not an AWS region name: {bedrock.region[:40]!r}"))
 

@@ -91,7 +91,8 @@ class BedrockKeyConfig(Base):
     # Inference-profile ARN prefix: the model id sent becomes "{arn}/{deployment}".
     arn: str | None = None
     deployments: dict[str, str] = {}  # model name -> Bedrock model id / inference profile
-    # STS AssumeRole: not supported yet, refused at start-up (config/checks.py).
+    # STS AssumeRole (providers/aws_sigv4.py): the key signs with the role's temporary
+    # credentials, assumed with its access_key/secret_key or the default chain.
     role_arn: str | None = None
     external_id: str | None = None
     session_name: str | None = None
@@ -222,6 +223,9 @@ class RateLimitConfig(Base):
     request_reset_duration: str | None = None
     token_max_limit: NonNegInt | None = None  # tokens (prompt + completion) per token_reset_duration
     token_reset_duration: str | None = None
+    # Bifrost's switch; rate limit windows here always snap to UTC boundaries (README, Governance),
+    # which is what true asks for. Accepted so a Bifrost file starts; false is warned about.
+    calendar_aligned: bool | None = None
 
 
 class GrantKeyRef(Base):

@@ -5,11 +5,15 @@ Entra ID bearer token.
 endpoint and the model → deployment map come from each key's ``azure_key_config``. A key whose
 ``azure_key_config`` names a service principal (``client_id``, ``client_secret``,
 ``tenant_id``) authenticates with ``Authorization: Bearer`` from Entra ID instead of its
-``value``, as Bifrost gives the service principal precedence (see entra.py).
+``value``, as Bifrost gives the service principal precedence (see entra.py). A key with
+neither authenticates as the environment's Azure identity (entra.py: environment_principal),
+as Bifrost's DefaultAzureCredential.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from urllib.parse import quote, urlsplit
 
 from ..config.schema import AzureKeyConfig, NetworkConfig
@@ -22,13 +26,18 @@ from .entra import (
     TokenCache,
     TokenRefused,
     authority,
+    environment_principal,
     parse_token_response,
+    read_assertion,
     service_principal,
     token_request,
 )
 from .openai import OpenAIAdapter
 
 DEFAULT_API_VERSION = "2024-10-21"
+NO_IDENTITY = ("no API key, no azure_key_config service principal and no Azure identity in the environment "
+               "(AZURE_TENANT_ID and AZURE_CLIENT_ID with AZURE_CLIENT_SECRET or AZURE_FEDERATED_TOKEN_FILE; "
+               "managed identity is not supported yet)")
 
 
 class AzureAdapter(OpenAIAdapter):
@@ -38,6 +47,7 @@ class AzureAdapter(OpenAIAdapter):
         super().__init__(name, base_url, client, network)
         self.authority = authority()
         self.tokens = TokenCache(self._fetch_token)
+        self.ambient = environment_principal()  # for keys with neither an API key nor a principal
         self._bearer: dict[str, bytes] = {}  # key id -> its current Authorization line
 
     def key_headers(self, key: ProviderKey) -> dict[str, str]:
@@ -70,7 +80,7 @@ class AzureAdapter(OpenAIAdapter):
 
     def post_head(self, origin, path: str, key: ProviderKey, length: int, extra: dict[str, str] | None) -> bytes:
         head = super().post_head(origin, path, key, length, extra)
-        line = self._bearer.get(key.id) if key.azure is not None else None
+        line = self._bearer.get(key.id)
         if line is None:
             return head
         end = head.index(b"\r\n") + 2  # after the request line
@@ -79,13 +89,34 @@ class AzureAdapter(OpenAIAdapter):
     async def _authorize(self, key: ProviderKey) -> None:
         """Make sure the key's bearer token is fresh before its request head is built (the
         head is built without an await after this, so it sees this token)."""
-        sp = service_principal(key.azure)
+        sp = self.principal(key)
         if sp is not None:
             token = await self.tokens.get(sp)
             self._bearer[key.id] = b"Authorization: Bearer " + token.encode("ascii") + b"\r\n"
 
+    def principal(self, key: ProviderKey) -> ServicePrincipal | None:
+        """The principal the key's tokens are for: its own, or for a key without an API key the
+        environment's (with the key's scopes); None for an API key. No identity at all is a
+        dead key (401), as DefaultAzureCredential finding none."""
+        sp = service_principal(key.azure)
+        if sp is not None or key.value:
+            return sp
+        if self.ambient is None:
+            raise UpstreamError(f"{self.name}: {NO_IDENTITY}", provider=self.name, status=401,
+                                type=openai_error_type(401), code="azure_identity_missing")
+        scopes = tuple(getattr(key.azure, "scopes", ()) or ()) or self.ambient.scopes
+        return self.ambient if scopes == self.ambient.scopes else dataclasses.replace(self.ambient, scopes=scopes)
+
     async def _fetch_token(self, sp: ServicePrincipal) -> tuple[str, float]:
-        path, body = token_request(sp)
+        assertion = None
+        if sp.assertion_file:
+            try:
+                assertion = await asyncio.to_thread(read_assertion, sp)
+            except OSError as exc:
+                raise UpstreamError(f"{self.name}: cannot read the federated token file (AZURE_FEDERATED_TOKEN_FILE): "
+                                    f"{exc.strerror}", provider=self.name, status=401, type=openai_error_type(401),
+                                    code="entra_token_refused") from None
+        path, body = token_request(sp, assertion)
         origin = self.client.origin(self.authority)  # always verified TLS, whatever the provider's setting
         prefix = urlsplit(self.authority).path.rstrip("/")
         head = (f"POST {prefix}{path} HTTP/1.1\r\nHost: ".encode("latin-1") + origin.host_header

@@ -30,7 +30,7 @@ from ..translate.anthropic_openai import openai_error_type
 from ..translate.bedrock_openai import chat_request_to_converse, converse_response_to_chat
 from ..translate.bedrock_openai_stream import ConverseStreamToChat
 from ..upstream import Exchange, Origin, ProtocolError
-from .aws_sigv4 import AwsSigner
+from .aws_sigv4 import AssumedRole, AwsSigner
 from .base import (
     MAX_MESSAGE,
     Call,
@@ -88,8 +88,10 @@ class BedrockAdapter(HttpAdapter):
         signer = self._signers.get(key.id)
         if signer is None:
             config = self._config(key)
+            role = AssumedRole(config.role_arn, config.external_id or None,
+                               config.session_name or "rainbridge") if config.role_arn else None
             signer = self._signers[key.id] = AwsSigner(self.region(key), config.access_key, config.secret_key,
-                                                       config.session_token)
+                                                       config.session_token, role=role)
         return signer
 
     async def request_head(self, origin: Origin, path: str, key: ProviderKey, body: bytes,

@@ -12,6 +12,13 @@ client-credentials flow, as Microsoft documents it:
     200 {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": "…"}
     4xx {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret …", …}
 
+A key with neither an API key nor a service principal authenticates as the Azure identity of
+the environment, as Bifrost's DefaultAzureCredential does first: azure-identity's
+EnvironmentCredential (``AZURE_TENANT_ID``, ``AZURE_CLIENT_ID``, ``AZURE_CLIENT_SECRET``), then
+its WorkloadIdentityCredential (AKS workload identity: ``AZURE_FEDERATED_TOKEN_FILE`` instead
+of the secret, sent as a ``client_assertion`` and re-read for each token, as the kubelet
+rotates it). Managed identity (the instance metadata endpoint) is not supported yet.
+
 The authority is ``https://login.microsoftonline.com``, or ``AZURE_AUTHORITY_HOST`` (the variable
 azure-identity reads, for national clouds). Our own HTTP client makes the call: the flow is
 one form POST, and azure-identity would add a dependency to do the same.
@@ -33,6 +40,10 @@ from urllib.parse import quote, urlencode
 import orjson
 
 AUTHORITY_ENV = "AZURE_AUTHORITY_HOST"
+TENANT_ENV, CLIENT_ENV, SECRET_ENV, TOKEN_FILE_ENV = (
+    "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE")
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+MAX_ASSERTION = 16384  # bytes of a federated token file read
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_SCOPE = "https://cognitiveservices.azure.com/.default"
 MAX_DESCRIPTION = 500  # characters of Entra's error_description passed on
@@ -45,6 +56,7 @@ class ServicePrincipal:
     client_id: str
     client_secret: str
     scopes: tuple[str, ...] = (DEFAULT_SCOPE,)
+    assertion_file: str = ""  # workload identity: a federated token file instead of the secret
 
     def __repr__(self) -> str:  # never the secret
         return f"ServicePrincipal(tenant_id={self.tenant_id!r}, client_id={self.client_id!r})"
@@ -61,6 +73,25 @@ def service_principal(azure: object) -> ServicePrincipal | None:
     return ServicePrincipal(tenant, client, secret, scopes)
 
 
+def environment_principal(environ: dict[str, str] | None = None) -> ServicePrincipal | None:
+    """The environment's service principal (client secret, else federated token file), or None."""
+    env = os.environ if environ is None else environ
+    tenant, client = env.get(TENANT_ENV, "").strip(), env.get(CLIENT_ENV, "").strip()
+    if not (tenant and client):
+        return None
+    if env.get(SECRET_ENV):
+        return ServicePrincipal(tenant, client, env[SECRET_ENV])
+    if env.get(TOKEN_FILE_ENV, "").strip():
+        return ServicePrincipal(tenant, client, "", assertion_file=env[TOKEN_FILE_ENV].strip())
+    return None
+
+
+def read_assertion(sp: ServicePrincipal) -> str:
+    """The federated token, read afresh (blocking: call it in a thread); OSError if unreadable."""
+    with open(sp.assertion_file, "rb") as f:
+        return f.read(MAX_ASSERTION).decode("ascii", "replace").strip()
+
+
 def authority(environ: dict[str, str] | None = None) -> str:
     found = (os.environ if environ is None else environ).get(AUTHORITY_ENV, "").strip()
     if not found:
@@ -68,10 +99,13 @@ def authority(environ: dict[str, str] | None = None) -> str:
     return (found if "://" in found else "https://" + found).rstrip("/")
 
 
-def token_request(sp: ServicePrincipal) -> tuple[str, bytes]:
-    """(path under the authority, form body) of the client-credentials token request."""
-    body = urlencode({"client_id": sp.client_id, "client_secret": sp.client_secret,
-                      "grant_type": "client_credentials", "scope": " ".join(sp.scopes)})
+def token_request(sp: ServicePrincipal, assertion: str | None = None) -> tuple[str, bytes]:
+    """(path under the authority, form body) of the client-credentials token request, with the
+    client secret or, for workload identity, the federated ``assertion``."""
+    proof = ({"client_assertion": assertion, "client_assertion_type": ASSERTION_TYPE} if assertion is not None
+             else {"client_secret": sp.client_secret})
+    body = urlencode({"client_id": sp.client_id, **proof, "grant_type": "client_credentials",
+                      "scope": " ".join(sp.scopes)})
     return f"/{quote(sp.tenant_id, safe='')}/oauth2/v2.0/token", body.encode()
 
 

@@ -12,7 +12,9 @@ token.
 Config (the plugin's ``config``, a single profile or Bifrost's ``{"profiles": [...]}``: the
 first enabled profile is used): ``collector_url`` (HTTP: the full OTLP URL, e.g.
 ``http://collector:4318/v1/traces``; gRPC: ``host:port``), ``protocol`` (``http`` | ``grpc``),
-``trace_type`` (``genai_extension``; the formats Bifrost has not released are refused),
+``trace_type`` (spans are exported as ``genai_extension``, whatever the value: Bifrost's own
+examples say ``"otel"`` and Bifrost exports that format for every value, so another value is
+warned about at start-up, never refused),
 ``service_name`` (``rainbridge``), ``headers`` (``env.VAR`` values resolved), ``insecure``
 (gRPC without TLS, default true), ``tls_ca_cert``, and ours: ``sample_rate`` (0..1, default 1;
 a request that carries a W3C ``traceparent`` follows its parent's sampling decision).
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,9 +83,8 @@ def _profile(where: str, p: dict[str, Any], environ: Mapping[str, str]) -> OtelS
     protocol = p.get("protocol", "http")
     if protocol not in ("http", "grpc"):
         raise TracingConfigError(f"{where}.protocol: expected 'http' or 'grpc', got {protocol!r}")
-    trace_type = p.get("trace_type", "genai_extension")
-    if trace_type not in TRACE_TYPES:
-        raise TracingConfigError(f"{where}.trace_type: only 'genai_extension' is supported, got {trace_type!r}")
+    if not isinstance(p.get("trace_type", ""), str):
+        raise TracingConfigError(f"{where}.trace_type: expected a string, got {p['trace_type']!r}")
     if protocol == "http" and not url.startswith(("http://", "https://")):
         raise TracingConfigError(f"{where}.collector_url: an http(s) URL for protocol http, got {url!r}")
     headers = p.get("headers") or {}
@@ -96,6 +97,17 @@ def _profile(where: str, p: dict[str, Any], environ: Mapping[str, str]) -> OtelS
     service = p.get("service_name") or "rainbridge"
     return OtelSettings(url.strip(), protocol, str(service), resolved, p.get("insecure", True) is not False,
                         p.get("tls_ca_cert") or None, float(rate))
+
+
+def foreign_trace_types(config: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(path, value) of each profile's ``trace_type`` other than the format exported."""
+    profiles = config.get("profiles") if isinstance(config, dict) else None
+    candidates = ([(where, config)] if profiles is None else
+                  [(f"{where}.profiles[{i}]", p) for i, p in enumerate(profiles)] if isinstance(profiles, list) else [])
+    for path, profile in candidates:
+        value = profile.get("trace_type") if isinstance(profile, dict) else None
+        if isinstance(value, str) and value and value not in TRACE_TYPES:
+            yield f"{path}.trace_type", value
 
 
 def _resolve(value: Any, environ: Mapping[str, str]) -> Any:
