@@ -6,10 +6,19 @@ import importlib.util
 import ipaddress
 import json
 import re
+import ssl
 from urllib.parse import urlsplit
 
+from ..upstream.proxy import HttpProxy, environment_proxies
 from .families import FAMILIES, KNOWN_PROVIDERS, provider_family
-from .schema import AzureKeyConfig, BedrockKeyConfig, Config, ProviderConfig, VertexKeyConfig
+from .schema import (
+    AzureKeyConfig,
+    BedrockKeyConfig,
+    Config,
+    ProviderConfig,
+    ProxyConfig,
+    VertexKeyConfig,
+)
 from .validate import Problem, child
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
@@ -139,6 +148,8 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
                     "required: this provider has no public endpoint",
                 )
             )
+    if provider.proxy_config is not None:
+        _check_proxy(provider.proxy_config, f"{path}.proxy_config", out)
     net = provider.network_config
     if net.retry_backoff_max < net.retry_backoff_initial:
         out.append(
@@ -195,6 +206,39 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
             out.append(
                 Problem(f"{path}.keys", "no keys: requests go upstream without an API key", "warning")
             )
+
+
+def _check_proxy(proxy: ProxyConfig, path: str, out: list[Problem]) -> None:
+    """A proxy that would not be used is refused (requests would go direct, around it)."""
+    if proxy.type == "none":
+        return
+    if proxy.type == "socks5":
+        out.append(Problem(f"{path}.type", "socks5 proxies are not supported yet (requests would go direct): "
+                           "use an http proxy, or remove proxy_config to start"))
+        return
+    out.append(Problem(path, "enforced: this provider's upstream requests go through its proxy "
+                       + ("(HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read at start)" if proxy.type == "environment"
+                          else "(CONNECT tunnels)"), "note"))
+    if proxy.type == "environment":
+        try:
+            environment_proxies()
+        except ValueError as exc:
+            out.append(Problem(f"{path}.type", f"environment proxy: {exc}"))
+    elif not proxy.url:
+        out.append(Problem(f"{path}.url", "required for an http proxy"))
+    else:
+        try:
+            HttpProxy.from_url(proxy.url, proxy.username, proxy.password)
+        except ValueError as exc:
+            out.append(Problem(f"{path}.url", str(exc)))
+    if bool(proxy.username) != bool(proxy.password):
+        out.append(Problem(f"{path}.{'password' if proxy.username else 'username'}",
+                           "empty: username and password are sent together or not at all (as in Bifrost)", "warning"))
+    if proxy.ca_cert_pem:
+        try:
+            ssl.create_default_context().load_verify_locations(cadata=proxy.ca_cert_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            out.append(Problem(f"{path}.ca_cert_pem", f"not a PEM CA certificate ({exc})"))
 
 
 ENTRA_FIELDS = ("client_id", "client_secret", "tenant_id")

@@ -2,5 +2,6 @@
 
 from .client import Origin, Timeout, UpstreamClient
 from .connection import ConnectionLost, Exchange, ProtocolError
+from .proxy import HttpProxy, ProxyError
 
-__all__ = ["ConnectionLost", "Exchange", "Origin", "ProtocolError", "Timeout", "UpstreamClient"]
+__all__ = ["ConnectionLost", "Exchange", "HttpProxy", "Origin", "ProtocolError", "ProxyError", "Timeout", "UpstreamClient"]
