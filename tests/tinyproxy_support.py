@@ -43,7 +43,10 @@ class Tinyproxy:
 
     def connects(self, port: int) -> int:
         """How many CONNECT requests to ``HOST:port`` the proxy has received."""
-        return len(re.findall(rf"Request \(file descriptor \d+\): CONNECT {re.escape(HOST)}:{port} ", self.proc.output()))
+        return len(self.connect_lines(f"{HOST}:{port}"))
+
+    def connect_lines(self, target: str) -> list[str]:
+        return re.findall(rf"Request \(file descriptor \d+\): CONNECT {re.escape(target)} .*", self.proc.output())
 
     def requests(self) -> int:
         return len(re.findall(r"Request \(file descriptor \d+\): ", self.proc.output()))
