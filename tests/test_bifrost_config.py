@@ -267,8 +267,8 @@ REFUSED = [
      {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
       "custom_provider_config": {"base_provider_type": "openai", "request_path_overrides": {"embedding": "ftp://h/x"}}}}},
      "$.providers.mine.custom_provider_config.request_path_overrides.embedding"),
-    ("socks5 upstream proxy", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "socks5", "url": "socks5://proxy:1080"}}}},
-     "$.providers.openai.proxy_config.type"),
+    ("socks5 upstream proxy without its URL", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "socks5"}}}},
+     "$.providers.openai.proxy_config.url"),
     ("http upstream proxy without its URL", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "http"}}}},
      "$.providers.openai.proxy_config.url"),
     ("https upstream proxy (TLS to the proxy)",
@@ -487,3 +487,9 @@ def test_routing_rule_scoped_to_a_team_the_file_lacks_loads_with_a_warning():
                                                          "targets": [{"weight": 1}]}]}}
     loaded = load_data(copy.deepcopy(config), ENV)
     assert [w.path for w in loaded.warnings] == ["$.governance.routing_rules[0].scope_id"]
+
+
+def test_socks5_proxy_without_python_socks_is_refused_naming_the_extra(monkeypatch):
+    monkeypatch.setattr("rainbridge.config.checks.socks_available", lambda: False)
+    config = {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "socks5", "url": "socks5://p:1080"}}}}
+    assert "pip install 'rainbridge[socks]'" in errors_of(config)["$.providers.openai.proxy_config.type"]

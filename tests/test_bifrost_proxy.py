@@ -15,10 +15,11 @@ import time
 import openai
 import pytest
 
+from proxy_support import PASSWORD, USER, Microsocks, Tinyproxy
 from support import HOST, GatewayProcess, free_port, provider_config
-from tinyproxy_support import PASSWORD, USER, Tinyproxy
 
-KEYS = {name: f"sk-{name}-0123456789" for name in ("wrongpass", "proxydown", "noproxy", "envdirect", "envproxied")}
+KEYS = {name: f"sk-{name}-0123456789"
+        for name in ("wrongpass", "proxydown", "noproxy", "envdirect", "envproxied", "socksed", "sockswrong")}
 
 
 def provider(mock_url: str, name: str, proxy: dict | None, base_url: str | None = None) -> dict:
@@ -36,6 +37,13 @@ def proxy(mock, tmp_path_factory):
     tp.stop()
 
 
+@pytest.fixture(scope="module")
+def socks(tmp_path_factory):
+    ms = Microsocks(tmp_path_factory.mktemp("microsocks"))
+    yield ms
+    ms.stop()
+
+
 def loopback_name() -> str | None:
     """A host name that resolves to a loopback address without being ``localhost`` or an IP
     (which the environment proxy never proxies): the machine's own name, in /etc/hosts."""
@@ -47,7 +55,7 @@ def loopback_name() -> str | None:
     return name if addresses == {HOST} else None
 
 
-def bifrost_config(mock_url: str, proxy_url: str, dead_port: int) -> dict:
+def bifrost_config(mock_url: str, proxy_url: str, dead_port: int, socks_url: str = "socks5://127.0.0.1:1080") -> dict:
     config = provider_config(mock_url)  # openai and anthropic on the fake provider
     config["providers"]["openai"]["proxy_config"] = {
         "type": "http", "url": proxy_url, "username": USER, "password": "env.UPSTREAM_PROXY_PASSWORD"}
@@ -56,6 +64,10 @@ def bifrost_config(mock_url: str, proxy_url: str, dead_port: int) -> dict:
     config["providers"]["proxydown"] = provider(mock_url, "proxydown", {"type": "http", "url": f"http://{HOST}:{dead_port}"})
     config["providers"]["noproxy"] = provider(mock_url, "noproxy", {"type": "none"})
     config["providers"]["envdirect"] = provider(mock_url, "envdirect", {"type": "environment"})
+    config["providers"]["socksed"] = provider(mock_url, "socksed", {
+        "type": "socks5", "url": socks_url, "username": USER, "password": "env.UPSTREAM_PROXY_PASSWORD"})
+    config["providers"]["sockswrong"] = provider(mock_url, "sockswrong", {
+        "type": "socks5", "url": socks_url, "username": USER, "password": "not-the-password-77"})
     name = loopback_name()
     if name is not None:
         port = mock_url.rsplit(":", 1)[1]
@@ -64,13 +76,13 @@ def bifrost_config(mock_url: str, proxy_url: str, dead_port: int) -> dict:
 
 
 @pytest.fixture
-def gw(mock, proxy, tmp_path):
+def gw(mock, proxy, socks, tmp_path):
     """A fresh gateway per test: its first upstream request opens its first tunnel."""
     with socket.socket() as s:
         s.bind((HOST, 0))
         dead_port = s.getsockname()[1]  # closed again: a proxy that is down
     authed_url = f"http://{USER}:{PASSWORD}@{HOST}:{proxy.port}"
-    gateway = GatewayProcess(tmp_path, bifrost_config(mock.url, proxy.url, dead_port),
+    gateway = GatewayProcess(tmp_path, bifrost_config(mock.url, proxy.url, dead_port, socks.url),
                              env={"UPSTREAM_PROXY_PASSWORD": PASSWORD, "HTTP_PROXY": authed_url, "NO_PROXY": ""})
     yield gateway
     gateway.stop()
@@ -163,6 +175,26 @@ def test_environment_proxy_is_read_at_start_and_used(gw, mock, proxy):
     assert len(proxy.connect_lines(f"{name}:{mock_port(mock)}")) == tunnels + 1
 
 
+def test_chat_and_streaming_go_through_a_socks5_proxy(gw, mock, proxy):
+    served = seen(mock, KEYS["socksed"])
+    assert chat(gw, "socksed/gpt-4o").startswith("This is a mock response from gpt-4o")
+    stream = client(gw).chat.completions.create(model="socksed/gpt-4o", stream=True,
+                                                messages=[{"role": "user", "content": "one two"}])
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices).endswith(": one two")
+    assert seen(mock, KEYS["socksed"]) == served + 2
+    assert PASSWORD not in gw.log()
+
+
+def test_a_wrong_socks5_password_is_a_clear_502(gw, mock, socks):
+    served = seen(mock, KEYS["sockswrong"])
+    with pytest.raises(openai.APIStatusError) as caught:
+        chat(gw, "sockswrong/gpt-4o")
+    assert caught.value.status_code == 502 and caught.value.body["code"] == "upstream_proxy_error"
+    assert caught.value.body["message"].startswith(f"provider sockswrong is unreachable: proxy {socks.url} refused the tunnel")
+    assert seen(mock, KEYS["sockswrong"]) == served
+    assert "not-the-password-77" not in gw.log() + caught.value.body["message"]
+
+
 def test_config_check_says_the_proxy_is_used(tmp_path, mock):
     import json
     import subprocess
@@ -174,4 +206,5 @@ def test_config_check_says_the_proxy_is_used(tmp_path, mock):
                          timeout=60, env={"UPSTREAM_PROXY_PASSWORD": "x", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "$.providers.openai.proxy_config: enforced: this provider's upstream requests go through its proxy" in out.stdout
+    assert "$.providers.socksed.proxy_config: enforced: this provider's upstream requests go through its proxy (SOCKS5)" in out.stdout
     assert "$.providers.noproxy.proxy_config" not in out.stdout  # type none: nothing to say

@@ -1,7 +1,8 @@
-"""The upstream client through HTTP proxies (issue 14, Bifrost's proxy_config): CONNECT tunnels
+"""The upstream client through proxies (issue 14, Bifrost's proxy_config): CONNECT tunnels
 through a real tinyproxy (TLS to the origin inside the tunnel, and plain HTTP), Basic
 credentials, pools kept apart per proxy and credential, and every way a proxy can fail or lie
-ending as a ``ProxyError`` in bounded time; the environment proxies' selection rules."""
+ending as a ``ProxyError`` in bounded time; SOCKS5 through a real microsocks; the environment
+proxies' selection rules."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from rainbridge.upstream import HttpProxy, ProxyError, UpstreamClient
+from proxy_support import PASSWORD, USER, Microsocks, Tinyproxy
+from rainbridge.upstream import HttpProxy, ProxyError, Socks5Proxy, UpstreamClient
 from rainbridge.upstream.proxy import MAX_CONNECT_HEAD_BYTES, EnvironmentProxies
-from tinyproxy_support import PASSWORD, USER, Tinyproxy
 
 HOST = "127.0.0.1"
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
@@ -32,6 +33,7 @@ class Origin:
     def __init__(self):
         self.requests: list[bytes] = []
         self.connections = 0
+        self.peers: list[str] = []  # the address each connection came from
 
     async def start(self, tls: ssl.SSLContext | None = None) -> Origin:
         self.server = await asyncio.start_server(self._serve, HOST, 0, ssl=tls)
@@ -40,6 +42,7 @@ class Origin:
 
     async def _serve(self, reader, writer):
         self.connections += 1
+        self.peers.append(writer.get_extra_info("peername")[0])
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -369,3 +372,105 @@ def test_environment_proxies_follow_gos_rules():
     assert EnvironmentProxies.read({}).for_url("https://x") is None
     with pytest.raises(ValueError, match="HTTPS_PROXY"):
         EnvironmentProxies.read({"HTTPS_PROXY": "socks5://p:1080"})
+
+
+# ----------------------------------------------------------------------------- SOCKS5
+
+
+async def test_socks5_tunnel_carries_tls_to_the_origin_and_is_kept_apart_from_direct(tmp_path, tls_pair):
+    server_tls, client_tls = tls_pair
+    origin = await Origin().start(server_tls)
+    socks = Microsocks(tmp_path)
+    client = UpstreamClient(connect_timeout=5)
+    url = f"https://{HOST}:{origin.port}"
+    try:
+        tunnelled = client.origin(url, client_tls, proxy=Socks5Proxy.from_url(socks.url, USER, PASSWORD))
+        direct = client.origin(url, client_tls)
+        for pool in (tunnelled, tunnelled, direct):
+            exchange = await client.request(pool, request_head(origin.port), b"", 5)
+            assert exchange.status == 200 and await exchange.read() == b"{}"
+        assert origin.peers == [socks.bind, HOST]  # one tunnel (kept alive), then one direct connection
+        assert len(origin.requests) == 3
+    finally:
+        await client.close()
+        socks.stop()
+        await origin.stop()
+
+
+async def test_socks5_wrong_password_is_a_proxy_error_without_the_password(tmp_path):
+    origin = await Origin().start()
+    socks = Microsocks(tmp_path)
+    client = UpstreamClient(connect_timeout=5)
+    try:
+        pool = client.origin(f"http://{HOST}:{origin.port}", proxy=Socks5Proxy.from_url(socks.url, USER, "wrong-secret-42"))
+        with pytest.raises(ProxyError, match=rf"proxy {socks.url} refused the tunnel to {HOST}:{origin.port}: ") as caught:
+            await client.request(pool, request_head(origin.port), b"", 5)
+        assert "wrong-secret-42" not in str(caught.value)
+        assert origin.connections == 0
+    finally:
+        await client.close()
+        socks.stop()
+        await origin.stop()
+
+
+async def test_socks5_proxy_down_fails_at_once():
+    client = UpstreamClient(connect_timeout=5)
+    with socket_closed() as port:
+        pool = client.origin("http://127.0.0.1:9", proxy=Socks5Proxy.from_url(f"socks5://{HOST}:{port}"))
+        started = time.monotonic()
+        with pytest.raises(ProxyError, match=rf"proxy socks5://{HOST}:{port} is unreachable \(connection refused\)"):
+            await client.request(pool, request_head(9), b"", 5)
+        assert time.monotonic() - started < 2
+    await client.close()
+
+
+async def test_a_silent_socks5_proxy_is_a_proxy_error_within_the_connect_timeout():
+    fake = await FakeProxy(None).start()  # reads until a blank line that never comes: silent
+    client = UpstreamClient(connect_timeout=0.5)
+    try:
+        pool = client.origin("http://127.0.0.1:9", proxy=Socks5Proxy.from_url(f"socks5://{HOST}:{fake.port}"))
+        started = time.monotonic()
+        with pytest.raises(ProxyError, match=r"no tunnel through proxy .* within 0.5s"):
+            await client.request(pool, request_head(9), b"", 30)
+        assert time.monotonic() - started < 2
+    finally:
+        await client.close()
+        await fake.stop()
+
+
+async def test_garbage_from_a_socks5_proxy_is_a_proxy_error():
+    fake = await RawProxy(b"HTTP/1.1 200 OK\r\n\r\n").start()
+    client = UpstreamClient(connect_timeout=2)
+    try:
+        pool = client.origin("http://127.0.0.1:9", proxy=Socks5Proxy.from_url(f"socks5://{HOST}:{fake.port}"))
+        with pytest.raises(ProxyError, match=rf"proxy socks5://{HOST}:{fake.port} refused the tunnel"):
+            await client.request(pool, request_head(9), b"", 5)
+    finally:
+        await client.close()
+        await fake.stop()
+
+
+class RawProxy(FakeProxy):
+    """Answers the first bytes it gets (a SOCKS greeting) with a script."""
+
+    async def _serve(self, reader, writer):
+        try:
+            self.received += await reader.read(64)
+            writer.write(self.answer or b"")
+            await writer.drain()
+            await reader.read()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+def test_socks5_urls_and_credentials():
+    assert Socks5Proxy.from_url("socks5://p.corp").port == 1080
+    assert Socks5Proxy.from_url("socks5h://p.corp:1081").shown == "socks5://p.corp:1081"
+    with_creds = Socks5Proxy.from_url("socks5://u:s3cret@p:1")
+    assert (with_creds.username, with_creds.password) == ("u", "s3cret") and "s3cret" not in repr(with_creds)
+    assert Socks5Proxy.from_url("socks5://p:1", "u", "").username is None  # both or neither
+    for bad in ("http://p:1", "socks4://p:1", "socks5://p:1/x"):
+        with pytest.raises(ValueError):
+            Socks5Proxy.from_url(bad)

@@ -10,6 +10,8 @@ import ssl
 from urllib.parse import urlsplit
 
 from ..upstream.proxy import HttpProxy, environment_proxies
+from ..upstream.socks import Socks5Proxy
+from ..upstream.socks import available as socks_available
 from .families import FAMILIES, KNOWN_PROVIDERS, provider_family
 from .schema import (
     AzureKeyConfig,
@@ -212,23 +214,23 @@ def _check_proxy(proxy: ProxyConfig, path: str, out: list[Problem]) -> None:
     """A proxy that would not be used is refused (requests would go direct, around it)."""
     if proxy.type == "none":
         return
-    if proxy.type == "socks5":
-        out.append(Problem(f"{path}.type", "socks5 proxies are not supported yet (requests would go direct): "
-                           "use an http proxy, or remove proxy_config to start"))
+    if proxy.type == "socks5" and not socks_available():
+        out.append(Problem(f"{path}.type", "socks5 proxies need python-socks: pip install 'rainbridge[socks]' "
+                           "(refused rather than going direct)"))
         return
     out.append(Problem(path, "enforced: this provider's upstream requests go through its proxy "
-                       + ("(HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read at start)" if proxy.type == "environment"
-                          else "(CONNECT tunnels)"), "note"))
+                       + {"environment": "(HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read at start)",
+                          "socks5": "(SOCKS5)"}.get(proxy.type, "(CONNECT tunnels)"), "note"))
     if proxy.type == "environment":
         try:
             environment_proxies()
         except ValueError as exc:
             out.append(Problem(f"{path}.type", f"environment proxy: {exc}"))
     elif not proxy.url:
-        out.append(Problem(f"{path}.url", "required for an http proxy"))
+        out.append(Problem(f"{path}.url", f"required for an {proxy.type} proxy"))
     else:
         try:
-            HttpProxy.from_url(proxy.url, proxy.username, proxy.password)
+            (Socks5Proxy if proxy.type == "socks5" else HttpProxy).from_url(proxy.url, proxy.username, proxy.password)
         except ValueError as exc:
             out.append(Problem(f"{path}.url", str(exc)))
     if bool(proxy.username) != bool(proxy.password):

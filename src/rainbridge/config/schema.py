@@ -165,8 +165,8 @@ class CustomProviderConfig(Base):
 class ProxyConfig(Base, kw_only=True):
     """Bifrost's per-provider proxy (upstream/proxy.py says where each field is defined)."""
 
-    type: Literal["none", "http", "socks5", "environment"]  # socks5 is refused (checks.py)
-    url: str | None = None  # http://[user:pass@]host:port (type http)
+    type: Literal["none", "http", "socks5", "environment"]  # socks5 needs rainbridge[socks]
+    url: str | None = None  # http://[user:pass@]host:port, socks5://host:port
     username: str | None = None  # with password: Proxy-Authorization Basic
     password: str | None = None  # env.VAR allowed; never logged
     ca_cert_pem: str | None = None  # extra CA for the provider's TLS (SSL-intercepting proxies)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config.checks import default_base_url
 from ..config.families import OPENAI_ROUTES, preset_of, provider_family
 from ..config.schema import Config, ProviderConfig, ProxyConfig
-from ..upstream import HttpProxy, UpstreamClient
+from ..upstream import HttpProxy, Socks5Proxy, UpstreamClient
 from ..upstream.proxy import ProxyChoice, environment_proxies
 from .anthropic import AnthropicAdapter
 from .azure import AzureAdapter
@@ -55,9 +55,10 @@ def proxy_choice(proxy: ProxyConfig) -> ProxyChoice:
     """Which proxy each upstream URL of a provider goes through (config checks vouch for it)."""
     if proxy.type == "environment":
         return environment_proxies().for_url
-    if proxy.type != "http":
+    kind = {"http": HttpProxy, "socks5": Socks5Proxy}.get(proxy.type)
+    if kind is None:
         raise ValueError(f"proxy type {proxy.type!r} is not supported")
-    fixed = HttpProxy.from_url(proxy.url or "", proxy.username, proxy.password)
+    fixed = kind.from_url(proxy.url or "", proxy.username, proxy.password)
     return lambda url: fixed
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .connection import MAX_BODY_BYTES, Connection, ConnectionLost, Exchange
-from .proxy import HttpProxy, open_tunnel
+from .proxy import HttpProxy
+from .socks import Socks5Proxy
 
 IDLE_LIFETIME_S = 50.0  # below the usual 60 s keep-alive of upstream load balancers
 
@@ -23,7 +24,7 @@ IDLE_LIFETIME_S = 50.0  # below the usual 60 s keep-alive of upstream load balan
 @dataclass(eq=False)
 class Origin:
     """Where requests go: scheme, host and port, TLS settings, the ``Host`` header, and the
-    HTTP proxy whose CONNECT tunnels reach it (None: direct). An origin is its own pool, so a
+    proxy whose tunnels reach it (HTTP CONNECT or SOCKS5; None: direct). An origin is its own pool, so a
     tunnelled connection is never reused for a direct request, another proxy or credential."""
 
     host: str
@@ -31,12 +32,12 @@ class Origin:
     tls: ssl.SSLContext | None
     host_header: bytes
     max_idle: int = 1000
-    proxy: HttpProxy | None = None
+    proxy: HttpProxy | Socks5Proxy | None = None
     idle: deque[Connection] = field(default_factory=deque)  # newest on the right
 
     @classmethod
     def from_url(cls, url: str, verify: bool | ssl.SSLContext = True, max_idle: int = 1000,
-                 proxy: HttpProxy | None = None) -> Origin:
+                 proxy: HttpProxy | Socks5Proxy | None = None) -> Origin:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -73,7 +74,7 @@ class UpstreamClient:
         self._closed = False
 
     def origin(self, url: str, verify: bool | ssl.SSLContext = True, max_idle: int = 1000,
-               proxy: HttpProxy | None = None) -> Origin:
+               proxy: HttpProxy | Socks5Proxy | None = None) -> Origin:
         """The pool for ``url`` (one per URL, TLS setting and proxy with its credentials,
         shared by rebuilt adapters)."""
         key = (url, verify if isinstance(verify, bool) else id(verify), max_idle, proxy)
@@ -111,7 +112,7 @@ class UpstreamClient:
 
         if origin.proxy is not None:
             conn = Connection(loop, release, self.max_body_bytes)
-            await open_tunnel(loop, origin.proxy, origin.host, origin.port, origin.tls, conn, self.connect_timeout)
+            await origin.proxy.open(loop, origin.host, origin.port, origin.tls, conn, self.connect_timeout)
             return conn
         async with asyncio.timeout(self.connect_timeout):
             _, conn = await loop.create_connection(

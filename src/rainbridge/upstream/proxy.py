@@ -23,7 +23,8 @@ than sent as absolute-form requests: the request heads stay the cached origin-fo
 pooled connection stays a connection to one origin (so the pool's rules hold unchanged), and
 it is what Bifrost does. The proxy's answer is read strictly: bounded in time and size, a
 status line and header lines only, nothing after it; anything else is a ``ProxyError`` naming
-the proxy (never its credentials), which the adapters turn into a 502.
+the proxy (never its credentials), which the adapters turn into a 502. ``socks5`` is in
+socks.py (python-socks, the optional extra ``rainbridge[socks]``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from .socks import Socks5Proxy
 
 # The proxy's answer to CONNECT (status line and headers) may take this many bytes.
 MAX_CONNECT_HEAD_BYTES = 16 * 1024
@@ -88,6 +93,9 @@ class HttpProxy:
 
     def __repr__(self) -> str:
         return f"HttpProxy({self.shown})"
+
+    async def open(self, loop: asyncio.AbstractEventLoop, host: str, port: int, tls, protocol, timeout: float):
+        return await open_tunnel(loop, self, host, port, tls, protocol, timeout)
 
     def connect_request(self, host: str, port: int) -> bytes:
         target = (f"[{host}]" if ":" in host else host).encode("idna") + b":%d" % port
@@ -286,4 +294,4 @@ def environment_proxies() -> EnvironmentProxies:
     return _ENVIRONMENT
 
 
-ProxyChoice = Callable[[str], "HttpProxy | None"]  # upstream URL -> its proxy, or None for direct
+ProxyChoice = Callable[[str], "HttpProxy | Socks5Proxy | None"]  # upstream URL -> its proxy (None: direct)

@@ -1,5 +1,6 @@
-"""A real HTTP proxy for tests: Debian's tinyproxy on a loopback port, with Basic auth, only
-CONNECT to the ports a test names, logging every request (the log is what tests count)."""
+"""Real proxies for tests: Debian's tinyproxy (HTTP) on a loopback port, with Basic auth, only
+CONNECT to the ports a test names, logging every request (the log is what tests count); and
+Debian's microsocks (SOCKS5)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,33 @@ class Tinyproxy:
 
     def requests(self) -> int:
         return len(re.findall(r"Request \(file descriptor \d+\): ", self.proc.output()))
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class Microsocks:
+    """Debian's microsocks, a SOCKS5 server with username/password auth, on a loopback port.
+    Its outgoing connections leave from ``bind`` (another loopback address), so an origin can
+    tell a tunnelled connection (peer ``bind``) from a direct one (peer ``HOST``)."""
+
+    def __init__(self, tmp: Path, bind: str = "127.0.0.2"):
+        binary = shutil.which("microsocks")
+        assert binary, "microsocks is not installed (apt-get install microsocks; .ci/run installs it)"
+        self.port = free_port(HOST, udp=False)
+        self.bind = bind
+        self.url = f"socks5://{HOST}:{self.port}"
+        self.proc = Proc([binary, "-i", HOST, "-p", str(self.port), "-u", USER, "-P", PASSWORD, "-b", bind],
+                         tmp / f"microsocks-{self.port}.log")
+        eventually(self._accepting, 10.0, f"microsocks accepting on {self.port}")
+
+    def _accepting(self) -> bool:
+        assert self.proc.popen.poll() is None, f"microsocks exited:\n{self.proc.output()}"
+        try:
+            socket.create_connection((HOST, self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         self.proc.stop()
