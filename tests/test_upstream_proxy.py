@@ -474,3 +474,31 @@ def test_socks5_urls_and_credentials():
     for bad in ("http://p:1", "socks4://p:1", "socks5://p:1/x"):
         with pytest.raises(ValueError):
             Socks5Proxy.from_url(bad)
+
+
+async def test_proxy_config_ca_cert_pem_is_trusted_for_tls_through_the_proxy(tmp_path, tls_pair):
+    """Bifrost's ``ca_cert_pem`` (for SSL-intercepting proxies) joins the system roots for the
+    provider's TLS: an origin certificate it signed verifies, through the proxy."""
+    from rainbridge.config.load import load_data
+    from rainbridge.providers.registry import build_adapter
+
+    server_tls, _ = tls_pair
+    origin = await Origin().start(server_tls)
+    proxy = Tinyproxy(tmp_path, [origin.port])
+    client = UpstreamClient(connect_timeout=5)
+    try:
+        raw = {"providers": {"corp": {
+            "keys": [{"name": "k", "value": "sk-corp-0123456789", "models": ["*"]}],
+            "network_config": {"base_url": f"https://{HOST}:{origin.port}"},
+            "custom_provider_config": {"base_provider_type": "openai"},
+            "proxy_config": {"type": "http", "url": proxy.url, "username": USER, "password": "env.CORP_PROXY_PASSWORD",
+                             "ca_cert_pem": (tmp_path / "c.pem").read_text()}}}}
+        loaded = load_data(raw, {"CORP_PROXY_PASSWORD": PASSWORD})
+        adapter = build_adapter("corp", loaded.config.providers["corp"], client)
+        pool = adapter.origin_for(adapter.base_url)
+        exchange = await client.request(pool, request_head(origin.port), b"", 5)
+        assert exchange.status == 200 and proxy.connects(origin.port) == 1
+    finally:
+        await client.close()
+        proxy.stop()
+        await origin.stop()
