@@ -210,3 +210,11 @@ def test_config_check_says_the_proxy_is_used(tmp_path, mock):
     assert "$.providers.openai.proxy_config: enforced: this provider's upstream requests go through its proxy" in out.stdout
     assert "$.providers.socksed.proxy_config: enforced: this provider's upstream requests go through its proxy (SOCKS5)" in out.stdout
     assert "$.providers.noproxy.proxy_config" not in out.stdout  # type none: nothing to say
+    assert ("$.providers.envdirect.proxy_config.type: neither HTTPS_PROXY nor HTTP_PROXY is set here: "
+            "this provider's requests go direct (as in Bifrost)") in out.stdout
+    with_env = subprocess.run([sys.executable, "-m", "rainbridge", "config", "check", str(f)], capture_output=True, text=True,
+                              timeout=60, env={"UPSTREAM_PROXY_PASSWORD": "x", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path),
+                                               "https_proxy": "http://u:secret-9@corp.proxy:3128", "NO_PROXY": ".corp,10.0.0.0/8"})
+    assert ("$.providers.envdirect.proxy_config: enforced: this provider's upstream requests go through the environment's "
+            "proxy (https http://corp.proxy:3128, http direct; 2 NO_PROXY entries; loopback direct)") in with_env.stdout
+    assert "secret-9" not in with_env.stdout

@@ -211,36 +211,50 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
 
 
 def _check_proxy(proxy: ProxyConfig, path: str, out: list[Problem]) -> None:
-    """A proxy that would not be used is refused (requests would go direct, around it)."""
+    """A proxy that cannot be used as configured is refused (requests would go around it)."""
     if proxy.type == "none":
         return
     if proxy.type == "socks5" and not socks_available():
         out.append(Problem(f"{path}.type", "socks5 proxies need python-socks: pip install 'rainbridge[socks]' "
                            "(refused rather than going direct)"))
         return
-    out.append(Problem(path, "enforced: this provider's upstream requests go through its proxy "
-                       + {"environment": "(HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read at start)",
-                          "socks5": "(SOCKS5)"}.get(proxy.type, "(CONNECT tunnels)"), "note"))
     if proxy.type == "environment":
-        try:
-            environment_proxies()
-        except ValueError as exc:
-            out.append(Problem(f"{path}.type", f"environment proxy: {exc}"))
-    elif not proxy.url:
-        out.append(Problem(f"{path}.url", f"required for an {proxy.type} proxy"))
+        _note_environment_proxy(path, out)
     else:
-        try:
-            (Socks5Proxy if proxy.type == "socks5" else HttpProxy).from_url(proxy.url, proxy.username, proxy.password)
-        except ValueError as exc:
-            out.append(Problem(f"{path}.url", str(exc)))
+        out.append(Problem(path, "enforced: this provider's upstream requests go through its proxy "
+                           + ("(SOCKS5)" if proxy.type == "socks5" else "(CONNECT tunnels)"), "note"))
+        if not proxy.url:
+            out.append(Problem(f"{path}.url", f"required for an {proxy.type} proxy"))
+        else:
+            try:
+                (Socks5Proxy if proxy.type == "socks5" else HttpProxy).from_url(proxy.url, proxy.username, proxy.password)
+            except ValueError as exc:
+                out.append(Problem(f"{path}.url", str(exc)))
     if bool(proxy.username) != bool(proxy.password):
-        out.append(Problem(f"{path}.{'password' if proxy.username else 'username'}",
-                           "empty: username and password are sent together or not at all (as in Bifrost)", "warning"))
+        out.append(Problem(f"{path}.{'username' if proxy.username else 'password'}",
+                           f"not sent: {'password' if proxy.username else 'username'} is empty, and credentials "
+                           "are sent only when both are set (as in Bifrost)", "warning"))
     if proxy.ca_cert_pem:
         try:
             ssl.create_default_context().load_verify_locations(cadata=proxy.ca_cert_pem)
         except (ssl.SSLError, ValueError) as exc:
             out.append(Problem(f"{path}.ca_cert_pem", f"not a PEM CA certificate ({exc})"))
+
+
+def _note_environment_proxy(path: str, out: list[Problem]) -> None:
+    """Says which proxies this process's environment gives (what the gateway reads at start)."""
+    try:
+        env = environment_proxies()
+    except ValueError as exc:
+        out.append(Problem(f"{path}.type", f"environment proxy: {exc}"))
+        return
+    if env.https is None and env.http is None:
+        out.append(Problem(f"{path}.type", "neither HTTPS_PROXY nor HTTP_PROXY is set here: this provider's "
+                           "requests go direct (as in Bifrost)", "warning"))
+        return
+    shown = ", ".join(f"{scheme} {p.shown if p else 'direct'}" for scheme, p in (("https", env.https), ("http", env.http)))
+    out.append(Problem(path, f"enforced: this provider's upstream requests go through the environment's proxy "
+                       f"({shown}; {len(env.no_proxy)} NO_PROXY entries; loopback direct)", "note"))
 
 
 ENTRA_FIELDS = ("client_id", "client_secret", "tenant_id")
