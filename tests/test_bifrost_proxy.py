@@ -20,6 +20,7 @@ from support import HOST, GatewayProcess, free_port, provider_config
 
 KEYS = {name: f"sk-{name}-0123456789"
         for name in ("wrongpass", "proxydown", "noproxy", "envdirect", "envproxied", "socksed", "sockswrong")}
+ENTRA_SECRET = "entra-secret-Qx7~value-0123456789"
 
 
 def provider(mock_url: str, name: str, proxy: dict | None, base_url: str | None = None) -> dict:
@@ -68,6 +69,12 @@ def bifrost_config(mock_url: str, proxy_url: str, dead_port: int, socks_url: str
         "type": "socks5", "url": socks_url, "username": USER, "password": "env.UPSTREAM_PROXY_PASSWORD"})
     config["providers"]["sockswrong"] = provider(mock_url, "sockswrong", {
         "type": "socks5", "url": socks_url, "username": USER, "password": "not-the-password-77"})
+    # Azure with an Entra ID service principal: the token request goes through the proxy too.
+    config["providers"]["azproxied"] = {
+        "network_config": {"base_url": mock_url}, "type": "azure",
+        "keys": [{"name": "sp", "value": "", "models": ["*"], "azure_key_config": {
+            "endpoint": "", "client_id": "app-proxied", "client_secret": ENTRA_SECRET, "tenant_id": "tenant-1"}}],
+        "proxy_config": {"type": "http", "url": proxy_url, "username": USER, "password": "env.UPSTREAM_PROXY_PASSWORD"}}
     name = loopback_name()
     if name is not None:
         port = mock_url.rsplit(":", 1)[1]
@@ -82,8 +89,11 @@ def gw(mock, proxy, socks, tmp_path):
         s.bind((HOST, 0))
         dead_port = s.getsockname()[1]  # closed again: a proxy that is down
     authed_url = f"http://{USER}:{PASSWORD}@{HOST}:{proxy.port}"
+    name = loopback_name()  # Entra ID at another name of the fake provider: its own tunnel
+    authority = f"http://{name}:{mock_port(mock)}" if name else mock.url
     gateway = GatewayProcess(tmp_path, bifrost_config(mock.url, proxy.url, dead_port, socks.url),
-                             env={"UPSTREAM_PROXY_PASSWORD": PASSWORD, "HTTP_PROXY": authed_url, "NO_PROXY": ""})
+                             env={"UPSTREAM_PROXY_PASSWORD": PASSWORD, "HTTP_PROXY": authed_url, "NO_PROXY": "",
+                                  "AZURE_AUTHORITY_HOST": authority})
     yield gateway
     gateway.stop()
 
@@ -195,6 +205,19 @@ def test_a_wrong_socks5_password_is_a_clear_502(gw, mock, socks):
     assert caught.value.body["message"].startswith(f"provider sockswrong is unreachable: proxy {socks.url} refused the tunnel")
     assert seen(mock, KEYS["sockswrong"]) == served
     assert "not-the-password-77" not in gw.log() + caught.value.body["message"]
+
+
+def test_an_entra_id_token_request_goes_through_the_providers_proxy(gw, mock, proxy):
+    name = loopback_name()
+    if name is None:
+        pytest.skip("this machine's name does not resolve to 127.0.0.1 (the token endpoint needs a name of its own)")
+    token_tunnels, tunnels = len(proxy.connect_lines(f"{name}:{mock_port(mock)}")), proxy.connects(mock_port(mock))
+    assert chat(gw, "azproxied/gpt-4o").startswith("This is a mock response from gpt-4o")
+    assert len(proxy.connect_lines(f"{name}:{mock_port(mock)}")) == token_tunnels + 1  # the token request
+    assert proxy.connects(mock_port(mock)) == tunnels + 1  # the chat request
+    (asked,) = [r for r in mock.stats()["recent"] if r["path"].endswith("/oauth2/v2.0/token")
+                and r["body"]["client_id"] == "app-proxied"][-1:]
+    assert asked["path"] == "/tenant-1/oauth2/v2.0/token"
 
 
 def test_config_check_says_the_proxy_is_used(tmp_path, mock):

@@ -34,6 +34,7 @@ import base64
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -178,8 +179,7 @@ async def open_tunnel(loop: asyncio.AbstractEventLoop, proxy: HttpProxy, host: s
             try:
                 transport, answer = await loop.create_connection(lambda: _ConnectAnswer(loop, proxy), proxy.host, proxy.port)
             except OSError as exc:
-                why = os.strerror(exc.errno) if exc.errno else type(exc).__name__
-                raise ProxyError(f"proxy {proxy.shown} is unreachable ({why.lower()})") from None
+                raise ProxyError(f"proxy {proxy.shown} is unreachable ({connect_failure(exc)})") from None
             transport.write(proxy.connect_request(host, port))
             await answer.done
             if answer.late is not None:
@@ -199,6 +199,15 @@ async def open_tunnel(loop: asyncio.AbstractEventLoop, proxy: HttpProxy, host: s
         raise
     protocol.connection_made(transport)
     return transport
+
+
+def connect_failure(exc: OSError) -> str:
+    """Why a connection to a proxy failed, in a few words ("connection refused")."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve its name: {exc.strerror}"
+    if exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc)[:120] or type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- environment

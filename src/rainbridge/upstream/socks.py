@@ -11,11 +11,10 @@ Every failure is a ``ProxyError`` naming the proxy, never its credentials.
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from .proxy import ProxyError
+from .proxy import ProxyError, connect_failure
 
 
 def available() -> bool:
@@ -74,9 +73,8 @@ class Socks5Proxy:
                 try:
                     sock = await proxy.connect(host, port, timeout=timeout)
                 except ProxyConnectionError as exc:
-                    errno = getattr(exc, "errno", None) or getattr(exc.__cause__, "errno", None)
-                    why = os.strerror(errno).lower() if errno else "cannot connect"
-                    raise ProxyError(f"proxy {self.shown} is unreachable ({why})") from None
+                    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+                    raise ProxyError(f"proxy {self.shown} is unreachable ({connect_failure(cause)})") from None
                 except ProxyTimeoutError:
                     raise TimeoutError from None
                 except SocksError as exc:  # the proxy's refusal (auth, rule, unreachable target)
