@@ -256,6 +256,8 @@ HOSTILE = {
     "huge head": (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * (MAX_CONNECT_HEAD_BYTES + 10), "larger than"),
     "huge head at once": (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * MAX_CONNECT_HEAD_BYTES + b"\r\n\r\n", "larger than"),
     "garbage": (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP/1.x status line"),
+    "too many header lines": (b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", "more than 100 header lines"),
+    "HTTP/2 status line": (b"HTTP/2 200\r\n\r\n", "not an HTTP/1.x status line"),
     "bad header line": (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "invalid header line"),
     "control byte in header": (b"HTTP/1.1 200 OK\r\nX-A: b\x00c\r\n\r\n", "invalid header line"),
     "a 200 with a body": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "data after its answer"),
