@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from proxy_support import PASSWORD, USER, Microsocks, Tinyproxy
-from support import HOST, GatewayProcess, free_port, provider_config
+from support import HOST, GatewayProcess, free_port, http_json, provider_config
 
 KEYS = {name: f"sk-{name}-0123456789"
         for name in ("wrongpass", "proxydown", "noproxy", "envdirect", "envproxied", "socksed", "sockswrong")}
@@ -241,3 +241,27 @@ def test_config_check_says_the_proxy_is_used(tmp_path, mock):
     assert ("$.providers.envdirect.proxy_config: enforced: this provider's upstream requests go through the environment's "
             "proxy (https http://corp.proxy:3128, http direct; 2 NO_PROXY entries; loopback direct)") in with_env.stdout
     assert "secret-9" not in with_env.stdout
+
+
+def test_a_proxy_set_through_the_management_api_is_used_at_once_and_shown_masked(mock, proxy, tmp_path):
+    token = "admin-token-for-proxy-tests"
+    admin = {"authorization": f"Bearer {token}"}
+    gateway = GatewayProcess(tmp_path, provider_config(mock.url), env={"RAINBRIDGE_ADMIN_TOKEN": token}, name="api")
+    try:
+        status, _, reply = http_json("POST", gateway.url + "/api/providers", {
+            "name": "viaapi", "type": "openai", "network_config": {"base_url": mock.url},
+            "proxy_config": {"type": "http", "url": proxy.url, "username": USER, "password": PASSWORD}}, headers=admin)
+        assert status == 201, reply
+        assert reply["provider"]["proxy_config"] == {"type": "http", "url": "…", "username": USER, "password": "…"}
+        status, _, _ = http_json("POST", gateway.url + "/api/providers/viaapi/keys", {"name": "k", "value": "sk-viaapi-0123456789"},
+                                 headers=admin)
+        assert status == 201
+        tunnels = proxy.connects(mock_port(mock))
+        assert chat(gateway, "viaapi/gpt-4o")
+        assert proxy.connects(mock_port(mock)) == tunnels + 1
+        status, _, reply = http_json("PATCH", gateway.url + "/api/providers/viaapi", {"proxy_config": {"type": "http", "url": None}},
+                                     headers=admin)
+        assert status == 400 and reply["error"]["param"] == "proxy_config.url", reply
+        assert PASSWORD not in gateway.log()
+    finally:
+        gateway.stop()
