@@ -504,3 +504,33 @@ async def test_proxy_config_ca_cert_pem_is_trusted_for_tls_through_the_proxy(tmp
         await client.close()
         proxy.stop()
         await origin.stop()
+
+
+async def test_a_connect_answer_dripped_byte_by_byte_opens_the_tunnel():
+    """The answer's blank line may straddle reads; the bytes after it are the origin's."""
+    async def drip_then_serve(reader, writer):
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for byte in b"HTTP/1.1 200 Connection established\r\nX-Via: test\r\n\r\n":
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.001)
+            await reader.readuntil(b"\r\n\r\n")  # the request, inside the tunnel
+            writer.write(ANSWER)
+            await writer.drain()
+            await reader.read()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(drip_then_serve, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    client = UpstreamClient(connect_timeout=5)
+    try:
+        pool = client.origin("http://origin.example.test:80", proxy=HttpProxy.from_url(f"http://{HOST}:{port}"))
+        exchange = await client.request(pool, request_head(80), b"", 5)
+        assert exchange.status == 200 and await exchange.read() == b"{}"
+    finally:
+        await client.close()
+        server.close()

@@ -48,6 +48,7 @@ MAX_CONNECT_HEAD_BYTES = 16 * 1024
 MAX_CONNECT_HEADERS = 100
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")  # what of the proxy's reason phrase a message may show
 _HEADER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*")
 
 
@@ -121,8 +122,9 @@ class _ConnectAnswer(asyncio.Protocol):
         if self.done.done():  # a byte after the answer, before the tunnel was handed over
             self._fail(f"proxy {self.proxy.shown} sent data after its answer to CONNECT")
             return
+        start = max(0, len(self.buffer) - 3)  # the blank line may straddle two reads
         self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
+        end = self.buffer.find(b"\r\n\r\n", start)
         if end < 0:
             if len(self.buffer) > MAX_CONNECT_HEAD_BYTES:
                 self._fail(f"proxy {self.proxy.shown} sent an answer to CONNECT larger than {MAX_CONNECT_HEAD_BYTES} bytes")
@@ -151,7 +153,7 @@ class _ConnectAnswer(asyncio.Protocol):
             return f"proxy {self.proxy.shown} sent an invalid header line in its answer to CONNECT"
         code = int(status.group(1))
         if not 200 <= code < 300:  # RFC 9110 §9.3.6: any 2xx opens the tunnel; nothing else does
-            reason = (status.group(2) or b"").decode("latin-1").strip()[:80]
+            reason = _NOT_PRINTABLE.sub("?", (status.group(2) or b"").decode("latin-1")).strip()[:80]
             return f"proxy {self.proxy.shown} refused the tunnel: {code} {reason}".rstrip()
         # A 2xx's Content-Length / Transfer-Encoding are ignored (RFC 9110 §9.3.6): the
         # tunnel starts right after the head.
