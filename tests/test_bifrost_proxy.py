@@ -92,7 +92,7 @@ def gw(mock, proxy, socks, tmp_path):
     name = loopback_name()  # Entra ID at another name of the fake provider: its own tunnel
     authority = f"http://{name}:{mock_port(mock)}" if name else mock.url
     gateway = GatewayProcess(tmp_path, bifrost_config(mock.url, proxy.url, dead_port, socks.url),
-                             env={"UPSTREAM_PROXY_PASSWORD": PASSWORD, "HTTP_PROXY": authed_url, "NO_PROXY": "",
+                             env={"UPSTREAM_PROXY_PASSWORD": PASSWORD, "HTTP_PROXY": authed_url, "NO_PROXY": "", "no_proxy": "",
                                   "AZURE_AUTHORITY_HOST": authority})
     yield gateway
     gateway.stop()
