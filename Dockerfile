@@ -12,8 +12,8 @@ RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 FROM python:${PYTHON_VERSION}-slim
 # Extras the chart's features use: every cluster discovery type's client (dns is the chart's
 # default discovery: the headless service's name), bedrock/vertex providers' credentials, otel
-# traces. tests/test_dockerfile.py keeps this list in step with the discovery registry.
-ARG EXTRAS=dns,k8s,consul,etcd,mdns,bedrock,vertex,otel,routing
+# traces, socks5 upstream proxies. tests/test_dockerfile.py keeps this list in step with the discovery registry.
+ARG EXTRAS=dns,k8s,consul,etcd,mdns,bedrock,vertex,otel,routing,socks
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
 RUN set -eux; \

@@ -349,8 +349,13 @@ REFUSED = [
      {"providers": {"mine": copy.deepcopy(PROVIDER) | {"network_config": {"base_url": "http://127.0.0.1:1"},
       "custom_provider_config": {"base_provider_type": "openai", "request_path_overrides": {"embedding": "ftp://h/x"}}}}},
      "$.providers.mine.custom_provider_config.request_path_overrides.embedding"),
-    ("upstream proxy", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "http", "url": "http://proxy:3128"}}}},
-     "$.providers.openai.proxy_config"),
+    ("socks5 upstream proxy without its URL", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "socks5"}}}},
+     "$.providers.openai.proxy_config.url"),
+    ("http upstream proxy without its URL", {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "http"}}}},
+     "$.providers.openai.proxy_config.url"),
+    ("https upstream proxy (TLS to the proxy)",
+     {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "http", "url": "https://proxy:3128"}}}},
+     "$.providers.openai.proxy_config.url"),
     ("guardrails", base() | {"guardrails_config": {"guardrail_rules": [{"id": 1, "name": "pii"}]}}, "$.guardrails_config"),
     ("VK per-provider budget id naming no budget", with_vk(budget_id="b"), "$.governance.virtual_keys[0].provider_configs[0].budget_id"),
     ("VK per-provider rate limit id naming no rate limit", with_vk(rate_limit_id="r"),
@@ -564,3 +569,9 @@ def test_routing_rule_scoped_to_a_team_the_file_lacks_loads_with_a_warning():
                                                          "targets": [{"weight": 1}]}]}}
     loaded = load_data(copy.deepcopy(config), ENV)
     assert [w.path for w in loaded.warnings] == ["$.governance.routing_rules[0].scope_id"]
+
+
+def test_socks5_proxy_without_python_socks_is_refused_naming_the_extra(monkeypatch):
+    monkeypatch.setattr("rainbridge.config.checks.socks_available", lambda: False)
+    config = {"providers": {"openai": copy.deepcopy(PROVIDER) | {"proxy_config": {"type": "socks5", "url": "socks5://p:1080"}}}}
+    assert "pip install 'rainbridge[socks]'" in errors_of(config)["$.providers.openai.proxy_config.type"]

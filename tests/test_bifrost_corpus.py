@@ -2,8 +2,8 @@
 path and commit), each asserted accepted or refused as issue 14 says rainbridge must.
 
 An accepted file's restrictions are asserted enforced, in the objects the request path
-uses: required headers as the app checks them, each provider's allowed request types and
-upstream paths, each virtual key's per-provider limits as governance counts them, where each
+uses: required headers as the app checks them, each provider's allowed request types,
+upstream paths and proxy, each virtual key's per-provider limits as governance counts them, where each
 routing rule sends a request."""
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ def test_accepted_bifrost_config(case):
         for kind, path in paths.items():
             op, stream = OPS[kind]
             assert adapter.where(op, None, "m", stream)[1] == adapter.base_path + path
+    for name, shown in expect.get("proxies", {}).items():  # every upstream URL goes through it, with credentials
+        adapter = providers[name].adapter
+        proxy = adapter.proxy_for(adapter.base_url)
+        assert proxy.shown == shown and adapter.origin_for(adapter.base_url).proxy == proxy
+        assert getattr(proxy, "authorization", None) or getattr(proxy, "password", None)
     for vk_name, grants in expect.get("provider_limits", {}).items():
         (vk,) = [v for v in normalize(config.governance, set(config.providers), 0).virtual_keys if v.name == vk_name]
         for provider, limits in grants.items():

@@ -42,7 +42,6 @@ GOVERNANCE_PLUGIN_FIELDS = {
 # Restricting settings rainbridge does not enforce yet: present and non-empty -> the file is
 # refused. (path pattern, why). "*" stands for any provider name / list index.
 UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
-    ("$.providers.*.proxy_config", "upstream proxies are not supported yet (requests would go direct)"),
     ("$.guardrails_config", "guardrails are not supported yet (requests they would block would be served)"),
     # Bifrost Enterprise's form of the same (docs/enterprise/guardrails.mdx, config.json tab).
     ("$.enterprise.guardrails", "guardrails are not supported yet (requests they would block would be served)"),
@@ -52,7 +51,8 @@ UNSUPPORTED_RESTRICTIONS: tuple[tuple[str, str], ...] = (
 # request_path_overrides (server/app.py, gateway/routing.py, providers/openai.py), a virtual
 # key's provider_configs[].budget / rate_limit and governance.model_configs
 # (governance/engine.py), client.header_filter_config (server/app.py), and
-# governance.routing_rules (gateway/rules.py).
+# governance.routing_rules (gateway/rules.py), a provider's proxy_config (upstream/proxy.py;
+# its socks5 type is refused in checks.py).
 
 
 def fold(raw: dict[str, Any], out: list[Problem]) -> None:

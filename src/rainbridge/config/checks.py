@@ -6,10 +6,21 @@ import importlib.util
 import ipaddress
 import json
 import re
+import ssl
 from urllib.parse import urlsplit
 
+from ..upstream.proxy import HttpProxy, environment_proxies
+from ..upstream.socks import Socks5Proxy
+from ..upstream.socks import available as socks_available
 from .families import FAMILIES, KNOWN_PROVIDERS, provider_family
-from .schema import AzureKeyConfig, BedrockKeyConfig, Config, ProviderConfig, VertexKeyConfig
+from .schema import (
+    AzureKeyConfig,
+    BedrockKeyConfig,
+    Config,
+    ProviderConfig,
+    ProxyConfig,
+    VertexKeyConfig,
+)
 from .validate import Problem, child
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
@@ -139,6 +150,8 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
                     "required: this provider has no public endpoint",
                 )
             )
+    if provider.proxy_config is not None:
+        _check_proxy(provider.proxy_config, f"{path}.proxy_config", out)
     net = provider.network_config
     if net.retry_backoff_max < net.retry_backoff_initial:
         out.append(
@@ -196,6 +209,53 @@ def _check_provider(name: str, provider: ProviderConfig, path: str, out: list[Pr
             out.append(
                 Problem(f"{path}.keys", "no keys: requests go upstream without an API key", "warning")
             )
+
+
+def _check_proxy(proxy: ProxyConfig, path: str, out: list[Problem]) -> None:
+    """A proxy that cannot be used as configured is refused (requests would go around it)."""
+    if proxy.type == "none":
+        return
+    if proxy.type == "socks5" and not socks_available():
+        out.append(Problem(f"{path}.type", "socks5 proxies need python-socks: pip install 'rainbridge[socks]' "
+                           "(refused rather than going direct)"))
+        return
+    if proxy.type == "environment":
+        _note_environment_proxy(path, out)
+    else:
+        out.append(Problem(path, "enforced: this provider's upstream requests go through its proxy "
+                           + ("(SOCKS5)" if proxy.type == "socks5" else "(CONNECT tunnels)"), "note"))
+        if not proxy.url:
+            out.append(Problem(f"{path}.url", f"required for an {proxy.type} proxy"))
+        else:
+            try:
+                (Socks5Proxy if proxy.type == "socks5" else HttpProxy).from_url(proxy.url, proxy.username, proxy.password)
+            except ValueError as exc:
+                out.append(Problem(f"{path}.url", str(exc)))
+    if bool(proxy.username) != bool(proxy.password):
+        out.append(Problem(f"{path}.{'username' if proxy.username else 'password'}",
+                           f"not sent: {'password' if proxy.username else 'username'} is empty, and credentials "
+                           "are sent only when both are set (as in Bifrost)", "warning"))
+    if proxy.ca_cert_pem:
+        try:
+            ssl.create_default_context().load_verify_locations(cadata=proxy.ca_cert_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            out.append(Problem(f"{path}.ca_cert_pem", f"not a PEM CA certificate ({exc})"))
+
+
+def _note_environment_proxy(path: str, out: list[Problem]) -> None:
+    """Says which proxies this process's environment gives (what the gateway reads at start)."""
+    try:
+        env = environment_proxies()
+    except ValueError as exc:
+        out.append(Problem(f"{path}.type", f"environment proxy: {exc}"))
+        return
+    if env.https is None and env.http is None:
+        out.append(Problem(f"{path}.type", "neither HTTPS_PROXY nor HTTP_PROXY is set here: this provider's "
+                           "requests go direct (as in Bifrost)", "warning"))
+        return
+    shown = ", ".join(f"{scheme} {p.shown if p else 'direct'}" for scheme, p in (("https", env.https), ("http", env.http)))
+    out.append(Problem(path, f"enforced: this provider's upstream requests go through the environment's proxy "
+                       f"({shown}; {len(env.no_proxy)} NO_PROXY entries; loopback direct)", "note"))
 
 
 ENTRA_FIELDS = ("client_id", "client_secret", "tenant_id")

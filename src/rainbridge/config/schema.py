@@ -163,6 +163,16 @@ class CustomProviderConfig(Base):
     request_path_overrides: dict[str, str] | None = None
 
 
+class ProxyConfig(Base, kw_only=True):
+    """Bifrost's per-provider proxy (upstream/proxy.py says where each field is defined)."""
+
+    type: Literal["none", "http", "socks5", "environment"]  # socks5 needs rainbridge[socks]
+    url: str | None = None  # http://[user:pass@]host:port, socks5://host:port
+    username: str | None = None  # with password: Proxy-Authorization Basic
+    password: str | None = None  # env.VAR allowed; never logged
+    ca_cert_pem: str | None = None  # extra CA for the provider's TLS (SSL-intercepting proxies)
+
+
 class ProviderConfig(Base):
     # rainbridge extension: the API family ("openai", "azure", "anthropic", "gemini") for a provider
     # under a name of your choice; Bifrost's custom_provider_config.base_provider_type works too.
@@ -173,7 +183,7 @@ class ProviderConfig(Base):
         default_factory=ConcurrencyAndBufferSize
     )
     custom_provider_config: CustomProviderConfig | None = None
-    proxy_config: dict[str, Any] | None = None  # not supported: refused unless {"type": "none"}
+    proxy_config: ProxyConfig | None = None  # upstream requests through an HTTP proxy
     send_back_raw_response: bool = False  # accepted, unused
     send_back_raw_request: bool = False  # accepted, unused
 

@@ -117,7 +117,10 @@ class AzureAdapter(OpenAIAdapter):
                                     f"{exc.strerror}", provider=self.name, status=401, type=openai_error_type(401),
                                     code="entra_token_refused") from None
         path, body = token_request(sp, assertion)
-        origin = self.client.origin(self.authority)  # always verified TLS, whatever the provider's setting
+        # Always verified TLS, whatever the provider's setting; through the provider's proxy
+        # (its only way out when one is configured).
+        proxy = self.proxy_for(self.authority) if self.proxy_for is not None else None
+        origin = self.client.origin(self.authority, proxy=proxy)
         prefix = urlsplit(self.authority).path.rstrip("/")
         head = (f"POST {prefix}{path} HTTP/1.1\r\nHost: ".encode("latin-1") + origin.host_header
                 + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nAccept: application/json\r\n"

@@ -17,7 +17,16 @@ from urllib.parse import urlsplit
 from ..bounded import BoundedCache
 from ..config.schema import NetworkConfig
 from ..errors import InvalidRequest, UpstreamTimeout, UpstreamUnreachable
-from ..upstream import ConnectionLost, Exchange, Origin, ProtocolError, Timeout, UpstreamClient
+from ..upstream import (
+    ConnectionLost,
+    Exchange,
+    Origin,
+    ProtocolError,
+    ProxyError,
+    Timeout,
+    UpstreamClient,
+)
+from ..upstream.proxy import ProxyChoice
 from .base import ProviderKey, Reply, StreamError, UpstreamStream, iter_sse, upstream_error
 
 # Headers a client may not set through x-bf-eh-*: hop-by-hop and framing headers (RFC 9110
@@ -86,6 +95,7 @@ class HttpAdapter:
         self.verify = tls_setting(network)
         self.max_idle = network.max_conns_per_host or 1000
         self._origins: dict[str, Origin] = {}
+        self.proxy_for: ProxyChoice | None = None  # proxy_config: an upstream URL's proxy
         # Keyed by path too, and an Azure path holds the client's model name: bounded.
         self._heads: BoundedCache[tuple, bytes] = BoundedCache(4096)
         self.base_path = urlsplit(self.base_url).path.rstrip("/") if self.base_url else ""
@@ -98,7 +108,8 @@ class HttpAdapter:
     def origin_for(self, url: str) -> Origin:
         origin = self._origins.get(url)
         if origin is None:
-            origin = self._origins[url] = self.client.origin(url, self.verify, self.max_idle)
+            proxy = self.proxy_for(url) if self.proxy_for is not None else None
+            origin = self._origins[url] = self.client.origin(url, self.verify, self.max_idle, proxy)
         return origin
 
     def head(self, method: str, origin: Origin, path: str, key: ProviderKey,
@@ -204,6 +215,9 @@ class HttpAdapter:
         return UpstreamStream(iterator, exchange.abort)
 
     def _unreachable(self, exc: BaseException) -> UpstreamUnreachable:
+        if isinstance(exc, ProxyError):  # its message names the proxy, never its credentials
+            return UpstreamUnreachable(f"provider {self.name} is unreachable: {exc}", provider=self.name,
+                                       code="upstream_proxy_error")
         if isinstance(exc, ProtocolError):
             return UpstreamUnreachable(
                 f"provider {self.name} sent an invalid response ({exc})", provider=self.name, code="upstream_protocol_error"
@@ -245,12 +259,15 @@ async def _bounded(coro, timeout: float):
         return await coro
 
 
-def tls_setting(network: NetworkConfig) -> bool | ssl.SSLContext:
-    """TLS for this provider: verify (default), skip verification, or trust an extra CA."""
+def tls_setting(network: NetworkConfig, proxy_ca_pem: str | None = None) -> bool | ssl.SSLContext:
+    """TLS for this provider: verify (default), skip verification, or trust extra CAs (the
+    network's, and the proxy_config's for an SSL-intercepting proxy, as Bifrost merges them)."""
     if network.insecure_skip_verify:
         return False
-    if network.ca_cert_pem:
+    if network.ca_cert_pem or proxy_ca_pem:
         context = ssl.create_default_context()
-        context.load_verify_locations(cadata=network.ca_cert_pem)
+        for pem in (network.ca_cert_pem, proxy_ca_pem):
+            if pem:
+                context.load_verify_locations(cadata=pem)
         return context
     return True

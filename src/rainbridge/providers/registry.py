@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from ..config.checks import default_base_url
 from ..config.families import OPENAI_ROUTES, preset_of, provider_family
-from ..config.schema import Config, ProviderConfig
-from ..upstream import UpstreamClient
+from ..config.schema import Config, ProviderConfig, ProxyConfig
+from ..upstream import HttpProxy, Socks5Proxy, UpstreamClient
+from ..upstream.proxy import ProxyChoice, environment_proxies
 from .anthropic import AnthropicAdapter
 from .azure import AzureAdapter
 from .base import ProviderKey
 from .bedrock import BedrockAdapter
 from .cohere import CohereAdapter
 from .gemini import GeminiAdapter
-from .http import HttpAdapter
+from .http import HttpAdapter, tls_setting
 from .huggingface import HuggingFaceAdapter
 from .openai import OpenAIAdapter
 from .vertex import VertexAdapter
@@ -42,7 +43,23 @@ def build_adapter(name: str, pc: ProviderConfig, client: UpstreamClient) -> Http
         adapter.routes = OPENAI_ROUTES[preset]
     if custom is not None and custom.request_path_overrides and isinstance(adapter, OpenAIAdapter):
         adapter.path_overrides = dict(custom.request_path_overrides)
+    proxy = pc.proxy_config
+    if proxy is not None and proxy.type != "none":
+        adapter.proxy_for = proxy_choice(proxy)
+        if proxy.ca_cert_pem:
+            adapter.verify = tls_setting(pc.network_config, proxy.ca_cert_pem)
     return adapter
+
+
+def proxy_choice(proxy: ProxyConfig) -> ProxyChoice:
+    """Which proxy each upstream URL of a provider goes through (config checks vouch for it)."""
+    if proxy.type == "environment":
+        return environment_proxies().for_url
+    kind = {"http": HttpProxy, "socks5": Socks5Proxy}.get(proxy.type)
+    if kind is None:
+        raise ValueError(f"proxy type {proxy.type!r} is not supported")
+    fixed = kind.from_url(proxy.url or "", proxy.username, proxy.password)
+    return lambda url: fixed
 
 
 def build_keys(pc: ProviderConfig, adapter: HttpAdapter, version: int) -> list[ProviderKey]:

@@ -2,5 +2,7 @@
 
 from .client import Origin, Timeout, UpstreamClient
 from .connection import ConnectionLost, Exchange, ProtocolError
+from .proxy import HttpProxy, ProxyError
+from .socks import Socks5Proxy
 
-__all__ = ["ConnectionLost", "Exchange", "Origin", "ProtocolError", "Timeout", "UpstreamClient"]
+__all__ = ["ConnectionLost", "Exchange", "HttpProxy", "Origin", "ProtocolError", "ProxyError", "Socks5Proxy", "Timeout", "UpstreamClient"]

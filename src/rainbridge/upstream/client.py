@@ -15,23 +15,29 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .connection import MAX_BODY_BYTES, Connection, ConnectionLost, Exchange
+from .proxy import HttpProxy
+from .socks import Socks5Proxy
 
 IDLE_LIFETIME_S = 50.0  # below the usual 60 s keep-alive of upstream load balancers
 
 
 @dataclass(eq=False)
 class Origin:
-    """Where requests go: scheme, host and port, TLS settings, and the ``Host`` header."""
+    """Where requests go: scheme, host and port, TLS settings, the ``Host`` header, and the
+    proxy whose tunnels reach it (HTTP CONNECT or SOCKS5; None: direct). An origin is its own pool, so a
+    tunnelled connection is never reused for a direct request, another proxy or credential."""
 
     host: str
     port: int
     tls: ssl.SSLContext | None
     host_header: bytes
     max_idle: int = 1000
+    proxy: HttpProxy | Socks5Proxy | None = None
     idle: deque[Connection] = field(default_factory=deque)  # newest on the right
 
     @classmethod
-    def from_url(cls, url: str, verify: bool | ssl.SSLContext = True, max_idle: int = 1000) -> Origin:
+    def from_url(cls, url: str, verify: bool | ssl.SSLContext = True, max_idle: int = 1000,
+                 proxy: HttpProxy | Socks5Proxy | None = None) -> Origin:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -50,7 +56,7 @@ class Origin:
         host = parts.hostname
         shown = f"[{host}]" if ":" in host else host
         host_header = shown if port == default_port else f"{shown}:{port}"
-        return cls(host, port, tls, host_header.encode("idna"), max_idle)
+        return cls(host, port, tls, host_header.encode("idna"), max_idle, proxy)
 
 
 class Timeout(TimeoutError):
@@ -67,12 +73,14 @@ class UpstreamClient:
         self._by_key: dict[tuple, Origin] = {}
         self._closed = False
 
-    def origin(self, url: str, verify: bool | ssl.SSLContext = True, max_idle: int = 1000) -> Origin:
-        """The pool for ``url`` (one per URL and TLS setting, shared by rebuilt adapters)."""
-        key = (url, verify if isinstance(verify, bool) else id(verify), max_idle)
+    def origin(self, url: str, verify: bool | ssl.SSLContext = True, max_idle: int = 1000,
+               proxy: HttpProxy | Socks5Proxy | None = None) -> Origin:
+        """The pool for ``url`` (one per URL, TLS setting and proxy with its credentials,
+        shared by rebuilt adapters)."""
+        key = (url, verify if isinstance(verify, bool) else id(verify), max_idle, proxy)
         origin = self._by_key.get(key)
         if origin is None:
-            origin = self._by_key[key] = Origin.from_url(url, verify, max_idle)
+            origin = self._by_key[key] = Origin.from_url(url, verify, max_idle, proxy)
             self._origins.append(origin)
         return origin
 
@@ -102,6 +110,10 @@ class UpstreamClient:
             while now - idle[0].idle_since > IDLE_LIFETIME_S:  # oldest first
                 idle.popleft().close()
 
+        if origin.proxy is not None:
+            conn = Connection(loop, release, self.max_body_bytes)
+            await origin.proxy.open(loop, origin.host, origin.port, origin.tls, conn, self.connect_timeout)
+            return conn
         async with asyncio.timeout(self.connect_timeout):
             _, conn = await loop.create_connection(
                 lambda: Connection(loop, release, self.max_body_bytes),

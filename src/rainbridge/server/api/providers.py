@@ -61,7 +61,8 @@ def _present(name: str, pc: ProviderConfig) -> dict:
     if network.get("extra_headers"):
         network["extra_headers"] = {h: "…" for h in network["extra_headers"]}
     if out.get("proxy_config"):
-        out["proxy_config"] = {k: ("…" if k in ("password", "url") else v) for k, v in out["proxy_config"].items()}
+        # url may carry user:password@; username alone is not secret, as in Bifrost's redaction
+        out["proxy_config"] = {k: ("…" if k in ("password", "url") and v else v) for k, v in out["proxy_config"].items()}
     out["keys"] = [_present_key(k) for k in pc.keys]
     return out
 
