@@ -29,7 +29,10 @@ def test_every_scrape_of_a_two_worker_pod_counts_every_request(mock, tmp_path):
         [total] = [s.value for s in families["bifrost_upstream_requests"].samples if s.name.endswith("_total")]
         assert total == REQUESTS
     finally:
-        assert gw.stop() == 0
+        code = gw.stop()
+        # (once in CI under heavy load the pod outlived the 15 s stop and was killed: the log
+        # tail says which step of the drain it was in)
+        assert code == 0, gw.log()[-4000:]
     assert "left out of this scrape" not in gw.log()
 
 
