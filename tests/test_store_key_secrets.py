@@ -97,3 +97,50 @@ async def test_bedrock_and_vertex_credentials_are_sealed_at_rest_and_opened_on_r
         assert json.loads(opened) == json.loads(SERVICE_ACCOUNT)
     finally:
         await store.close()
+
+
+PROXY_PASSWORD = "proxy-pass-Lq8#2"
+PROXY_URL = "http://relay-user:url-pass-5Tx@proxy.internal:3128"
+
+
+def proxied() -> ProviderConfig:
+    return msgspec.convert({"keys": [{"name": "k", "value": "sk-proxied"}], "proxy_config": {
+        "type": "http", "url": PROXY_URL, "username": "proxy-user", "password": PROXY_PASSWORD}}, ProviderConfig)
+
+
+async def stored_provider(store) -> str:
+    return await store.db.fetchval("SELECT config FROM providers")
+
+
+async def test_a_providers_proxy_password_and_url_are_sealed_at_rest_and_opened_on_read(store_config, tmp_path):
+    store = await open_store(store_config, tmp_path, "correct horse battery staple")
+    try:
+        await store.providers.sync_from_file({"openai": proxied()})
+        row = await stored_provider(store)
+        assert PROXY_PASSWORD not in row and "url-pass-5Tx" not in row and "rbenc:" in row
+        assert '"proxy-user"' in row  # the user name is no secret
+        proxy = (await store.providers.all())["openai"].proxy_config
+        assert (proxy.password, proxy.url, proxy.username) == (PROXY_PASSWORD, PROXY_URL, "proxy-user")
+    finally:
+        await store.close()
+
+
+async def test_a_plaintext_stores_proxy_password_is_sealed_when_a_key_appears_and_resealed_by_rotation(store_config, tmp_path):
+    store = await open_store(store_config, tmp_path, None)
+    await store.providers.sync_from_file({"openai": proxied()})
+    assert PROXY_PASSWORD in await stored_provider(store)
+    await store.close()
+    store = await open_store(store_config, tmp_path, "first-key")
+    sealed_first = await stored_provider(store)
+    await store.close()
+    assert PROXY_PASSWORD not in sealed_first
+    db = open_database(msgspec.convert(store_config, StoreConfig), tmp_path, "config.db")
+    await db.open()
+    assert await rotate_key(db, "first-key", "second-key") == 3  # the key's value, the proxy's password and URL
+    await db.close()
+    store = await open_store(store_config, tmp_path, "second-key")
+    try:
+        assert await stored_provider(store) != sealed_first
+        assert (await store.providers.all())["openai"].proxy_config.password == PROXY_PASSWORD
+    finally:
+        await store.close()

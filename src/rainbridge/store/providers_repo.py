@@ -9,7 +9,13 @@ import msgspec
 
 from ..config.schema import KeyConfig, ProviderConfig
 from .db import Database, Executor
-from .secrets import Secrets, open_key_fields, seal_key_fields
+from .secrets import (
+    Secrets,
+    open_key_fields,
+    open_provider_fields,
+    seal_key_fields,
+    seal_provider_fields,
+)
 
 _KEY_ROW_FIELDS = {"id", "name", "value", "models", "weight"}
 
@@ -38,7 +44,7 @@ class ProvidersRepo:
             by_provider.setdefault(row["provider"], []).append(row)
         out = {}
         for row in providers:
-            config = msgspec.json.decode(row["config"])
+            config = open_provider_fields(self.secrets, msgspec.json.decode(row["config"]), row["name"])
             config["keys"] = [self._key_dict(k) for k in by_provider.get(row["name"], [])]
             out[row["name"]] = msgspec.convert(config, ProviderConfig)
         return out
@@ -62,7 +68,8 @@ class ProvidersRepo:
     async def upsert(self, tx: Executor, name: str, pc: ProviderConfig, source: str) -> None:
         """Write a provider and replace its keys (in the caller's transaction)."""
         ts = now_ms()
-        config = msgspec.json.encode(msgspec.structs.replace(pc, keys=[])).decode()
+        plain = msgspec.to_builtins(msgspec.structs.replace(pc, keys=[]))
+        config = msgspec.json.encode(seal_provider_fields(self.secrets, plain, name)).decode()
         await tx.execute(
             "INSERT INTO providers (name, config, source, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) "
             "ON CONFLICT (name) DO UPDATE SET config = excluded.config, source = excluded.source, "

@@ -21,6 +21,13 @@ SECRET_KEY_FIELDS = [
     ("vertex_key_config", "auth_credentials"),
 ]
 
+# Secrets inside a provider's own settings (providers.config): the proxy's password, and its
+# URL (it may carry user:password@).
+SECRET_PROVIDER_FIELDS = [
+    ("proxy_config", "password"),
+    ("proxy_config", "url"),
+]
+
 
 class EncryptionKeyError(Exception):
     """The encryption key is missing, or does not match the data."""
@@ -66,22 +73,27 @@ async def _set_meta(tx: Executor, key: str, value: str) -> None:
     )
 
 
-def _field_table(section: str, field: str) -> str:
-    return f"provider_keys.{section}.{field}"
-
-
 def seal_key_fields(secrets: Secrets, config: dict, key_id: str) -> dict:
     """A key's settings with its secret fields sealed (the input is left as it is)."""
-    return _map_key_fields(config, lambda value, table: secrets.seal(value, table, key_id))
+    return _map_fields(config, SECRET_KEY_FIELDS, "provider_keys", lambda value, table: secrets.seal(value, table, key_id))
 
 
 def open_key_fields(secrets: Secrets, config: dict, key_id: str) -> dict:
-    return _map_key_fields(config, lambda value, table: secrets.open(value, table, key_id))
+    return _map_fields(config, SECRET_KEY_FIELDS, "provider_keys", lambda value, table: secrets.open(value, table, key_id))
 
 
-def _map_key_fields(config: dict, apply) -> dict:
+def seal_provider_fields(secrets: Secrets, config: dict, name: str) -> dict:
+    """A provider's settings with its secret fields sealed (the input is left as it is)."""
+    return _map_fields(config, SECRET_PROVIDER_FIELDS, "providers", lambda value, table: secrets.seal(value, table, name))
+
+
+def open_provider_fields(secrets: Secrets, config: dict, name: str) -> dict:
+    return _map_fields(config, SECRET_PROVIDER_FIELDS, "providers", lambda value, table: secrets.open(value, table, name))
+
+
+def _map_fields(config: dict, fields: list[tuple[str, str]], table: str, apply) -> dict:
     out = dict(config)
-    for section, field in SECRET_KEY_FIELDS:
+    for section, field in fields:
         inner = out.get(section)
         if not isinstance(inner, dict) or not inner.get(field):
             continue
@@ -89,7 +101,7 @@ def _map_key_fields(config: dict, apply) -> dict:
         if isinstance(value, dict):  # a JSON object (Vertex's service-account key): kept as its text
             value = json.dumps(value)
         if isinstance(value, str):
-            out[section] = {**inner, field: apply(value, _field_table(section, field))}
+            inner = out[section] = {**inner, field: apply(value, f"{table}.{section}.{field}")}
     return out
 
 
@@ -107,6 +119,12 @@ async def _reseal_all(tx: Executor, old: Secrets, new: Secrets) -> int:
         if sealed != config:
             await tx.execute("UPDATE provider_keys SET config = $1 WHERE id = $2", json.dumps(sealed), row["id"])
             count += sum(1 for section, field in SECRET_KEY_FIELDS if (config.get(section) or {}).get(field))
+    for row in await tx.fetch("SELECT name, config FROM providers"):
+        config = json.loads(row["config"])
+        sealed = seal_provider_fields(new, open_provider_fields(old, config, row["name"]), row["name"])
+        if sealed != config:
+            await tx.execute("UPDATE providers SET config = $1 WHERE name = $2", json.dumps(sealed), row["name"])
+            count += sum(1 for section, field in SECRET_PROVIDER_FIELDS if (config.get(section) or {}).get(field))
     return count
 
 
