@@ -56,6 +56,30 @@ class ProxyError(ConnectionError):
     """The proxy could not be reached, refused the tunnel, or answered something invalid (502)."""
 
 
+
+def parse_proxy_url(url: str, schemes: tuple[str, ...], default_port: int, username: str | None,
+                    password: str | None) -> tuple[str, int, str | None, str | None, str]:
+    """``scheme://[user:pass@]host[:port]`` -> (host, port, username, password, shown):
+    explicit credentials win over the URL's, and count only when both are non-empty (as in
+    Bifrost); ``shown`` is ``host:port`` without credentials, for messages."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in schemes:
+        raise ValueError(f"proxy URL scheme must be {' or '.join(schemes)}, not {parts.scheme!r}")
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ValueError("proxy URL has an invalid port") from None
+    if not parts.hostname:
+        raise ValueError("proxy URL has no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("proxy URL must be scheme://host:port without a path")
+    if not (username and password):
+        username, password = unquote(parts.username or ""), unquote(parts.password or "")
+    if not (username and password):
+        username = password = None
+    host = parts.hostname
+    return host, port, username, password, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
 @dataclass(frozen=True, repr=False)
 class HttpProxy:
     """An HTTP proxy reached over plain TCP. ``authorization`` is the ``Proxy-Authorization``
@@ -71,27 +95,12 @@ class HttpProxy:
     def from_url(cls, url: str, username: str | None = None, password: str | None = None) -> HttpProxy:
         """``http://[user:pass@]host[:port]`` (or ``host:port``); explicit credentials win
         over the URL's, and count only when both are non-empty (as in Bifrost)."""
-        url = url.strip()
-        parts = urlsplit(url if "://" in url else "http://" + url)
-        if parts.scheme != "http":
-            raise ValueError(f"proxy URL scheme must be http, not {parts.scheme!r}")
-        try:
-            port = parts.port or 80
-        except ValueError:
-            raise ValueError("proxy URL has an invalid port") from None
-        if not parts.hostname:
-            raise ValueError("proxy URL has no host")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError("proxy URL must be scheme://host:port without a path")
-        if not (username and password):
-            username, password = unquote(parts.username or ""), unquote(parts.password or "")
+        host, port, username, password, shown = parse_proxy_url(
+            url if "://" in url.strip() else "http://" + url.strip(), ("http",), 80, username, password)
         authorization = None
         if username and password:
-            token = base64.b64encode(f"{username}:{password}".encode())
-            authorization = b"Basic " + token
-        host = parts.hostname
-        shown = f"[{host}]" if ":" in host else host
-        return cls(host, port, authorization, f"http://{shown}:{port}")
+            authorization = b"Basic " + base64.b64encode(f"{username}:{password}".encode())
+        return cls(host, port, authorization, f"http://{shown}")
 
     def __repr__(self) -> str:
         return f"HttpProxy({self.shown})"

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
 
-from .proxy import ProxyError, connect_failure
+from .proxy import ProxyError, connect_failure, parse_proxy_url
 
 
 def available() -> bool:
@@ -39,24 +38,8 @@ class Socks5Proxy:
     def from_url(cls, url: str, username: str | None = None, password: str | None = None) -> Socks5Proxy:
         """``socks5://[user:pass@]host[:port]`` (``socks5h`` too; port 1080 by default);
         explicit credentials win over the URL's, and count only when both are non-empty."""
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("socks5", "socks5h"):
-            raise ValueError(f"proxy URL scheme must be socks5, not {parts.scheme!r}")
-        try:
-            port = parts.port or 1080
-        except ValueError:
-            raise ValueError("proxy URL has an invalid port") from None
-        if not parts.hostname:
-            raise ValueError("proxy URL has no host")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError("proxy URL must be scheme://host:port without a path")
-        if not (username and password):
-            username, password = unquote(parts.username or ""), unquote(parts.password or "")
-        if not (username and password):
-            username = password = None
-        host = parts.hostname
-        shown = f"[{host}]" if ":" in host else host
-        return cls(host, port, username, password, f"socks5://{shown}:{port}")
+        host, port, username, password, shown = parse_proxy_url(url, ("socks5", "socks5h"), 1080, username, password)
+        return cls(host, port, username, password, f"socks5://{shown}")
 
     def __repr__(self) -> str:
         return f"Socks5Proxy({self.shown})"
