@@ -50,7 +50,7 @@ class Sink:
 # --------------------------------------------------------------------------- SQLite
 
 _SQLITE_INSERT = (f"INSERT INTO request_logs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-                  "ON CONFLICT (id) DO NOTHING")
+                  "ON CONFLICT (ts, id) DO NOTHING")
 
 
 def _bind_fast() -> None:
@@ -131,7 +131,7 @@ _PG_COPY = f"COPY request_logs ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)
 _PG_TYPES = ("text", "int8", "text", "text", "text", "text", "text", "bool", "int4", "float8",
              "int8", "int8", "float8", "text", "text", "text")
 _PG_INSERT = (f"INSERT INTO request_logs ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
-              "ON CONFLICT (id) DO NOTHING")
+              "ON CONFLICT (ts, id) DO NOTHING")
 
 
 def pg_conninfo(settings: StoreSettings) -> dict[str, Any]:
