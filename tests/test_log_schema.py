@@ -100,9 +100,9 @@ def test_a_retried_batch_is_written_once_under_the_new_key(database):
     sink = open_sink()
     writer = LogWriter(lambda: sink, "node-a", "p-")
     entries = [(time.time(), 0.001, None, "openai", "m", "chat", False, 200, 1, 1, None, None, b"{}", b"{}")] * 40
-    batch = writer._rows(entries)
+    batch = writer._rows(entries, sink.text_content)
     assert sink.write(batch) == 0
-    assert sink.write(batch[20:] + writer._rows(entries[:5])) == 0
+    assert sink.write(batch[20:] + writer._rows(entries[:5], sink.text_content)) == 0
     if isinstance(sink, SQLiteSink):
         total = sink.conn.execute("SELECT count(*), count(DISTINCT id) FROM request_logs").fetchone()
     else:
