@@ -185,6 +185,7 @@ class PostgresSink(Sink):
 
     def __init__(self, settings: StoreSettings, location: str, connect_timeout: float = 5.0):
         import psycopg
+        from psycopg.types.string import BytesBinaryDumper
 
         self.location = location  # for messages: never the DSN (it may carry a password)
         self._psycopg = psycopg
@@ -192,6 +193,9 @@ class PostgresSink(Sink):
             # autocommit: one COPY is one transaction already (all or nothing), and saves the
             # BEGIN and COMMIT round trips that cost as much as the COPY for a small batch.
             self.conn = psycopg.connect(**pg_conninfo(settings), autocommit=True, connect_timeout=max(1, int(connect_timeout)))
+            # bytea by oid is otherwise psycopg.dbapi20's dumper (Python, for its Binary
+            # wrapper: a Python call per value); this one is psycopg's C dumper for bytes.
+            self.conn.adapters.register_dumper(bytes, BytesBinaryDumper)
             self.cur = self.conn.cursor()
         except psycopg.Error as exc:
             raise Unreachable(f"postgres logs store {location}: {type(exc).__name__}") from None
