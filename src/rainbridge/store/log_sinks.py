@@ -7,8 +7,8 @@ database cannot take the batch at all (then nothing of it was written and it is 
 
 - SQLite: one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per batch, the rows inserted
   ``SQLITE_CHUNK`` at a time by one multi-row ``INSERT`` (``executemany`` steps a statement
-  per row, and lets go of the GIL and takes it back each time: contended, that is two
-  futex calls and a thread switch per row).
+  per row, and lets go of the GIL and takes it back each time: a hand-off to the event
+  loop per row when it waits).
 - PostgreSQL (psycopg 3): one binary ``COPY`` per batch (autocommit: the statement is the
   transaction); content goes as the UTF-8 bytes the request came with (the server checks
   them). When COPY is refused (bytes that are not UTF-8, (a duplicate
