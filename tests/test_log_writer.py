@@ -23,8 +23,8 @@ def entry(n, model="gpt-4o", request=b'{"messages":[]}', response=b'{"choices":[
     return (time.time(), 0.002, None, "openai", model, "chat", False, 200 + n % 300, prompt, 3, None, None, request, response)
 
 
-def rows_of(writer, entries):
-    return writer._rows(entries)  # the thread's conversion, used here to build batches
+def rows_of(writer, entries, sink):
+    return writer._rows(entries, sink.text_content)  # the thread's conversion, used here to build batches
 
 
 async def _migrate(db):
@@ -82,7 +82,7 @@ def test_sqlite_batch_is_all_or_nothing(tmp_path):
     writer = LogWriter(lambda: sink, "node-a", "p-")
     pages = sink.conn.execute("PRAGMA page_count").fetchone()[0]
     sink.conn.execute(f"PRAGMA max_page_count={pages + 20}")  # room for some rows, not 300
-    batch = rows_of(writer, [entry(i, request=b"x" * 2000) for i in range(300)])
+    batch = rows_of(writer, [entry(i, request=b"x" * 2000) for i in range(300)], sink)
     with pytest.raises(Unreachable, match="full"):
         sink.write(batch)
     with sqlite3.connect(path) as other:
@@ -179,14 +179,14 @@ def test_postgres_copy_writes_a_batch_and_falls_back_to_insert_on_conflict(pg_da
     asyncio.run(_migrate(PostgresDatabase(settings)))
     sink = PostgresSink(settings, "test")
     writer = LogWriter(lambda: sink, "node-a", "p-")
-    first = rows_of(writer, [entry(i) for i in range(100)])
+    first = rows_of(writer, [entry(i) for i in range(100)], sink)
     assert sink.write(first) == 0 and sink.fallbacks == 0  # one COPY
     # A batch written again (its commit was lost, say): COPY hits the primary key, the
     # row-by-row INSERT ... ON CONFLICT DO NOTHING writes the new rows, skips the old.
-    again = first[50:] + rows_of(writer, [entry(i) for i in range(100, 150)])
+    again = first[50:] + rows_of(writer, [entry(i) for i in range(100, 150)], sink)
     assert sink.write(again) == 0 and sink.fallbacks == 1
     # And a row PostgreSQL refuses (NUL in text) costs only itself.
-    mixed = rows_of(writer, [entry(150), entry(151, model="a\x00b"), entry(152)])
+    mixed = rows_of(writer, [entry(150), entry(151, model="a\x00b"), entry(152)], sink)
     assert sink.write(mixed) == 1 and sink.fallbacks == 2
     with psycopg.connect(pg_database) as conn:
         total, distinct, node = conn.execute("SELECT count(*), count(DISTINCT id), min(node_id) FROM request_logs").fetchone()
@@ -201,7 +201,7 @@ def test_postgres_unreachable_keeps_the_batch(pg_database):
     asyncio.run(_migrate(PostgresDatabase(settings)))
     sink = PostgresSink(settings, "test")
     writer = LogWriter(lambda: sink, "node-a", "p-")
-    rows = rows_of(writer, [entry(i) for i in range(10)])
+    rows = rows_of(writer, [entry(i) for i in range(10)], sink)
     sink.conn.close()  # as if the server had gone away
     with pytest.raises(Unreachable):
         sink.write(rows)
@@ -250,3 +250,19 @@ def test_rows_arriving_during_a_write_wait_for_the_next_interval(tmp_path):
     total = asyncio.run(go())
     assert sum(batches) == total
     assert len(batches) <= 1.5 / 0.3 + 2, batches  # one write per interval (+ the drain)
+
+
+def test_postgres_copy_sends_utf8_content_as_it_came(pg_database):
+    """Content goes to COPY as the request's bytes (no decoding in the writer): UTF-8 is
+    stored as the same text in one COPY; a stream's frames are joined by newlines."""
+    settings = StoreSettings(dsn=pg_database)
+    asyncio.run(_migrate(PostgresDatabase(settings)))
+    sink = PostgresSink(settings, "test")
+    writer = LogWriter(lambda: sink, "node-a", "p-")
+    text = '{"content":"héllo ✓ 日本 \U0001f600"}'
+    rows = rows_of(writer, [entry(1, request=text.encode(), response=[b"data: \xc3\xa9", b"[DONE]"])], sink)
+    assert type(rows[0][-2]) is bytes  # not decoded by the writer
+    assert sink.write(rows) == 0 and sink.fallbacks == 0
+    sink.close()
+    with psycopg.connect(pg_database) as conn:
+        assert conn.execute("SELECT request, response FROM request_logs").fetchone() == (text, "data: é\n[DONE]")

@@ -5,9 +5,13 @@ Each sink is used by one thread only and owns its connection (the gateway's asyn
 how many rows the database refused (those are dropped); it raises ``Unreachable`` when the
 database cannot take the batch at all (then nothing of it was written and it is retried).
 
-- SQLite: one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per batch with one ``executemany``.
+- SQLite: one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per batch, the rows inserted
+  ``SQLITE_CHUNK`` at a time by one multi-row ``INSERT`` (``executemany`` steps a statement
+  per row, and lets go of the GIL and takes it back each time: a hand-off to the event
+  loop per row when it waits).
 - PostgreSQL (psycopg 3): one binary ``COPY`` per batch (autocommit: the statement is the
-  transaction). When COPY is refused (a duplicate
+  transaction); content goes as the UTF-8 bytes the request came with (the server checks
+  them). When COPY is refused (bytes that are not UTF-8, (a duplicate
   id of a batch whose commit was lost, a value PostgreSQL will not store: a NUL byte, a
   number out of range) the batch is written again in one transaction, each row an
   ``INSERT ... ON CONFLICT DO NOTHING`` under its own savepoint, so one bad row costs only
@@ -17,7 +21,10 @@ database cannot take the batch at all (then nothing of it was written and it is 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
+from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,13 @@ from .request_log import COLUMNS
 # writer goes on. (Lone surrogates fail to encode, ints overflow, PostgreSQL refuses NUL.)
 _BAD_VALUE = (ValueError, OverflowError, TypeError)  # UnicodeEncodeError is a ValueError
 
+# The writer thread's pure-Python loops over a batch pause this often, so the event loop
+# waiting for the GIL gets it within ~0.1 ms, not after the whole batch (or the interpreter's
+# 5 ms switch interval): the c=1 tail. A real pause, not sleep(0): a thread that lets go of
+# the GIL may take it straight back.
+YIELD_ROWS = 32
+YIELD_S = 0.00005
+
 
 class Unreachable(Exception):
     """The database could not take the batch (connection, lock, disk): keep it, retry."""
@@ -35,6 +49,7 @@ class Unreachable(Exception):
 
 class Sink:
     fallbacks = 0  # batches refused as a whole, then written row by row
+    text_content = True  # rows carry request/response as str (False: as UTF-8 bytes)
 
     def write(self, rows: Sequence[tuple]) -> int:
         """Write ``rows`` (``COLUMNS`` order) in one transaction; the number refused."""
@@ -49,8 +64,16 @@ class Sink:
 
 # --------------------------------------------------------------------------- SQLite
 
-_SQLITE_INSERT = (f"INSERT INTO request_logs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-                  "ON CONFLICT (id) DO NOTHING")
+_SQLITE_ROW = f"({', '.join('?' * len(COLUMNS))})"
+_SQLITE_INSERT = f"INSERT INTO request_logs ({', '.join(COLUMNS)}) VALUES {_SQLITE_ROW} ON CONFLICT (ts, id) DO NOTHING"
+SQLITE_CHUNK = 32  # rows per INSERT (512 parameters; binding them holds the GIL ~0.1 ms)
+
+
+@lru_cache(maxsize=SQLITE_CHUNK)
+def _sqlite_insert(rows: int) -> str:
+    """One INSERT of ``rows`` rows (sqlite3 caches the statement by its text)."""
+    return (f"INSERT INTO request_logs ({', '.join(COLUMNS)}) VALUES {', '.join([_SQLITE_ROW] * rows)} "
+            "ON CONFLICT (ts, id) DO NOTHING")
 
 
 def _bind_fast() -> None:
@@ -81,7 +104,9 @@ class SQLiteSink(Sink):
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_SQLITE_INSERT, rows)
+                for start in range(0, len(rows), SQLITE_CHUNK):
+                    chunk = rows[start:start + SQLITE_CHUNK]
+                    conn.execute(_sqlite_insert(len(chunk)), list(chain.from_iterable(chunk)))
             except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError, *_BAD_VALUE):
                 conn.execute("ROLLBACK")
                 return self._one_by_one(rows)
@@ -128,10 +153,12 @@ class SQLiteSink(Sink):
 # --------------------------------------------------------------------------- PostgreSQL
 
 _PG_COPY = f"COPY request_logs ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# Content as bytea: its binary form is the bytes themselves, which the server reads as text
+# (COPY's binary rows carry no type, the column's decides) and checks are valid UTF-8.
 _PG_TYPES = ("text", "int8", "text", "text", "text", "text", "text", "bool", "int4", "float8",
-             "int8", "int8", "float8", "text", "text", "text")
+             "int8", "int8", "float8", "text", "bytea", "bytea")
 _PG_INSERT = (f"INSERT INTO request_logs ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
-              "ON CONFLICT (id) DO NOTHING")
+              "ON CONFLICT (ts, id) DO NOTHING")
 
 
 def pg_conninfo(settings: StoreSettings) -> dict[str, Any]:
@@ -143,9 +170,22 @@ def pg_conninfo(settings: StoreSettings) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v is not None}
 
 
+def _as_text(row: tuple) -> tuple:
+    """A row with its content (UTF-8 bytes) as text for an INSERT; not UTF-8: replaced."""
+    request, response = row[-2:]
+    if type(request) is bytes:
+        request = request.decode("utf-8", "replace")
+    if type(response) is bytes:
+        response = response.decode("utf-8", "replace")
+    return (*row[:-2], request, response)
+
+
 class PostgresSink(Sink):
+    text_content = False
+
     def __init__(self, settings: StoreSettings, location: str, connect_timeout: float = 5.0):
         import psycopg
+        from psycopg.types.string import BytesBinaryDumper
 
         self.location = location  # for messages: never the DSN (it may carry a password)
         self._psycopg = psycopg
@@ -153,6 +193,9 @@ class PostgresSink(Sink):
             # autocommit: one COPY is one transaction already (all or nothing), and saves the
             # BEGIN and COMMIT round trips that cost as much as the COPY for a small batch.
             self.conn = psycopg.connect(**pg_conninfo(settings), autocommit=True, connect_timeout=max(1, int(connect_timeout)))
+            # bytea by oid is otherwise psycopg.dbapi20's dumper (Python, for its Binary
+            # wrapper: a Python call per value); this one is psycopg's C dumper for bytes.
+            self.conn.adapters.register_dumper(bytes, BytesBinaryDumper)
             self.cur = self.conn.cursor()
         except psycopg.Error as exc:
             raise Unreachable(f"postgres logs store {location}: {type(exc).__name__}") from None
@@ -166,8 +209,11 @@ class PostgresSink(Sink):
             try:
                 with self.cur.copy(_PG_COPY) as copy:
                     copy.set_types(_PG_TYPES)
-                    for row in rows:
-                        copy.write_row(row)
+                    write_row = copy.write_row
+                    for n, row in enumerate(rows, 1):
+                        write_row(row)
+                        if not n % YIELD_ROWS:
+                            time.sleep(YIELD_S)  # hand the GIL to the event loop (as log_writer._rows)
                 return 0
             except (pg.DataError, pg.IntegrityError, pg.ProgrammingError, *_BAD_VALUE):
                 return self._one_by_one(rows)
@@ -183,7 +229,7 @@ class PostgresSink(Sink):
             for row in rows:
                 try:
                     with self.conn.transaction():  # a savepoint
-                        cur.execute(_PG_INSERT, row)
+                        cur.execute(_PG_INSERT, _as_text(row))
                 except (pg.DataError, pg.IntegrityError, pg.ProgrammingError, *_BAD_VALUE):
                     refused += 1
         return refused

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from .log_sinks import Sink, Unreachable
+from .log_sinks import YIELD_ROWS, YIELD_S, Sink, Unreachable
 
 log = logging.getLogger("rainbridge.logs")
 
@@ -164,27 +164,35 @@ class LogWriter:
             if self.pending is None:
                 take = min(left, self.batch_rows)
                 left -= take
-                self.pending = self._rows([queue.popleft() for _ in range(take)])
+                self.pending = self._rows([queue.popleft() for _ in range(take)], sink.text_content)
             refused = sink.write(self.pending)  # Unreachable: kept in pending for the retry
             self.refused += refused
             self.written += len(self.pending) - refused
             self.pending = None
 
-    def _rows(self, entries: list[tuple]) -> list[tuple]:
-        """Entries (``log_entry``'s order) -> table rows (``request_log.COLUMNS`` order)."""
+    def _rows(self, entries: list[tuple], text: bool = True) -> list[tuple]:
+        """Entries (``log_entry``'s order) -> table rows (``request_log.COLUMNS`` order).
+        ``text``: content decoded to str (SQLite); else kept as UTF-8 bytes for a sink that
+        sends them as they are (PostgreSQL's binary COPY: no decoding here, no encoding in
+        the driver). Pauses every ``YIELD_ROWS`` rows (``log_sinks.YIELD_S``): the GIL for
+        the event loop."""
         prefix, node = self.id_prefix, self.node_id
         first = self._count + 1
         self._count += len(entries)
         rows = []
+        pause = time.sleep
         for n, (wall, seconds, vk, provider, model, endpoint, stream, status, prompt, completion, cost, error,
                 request, response) in enumerate(entries, first):
+            if not n % YIELD_ROWS:
+                pause(YIELD_S)
             try:
-                if request is not None:
-                    request = request.decode("utf-8", "replace")  # (not UTF-8: replaced, never refused)
-                if response is not None:
-                    if type(response) is list:  # a stream's frames
-                        response = b"\n".join(response)
-                    response = response.decode("utf-8", "replace")
+                if type(response) is list:  # a stream's frames
+                    response = b"\n".join(response)
+                if text:
+                    if request is not None:
+                        request = request.decode("utf-8", "replace")  # (not UTF-8: replaced, never refused)
+                    if response is not None:
+                        response = response.decode("utf-8", "replace")
                 rows.append((f"{prefix}{n:x}", int(wall * 1000), node, vk, provider, model, endpoint, stream, status,
                              seconds * 1000.0, prompt, completion, cost, error, request, response))
             except (TypeError, ValueError, AttributeError):  # not what log_entry makes: a bug, one row lost

@@ -1,0 +1,71 @@
+"""How late does the event loop wake while the request log writer works? (issue 17, c=1 tail)
+
+    PYTHONPATH=src .venv/bin/python bench/log_gil_wait.py [--pauses on|off|zero] [--seconds 3]
+
+In one process, as in the gateway: an asyncio loop queues ``--rate`` log entries a second
+(one request's entry, content included) to a ``LogWriter`` writing to a SQLite file, and
+sleeps 1 ms at a time; how late each wake-up comes is the time the loop waited, mostly for
+the GIL held by the writer thread. ``--pauses`` sets the writer's pauses every
+``YIELD_ROWS`` rows: ``on`` (the code's 50 µs), ``zero`` (``sleep(0)``) or ``off``. Prints
+p50/p99/max lateness in ms; no network, no wrk: only the writer beside the loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from rainbridge.store import log_sinks, log_writer
+from rainbridge.store.db import SQLiteDatabase
+from rainbridge.store.migrate import migrate
+
+REQUEST = b'{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello, how are you today?"}]}'
+RESPONSE = (b'{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":'
+            b'[{"index":0,"message":{"role":"assistant","content":"Hello! I am fine."},"finish_reason":"stop"}],'
+            b'"usage":{"prompt_tokens":12,"completion_tokens":14,"total_tokens":26}}')
+
+
+async def run(path: Path, rate: int, seconds: float) -> list[float]:
+    db = SQLiteDatabase(path)
+    await db.open()
+    try:
+        await migrate(db, "logs")
+    finally:
+        await db.close()
+    writer = log_writer.LogWriter(lambda: log_sinks.SQLiteSink(path), "node", "p-", queue_size=10**6)
+    entry = (time.time(), 0.0003, None, "openai", "gpt-4o-mini", "/v1/chat/completions", False, 200, 12, 14,
+             None, None, REQUEST, RESPONSE)
+    per_ms = max(1, rate // 1000)
+    late = []
+    writer.start()
+    for _ in range(int(seconds * 1000)):
+        for _ in range(per_ms):
+            writer.record(entry)
+        started = time.perf_counter()
+        await asyncio.sleep(0.001)
+        late.append((time.perf_counter() - started - 0.001) * 1000)
+    await writer.stop()
+    return sorted(late)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pauses", choices=("on", "off", "zero"), default="on")
+    parser.add_argument("--rate", type=int, default=10_000, help="entries a second")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    if args.pauses == "off":
+        log_writer.YIELD_ROWS = log_sinks.YIELD_ROWS = 10**9
+    elif args.pauses == "zero":
+        log_writer.YIELD_S = log_sinks.YIELD_S = 0.0
+    with tempfile.TemporaryDirectory(prefix="rainbridge-gil-wait-") as tmp:
+        late = asyncio.run(run(Path(tmp) / "logs.db", args.rate, args.seconds))
+    print(f"pauses {args.pauses:<4} loop wake-up late: p50 {late[len(late) // 2]:.3f} ms  "
+          f"p99 {late[int(len(late) * 0.99)]:.3f} ms  max {late[-1]:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
