@@ -126,6 +126,9 @@ def build_app(opts: ServeOptions, loaded: LoadedConfig):
 
 def run_worker(opts: ServeOptions, loaded: LoadedConfig | None = None, sock: socket.socket | None = None) -> None:
     """Serve on this process until SIGINT/SIGTERM."""
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack to stderr
     if loaded is None:
         loaded = load_config(opts, announce=False)
     if sock is None:
@@ -236,9 +239,27 @@ def _display_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _worker_main(opts: ServeOptions) -> None:
+def _worker_main(opts: ServeOptions, supervisor_pid: int) -> None:
     setup_logging(opts.log_level)
+    _drain_when_orphaned(supervisor_pid)
     run_worker(opts)
+
+
+def _drain_when_orphaned(supervisor_pid: int) -> None:
+    """Ask the kernel for a SIGTERM when the supervisor dies (Linux ``PR_SET_PDEATHSIG``), so
+    a supervisor killed with SIGKILL or by the OOM killer does not leave workers serving the
+    port with nobody to stop them: they drain and exit as on a normal stop."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor_pid:  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def serve(opts: ServeOptions) -> int:
@@ -285,7 +306,7 @@ class Supervisor:
 
     def _spawn(self, index: int) -> multiprocessing.Process:
         opts = replace(self.opts, worker_index=index, metrics_dir=self.metrics_dir)
-        proc = self.ctx.Process(target=_worker_main, args=(opts,), daemon=False)
+        proc = self.ctx.Process(target=_worker_main, args=(opts, os.getpid()), daemon=False)
         proc.start()
         return proc
 
