@@ -84,3 +84,30 @@ def test_a_vertex_key_without_project_id_is_left_out_and_the_gateway_starts():
 
 def test_vertex_without_keys_is_refused():
     assert "vertex_key_config" in errors_of({"vertex": {"keys": []}})["$.providers.vertex.keys"]
+
+
+def test_vertex_auth_credentials_naming_a_key_file_read_it_as_google_application_credentials_does(tmp_path):
+    """``"auth_credentials": "env.GOOGLE_APPLICATION_CREDENTIALS"``: that variable
+    conventionally holds the key file's path, not its contents."""
+    key_file = tmp_path / "sa.json"
+    key_file.write_text(SA)
+    key = {"name": "sa", "vertex_key_config": {"project_id": "p", "region": "us-central1",
+                                               "auth_credentials": "env.GOOGLE_APPLICATION_CREDENTIALS"}}
+    loaded = load_data({"providers": {"vertex": {"keys": [key]}}}, {"GOOGLE_APPLICATION_CREDENTIALS": str(key_file)})
+    assert [k.name for k in loaded.config.providers["vertex"].keys] == ["sa"]
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (None, "neither JSON nor a readable key file"),
+    ("x" * (64 * 1024 + 1), "larger than 64 KiB"),
+    ("not json -- secret", "not JSON"),
+    (json.dumps({"type": "authorized_user", "refresh_token": "r-secret"}), "only service account keys"),
+])
+def test_a_vertex_key_file_that_is_missing_huge_or_wrong_is_refused_without_quoting_it(tmp_path, content, words):
+    key_file = tmp_path / "sa.json"
+    if content is not None:
+        key_file.write_text(content)
+    errors = errors_of({"vertex": {"keys": [{"name": "k", "vertex_key_config": {
+        "project_id": "p", "region": "us-central1", "auth_credentials": str(key_file)}}]}})
+    message = errors["$.providers.vertex.keys[0].vertex_key_config.auth_credentials"]
+    assert words in message and "secret" not in message

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
-import json
 import re
 import ssl
 from urllib.parse import urlsplit
 
+from ..providers.google_oauth import service_account_info
 from ..upstream.proxy import HttpProxy, environment_proxies
 from ..upstream.socks import Socks5Proxy
 from ..upstream.socks import available as socks_available
@@ -318,12 +318,10 @@ def service_account_problem(credentials: object) -> str | None:
     The message never quotes the credentials."""
     if credentials in ("", None):
         return None
-    info = credentials
-    if isinstance(credentials, str):
-        try:
-            info = json.loads(credentials)
-        except ValueError:
-            return "not JSON: give the service account key file's contents"
+    try:
+        info = service_account_info(credentials)
+    except ValueError as exc:
+        return str(exc)
     if not isinstance(info, dict):
         return "must be a service account key (a JSON object)"
     if info.get("type") != "service_account":

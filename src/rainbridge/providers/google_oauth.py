@@ -24,6 +24,32 @@ EXPIRY_MARGIN_S = 30.0  # a token this close to expiry is not sent any more
 log = logging.getLogger("rainbridge.providers")
 
 
+MAX_KEY_FILE_BYTES = 64 * 1024  # a service-account key file is ~2.3 KB
+
+
+def service_account_info(credentials: object) -> object:
+    """What ``auth_credentials`` holds: the key as JSON text or object, or (as
+    ``GOOGLE_APPLICATION_CREDENTIALS`` conventionally does, so ``"env.GOOGLE_APPLICATION_CREDENTIALS"``
+    works) the path of the key file; ``""``/None stays empty (Application Default
+    Credentials). Raises ``ValueError`` with a message that never quotes the credentials."""
+    if not isinstance(credentials, str) or not credentials:
+        return credentials
+    text = credentials.strip()
+    if not text.startswith("{"):
+        try:
+            with open(text, "rb") as f:
+                raw = f.read(MAX_KEY_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ValueError(f"neither JSON nor a readable key file ({exc.strerror or type(exc).__name__})") from None
+        if len(raw) > MAX_KEY_FILE_BYTES:
+            raise ValueError(f"the key file is larger than {MAX_KEY_FILE_BYTES // 1024} KiB")
+        text = raw.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ValueError("not JSON: give the service account key file's contents or its path") from None
+
+
 def google_auth_available() -> bool:
     try:
         import google.auth.transport.requests
@@ -42,8 +68,7 @@ class TokenSource:
         if not google_auth_available():
             raise RuntimeError("the vertex provider gets tokens with google-auth: pip install 'rainbridge[vertex]'")
         self.provider = provider
-        if isinstance(auth_credentials, str) and auth_credentials:
-            auth_credentials = json.loads(auth_credentials)
+        auth_credentials = service_account_info(auth_credentials)  # checked at start-up
         self._info = auth_credentials or None  # None: Application Default Credentials
         self._credentials = None
         self._token: str | None = None
