@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import ipaddress
 import os
 import re
@@ -303,15 +304,10 @@ def bypassed(host: str, port: int, no_proxy: tuple[str, ...]) -> bool:
     return False
 
 
-_ENVIRONMENT: EnvironmentProxies | None = None
-
-
+@functools.cache
 def environment_proxies() -> EnvironmentProxies:
     """The process environment's proxies, read once (at the first use, during start-up)."""
-    global _ENVIRONMENT
-    if _ENVIRONMENT is None:
-        _ENVIRONMENT = EnvironmentProxies.read(os.environ)
-    return _ENVIRONMENT
+    return EnvironmentProxies.read(os.environ)
 
 
 ProxyChoice = Callable[[str], "HttpProxy | Socks5Proxy | None"]  # upstream URL -> its proxy (None: direct)
