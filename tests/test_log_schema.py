@@ -85,18 +85,20 @@ def test_migration_keeps_version_1_rows_readable_with_filters_and_cursor(databas
     assert got["paged"] == [r[0] for r in newest_first]
 
 
+async def migrated(db) -> None:
+    """Bring ``db``'s logs schema to the newest version, then close it."""
+    await db.open()
+    try:
+        await migrate(db, "logs")
+    finally:
+        await db.close()
+
+
 def test_a_retried_batch_is_written_once_under_the_new_key(database):
     """The (ts, id) key still catches a batch written twice (its commit lost, say)."""
     db, open_sink = database
 
-    async def setup():
-        await db.open()
-        try:
-            await migrate(db, "logs")
-        finally:
-            await db.close()
-
-    asyncio.run(setup())
+    asyncio.run(migrated(db))
     sink = open_sink()
     writer = LogWriter(lambda: sink, "node-a", "p-")
     entries = [(time.time(), 0.001, None, "openai", "m", "chat", False, 200, 1, 1, None, None, b"{}", b"{}")] * 40
@@ -140,14 +142,7 @@ def test_postgres_queries_that_matter_use_an_index(pg_database):
 
     db = PostgresDatabase(StoreSettings(dsn=pg_database))
 
-    async def setup():
-        await db.open()
-        try:
-            await migrate(db, "logs")
-        finally:
-            await db.close()
-
-    asyncio.run(setup())
+    asyncio.run(migrated(db))
     with psycopg.connect(pg_database) as conn:
         conn.execute("SET enable_seqscan = off")  # an empty table: ask which index it would use
         newest = conn.execute("EXPLAIN SELECT id FROM request_logs ORDER BY ts DESC, id DESC LIMIT 51").fetchall()

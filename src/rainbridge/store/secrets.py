@@ -113,18 +113,22 @@ async def _reseal_all(tx: Executor, old: Secrets, new: Secrets) -> int:
             plain = old.open(row["value"], table, row["id"])
             await tx.execute(f"UPDATE {table} SET {col} = $1 WHERE {id_col} = $2", new.seal(plain, table, row["id"]), row["id"])
             count += 1
-    for row in await tx.fetch("SELECT id, config FROM provider_keys"):
-        config = json.loads(row["config"])
-        sealed = seal_key_fields(new, open_key_fields(old, config, row["id"]), row["id"])
+    count += await _reseal_settings(tx, "provider_keys", "id", SECRET_KEY_FIELDS, old, new)
+    count += await _reseal_settings(tx, "providers", "name", SECRET_PROVIDER_FIELDS, old, new)
+    return count
+
+
+async def _reseal_settings(tx: Executor, table: str, id_col: str, fields: list[tuple[str, str]],
+                           old: Secrets, new: Secrets) -> int:
+    """Re-seal the secrets inside ``table``'s JSON ``config`` column (key or provider settings)."""
+    count = 0
+    for row in await tx.fetch(f"SELECT {id_col} AS id, config FROM {table}"):
+        rid, config = row["id"], json.loads(row["config"])
+        opened = _map_fields(config, fields, table, lambda value, t, rid=rid: old.open(value, t, rid))
+        sealed = _map_fields(opened, fields, table, lambda value, t, rid=rid: new.seal(value, t, rid))
         if sealed != config:
-            await tx.execute("UPDATE provider_keys SET config = $1 WHERE id = $2", json.dumps(sealed), row["id"])
-            count += sum(1 for section, field in SECRET_KEY_FIELDS if (config.get(section) or {}).get(field))
-    for row in await tx.fetch("SELECT name, config FROM providers"):
-        config = json.loads(row["config"])
-        sealed = seal_provider_fields(new, open_provider_fields(old, config, row["name"]), row["name"])
-        if sealed != config:
-            await tx.execute("UPDATE providers SET config = $1 WHERE name = $2", json.dumps(sealed), row["name"])
-            count += sum(1 for section, field in SECRET_PROVIDER_FIELDS if (config.get(section) or {}).get(field))
+            await tx.execute(f"UPDATE {table} SET config = $1 WHERE {id_col} = $2", json.dumps(sealed), rid)
+            count += sum(1 for section, field in fields if (config.get(section) or {}).get(field))
     return count
 
 
