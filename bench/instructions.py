@@ -77,6 +77,9 @@ def callgrind(out_file: Path) -> list[str]:
     return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no", "--compress-strings=no"]
 
 
+LOGGED = "SELECT coalesce(sum(row_count), 0) FROM request_log_pages"  # requests written (schema 3: in pages)
+
+
 def logged_rows(log: str, app: Path) -> int:
     """Rows in the variant's request log (read from outside: no work for the gateway)."""
     if log == "sqlite":
@@ -84,8 +87,8 @@ def logged_rows(log: str, app: Path) -> int:
         if not path.exists():
             return 0
         with sqlite3.connect(path, timeout=30) as conn:
-            return conn.execute("SELECT count(*) FROM request_logs").fetchone()[0]
-    return pgdb.fetchval(log, "SELECT count(*) FROM request_logs")
+            return conn.execute(LOGGED).fetchone()[0]
+    return pgdb.fetchval(log, LOGGED)
 
 
 def wait_logged(log: str | None, app: Path, count: int, timeout_s: float = 300.0) -> None:

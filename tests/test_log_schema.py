@@ -1,18 +1,17 @@
-"""The logs store's schema, version 2 (fewer indexes for the writer): rows written under
-version 1 survive the migration, /api/logs' filters and cursor still answer right, and the
-queries that matter use an index, on a real SQLite file and a real PostgreSQL."""
+"""The logs store's schema: rows written under version 1 survive the migrations (version 2:
+fewer indexes; version 3: pages, and the old table kept for reading), /api/logs' filters and
+cursor still answer right, and the queries that matter use an index, on a real SQLite file
+and a real PostgreSQL."""
 
 import asyncio
-import time
 
 import pytest
 
 from rainbridge.config.schema import StoreSettings
 from rainbridge.store.db import PostgresDatabase, SQLiteDatabase
 from rainbridge.store.log_sinks import PostgresSink, SQLiteSink
-from rainbridge.store.log_writer import LogWriter
 from rainbridge.store.migrate import LOCK_IDS, _ensure_table, migrate, migrations
-from rainbridge.store.request_log import COLUMNS, query_logs
+from rainbridge.store.request_log import COLUMNS, PAGES_PER_FETCH, query_logs
 
 T0 = 1_700_000_000_000  # ms
 
@@ -94,28 +93,15 @@ async def migrated(db) -> None:
         await db.close()
 
 
-def test_a_retried_batch_is_written_once_under_the_new_key(database):
-    """The (ts, id) key still catches a batch written twice (its commit lost, say)."""
-    db, open_sink = database
-
-    asyncio.run(migrated(db))
-    sink = open_sink()
-    writer = LogWriter(lambda: sink, "node-a", "p-")
-    entries = [(time.time(), 0.001, None, "openai", "m", "chat", False, 200, 1, 1, None, None, b"{}", b"{}")] * 40
-    batch = writer._rows(entries, sink.text_content)
-    assert sink.write(batch) == 0
-    assert sink.write(batch[20:] + writer._rows(entries[:5], sink.text_content)) == 0
-    if isinstance(sink, SQLiteSink):
-        total = sink.conn.execute("SELECT count(*), count(DISTINCT id) FROM request_logs").fetchone()
-    else:
-        total = sink.cur.execute("SELECT count(*), count(DISTINCT id) FROM request_logs").fetchone()
-    sink.close()
-    assert total == (45, 45)
+PAGE_WALK = ("SELECT p.id FROM request_log_pages p {where} ORDER BY p.max_ts DESC, p.id DESC LIMIT {n}")
+KEY_WALK = ("SELECT p.id FROM request_log_pages p JOIN request_log_page_keys k ON k.page_id = p.id AND k.max_ts = p.max_ts "
+            "WHERE k.virtual_key_id = 'vk-1' ORDER BY k.max_ts DESC, k.page_id DESC LIMIT {n}")
 
 
 def test_sqlite_queries_that_matter_use_an_index(tmp_path):
     """Newest first (and its cursor) read the (ts, id) index backwards, no sort; a virtual
-    key filter reads the partial virtual key index."""
+    key filter reads the partial virtual key index. The page walk reads the pages' (max_ts,
+    id) index backwards, and a virtual key's pages through its own index."""
     db = SQLiteDatabase(tmp_path / "logs.db")
 
     async def plans():
@@ -127,14 +113,20 @@ def test_sqlite_queries_that_matter_use_an_index(tmp_path):
                                 ("vk", "WHERE virtual_key_id = 'vk-1'")):
                 rows = await db.fetch(f"EXPLAIN QUERY PLAN SELECT id FROM request_logs {where} ORDER BY ts DESC, id DESC LIMIT 51")
                 out[name] = " | ".join(r["detail"] for r in rows)
+            for name, sql in (("pages", PAGE_WALK.format(where="", n=PAGES_PER_FETCH)),
+                              ("pages after", PAGE_WALK.format(where="WHERE (p.max_ts < 5 OR (p.max_ts = 5 AND p.id < 'x'))",
+                                                               n=PAGES_PER_FETCH)),
+                              ("key pages", KEY_WALK.format(n=PAGES_PER_FETCH))):
+                out[name] = " | ".join(r["detail"] for r in await db.fetch(f"EXPLAIN QUERY PLAN {sql}"))
             return out
         finally:
             await db.close()
 
     out = asyncio.run(plans())
-    assert "request_logs_ts" in out["newest"] and "TEMP B-TREE" not in out["newest"], out
-    assert "request_logs_ts" in out["cursor"] and "TEMP B-TREE" not in out["cursor"], out
-    assert "request_logs_vk" in out["vk"] and "TEMP B-TREE" not in out["vk"], out
+    for name, index in (("newest", "request_logs_ts"), ("cursor", "request_logs_ts"), ("vk", "request_logs_vk"),
+                        ("pages", "request_log_pages_ts"), ("pages after", "request_log_pages_ts"),
+                        ("key pages", "sqlite_autoindex_request_log_page_keys")):
+        assert index in out[name] and "TEMP B-TREE" not in out[name], (name, out[name])
 
 
 def test_postgres_queries_that_matter_use_an_index(pg_database):
@@ -144,10 +136,14 @@ def test_postgres_queries_that_matter_use_an_index(pg_database):
 
     asyncio.run(migrated(db))
     with psycopg.connect(pg_database) as conn:
-        conn.execute("SET enable_seqscan = off")  # an empty table: ask which index it would use
-        newest = conn.execute("EXPLAIN SELECT id FROM request_logs ORDER BY ts DESC, id DESC LIMIT 51").fetchall()
-        vk = conn.execute("EXPLAIN SELECT id FROM request_logs WHERE virtual_key_id = 'vk-1' "
-                          "ORDER BY ts DESC, id DESC LIMIT 51").fetchall()
-    newest, vk = " ".join(r[0] for r in newest), " ".join(r[0] for r in vk)
-    assert "Scan Backward using request_logs_pkey" in newest and "Sort" not in newest, newest
-    assert "Backward using request_logs_vk" in vk and "Sort" not in vk, vk
+        conn.execute("SET enable_seqscan = off")  # empty tables: ask which index it would use
+        conn.execute("SET enable_sort = off")  # (and whether it can list in order without sorting)
+        plans = {name: " ".join(r[0] for r in conn.execute(f"EXPLAIN {sql}").fetchall()) for name, sql in (
+            ("newest", "SELECT id FROM request_logs ORDER BY ts DESC, id DESC LIMIT 51"),
+            ("vk", "SELECT id FROM request_logs WHERE virtual_key_id = 'vk-1' ORDER BY ts DESC, id DESC LIMIT 51"),
+            ("pages", PAGE_WALK.format(where="", n=PAGES_PER_FETCH)),
+            ("key pages", KEY_WALK.format(n=PAGES_PER_FETCH)),
+        )}
+    for name, index in (("newest", "request_logs_pkey"), ("vk", "request_logs_vk"), ("pages", "request_log_pages_ts"),
+                        ("key pages", "request_log_page_keys_pkey")):
+        assert f"Backward using {index}" in plans[name] and "Sort" not in plans[name], (name, plans[name])

@@ -1,6 +1,7 @@
 """The request log writer thread and its sinks, on a real SQLite file and a real PostgreSQL.
 
-(The gateway end to end, writing and reading back through /api/logs: test_request_log.py.)
+(The gateway end to end, writing and reading back through /api/logs: test_request_log.py;
+reading pages back with filters and cursors: test_log_pages.py.)
 """
 
 import asyncio
@@ -11,20 +12,33 @@ import psycopg
 import pytest
 
 from rainbridge.config.schema import StoreSettings
+from rainbridge.gateway.record import RequestRecord, log_entry
 from rainbridge.store.db import PostgresDatabase, SQLiteDatabase
+from rainbridge.store.log_pages import page_rows
 from rainbridge.store.log_sinks import PostgresSink, SQLiteSink, Unreachable
 from rainbridge.store.log_writer import FLUSH_ENV, LogWriter, flush_interval
 from rainbridge.store.migrate import migrate
 from rainbridge.telemetry.health import log_writer_families
 
 
-def entry(n, model="gpt-4o", request=b'{"messages":[]}', response=b'{"choices":[]}', prompt=12):
-    """One entry as ``gateway.record.log_entry`` makes it (``n`` goes in the status)."""
-    return (time.time(), 0.002, None, "openai", model, "chat", False, 200 + n % 300, prompt, 3, None, None, request, response)
+def entry(n, model="gpt-4o", request=b'{"messages":[]}', response=b'{"choices":[]}', prompt=12, vk=None):
+    """One entry as the gateway makes it (``gateway.record.log_entry``); ``n`` goes in the
+    status; ``response`` a list: a stream's frames."""
+    record = RequestRecord("chat", content=True)
+    record.provider, record.model, record.status, record.virtual_key_id = "openai", model, 200 + n % 300, vk
+    record.prompt_tokens, record.completion_tokens = prompt, 3
+    record.request_body = request
+    if type(response) is list:
+        record.stream, record.stream_parts = True, response
+    else:
+        record.response_body = response
+    return log_entry(record, record.started + 0.002, None)
 
 
-def rows_of(writer, entries, sink):
-    return writer._rows(entries, sink.text_content)  # the thread's conversion, used here to build batches
+def page_of(writer, entries):
+    """The entries' page (the thread's conversion; entries started within a page's span)."""
+    [page] = writer._pages(entries)
+    return page
 
 
 async def _migrate(db):
@@ -37,7 +51,7 @@ async def _migrate(db):
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def sink_factory(request, tmp_path):
-    """A migrated logs store; yields (open a sink, count rows, fetch rows by SQL)."""
+    """A migrated logs store; yields (engine, open a sink, run SQL)."""
     if request.param == "sqlite":
         path = tmp_path / "logs.db"
         asyncio.run(_migrate(SQLiteDatabase(path)))
@@ -58,8 +72,17 @@ def sink_factory(request, tmp_path):
     return request.param, (lambda: PostgresSink(settings, "test")), query
 
 
+def stored(query):
+    """Every request in the store, decoded from its pages (content included)."""
+    rows = []
+    for prefix, first, node, page, content in query(
+            "SELECT id_prefix, first_row, node_id, rows, content FROM request_log_pages ORDER BY max_ts, id"):
+        rows.extend(page_rows(prefix, first, node, page, bytes(content)))
+    return rows
+
+
 def count(query):
-    return query("SELECT count(*) FROM request_logs")[0][0]
+    return query("SELECT coalesce(sum(row_count), 0) FROM request_log_pages")[0][0]
 
 
 def run_writer(writer, entries, timeout=30.0):
@@ -82,16 +105,19 @@ def test_sqlite_batch_is_all_or_nothing(tmp_path):
     writer = LogWriter(lambda: sink, "node-a", "p-")
     pages = sink.conn.execute("PRAGMA page_count").fetchone()[0]
     sink.conn.execute(f"PRAGMA max_page_count={pages + 20}")  # room for some rows, not 300
-    batch = rows_of(writer, [entry(i, request=b"x" * 2000) for i in range(300)], sink)
+    batch = [page_of(writer, [entry(i, request=b"x" * 2000, vk=f"vk-{i % 3}") for i in range(150)]) for _ in range(2)]
     with pytest.raises(Unreachable, match="full"):
         sink.write(batch)
     with sqlite3.connect(path) as other:
-        assert other.execute("SELECT count(*) FROM request_logs").fetchone()[0] == 0
+        assert other.execute("SELECT count(*) FROM request_log_pages").fetchone()[0] == 0
+        assert other.execute("SELECT count(*) FROM request_log_page_keys").fetchone()[0] == 0
     sink.conn.execute("PRAGMA max_page_count=1073741823")
-    assert sink.write(batch) == 0
-    with sqlite3.connect(path) as other:
-        assert other.execute("SELECT count(*), count(DISTINCT id) FROM request_logs").fetchone() == (300, 300)
+    sink.write(batch)
     sink.close()
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT sum(row_count), count(*) FROM request_log_pages").fetchone() == (300, 2)
+        assert other.execute("SELECT count(*) FROM request_log_page_keys").fetchone()[0] == 6
+    assert len({row["id"] for row in stored(lambda sql: sqlite3.connect(path).execute(sql).fetchall())}) == 300
 
 
 def test_writer_keeps_a_failed_batch_and_writes_it_once_the_store_recovers(tmp_path):
@@ -114,8 +140,8 @@ def test_writer_keeps_a_failed_batch_and_writes_it_once_the_store_recovers(tmp_p
         await writer.stop(20)
 
     asyncio.run(go())
-    with sqlite3.connect(path) as other:
-        assert other.execute("SELECT count(*), count(DISTINCT id) FROM request_logs").fetchone() == (200, 200)
+    rows = stored(lambda sql: sqlite3.connect(path).execute(sql).fetchall())
+    assert len(rows) == len({row["id"] for row in rows}) == 200
     assert writer.written == 200 and writer.dropped == 0 and writer.depth == 0
 
 
@@ -135,9 +161,9 @@ def test_a_full_queue_drops_the_newest_entries_and_counts_them(sink_factory):
     for i in range(15):  # not started yet: nothing drains the queue
         writer.record(entry(i))
     assert writer.full == 5 and len(writer.queue) == 10
-    assert [e[7] for e in writer.queue] == [200 + i for i in range(10)]  # the oldest kept
+    assert [fields[7] for fields, _ in writer.queue] == [200 + i for i in range(10)]  # the oldest kept
     run_writer(writer, [])
-    assert sorted(s for (s,) in query("SELECT status FROM request_logs")) == [200 + i for i in range(10)]
+    assert sorted(row["status"] for row in stored(query)) == [200 + i for i in range(10)]
     families = {f.name: f.samples[0].value for f in log_writer_families(writer)}
     assert families["rainbridge_log_writer_dropped"] == 5
     assert families["rainbridge_log_writer_written"] == 10
@@ -146,54 +172,74 @@ def test_a_full_queue_drops_the_newest_entries_and_counts_them(sink_factory):
 
 def test_hostile_values_never_stop_the_writer(sink_factory):
     """NUL bytes, multi-megabyte strings, bytes that are not UTF-8, lone surrogates and
-    numbers no column holds: each row is stored or refused and counted; the rest are
-    written and the writer goes on."""
-    engine, open_sink, query = sink_factory
+    numbers JSON will not carry: each request is stored or refused and counted; the rest
+    are written and the writer goes on."""
+    _, open_sink, query = sink_factory
     huge = "m" * 5_000_000
     hostile = [
-        entry(1, model="nul\x00model"),  # PostgreSQL text refuses NUL; SQLite stores it
+        entry(1, model="nul\x00model"),  # JSON escapes it: stored as it came, PostgreSQL too
         entry(2, model=huge),
         entry(3, request=b"\xff\xfe not utf-8 \xc3", response=[b"data: \xe2\x82", b"[DONE]"]),
-        entry(4, model="lone \udc80 surrogate"),  # cannot be encoded: refused by both
-        entry(5, prompt=2**70),  # out of BIGINT range: refused by both
+        entry(4, model="lone \udc80 surrogate"),  # cannot be encoded: refused
+        entry(5, prompt=2**70),  # beyond 64 bits: refused
         entry(6, request=b"\x00" * 10, response=b"ok \x00 nul bytes"),  # NUL in content
     ]
     good = [entry(100 + i) for i in range(50)]
     writer = LogWriter(open_sink, "node-a", "p-", interval_s=0.05)
     run_writer(writer, good[:25] + hostile + good[25:])
-    refused = {4, 5} | ({1, 6} if engine == "postgres" else set())
-    assert writer.refused == len(refused) and writer.written == 56 - len(refused)
-    statuses = {s for (s,) in query("SELECT status FROM request_logs")}
-    assert statuses == {200 + n for n in range(1, 7) if n not in refused} | {300 + i for i in range(50)}
-    assert query("SELECT length(model) FROM request_logs WHERE status = 202") == [(5_000_000,)]
-    request, response = query("SELECT request, response FROM request_logs WHERE status = 203")[0]
-    assert request == "\ufffd\ufffd not utf-8 \ufffd" and response == "data: \ufffd\n[DONE]"
+    assert writer.refused == 2 and writer.written == 54
+    rows = {row["status"]: row for row in stored(query)}
+    assert set(rows) == {201, 202, 203, 206} | {300 + i for i in range(50)}
+    assert rows[201]["model"] == "nul\x00model" and len(rows[202]["model"]) == 5_000_000
+    assert rows[203]["request"] == "\ufffd\ufffd not utf-8 \ufffd" and rows[203]["response"] == "data: \ufffd\n[DONE]"
+    assert rows[206]["request"] == "\x00" * 10 and rows[206]["response"] == "ok \x00 nul bytes"
+    assert rows[300]["request"] == '{"messages":[]}' and rows[300]["response"] == '{"choices":[]}'
     # and it still writes afterwards
     later = LogWriter(open_sink, "node-a", "q-", interval_s=0.05)
     run_writer(later, [entry(250)])
     assert later.written == 1 and count(query) == writer.written + 1
 
 
-def test_postgres_copy_writes_a_batch_and_falls_back_to_insert_on_conflict(pg_database):
-    settings = StoreSettings(dsn=pg_database)
-    asyncio.run(_migrate(PostgresDatabase(settings)))
-    sink = PostgresSink(settings, "test")
+def test_a_page_the_store_refuses_is_dropped_and_counted_and_the_writer_goes_on(tmp_path):
+    """A page too big for this SQLite (its length limit lowered) is refused whole: counted,
+    never retried; the next one is written."""
+    path = tmp_path / "logs.db"
+    asyncio.run(_migrate(SQLiteDatabase(path)))
+    sink = SQLiteSink(path)
+    sink.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 50_000)
+    writer = LogWriter(lambda: sink, "node-a", "p-", interval_s=0.05)
+
+    async def go():
+        writer.start()
+        for i in range(20):
+            writer.record(entry(i, request=b"z" * 5000))  # 100 kB of content: too big
+        deadline = time.monotonic() + 10
+        while writer.refused < 20 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        writer.record(entry(99))
+        await writer.stop(10)
+
+    asyncio.run(go())
+    assert writer.refused == 20 and writer.written == 1 and writer.failures == 0
+    assert [row["status"] for row in stored(lambda sql: sqlite3.connect(path).execute(sql).fetchall())] == [299]
+
+
+def test_a_page_written_twice_is_stored_once(sink_factory):
+    """A page written again (its commit's answer was lost, say) is skipped whole, its keys
+    too; the pages around it are written."""
+    _, open_sink, query = sink_factory
+    sink = open_sink()
     writer = LogWriter(lambda: sink, "node-a", "p-")
-    first = rows_of(writer, [entry(i) for i in range(100)], sink)
-    assert sink.write(first) == 0 and sink.fallbacks == 0  # one COPY
-    # A batch written again (its commit was lost, say): COPY hits the primary key, the
-    # row-by-row INSERT ... ON CONFLICT DO NOTHING writes the new rows, skips the old.
-    again = first[50:] + rows_of(writer, [entry(i) for i in range(100, 150)], sink)
-    assert sink.write(again) == 0 and sink.fallbacks == 1
-    # And a row PostgreSQL refuses (NUL in text) costs only itself.
-    mixed = rows_of(writer, [entry(150), entry(151, model="a\x00b"), entry(152)], sink)
-    assert sink.write(mixed) == 1 and sink.fallbacks == 2
-    with psycopg.connect(pg_database) as conn:
-        total, distinct, node = conn.execute("SELECT count(*), count(DISTINCT id), min(node_id) FROM request_logs").fetchone()
-        stream, latency = conn.execute("SELECT stream, latency_ms FROM request_logs LIMIT 1").fetchone()
-    assert (total, distinct, node) == (152, 152, "node-a")
-    assert stream is False and latency == pytest.approx(2.0)
+    first = page_of(writer, [entry(i, vk="vk-1") for i in range(100)])
+    sink.write([first])
+    second = page_of(writer, [entry(i, vk="vk-2") for i in range(100, 150)])
+    sink.write([first, second])
     sink.close()
+    rows = stored(query)
+    assert len(rows) == len({row["id"] for row in rows}) == 150
+    assert {row["node_id"] for row in rows} == {"node-a"}
+    assert rows[0]["stream"] is False and rows[0]["latency_ms"] == pytest.approx(2.0)
+    assert sorted(query("SELECT virtual_key_id FROM request_log_page_keys")) == [("vk-1",), ("vk-2",)]
 
 
 def test_postgres_unreachable_keeps_the_batch(pg_database):
@@ -201,15 +247,16 @@ def test_postgres_unreachable_keeps_the_batch(pg_database):
     asyncio.run(_migrate(PostgresDatabase(settings)))
     sink = PostgresSink(settings, "test")
     writer = LogWriter(lambda: sink, "node-a", "p-")
-    rows = rows_of(writer, [entry(i) for i in range(10)], sink)
+    page = page_of(writer, [entry(i, vk="vk-1") for i in range(10)])
     sink.conn.close()  # as if the server had gone away
     with pytest.raises(Unreachable):
-        sink.write(rows)
+        sink.write([page])
     other = PostgresSink(settings, "test")
-    assert other.write(rows) == 0
+    other.write([page])
     other.close()
     with psycopg.connect(pg_database) as conn:
-        assert conn.execute("SELECT count(*) FROM request_logs").fetchone()[0] == 10
+        assert conn.execute("SELECT sum(row_count) FROM request_log_pages").fetchone()[0] == 10
+        assert conn.execute("SELECT count(*) FROM request_log_page_keys").fetchone()[0] == 1
 
 
 @pytest.mark.parametrize(("raw", "seconds"), [
@@ -229,10 +276,10 @@ def test_rows_arriving_during_a_write_wait_for_the_next_interval(tmp_path):
     batches = []
 
     class Counting(SQLiteSink):
-        def write(self, rows):
-            batches.append(len(rows))
-            time.sleep(0.05)  # a database that takes its time: rows arrive meanwhile
-            return super().write(rows)
+        def write(self, pages):
+            batches.append(sum(page.row_count for page in pages))
+            time.sleep(0.05)  # a database that takes its time: entries arrive meanwhile
+            return super().write(pages)
 
     writer = LogWriter(lambda: Counting(path), "node-a", "p-", interval_s=0.3)
 
@@ -252,17 +299,20 @@ def test_rows_arriving_during_a_write_wait_for_the_next_interval(tmp_path):
     assert len(batches) <= 1.5 / 0.3 + 2, batches  # one write per interval (+ the drain)
 
 
-def test_postgres_copy_sends_utf8_content_as_it_came(pg_database):
-    """Content goes to COPY as the request's bytes (no decoding in the writer): UTF-8 is
-    stored as the same text in one COPY; a stream's frames are joined by newlines."""
-    settings = StoreSettings(dsn=pg_database)
-    asyncio.run(_migrate(PostgresDatabase(settings)))
-    sink = PostgresSink(settings, "test")
+def test_content_is_stored_as_the_bytes_that_came(sink_factory):
+    """Content goes to the page as the request's bytes (no decoding in the writer): UTF-8
+    reads back as the same text; a stream's frames are joined by newlines; a request
+    logged without content has none (not an empty body)."""
+    _, open_sink, query = sink_factory
+    sink = open_sink()
     writer = LogWriter(lambda: sink, "node-a", "p-")
     text = '{"content":"héllo ✓ 日本 \U0001f600"}'
-    rows = rows_of(writer, [entry(1, request=text.encode(), response=[b"data: \xc3\xa9", b"[DONE]"])], sink)
-    assert type(rows[0][-2]) is bytes  # not decoded by the writer
-    assert sink.write(rows) == 0 and sink.fallbacks == 0
+    quiet = RequestRecord("chat", content=False)
+    quiet.status, quiet.request_body, quiet.response_body = 299, b"secret", b"answer"
+    sink.write([page_of(writer, [entry(1, request=text.encode(), response=[b"data: \xc3\xa9", b"[DONE]"]),
+                                 log_entry(quiet, quiet.started, None), entry(2, request=b"", response=b"x")])])
     sink.close()
-    with psycopg.connect(pg_database) as conn:
-        assert conn.execute("SELECT request, response FROM request_logs").fetchone() == (text, "data: é\n[DONE]")
+    first, second, third = sorted(stored(query), key=lambda row: row["status"])  # 201, 202, 299
+    assert (first["request"], first["response"]) == (text, "data: é\n[DONE]") and first["stream"] is True
+    assert (second["request"], second["response"]) == ("", "x")
+    assert (third["request"], third["response"]) == (None, None)

@@ -179,23 +179,31 @@ def log_id_prefix() -> str:
     return f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}-"
 
 
-def log_entry(record: RequestRecord, now: float, cost: float | None) -> tuple:
-    """What the event loop hands the log writer: the raw values, in ``log_writer``'s order.
-    Text decoding, ids and milliseconds are the writer thread's work; content is cut to
-    ``CONTENT_CAP`` here only to bound the queue's memory (a short body is not copied)."""
-    request = response = None
+def log_entry(record: RequestRecord, now: float, cost: float | None) -> tuple[tuple, bytes]:
+    """What the event loop hands the log writer: ``(fields, content)`` as ``store.log_pages``
+    stores them (raw values: seconds; ids are the writer's). ``content`` is the request body
+    then the response body (a stream's frames joined by newlines), each cut to
+    ``CONTENT_CAP``; their lengths are the last two fields (-1: not kept). One copy here
+    lets the bodies go at once instead of when the writer is done with them."""
+    request_bytes = response_bytes = -1
+    content = b""
     if record.content:
         request = record.request_body
-        if request is not None and len(request) > CONTENT_CAP:
-            request = request[:CONTENT_CAP]
         response = record.response_body
-        if response is None:
-            response = record.stream_parts  # (capped as they came)
-        elif len(response) > CONTENT_CAP:
+        if response is None and record.stream_parts is not None:
+            response = b"\n".join(record.stream_parts)  # (capped as they came)
+        if request is not None:
+            request = request[:CONTENT_CAP]
+            request_bytes = len(request)
+        if response is not None:
             response = response[:CONTENT_CAP]
-    return (record.wall_started, now - record.started, record.virtual_key_id, record.provider, record.model,
-            record.endpoint, record.stream, record.status, record.prompt_tokens, record.completion_tokens, cost,
-            record.error_type, request, response)
+            response_bytes = len(response)
+            content = response if request is None else request + response
+        elif request is not None:
+            content = request
+    return ((record.wall_started, now - record.started, record.virtual_key_id, record.provider, record.model,
+             record.endpoint, record.stream, record.status, record.prompt_tokens, record.completion_tokens, cost,
+             record.error_type, request_bytes, response_bytes), content)
 
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')

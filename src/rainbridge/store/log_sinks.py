@@ -1,137 +1,105 @@
-"""Where the log writer's thread puts rows: SQLite or PostgreSQL, over a synchronous connection.
+"""Where the log writer's thread puts pages: SQLite or PostgreSQL, over a synchronous connection.
 
 Each sink is used by one thread only and owns its connection (the gateway's async
-``Database`` keeps serving ``/api/logs``). ``write`` is all or nothing per batch and returns
-how many rows the database refused (those are dropped); it raises ``Unreachable`` when the
-database cannot take the batch at all (then nothing of it was written and it is retried).
-
-- SQLite: one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per batch, the rows inserted
-  ``SQLITE_CHUNK`` at a time by one multi-row ``INSERT`` (``executemany`` steps a statement
-  per row, and lets go of the GIL and takes it back each time: a hand-off to the event
-  loop per row when it waits).
-- PostgreSQL (psycopg 3): one binary ``COPY`` per batch (autocommit: the statement is the
-  transaction); content goes as the UTF-8 bytes the request came with (the server checks
-  them). When COPY is refused (bytes that are not UTF-8, (a duplicate
-  id of a batch whose commit was lost, a value PostgreSQL will not store: a NUL byte, a
-  number out of range) the batch is written again in one transaction, each row an
-  ``INSERT ... ON CONFLICT DO NOTHING`` under its own savepoint, so one bad row costs only
-  itself.
+``Database`` keeps serving ``/api/logs``). ``write`` puts pages (``log_pages``) and their
+virtual keys in one transaction, all or nothing; it raises ``Unreachable`` when the
+database cannot take them (then nothing was written and they are retried). A page already
+there (a retry after a commit whose answer was lost) is skipped: ``ON CONFLICT DO NOTHING``
+on its unique ``(max_ts, id)``. Pages the database refuses for what they hold (too big, say)
+raise ``Refused``: dropped and counted, never retried forever. ``delete_older`` is the
+retention: pages, their keys and the rows of the request-per-row table of schema 1-2.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Sequence
-from functools import lru_cache
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from ..config.schema import StoreSettings
-from .request_log import COLUMNS
-
-# Values a driver cannot bind or the database will not store: the row is refused, the
-# writer goes on. (Lone surrogates fail to encode, ints overflow, PostgreSQL refuses NUL.)
-_BAD_VALUE = (ValueError, OverflowError, TypeError)  # UnicodeEncodeError is a ValueError
-
-# The writer thread's pure-Python loops over a batch pause this often, so the event loop
-# waiting for the GIL gets it within ~0.1 ms, not after the whole batch (or the interpreter's
-# 5 ms switch interval): the c=1 tail. A real pause, not sleep(0): a thread that lets go of
-# the GIL may take it straight back.
-YIELD_ROWS = 32
-YIELD_S = 0.00005
+from .log_pages import PAGE_COLUMNS, Page
 
 
 class Unreachable(Exception):
-    """The database could not take the batch (connection, lock, disk): keep it, retry."""
+    """The database could not take the pages (connection, lock, disk): keep them, retry."""
+
+
+class Refused(Exception):
+    """The database will not store these pages, whenever asked: drop them."""
+
+
+_SQLITE_REFUSED = (sqlite3.DataError, sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError,
+                   OverflowError, ValueError)
 
 
 class Sink:
-    fallbacks = 0  # batches refused as a whole, then written row by row
-    text_content = True  # rows carry request/response as str (False: as UTF-8 bytes)
-
-    def write(self, rows: Sequence[tuple]) -> int:
-        """Write ``rows`` (``COLUMNS`` order) in one transaction; the number refused."""
+    def write(self, pages: Sequence[Page]) -> None:
+        """Write ``pages`` in one transaction."""
         raise NotImplementedError
 
     def delete_older(self, cutoff_ms: int) -> int:
+        """Remove what started before ``cutoff_ms`` (whole pages: their latest start); the
+        number of requests removed."""
         raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
 
 
+def _insert_page(placeholder: str) -> str:
+    return (f"INSERT INTO request_log_pages ({', '.join(PAGE_COLUMNS)}) VALUES ({', '.join([placeholder] * len(PAGE_COLUMNS))}) "
+            "ON CONFLICT (max_ts, id) DO NOTHING")
+
+
+def _insert_key(placeholder: str) -> str:
+    return (f"INSERT INTO request_log_page_keys (virtual_key_id, max_ts, page_id) VALUES ({placeholder}, {placeholder}, "
+            f"{placeholder}) ON CONFLICT DO NOTHING")
+
+
+def _keys(pages: Sequence[Page]) -> list[tuple]:
+    return [(key, page.max_ts, page.id) for page in pages for key in page.keys]
+
+
+# (SQL, the count of requests it removes) for the retention; $1 is the cutoff in ms
+_RETENTION = (
+    ("DELETE FROM request_log_page_keys WHERE max_ts < {0}", None),
+    ("DELETE FROM request_log_pages WHERE max_ts < {0}", "SELECT coalesce(sum(row_count), 0) FROM request_log_pages WHERE max_ts < {0}"),
+    ("DELETE FROM request_logs WHERE ts < {0}", "SELECT count(*) FROM request_logs WHERE ts < {0}"),
+)
+
+
 # --------------------------------------------------------------------------- SQLite
 
-_SQLITE_ROW = f"({', '.join('?' * len(COLUMNS))})"
-_SQLITE_INSERT = f"INSERT INTO request_logs ({', '.join(COLUMNS)}) VALUES {_SQLITE_ROW} ON CONFLICT (ts, id) DO NOTHING"
-SQLITE_CHUNK = 32  # rows per INSERT (512 parameters; binding them holds the GIL ~0.1 ms)
-
-
-@lru_cache(maxsize=SQLITE_CHUNK)
-def _sqlite_insert(rows: int) -> str:
-    """One INSERT of ``rows`` rows (sqlite3 caches the statement by its text)."""
-    return (f"INSERT INTO request_logs ({', '.join(COLUMNS)}) VALUES {', '.join([_SQLITE_ROW] * rows)} "
-            "ON CONFLICT (ts, id) DO NOTHING")
-
-
-def _bind_fast() -> None:
-    """Make sqlite3 bind None and bool without its adaptation search. Without an adapter
-    registered for their type, each such value costs a protocol lookup that fails (about a
-    third of ``executemany``'s own work on a log row, which has four of them); with one, a
-    dict hit and a C call. The stored values are the same (NULL; 0 and 1), for every
-    connection of the process."""
-    sqlite3.register_adapter(type(None), {}.get)  # a C callable that answers None
-    sqlite3.register_adapter(bool, int)
+_SQLITE_PAGE = _insert_page("?")
+_SQLITE_KEY = _insert_key("?")
 
 
 class SQLiteSink(Sink):
     def __init__(self, path: Path | str):
         self.path = str(path)
-        _bind_fast()
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves; the file is in WAL mode
-            # (set by the gateway's connection), so /api/logs reads while a batch is written.
+            # (set by the gateway's connection), so /api/logs reads while a page is written.
             self.conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA busy_timeout=5000")
             self.conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise Unreachable(f"sqlite logs store {self.path}: {exc}") from None
 
-    def write(self, rows: Sequence[tuple]) -> int:
+    def write(self, pages: Sequence[Page]) -> None:
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                for start in range(0, len(rows), SQLITE_CHUNK):
-                    chunk = rows[start:start + SQLITE_CHUNK]
-                    conn.execute(_sqlite_insert(len(chunk)), list(chain.from_iterable(chunk)))
-            except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError, *_BAD_VALUE):
-                conn.execute("ROLLBACK")
-                return self._one_by_one(rows)
+            conn.executemany(_SQLITE_PAGE, [page.record() for page in pages])
+            conn.executemany(_SQLITE_KEY, _keys(pages))
             conn.execute("COMMIT")
-            return 0
+        except _SQLITE_REFUSED as exc:
+            self._rollback()
+            raise Refused(f"sqlite logs store {self.path}: {exc}") from None
         except sqlite3.Error as exc:  # locked, disk full or I/O, file gone: nothing was written
             self._rollback()
             raise Unreachable(f"sqlite logs store {self.path}: {exc}") from None
-
-    def _one_by_one(self, rows: Sequence[tuple]) -> int:
-        """The batch again, each row under a savepoint: the good ones all or nothing."""
-        conn = self.conn
-        refused = 0
-        self.fallbacks += 1
-        conn.execute("BEGIN IMMEDIATE")
-        for row in rows:
-            conn.execute("SAVEPOINT log_row")
-            try:
-                conn.execute(_SQLITE_INSERT, row)
-            except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError, *_BAD_VALUE):
-                conn.execute("ROLLBACK TO log_row")
-                refused += 1
-            conn.execute("RELEASE log_row")
-        conn.execute("COMMIT")
-        return refused
 
     def _rollback(self) -> None:
         try:
@@ -141,9 +109,18 @@ class SQLiteSink(Sink):
             pass  # the connection is closed and reopened by the writer anyway
 
     def delete_older(self, cutoff_ms: int) -> int:
+        conn = self.conn
         try:
-            return self.conn.execute("DELETE FROM request_logs WHERE ts < ?", (cutoff_ms,)).rowcount
+            removed = 0
+            conn.execute("BEGIN IMMEDIATE")
+            for delete, counted in _RETENTION:
+                if counted:
+                    removed += conn.execute(counted.format("?"), (cutoff_ms,)).fetchone()[0]
+                conn.execute(delete.format("?"), (cutoff_ms,))
+            conn.execute("COMMIT")
+            return removed
         except sqlite3.Error as exc:
+            self._rollback()
             raise Unreachable(f"sqlite logs store {self.path}: {exc}") from None
 
     def close(self) -> None:
@@ -152,13 +129,8 @@ class SQLiteSink(Sink):
 
 # --------------------------------------------------------------------------- PostgreSQL
 
-_PG_COPY = f"COPY request_logs ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-# Content as bytea: its binary form is the bytes themselves, which the server reads as text
-# (COPY's binary rows carry no type, the column's decides) and checks are valid UTF-8.
-_PG_TYPES = ("text", "int8", "text", "text", "text", "text", "text", "bool", "int4", "float8",
-             "int8", "int8", "float8", "text", "bytea", "bytea")
-_PG_INSERT = (f"INSERT INTO request_logs ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
-              "ON CONFLICT (ts, id) DO NOTHING")
+_PG_PAGE = _insert_page("%s")
+_PG_KEY = _insert_key("%s")
 
 
 def pg_conninfo(settings: StoreSettings) -> dict[str, Any]:
@@ -170,32 +142,14 @@ def pg_conninfo(settings: StoreSettings) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v is not None}
 
 
-def _as_text(row: tuple) -> tuple:
-    """A row with its content (UTF-8 bytes) as text for an INSERT; not UTF-8: replaced."""
-    request, response = row[-2:]
-    if type(request) is bytes:
-        request = request.decode("utf-8", "replace")
-    if type(response) is bytes:
-        response = response.decode("utf-8", "replace")
-    return (*row[:-2], request, response)
-
-
 class PostgresSink(Sink):
-    text_content = False
-
     def __init__(self, settings: StoreSettings, location: str, connect_timeout: float = 5.0):
         import psycopg
-        from psycopg.types.string import BytesBinaryDumper
 
         self.location = location  # for messages: never the DSN (it may carry a password)
         self._psycopg = psycopg
         try:
-            # autocommit: one COPY is one transaction already (all or nothing), and saves the
-            # BEGIN and COMMIT round trips that cost as much as the COPY for a small batch.
             self.conn = psycopg.connect(**pg_conninfo(settings), autocommit=True, connect_timeout=max(1, int(connect_timeout)))
-            # bytea by oid is otherwise psycopg.dbapi20's dumper (Python, for its Binary
-            # wrapper: a Python call per value); this one is psycopg's C dumper for bytes.
-            self.conn.adapters.register_dumper(bytes, BytesBinaryDumper)
             self.cur = self.conn.cursor()
         except psycopg.Error as exc:
             raise Unreachable(f"postgres logs store {location}: {type(exc).__name__}") from None
@@ -203,42 +157,29 @@ class PostgresSink(Sink):
     def _unreachable(self, exc: BaseException) -> Unreachable:
         return Unreachable(f"postgres logs store {self.location}: {type(exc).__name__}")
 
-    def write(self, rows: Sequence[tuple]) -> int:
+    def write(self, pages: Sequence[Page]) -> None:
         pg = self._psycopg
         try:
-            try:
-                with self.cur.copy(_PG_COPY) as copy:
-                    copy.set_types(_PG_TYPES)
-                    write_row = copy.write_row
-                    for n, row in enumerate(rows, 1):
-                        write_row(row)
-                        if not n % YIELD_ROWS:
-                            time.sleep(YIELD_S)  # hand the GIL to the event loop (as log_writer._rows)
-                return 0
-            except (pg.DataError, pg.IntegrityError, pg.ProgrammingError, *_BAD_VALUE):
-                return self._one_by_one(rows)
+            with self.conn.transaction():
+                self.cur.executemany(_PG_PAGE, [page.record() for page in pages])
+                keys = _keys(pages)
+                if keys:
+                    self.cur.executemany(_PG_KEY, keys)
         except (pg.OperationalError, pg.InterfaceError) as exc:  # connection lost, server gone
             raise self._unreachable(exc) from None
-
-    def _one_by_one(self, rows: Sequence[tuple]) -> int:
-        pg = self._psycopg
-        refused = 0
-        self.fallbacks += 1
-        cur = self.cur
-        with self.conn.transaction():
-            for row in rows:
-                try:
-                    with self.conn.transaction():  # a savepoint
-                        cur.execute(_PG_INSERT, _as_text(row))
-                except (pg.DataError, pg.IntegrityError, pg.ProgrammingError, *_BAD_VALUE):
-                    refused += 1
-        return refused
+        except (pg.DataError, pg.IntegrityError, pg.ProgrammingError, OverflowError, ValueError) as exc:
+            raise Refused(f"postgres logs store {self.location}: {type(exc).__name__}") from None
 
     def delete_older(self, cutoff_ms: int) -> int:
         pg = self._psycopg
         try:
-            self.cur.execute("DELETE FROM request_logs WHERE ts < %s", (cutoff_ms,))
-            return self.cur.rowcount
+            removed = 0
+            with self.conn.transaction():
+                for delete, counted in _RETENTION:
+                    if counted:
+                        removed += self.cur.execute(counted.format("%s"), (cutoff_ms,)).fetchone()[0]
+                    self.cur.execute(delete.format("%s"), (cutoff_ms,))
+            return removed
         except (pg.OperationalError, pg.InterfaceError) as exc:
             raise self._unreachable(exc) from None
 

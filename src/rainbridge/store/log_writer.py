@@ -1,18 +1,17 @@
-"""The request log's writer: the event loop only appends; a plain thread writes in batches.
+"""The request log's writer: the event loop only appends; a plain thread writes pages.
 
 ``LogWriter.record`` runs on the event loop and does one bounded ``deque.append`` of the
-tuple ``gateway.record.log_entry`` built (raw values: bytes, seconds); no lock, no wake-up,
-no await. When the queue is full the entry is dropped and counted. A thread with its own
-synchronous connection (``log_sinks``) wakes every ``interval_s``, turns what is queued into
-table rows (ids, milliseconds, text) and writes them, up to ``batch_rows`` per transaction:
-gathering for a quarter of a second amortises a transaction or a COPY over hundreds of rows,
-and the thread's database I/O runs without the GIL. A batch is at most ``batch_rows``: the
-thread's Python work on one (rows, binding) holds the GIL for well under a millisecond, so a
-request never waits long behind it. A batch that cannot be written because
-the database is unreachable is kept (ids and all, so a retry cannot duplicate it) and
-retried with backoff; rows the database refuses are dropped and counted, never retried
-forever and never fatal. ``stop`` drains: every queued row is written before it returns
-(within its timeout).
+``(fields, content)`` pair ``gateway.record.log_entry`` built; no lock, no wake-up, no
+await. When the queue is full the entry is dropped and counted. A thread with its own
+synchronous connection (``log_sinks``) wakes every ``interval_s`` and writes what is queued,
+up to ``batch_rows`` entries a transaction, as pages (``log_pages``: the requests that
+started within a quarter of a second of each other): a page is one orjson call and one row
+for the database, so a request costs the writer about a microsecond, and the thread's
+database I/O runs without the GIL. Pages that cannot be written because the database is
+unreachable are kept (ids and all, so a retry cannot duplicate them) and retried with
+backoff; entries orjson cannot encode, and pages the database refuses, are dropped and
+counted, never retried forever and never fatal. ``stop`` drains: every queued entry is
+written before it returns (within its timeout).
 """
 
 from __future__ import annotations
@@ -24,7 +23,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from .log_sinks import YIELD_ROWS, YIELD_S, Sink, Unreachable
+from .log_pages import Page, build_pages
+from .log_sinks import Refused, Sink, Unreachable
 
 log = logging.getLogger("rainbridge.logs")
 
@@ -52,7 +52,7 @@ def flush_interval(environ: Mapping[str, str]) -> float:
 
 class LogWriter:
     def __init__(self, open_sink: Callable[[], Sink], node_id: str, id_prefix: str, queue_size: int = 10_000,
-                 batch_rows: int = 256, interval_s: float = FLUSH_DEFAULT_S, retention_days: int = 365):
+                 batch_rows: int = 512, interval_s: float = FLUSH_DEFAULT_S, retention_days: int = 365):
         self.open_sink = open_sink  # called in the writer thread: the connection is its own
         self.node_id = node_id
         self.id_prefix = id_prefix  # + a hex counter: unique, time-ordered-enough ids
@@ -62,10 +62,10 @@ class LogWriter:
         self.interval_s = interval_s
         self.retention_days = retention_days
         self.full = 0  # dropped because the queue was full (counted by the event loop only)
-        self.refused = 0  # dropped because the database refused them (by the writer only)
+        self.refused = 0  # dropped: not encodable, or refused by the database (by the writer only)
         self.written = 0
         self.failures = 0  # batches that could not be written (the database unreachable)
-        self.pending: list[tuple] | None = None  # a batch built, not yet written
+        self.pending: list[Page] | None = None  # pages built, not yet written
         self._count = 0
         self._stop = threading.Event()  # set by stop(): write what is queued, then exit
         self._abandon = threading.Event()  # set when stop() gives up waiting
@@ -79,7 +79,7 @@ class LogWriter:
     def depth(self) -> int:
         """Entries waiting: queued plus the batch being written."""
         pending = self.pending
-        return len(self.queue) + (len(pending) if pending else 0)
+        return len(self.queue) + (sum(page.row_count for page in pending) if pending else 0)
 
     def record(self, entry: tuple) -> None:
         """On the event loop: queue one entry; drop and count it when the queue is full."""
@@ -143,7 +143,7 @@ class LogWriter:
                     self._abandon.wait(delay)
                     delay = min(delay * 2, 10.0)
                 except Exception:  # a bug: lose this batch, not the writer
-                    lost = len(self.pending or ())
+                    lost = sum(page.row_count for page in self.pending or ())
                     self.refused += lost
                     self.pending = None
                     log.exception("request log writer: %d entries lost", lost)
@@ -156,48 +156,32 @@ class LogWriter:
                 sink.close()
 
     def _write_all(self, sink: Sink) -> None:
-        """Write what was queued when it began (rows that come in meanwhile wait for the
-        next interval), in batches of up to ``batch_rows``."""
+        """Write what was queued when it began (entries that come in meanwhile wait for the
+        next interval), up to ``batch_rows`` entries a transaction."""
         queue = self.queue
         left = len(queue)
         while self.pending is not None or left > 0:
             if self.pending is None:
                 take = min(left, self.batch_rows)
                 left -= take
-                self.pending = self._rows([queue.popleft() for _ in range(take)], sink.text_content)
-            refused = sink.write(self.pending)  # Unreachable: kept in pending for the retry
-            self.refused += refused
-            self.written += len(self.pending) - refused
+                self.pending = self._pages([queue.popleft() for _ in range(take)])
+            if self.pending:
+                count = sum(page.row_count for page in self.pending)
+                try:
+                    sink.write(self.pending)  # Unreachable: kept in pending for the retry
+                    self.written += count
+                except Refused as exc:
+                    self.refused += count
+                    log.warning("request log: %d entries refused by the store: %s", count, exc)
             self.pending = None
 
-    def _rows(self, entries: list[tuple], text: bool = True) -> list[tuple]:
-        """Entries (``log_entry``'s order) -> table rows (``request_log.COLUMNS`` order).
-        ``text``: content decoded to str (SQLite); else kept as UTF-8 bytes for a sink that
-        sends them as they are (PostgreSQL's binary COPY: no decoding here, no encoding in
-        the driver). Pauses every ``YIELD_ROWS`` rows (``log_sinks.YIELD_S``): the GIL for
-        the event loop."""
-        prefix, node = self.id_prefix, self.node_id
+    def _pages(self, entries: list[tuple]) -> list[Page]:
+        """Entries -> pages; the ones that cannot be encoded are counted as refused."""
         first = self._count + 1
         self._count += len(entries)
-        rows = []
-        pause = time.sleep
-        for n, (wall, seconds, vk, provider, model, endpoint, stream, status, prompt, completion, cost, error,
-                request, response) in enumerate(entries, first):
-            if not n % YIELD_ROWS:
-                pause(YIELD_S)
-            try:
-                if type(response) is list:  # a stream's frames
-                    response = b"\n".join(response)
-                if text:
-                    if request is not None:
-                        request = request.decode("utf-8", "replace")  # (not UTF-8: replaced, never refused)
-                    if response is not None:
-                        response = response.decode("utf-8", "replace")
-                rows.append((f"{prefix}{n:x}", int(wall * 1000), node, vk, provider, model, endpoint, stream, status,
-                             seconds * 1000.0, prompt, completion, cost, error, request, response))
-            except (TypeError, ValueError, AttributeError):  # not what log_entry makes: a bug, one row lost
-                self.refused += 1
-        return rows
+        pages, refused = build_pages(entries, self.id_prefix, first, self.node_id)
+        self.refused += refused
+        return pages
 
     def _cleanup(self, sink: Sink) -> None:
         cutoff = int((time.time() - self.retention_days * 86400) * 1000)
