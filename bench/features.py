@@ -129,7 +129,9 @@ def main() -> int:
                 cpu = procs.cpu_seconds([gw.pid]) - before
                 out["cpu_ms_per_1k"] = cpu * 1000 / max(out["requests"], 1) * 1000
                 results[name].append(out)
-                # One client at a time: does the feature make a request wait?
+                # One client at a time: does the feature make a request wait? (Once the
+                # saturation run's leftovers, a log writer's backlog say, are done.)
+                procs.wait_idle([gw.pid])
                 one = wrkload.run_wrk(gw.url + "/v1/chat/completions", scripts[name], 1, max(2, round(args.duration / 2)))
                 latency[name].append(one)
                 print(f"run {run + 1}: {name:<10} {out['rps']:>9.0f} req/s  {out['cpu_ms_per_1k']:6.1f} CPU ms/1k  "

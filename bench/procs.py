@@ -260,6 +260,19 @@ def rss_mb(pids: list[int]) -> float:
     return status_mb(pids, "VmRSS")
 
 
+def wait_idle(pids: list[int], quiet_s: float = 0.3, timeout_s: float = 10.0, busy_share: float = 0.05) -> float:
+    """Until ``pids`` use under ``busy_share`` of a core for ``quiet_s`` (bounded by
+    ``timeout_s``): what a previous load left them to do (a log writer's backlog, say) is
+    done. Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = cpu_seconds(pids)
+        time.sleep(quiet_s)
+        if cpu_seconds(pids) - before <= busy_share * quiet_s:
+            break
+    return time.monotonic() - started
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """Summed user + system CPU time of ``pids``."""
     ticks = 0

@@ -129,8 +129,10 @@ class SQLiteSink(Sink):
 
 # --------------------------------------------------------------------------- PostgreSQL
 
-_PG_PAGE = _insert_page("%s")
-_PG_KEY = _insert_key("%s")
+# Binary parameters: the blob and the JSON go as they are (as text they would be escaped
+# by the driver and unescaped by the server).
+_PG_PAGE = _insert_page("%b")
+_PG_KEY = _insert_key("%b")
 
 
 def pg_conninfo(settings: StoreSettings) -> dict[str, Any]:

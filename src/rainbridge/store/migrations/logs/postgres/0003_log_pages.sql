@@ -22,3 +22,14 @@ CREATE TABLE request_log_page_keys (
     page_id TEXT NOT NULL,
     PRIMARY KEY (virtual_key_id, max_ts, page_id)
 );
+-- A page's rows and bodies are large values (TOASTed): compressed with lz4 where the server
+-- can (PostgreSQL 14+ built with lz4), ~5x less server CPU per page than the default pglz;
+-- elsewhere the default stays.
+DO $$
+BEGIN
+    EXECUTE 'ALTER TABLE request_log_pages ALTER COLUMN rows SET COMPRESSION lz4, '
+            'ALTER COLUMN content SET COMPRESSION lz4';
+EXCEPTION WHEN syntax_error OR feature_not_supported THEN
+    NULL;
+END
+$$;

@@ -1,0 +1,75 @@
+"""Does a request wait for the request log? c=1 latency, logging off and on, alternated.
+
+    .venv/bin/python bench/log_c1.py [--runs 8] [--seconds 3] [--variants plain,logging,logging-pg]
+
+The c=1 half of ``features.py`` alone: one gateway per variant (``features.VARIANTS``), each
+run measures every variant in turn with one wrk connection for ``--seconds``, after the
+gateway has gone idle (``procs.wait_idle``: what an earlier run left the writer to do is not
+counted against this one). Prints and saves the median p50/p99 per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import features
+import pgdb
+import procs
+import wrkload
+
+BENCH = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--variants", default="plain,logging,logging-pg")
+    parser.add_argument("--pg-dsn", default=features.PG_DSN)
+    parser.add_argument("--out", type=Path, default=BENCH / "results" / "log_c1.json")
+    args = parser.parse_args()
+    names = args.variants.split(",")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    databases = []
+    with tempfile.TemporaryDirectory(prefix="rainbridge-log-c1-") as tmp, procs.Procs(Path(tmp)) as ps:
+        work = Path(tmp)
+        mock = ps.start_mock()
+        gateways, scripts = {}, {}
+        for name in names:
+            gov, log, metrics = features.VARIANTS[name]
+            app = work / f"gateway-{name}"
+            app.mkdir()
+            store = features.logs_store(log, name, args.pg_dsn)
+            if log == features.PG:
+                databases.append(store)
+            gateways[name] = ps.start_gateway(mock.url, "uvicorn", config_json=features.config(mock.url, gov, store, app, metrics),
+                                              name=f"gateway-{name}")
+            scripts[name] = wrkload.write_script(work, features.VK if gov else "sk-bench", f"{name}.lua")
+            wrkload.run_wrk(gateways[name].url + "/v1/chat/completions", scripts[name], 1, 1)  # warm up
+        for run in range(args.runs):
+            for name in names[run % len(names):] + names[:run % len(names)]:
+                procs.wait_idle([gateways[name].pid])
+                out = wrkload.run_wrk(gateways[name].url + "/v1/chat/completions", scripts[name], 1, args.seconds)
+                runs[name].append(out)
+                print(f"run {run + 1}: {name:<11} {out['rps']:>7.0f} req/s  p50 {out['p50_ms']:.3f}  p99 {out['p99_ms']:.3f} ms", flush=True)
+        ps.check_alive()
+        ps.close()
+        for dsn in databases:
+            pgdb.drop(dsn)
+    summary = {name: {"p50_ms": statistics.median(r["p50_ms"] for r in rs), "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                      "p99_range_ms": [min(r["p99_ms"] for r in rs), max(r["p99_ms"] for r in rs)]} for name, rs in runs.items()}
+    for name, s in summary.items():
+        print(f"{name:<11} p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms [{s['p99_range_ms'][0]:.3f}..{s['p99_range_ms'][1]:.3f}]")
+    args.out.write_text(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "seconds": args.seconds,
+                                    "summary": summary, "runs": runs}, indent=1))
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
