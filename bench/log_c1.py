@@ -65,7 +65,7 @@ def main() -> int:
                       "p99_range_ms": [min(r["p99_ms"] for r in rs), max(r["p99_ms"] for r in rs)]} for name, rs in runs.items()}
     for name, s in summary.items():
         print(f"{name:<11} p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms [{s['p99_range_ms'][0]:.3f}..{s['p99_range_ms'][1]:.3f}]")
-    args.out.write_text(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "seconds": args.seconds,
+    args.out.write_text(json.dumps({"date": datetime.datetime.now(datetime.UTC).isoformat(), "seconds": args.seconds,
                                     "summary": summary, "runs": runs}, indent=1))
     print(f"results: {args.out}")
     return 0
