@@ -221,14 +221,18 @@ _OPENAI_USAGE = re.compile(rb'"usage":\{"prompt_tokens":(\d+),"completion_tokens
 def extract_usage(body: bytes) -> tuple[int | None, int | None] | None:
     """(prompt, completion) tokens of a JSON answer's ``usage`` without parsing the whole
     answer (usage comes last in OpenAI's and Anthropic's answers, so the search from the end
-    is short); None when it has no usage."""
+    is short); None when it has no usage, or a count too long for int() (over 4,300 digits:
+    a hostile upstream must not make the request fail to settle)."""
     start = body.rfind(b'"usage":')
     if start < 0:
         return None
-    m = _OPENAI_USAGE.match(body, start)
-    if m is not None:
-        return int(m[1]), int(m[2])
-    found = {name: int(value) for name, value in _TOKENS.findall(body, start)}
+    try:
+        m = _OPENAI_USAGE.match(body, start)
+        if m is not None:
+            return int(m[1]), int(m[2])
+        found = {name: int(value) for name, value in _TOKENS.findall(body, start)}
+    except ValueError:
+        return None
     if not found:
         return None
     prompt = found.get(b"prompt_tokens", found.get(b"input_tokens"))
