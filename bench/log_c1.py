@@ -1,11 +1,14 @@
 """Does a request wait for the request log? c=1 latency, logging off and on, alternated.
 
     .venv/bin/python bench/log_c1.py [--runs 8] [--seconds 3] [--variants plain,logging,logging-pg]
+    .venv/bin/python bench/log_c1.py --variants plain --beside 5000   # plain, a page writer beside it
 
 The c=1 half of ``features.py`` alone: one gateway per variant (``features.VARIANTS``), each
 run measures every variant in turn with one wrk connection for ``--seconds``, after the
 gateway has gone idle (``procs.wait_idle``: what an earlier run left the writer to do is not
-counted against this one). Prints and saves the median p50/p99 per variant.
+counted against this one). Prints and saves the median p50/p99 per variant. ``--beside
+RATE``: a separate process writes pages to SQLite at RATE entries a second meanwhile
+(``log_pages_writer.py``): what the database write costs the machine's other work.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,8 +37,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--variants", default="plain,logging,logging-pg")
     parser.add_argument("--pg-dsn", default=features.PG_DSN)
+    parser.add_argument("--beside", type=int, default=0, help="a page writer process at this many entries a second")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "log_c1.json")
     args = parser.parse_args()
+    beside = None
+    if args.beside:
+        env = {**os.environ, "PYTHONPATH": str(BENCH.parent / "src")}
+        beside = subprocess.Popen([sys.executable, str(BENCH / "log_pages_writer.py"), "--rate", str(args.beside),
+                                   "--seconds", str(args.runs * len(args.variants.split(",")) * (args.seconds + 3) + 30)], env=env)
     names = args.variants.split(",")
     runs: dict[str, list[dict]] = {name: [] for name in names}
     databases = []
@@ -61,11 +73,15 @@ def main() -> int:
         ps.close()
         for dsn in databases:
             pgdb.drop(dsn)
+    if beside is not None:
+        beside.terminate()
+        beside.wait(10)
     summary = {name: {"p50_ms": statistics.median(r["p50_ms"] for r in rs), "p99_ms": statistics.median(r["p99_ms"] for r in rs),
                       "p99_range_ms": [min(r["p99_ms"] for r in rs), max(r["p99_ms"] for r in rs)]} for name, rs in runs.items()}
     for name, s in summary.items():
         print(f"{name:<11} p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms [{s['p99_range_ms'][0]:.3f}..{s['p99_range_ms'][1]:.3f}]")
     args.out.write_text(json.dumps({"date": datetime.datetime.now(datetime.UTC).isoformat(), "seconds": args.seconds,
+                                    "writer_beside_rate": args.beside,
                                     "summary": summary, "runs": runs}, indent=1))
     print(f"results: {args.out}")
     return 0

@@ -157,3 +157,30 @@ def test_rows_come_back_whole_with_their_content(store):
     assert sample["response"] == f'{{"a":{n}}}' and isinstance(sample["stream"], bool)
     listed = follow(db, {}, 50)
     assert all("request" not in row and "_page" not in row for row in listed)
+
+
+def test_the_sql_view_lists_every_request_as_the_api_does(store):
+    """``request_log_entries`` (for operators' SQL) unpacks the pages into the rows /api/logs
+    lists, the rows of schema 1-2 included; PostgreSQL gives content as bytes."""
+    db, everything = store
+
+    async def view():
+        await db.open()
+        try:
+            return await db.fetch("SELECT * FROM request_log_entries")
+        finally:
+            await db.close()
+
+    rows = asyncio.run(view())
+    if db.dialect == "postgres":
+        for row in rows:
+            for body in ("request", "response"):
+                raw = row.pop(f"{body}_body")
+                row[body] = None if raw is None else bytes(raw).decode("utf-8", "replace")
+    assert len(rows) == len(everything)
+    by_id = {r["id"]: r for r in everything}
+    for row in rows:
+        want = by_id[row["id"]]
+        row["stream"] = bool(row["stream"])
+        assert {k: row[k] for k in COLUMNS if k != "latency_ms"} == {k: want[k] for k in COLUMNS if k != "latency_ms"}
+        assert row["latency_ms"] == pytest.approx(want["latency_ms"])

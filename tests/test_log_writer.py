@@ -177,7 +177,7 @@ def test_hostile_values_never_stop_the_writer(sink_factory):
     _, open_sink, query = sink_factory
     huge = "m" * 5_000_000
     hostile = [
-        entry(1, model="nul\x00model"),  # JSON escapes it: stored as it came, PostgreSQL too
+        entry(1, model="nul\x00model"),  # stored as U+FFFD (PostgreSQL's JSON refuses NUL)
         entry(2, model=huge),
         entry(3, request=b"\xff\xfe not utf-8 \xc3", response=[b"data: \xe2\x82", b"[DONE]"]),
         entry(4, model="lone \udc80 surrogate"),  # cannot be encoded: refused
@@ -190,7 +190,7 @@ def test_hostile_values_never_stop_the_writer(sink_factory):
     assert writer.refused == 2 and writer.written == 54
     rows = {row["status"]: row for row in stored(query)}
     assert set(rows) == {201, 202, 203, 206} | {300 + i for i in range(50)}
-    assert rows[201]["model"] == "nul\x00model" and len(rows[202]["model"]) == 5_000_000
+    assert rows[201]["model"] == "nul\ufffdmodel" and len(rows[202]["model"]) == 5_000_000
     assert rows[203]["request"] == "\ufffd\ufffd not utf-8 \ufffd" and rows[203]["response"] == "data: \ufffd\n[DONE]"
     assert rows[206]["request"] == "\x00" * 10 and rows[206]["response"] == "ok \x00 nul bytes"
     assert rows[300]["request"] == '{"messages":[]}' and rows[300]["response"] == '{"choices":[]}'

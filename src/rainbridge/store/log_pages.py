@@ -17,6 +17,7 @@ the last two fields, -1 when not kept).
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import islice
@@ -62,6 +63,9 @@ _WALL = itemgetter(0)  # of its fields
 _KEY = itemgetter(2)
 _STATUS = itemgetter(7)
 _IS_ERROR = (400).__le__
+# A NUL character in a field, as orjson escapes it (not a literal backslash before "u0000"):
+# PostgreSQL's JSON operators refuse it, and with it the page, in request_log_entries.
+_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def build_pages(entries: list[tuple], id_prefix: str, first_row: int, node_id: str) -> tuple[list[Page], int]:
@@ -111,6 +115,8 @@ def _build_page(entries: list[tuple], fields: list[tuple], id_prefix: str, first
         entries = kept
         fields = list(map(_FIELDS, entries))
         rows = orjson.dumps(fields)
+    if b"\\u0000" in rows:  # (rare: a fast scan first) stored as U+FFFD, on either store
+        rows = _NUL.sub(rb"\1\\ufffd", rows)
     keys = set(map(_KEY, fields))
     keys.discard(None)
     page = Page(
