@@ -18,23 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from log_pages_writer import REQUEST, RESPONSE, migrated
 from rainbridge.store import log_sinks, log_writer
-from rainbridge.store.db import SQLiteDatabase
-from rainbridge.store.migrate import migrate
-
-REQUEST = b'{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello, how are you today?"}]}'
-RESPONSE = (b'{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":'
-            b'[{"index":0,"message":{"role":"assistant","content":"Hello! I am fine."},"finish_reason":"stop"}],'
-            b'"usage":{"prompt_tokens":12,"completion_tokens":14,"total_tokens":26}}')
 
 
 async def run(path: Path, rate: int, seconds: float) -> list[float]:
-    db = SQLiteDatabase(path)
-    await db.open()
-    try:
-        await migrate(db, "logs")
-    finally:
-        await db.close()
+    await migrated(path)
     writer = log_writer.LogWriter(lambda: log_sinks.SQLiteSink(path), "node", "p-", queue_size=10**6)
     entry = ((time.time(), 0.0003, None, "openai", "gpt-4o-mini", "/v1/chat/completions", False, 200, 12, 14,
               None, None, len(REQUEST), len(RESPONSE)), REQUEST + RESPONSE)

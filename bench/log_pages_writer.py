@@ -27,7 +27,7 @@ RESPONSE = (b'{"id":"chatcmpl-1","object":"chat.completion","created":1700000000
             b'"usage":{"prompt_tokens":12,"completion_tokens":14,"total_tokens":26}}')
 
 
-async def _migrated(path: Path) -> None:
+async def migrated(path: Path) -> None:
     db = SQLiteDatabase(path)
     await db.open()
     try:
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rainbridge-pages-", dir=args.dir) as tmp:
         path = Path(tmp) / "logs.db"
-        asyncio.run(_migrated(path))
+        asyncio.run(migrated(path))
         sink = SQLiteSink(path)
         writer = LogWriter(lambda: sink, "node", "p-")
         per_tick = max(1, args.rate // 4)
