@@ -13,7 +13,7 @@ from rainbridge.config.schema import StoreSettings
 from rainbridge.gateway.record import RequestRecord, log_entry
 from rainbridge.store import request_log
 from rainbridge.store.db import PostgresDatabase, SQLiteDatabase
-from rainbridge.store.log_pages import page_rows
+from rainbridge.store.log_pages import PAGE_BYTES, build_pages, page_rows
 from rainbridge.store.log_sinks import PostgresSink, SQLiteSink
 from rainbridge.store.log_writer import LogWriter
 from rainbridge.store.migrate import migrate
@@ -184,3 +184,20 @@ def test_the_sql_view_lists_every_request_as_the_api_does(store):
         row["stream"] = bool(row["stream"])
         assert {k: row[k] for k in COLUMNS if k != "latency_ms"} == {k: want[k] for k in COLUMNS if k != "latency_ms"}
         assert row["latency_ms"] == pytest.approx(want["latency_ms"])
+
+
+def test_a_page_holds_at_most_page_bytes_of_content_and_every_request_in_order():
+    """Big bodies (each cut at CONTENT_CAP) split a batch into more pages, so a read of one
+    body loads at most PAGE_BYTES; nothing is lost or reordered."""
+    records = []
+    for i in range(200):
+        record = RequestRecord("chat", content=True)
+        record.wall_started = T0 / 1000 + i / 10_000  # all within one page's span
+        record.status, record.request_body, record.response_body = 200, b"q" * 10**6, b"a%d" % i + b" " * 10**6
+        records.append(log_entry(record, record.started, None))
+    pages, refused = build_pages(records, "p-", 1, "node")
+    assert refused == 0 and [page.row_count for page in pages] == [64, 64, 64, 8]  # 128 KiB each
+    assert all(len(page.content) <= PAGE_BYTES for page in pages)
+    rows = [row for page in pages for row in page_rows(page.id_prefix, page.first_row, page.node_id, page.rows, page.content)]
+    assert [row["response"].rstrip() for row in rows] == [f"a{i}" for i in range(200)]
+    assert [row["id"] for row in rows] == [f"p-{i:x}" for i in range(1, 201)]

@@ -1,5 +1,6 @@
 """The request log store and GET /api/logs, on SQLite and PostgreSQL."""
 
+import base64
 import time
 
 import openai
@@ -100,6 +101,10 @@ def test_bad_query_parameters_are_400(gateway):
     assert status == 400 and body["error"]["param"] == "limit"
     status, _, body = http_json("GET", gateway.url + "/api/logs?cursor=%%%", headers=ADMIN)
     assert status == 400 and body["error"]["param"] == "cursor"
+    for forged in (f"{10**30}:x", "-5:x", "5:" + "x" * 1000):  # well-formed, but no cursor of ours: not a 5xx
+        cursor = base64.urlsafe_b64encode(forged.encode()).decode()
+        status, _, body = http_json("GET", gateway.url + f"/api/logs?cursor={cursor}", headers=ADMIN)
+        assert status == 400 and body["error"]["param"] == "cursor", forged
     status, _, body = http_json("GET", gateway.url + "/api/logs?start=yesterday", headers=ADMIN)
     assert status == 400 and body["error"]["param"] == "start"
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
-from itertools import islice
+from itertools import accumulate, islice
 from operator import itemgetter, le
 from typing import Any
 
@@ -30,6 +30,8 @@ import orjson
 # requests before some time looks only at the pages around it (a batch is written when its
 # requests end, so a long stream would otherwise stretch a page over minutes).
 PAGE_SPAN_MS = 250
+PAGE_BYTES = 8 << 20  # and at most this much content (64 requests with both bodies at their
+# 64 KiB cap): a read that wants one request's body loads its page's
 FIELDS = ("wall_s", "seconds", "virtual_key_id", "provider", "model", "endpoint", "stream", "status",
           "prompt_tokens", "completion_tokens", "cost", "error_type", "request_bytes", "response_bytes")
 
@@ -80,11 +82,13 @@ def build_pages(entries: list[tuple], id_prefix: str, first_row: int, node_id: s
         entries = list(map(entries.__getitem__, order))
         fields = list(map(_FIELDS, entries))
         walls = list(map(_WALL, fields))
+    sizes = list(accumulate(map(len, map(_CONTENT, entries)), initial=0))  # content before each
     pages = []
     refused = 0
     start = 0
     while start < len(walls):
         end = bisect_right(walls, walls[start] + PAGE_SPAN_MS / 1000, lo=start)
+        end = min(end, max(start + 1, bisect_right(sizes, sizes[start] + PAGE_BYTES, lo=start) - 1))
         page, lost = _build_page(entries[start:end], fields[start:end], id_prefix, first_row + start, node_id)
         refused += lost
         if page is not None:

@@ -36,9 +36,12 @@ def encode_cursor(ts: int, row_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         ts, _, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        return int(ts), row_id
+        at = int(ts)
     except (ValueError, UnicodeDecodeError):
         raise ValueError("cursor is not one this API returned") from None
+    if not 0 <= at < 2**62 or len(row_id) > 200:  # (a BIGINT column, an id of ours)
+        raise ValueError("cursor is not one this API returned")
+    return at, row_id
 
 
 async def _legacy_rows(db: Database, filters: dict[str, Any], limit: int, cursor: str | None, with_content: bool) -> list[dict]:
