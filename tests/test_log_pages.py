@@ -24,8 +24,8 @@ KEYS = (None, "vk-1", "vk-2")
 
 
 def requests(seed: int, n: int = 500) -> list[tuple[float, tuple]]:
-    """(when it ended, its finished record): started at even milliseconds, mostly short, one
-    in ten up to a minute long."""
+    """(when it ended, its log entry): started at even milliseconds, mostly short, one in
+    ten a stream of up to a minute."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -38,8 +38,7 @@ def requests(seed: int, n: int = 500) -> list[tuple[float, tuple]]:
         record.status = rng.choice((200, 200, 200, 429, 502))
         record.request_body, record.response_body = f'{{"q":{i}}}'.encode(), f'{{"a":{i}}}'.encode()
         took = rng.uniform(1, 60) if rng.random() < 0.1 else rng.uniform(0.001, 0.5)
-        record.ended = record.started + took
-        out.append((record.wall_started + took, record))
+        out.append((record.wall_started + took, log_entry(record, record.started + took, None)))
     return out
 
 
@@ -72,7 +71,7 @@ def store(request, tmp_path):
 
     asyncio.run(prepare())
     sink = open_sink()
-    writer = LogWriter(lambda: sink, "node-a", "p-", make_entry=log_entry)
+    writer = LogWriter(lambda: sink, "node-a", "p-")
     ended = [e for _, e in sorted(requests(7), key=lambda r: r[0])]
     rng = random.Random(3)
     pages = []
@@ -195,8 +194,7 @@ def test_a_page_holds_at_most_page_bytes_of_content_and_every_request_in_order()
         record = RequestRecord("chat", content=True)
         record.wall_started = T0 / 1000 + i / 10_000  # all within one page's span
         record.status, record.request_body, record.response_body = 200, b"q" * 10**6, b"a%d" % i + b" " * 10**6
-        record.ended = record.started
-        records.append(log_entry(record))
+        records.append(log_entry(record, record.started, None))
     pages, refused = build_pages(records, "p-", 1, "node")
     assert refused == 0 and [page.row_count for page in pages] == [64, 64, 64, 8]  # 128 KiB each
     assert all(len(page.content) <= PAGE_BYTES for page in pages)

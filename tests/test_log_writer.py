@@ -7,13 +7,12 @@ reading pages back with filters and cursors: test_log_pages.py.)
 import asyncio
 import sqlite3
 import time
-from functools import partial
 
 import psycopg
 import pytest
 
 from rainbridge.config.schema import StoreSettings
-from rainbridge.gateway.record import CONTENT_CAP, RequestRecord, log_entry
+from rainbridge.gateway.record import RequestRecord, log_entry
 from rainbridge.store.db import PostgresDatabase, SQLiteDatabase
 from rainbridge.store.log_pages import page_rows
 from rainbridge.store.log_sinks import PostgresSink, SQLiteSink, Unreachable
@@ -23,8 +22,8 @@ from rainbridge.telemetry.health import log_writer_families
 
 
 def entry(n, model="gpt-4o", request=b'{"messages":[]}', response=b'{"choices":[]}', prompt=12, vk=None):
-    """A finished request's record, as the gateway queues it (``n`` goes in the status;
-    ``response`` a list: a stream's frames); the writer makes its entry (``log_entry``)."""
+    """One entry as the gateway makes it (``gateway.record.log_entry``); ``n`` goes in the
+    status; ``response`` a list: a stream's frames."""
     record = RequestRecord("chat", content=True)
     record.provider, record.model, record.status, record.virtual_key_id = "openai", model, 200 + n % 300, vk
     record.prompt_tokens, record.completion_tokens = prompt, 3
@@ -33,11 +32,7 @@ def entry(n, model="gpt-4o", request=b'{"messages":[]}', response=b'{"choices":[
         record.stream, record.stream_parts = True, response
     else:
         record.response_body = response
-    record.ended = record.started + 0.002
-    return record
-
-
-Writer = partial(LogWriter, make_entry=log_entry)  # as the gateway makes it
+    return log_entry(record, record.started + 0.002, None)
 
 
 def page_of(writer, entries):
@@ -107,7 +102,7 @@ def test_sqlite_batch_is_all_or_nothing(tmp_path):
     path = tmp_path / "logs.db"
     asyncio.run(_migrate(SQLiteDatabase(path)))
     sink = SQLiteSink(path)
-    writer = Writer(lambda: sink, "node-a", "p-")
+    writer = LogWriter(lambda: sink, "node-a", "p-")
     pages = sink.conn.execute("PRAGMA page_count").fetchone()[0]
     sink.conn.execute(f"PRAGMA max_page_count={pages + 20}")  # room for some rows, not 300
     batch = [page_of(writer, [entry(i, request=b"x" * 2000, vk=f"vk-{i % 3}") for i in range(150)]) for _ in range(2)]
@@ -132,7 +127,7 @@ def test_writer_keeps_a_failed_batch_and_writes_it_once_the_store_recovers(tmp_p
     pages = sink.conn.execute("PRAGMA page_count").fetchone()[0]
     sink.conn.execute(f"PRAGMA max_page_count={pages + 5}")
     sinks = iter([sink])  # then, reconnecting after the failure, sinks without the limit
-    writer = Writer(lambda: next(sinks, None) or SQLiteSink(path), "node-a", "p-", interval_s=0.05)
+    writer = LogWriter(lambda: next(sinks, None) or SQLiteSink(path), "node-a", "p-", interval_s=0.05)
 
     async def go():
         writer.start()
@@ -153,7 +148,7 @@ def test_writer_keeps_a_failed_batch_and_writes_it_once_the_store_recovers(tmp_p
 def test_stop_drains_every_queued_row(sink_factory):
     _, open_sink, query = sink_factory
     # An interval far longer than the test: only the stop can have written them.
-    writer = Writer(open_sink, "node-a", "p-", interval_s=60.0, batch_rows=700)
+    writer = LogWriter(open_sink, "node-a", "p-", interval_s=60.0, batch_rows=700)
     run_writer(writer, [entry(i) for i in range(5000)])
     assert count(query) == 5000
     assert writer.written == 5000 and writer.dropped == 0 and writer.depth == 0
@@ -162,11 +157,11 @@ def test_stop_drains_every_queued_row(sink_factory):
 
 def test_a_full_queue_drops_the_newest_entries_and_counts_them(sink_factory):
     _, open_sink, query = sink_factory
-    writer = Writer(open_sink, "node-a", "p-", queue_size=10)
+    writer = LogWriter(open_sink, "node-a", "p-", queue_size=10)
     for i in range(15):  # not started yet: nothing drains the queue
         writer.record(entry(i))
     assert writer.full == 5 and len(writer.queue) == 10
-    assert [record.status for record in writer.queue] == [200 + i for i in range(10)]  # the oldest kept
+    assert [fields[7] for fields, _ in writer.queue] == [200 + i for i in range(10)]  # the oldest kept
     run_writer(writer, [])
     assert sorted(row["status"] for row in stored(query)) == [200 + i for i in range(10)]
     families = {f.name: f.samples[0].value for f in log_writer_families(writer)}
@@ -190,7 +185,7 @@ def test_hostile_values_never_stop_the_writer(sink_factory):
         entry(6, request=b"\x00" * 10, response=b"ok \x00 nul bytes"),  # NUL in content
     ]
     good = [entry(100 + i) for i in range(50)]
-    writer = Writer(open_sink, "node-a", "p-", interval_s=0.05)
+    writer = LogWriter(open_sink, "node-a", "p-", interval_s=0.05)
     run_writer(writer, good[:25] + hostile + good[25:])
     assert writer.refused == 2 and writer.written == 54
     rows = {row["status"]: row for row in stored(query)}
@@ -200,7 +195,7 @@ def test_hostile_values_never_stop_the_writer(sink_factory):
     assert rows[206]["request"] == "\x00" * 10 and rows[206]["response"] == "ok \x00 nul bytes"
     assert rows[300]["request"] == '{"messages":[]}' and rows[300]["response"] == '{"choices":[]}'
     # and it still writes afterwards
-    later = Writer(open_sink, "node-a", "q-", interval_s=0.05)
+    later = LogWriter(open_sink, "node-a", "q-", interval_s=0.05)
     run_writer(later, [entry(250)])
     assert later.written == 1 and count(query) == writer.written + 1
 
@@ -212,7 +207,7 @@ def test_a_page_the_store_refuses_is_dropped_and_counted_and_the_writer_goes_on(
     asyncio.run(_migrate(SQLiteDatabase(path)))
     sink = SQLiteSink(path)
     sink.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 50_000)
-    writer = Writer(lambda: sink, "node-a", "p-", interval_s=0.05)
+    writer = LogWriter(lambda: sink, "node-a", "p-", interval_s=0.05)
 
     async def go():
         writer.start()
@@ -234,7 +229,7 @@ def test_a_page_written_twice_is_stored_once(sink_factory):
     too; the pages around it are written."""
     _, open_sink, query = sink_factory
     sink = open_sink()
-    writer = Writer(lambda: sink, "node-a", "p-")
+    writer = LogWriter(lambda: sink, "node-a", "p-")
     first = page_of(writer, [entry(i, vk="vk-1") for i in range(100)])
     sink.write([first])
     second = page_of(writer, [entry(i, vk="vk-2") for i in range(100, 150)])
@@ -251,7 +246,7 @@ def test_postgres_unreachable_keeps_the_batch(pg_database):
     settings = StoreSettings(dsn=pg_database)
     asyncio.run(_migrate(PostgresDatabase(settings)))
     sink = PostgresSink(settings, "test")
-    writer = Writer(lambda: sink, "node-a", "p-")
+    writer = LogWriter(lambda: sink, "node-a", "p-")
     page = page_of(writer, [entry(i, vk="vk-1") for i in range(10)])
     sink.conn.close()  # as if the server had gone away
     with pytest.raises(Unreachable):
@@ -286,7 +281,7 @@ def test_rows_arriving_during_a_write_wait_for_the_next_interval(tmp_path):
             time.sleep(0.05)  # a database that takes its time: entries arrive meanwhile
             return super().write(pages)
 
-    writer = Writer(lambda: Counting(path), "node-a", "p-", interval_s=0.3)
+    writer = LogWriter(lambda: Counting(path), "node-a", "p-", interval_s=0.3)
 
     async def go():
         writer.start()
@@ -310,32 +305,14 @@ def test_content_is_stored_as_the_bytes_that_came(sink_factory):
     logged without content has none (not an empty body)."""
     _, open_sink, query = sink_factory
     sink = open_sink()
-    writer = Writer(lambda: sink, "node-a", "p-")
+    writer = LogWriter(lambda: sink, "node-a", "p-")
     text = '{"content":"héllo ✓ 日本 \U0001f600"}'
     quiet = RequestRecord("chat", content=False)
-    quiet.status, quiet.request_body, quiet.response_body, quiet.ended = 299, b"secret", b"answer", quiet.started
+    quiet.status, quiet.request_body, quiet.response_body = 299, b"secret", b"answer"
     sink.write([page_of(writer, [entry(1, request=text.encode(), response=[b"data: \xc3\xa9", b"[DONE]"]),
-                                 quiet, entry(2, request=b"", response=b"x")])])
+                                 log_entry(quiet, quiet.started, None), entry(2, request=b"", response=b"x")])])
     sink.close()
     first, second, third = sorted(stored(query), key=lambda row: row["status"])  # 201, 202, 299
     assert (first["request"], first["response"]) == (text, "data: é\n[DONE]") and first["stream"] is True
     assert (second["request"], second["response"]) == ("", "x")
     assert (third["request"], third["response"]) == (None, None)
-
-
-def test_tokens_the_request_path_did_not_read_come_from_the_whole_answer(sink_factory):
-    """Without governance the event loop reads no usage: the writer thread reads it from the
-    answer (all of it, also past the content kept), and a stream keeps what it saw."""
-    _, open_sink, query = sink_factory
-    usage = b'"usage":{"prompt_tokens":17,"completion_tokens":4,"total_tokens":21}}'
-    big = b'{"choices":[{"message":{"content":"' + b"w" * (CONTENT_CAP + 1000) + b'"}}],' + usage
-    records = [entry(1, prompt=None, response=b'{"choices":[],' + usage), entry(2, prompt=None, response=big),
-               entry(3, prompt=None, response=b'{"error":{"message":"no"}}'), entry(4, prompt=None, response=[b"data: x"])]
-    for record in records:
-        record.completion_tokens = None
-    records[3].completion_tokens = 9  # (a stream counted its own on the way)
-    run_writer(Writer(open_sink, "node-a", "p-", interval_s=0.05), records)
-    tokens = {row["status"]: (row["prompt_tokens"], row["completion_tokens"]) for row in stored(query)}
-    assert tokens == {201: (17, 4), 202: (17, 4), 203: (None, None), 204: (None, 9)}
-    big_row = next(row for row in stored(query) if row["status"] == 202)
-    assert len(big_row["response"]) == CONTENT_CAP

@@ -274,8 +274,7 @@ class Gateway:
             open_sink = partial(PostgresSink, db.settings, db.location)
         else:
             open_sink = partial(SQLiteSink, db.path)
-        self.log_writer = LogWriter(open_sink, self.node_id, log_id_prefix(), make_entry=log_entry,
-                                    interval_s=flush_interval(os.environ),
+        self.log_writer = LogWriter(open_sink, self.node_id, log_id_prefix(), interval_s=flush_interval(os.environ),
                                     retention_days=self.config.client.log_retention_days)
         self.log_writer.start()
 
@@ -453,9 +452,8 @@ class Gateway:
             if metrics is not None:  # tokens read from the answer in bulk, later (telemetry/requests.py)
                 metrics.observe(record, time.perf_counter(), None)
             return
-        if (admission is not None or span is not None) and record.prompt_tokens is None \
-                and record.completion_tokens is None and record.response_body is not None:
-            found = extract_usage(record.response_body)  # (streams saw theirs on the way; the log's: its writer)
+        if record.prompt_tokens is None and record.completion_tokens is None and record.response_body is not None:
+            found = extract_usage(record.response_body)  # (streams saw theirs on the way)
             if found is not None:
                 record.prompt_tokens, record.completion_tokens = found
         cost = None
@@ -467,8 +465,7 @@ class Gateway:
         if metrics is not None:
             metrics.observe(record, time.perf_counter(), cost)
         if writer is not None:
-            record.ended, record.cost = time.perf_counter(), cost
-            writer.record(record)  # (its writer thread makes the entry: log_entry)
+            writer.record(log_entry(record, time.perf_counter(), cost))
         if span is not None:
             record.span = None
             self.tracing.end_request(span, record, cost)  # type: ignore[union-attr]

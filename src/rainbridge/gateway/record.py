@@ -26,9 +26,7 @@ class RequestRecord:
         "admission",
         "completion_tokens",
         "content",
-        "cost",
         "dims",
-        "ended",
         "endpoint",
         "error_type",
         "fall_back",
@@ -87,8 +85,6 @@ class RequestRecord:
         self.text_bytes = 0  # bytes of completion text relayed on a governed stream
         self.stream_done = False  # every frame of the stream was relayed (its usage too)
         self.finished = False  # Gateway.finish ran: settled and logged once
-        self.ended = 0.0  # perf_counter() when it finished (set for the log)
-        self.cost: float | None = None  # what governance charged (set for the log)
         self.response_body: bytes | None = None
         self.stream_parts: list[bytes] | None = None
         self.admission = None  # governance.engine.Admission when a virtual key was admitted
@@ -183,19 +179,12 @@ def log_id_prefix() -> str:
     return f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}-"
 
 
-def log_entry(record: RequestRecord) -> tuple[tuple, bytes]:
-    """A finished request's ``(fields, content)`` as ``store.log_pages`` stores them (raw
-    values: seconds; ids are the writer's). Called by the log writer's thread, a batch at a
-    time: the event loop only queues the record (here, in one warm loop, the usage scan and
-    the copy cost a third of what they cost between requests on the loop). ``content`` is
-    the request body then the response body (a stream's frames joined by newlines), each
-    cut to ``CONTENT_CAP``; their lengths are the last two fields (-1: not kept). Tokens the
-    request path did not read come from the whole answer (``extract_usage``)."""
-    prompt, completion = record.prompt_tokens, record.completion_tokens
-    if prompt is None and completion is None and record.response_body is not None:
-        found = extract_usage(record.response_body)
-        if found is not None:
-            prompt, completion = found
+def log_entry(record: RequestRecord, now: float, cost: float | None) -> tuple[tuple, bytes]:
+    """What the event loop hands the log writer: ``(fields, content)`` as ``store.log_pages``
+    stores them (raw values: seconds; ids are the writer's). ``content`` is the request body
+    then the response body (a stream's frames joined by newlines), each cut to
+    ``CONTENT_CAP``; their lengths are the last two fields (-1: not kept). One copy here
+    lets the bodies go at once instead of when the writer is done with them."""
     request_bytes = response_bytes = -1
     content = b""
     if record.content:
@@ -212,8 +201,8 @@ def log_entry(record: RequestRecord) -> tuple[tuple, bytes]:
             content = response if request is None else request + response
         elif request is not None:
             content = request
-    return ((record.wall_started, record.ended - record.started, record.virtual_key_id, record.provider, record.model,
-             record.endpoint, record.stream, record.status, prompt, completion, record.cost,
+    return ((record.wall_started, now - record.started, record.virtual_key_id, record.provider, record.model,
+             record.endpoint, record.stream, record.status, record.prompt_tokens, record.completion_tokens, cost,
              record.error_type, request_bytes, response_bytes), content)
 
 

@@ -1,8 +1,8 @@
 """The request log's writer: the event loop only appends; a plain thread writes pages.
 
 ``LogWriter.record`` runs on the event loop and does one bounded ``deque.append`` of the
-finished request's record; no lock, no wake-up, no await; the thread turns records into
-entries (``make_entry``: ``gateway.record.log_entry``) a batch at a time. When the queue is full the entry is dropped and counted. A thread with its own
+``(fields, content)`` pair ``gateway.record.log_entry`` built; no lock, no wake-up, no
+await. When the queue is full the entry is dropped and counted. A thread with its own
 synchronous connection (``log_sinks``) wakes every ``interval_s`` and writes what is queued,
 up to ``batch_rows`` entries a transaction, as pages (``log_pages``: the requests that
 started within a quarter of a second of each other): a page is one orjson call and one row
@@ -22,7 +22,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from .log_pages import Page, build_pages
 from .log_sinks import Refused, Sink, Unreachable
@@ -53,11 +52,8 @@ def flush_interval(environ: Mapping[str, str]) -> float:
 
 class LogWriter:
     def __init__(self, open_sink: Callable[[], Sink], node_id: str, id_prefix: str, queue_size: int = 10_000,
-                 batch_rows: int = 512, interval_s: float = FLUSH_DEFAULT_S, retention_days: int = 365,
-                 make_entry: Callable[[Any], tuple] | None = None):
+                 batch_rows: int = 512, interval_s: float = FLUSH_DEFAULT_S, retention_days: int = 365):
         self.open_sink = open_sink  # called in the writer thread: the connection is its own
-        # queued item -> (fields, content); None: items are entries already
-        self.make_entry = make_entry
         self.node_id = node_id
         self.id_prefix = id_prefix  # + a hex counter: unique, time-ordered-enough ids
         self.queue: deque[tuple] = deque()
@@ -85,8 +81,8 @@ class LogWriter:
         pending = self.pending
         return len(self.queue) + (sum(page.row_count for page in pending) if pending else 0)
 
-    def record(self, entry: Any) -> None:
-        """On the event loop: queue one finished request; drop and count it when the queue is full."""
+    def record(self, entry: tuple) -> None:
+        """On the event loop: queue one entry; drop and count it when the queue is full."""
         queue = self.queue
         if len(queue) < self.queue_size:
             queue.append(entry)
@@ -179,26 +175,13 @@ class LogWriter:
                     log.warning("request log: %d entries refused by the store: %s", count, exc)
             self.pending = None
 
-    def _pages(self, entries: list[Any]) -> list[Page]:
-        """Queued items -> pages; the ones that cannot be encoded are counted as refused."""
-        if self.make_entry is not None:
-            entries = self._entries(entries)
+    def _pages(self, entries: list[tuple]) -> list[Page]:
+        """Entries -> pages; the ones that cannot be encoded are counted as refused."""
         first = self._count + 1
         self._count += len(entries)
         pages, refused = build_pages(entries, self.id_prefix, first, self.node_id)
         self.refused += refused
         return pages
-
-    def _entries(self, items: list[Any]) -> list[tuple]:
-        make = self.make_entry
-        entries = []
-        for item in items:
-            try:
-                entries.append(make(item))  # type: ignore[misc]
-            except Exception:  # a bug: this request's entry lost, not the batch
-                self.refused += 1
-                log.exception("request log: an entry could not be made")
-        return entries
 
     def _cleanup(self, sink: Sink) -> None:
         cutoff = int((time.time() - self.retention_days * 86400) * 1000)
