@@ -4,8 +4,8 @@ Requests are written off the request path by ``log_writer.LogWriter`` (a thread 
 as pages (``log_pages``: a batch of requests per row). A read walks the pages newest first
 by their latest request start (``max_ts``) and decodes them; a page whose latest start is
 older than the ``limit + 1``-th newest request found so far cannot hold a newer one, so the
-walk stops there (requests of a page are not in start order: a long stream is written when
-it ends). Rows of the request-per-row table of schema versions 1-2 (``request_logs``) are
+walk stops there (pages of different batches overlap in start time: a long stream is
+written when it ends). Rows of the request-per-row table of schema versions 1-2 (``request_logs``) are
 read with SQL as before and merged. A walk decodes at most ``SCAN_PAGES`` pages: a filter
 that matches little in a large log returns what it found newer than where it stopped and a
 cursor to go on from there.
@@ -44,33 +44,51 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return at, row_id
 
 
-async def _legacy_rows(db: Database, filters: dict[str, Any], limit: int, cursor: str | None, with_content: bool) -> list[dict]:
+class _Where:
+    """WHERE clauses with ``$n`` placeholders, numbered as values are added ("?" each)."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.args: list[Any] = []
+
+    def add(self, clause: str, *values: Any) -> None:
+        for value in values:
+            self.args.append(value)
+            clause = clause.replace("?", f"${len(self.args)}", 1)
+        self.clauses.append(clause)
+
+    def before(self, ts_column: str, id_column: str, ts: int, row_id: str) -> None:
+        """Keyset: what sorts before (ts, id), newest first."""
+        self.add(f"({ts_column} < ? OR ({ts_column} = ? AND {id_column} < ?))", ts, ts, row_id)
+
+    def copy(self) -> _Where:
+        other = _Where()
+        other.clauses, other.args = list(self.clauses), list(self.args)
+        return other
+
+    def sql(self) -> str:
+        return " WHERE " + " AND ".join(self.clauses) if self.clauses else ""
+
+
+async def _legacy_rows(db: Database, filters: dict[str, Any], limit: int, before: tuple[int, str] | None,
+                       with_content: bool) -> list[dict]:
     """The newest ``limit + 1`` matching rows of the request-per-row table (schema 1-2)."""
-    where, args = [], []
-
-    def add(clause: str, value: Any) -> None:
-        args.append(value)
-        where.append(clause.replace("?", f"${len(args)}"))
-
+    where = _Where()
     if filters.get("start_ms") is not None:
-        add("ts >= ?", filters["start_ms"])
+        where.add("ts >= ?", filters["start_ms"])
     if filters.get("end_ms") is not None:
-        add("ts < ?", filters["end_ms"])
+        where.add("ts < ?", filters["end_ms"])
     for column in ("provider", "model", "virtual_key_id", "status"):
         if filters.get(column) is not None:
-            add(f"{column} = ?", filters[column])
+            where.add(f"{column} = ?", filters[column])
     if filters.get("errors_only"):
-        where.append("status >= 400")
-    if cursor:
-        ts, row_id = decode_cursor(cursor)
-        args.extend((ts, row_id))
-        where.append(f"(ts < ${len(args) - 1} OR (ts = ${len(args) - 1} AND id < ${len(args)}))")
+        where.add("status >= 400")
+    if before is not None:
+        where.before("ts", "id", *before)
     columns = COLUMNS if with_content else COLUMNS[:-2]
-    sql = f"SELECT {', '.join(columns)} FROM request_logs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    args.append(limit + 1)
-    sql += f" ORDER BY ts DESC, id DESC LIMIT ${len(args)}"
+    where.args.append(limit + 1)
+    sql = f"SELECT {', '.join(columns)} FROM request_logs{where.sql()} ORDER BY ts DESC, id DESC LIMIT ${len(where.args)}"
+    args = where.args
     rows = await db.fetch(sql, *args)
     for row in rows:
         row["stream"] = bool(row["stream"])
@@ -107,39 +125,31 @@ def _newest_first(row: dict) -> tuple[int, str]:
 async def _page_walk(db: Database, filters: dict[str, Any], limit: int, before: tuple[int, str] | None) -> tuple[list[dict], int | None]:
     """(the newest ``limit + 1`` matching rows of the pages, the ``max_ts`` the walk stopped
     at when it hit ``SCAN_PAGES`` first, else None: every row newer than that was seen)."""
-    where, args = [], []
-
-    def add(clause: str, value: Any) -> None:
-        args.append(value)
-        where.append(clause.replace("?", f"${len(args)}"))
-
+    where = _Where()
     vk = filters.get("virtual_key_id")
     source = "request_log_pages p"
     if vk is not None:  # the key's pages, by their own index
         source += " JOIN request_log_page_keys k ON k.page_id = p.id AND k.max_ts = p.max_ts"
-        add("k.virtual_key_id = ?", vk)
+        where.add("k.virtual_key_id = ?", vk)
     if filters.get("start_ms") is not None:
-        add("p.max_ts >= ?", filters["start_ms"])
+        where.add("p.max_ts >= ?", filters["start_ms"])
     if filters.get("end_ms") is not None:
-        add("p.min_ts < ?", filters["end_ms"])
+        where.add("p.min_ts < ?", filters["end_ms"])
     if before is not None:
-        add("p.min_ts <= ?", before[0])
+        where.add("p.min_ts <= ?", before[0])
     status = filters.get("status")
     if filters.get("errors_only") or (status is not None and status >= 400):
-        where.append("p.errors > 0")
+        where.add("p.errors > 0")
     order = "k.max_ts DESC, k.page_id DESC" if vk is not None else "p.max_ts DESC, p.id DESC"
     found: list[dict] = []
     last: tuple[int, str] | None = None
     scanned = 0
     while True:
-        clauses, params = list(where), list(args)
+        step = where.copy()
         if last is not None:
-            n = len(params)
-            params.extend(last)
-            clauses.append(f"(p.max_ts < ${n + 1} OR (p.max_ts = ${n + 1} AND p.id < ${n + 2}))")
-        sql = f"SELECT p.id, p.id_prefix, p.first_row, p.node_id, p.max_ts, p.rows FROM {source}"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
+            step.before("p.max_ts", "p.id", *last)
+        sql = f"SELECT p.id, p.id_prefix, p.first_row, p.node_id, p.max_ts, p.rows FROM {source}{step.sql()}"
+        params = step.args
         pages = await db.fetch(f"{sql} ORDER BY {order} LIMIT {PAGES_PER_FETCH}", *params)
         for page in pages:
             found.extend(_matching(page, filters, before))
@@ -176,7 +186,7 @@ async def _with_content(db: Database, rows: list[dict]) -> None:
 async def query_logs(db: Database, filters: dict[str, Any], limit: int, cursor: str | None, with_content: bool = False) -> tuple[list[dict], str | None]:
     """Newest first. ``filters``: start_ms, end_ms, provider, model, virtual_key_id, status, errors_only."""
     before = decode_cursor(cursor) if cursor else None
-    legacy = await _legacy_rows(db, filters, limit, cursor, with_content)
+    legacy = await _legacy_rows(db, filters, limit, before, with_content)
     paged, stopped_at = await _page_walk(db, filters, limit, before)
     rows = sorted(legacy + paged, key=_newest_first, reverse=True)
     if stopped_at is not None:  # only what is newer than where the walk stopped is complete
