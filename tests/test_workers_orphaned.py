@@ -35,6 +35,8 @@ def test_workers_of_a_sigkilled_supervisor_drain_and_exit(tmp_path, mock):
     try:
         eventually(lambda: len(children(gw.proc.pid)) == 2 or children(gw.proc.pid), 20, "two workers")
         workers = children(gw.proc.pid)
+        # both serving (a worker orphaned while still starting up has nothing to drain)
+        eventually(lambda: gw.log().count("serving on http") == 2 or gw.log()[-2000:], 20, "both workers serving")
         assert gw.stop(signal.SIGKILL) == -signal.SIGKILL
         eventually(lambda: not any(running(w) for w in workers) or {w for w in workers if running(w)},
                    20, "every orphaned worker exited")
