@@ -2,7 +2,7 @@
 a real PostgreSQL: every ``/api/logs`` answer, followed cursor by cursor, equals a plain sort
 of every stored request with the same filter — with requests out of start order across pages
 (a long stream is written when it ends), rows of the request-per-row table of schema 1-2
-mixed in, and walks cut short by ``SCAN_PAGES``."""
+mixed in, and walks cut short by ``SCAN_ROWS``."""
 
 import asyncio
 import random
@@ -133,10 +133,11 @@ def test_every_answer_followed_by_its_cursor_is_the_sorted_log(store, filters):
 
 
 def test_walks_cut_short_by_the_scan_budget_still_list_everything_in_order(store, monkeypatch):
-    """With a budget of 3 pages a read, an answer may hold fewer rows than asked for (even
-    none), but following the cursors lists exactly the sorted log."""
+    """With a budget of one decoded request a read (every fetch of pages ends the walk), an
+    answer may hold fewer rows than asked for (even none), but following the cursors lists
+    exactly the sorted log."""
     db, everything = store
-    monkeypatch.setattr(request_log, "SCAN_PAGES", 3)
+    monkeypatch.setattr(request_log, "SCAN_ROWS", 1)
     monkeypatch.setattr(request_log, "PAGES_PER_FETCH", 2)
     for filters in (FILTERS[0], FILTERS[1], FILTERS[5]):
         assert [r["id"] for r in follow(db, filters, 10)] == expected(everything, filters), filters

@@ -5,6 +5,7 @@ reading pages back with filters and cursors: test_log_pages.py.)
 """
 
 import asyncio
+import itertools
 import sqlite3
 import time
 
@@ -16,7 +17,13 @@ from rainbridge.gateway.record import RequestRecord, log_entry
 from rainbridge.store.db import PostgresDatabase, SQLiteDatabase
 from rainbridge.store.log_pages import page_rows
 from rainbridge.store.log_sinks import PostgresSink, SQLiteSink, Unreachable
-from rainbridge.store.log_writer import FLUSH_ENV, LogWriter, flush_interval
+from rainbridge.store.log_writer import (
+    BATCH_PAUSE_S,
+    FLUSH_ENV,
+    MAX_BATCHES,
+    LogWriter,
+    flush_interval,
+)
 from rainbridge.store.migrate import migrate
 from rainbridge.telemetry.health import log_writer_families
 
@@ -281,7 +288,8 @@ def test_rows_arriving_during_a_write_wait_for_the_next_interval(tmp_path):
             time.sleep(0.05)  # a database that takes its time: entries arrive meanwhile
             return super().write(pages)
 
-    writer = LogWriter(lambda: Counting(path), "node-a", "p-", interval_s=0.3)
+    # (batches large enough that a gathering is one write: this is about the gathering)
+    writer = LogWriter(lambda: Counting(path), "node-a", "p-", interval_s=0.3, batch_rows=5000)
 
     async def go():
         writer.start()
@@ -297,6 +305,61 @@ def test_rows_arriving_during_a_write_wait_for_the_next_interval(tmp_path):
     total = asyncio.run(go())
     assert sum(batches) == total
     assert len(batches) <= 1.5 / 0.3 + 2, batches  # one write per interval (+ the drain)
+
+
+def test_a_gathering_is_written_in_batches_with_pauses_between_them(tmp_path):
+    """One gathering of 55 entries, batches of 10: six transactions, not one burst; between
+    two of them the writer gives the CPU up for ``BATCH_PAUSE_S`` (the interval is long
+    enough for the full pause). Every entry is written, once."""
+    path = tmp_path / "logs.db"
+    asyncio.run(_migrate(SQLiteDatabase(path)))
+    writes = []
+
+    class Timed(SQLiteSink):
+        def write(self, pages):
+            writes.append((time.monotonic(), sum(page.row_count for page in pages)))
+            return super().write(pages)
+
+    writer = LogWriter(lambda: Timed(path), "node-a", "p-", interval_s=0.2, batch_rows=10)
+
+    async def go():
+        for i in range(55):
+            writer.record(entry(i))
+        writer.start()  # (gathers for 0.2 s, then writes the 55)
+        deadline = time.monotonic() + 10
+        while writer.written < 55 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await writer.stop(10)
+
+    asyncio.run(go())
+    assert [n for _, n in writes] == [10, 10, 10, 10, 10, 5]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(writes)]
+    assert min(gaps) >= BATCH_PAUSE_S * 0.9, gaps
+    assert sorted(row["status"] for row in stored(lambda sql: sqlite3.connect(path).execute(sql).fetchall())) == \
+        [200 + i for i in range(55)]
+
+
+def test_under_heavy_load_batches_grow_instead_of_multiplying(tmp_path):
+    """A gathering of more than ``MAX_BATCHES`` batches is written in ``MAX_BATCHES``
+    larger ones (each transaction has a cost of its own), all entries once."""
+    path = tmp_path / "logs.db"
+    asyncio.run(_migrate(SQLiteDatabase(path)))
+    sizes = []
+
+    class Counting(SQLiteSink):
+        def write(self, pages):
+            sizes.append(sum(page.row_count for page in pages))
+            return super().write(pages)
+
+    writer = LogWriter(lambda: Counting(path), "node-a", "p-", interval_s=0.2, batch_rows=10)
+    n = 10 * MAX_BATCHES * 3 + 7  # three times a gathering's batches
+    for i in range(n):
+        writer.record(entry(i))
+    # A full gathering's batches are waiting: the writer goes at once, no gathering wait.
+    run_writer(writer, [])
+    size = -(-n // MAX_BATCHES)
+    assert sizes == [size] * (MAX_BATCHES - 1) + [n - size * (MAX_BATCHES - 1)], sizes
+    assert count(lambda sql: sqlite3.connect(path).execute(sql).fetchall()) == n
 
 
 def test_content_is_stored_as_the_bytes_that_came(sink_factory):

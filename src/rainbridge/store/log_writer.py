@@ -4,10 +4,13 @@
 ``(fields, content)`` pair ``gateway.record.log_entry`` built; no lock, no wake-up, no
 await. When the queue is full the entry is dropped and counted. A thread with its own
 synchronous connection (``log_sinks``) wakes every ``interval_s`` and writes what is queued,
-up to ``batch_rows`` entries a transaction, as pages (``log_pages``: the requests that
+``batch_rows`` entries a transaction, as pages (``log_pages``: the requests that
 started within a quarter of a second of each other): a page is one orjson call and one row
 for the database, so a request costs the writer about a microsecond, and the thread's
-database I/O runs without the GIL. Pages that cannot be written because the database is
+database I/O runs without the GIL. The batches of one gathering are spread over up to half
+the interval (``BATCH_PAUSE_S`` between them): on a machine with few cores any burst of CPU
+beside the requests delays the ones it overlaps in proportion to its length (measured in
+``bench/README.md``), so the writer works in bites of ~0.1 ms instead of one burst a tick. Pages that cannot be written because the database is
 unreachable are kept (ids and all, so a retry cannot duplicate them) and retried with
 backoff; entries orjson cannot encode, and pages the database refuses, are dropped and
 counted, never retried forever and never fatal. ``stop`` drains: every queued entry is
@@ -31,6 +34,11 @@ log = logging.getLogger("rainbridge.logs")
 RETENTION_EVERY_S = 3600.0
 FLUSH_ENV = "RAINBRIDGE_LOG_FLUSH_SECONDS"
 FLUSH_DEFAULT_S = 0.25
+BATCH_ROWS = 128  # entries a transaction (and at most a page): ~0.1-0.3 ms of the writer's CPU
+BATCH_PAUSE_S = 0.002  # between two batches of one gathering
+# At most this many batches a gathering: under heavy load batches grow instead (each
+# transaction, and each start after a pause, costs the writer ~0.1-0.3 ms of CPU of its own).
+MAX_BATCHES = 8
 
 
 def flush_interval(environ: Mapping[str, str]) -> float:
@@ -52,7 +60,7 @@ def flush_interval(environ: Mapping[str, str]) -> float:
 
 class LogWriter:
     def __init__(self, open_sink: Callable[[], Sink], node_id: str, id_prefix: str, queue_size: int = 10_000,
-                 batch_rows: int = 512, interval_s: float = FLUSH_DEFAULT_S, retention_days: int = 365):
+                 batch_rows: int = BATCH_ROWS, interval_s: float = FLUSH_DEFAULT_S, retention_days: int = 365):
         self.open_sink = open_sink  # called in the writer thread: the connection is its own
         self.node_id = node_id
         self.id_prefix = id_prefix  # + a hex counter: unique, time-ordered-enough ids
@@ -115,8 +123,8 @@ class LogWriter:
                 if self.pending is None:
                     # Gather for an interval after every write (under load too: writing what
                     # came in meanwhile at once would make many small batches), unless a full
-                    # batch is waiting. A stop wakes it at once: drain.
-                    if not self._stop.is_set() and len(self.queue) < self.batch_rows:
+                    # gathering's batches are waiting. A stop wakes it at once: drain.
+                    if not self._stop.is_set() and len(self.queue) < self.batch_rows * MAX_BATCHES:
                         self._stop.wait(self.interval_s)
                     if not self.queue:
                         if self._stop.is_set():
@@ -157,12 +165,21 @@ class LogWriter:
 
     def _write_all(self, sink: Sink) -> None:
         """Write what was queued when it began (entries that come in meanwhile wait for the
-        next interval), up to ``batch_rows`` entries a transaction."""
+        next interval), ``batch_rows`` entries a transaction (more when over ``MAX_BATCHES``
+        batches are queued), with ``BATCH_PAUSE_S`` between two transactions."""
         queue = self.queue
         left = len(queue)
+        # Batches spread over at most half the interval, so the writer keeps up at any load.
+        batches = max(1, min(MAX_BATCHES, -(-left // self.batch_rows)))
+        size = -(-left // batches)
+        pause = min(BATCH_PAUSE_S, self.interval_s / 2 / batches) if batches > 1 else 0.0
+        first = True
         while self.pending is not None or left > 0:
             if self.pending is None:
-                take = min(left, self.batch_rows)
+                if not first and pause:
+                    self._stop.wait(pause)  # (no pause once stop() asks for a drain)
+                first = False
+                take = min(left, size)
                 left -= take
                 self.pending = self._pages([queue.popleft() for _ in range(take)])
             if self.pending:

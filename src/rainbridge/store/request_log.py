@@ -6,8 +6,8 @@ by their latest request start (``max_ts``) and decodes them; a page whose latest
 older than the ``limit + 1``-th newest request found so far cannot hold a newer one, so the
 walk stops there (pages of different batches overlap in start time: a long stream is
 written when it ends). Rows of the request-per-row table of schema versions 1-2 (``request_logs``) are
-read with SQL as before and merged. A walk decodes at most ``SCAN_PAGES`` pages: a filter
-that matches little in a large log returns what it found newer than where it stopped and a
+read with SQL as before and merged. A walk decodes pages of at most ``SCAN_ROWS`` requests
+in all: a filter that matches little in a large log returns what it found newer than where it stopped and a
 cursor to go on from there.
 """
 
@@ -26,7 +26,7 @@ COLUMNS = (
     "latency_ms", "prompt_tokens", "completion_tokens", "cost", "error_type", "request", "response",
 )
 PAGES_PER_FETCH = 8
-SCAN_PAGES = 256  # x 512 requests a page: ~130k requests decoded at most per read
+SCAN_ROWS = 131_072  # requests decoded at most per read (the pages' sizes vary with the load)
 
 
 def encode_cursor(ts: int, row_id: str) -> str:
@@ -124,7 +124,7 @@ def _newest_first(row: dict) -> tuple[int, str]:
 
 async def _page_walk(db: Database, filters: dict[str, Any], limit: int, before: tuple[int, str] | None) -> tuple[list[dict], int | None]:
     """(the newest ``limit + 1`` matching rows of the pages, the ``max_ts`` the walk stopped
-    at when it hit ``SCAN_PAGES`` first, else None: every row newer than that was seen)."""
+    at when it hit ``SCAN_ROWS`` first, else None: every row newer than that was seen)."""
     where = _Where()
     vk = filters.get("virtual_key_id")
     source = "request_log_pages p"
@@ -148,13 +148,13 @@ async def _page_walk(db: Database, filters: dict[str, Any], limit: int, before: 
         step = where.copy()
         if last is not None:
             step.before("p.max_ts", "p.id", *last)
-        sql = f"SELECT p.id, p.id_prefix, p.first_row, p.node_id, p.max_ts, p.rows FROM {source}{step.sql()}"
+        sql = f"SELECT p.id, p.id_prefix, p.first_row, p.node_id, p.max_ts, p.row_count, p.rows FROM {source}{step.sql()}"
         params = step.args
         pages = await db.fetch(f"{sql} ORDER BY {order} LIMIT {PAGES_PER_FETCH}", *params)
         for page in pages:
             found.extend(_matching(page, filters, before))
             if before is None or page["max_ts"] <= before[0]:
-                scanned += 1  # (pages reaching past the cursor were read by the call before)
+                scanned += page["row_count"]  # (pages reaching past the cursor were read by the call before)
         if len(found) > limit:
             found.sort(key=_newest_first, reverse=True)
             del found[limit + 1:]
@@ -163,7 +163,7 @@ async def _page_walk(db: Database, filters: dict[str, Any], limit: int, before: 
         last = (pages[-1]["max_ts"], pages[-1]["id"])
         if len(found) > limit and last[0] < found[limit]["ts"]:
             return found, None  # the pages left hold only older requests
-        if scanned >= SCAN_PAGES and (before is None or last[0] + 1 < before[0]):  # (and the next call gets further)
+        if scanned >= SCAN_ROWS and (before is None or last[0] + 1 < before[0]):  # (and the next call gets further)
             return found, last[0]
 
 
