@@ -103,6 +103,27 @@ def run_writer(writer, entries, timeout=30.0):
     asyncio.run(go())
 
 
+class RecordingSink(SQLiteSink):
+    """A real SQLite sink that notes ``(time.monotonic(), entries)`` of every write in
+    ``writes``, and takes ``delay`` seconds first (a database that takes its time)."""
+
+    def __init__(self, path, writes: list, delay: float = 0.0):
+        super().__init__(path)
+        self.writes, self.delay = writes, delay
+
+    def write(self, pages):
+        self.writes.append((time.monotonic(), sum(page.row_count for page in pages)))
+        if self.delay:
+            time.sleep(self.delay)
+        return super().write(pages)
+
+
+def migrated_sqlite(tmp_path):
+    path = tmp_path / "logs.db"
+    asyncio.run(_migrate(SQLiteDatabase(path)))
+    return path
+
+
 def test_sqlite_batch_is_all_or_nothing(tmp_path):
     """A batch that fails part way (here: the file may not grow any more) leaves no row of
     it behind, and is written whole, exactly once, when it is retried."""
@@ -278,18 +299,11 @@ def test_flush_interval_from_the_environment(raw, seconds):
 def test_rows_arriving_during_a_write_wait_for_the_next_interval(tmp_path):
     """Under steady load the writer still writes once per interval, in large batches, not
     whatever trickled in while it was writing."""
-    path = tmp_path / "logs.db"
-    asyncio.run(_migrate(SQLiteDatabase(path)))
-    batches = []
-
-    class Counting(SQLiteSink):
-        def write(self, pages):
-            batches.append(sum(page.row_count for page in pages))
-            time.sleep(0.05)  # a database that takes its time: entries arrive meanwhile
-            return super().write(pages)
-
-    # (batches large enough that a gathering is one write: this is about the gathering)
-    writer = LogWriter(lambda: Counting(path), "node-a", "p-", interval_s=0.3, batch_rows=5000)
+    path = migrated_sqlite(tmp_path)
+    writes = []
+    # A database that takes 0.05 s a write: entries arrive meanwhile. (Batches large enough
+    # that a gathering is one write: this is about the gathering.)
+    writer = LogWriter(lambda: RecordingSink(path, writes, delay=0.05), "node-a", "p-", interval_s=0.3, batch_rows=5000)
 
     async def go():
         writer.start()
@@ -303,6 +317,7 @@ def test_rows_arriving_during_a_write_wait_for_the_next_interval(tmp_path):
         return n
 
     total = asyncio.run(go())
+    batches = [n for _, n in writes]
     assert sum(batches) == total
     assert len(batches) <= 1.5 / 0.3 + 2, batches  # one write per interval (+ the drain)
 
@@ -311,16 +326,9 @@ def test_a_gathering_is_written_in_batches_with_pauses_between_them(tmp_path):
     """One gathering of 55 entries, batches of 10: six transactions, not one burst; between
     two of them the writer gives the CPU up for ``BATCH_PAUSE_S`` (the interval is long
     enough for the full pause). Every entry is written, once."""
-    path = tmp_path / "logs.db"
-    asyncio.run(_migrate(SQLiteDatabase(path)))
+    path = migrated_sqlite(tmp_path)
     writes = []
-
-    class Timed(SQLiteSink):
-        def write(self, pages):
-            writes.append((time.monotonic(), sum(page.row_count for page in pages)))
-            return super().write(pages)
-
-    writer = LogWriter(lambda: Timed(path), "node-a", "p-", interval_s=0.2, batch_rows=10)
+    writer = LogWriter(lambda: RecordingSink(path, writes), "node-a", "p-", interval_s=0.2, batch_rows=10)
 
     async def go():
         for i in range(55):
@@ -342,21 +350,15 @@ def test_a_gathering_is_written_in_batches_with_pauses_between_them(tmp_path):
 def test_under_heavy_load_batches_grow_instead_of_multiplying(tmp_path):
     """A gathering of more than ``MAX_BATCHES`` batches is written in ``MAX_BATCHES``
     larger ones (each transaction has a cost of its own), all entries once."""
-    path = tmp_path / "logs.db"
-    asyncio.run(_migrate(SQLiteDatabase(path)))
-    sizes = []
-
-    class Counting(SQLiteSink):
-        def write(self, pages):
-            sizes.append(sum(page.row_count for page in pages))
-            return super().write(pages)
-
-    writer = LogWriter(lambda: Counting(path), "node-a", "p-", interval_s=0.2, batch_rows=10)
+    path = migrated_sqlite(tmp_path)
+    writes = []
+    writer = LogWriter(lambda: RecordingSink(path, writes), "node-a", "p-", interval_s=0.2, batch_rows=10)
     n = 10 * MAX_BATCHES * 3 + 7  # three times a gathering's batches
     for i in range(n):
         writer.record(entry(i))
     # A full gathering's batches are waiting: the writer goes at once, no gathering wait.
     run_writer(writer, [])
+    sizes = [entries for _, entries in writes]
     size = -(-n // MAX_BATCHES)
     assert sizes == [size] * (MAX_BATCHES - 1) + [n - size * (MAX_BATCHES - 1)], sizes
     assert count(lambda sql: sqlite3.connect(path).execute(sql).fetchall()) == n
