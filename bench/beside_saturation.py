@@ -1,6 +1,6 @@
 """What work beside a saturated gateway costs the gateway's own CPU per request.
 
-    .venv/bin/python bench/beside_saturation.py [--runs 10] [--beside writer|busy] [--dir /dev/shm]
+    .venv/bin/python bench/beside_saturation.py [--runs 10] [--beside writer|busy] [--dir /dev/shm] [--wal-autocheckpoint N]
 
 A plain gateway (no logging) at wrk c=32, each run measured twice, alone and with another
 process beside it (the order alternating): ``writer`` — ``log_pages_writer.py`` writing the
@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("--beside", choices=("writer", "busy"), default="writer")
     parser.add_argument("--rate", type=int, default=14000, help="the writer's entries a second")
     parser.add_argument("--dir", help="where the writer's SQLite file goes (e.g. /dev/shm: no disk I/O)")
+    parser.add_argument("--wal-autocheckpoint", type=int, help="the writer's WAL checkpoint interval in pages")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "beside_saturation.json")
     args = parser.parse_args()
     side_s = str(args.seconds + 4)
@@ -46,6 +47,8 @@ def main() -> int:
         command = [str(BENCH / "log_pages_writer.py"), "--rate", str(args.rate), "--seconds", side_s]
         if args.dir:
             command += ["--dir", args.dir]
+        if args.wal_autocheckpoint is not None:
+            command += ["--wal-autocheckpoint", str(args.wal_autocheckpoint)]
     else:
         command = [str(BENCH / "cpu_burst.py"), "--burst-ms", "12", "--every", "0.25", "--seconds", side_s]
     env = {**os.environ, "PYTHONPATH": str(BENCH.parent / "src")}
@@ -84,6 +87,7 @@ def main() -> int:
           f"paired difference {summary['paired_diff_us']:+.1f} us [{min(diffs):+.1f}..{max(diffs):+.1f}]")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": datetime.datetime.now(datetime.UTC).isoformat(), "beside": args.beside, "dir": args.dir,
+                                    "wal_autocheckpoint": args.wal_autocheckpoint,
                                     "rate": args.rate, "runs": args.runs, "seconds": args.seconds,
                                     "summary": summary, "raw": results}, indent=1))
     print(f"results: {args.out}")

@@ -43,11 +43,14 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=5000, help="entries a second")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--dir", type=Path, help="where the file goes (default: a temporary directory)")
+    parser.add_argument("--wal-autocheckpoint", type=int, help="SQLite's WAL checkpoint interval in pages (default 1,000)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rainbridge-pages-", dir=args.dir) as tmp:
         path = Path(tmp) / "logs.db"
         asyncio.run(migrated(path))
         sink = SQLiteSink(path)
+        if args.wal_autocheckpoint is not None:
+            sink.conn.execute(f"PRAGMA wal_autocheckpoint={args.wal_autocheckpoint}")
         writer = LogWriter(lambda: sink, "node", "p-")
         per_tick = max(1, args.rate // 4)
         deadline = time.monotonic() + args.seconds
