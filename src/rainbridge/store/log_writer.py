@@ -10,11 +10,11 @@ for the database, so a request costs the writer about a microsecond, and the thr
 database I/O runs without the GIL. The batches of one gathering are spread over up to half
 the interval (``BATCH_PAUSE_S`` between them): on a machine with few cores any burst of CPU
 beside the requests delays the ones it overlaps in proportion to its length (measured in
-``bench/README.md``), so the writer works in bites of ~0.1 ms instead of one burst a tick. Pages that cannot be written because the database is
-unreachable are kept (ids and all, so a retry cannot duplicate them) and retried with
-backoff; entries orjson cannot encode, and pages the database refuses, are dropped and
-counted, never retried forever and never fatal. ``stop`` drains: every queued entry is
-written before it returns (within its timeout).
+``bench/README.md``), so the writer works in bites of ~0.1 ms instead of one burst a tick.
+Pages that cannot be written because the database is unreachable are kept (ids and all, so
+a retry cannot duplicate them) and retried with backoff; entries orjson cannot encode, and
+pages the database refuses, are dropped and counted, never retried forever and never fatal.
+``stop`` drains: every queued entry is written before it returns (within its timeout).
 """
 
 from __future__ import annotations
@@ -173,12 +173,8 @@ class LogWriter:
         batches = max(1, min(MAX_BATCHES, -(-left // self.batch_rows)))
         size = -(-left // batches)
         pause = min(BATCH_PAUSE_S, self.interval_s / 2 / batches) if batches > 1 else 0.0
-        first = True
         while self.pending is not None or left > 0:
             if self.pending is None:
-                if not first and pause:
-                    self._stop.wait(pause)  # (no pause once stop() asks for a drain)
-                first = False
                 take = min(left, size)
                 left -= take
                 self.pending = self._pages([queue.popleft() for _ in range(take)])
@@ -191,6 +187,8 @@ class LogWriter:
                     self.refused += count
                     log.warning("request log: %d entries refused by the store: %s", count, exc)
             self.pending = None
+            if left and pause:
+                self._stop.wait(pause)  # (no pause once stop() asks for a drain)
 
     def _pages(self, entries: list[tuple]) -> list[Page]:
         """Entries -> pages; the ones that cannot be encoded are counted as refused."""

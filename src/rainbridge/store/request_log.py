@@ -5,10 +5,10 @@ as pages (``log_pages``: a batch of requests per row). A read walks the pages ne
 by their latest request start (``max_ts``) and decodes them; a page whose latest start is
 older than the ``limit + 1``-th newest request found so far cannot hold a newer one, so the
 walk stops there (pages of different batches overlap in start time: a long stream is
-written when it ends). Rows of the request-per-row table of schema versions 1-2 (``request_logs``) are
-read with SQL as before and merged. A walk decodes pages of at most ``SCAN_ROWS`` requests
-in all: a filter that matches little in a large log returns what it found newer than where it stopped and a
-cursor to go on from there.
+written when it ends). Rows of the request-per-row table of schema versions 1-2
+(``request_logs``) are read with SQL as before and merged. A walk decodes pages of at most
+``SCAN_ROWS`` requests in all: a filter that matches little in a large log returns what it
+found newer than where it stopped and a cursor to go on from there.
 """
 
 from __future__ import annotations
