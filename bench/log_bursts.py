@@ -26,7 +26,6 @@ import datetime
 import json
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,7 +37,6 @@ from rainbridge.gateway.record import RequestRecord, log_entry
 from rainbridge.store import log_writer
 from rainbridge.store.db import PostgresDatabase
 from rainbridge.store.log_sinks import PostgresSink, SQLiteSink
-from rainbridge.store.migrate import migrate
 
 BENCH = Path(__file__).resolve().parent
 MERGE_GAP_S = 0.0002
@@ -77,7 +75,7 @@ def timed_sink(base: type, writer_ref: list, checkpoint_pages: int | None):
     return Timed
 
 
-def an_entry(n: int) -> tuple:
+def an_entry() -> tuple:
     record = RequestRecord("chat", content=True)
     record.provider, record.model, record.status = "openai", "gpt-4o-mini", 200
     record.prompt_tokens, record.completion_tokens = 12, 14
@@ -110,15 +108,7 @@ def run(config: str, store: str, rate: int, seconds: float, work: Path, pg_dsn: 
     else:
         dsn = pgdb.create(pg_dsn, f"rainbridge_bench_bursts_{config.replace('+', '_')}")
         settings = StoreSettings(dsn=dsn)
-        db = PostgresDatabase(settings)
-
-        async def mig():
-            await db.open()
-            try:
-                await migrate(db, "logs")
-            finally:
-                await db.close()
-        asyncio.run(mig())
+        asyncio.run(migrated(PostgresDatabase(settings)))
         sink_class = timed_sink(PostgresSink, ref, None)
         open_sink = lambda: sink_class(settings, "bench")  # noqa: E731
     saved = log_writer.BATCH_PAUSE_S
@@ -127,7 +117,7 @@ def run(config: str, store: str, rate: int, seconds: float, work: Path, pg_dsn: 
     ref.append(writer)
     try:
         writer.start()
-        entry = an_entry(0)
+        entry = an_entry()
         started = time.perf_counter()
         sent = 0
         while (now := time.perf_counter()) - started < seconds:  # bounded in time
@@ -174,8 +164,7 @@ def main() -> int:
                   f" p99 {s['p99']:.3f} max {s['max']:.3f}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": datetime.datetime.now(datetime.UTC).isoformat(), "rate": args.rate,
-                                    "seconds": args.seconds, "store": args.store, "results": results,
-                                    "threads": threading.active_count()}, indent=1))
+                                    "seconds": args.seconds, "store": args.store, "results": results}, indent=1))
     print(f"results: {args.out}")
     return 0
 

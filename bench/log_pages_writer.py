@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rainbridge.store.db import SQLiteDatabase
+from rainbridge.store.db import Database, SQLiteDatabase
 from rainbridge.store.log_sinks import SQLiteSink
 from rainbridge.store.log_writer import LogWriter
 from rainbridge.store.migrate import migrate
@@ -29,8 +29,9 @@ RESPONSE = (b'{"id":"chatcmpl-1","object":"chat.completion","created":1700000000
             b'"usage":{"prompt_tokens":12,"completion_tokens":14,"total_tokens":26}}')
 
 
-async def migrated(path: Path) -> None:
-    db = SQLiteDatabase(path)
+async def migrated(path: Path | Database) -> None:
+    """Migrate the logs schema into ``path`` (a SQLite file) or a ``Database``."""
+    db = SQLiteDatabase(path) if isinstance(path, Path) else path
     await db.open()
     try:
         await migrate(db, "logs")
